@@ -1,0 +1,1 @@
+"""robustreg's built-in plugins, each registered through the ``robustreg`` entry-point group."""

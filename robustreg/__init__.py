@@ -1,0 +1,54 @@
+"""robustreg: a plugin-based registry of adversarial attacks and defenses for PyTorch.
+
+The public API; everything else is private.  Plugins register through the ``robustreg``
+entry-point group with the hooks in :mod:`robustreg.hookspecs`.
+"""
+
+from __future__ import annotations
+
+from .attack import Attack, AttackError, AttackInfo, AttackResult, ModelState
+from .defense import Defense, DefenseInfo, DefenseOutput
+from .embedding import Embedding, embed
+from .hookspecs import hookimpl
+from .registry import (
+    AttackSpec,
+    DatasetSpec,
+    DefenseSpec,
+    DuplicateNameError,
+    ModelSpec,
+    PluginLoadError,
+    Registrar,
+    Registry,
+    RegistryError,
+    UnknownNameError,
+)
+from .threat import ThreatModel, parse_eps
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attack",
+    "AttackError",
+    "AttackInfo",
+    "AttackResult",
+    "AttackSpec",
+    "DatasetSpec",
+    "Defense",
+    "DefenseInfo",
+    "DefenseOutput",
+    "DefenseSpec",
+    "DuplicateNameError",
+    "Embedding",
+    "ModelSpec",
+    "ModelState",
+    "PluginLoadError",
+    "Registrar",
+    "Registry",
+    "RegistryError",
+    "ThreatModel",
+    "UnknownNameError",
+    "__version__",
+    "embed",
+    "hookimpl",
+    "parse_eps",
+]

@@ -1,0 +1,249 @@
+"""The Attack contract and the base class that enforces it.
+
+An attack is built with a :class:`~robustreg.threat.ThreatModel` and its own keyword parameters and
+called as ``attack(model, x, y) -> x_adv``.  The base class, not each attack, guarantees the
+contract: inputs are checked, the result is projected into the eps ball and the box and then
+verified, the model's train/eval mode and its parameters' ``.grad`` / ``requires_grad`` are restored,
+the caller's tensors are never written to, and randomness comes from a local ``torch.Generator``.
+Subclasses implement :meth:`Attack.perturb` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .threat import NORMS, ThreatModel
+
+__all__ = ["KINDS", "Attack", "AttackError", "AttackInfo", "AttackResult", "ModelState"]
+
+KINDS = ("white-box", "score", "decision", "transfer")
+
+
+class AttackError(RuntimeError):
+    """An attack produced something that breaks the contract (NaN, outside the ball, ...)."""
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    """What an attack is; shown by ``robustreg list`` and used for filtering.
+
+    ``kind``: white-box (gradients), score (probabilities only), decision (labels only) or transfer.
+    ``source``: the paper (e.g. ``"paper 004"`` or a citation) or the toolkit it comes from.
+    ``toolkit``: ``"native"`` for robustreg's own code, else the wrapped toolkit's name.
+    """
+
+    norms: tuple[str, ...]
+    kind: str = "white-box"
+    targeted: bool = False
+    needs_embedding: bool = False
+    randomized: bool = False
+    source: str = ""
+    toolkit: str = "native"
+    paper: str | None = None
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        bad = [n for n in self.norms if n not in NORMS]
+        if not self.norms or bad:
+            raise ValueError(f"norms must be a non-empty subset of {NORMS}, got {self.norms!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+
+@dataclass
+class AttackResult:
+    """What :meth:`Attack.run` returns.
+
+    ``queries``: model queries spent per sample (black-box attacks), else None.
+    ``extras``: per-sample tensors or scalars worth reporting (e.g. RayS' boundary distance).
+    """
+
+    x_adv: torch.Tensor
+    queries: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelState:
+    """Snapshot of a model's train/eval flags and its parameters' ``requires_grad`` and ``.grad``.
+
+    ``restore()`` puts every one of them back, so a toolkit that calls ``backward()`` on the
+    parameters or flips the mode leaves no trace.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.modes = [(m, m.training) for m in model.modules()]
+        self.params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+
+    def restore(self) -> None:
+        for module, training in self.modes:
+            module.training = training
+        for p, requires_grad, grad in self.params:
+            p.requires_grad_(requires_grad)
+            p.grad = grad
+
+
+class Attack:
+    """Base class of every attack.
+
+    Parameters common to all attacks (keyword-only):
+
+    - ``threat``: the :class:`ThreatModel` (norm, eps, box).
+    - ``seed``: if given, every call draws its randomness from a fresh ``torch.Generator`` seeded
+      with it, so two calls on the same inputs give the same result; if None, the generator is
+      seeded from torch's global RNG (one draw).
+    - ``eval_mode``: put the model in eval mode while attacking (default True); the mode found is
+      restored afterwards either way.
+
+    A subclass sets the class attribute ``info`` and implements :meth:`perturb`.  Its own parameters
+    are constructor arguments validated there, never attributes set after construction.
+    """
+
+    info: ClassVar[AttackInfo]
+    name: ClassVar[str] = ""
+
+    def __init__(self, threat: ThreatModel, *, seed: int | None = None, eval_mode: bool = True) -> None:
+        if not isinstance(threat, ThreatModel):
+            raise TypeError(f"threat must be a robustreg.ThreatModel, got {type(threat).__name__}")
+        if threat.norm not in self.info.norms:
+            raise ValueError(
+                f"{self.label()} supports norm(s) {', '.join(self.info.norms)}, got norm={threat.norm!r}"
+            )
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        self.threat = threat
+        self.seed = seed
+        self.eval_mode = bool(eval_mode)
+
+    # --- what subclasses implement -------------------------------------------------------
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        target: torch.Tensor | None = None,
+    ) -> torch.Tensor | AttackResult:
+        """Return adversarial examples for the validated batch (x is a private copy).
+
+        The base projects the result into the ball and the box afterwards; an attack should still
+        project inside its loop where its algorithm does.
+        """
+        raise NotImplementedError
+
+    # --- the contract --------------------------------------------------------------------
+    @classmethod
+    def label(cls) -> str:
+        return cls.name or cls.__name__
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``attack(model, x, y) -> x_adv`` (detached, same device and dtype as x)."""
+        return self.run(model, x, y, target=target).x_adv
+
+    def run(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None
+    ) -> AttackResult:
+        """Like ``__call__`` but returns the :class:`AttackResult` (queries and extras too)."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        state = ModelState(model)
+        try:
+            self._check_inputs(model, x, y, target)
+            if self.eval_mode:
+                model.eval()
+            generator = self._generator(x.device)
+            with torch.enable_grad():
+                out = self.perturb(model, x.detach().clone(), y.detach().clone(), generator,
+                                   None if target is None else target.detach().clone())
+        finally:
+            state.restore()
+        result = out if isinstance(out, AttackResult) else AttackResult(out)
+        result.x_adv = self._finalise(result.x_adv, x)
+        return result
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        seed = self.seed
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        return torch.Generator(device=device).manual_seed(seed)
+
+    def _check_inputs(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> int:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.dim() < 2 or x.shape[0] == 0:
+            raise ValueError(f"x must be a non-empty batch N x C x H x W (N >= 1), got shape {tuple(x.shape)}")
+        if not isinstance(y, torch.Tensor) or y.dtype != torch.int64:
+            raise TypeError(
+                f"y must be an int64 tensor of class indices, got {getattr(y, 'dtype', type(y).__name__)}; "
+                "use y.long()"
+            )
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+        if y.device != x.device:
+            raise ValueError(f"x and y must be on the same device, got {x.device} and {y.device}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or inf values")
+        lo, hi = self.threat.box
+        xmin, xmax = float(x.min()), float(x.max())
+        if xmin < lo or xmax > hi:
+            raise ValueError(
+                f"x must be in the box [{lo:g}, {hi:g}], got values in [{xmin:.4g}, {xmax:.4g}]; "
+                "put normalisation inside the model (robustreg.models.Normalize)"
+            )
+        if target is not None:
+            if not self.info.targeted:
+                raise ValueError(f"{self.label()} is untargeted; target must be None")
+            if target.dtype != torch.int64 or target.shape != y.shape:
+                raise ValueError(f"target must be an int64 tensor of shape {tuple(y.shape)}")
+        # One eval-mode forward of a single sample tells the number of classes without touching
+        # BatchNorm statistics.
+        was_training = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad():
+                logits = model(x[:1])
+        finally:
+            for module, training in was_training:
+                module.training = training
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            raise ValueError(
+                f"model must return logits of shape N x K, got {getattr(logits, 'shape', type(logits).__name__)}"
+            )
+        num_classes = logits.shape[1]
+        for name, labels in (("y", y), ("target", target)):
+            if labels is not None and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+                raise ValueError(
+                    f"{name} must hold class indices in [0, {num_classes - 1}], "
+                    f"got values in [{int(labels.min())}, {int(labels.max())}]"
+                )
+        return num_classes
+
+    def _finalise(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
+            raise AttackError(
+                f"{self.label()} returned shape {getattr(x_adv, 'shape', None)}, expected {tuple(x.shape)}"
+            )
+        x_adv = x_adv.detach().to(device=x.device, dtype=x.dtype)
+        if not bool(torch.isfinite(x_adv).all()):
+            raise AttackError(f"{self.label()} returned NaN or inf values")
+        x_adv = self.threat.project(x_adv, x)
+        inside = self.threat.contains(x_adv, x)
+        if not bool(inside.all()):
+            worst = float(self.threat.distance(x_adv, x).max())
+            raise AttackError(
+                f"{self.label()} left the {self.threat.describe()} ball or the box after projection "
+                f"(max distance {worst:.6g}); this is a bug in the attack"
+            )
+        return x_adv
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.threat.describe()}, seed={self.seed})"
+

@@ -1,0 +1,70 @@
+"""Hook specifications of robustreg (pluggy project name ``"robustreg"``).
+
+A plugin is a module (or object) with functions decorated by :data:`robustreg.hookimpl` whose
+names match the specs below, found through the ``robustreg`` entry-point group::
+
+    [options.entry_points]
+    robustreg =
+        myplugin = robustreg_myplugin
+
+Every hook receives a ``registrar`` and registers entries on it; none returns anything.  The hooks
+run once, when a :class:`robustreg.Registry` is built (``Registry.create()``), in pluggy's order
+(last registered first).  Each plugin gets its own registrar, so a duplicate name is reported with
+the names of both plugins.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+__all__ = ["hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("robustreg")
+hookimpl = pluggy.HookimplMarker("robustreg")
+
+
+@hookspec
+def robustreg_register_attacks(registrar):
+    """Register attacks with ``registrar.add_attack(name, factory, ...)``.
+
+    ``factory(threat, **params)`` must return a :class:`robustreg.Attack`.  Called once per
+    registry build; the return value is ignored.
+    """
+
+
+@hookspec
+def robustreg_register_defenses(registrar):
+    """Register defenses with ``registrar.add_defense(name, factory, ...)``.
+
+    ``factory(**params)`` must return a :class:`robustreg.Defense`.  Called once per registry
+    build; the return value is ignored.
+    """
+
+
+@hookspec
+def robustreg_register_models(registrar):
+    """Register architectures and zoo entries with ``registrar.add_model(name, factory, ...)``.
+
+    ``factory(**params)`` must return an ``nn.Module`` taking [0, 1] images and returning logits.
+    Called once per registry build; the return value is ignored.
+    """
+
+
+@hookspec
+def robustreg_register_datasets(registrar):
+    """Register datasets with ``registrar.add_dataset(name, loader, ...)``.
+
+    ``loader(split, root)`` must return a :class:`robustreg.data.LabeledData` for ``split`` in
+    ("train", "test"); ``root`` is the text after ``name:`` in a data SPEC, or None.  Called once
+    per registry build; the return value is ignored.
+    """
+
+
+@hookspec
+def robustreg_register_commands(registrar):
+    """Add ``robustreg`` subcommands with ``registrar.add_command(name, configure, run, help=...)``.
+
+    ``configure(parser)`` adds the command's arguments to its ``argparse`` parser; ``run(args)``
+    executes it and returns the exit status.  Lets a plugin ship a command (the cascade plugin's
+    ``cascade-store``) without the core importing it.  Called once per registry build.
+    """

@@ -1,0 +1,125 @@
+"""Threat models: the norm ball and the pixel box an attack must stay inside."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+
+__all__ = ["NORMS", "ThreatModel", "parse_eps"]
+
+NORMS = ("linf", "l2", "l1")
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """An L_p ball of radius ``eps`` around each input, intersected with the pixel box.
+
+    ``eps`` is in the same [0, 1] units as the pixels (use :func:`parse_eps` for "8/255" or a
+    255-scale integer).  ``box`` is the valid pixel range, (0, 1) for every model in robustreg.
+    """
+
+    norm: str = "linf"
+    eps: float = 8 / 255
+    box: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if not isinstance(self.eps, (int, float)) or not math.isfinite(self.eps) or self.eps < 0:
+            raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
+        if self.norm == "linf" and self.eps > 1:
+            raise ValueError(
+                f"eps must be in [0, 1] for the linf norm (pixels are in [0, 1]), got {self.eps}; "
+                f"did you mean {self.eps:g}/255?"
+            )
+        lo, hi = self.box
+        if not lo < hi:
+            raise ValueError(f"box must be (low, high) with low < high, got {self.box!r}")
+        object.__setattr__(self, "eps", float(self.eps))
+        object.__setattr__(self, "box", (float(lo), float(hi)))
+
+    def distance(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample distance ||x_adv - x|| in this threat model's norm (shape N)."""
+        d = _flat(x_adv - x)
+        if self.norm == "linf":
+            return d.abs().amax(dim=1)
+        if self.norm == "l2":
+            return d.norm(p=2, dim=1)
+        return d.abs().sum(dim=1)
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Project ``x_adv`` onto the eps ball around ``x``, then clip to the box.
+
+        For linf the result is exactly in the intersection.  For l2 / l1 the ball projection is
+        followed by clipping, which can only shrink the perturbation, so the result stays in both.
+        """
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        elif self.norm == "l2":
+            norms = _flat(delta).norm(p=2, dim=1).clamp_min(1e-12)
+            factor = (self.eps / norms).clamp(max=1.0)
+            delta = delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+        else:
+            delta = _project_l1(delta, self.eps)
+        return (x + delta).clamp(*self.box)
+
+    def contains(self, x_adv: torch.Tensor, x: torch.Tensor, atol: float = 1e-5) -> torch.Tensor:
+        """Boolean per sample: inside the eps ball (up to ``atol``) and inside the box."""
+        in_ball = self.distance(x_adv, x) <= self.eps * (1 + 1e-5) + atol
+        lo, hi = self.box
+        flat = _flat(x_adv)
+        in_box = (flat >= lo - atol).all(dim=1) & (flat <= hi + atol).all(dim=1)
+        return in_ball & in_box
+
+    def describe(self) -> str:
+        eps = self.eps * 255
+        shown = f"{eps:g}/255" if self.norm == "linf" and abs(eps - round(eps)) < 1e-6 else f"{self.eps:g}"
+        return f"{self.norm} eps={shown}"
+
+
+def _project_l1(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """Euclidean projection of each sample onto the L1 ball (Duchi et al. 2008, sort-based)."""
+    flat = _flat(delta)
+    abs_flat = flat.abs()
+    inside = abs_flat.sum(dim=1) <= eps
+    if bool(inside.all()):
+        return delta
+    mu, _ = abs_flat.sort(dim=1, descending=True)
+    cumsum = mu.cumsum(dim=1)
+    ks = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
+    cond = mu - (cumsum - eps) / ks > 0
+    rho = cond.to(torch.int64).cumsum(dim=1).argmax(dim=1)  # last index where cond holds
+    theta = (cumsum.gather(1, rho[:, None]) - eps) / (rho[:, None] + 1).to(flat.dtype)
+    projected = flat.sign() * (abs_flat - theta).clamp_min(0)
+    out = torch.where(inside[:, None], flat, projected)
+    return out.view_as(delta)
+
+
+def parse_eps(value: str | float, scale: float | None = None) -> float:
+    """Read an eps given as ``"8/255"``, ``"0.031"``, a number, or on a 255-scale.
+
+    ``scale=255`` reads paper 000's integer budgets: ``parse_eps("16", scale=255) == 16/255``.
+    Range checks belong to :class:`ThreatModel` (an L2 eps may exceed 1; a linf one may not).
+    """
+    text = str(value).strip()
+    try:
+        number = float(Fraction(text)) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(
+            f"eps must be a number, a fraction like '8/255', or a 255-scale value with scale=255; got {value!r}"
+        ) from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {value!r}")
+    if scale is not None:
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale!r}")
+        number /= scale
+    return number
