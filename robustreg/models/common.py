@@ -1,0 +1,329 @@
+"""Model plumbing: input normalisation, checkpoint loading, building a model from a SPEC, devices."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from ..registry import Registry
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "Normalize",
+    "build_model",
+    "load_checkpoint",
+    "load_state_dict_file",
+    "parse_normalize",
+    "resolve_device",
+]
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+
+# keys under which training scripts commonly nest the weights, tried in this order
+_NESTED_KEYS = ("state_dict", "model", "net", "model_state_dict", "model_state")
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, so that a model takes [0, 1] pixels.
+
+    ``mean`` and ``std`` are sequences of one value per channel (any channel count) or a single
+    float.  They are non-persistent buffers: they move with ``.to(device)`` but are not part of the
+    state dict, so a checkpoint of the wrapped network loads whatever normalisation it was built with.
+    """
+
+    def __init__(self, mean: Sequence[float] | float, std: Sequence[float] | float) -> None:
+        super().__init__()
+        m = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        s = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if m.numel() == 0 or s.numel() == 0:
+            raise ValueError(f"mean and std must not be empty, got mean={mean!r}, std={std!r}")
+        if m.numel() != s.numel():
+            raise ValueError(
+                f"mean and std must have one value per channel each, got {m.numel()} means and {s.numel()} stds"
+            )
+        if not torch.isfinite(m).all() or not torch.isfinite(s).all() or (s <= 0).any():
+            raise ValueError(f"std must be finite and > 0 and mean finite, got mean={m.tolist()}, std={s.tolist()}")
+        self.register_buffer("mean", m.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", s.view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"Normalize expects N x C x H x W input, got shape {tuple(x.shape)}")
+        channels = self.mean.shape[1]
+        if channels != 1 and x.shape[1] != channels:
+            raise ValueError(f"Normalize has {channels} channels but the input has {x.shape[1]}")
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+def parse_normalize(text: str) -> tuple[list[float], list[float]]:
+    """Parse ``"0.5,0.5,0.5:0.2,0.2,0.2"`` (or ``"cifar10"``) into ``(mean, std)`` lists."""
+    if not isinstance(text, str):
+        raise TypeError(f"normalize must be a string 'MEAN,...:STD,...', got {type(text).__name__}")
+    if text.strip().lower() == "cifar10":
+        return list(CIFAR10_MEAN), list(CIFAR10_STD)
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise ValueError(f"normalize must look like 'm1,m2,m3:s1,s2,s3' (mean:std) or 'cifar10', got {text!r}")
+    out: list[list[float]] = []
+    for what, part in zip(("mean", "std"), parts):
+        try:
+            values = [float(v) for v in part.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"normalize {what} must be comma-separated numbers, got {part!r} in {text!r}") from None
+        if not values:
+            raise ValueError(f"normalize {what} is empty in {text!r}")
+        out.append(values)
+    mean, std = out
+    if len(mean) != len(std):
+        raise ValueError(f"normalize needs as many means as stds, got {len(mean)} and {len(std)} in {text!r}")
+    if any(s <= 0 for s in std):
+        raise ValueError(f"normalize std values must be > 0, got {std}")
+    return mean, std
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> ``torch.device``."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    if spec is None:
+        spec = "auto"
+    if not isinstance(spec, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {type(spec).__name__}")
+    text = spec.strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
+        index = int(text[5:]) if ":" in text else None
+        if index is not None and index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        return torch.device(text)
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def _extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    if isinstance(obj, (list, tuple)) and len(obj) == 1:
+        obj = obj[0]
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if _is_state_dict(obj):
+        return dict(obj)
+    if isinstance(obj, Mapping):
+        for key in _NESTED_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, (list, tuple)) and len(inner) == 1:
+                inner = inner[0]
+            if _is_state_dict(inner):
+                return dict(inner)
+        keys = ", ".join(repr(k) for k in list(obj)[:8])
+        raise ValueError(
+            f"{path}: no state dict found; expected a mapping of parameter names to tensors, or one nested under "
+            f"{', '.join(repr(k) for k in _NESTED_KEYS)}; the file's top-level keys are {keys}"
+        )
+    raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
+
+
+def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file safely (``weights_only=True``) and return its plain state dict.
+
+    Accepted layouts: a state dict; one nested under ``state_dict``, ``model`` or ``net``; a list or
+    tuple holding one of those; keys prefixed by DataParallel's ``module.`` (the prefix is removed).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {str(p)!r}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read checkpoint {str(p)!r} with torch.load(weights_only=True): {exc}") from exc
+    sd = _extract_state_dict(obj, str(p))
+    sd = _strip_prefix(sd, "module.")
+    sd = _strip_prefix(sd, "_orig_mod.")  # torch.compile
+    return sd
+
+
+def _mismatch(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
+    return missing, unexpected, shapes
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
+    """Load the weights in ``path`` into ``model`` (in place) and return ``model``.
+
+    The file is read with ``torch.load(map_location="cpu", weights_only=True)`` (see
+    :func:`load_state_dict_file` for the layouts accepted).  If the keys do not fit ``model`` and
+    ``model`` is a wrapper (e.g. ``nn.Sequential(Normalize(...), net)``), the last submodule is
+    tried, so a checkpoint of the inner network loads into the wrapped model.
+
+    Raises FileNotFoundError naming the path if it does not exist, and ValueError listing a few
+    missing / unexpected keys (or shape mismatches) if neither fits.  With ``strict=False`` missing
+    and unexpected keys are tolerated, but shapes must still match and at least one key must fit.
+    """
+    sd = load_state_dict_file(path)
+    candidates: list[nn.Module] = [model]
+    children = list(model.children())
+    if len(children) > 1:
+        candidates.append(children[-1])
+    first_error = ""
+    for target in candidates:
+        missing, unexpected, shapes = _mismatch(target, sd)
+        overlap = len(sd) - len(unexpected)
+        if not shapes and overlap > 0 and (not strict or (not missing and not unexpected)):
+            target.load_state_dict(sd, strict=strict)
+            return model
+        if not first_error:
+            parts = []
+            if missing:
+                parts.append(f"missing keys: {_few(missing)}")
+            if unexpected:
+                parts.append(f"unexpected keys: {_few(unexpected)}")
+            if shapes:
+                parts.append(f"shape mismatches: {_few(shapes, 3)}")
+            first_error = "; ".join(parts)
+    raise ValueError(
+        f"checkpoint {str(path)!r} does not fit {type(model).__name__}"
+        f"{' (nor its last submodule)' if len(candidates) > 1 else ''}: {first_error}"
+    )
+
+
+def _load_factory(spec: str) -> Any:
+    """``path/to/file.py:factory`` or ``package.module:factory`` -> the callable."""
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr.isidentifier():
+        raise ValueError(f"model spec must be NAME, FILE.py:FACTORY or package.module:FACTORY, got {spec!r}")
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {str(path)!r} (from spec {spec!r})")
+        modname = f"robustreg_user_model_{abs(hash(str(path.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(modname, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ValueError(f"cannot import {str(path)!r} as a Python module")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[modname] = module  # dataclasses and pickling look modules up here
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(modname, None)
+            raise
+    else:
+        module = importlib.import_module(target)
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ValueError(f"{target!r} has no callable {attr!r} (from model spec {spec!r})")
+    return factory
+
+
+def build_model(
+    spec: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | str | None = None,
+    registry: Registry | None = None,
+    strict: bool = True,
+    **params: Any,
+) -> nn.Module:
+    """Build a model from a SPEC and return it in eval mode on the CPU.
+
+    ``spec``: a registered model name (``"resnet20"``, ``"lenet5-mnist"``, ...), a Python file and
+    factory ``"path/to/net.py:make_net"``, or an importable ``"package.module:factory"``.
+    ``weights``: a checkpoint loaded with :func:`load_checkpoint`.  ``normalize``: ``(mean, std)``
+    (or the string form of :func:`parse_normalize`) wraps the model as ``nn.Sequential(Normalize, model)``
+    before the weights load, so a checkpoint of either the inner model or the wrapper fits.
+    ``registry``: where names are looked up; the built-in models are found without building one.
+    A registered name with a toolkit prefix (``"zoo:wrn"``) is found too, when no module of that
+    name can be imported.
+    ``params`` go to the factory (e.g. ``num_classes=100``).
+
+    Unknown names raise the registry's UnknownNameError, listing close matches.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"model spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    if ":" in spec or spec.endswith(".py"):
+        factory = _factory_or_prefixed_name(spec, registry)
+    else:
+        factory = _lookup_model(spec, registry).factory
+    model = factory(**params)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model factory of {spec!r} returned {type(model).__name__}, not an nn.Module")
+    if normalize is not None:
+        mean, std = parse_normalize(normalize) if isinstance(normalize, str) else normalize
+        model = nn.Sequential(Normalize(mean, std), model)
+    if weights is not None:
+        load_checkpoint(model, weights, strict=strict)
+    return model.cpu().eval()
+
+
+def _factory_or_prefixed_name(spec: str, registry: Registry | None) -> Any:
+    if registry is not None and spec in registry.entries("models"):
+        return registry.model(spec).factory
+    try:
+        return _load_factory(spec)
+    except ModuleNotFoundError as exc:
+        target = spec.rpartition(":")[0]
+        if "/" in target or os.sep in target or exc.name != target.split(".")[0]:
+            raise
+        if registry is None:
+            from ..registry import Registry
+
+            registry = Registry.create()
+        if spec in registry.entries("models"):
+            return registry.model(spec).factory
+        raise ModuleNotFoundError(
+            f"model spec {spec!r}: no module {target!r} to import and no registered model of that name", name=exc.name
+        ) from exc
+
+
+def _lookup_model(name: str, registry: Registry | None) -> Any:
+    if registry is not None:
+        return registry.model(name)
+    from . import builtin_model_specs
+
+    specs = builtin_model_specs()
+    if name in specs:
+        return specs[name]
+    from ..registry import Registry
+
+    return Registry.create().model(name)
