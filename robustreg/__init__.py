@@ -9,6 +9,7 @@ from __future__ import annotations
 from .attack import Attack, AttackError, AttackInfo, AttackResult, ModelState
 from .defense import Defense, DefenseInfo, DefenseOutput
 from .embedding import Embedding, embed
+from .evaluation import evaluate
 from .hookspecs import hookimpl
 from .registry import (
     AttackSpec,
@@ -49,6 +50,7 @@ __all__ = [
     "UnknownNameError",
     "__version__",
     "embed",
+    "evaluate",
     "hookimpl",
     "parse_eps",
 ]

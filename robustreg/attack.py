@@ -71,13 +71,18 @@ class ModelState:
     """Snapshot of a model's train/eval flags and its parameters' ``requires_grad`` and ``.grad``.
 
     ``restore()`` puts every one of them back, so a toolkit that calls ``backward()`` on the
-    parameters or flips the mode leaves no trace.
+    parameters or flips the mode leaves no trace.  ``clear_grads()`` detaches the caller's ``.grad``
+    tensors meanwhile, so such a ``backward()`` cannot accumulate into them either.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.modes = [(m, m.training) for m in model.modules()]
         self.params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+
+    def clear_grads(self) -> None:
+        for p, _, _ in self.params:
+            p.grad = None
 
     def restore(self) -> None:
         for module, training in self.modes:
@@ -154,6 +159,7 @@ class Attack:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         state = ModelState(model)
         try:
+            state.clear_grads()
             self._check_inputs(model, x, y, target)
             if self.eval_mode:
                 model.eval()

@@ -76,8 +76,11 @@ class AttackSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def build(self, threat: ThreatModel, **params: Any) -> Attack:
-        """Build the attack for ``threat``; unknown parameters raise a TypeError naming them."""
-        return self.factory(threat, **params)
+        """Build the attack for ``threat`` with ``defaults`` updated by ``params``.
+
+        Unknown parameters raise a TypeError naming them.
+        """
+        return self.factory(threat, **{**self.defaults, **params})
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ class DefenseSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def build(self, **params: Any) -> Defense:
-        return self.factory(**params)
+        """Build the defense with ``defaults`` updated by ``params``."""
+        return self.factory(**{**self.defaults, **params})
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,11 @@ class Registrar:
         summary: str | None = None,
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
-        """Register ``factory(threat, **params) -> Attack``; ``info`` defaults to ``factory.info``."""
+        """Register ``factory(threat, **params) -> Attack``; ``info`` defaults to ``factory.info``.
+
+        ``defaults``: parameters applied whenever the attack is built by name (and shown by
+        ``robustreg list``); a caller's parameters override them.
+        """
         info = info if info is not None else getattr(factory, "info", None)
         if not isinstance(info, AttackInfo):
             raise TypeError(f"attack {name!r} of plugin {self.plugin!r} needs an AttackInfo (info=...)")

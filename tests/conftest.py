@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: tests use tiny batches, where a second OpenMP thread only adds synchronisation, and
+# under any other load (the DDP test's second process, a parallel job) two threads spin-wait badly.
+torch.set_num_threads(1)
 
 SHARED = Path(os.environ.get("ROBUSTREG_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 

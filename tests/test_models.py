@@ -57,15 +57,6 @@ ARCHS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these nets are small: on a shared, busy machine one thread is many times faster than two
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
     correct = 0
     with torch.no_grad():

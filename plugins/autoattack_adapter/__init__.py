@@ -1,0 +1,19 @@
+"""AutoAttack adapter: AutoAttack's versions and sub-attacks as entries named ``autoattack:<name>``.
+
+Uses the official ``autoattack`` module when importable, else ``pyautoattack``; neither is imported
+until an attack runs (``robustreg list`` never imports them).
+"""
+
+from __future__ import annotations
+
+import robustreg
+
+from .attacks import ENTRIES
+
+__all__ = ["robustreg_register_attacks"]
+
+
+@robustreg.hookimpl
+def robustreg_register_attacks(registrar):
+    for cls in ENTRIES:
+        registrar.add_attack(cls.name, cls)

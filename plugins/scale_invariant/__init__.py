@@ -1,0 +1,21 @@
+"""Paper 004 (Xu et al., "Scale-Invariant Adversarial Attack for Evaluating and Enhancing Adversarial
+Defenses", 2022, arXiv:2201.12527): the SI-PGD attack.
+
+The SI defense mechanism of this plugin lives in ``defenses*.py`` and registers through its own hook
+implementation imported below.
+"""
+
+from __future__ import annotations
+
+import robustreg
+
+from .sipgd import SIPGD
+
+__all__ = ["SIPGD", "robustreg_register_attacks"]
+
+
+@robustreg.hookimpl
+def robustreg_register_attacks(registrar) -> None:
+    """Register si-pgd."""
+    registrar.add_attack(SIPGD.name, SIPGD, summary=SIPGD.info.summary)
+from .defenses import robustreg_register_defenses  # noqa: E402, F401

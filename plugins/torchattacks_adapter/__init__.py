@@ -1,0 +1,19 @@
+"""torchattacks adapter: torchattacks' attacks as registry entries named ``torchattacks:<attack>``.
+
+torchattacks is imported only when one of these attacks runs (``robustreg list`` never imports it).
+See :mod:`.entries` for the parameter mapping.
+"""
+
+from __future__ import annotations
+
+import robustreg
+
+from .entries import ENTRIES
+
+__all__ = ["robustreg_register_attacks"]
+
+
+@robustreg.hookimpl
+def robustreg_register_attacks(registrar):
+    for cls in ENTRIES:
+        registrar.add_attack(cls.name, cls, defaults=cls.default_params())

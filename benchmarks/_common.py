@@ -1,0 +1,77 @@
+"""Helpers shared by the benchmarks: timing, real models and data, Markdown output."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("ROBUSTREG_SHARED", HERE.parent.parent / "shared"))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (device synchronised)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(0)
+    else:
+        gpu = "no GPU"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    def fmt(v: object) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(name: str, title: str, body: str) -> Path:
+    path = HERE / "results" / f"{name}.md"
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(f"# {title}\n\nMachine: {machine()}\n\n{body}\n")
+    os.replace(tmp, path)
+    return path
+
+
+def real_model_and_data(which: str, n: int, device: torch.device):
+    """("mnist" | "cifar") -> (model in eval mode on device, x, y) from ../shared; SystemExit if absent."""
+    from robustreg.data import load_data
+    from robustreg.models import build_model
+
+    if which == "mnist":
+        model = build_model("lenet5-mnist", weights=str(SHARED / "models" / "mnist_lenet5_advtrained.pt"))
+        data = load_data(f"mnist:{SHARED / 'data' / 'mnist'}")
+    elif which == "cifar":
+        model = build_model("resnet4b", weights=str(SHARED / "models" / "resnet4b.pth"))
+        data = load_data(f"npz:{SHARED / 'data' / 'cifar10' / 'cifar10_test_first932.npz'}")
+    else:
+        raise SystemExit(f"--model must be mnist or cifar, got {which!r}")
+    x, y = data.tensors(min(n, len(data)))
+    return model.to(device).eval(), x.to(device), y.to(device)

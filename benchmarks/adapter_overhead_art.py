@@ -1,0 +1,153 @@
+"""Overhead of robustreg's ART adapter over calling ART directly.
+
+For each entry (fgm, bim, pgd, apgd-ce, apgd-dlr, square) it times ``attack(model, x, y)`` against the bare
+ART call on the same pre-built ``PyTorchClassifier``, the same float32 numpy inputs, the same ART
+parameters (taken from the entry's own mapping) and the same RNG seed, so both do the same work.  The
+bare call includes building ART's attack object and ``generate``; the adapter adds its input checks,
+the model-state snapshot, the numpy round trip and the final projection/verification.
+
+Two bare baselines are timed: ART as a user calls it (the model's parameters require grad, so ART's
+``backward()`` also computes parameter gradients), and ART with the parameters frozen, which is what
+the adapter does (input gradients only).  The overhead is adapter / frozen-bare; the other ratio shows
+what the freezing saves.  Median over ``--repeats`` interleaved runs (order rotated each repeat; one
+torch thread by default, so that other load on a small machine perturbs less); the table is written beside this
+file as ``adapter_overhead_art.md``.
+
+    python benchmarks/adapter_overhead_art.py [--n 100] [--repeats 9] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustreg import Registry, ThreatModel
+
+HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("ROBUSTREG_SHARED", HERE.parents[1] / "shared"))
+
+CASES = [  # (entry, threat, params)
+    ("art:fgm", ThreatModel("linf", 0.3), {}),
+    ("art:bim", ThreatModel("linf", 0.3), {"steps": 10}),
+    ("art:pgd", ThreatModel("linf", 0.3), {"steps": 10, "step_size": 0.03}),
+    ("art:pgd", ThreatModel("l2", 2.0), {"steps": 10, "step_size": 0.25}),
+    ("art:apgd-ce", ThreatModel("linf", 0.3), {"steps": 10}),
+    ("art:apgd-dlr", ThreatModel("linf", 0.3), {"steps": 10}),
+    ("art:square", ThreatModel("linf", 0.3), {"n_queries": 50}),
+]
+
+
+def load(n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
+    from robustreg.data import load_data
+    from robustreg.models import build_model
+
+    weights = SHARED / "models" / "mnist_lenet5_advtrained.pt"
+    mnist = SHARED / "data" / "mnist"
+    if weights.exists() and mnist.exists():
+        model = build_model("lenet5-mnist", weights=weights).eval()
+        x, y = load_data(f"mnist:{mnist}").tensors(n)
+        return model, x, y, f"LeNet-5 (PGD-trained), first {n} MNIST test images"
+    model = build_model("lenet5-mnist").eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, 28, 28, generator=gen)
+    return model, x, torch.randint(0, 10, (n,), generator=gen), f"untrained LeNet-5, {n} random images"
+
+
+def bare_call(attack, classifier, x_np: np.ndarray, y_np: np.ndarray, seed: int) -> np.ndarray:
+    """Exactly what the adapter hands ART: build the ART attack, generate, under the same seed."""
+    from robustreg_plugins.art_adapter._base import seeded_global_rngs
+
+    with seeded_global_rngs(seed, torch.device("cpu")):
+        art_attack = attack.build_art_attack(classifier, len(x_np))
+        return art_attack.generate(x=x_np, y=y_np)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from robustreg_plugins.art_adapter._base import art_version, classifier_for, one_hot, to_numpy
+
+    registry = Registry.create()
+    model, x, y, what = load(args.n)
+    _, classifier = classifier_for(model, x)
+    x_np, y_np = to_numpy(x), one_hot(y, classifier.nb_classes)
+    rows = []
+    for name, threat, params in CASES:
+        attack = registry.build_attack(name, threat, seed=0, **params)
+        # the seed the adapter derives from its generator, so the bare call does the same work
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(0)).item())
+        times: dict[str, list[float]] = {"adapter": [], "bare": [], "frozen": []}
+
+        def run_adapter(attack=attack) -> None:
+            attack(model, x, y)
+
+        def run_bare(attack=attack, seed=seed) -> None:
+            bare_call(attack, classifier, x_np, y_np, seed)
+
+        def run_frozen(attack=attack, seed=seed) -> None:
+            flags = [p.requires_grad for p in model.parameters()]
+            for p in model.parameters():
+                p.requires_grad_(False)
+            try:
+                bare_call(attack, classifier, x_np, y_np, seed)
+            finally:
+                for p, flag in zip(model.parameters(), flags):
+                    p.requires_grad_(flag)
+                    p.grad = None
+
+        runs = [("adapter", run_adapter), ("bare", run_bare), ("frozen", run_frozen)]
+        for fn in (run_adapter, run_bare, run_frozen):  # warm-up: cached classifier, first-call allocations
+            fn()
+        for r in range(args.repeats):
+            for key, fn in runs[r % 3:] + runs[:r % 3]:  # rotate the order: no variant always runs first
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
+        t_adapter, t_bare, t_frozen = times["adapter"], times["bare"], times["frozen"]
+        a, b, f = (statistics.median(t) for t in (t_adapter, t_bare, t_frozen))
+        a_min, f_min = min(t_adapter), min(t_frozen)
+        rows.append((f"{name} {threat.describe()} {params or ''}".strip(), a, b, f, a_min, f_min))
+        print(f"{rows[-1][0]:<52} adapter {a * 1e3:8.1f} ms  bare {b * 1e3:8.1f} ms  bare-frozen {f * 1e3:8.1f} ms  "
+              f"overhead {a / f:5.3f}x (min/min {a_min / f_min:5.3f}x, {(a_min - f_min) * 1e3:+.1f} ms)  "
+              f"vs user call {a / b:5.3f}x", flush=True)
+
+    lines = [
+        "# ART adapter overhead",
+        "",
+        f"{what}; ART {art_version()}, torch {torch.__version__}, numpy {np.__version__}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}; "
+        f"median of {args.repeats} interleaved runs.",
+        "",
+        "overhead = adapter / bare ART with frozen parameters (the same compute); "
+        "vs user call = adapter / bare ART as usually called (parameters require grad). Target: overhead <= 1.03x.",
+        "",
+        "min/min: the same ratio over the fastest run of each (less sensitive to other load); "
+        "extra ms: fastest adapter run minus fastest frozen bare run.",
+        "",
+        "| entry | adapter (ms) | bare ART (ms) | bare ART, frozen params (ms) | overhead | min/min | extra ms "
+        "| vs user call |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, a, b, f, a_min, f_min in rows:
+        lines.append(f"| {label} | {a * 1e3:.1f} | {b * 1e3:.1f} | {f * 1e3:.1f} | {a / f:.3f}x | "
+                     f"{a_min / f_min:.3f}x | {(a_min - f_min) * 1e3:+.1f} | {a / b:.3f}x |")
+    out = HERE / "adapter_overhead_art.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

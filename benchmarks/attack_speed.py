@@ -1,0 +1,89 @@
+"""Attack speed: our PGD, iter-FGSM and SI-PGD against the model's own cost, torchattacks and ART.
+
+Each attack runs 20 steps on the same model and batch.  Ratio = attack time / (20 x one
+forward+backward of the model w.r.t. the input), all measured in this one process.  Target: our
+attacks at most 1.03x.  torchattacks' and ART's PGD on the same inputs are shown beside them.
+
+    python benchmarks/attack_speed.py --model mnist --n 1000
+    python benchmarks/attack_speed.py --model cifar --n 256 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from _common import markdown_table, median_time, real_model_and_data, write_report
+
+from robustreg import Registry, ThreatModel
+
+STEPS = 20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mnist", choices=["mnist", "cifar"])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model, x, y = real_model_and_data(args.model, args.n, device)
+    eps = 0.3 if args.model == "mnist" else 8 / 255
+    threat = ThreatModel("linf", eps)
+    registry = Registry.create()
+
+    def forward_backward() -> None:
+        xr = x.detach().requires_grad_(True)
+        torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
+
+    base = median_time(forward_backward, device, repeats=max(args.repeats, 10)) * STEPS
+    rows = [["20 x forward+backward (reference)", base, 1.0]]
+
+    ours = {
+        "pgd": dict(steps=STEPS, step_size=eps / 4),
+        "iter-fgsm": dict(steps=STEPS, alpha=eps / 4),  # paper 000 calls the step alpha
+        "si-pgd": dict(steps=STEPS, step_size=eps / 4),
+    }
+    for name, params in ours.items():
+        attack = registry.build_attack(name, threat, seed=0, **params)
+        t = median_time(lambda a=attack: a(model, x, y), device, repeats=args.repeats)
+        rows.append([f"robustreg {name}", t, t / base])
+
+    try:
+        import torchattacks
+
+        ta = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=STEPS, random_start=True)
+        t = median_time(lambda: ta(x, y), device, repeats=args.repeats)
+        rows.append(["torchattacks PGD (bare)", t, t / base])
+    except ImportError:
+        rows.append(["torchattacks PGD", "not installed", ""])
+
+    try:
+        from art.attacks.evasion import ProjectedGradientDescent
+        from art.estimators.classification import PyTorchClassifier
+
+        clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                nb_classes=int(model(x[:1]).shape[1]), clip_values=(0.0, 1.0),
+                                device_type="gpu" if device.type == "cuda" else "cpu")
+        art_pgd = ProjectedGradientDescent(clf, eps=eps, eps_step=eps / 4, max_iter=STEPS, num_random_init=1,
+                                           batch_size=len(x), verbose=False)
+        xn = x.cpu().numpy()
+        t = median_time(lambda: art_pgd.generate(xn, y.cpu().numpy()), device, repeats=args.repeats)
+        rows.append(["ART PGD (bare)", t, t / base])
+    except ImportError:
+        rows.append(["ART PGD", "not installed", ""])
+
+    table = markdown_table(["what (20 steps)", "seconds", "ratio to 20 x fwd+bwd"], rows)
+    body = f"Model: {args.model}, batch {len(x)}, eps {eps:.4g}, device {device}.\n\n{table}"
+    print(body)
+    print(f"\nwritten to {write_report(f'attack_speed_{args.model}_{device.type}', 'Attack speed', body)}")
+
+
+if __name__ == "__main__":
+    main()

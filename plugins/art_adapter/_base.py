@@ -1,0 +1,369 @@
+"""What every ART entry shares: the lazy import, the cached classifier, the RNG scope, the numpy round trip.
+
+ART (adversarial-robustness-toolbox) is imported only when an entry is built or run, never when the
+plugin registers, so ``robustreg list`` works without it.  The adapter hides ART's pitfalls:
+
+- ART works on float32 numpy arrays on the CPU: inputs go out as float32 arrays, results come back as
+  tensors on the input's device and dtype.
+- Under NumPy 2, ART's HopSkipJump promotes float32 arrays to float64 in its own arithmetic (binary
+  search) and feeds them to the model: on a plain ``PyTorchClassifier`` it fails with "mat1 and mat2
+  must have the same dtype" whether it is given float32 or float64 inputs (measured, ART 1.20.1,
+  NumPy 2.4).  The module ART sees casts every input to the model's dtype first, so every attack gets
+  float32 arrays and any model dtype works.
+- ART's ``PyTorchClassifier`` calls ``train(mode)``, ``zero_grad()`` and ``backward()`` on the model it
+  holds.  The module ART holds is a parameter-free forward that reaches the real model through a weak
+  reference: ART's mode switches and ``zero_grad`` never reach the caller's model (its mode is what the
+  Attack base set, which honours ``eval_mode=False``), and the model's parameters are frozen while ART
+  runs, so ``backward()`` computes input gradients only and fills no ``.grad`` (the base restores
+  ``requires_grad`` afterwards either way).
+- ART draws randomness from numpy's global RNG, Python's ``random`` (Square L2) and torch's global RNG.
+  Each call seeds all three from the attack's ``torch.Generator`` and restores their states afterwards.
+- Labels go to ART one-hot (every attack accepts them); progress bars are off (``verbose=False``);
+  ART's NumPy-2 DeprecationWarning about ``__array__`` and Square's divide-by-zero RuntimeWarnings are
+  silenced around the ART call only.
+
+Attack-specific pitfalls (GeoDA under NumPy 2, the unseeded starting points of HopSkipJump and Boundary,
+SimBA's need for probabilities, ZOO's ``nb_parallel``, ART's targeted-by-default Boundary and Sign-OPT)
+are handled in :mod:`.black_box`; ART's AutoAttack in :mod:`.white_box`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import warnings
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustreg import Attack, AttackResult, ThreatModel
+
+__all__ = ["ArtAttack", "art_version", "classifier_for", "import_art", "seeded_global_rngs"]
+
+_INSTALL = "pip install adversarial-robustness-toolbox"
+
+
+def import_art(who: str) -> Any:
+    """Import ART or raise a one-line ImportError naming the package to install."""
+    try:
+        import art
+    except ImportError:
+        raise ImportError(
+            f"{who} needs the adversarial-robustness-toolbox package (ART), which is not installed: {_INSTALL}"
+        ) from None
+    return art
+
+
+def art_version() -> str:
+    """ART's version, or "not installed"."""
+    try:
+        from importlib.metadata import version
+
+        return version("adversarial-robustness-toolbox")
+    except Exception:  # metadata missing: not installed or a source checkout
+        return "not installed"
+
+
+class ArtForward(nn.Module):
+    """The module ART holds: casts inputs to the model's dtype and calls the model through a weak reference.
+
+    It owns no parameters and no submodules, so ART's ``train()``, ``to()`` and ``zero_grad()`` calls stop
+    here.  ``count`` adds up the samples forwarded (model queries), for black-box entries.
+    ``probabilities=True`` returns softmax outputs (SimBA refuses logits).
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, probabilities: bool = False) -> None:
+        super().__init__()
+        object.__setattr__(self, "_model_ref", weakref.ref(model))
+        self.dtype = dtype
+        self.probabilities = probabilities
+        self.count = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = self._model_ref()
+        if model is None:
+            raise RuntimeError("the model this ART classifier wrapped has been garbage-collected")
+        self.count += int(x.shape[0])
+        out = model(x.to(self.dtype))
+        return torch.softmax(out, dim=1) if self.probabilities else out
+
+
+# model -> {(device, dtype, input shape, box, probabilities): (forward, classifier)}.  The classifier holds
+# only the ArtForward, which holds the model weakly, so the cache never keeps a model alive.
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], tuple[ArtForward, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _model_dtype(model: nn.Module, x: torch.Tensor) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return x.dtype
+
+
+def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()  # no BatchNorm statistics touched by this one probe
+    try:
+        with torch.no_grad():
+            logits = model(x[:1].to(_model_dtype(model, x)))
+    finally:
+        for module, training in modes:
+            module.training = training
+    return int(logits.shape[1])
+
+
+def classifier_for(
+    model: nn.Module, x: torch.Tensor, box: tuple[float, float] = (0.0, 1.0), *, probabilities: bool = False
+) -> tuple[ArtForward, Any]:
+    """ART's ``PyTorchClassifier`` for ``model`` on ``x``'s device, built once per (model, device, dtype, shape).
+
+    Returns ``(forward, classifier)``; ``forward.count`` counts the samples the classifier forwards.
+    """
+    import_art("the ART adapter")
+    from art.estimators.classification import PyTorchClassifier
+
+    dtype = _model_dtype(model, x)
+    key = (x.device, dtype, tuple(x.shape[1:]), tuple(box), probabilities)
+    per_model = _CACHE.setdefault(model, {})
+    if key in per_model:
+        return per_model[key]
+    forward = ArtForward(model, dtype, probabilities)
+    on_cuda = x.device.type == "cuda"
+    # ART puts a "gpu" classifier on torch.cuda.current_device(): make that the input's device.
+    device_ctx = torch.cuda.device(x.device) if on_cuda else contextlib.nullcontext()
+    with device_ctx:
+        classifier = PyTorchClassifier(
+            model=forward,
+            loss=nn.CrossEntropyLoss(),
+            input_shape=tuple(x.shape[1:]),
+            nb_classes=_num_classes(model, x),
+            optimizer=None,
+            clip_values=tuple(box),
+            device_type="gpu" if on_cuda else "cpu",
+        )
+    per_model[key] = (forward, classifier)
+    return forward, classifier
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed numpy's, Python's and torch's global RNGs (the ones ART uses); restore all of them afterwards."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            np.random.seed(seed)
+            random.seed(seed)
+            torch.random.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(seed)
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+@contextlib.contextmanager
+def _quiet_art() -> Iterator[None]:
+    """Silence two kinds of noise ART makes under NumPy 2 and that we cannot act on.
+
+    ART converts torch tensors with ``np.array`` (a DeprecationWarning about ``__array__``'s ``copy``
+    keyword, e.g. PGD with restarts), and Square L2 divides by zero norms on tiny images (RuntimeWarnings;
+    NaN never escapes: the Attack base rejects a non-finite result).
+    """
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.filterwarnings("ignore", message=r"__array__ implementation doesn't accept a copy keyword",
+                                category=DeprecationWarning)
+        yield
+
+
+def to_numpy(x: torch.Tensor) -> np.ndarray:
+    """A float32 C-contiguous CPU array (a copy, never a view of the caller's tensor)."""
+    return np.ascontiguousarray(x.detach().to(device="cpu", dtype=torch.float32).numpy()).copy()
+
+
+def one_hot(y: torch.Tensor, num_classes: int) -> np.ndarray:
+    """One-hot float32 labels: every ART attack accepts them (some reject or misread index labels)."""
+    out = np.zeros((y.shape[0], num_classes), dtype=np.float32)
+    out[np.arange(y.shape[0]), y.detach().cpu().numpy()] = 1.0
+    return out
+
+
+# --- parameter validation ------------------------------------------------------------------
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _non_negative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return value
+
+
+def _positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _non_negative_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _unit_float(name: str, value: Any) -> float:
+    value = _positive_float(name, value)
+    if value > 1:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def choice(*allowed: Any) -> Any:
+    def check(name: str, value: Any) -> Any:
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+        return value
+
+    return check
+
+
+CHECKS = {
+    "int>=1": _positive_int,
+    "int>=0": _non_negative_int,
+    "float>0": _positive_float,
+    "float>=0": _non_negative_float,
+    "(0,1]": _unit_float,
+    "bool": _boolean,
+}
+
+
+class ArtAttack(Attack):
+    """Base of every ``art:<attack>`` entry: builds ART's attack per call on the cached classifier.
+
+    A subclass sets ``name``, ``info``, ``art_class`` (a name in ``art.attacks.evasion``) and the tables:
+
+    - ``aliases``: our vocabulary -> ART's keyword (``{"steps": "max_iter"}``);
+    - ``params``: ART keyword -> ``(default, check)``; ``check`` is a key of ``CHECKS`` or a callable
+      ``(name, value) -> value``; a default of None means "computed in :meth:`art_kwargs`";
+    - ``extra``: our own keywords handled in :meth:`art_kwargs` -> ``(default, check)``;
+    - ``fixed``: ART keywords the adapter always sets (``verbose=False``, ``targeted=False``, ...).
+
+    Unknown keywords raise a TypeError naming the allowed ones.  Given both, ART's own name wins over our
+    alias (``max_iter`` over ``steps``): the registry merges an entry's defaults, which use our names,
+    into every build.
+    """
+
+    art_class: ClassVar[str] = ""
+    aliases: ClassVar[Mapping[str, str]] = {}
+    params: ClassVar[Mapping[str, tuple[Any, Any]]] = {}
+    extra: ClassVar[Mapping[str, tuple[Any, Any]]] = {}
+    fixed: ClassVar[Mapping[str, Any]] = {"verbose": False}
+    probabilities: ClassVar[bool] = False
+
+    def __init__(self, threat: ThreatModel, *, seed: int | None = None, eval_mode: bool = True, **kwargs: Any) -> None:
+        import_art(self.label())
+        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+        self.options = self._parse(kwargs)
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        """One name per setting with its default (our vocabulary where it has a name; None = computed)."""
+        out: dict[str, Any] = {}
+        named = set()
+        for ours, art_name in cls.aliases.items():
+            if art_name not in named:
+                named.add(art_name)
+                out[ours] = (cls.params.get(art_name) or cls.extra[art_name])[0]
+        for key, (default, _) in {**cls.params, **cls.extra}.items():
+            if key not in named:
+                out[key] = default
+        return out
+
+    @classmethod
+    def allowed(cls) -> list[str]:
+        return sorted({*cls.aliases, *cls.params, *cls.extra})
+
+    def _parse(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(k for k in kwargs if k not in self.allowed())
+        if unknown:
+            raise TypeError(
+                f"{self.label()} got unexpected parameter(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(self.allowed())} (plus seed, eval_mode)"
+            )
+        table = {**self.params, **self.extra}
+        options: dict[str, Any] = {k: default for k, (default, _) in table.items()}
+        for key, value in kwargs.items():
+            target = self.aliases.get(key, key)
+            if key != target and target in kwargs:
+                # ART's own name wins over our alias: the registry merges its defaults (which use our
+                # names) into every build, so max_iter=5 must beat the default steps=20.
+                continue
+            default, check = table[target]
+            if value is None and default is None:
+                options[target] = None  # "computed from the threat model / other parameters"
+                continue
+            check_fn = CHECKS[check] if isinstance(check, str) else check
+            options[target] = check_fn(key, value)
+        return options
+
+    # --- what subclasses may override --------------------------------------------------------
+    def art_kwargs(self, num_samples: int) -> dict[str, Any]:
+        """Keyword arguments for ART's attack constructor (besides the estimator)."""
+        kwargs = {k: v for k, v in self.options.items() if k in self.params}
+        kwargs.update(self.fixed)
+        return kwargs
+
+    def build_art_attack(self, classifier: Any, num_samples: int) -> Any:
+        from art.attacks import evasion
+
+        return getattr(evasion, self.art_class)(classifier, **self.art_kwargs(num_samples))
+
+    def generate(self, attack: Any, x: np.ndarray, y: np.ndarray, forward: ArtForward,
+                 generator: torch.Generator) -> tuple[np.ndarray, torch.Tensor | None]:
+        """Run ART on the numpy batch; return the adversarial batch and per-sample queries (or None)."""
+        return attack.generate(x=x, y=y), None
+
+    # --- the adapter ------------------------------------------------------------------------
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        target: torch.Tensor | None = None,
+    ) -> AttackResult:
+        import_art(self.label())
+        forward, classifier = classifier_for(model, x, self.threat.box, probabilities=self.probabilities)
+        for p in model.parameters():  # input gradients only; the base restores requires_grad
+            p.requires_grad_(False)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
+        x_np, y_np = to_numpy(x), one_hot(y, classifier.nb_classes)
+        with seeded_global_rngs(seed, x.device), _quiet_art():
+            attack = self.build_art_attack(classifier, x.shape[0])
+            x_adv, queries = self.generate(attack, x_np, y_np, forward, generator)
+        x_adv_t = torch.from_numpy(np.asarray(x_adv, dtype=np.float32)).to(device=x.device, dtype=x.dtype)
+        if queries is not None:
+            queries = queries.to(x.device)
+        return AttackResult(x_adv_t, queries=queries)
+
+
+def art_norm(threat: ThreatModel) -> Any:
+    """ART's spelling of the threat model's norm."""
+    return {"linf": np.inf, "l2": 2, "l1": 1}[threat.norm]

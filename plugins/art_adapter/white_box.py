@@ -1,0 +1,283 @@
+"""ART's gradient attacks as registry entries: fgm, bim, pgd, apgd-ce, apgd-dlr and ART's AutoAttack."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from robustreg import AttackInfo, ThreatModel
+
+from ._base import ArtAttack, art_norm, art_version, import_art
+
+__all__ = ["ArtAPGDCE", "ArtAPGDDLR", "ArtAutoAttack", "ArtBIM", "ArtFGM", "ArtPGD"]
+
+
+def _source(what: str) -> str:
+    return f"ART {art_version()} ({what})"
+
+
+class ArtFGM(ArtAttack):
+    """Fast Gradient Method from ART: one step of size eps along the loss gradient (sign for linf).
+
+    Paper: "Explaining and Harnessing Adversarial Examples", Goodfellow et al., 2015, arXiv:1412.6572.
+    Norms: linf (FGSM), l2.  ART class ``FastGradientMethod``.
+
+    Parameters (keyword-only; eps comes from the ThreatModel, in [0, 1] pixel units):
+
+    - ``random_start`` (False): start from a random point of the eps ball (ART ``num_random_init=1``;
+      ART's ``num_random_init``, if given, wins).
+    - ``batch_size`` (256): samples per ART batch.
+    - ART's own names: ``num_random_init``, ``minimal`` (False; with ``eps_step`` (0.1) searches the
+      smallest step up to eps that flips the label).
+
+    Example::
+
+        atk = registry.build_attack("art:fgm", ThreatModel("linf", 8 / 255))
+        x_adv = atk(model, x, y)
+    """
+
+    name = "art:fgm"
+    info = AttackInfo(norms=("linf", "l2"), kind="white-box", source=_source("FastGradientMethod"),
+                      toolkit="art", summary="ART FastGradientMethod (FGSM / FGM), one gradient step")
+    art_class = "FastGradientMethod"
+    params = {
+        "num_random_init": (None, "int>=0"),
+        "eps_step": (0.1, "float>0"),
+        "minimal": (False, "bool"),
+        "batch_size": (256, "int>=1"),
+    }
+    extra = {"random_start": (False, "bool")}
+    fixed: ClassVar[dict[str, Any]] = {}
+
+    def art_kwargs(self, num_samples: int) -> dict[str, Any]:
+        kwargs = super().art_kwargs(num_samples)
+        if kwargs["num_random_init"] is None:  # ART's own name wins over random_start
+            kwargs["num_random_init"] = int(self.options["random_start"])
+        kwargs.update(norm=art_norm(self.threat), eps=self.threat.eps, targeted=False)
+        return kwargs
+
+
+class ArtBIM(ArtAttack):
+    """Basic Iterative Method from ART: iterated FGSM steps clipped to the linf ball, no random start.
+
+    Paper: "Adversarial examples in the physical world", Kurakin et al., 2017, arXiv:1607.02533.
+    Norm: linf.  ART class ``BasicIterativeMethod``.
+
+    Parameters (keyword-only):
+
+    - ``steps`` (10) -> ART ``max_iter`` (ART's default is 100).
+    - ``step_size`` (None: eps / 4) -> ART ``eps_step`` (ART's default is a fixed 0.1), [0, 1] units.
+    - ``batch_size`` (256).
+
+    Example::
+
+        atk = registry.build_attack("art:bim", ThreatModel("linf", 8 / 255), steps=10)
+    """
+
+    name = "art:bim"
+    info = AttackInfo(norms=("linf",), kind="white-box", source=_source("BasicIterativeMethod"),
+                      toolkit="art", summary="ART BasicIterativeMethod (I-FGSM)")
+    art_class = "BasicIterativeMethod"
+    aliases = {"steps": "max_iter", "step_size": "eps_step"}
+    params = {"max_iter": (10, "int>=1"), "eps_step": (None, "float>0"), "batch_size": (256, "int>=1")}
+
+    def art_kwargs(self, num_samples: int) -> dict[str, Any]:
+        kwargs = super().art_kwargs(num_samples)
+        if kwargs["eps_step"] is None:
+            kwargs["eps_step"] = self.threat.eps / 4
+        kwargs.update(eps=self.threat.eps, targeted=False)
+        return kwargs
+
+
+def _finite_or_none(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number or None, got {value!r}")
+    return float(value)
+
+
+class ArtPGD(ArtAttack):
+    """Projected Gradient Descent from ART (its PyTorch implementation), linf or l2.
+
+    Paper: "Towards Deep Learning Models Resistant to Adversarial Attacks", Madry et al., 2018,
+    arXiv:1706.06083.  ART class ``ProjectedGradientDescent``.
+
+    Parameters (keyword-only; eps from the ThreatModel):
+
+    - ``steps`` (20, as robustreg's ``pgd``) -> ART ``max_iter`` (ART's default is 100).
+    - ``step_size`` (None: eps / 4, as ``pgd``) -> ART ``eps_step`` (ART's default is a fixed 0.1).
+    - ``random_start`` (True) and ``restarts`` (1) -> ART ``num_random_init``: ``restarts`` random starts
+      when ``random_start``, else 0 (then ``restarts`` must be 1).  ART keeps, per sample, the last
+      restart that fooled the model.  ART's ``num_random_init``, if given, wins over both.
+    - ``batch_size`` (256); ART's own ``decay`` (None, momentum) and ``random_eps`` (False).
+
+    Example::
+
+        atk = registry.build_attack("art:pgd", ThreatModel("linf", 0.3), steps=40, step_size=0.01)
+    """
+
+    name = "art:pgd"
+    info = AttackInfo(norms=("linf", "l2"), kind="white-box", randomized=True,
+                      source=_source("ProjectedGradientDescent"), toolkit="art",
+                      summary="ART ProjectedGradientDescent (Madry PGD), linf or l2")
+    art_class = "ProjectedGradientDescent"
+    aliases = {"steps": "max_iter", "step_size": "eps_step"}
+    params = {
+        "max_iter": (20, "int>=1"),
+        "eps_step": (None, "float>0"),
+        "batch_size": (256, "int>=1"),
+        "decay": (None, _finite_or_none),
+        "random_eps": (False, "bool"),
+    }
+    extra = {"random_start": (True, "bool"), "restarts": (1, "int>=1"), "num_random_init": (None, "int>=0")}
+
+    def __init__(self, threat: ThreatModel, *, seed: int | None = None, eval_mode: bool = True, **kwargs: Any) -> None:
+        super().__init__(threat, seed=seed, eval_mode=eval_mode, **kwargs)
+        o = self.options
+        if o["num_random_init"] is None and not o["random_start"] and o["restarts"] != 1:
+            raise ValueError(f"restarts must be 1 when random_start=False, got {o['restarts']}")
+
+    def art_kwargs(self, num_samples: int) -> dict[str, Any]:
+        kwargs = super().art_kwargs(num_samples)
+        o = self.options
+        if kwargs["eps_step"] is None:
+            kwargs["eps_step"] = self.threat.eps / 4
+        inits = o["num_random_init"]
+        if inits is None:
+            inits = o["restarts"] if o["random_start"] else 0
+        kwargs.update(norm=art_norm(self.threat), eps=self.threat.eps, targeted=False, num_random_init=inits)
+        return kwargs
+
+
+class _ArtAPGD(ArtAttack):
+    art_class = "AutoProjectedGradientDescent"
+    loss_type: ClassVar[str] = ""
+    aliases = {"steps": "max_iter", "step_size": "eps_step", "restarts": "nb_random_init"}
+    params = {
+        "max_iter": (100, "int>=1"),
+        "eps_step": (None, "float>0"),
+        "nb_random_init": (1, "int>=1"),
+        "batch_size": (256, "int>=1"),
+    }
+
+    def art_kwargs(self, num_samples: int) -> dict[str, Any]:
+        kwargs = super().art_kwargs(num_samples)
+        if kwargs["eps_step"] is None:
+            kwargs["eps_step"] = 2 * self.threat.eps
+        kwargs.update(norm=art_norm(self.threat), eps=self.threat.eps, targeted=False, loss_type=self.loss_type)
+        return kwargs
+
+
+_APGD_DOC = """Auto-PGD from ART with the {loss} loss: step-size-free PGD with momentum and restarts.
+
+    Paper: "Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free
+    attacks", Croce & Hein, 2020, arXiv:2003.01690.  Norms: linf, l2.  ART class
+    ``AutoProjectedGradientDescent(loss_type="{art_loss}")``.
+
+    Parameters (keyword-only; eps from the ThreatModel):
+
+    - ``steps`` (100) -> ART ``max_iter``.
+    - ``step_size`` (None: 2 * eps, the paper's initial step) -> ART ``eps_step`` (ART's default 0.1).
+    - ``restarts`` (1) -> ART ``nb_random_init`` (ART's default 5); every restart starts at random.
+    - ``batch_size`` (256).
+
+    Example::
+
+        atk = registry.build_attack("{name}", ThreatModel("linf", 8 / 255), steps=100)
+    """
+
+
+class ArtAPGDCE(_ArtAPGD):
+    __doc__ = _APGD_DOC.format(loss="cross-entropy", art_loss="cross_entropy", name="art:apgd-ce")
+    name = "art:apgd-ce"
+    loss_type = "cross_entropy"
+    info = AttackInfo(norms=("linf", "l2"), kind="white-box", randomized=True,
+                      source=_source("AutoProjectedGradientDescent, cross_entropy"), toolkit="art",
+                      summary="ART Auto-PGD with the cross-entropy loss")
+
+
+class ArtAPGDDLR(_ArtAPGD):
+    __doc__ = _APGD_DOC.format(loss="DLR", art_loss="difference_logits_ratio", name="art:apgd-dlr")
+    name = "art:apgd-dlr"
+    loss_type = "difference_logits_ratio"
+    info = AttackInfo(norms=("linf", "l2"), kind="white-box", randomized=True,
+                      source=_source("AutoProjectedGradientDescent, difference_logits_ratio"), toolkit="art",
+                      summary="ART Auto-PGD with the difference-of-logits-ratio loss")
+
+
+class ArtAutoAttack(ArtAttack):
+    """ART's AutoAttack variant, NOT the standard AutoAttack: ART's ensemble of four attacks, weakest first.
+
+    Paper of the original: "Reliable evaluation of adversarial robustness with an ensemble of diverse
+    parameter-free attacks", Croce & Hein, 2020, arXiv:2003.01690.  Norms: linf, l2.  ART class ``AutoAttack``
+    (needs the ``multiprocess`` package).  For the standard one use ``autoattack:standard``.
+
+    How ART's variant differs from the standard version (AutoAttack's ``version="standard"``):
+
+    - attacks: ART runs APGD-CE, *untargeted* APGD-DLR, DeepFool (L2, 100 steps, overshoot 1e-3, whose result
+      counts only if it lands inside the eps ball) and Square; the standard version runs APGD-CE,
+      *targeted* APGD-T (9 target classes), *FAB-T* and Square.
+    - budgets: ART's APGDs use 5 random restarts each and a fixed initial step ``eps_step`` (0.1 by default,
+      not 2 * eps); Square runs 5000 iterations with 5 restarts (standard: 1 run of 5000 queries).
+    - ART's ``targeted=True`` (not exposed here) would rerun every attack once per target class.
+    - like the standard version, each attack runs only on points still standing.
+
+    Parameters (keyword-only; eps from the ThreatModel), defaults = ART's own list of attacks:
+
+    - ``step_size`` (0.1) -> ART ``eps_step`` (the APGDs' initial step).
+    - ``steps`` (100): APGD-CE / APGD-DLR iterations; ``restarts`` (5): their random restarts.
+    - ``n_queries`` (5000): Square iterations; ``square_restarts`` (5).
+    - ``deepfool_steps`` (100).
+    - ``batch_size`` (32, ART's default).
+
+    Example::
+
+        atk = registry.build_attack("art:autoattack", ThreatModel("linf", 8 / 255))
+    """
+
+    name = "art:autoattack"
+    info = AttackInfo(norms=("linf", "l2"), kind="white-box", randomized=True,
+                      source=_source("AutoAttack; ART's variant, not the standard AutoAttack"), toolkit="art",
+                      summary="ART's AutoAttack variant (APGD-CE, APGD-DLR, DeepFool, Square), not the standard one")
+    art_class = "AutoAttack"
+    aliases = {"step_size": "eps_step"}
+    params = {"eps_step": (0.1, "float>0"), "batch_size": (32, "int>=1")}
+    extra = {
+        "steps": (100, "int>=1"),
+        "restarts": (5, "int>=1"),
+        "n_queries": (5000, "int>=1"),
+        "square_restarts": (5, "int>=1"),
+        "deepfool_steps": (100, "int>=1"),
+    }
+
+    def __init__(self, threat: ThreatModel, *, seed: int | None = None, eval_mode: bool = True, **kwargs: Any) -> None:
+        super().__init__(threat, seed=seed, eval_mode=eval_mode, **kwargs)
+        try:
+            import multiprocess  # noqa: F401 - ART's AutoAttack imports it in generate()
+        except ImportError:
+            raise ImportError(
+                f"{self.label()} needs the multiprocess package (ART's AutoAttack imports it): pip install multiprocess"
+            ) from None
+
+    def build_art_attack(self, classifier: Any, num_samples: int) -> Any:
+        import_art(self.label())
+        from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, DeepFool, SquareAttack
+
+        o = self.options
+        norm, eps, step, bs = art_norm(self.threat), self.threat.eps, o["eps_step"], o["batch_size"]
+        # ART's default list (auto_attack.py), rebuilt only to switch its progress bars off.
+        attacks = [
+            AutoProjectedGradientDescent(classifier, norm=norm, eps=eps, eps_step=step, max_iter=o["steps"],
+                                         targeted=False, nb_random_init=o["restarts"], batch_size=bs,
+                                         loss_type=loss, verbose=False)
+            for loss in ("cross_entropy", "difference_logits_ratio")
+        ]
+        attacks.append(DeepFool(classifier, max_iter=o["deepfool_steps"], epsilon=1e-3, nb_grads=10, batch_size=bs,
+                                verbose=False))
+        attacks.append(SquareAttack(classifier, norm=norm, max_iter=o["n_queries"], eps=eps, p_init=0.8,
+                                    nb_restarts=o["square_restarts"], verbose=False))
+        return AutoAttack(classifier, norm=norm, eps=eps, eps_step=step, attacks=attacks, batch_size=bs,
+                          targeted=False)
+

@@ -1,0 +1,254 @@
+"""AutoAttack entries: the standard / plus / rand ensembles and their sub-attacks one at a time.
+
+Every entry builds the toolkit's ``AutoAttack`` for its version (so every sub-attack is configured
+exactly as that version configures it) and then runs AutoAttack's cascade itself: clean accuracy
+first, then each sub-attack on the points still correctly classified, in batches of ``batch_size``,
+with the same per-call seeding as ``run_standard_evaluation``.  The result is therefore the toolkit's
+own, plus per-sample records: ``extras["robust_after:<sub>"]`` (bool per sample: still correct after
+the sub-attacks so far) and ``extras["seconds:<sub>"]`` (wall time of that sub-attack).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from robustreg import Attack, AttackInfo, AttackResult, ThreatModel
+
+from .compat import NORM_NAMES, installed_version, load_toolkit, quiet
+
+__all__ = ["ENTRIES", "AutoAttackEntry", "CascadeResult", "run_cascade"]
+
+PAPER = ("Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks "
+         "(Croce & Hein, ICML 2020), arXiv:2003.01690")
+NORMS = tuple(NORM_NAMES)
+
+
+# --- the sub-attacks, driven as AutoAttack.run_standard_evaluation drives them ----------------------
+def _apgd_ce(adversary: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    adversary.apgd.loss = "ce"
+    adversary.apgd.seed = adversary.get_seed()
+    return adversary.apgd.perturb(x, y)
+
+
+def _apgd_dlr(adversary: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    adversary.apgd.loss = "dlr"
+    adversary.apgd.seed = adversary.get_seed()
+    return adversary.apgd.perturb(x, y)
+
+
+def _fab(adversary: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    adversary.fab.targeted = False
+    adversary.fab.seed = adversary.get_seed()
+    return adversary.fab.perturb(x, y)
+
+
+def _square(adversary: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    adversary.square.seed = adversary.get_seed()
+    return adversary.square.perturb(x, y)
+
+
+def _apgd_t(adversary: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    adversary.apgd_targeted.seed = adversary.get_seed()
+    return adversary.apgd_targeted.perturb(x, y)
+
+
+def _fab_t(adversary: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    adversary.fab.targeted = True
+    adversary.fab.n_restarts = 1
+    adversary.fab.seed = adversary.get_seed()
+    return adversary.fab.perturb(x, y)
+
+
+SUB_ATTACKS: dict[str, Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "apgd-ce": _apgd_ce,
+    "apgd-dlr": _apgd_dlr,
+    "fab": _fab,
+    "square": _square,
+    "apgd-t": _apgd_t,
+    "fab-t": _fab_t,
+}
+# smallest number of classes each sub-attack's loss needs (DLR reads the 3rd / 4th largest logit)
+MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4, "fab-t": 2}
+
+
+@dataclass
+class CascadeResult:
+    """What :func:`run_cascade` found: x_adv, clean correctness and the per-sub-attack records."""
+
+    x_adv: torch.Tensor
+    clean: torch.Tensor
+    robust_after: dict[str, torch.Tensor] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_cascade(
+    adversary: Any, model: nn.Module, subs: tuple[str, ...], x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> CascadeResult:
+    """AutoAttack's evaluation loop over ``subs``: each sub-attack runs only on the points still standing."""
+    n = x.shape[0]
+    with torch.no_grad():
+        robust = torch.zeros(n, dtype=torch.bool, device=x.device)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            robust[start:stop] = model(x[start:stop]).max(dim=1)[1] == y[start:stop]
+        result = CascadeResult(x.clone(), robust.clone())
+        for sub in subs:
+            started = time.perf_counter()
+            standing = torch.nonzero(robust, as_tuple=False).flatten()
+            for start in range(0, standing.numel(), batch_size):
+                idx = standing[start:start + batch_size]
+                adv = SUB_ATTACKS[sub](adversary, x[idx].clone(), y[idx].clone())
+                broken = model(adv).max(dim=1)[1] != y[idx]
+                robust[idx[broken]] = False
+                result.x_adv[idx[broken]] = adv[broken].detach().to(result.x_adv.dtype)
+            result.seconds[sub] = time.perf_counter() - started
+            result.robust_after[sub] = robust.clone()
+    return result
+
+
+# --- the entries --------------------------------------------------------------------------------
+class AutoAttackEntry(Attack):
+    """Base of the ``autoattack:*`` entries (see the module docstring)."""
+
+    version: ClassVar[str] = "standard"
+    subs: ClassVar[tuple[str, ...] | None] = None  # None: the version's own list
+
+    def __init__(
+        self,
+        threat: ThreatModel,
+        *,
+        seed: int | None = None,
+        eval_mode: bool = True,
+        batch_size: int = 250,
+        verbose: bool = False,
+    ) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"{self.label()}: batch_size must be an int >= 1, got {batch_size!r}")
+        if not isinstance(verbose, bool):
+            raise ValueError(f"{self.label()}: verbose must be True or False, got {verbose!r}")
+        self.batch_size = batch_size
+        self.verbose = verbose
+        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        target: torch.Tensor | None = None,
+    ) -> AttackResult:
+        toolkit = load_toolkit(self.label())
+        # The seed goes to AutoAttack's own ``seed`` (it reseeds torch's global RNG before every
+        # sub-attack call); fork_rng puts the caller's global RNG state back afterwards.
+        seed = self.seed if self.seed is not None else int(
+            torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
+        with torch.no_grad():
+            num_classes = int(model(x[:1]).shape[1])
+        # Input gradients only (FAB calls backward()); the base restores requires_grad and .grad.
+        for p in model.parameters():
+            p.requires_grad_(False)
+        with torch.random.fork_rng(devices=_cuda_devices(x.device)), quiet(self.verbose):
+            adversary = toolkit.build(model, norm=self.threat.norm, eps=self.threat.eps, seed=seed,
+                                      version=self.version, device=x.device, verbose=self.verbose)
+            subs = self.subs if self.subs is not None else tuple(adversary.attacks_to_run)
+            self._check_classes(subs, num_classes)
+            # AutoAttack's 9 target classes assume >= 10 classes (it would index past the logits).
+            adversary.apgd_targeted.n_target_classes = min(adversary.apgd_targeted.n_target_classes, num_classes - 1)
+            adversary.fab.n_target_classes = min(adversary.fab.n_target_classes, num_classes - 1)
+            result = run_cascade(adversary, model, subs, x, y, self.batch_size)
+        extras: dict[str, Any] = {}
+        for sub in subs:
+            extras[f"robust_after:{sub}"] = result.robust_after[sub]
+            extras[f"seconds:{sub}"] = result.seconds[sub]
+        return AttackResult(result.x_adv, extras=extras)
+
+    def _check_classes(self, subs: tuple[str, ...], num_classes: int) -> None:
+        for sub in subs:
+            need = MIN_CLASSES.get(sub, 2)
+            if num_classes < need:
+                raise ValueError(f"{self.label()}: {sub} needs a model with >= {need} classes, got {num_classes}")
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    """CUDA devices whose RNG AutoAttack reseeds: the input's and the current one."""
+    if not torch.cuda.is_available():
+        return []
+    devices = {torch.cuda.current_device()}
+    if device.type == "cuda":
+        devices.add(device.index if device.index is not None else torch.cuda.current_device())
+    return sorted(devices)
+
+
+_SETTINGS = (
+    "Settings (AutoAttack's standard version): APGD-CE / APGD-DLR 100 iterations, 1 restart (L1: 5 restarts "
+    "with the larger-eps schedule); APGD-T 100 iterations, 1 restart, 9 target classes (L1: 5); FAB and FAB-T "
+    "100 iterations, 1 restart, FAB-T 9 target classes; Square 5000 queries, p_init 0.8, 1 restart. Target "
+    "classes are capped at (number of classes - 1)."
+)
+_PARAMS = (
+    "Parameters (keyword-only):\n"
+    "    batch_size (default 250): points per toolkit call, as AutoAttack's own batch size.\n"
+    "    verbose (default False): show AutoAttack's progress log (warnings always show).\n"
+    "    seed (default None): AutoAttack's ``seed``; None draws one from torch's RNG. torch's global RNG is\n"
+    "        restored afterwards.\n"
+    "    eval_mode (default True): attack the model in eval mode (its mode is restored afterwards)."
+)
+
+
+def _entry(name: str, summary: str, *, version: str = "standard", subs: tuple[str, ...] | None = None,
+           kind: str = "white-box", details: str = "") -> type[AutoAttackEntry]:
+    source = installed_version()
+    doc = "\n".join([
+        f"{summary} ({source}).",
+        "",
+        f"Paper: {PAPER}.",
+        f"Norms: {', '.join(NORMS)}; eps from the ThreatModel ([0, 1] pixel units).",
+        details,
+        "",
+        _PARAMS,
+        "",
+        "Inputs: float N x C x H x W in [0, 1], int64 labels. ``attack.run(model, x, y).extras`` holds, per\n"
+        "sub-attack, ``robust_after:<sub>`` (bool per sample) and ``seconds:<sub>``.",
+        "",
+        "Example::",
+        "",
+        "    reg = robustreg.Registry.create()",
+        f"    attack = reg.build_attack('autoattack:{name}', ThreatModel('linf', 8 / 255), seed=0)",
+        "    result = attack.run(model, x, y)",
+    ])
+    info = AttackInfo(norms=NORMS, kind=kind, randomized=True, source=f"{source}; {PAPER}",
+                      toolkit="autoattack", summary=summary)
+    cls_name = "AutoAttack" + "".join(part.capitalize() for part in name.split("-"))
+    namespace = {"__doc__": doc, "__module__": __name__, "__qualname__": cls_name, "name": f"autoattack:{name}",
+                 "info": info, "version": version, "subs": subs}
+    return type(cls_name, (AutoAttackEntry,), namespace)
+
+
+ENTRIES: tuple[type[AutoAttackEntry], ...] = (
+    _entry("standard", "Standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square, each on the points still standing",
+           details=_SETTINGS),
+    _entry("plus", "AutoAttack+: APGD-CE, APGD-DLR, FAB, Square, APGD-T, FAB-T (more restarts)", version="plus",
+           details="Settings (version 'plus'): APGD-CE / APGD-DLR and FAB 5 restarts, APGD-T and FAB-T 1 restart "
+                   "with 9 target classes, Square 5000 queries, 100 iterations each."),
+    _entry("rand", "AutoAttack for randomised defenses: APGD-CE and APGD-DLR with 20 EOT samples", version="rand",
+           details="Settings (version 'rand'): APGD-CE and APGD-DLR, 100 iterations, 1 restart, eot_iter 20."),
+    _entry("apgd-ce", "AutoAttack's APGD on the cross-entropy (standard settings)", subs=("apgd-ce",),
+           details=_SETTINGS),
+    _entry("apgd-dlr", "AutoAttack's APGD on the DLR loss (standard settings)", subs=("apgd-dlr",),
+           details=_SETTINGS),
+    _entry("apgd-t", "AutoAttack's targeted APGD-DLR over the 9 most likely wrong classes", subs=("apgd-t",),
+           details=_SETTINGS),
+    _entry("fab", "AutoAttack's untargeted FAB (minimal-norm, result projected into the eps ball)", subs=("fab",),
+           details=_SETTINGS),
+    _entry("fab-t", "AutoAttack's targeted FAB over the 9 most likely wrong classes", subs=("fab-t",),
+           details=_SETTINGS),
+    _entry("square", "AutoAttack's Square attack (score-based, 5000 queries)", subs=("square",), kind="score",
+           details=_SETTINGS),
+)

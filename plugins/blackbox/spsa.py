@@ -1,0 +1,192 @@
+"""SPSA: a score-based L_inf attack that estimates the gradient from finite differences."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robustreg import Attack, AttackInfo, AttackResult, ThreatModel
+
+__all__ = ["SPSA", "margin_loss"]
+
+
+def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Uesato et al.'s margin on the logits: ``z_y - max_{j != y} z_j`` per sample (negative = misclassified)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return true - others.amax(dim=1)
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+class SPSA(Attack):
+    """SPSA: Adam on a finite-difference (SPSA) estimate of the margin loss's gradient, queries only.
+
+    Paper: Uesato, O'Donoghue, van den Oord, Kohli, "Adversarial Risk and the Dangers of Evaluating
+    Against Weak Attacks", ICML 2018, arXiv 1802.05666.  Used by paper 004 (section 5.4.2, Table 9)
+    with samples 128/256/512, delta 0.001, learning rate 0.01, 100 iterations and early stopping.
+    Norm: linf only.  Score-based: it reads the logits, never a gradient.
+
+    The loss is Uesato et al.'s margin on the logits, ``z_y - max_{j != y} z_j`` (negative once
+    the image is misclassified), minimised with Adam.  Each step draws ``samples / 2`` Rademacher
+    directions ``v`` (entries +-1) per image and evaluates the model at ``x + delta v`` and
+    ``x - delta v`` (antithetic pairs); the gradient estimate is the mean of
+    ``(f(x + delta v) - f(x - delta v)) / (2 delta) * v``.  As in the original, the probe points are
+    not clipped to the box; the iterate is projected onto the eps ball and the box after each step.
+
+    All images of the batch and all probes of a step go through the model together, in forward
+    passes of at most ``max_batch`` inputs; there is no per-image Python loop.
+
+    Parameters (keyword-only, besides the threat model):
+
+    - ``samples`` (int, default 128): model evaluations per image per step (the "batch size" of
+      Uesato et al. and paper 004); must be even (``samples / 2`` antithetic pairs).
+    - ``delta`` (float, default 0.001, pixel units in [0, 1]): size of the finite-difference probe.
+    - ``learning_rate`` (float, default 0.01, pixel units): Adam's step size.
+    - ``steps`` (int, default 100): Adam iterations.
+    - ``early_stop`` (bool, default True): stop on an image as soon as it is misclassified (costs
+      one extra query per image per step, to evaluate the iterate).
+    - ``random_start`` (bool, default True): start from a uniform point of the eps ball, as the
+      original implementation does; False starts from the clean image.
+    - ``max_batch`` (int, default 1024): the most inputs in one forward pass (bounds memory).
+    - ``seed``, ``eval_mode``: see :class:`robustreg.Attack`.
+
+    Input contract: x float N x C x H x W in the threat model's box, y int64 labels.
+    ``run`` returns ``AttackResult(x_adv, queries=...)`` with the model evaluations spent per image.
+
+    Example::
+
+        from robustreg import Registry, ThreatModel
+        attack = Registry.create().build_attack("spsa", ThreatModel("linf", 0.3), samples=128, steps=50, seed=0)
+        result = attack.run(model, x, y)      # result.queries: per-image query counts
+    """
+
+    name = "spsa"
+    info = AttackInfo(
+        norms=("linf",),
+        kind="score",
+        randomized=True,
+        source="Uesato et al. 2018, Adversarial Risk and the Dangers of Evaluating Against Weak Attacks, "
+        "arXiv 1802.05666",
+        toolkit="native",
+        paper="004",
+        summary="SPSA gradient estimate + Adam on the logit margin, batched over images and probes (score-based)",
+    )
+
+    def __init__(
+        self,
+        threat: ThreatModel,
+        *,
+        samples: int = 128,
+        delta: float = 0.001,
+        learning_rate: float = 0.01,
+        steps: int = 100,
+        early_stop: bool = True,
+        random_start: bool = True,
+        max_batch: int = 1024,
+        seed: int | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        samples = _check_int("samples", samples, 2)
+        if samples % 2:
+            raise ValueError(f"samples must be even (antithetic +- pairs), got {samples}")
+        self.samples = samples
+        self.delta = _check_positive("delta", delta)
+        self.learning_rate = _check_positive("learning_rate", learning_rate)
+        self.steps = _check_int("steps", steps, 0)
+        self.max_batch = _check_int("max_batch", max_batch, 2)
+        for flag, value in (("early_stop", early_stop), ("random_start", random_start)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{flag} must be True or False, got {value!r}")
+        self.early_stop = early_stop
+        self.random_start = random_start
+        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+
+    # Adam's constants, as in torch.optim.Adam's defaults.
+    betas = (0.9, 0.999)
+    adam_eps = 1e-8
+
+    def _margins(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = [margin_loss(model(x[i:i + self.max_batch]), y[i:i + self.max_batch])
+               for i in range(0, x.shape[0], self.max_batch)]
+        return torch.cat(out)
+
+    def _gradient(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """SPSA estimate of d margin / dx for every image of ``x`` (no_grad; batched forwards)."""
+        n, shape = x.shape[0], x.shape[1:]
+        pairs = self.samples // 2
+        # A chunk is g images x p pairs -> 2 g p inputs <= max_batch.
+        p_chunk = min(pairs, max(1, self.max_batch // 2))
+        g_chunk = max(1, self.max_batch // (2 * p_chunk))
+        grad = torch.zeros_like(x)
+        for i in range(0, n, g_chunk):
+            xi, yi = x[i:i + g_chunk], y[i:i + g_chunk]
+            g = xi.shape[0]
+            for j in range(0, pairs, p_chunk):
+                p = min(p_chunk, pairs - j)
+                v = torch.empty((g, p, *shape), device=x.device, dtype=x.dtype).bernoulli_(0.5, generator=generator)
+                v.mul_(2).sub_(1)
+                probes = torch.cat([xi[:, None] + self.delta * v, xi[:, None] - self.delta * v], dim=1)
+                labels = yi[:, None].expand(g, 2 * p).reshape(-1)
+                f = margin_loss(model(probes.view(-1, *shape)), labels).view(g, 2 * p)
+                diff = (f[:, :p] - f[:, p:]) / (2 * self.delta)
+                grad[i:i + g] += torch.einsum("gp,gp...->g...", diff, v)
+        return grad / pairs
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        target: torch.Tensor | None = None,
+    ) -> AttackResult:
+        n = x.shape[0]
+        eps, (lo, hi) = self.threat.eps, self.threat.box
+        queries = torch.zeros(n, dtype=torch.int64, device=x.device)
+        with torch.no_grad():
+            if self.random_start:
+                start = x + (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+                x_adv = self.threat.project(start, x)
+            else:
+                x_adv = x.clone()
+            active = torch.ones(n, dtype=torch.bool, device=x.device)
+            if self.early_stop:
+                # An image that is already misclassified needs no attack (one query to learn that).
+                active = self._margins(model, x_adv, y) >= 0
+                queries += 1
+            m = torch.zeros_like(x)
+            v = torch.zeros_like(x)
+            beta1, beta2 = self.betas
+            for t in range(1, self.steps + 1):
+                idx = active.nonzero().squeeze(1)
+                if idx.numel() == 0:
+                    break
+                xa, ya = x_adv[idx], y[idx]
+                grad = self._gradient(model, xa, ya, generator)
+                queries[idx] += self.samples
+                # Adam on the (frozen-for-stopped-images) per-image state.
+                m[idx] = beta1 * m[idx] + (1 - beta1) * grad
+                v[idx] = beta2 * v[idx] + (1 - beta2) * grad * grad
+                m_hat = m[idx] / (1 - beta1**t)
+                v_hat = v[idx] / (1 - beta2**t)
+                xa = xa - self.learning_rate * m_hat / (v_hat.sqrt() + self.adam_eps)
+                xa = torch.min(torch.max(xa, x[idx] - eps), x[idx] + eps).clamp(lo, hi)
+                x_adv[idx] = xa
+                if self.early_stop:
+                    still = self._margins(model, xa, ya) >= 0
+                    queries[idx] += 1
+                    active[idx] = still
+        return AttackResult(x_adv, queries=queries)

@@ -1,0 +1,211 @@
+"""Paper 000's one-step and iterative attacks: step_ll, step_FGSM, iter_FGSM and iter_ll.
+
+Paper 000: Na, Ko & Mukhopadhyay, "Cascade Adversarial Machine Learning Regularized with a Unified
+Embedding", ICLR 2018, arXiv:1708.02582, section 2 (after Kurakin et al., "Adversarial Machine
+Learning at Scale", 2017, arXiv:1611.01236).
+
+The paper works on a 0..255 scale; robustreg's eps and alpha are in [0, 1] units, so the paper's
+eps = 16 is ``eps=16/255`` here and its alpha = 1 is ``alpha=1/255``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustreg import Attack, AttackInfo, ThreatModel
+
+__all__ = ["IterFGSM", "IterLL", "StepFGSM", "StepLL", "default_iterations", "least_likely"]
+
+_SOURCE = "paper 000 (Na et al. 2018, arXiv:1708.02582) sec. 2; Kurakin et al. 2017, arXiv:1611.01236"
+
+
+def default_iterations(eps: float) -> int:
+    """Paper 000's iteration count min(eps + 4, 1.25 eps) with eps on the 255 scale, as an int >= 1.
+
+    The fractional count is truncated (``int``), as in Kurakin et al.'s code, e.g. eps = 2/255 ->
+    min(6, 2.5) -> 2; eps = 16/255 -> 20; eps = 0 -> 1.  A 1e-6 tolerance absorbs float noise in
+    eps * 255 (8/255 * 255 may be 7.9999999).
+    """
+    e = eps * 255
+    return max(1, int(min(e + 4, 1.25 * e) + 1e-6))
+
+
+def least_likely(logits: torch.Tensor) -> torch.Tensor:
+    """y_LL: the class with the lowest logit (equivalently the lowest softmax probability)."""
+    return logits.argmin(dim=1)
+
+
+def _bounds(x: torch.Tensor, threat: ThreatModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip_{X, eps}: [max(box_lo, x - eps), min(box_hi, x + eps)] elementwise."""
+    return (x - threat.eps).clamp_min(threat.box[0]), (x + threat.eps).clamp_max(threat.box[1])
+
+
+def _input_grad(model: nn.Module, x: torch.Tensor, labels_fn) -> torch.Tensor:
+    """Gradient of the batch-summed CE w.r.t. the input; ``labels_fn(logits)`` gives the CE labels."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    loss = F.cross_entropy(logits, labels_fn(logits.detach()), reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def _check_alpha(alpha: object) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a number > 0 in [0, 1] pixel units (paper: 1/255), got {alpha!r}")
+    return float(alpha)
+
+
+def _check_steps(steps: object) -> int | None:
+    if steps is None:
+        return None
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1 or None (paper's min(eps + 4, 1.25 eps)), got {steps!r}")
+    return steps
+
+
+class StepLL(Attack):
+    """step_ll: one step of eps down the CE to the least-likely class, x - eps * sign(grad CE(x, y_LL)).
+
+    Paper 000 (Na et al., "Cascade Adversarial Machine Learning Regularized with a Unified
+    Embedding", 2018, arXiv:1708.02582), eq. 2; y_LL = argmin of the logits at the clean point.
+    Norm: linf.  Parameters: ``seed`` (unused, deterministic), ``eval_mode`` (default True).
+
+    Example::
+
+        x_adv = StepLL(ThreatModel("linf", 16 / 255))(model, x, y)
+    """
+
+    name = "step-ll"
+    info = AttackInfo(norms=("linf",), kind="white-box", targeted=False, randomized=False, source=_SOURCE,
+                      toolkit="native", paper="000",
+                      summary="step_ll (paper 000): one eps step toward the least-likely class")
+
+    def perturb(self, model, x, y, generator, target=None):
+        grad = _input_grad(model, x, least_likely)
+        lo, hi = _bounds(x, self.threat)
+        with torch.no_grad():
+            return torch.minimum(torch.maximum(x - self.threat.eps * grad.sign(), lo), hi)
+
+
+class StepFGSM(Attack):
+    """step_FGSM: one step of eps up the CE to the true label, x + eps * sign(grad CE(x, y)).
+
+    Paper 000 (Na et al. 2018, arXiv:1708.02582) eq. 1, i.e. FGSM (Goodfellow et al. 2015,
+    arXiv:1412.6572).  Norm: linf.  Parameters: ``seed`` (unused, deterministic), ``eval_mode``
+    (default True).
+
+    Example::
+
+        x_adv = StepFGSM(ThreatModel("linf", 16 / 255))(model, x, y)
+    """
+
+    name = "step-fgsm"
+    info = AttackInfo(norms=("linf",), kind="white-box", targeted=False, randomized=False, source=_SOURCE,
+                      toolkit="native", paper="000",
+                      summary="step_FGSM (paper 000): one eps step up the CE of the true label")
+
+    def perturb(self, model, x, y, generator, target=None):
+        grad = _input_grad(model, x, lambda _logits: y)
+        lo, hi = _bounds(x, self.threat)
+        with torch.no_grad():
+            return torch.minimum(torch.maximum(x + self.threat.eps * grad.sign(), lo), hi)
+
+
+class _Iterative(Attack):
+    """Shared loop of iter_FGSM / iter_ll: ``steps`` signed steps of ``alpha``, clipped each time."""
+
+    direction: float = 1.0  # +1 ascends CE(y), -1 descends CE(y_LL)
+
+    def __init__(
+        self,
+        threat: ThreatModel,
+        *,
+        alpha: float = 1 / 255,
+        steps: int | None = None,
+        seed: int | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        self.alpha = _check_alpha(alpha)
+        self.steps = _check_steps(steps)
+        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+
+    @property
+    def iterations(self) -> int:
+        return self.steps if self.steps is not None else default_iterations(self.threat.eps)
+
+    def _labels(self, y: torch.Tensor):
+        raise NotImplementedError
+
+    def perturb(self, model, x, y, generator, target=None):
+        lo, hi = _bounds(x, self.threat)
+        labels_fn = self._labels(y)
+        step = self.direction * self.alpha
+        x_adv = x.clone()
+        for _ in range(self.iterations):
+            grad = _input_grad(model, x_adv, labels_fn)
+            with torch.no_grad():
+                x_adv = torch.minimum(torch.maximum(x_adv + step * grad.sign(), lo), hi)
+        return x_adv
+
+
+class IterFGSM(_Iterative):
+    """iter_FGSM (basic iterative method): repeated steps of alpha up the CE of the true label.
+
+    Paper 000 (Na et al. 2018, arXiv:1708.02582) section 2, after Kurakin et al. 2017
+    (arXiv:1611.01236): X_{N+1} = Clip_{X,eps}(X_N + alpha * sign(grad CE(X_N, y))), X_0 = X.
+    Norm: linf.
+
+    Parameters (keyword-only):
+
+    - ``alpha`` (float, default 1/255): step size in [0, 1] pixel units (the paper's alpha = 1).
+    - ``steps`` (int or None, default None): iterations; None = int(min(eps*255 + 4, 1.25 * eps*255)),
+      at least 1 (see :func:`default_iterations`).
+    - ``seed`` (unused, deterministic), ``eval_mode`` (bool, default True).
+
+    Example::
+
+        x_adv = IterFGSM(ThreatModel("linf", 16 / 255))(model, x, y)   # 20 steps of 1/255
+    """
+
+    name = "iter-fgsm"
+    direction = 1.0
+    info = AttackInfo(norms=("linf",), kind="white-box", targeted=False, randomized=False, source=_SOURCE,
+                      toolkit="native", paper="000",
+                      summary="iter_FGSM (paper 000): min(eps+4, 1.25 eps) steps of 1/255 up the CE")
+
+    def _labels(self, y):
+        return lambda _logits: y
+
+
+class IterLL(_Iterative):
+    """iter_ll: repeated steps of alpha down the CE to the least-likely class, re-chosen every step.
+
+    Paper 000 (Na et al. 2018, arXiv:1708.02582) section 2, after Kurakin et al. 2017
+    (arXiv:1611.01236): X_{N+1} = Clip_{X,eps}(X_N - alpha * sign(grad CE(X_N, y_LL))), where y_LL is
+    the least-likely class of the current iterate ("we change the target every iteration").
+    Norm: linf.
+
+    Parameters (keyword-only):
+
+    - ``alpha`` (float, default 1/255): step size in [0, 1] pixel units (the paper's alpha = 1).
+    - ``steps`` (int or None, default None): iterations; None = int(min(eps*255 + 4, 1.25 * eps*255)),
+      at least 1.
+    - ``seed`` (unused, deterministic), ``eval_mode`` (bool, default True).
+
+    Example::
+
+        x_adv = IterLL(ThreatModel("linf", 16 / 255))(model, x, y)
+    """
+
+    name = "iter-ll"
+    direction = -1.0
+    info = AttackInfo(norms=("linf",), kind="white-box", targeted=False, randomized=False, source=_SOURCE,
+                      toolkit="native", paper="000",
+                      summary="iter_ll (paper 000): iterative steps toward the least-likely class, re-chosen each step")
+
+    def _labels(self, y):
+        return least_likely

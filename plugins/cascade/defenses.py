@@ -1,0 +1,417 @@
+"""Paper 000's training objectives: Kurakin adversarial training, the bidirectional and pivot
+similarity losses, and cascade adversarial training.
+
+Paper 000: Na, Ko & Mukhopadhyay, "Cascade Adversarial Machine Learning Regularized with a Unified
+Embedding", ICLR 2018, arXiv:1708.02582, sections 3.1-3.2 (Algorithm 1) and 6; Kurakin et al.,
+"Adversarial Machine Learning at Scale", 2017, arXiv:1611.01236 (the baseline).
+
+Shared choices, documented once:
+
+- **Adversarial examples are one-step** (step_ll, step_FGSM, or half of each: "step_both") from
+  the current network, each with its own eps drawn from |N(0, max_eps / 2)| clipped to
+  [0, max_eps] (the paper's "clipped normal distribution N(mu = 0, sigma = max_e / 2)").
+- **They are crafted with the model in eval mode** (BatchNorm running statistics, no dropout), so
+  that crafting neither updates BatchNorm statistics nor depends on the rest of the batch; the
+  model's modes, ``requires_grad`` and ``.grad`` are restored afterwards.  The loss forward then
+  runs in the trainer's mode (train) on ONE concatenated batch B' = [adversarial; clean], as in
+  Algorithm 1, step 5.
+- **Loss** (paper eq. in section 3.1)::
+
+      (sum_{clean} CE + lam * sum_{adv} CE) / ((m - k) + lam * k) + lam2 * sum_{i <= k} |E_i^adv - E_i|_N^N
+
+  with m - k clean and k adversarial images in B'.  |.|_N^N is the sum over the embedding's
+  coordinates of |difference|^N (N = 2: squared L2, N = 1: L1), summed (not averaged) over pairs.
+  E is the logits (default) or the penultimate features (``embedding="features"``, which needs an
+  ``nn.Linear`` head).  Pivot detaches the clean embedding.
+- **Randomness** (eps draws, store sampling) comes from the defense's own ``torch.Generator``
+  (``seed``); its state is in ``state_dict()`` so a resumed run is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustreg import Defense, DefenseInfo, DefenseOutput, ModelState, embed
+
+from .attacks import least_likely
+from .store import CascadeStore, load_cascade_store
+
+__all__ = [
+    "METHODS",
+    "Bidirectional",
+    "Cascade",
+    "Kurakin",
+    "Pivot",
+    "craft_one_step",
+    "draw_eps",
+    "paper_objective",
+    "similarity_loss",
+]
+
+METHODS = ("step_ll", "step_fgsm", "step_both")
+_SOURCE = "paper 000 (Na et al. 2018, arXiv:1708.02582); Kurakin et al. 2017, arXiv:1611.01236"
+
+
+# --- pieces, each checkable against the paper --------------------------------------------------
+def draw_eps(n: int, max_eps: float, generator: torch.Generator) -> torch.Tensor:
+    """n per-example budgets |N(0, max_eps / 2)| clipped to [0, max_eps] (CPU, float32)."""
+    return (torch.randn(n, generator=generator) * (max_eps / 2)).abs().clamp(max=max_eps)
+
+
+def craft_one_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, method: str, *, eval_mode: bool = True
+) -> torch.Tensor:
+    """One-step adversarial examples with a per-example ``eps`` (N), clipped to [0, 1].
+
+    step_ll: x - eps * sign(grad CE(x, y_LL)), y_LL = argmin of the logits; step_fgsm:
+    x + eps * sign(grad CE(x, y)); step_both: the first ceil(N / 2) step_ll, the rest step_fgsm.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if x.shape[0] == 0:
+        return x.detach().clone()
+    state = ModelState(model)
+    try:
+        if eval_mode:
+            model.eval()
+        with torch.enable_grad():
+            xr = x.detach().clone().requires_grad_(True)
+            logits = model(xr)
+            n_ll = {"step_ll": x.shape[0], "step_fgsm": 0, "step_both": math.ceil(x.shape[0] / 2)}[method]
+            labels = y.clone()
+            labels[:n_ll] = least_likely(logits.detach()[:n_ll])
+            (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), xr)
+    finally:
+        state.restore()
+    direction = torch.ones(x.shape[0], device=x.device, dtype=x.dtype)
+    direction[:n_ll] = -1.0
+    step = (direction * eps.to(device=x.device, dtype=x.dtype)).view(-1, *([1] * (x.dim() - 1)))
+    return (x.detach() + step * grad.sign()).clamp(0.0, 1.0)
+
+
+def similarity_loss(e_adv: torch.Tensor, e_clean: torch.Tensor, power: int, *, pivot: bool) -> torch.Tensor:
+    """sum_i |E_i^adv - E_i|_N^N; pivot: the clean embedding is a constant (no gradient reaches it)."""
+    if pivot:
+        e_clean = e_clean.detach()
+    diff = (e_adv - e_clean).reshape(e_adv.shape[0], -1).abs()
+    return diff.pow(power).sum()
+
+
+def paper_objective(
+    model: nn.Module,
+    x_adv: torch.Tensor,
+    y_adv: torch.Tensor,
+    x_clean: torch.Tensor,
+    y_clean: torch.Tensor,
+    *,
+    lam: float,
+    pairs: torch.Tensor | None = None,
+    lam2: float = 0.0,
+    power: int = 2,
+    embedding: str = "logits",
+    pivot: bool = False,
+) -> DefenseOutput:
+    """Algorithm 1 of paper 000 on B' = [x_adv; x_clean] with one forward pass.
+
+    ``pairs[i]`` is the index in ``x_clean`` of the clean image of ``x_adv[i]`` (for the similarity
+    term; None: no similarity term).
+    """
+    k, clean_n = x_adv.shape[0], x_clean.shape[0]
+    batch = torch.cat([x_adv, x_clean])
+    if pairs is not None and embedding == "features":
+        emb = embed(model, batch)
+        logits, e_all = emb.logits, emb.features
+    else:
+        logits = model(batch)
+        e_all = logits
+    ce = F.cross_entropy(logits, torch.cat([y_adv, y_clean]), reduction="none")
+    ce_adv, ce_clean = ce[:k], ce[k:]
+    loss = (ce_clean.sum() + lam * ce_adv.sum()) / (clean_n + lam * k)
+    metrics = {"ce_clean": float(ce_clean.detach().mean()) if clean_n else 0.0,
+               "ce_adv": float(ce_adv.detach().mean()) if k else 0.0}
+    if pairs is not None and k:
+        dist = similarity_loss(e_all[:k], e_all[k:][pairs], power, pivot=pivot)
+        loss = loss + lam2 * dist
+        metrics["distance"] = float(dist.detach())
+    metrics["loss"] = float(loss.detach())
+    with torch.no_grad():
+        if clean_n:
+            metrics["acc_clean"] = float((logits[k:].argmax(1) == y_clean).float().mean())
+        if k:
+            metrics["acc_adv"] = float((logits[:k].argmax(1) == y_adv).float().mean())
+    return DefenseOutput(loss, metrics, logits_clean=logits[k:].detach(), logits_adv=logits[:k].detach())
+
+
+# --- argument checks -------------------------------------------------------------------------------
+def _number(name: str, value: Any, *, lo: float, hi: float = math.inf, lo_open: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value > hi or (value <= lo if lo_open else value < lo):
+        bound = f"{'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi < math.inf else "")
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _check_common(method: str, max_eps: float, lam: float, seed: int) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    _number("max_eps", max_eps, lo=0.0, hi=1.0, lo_open=True)
+    _number("lam", lam, lo=0.0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+
+
+def _check_similarity(lam2: float, power: int, embedding: str) -> None:
+    _number("lam2", lam2, lo=0.0)
+    if power not in (1, 2) or isinstance(power, bool):
+        raise ValueError(f"power (the N of |E_adv - E|_N^N) must be 1 or 2, got {power!r}")
+    if embedding not in ("logits", "features"):
+        raise ValueError(f"embedding must be 'logits' or 'features', got {embedding!r}")
+
+
+class _PaperDefense(Defense):
+    """Holds the generator and the one-step crafting shared by every paper-000 defense."""
+
+    def __init__(self, method: str, max_eps: float, lam: float, seed: int, craft_eval: bool) -> None:
+        _check_common(method, max_eps, lam, seed)
+        if not isinstance(craft_eval, bool):
+            raise ValueError(f"craft_eval must be True or False, got {craft_eval!r}")
+        self.method, self.max_eps, self.lam, self.seed, self.craft_eval = method, float(max_eps), float(lam), seed, \
+            craft_eval
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_adv, eps)``: one-step examples of ``x`` with freshly drawn per-example eps."""
+        eps = draw_eps(x.shape[0], self.max_eps, self.generator)
+        return craft_one_step(model, x, y, eps, self.method, eval_mode=self.craft_eval), eps
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state) != {"generator"}:
+            raise ValueError(f"{type(self).__name__} state must have the key 'generator', got {sorted(state)}")
+        self.generator.set_state(state["generator"])
+
+
+def _count(fraction: float, n: int) -> int:
+    return int(round(fraction * n))
+
+
+class Kurakin(_PaperDefense):
+    """Kurakin adversarial training: k of the m batch images REPLACED by one-step adversarial ones.
+
+    Paper: Kurakin et al., "Adversarial Machine Learning at Scale", 2017, arXiv:1611.01236, as used
+    in paper 000 (Na et al. 2018, arXiv:1708.02582) section 3.1.  Norm linf.  Loss:
+    (sum_{m-k clean} CE + lam * sum_{k adv} CE) / ((m - k) + lam * k).  See the module docstring for
+    the eps distribution and the eval-mode crafting.
+
+    Parameters (keyword-only):
+
+    - ``method`` ("step_ll" | "step_fgsm" | "step_both", default "step_ll").
+    - ``max_eps`` (float, default 16/255): the largest eps, [0, 1] units; eps ~ |N(0, max_eps/2)|
+      clipped to [0, max_eps] per example.
+    - ``k_fraction`` (float, default 0.5): k / m, the share of the batch replaced (paper: 64 of 128);
+      k = round(k_fraction * m), the first k images of the batch.
+    - ``lam`` (float, default 0.3): the weight of the adversarial examples' CE.
+    - ``seed`` (int, default 0): seeds the defense's generator.
+    - ``craft_eval`` (bool, default True): craft with the model in eval mode.
+
+    Example::
+
+        defense = Kurakin(max_eps=16 / 255)
+        out = defense.loss(model, x, y)          # out.loss.backward()
+    """
+
+    name = "kurakin"
+    info = DefenseInfo(source=_SOURCE, paper="000", single_step=True, needs_embedding=False,
+                       summary="Kurakin AT: k of m replaced by step_ll/step_FGSM examples, lam-weighted CE")
+
+    def __init__(self, *, method: str = "step_ll", max_eps: float = 16 / 255, k_fraction: float = 0.5,
+                 lam: float = 0.3, seed: int = 0, craft_eval: bool = True) -> None:
+        super().__init__(method, max_eps, lam, seed, craft_eval)
+        self.k_fraction = _number("k_fraction", k_fraction, lo=0.0, hi=1.0)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
+        k = _count(self.k_fraction, x.shape[0])
+        x_adv, eps = self.adversarial(model, x[:k], y[:k])
+        out = paper_objective(model, x_adv, y[:k], x[k:], y[k:], lam=self.lam)
+        out.metrics["mean_eps"] = float(eps.mean()) if k else 0.0
+        return out
+
+
+class _Similarity(_PaperDefense):
+    """Adversarial examples ADDED to the clean batch, plus lam2 * sum |E_adv - E|_N^N."""
+
+    pivot = False
+
+    def __init__(self, *, method: str = "step_ll", max_eps: float = 16 / 255, adv_fraction: float = 1.0,
+                 lam: float = 0.3, lam2: float = 1e-4, power: int = 2, embedding: str = "logits", seed: int = 0,
+                 craft_eval: bool = True) -> None:
+        super().__init__(method, max_eps, lam, seed, craft_eval)
+        self.adv_fraction = _number("adv_fraction", adv_fraction, lo=0.0, hi=1.0)
+        _check_similarity(lam2, power, embedding)
+        self.lam2, self.power, self.embedding = float(lam2), power, embedding
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
+        k = _count(self.adv_fraction, x.shape[0])
+        x_adv, eps = self.adversarial(model, x[:k], y[:k])
+        pairs = torch.arange(k, device=x.device)
+        out = paper_objective(model, x_adv, y[:k], x, y, lam=self.lam, pairs=pairs, lam2=self.lam2,
+                              power=self.power, embedding=self.embedding, pivot=self.pivot)
+        out.metrics["mean_eps"] = float(eps.mean()) if k else 0.0
+        return out
+
+
+class Bidirectional(_Similarity):
+    """Adversarial training with the bidirectional distance loss: both embeddings move together.
+
+    Paper 000 (Na et al., "Cascade Adversarial Machine Learning Regularized with a Unified
+    Embedding", 2018, arXiv:1708.02582) section 3.2, Algorithm 1.  Norm linf.  Loss:
+    (sum_{clean} CE + lam * sum_{adv} CE) / ((m - k) + lam * k) + lam2 * sum_i |E_i^adv - E_i|_N^N,
+    gradients through both E^adv and E.
+
+    Parameters (keyword-only):
+
+    - ``method`` ("step_ll" | "step_fgsm" | "step_both", default "step_ll").
+    - ``max_eps`` (float, default 16/255): eps ~ |N(0, max_eps/2)| clipped to [0, max_eps], [0, 1] units.
+    - ``adv_fraction`` (float, default 1.0): k / (m - k), adversarial copies per clean image; the
+      first k = round(adv_fraction * B) images of the trainer's batch of B get one (paper: 64 clean
+      + 64 adversarial = 128).
+    - ``lam`` (float, default 0.3), ``lam2`` (float, default 1e-4): weights of the adversarial CE and
+      of the distance.
+    - ``power`` (1 or 2, default 2): the N of |E_adv - E|_N^N.
+    - ``embedding`` ("logits" | "features", default "logits"): E; "features" (the input of the
+      final ``nn.Linear``) comes from :func:`robustreg.embed`.
+    - ``seed`` (int, default 0), ``craft_eval`` (bool, default True): as :class:`Kurakin`.
+
+    Example::
+
+        out = Bidirectional(lam2=1e-4).loss(model, x, y)
+    """
+
+    name = "bidirectional"
+    pivot = False
+    info = DefenseInfo(source=_SOURCE, paper="000", single_step=True, needs_embedding=False,
+                       summary="paper 000: adversarial examples added + bidirectional |E_adv - E|^N loss")
+
+
+class Pivot(_Similarity):
+    """Adversarial training with the pivot distance loss: the clean embedding is a fixed target.
+
+    Paper 000 (Na et al. 2018, arXiv:1708.02582) section 3.2: as :class:`Bidirectional` but E_i is
+    detached (the paper's non-trainable copy of the clean embedding), so only E^adv moves.
+
+    Parameters (keyword-only):
+
+    - ``method`` ("step_ll" | "step_fgsm" | "step_both", default "step_ll").
+    - ``max_eps`` (float, default 16/255): eps ~ |N(0, max_eps/2)| clipped to [0, max_eps], [0, 1] units.
+    - ``adv_fraction`` (float, default 1.0): k / (m - k), adversarial copies per clean image; the
+      first k = round(adv_fraction * B) images of the trainer's batch of B get one (paper: 64 clean
+      + 64 adversarial = 128).
+    - ``lam`` (float, default 0.3), ``lam2`` (float, default 1e-4): weights of the adversarial CE and
+      of the distance.
+    - ``power`` (1 or 2, default 2): the N of |E_adv - E|_N^N.
+    - ``embedding`` ("logits" | "features", default "logits"): E; "features" (the input of the
+      final ``nn.Linear``) comes from :func:`robustreg.embed`.
+    - ``seed`` (int, default 0), ``craft_eval`` (bool, default True): as :class:`Kurakin`.
+
+    Example::
+
+        out = Pivot().loss(model, x, y)
+    """
+
+    name = "pivot"
+    pivot = True
+    info = DefenseInfo(source=_SOURCE, paper="000", single_step=True, needs_embedding=False,
+                       summary="paper 000: adversarial examples added + pivot loss (clean embedding detached)")
+
+
+class Cascade(_PaperDefense):
+    """Cascade adversarial training: one-step examples from the current model plus stored iter_FGSM
+    images from an already defended source model, optionally with the similarity loss.
+
+    Paper 000 (Na et al. 2018, arXiv:1708.02582) section 6 and Table 5 ("step_ll, saved_P2": of
+    k = 64 adversarial images per minibatch of 128, 32 are step_ll from the current network and 32
+    are stored iter_FGSM images).
+
+    Batch composition for a trainer batch of B clean images: the first k_fresh = round(fresh_fraction
+    * B) get a one-step adversarial copy; k_stored = round(stored_fraction * B) entries are drawn at
+    random (with replacement, from the defense's generator) from the store, and their stored clean
+    images REPLACE the last k_stored images of the batch, so every adversarial image has its clean
+    version among the m - k = B clean images (Algorithm 1's structure).  The stored images are not
+    augmented (the paper does not crop them either).  With ``distance=None`` no similarity term is
+    added (the paper's K_C); "pivot" (default) or "bidirectional" add it (P_C).
+
+    Parameters (keyword-only):
+
+    - ``store`` (CascadeStore, or a path / list of paths of stores): see
+      :func:`~robustreg_plugins.cascade.store.build_cascade_store` and the ``cascade-store`` command.
+    - ``fresh_fraction`` (float, default 0.5), ``stored_fraction`` (float, default 0.5): per clean
+      image of the batch; fresh_fraction + stored_fraction <= 1.
+    - ``distance`` ("pivot" | "bidirectional" | None, default "pivot").
+    - ``method`` (default "step_ll"), ``max_eps`` (default 16/255), ``lam`` (0.3), ``lam2`` (1e-4),
+      ``power`` (2), ``embedding`` ("logits"), ``seed`` (0), ``craft_eval`` (True): as
+      :class:`Bidirectional`.
+    - ``expect_source_hash`` (str or None): refuse a store crafted by another source.
+
+    Example::
+
+        out = Cascade(store="runs/p2_store").loss(model, x, y)
+    """
+
+    name = "cascade"
+    info = DefenseInfo(source=_SOURCE, paper="000", single_step=True, needs_embedding=False,
+                       summary="paper 000 cascade AT: step_ll + stored iter_FGSM images of a source network")
+
+    def __init__(self, *, store: CascadeStore | str | os.PathLike | list, fresh_fraction: float = 0.5,
+                 stored_fraction: float = 0.5, distance: str | None = "pivot", method: str = "step_ll",
+                 max_eps: float = 16 / 255, lam: float = 0.3, lam2: float = 1e-4, power: int = 2,
+                 embedding: str = "logits", seed: int = 0, craft_eval: bool = True,
+                 expect_source_hash: str | None = None) -> None:
+        super().__init__(method, max_eps, lam, seed, craft_eval)
+        self.fresh_fraction = _number("fresh_fraction", fresh_fraction, lo=0.0, hi=1.0)
+        self.stored_fraction = _number("stored_fraction", stored_fraction, lo=0.0, hi=1.0)
+        if self.fresh_fraction + self.stored_fraction > 1.0 + 1e-9:
+            raise ValueError(f"fresh_fraction + stored_fraction must be <= 1, got {fresh_fraction} + {stored_fraction}")
+        if distance not in (None, "pivot", "bidirectional"):
+            raise ValueError(f"distance must be 'pivot', 'bidirectional' or None, got {distance!r}")
+        _check_similarity(lam2, power, embedding)
+        self.distance, self.lam2, self.power, self.embedding = distance, float(lam2), power, embedding
+        if isinstance(store, CascadeStore):
+            if expect_source_hash is not None and store.source_hash != expect_source_hash:
+                raise ValueError(f"the cascade store's source hash {store.source_hash[:12]} is not the expected "
+                                 f"{expect_source_hash[:12]}")
+            self.store = store
+        elif isinstance(store, (str, os.PathLike, list, tuple)):
+            self.store = load_cascade_store(list(store) if isinstance(store, tuple) else store,
+                                            expect_source_hash=expect_source_hash)
+        else:
+            raise TypeError(f"store must be a CascadeStore or the path of one, got {type(store).__name__}")
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
+        b = x.shape[0]
+        k_fresh, k_stored = _count(self.fresh_fraction, b), _count(self.stored_fraction, b)
+        k_fresh = min(k_fresh, b - k_stored)
+        index = torch.randint(0, len(self.store), (k_stored,), generator=self.generator)
+        s_clean, s_adv, s_y = self.store.get(index, x.device)
+        if s_clean.shape[1:] != x.shape[1:]:
+            raise ValueError(f"stored images have shape {tuple(s_clean.shape[1:])}, the batch {tuple(x.shape[1:])}")
+        x_fresh, eps = self.adversarial(model, x[:k_fresh], y[:k_fresh])
+        x_clean = torch.cat([x[:b - k_stored], s_clean.to(x.dtype)])
+        y_clean = torch.cat([y[:b - k_stored], s_y])
+        x_adv = torch.cat([x_fresh, s_adv.to(x.dtype)])
+        y_adv = torch.cat([y[:k_fresh], s_y])
+        pairs = None
+        if self.distance is not None:
+            pairs = torch.cat([torch.arange(k_fresh), torch.arange(b - k_stored, b)]).to(x.device)
+        out = paper_objective(model, x_adv, y_adv, x_clean, y_clean, lam=self.lam, pairs=pairs, lam2=self.lam2,
+                              power=self.power, embedding=self.embedding, pivot=self.distance == "pivot")
+        out.metrics["mean_eps"] = float(eps.mean()) if k_fresh else 0.0
+        out.metrics["stored"] = float(k_stored)
+        return out

@@ -1,0 +1,330 @@
+"""Single-step adversarial training defenses: FreeAT, RFGSM-AT (fast AT), GAT and GradAlign.
+
+Each takes the SI mechanism of paper 004 (``si=True``; Table 8 of paper 004 reports FreeAT-SI,
+GAT-SI, RFGSM-AT-SI and GradAlign-SI without giving their formulas): the one gradient step uses
+CE(s * cos(theta), y) in place of the method's cross-entropy term, and ``beta * CE(s * (cos(theta) -
+m * onehot(y)), y)`` on the adversarial examples is added to the training objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustreg import DefenseInfo, DefenseOutput
+
+from .defense_base import (
+    AdversarialDefense,
+    check_int,
+    check_nonneg,
+    check_unit,
+    crafting,
+    linf_pgd,
+    si_logits,
+)
+
+__all__ = ["GAT", "FreeAT", "GradAlign", "RFGSMAT"]
+
+
+class RFGSMAT(AdversarialDefense):
+    """RFGSM adversarial training ("fast AT"): one FGSM step of 1.25 eps from a uniform random start.
+
+    Paper: Wong, Rice and Kolter, "Fast is better than free: Revisiting adversarial training", ICLR
+    2020, arXiv 2001.03994 (RFGSM-AT of paper 004, Table 8).  Norm: linf.
+
+    x' = Proj(x + delta0 + step_size * sign(grad CE(f(x + delta0), y))), delta0 ~ U(-eps, eps);
+    training objective ``CE(f(x'), y)`` [+ ``beta * CE^m(f~(x'), y)`` with ``si=True``; the step then
+    uses CE(s * cos(theta), y)].
+
+    Parameters: ``eps`` (8/255, pixel units), ``step_size`` (1.25 * eps, pixel units), ``random_start``
+    (True), ``si`` (False), ``s`` (15), ``m`` (0.2), ``beta`` (0.2), ``seed`` (None).  Cyclic learning
+    rates and early stopping of Wong et al. belong to the trainer's schedule.
+
+    Example: ``Registry.create().build_defense("rfgsm-at", eps=8 / 255)``.
+    """
+
+    name = "rfgsm-at"
+    info = DefenseInfo(source="Wong et al. 2020, arXiv 2001.03994", single_step=True,
+                       summary="fast AT: FGSM from a random start, step 1.25 eps")
+    default_steps = 1
+    default_step_ratio = 1.25
+
+    def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, random_start: bool = True,
+                 si: bool = False, s: float = 15.0, m: float = 0.2, beta: float = 0.2, seed: int | None = None) -> None:
+        super().__init__(eps=eps, steps=1, step_size=step_size, random_start=random_start, si=si, s=s, m=m,
+                         beta=beta, seed=seed)
+
+
+class GAT(AdversarialDefense):
+    """Guided adversarial training: clean CE plus lambda * ||softmax(f(x')) - softmax(f(x))||_2^2.
+
+    Paper: Sriramanan et al., "Guided Adversarial Attack for Evaluating and Enhancing Adversarial
+    Defenses", NeurIPS 2020, arXiv 2011.14969.  Norm: linf.
+
+    Attack (one step): x0 = x + noise * b with b uniform in {-1, +1}; x' = Proj(x0 + step_size * sign(grad
+    L_A(x0))), where ``L_A = CE(f(x0), y) + g * attack_lam * ||softmax(f(x0)) - softmax(f(x))||_2^2`` and the
+    guidance g alternates between 0 (even ``step``) and 1 (odd ``step``) as in the authors' training code.
+    Training objective: ``CE(f(x), y) + lam * mean_i ||softmax(f(x_i')) - softmax(f(x_i))||_2^2``
+    [+ ``beta * CE^m(f~(x'), y)`` with ``si=True``; the attack's CE term becomes CE(s * cos(theta), y)].
+
+    Parameters: ``eps`` (8/255), ``step_size`` (eps), ``noise`` (eps / 2: the Bernoulli start, 4/255
+    at eps 8/255 as in the paper), ``lam`` (10, the paper's CIFAR-10 weight; the authors multiply it by
+    4 late in training, which is a schedule left to the caller), ``attack_lam`` (10), ``random_start``
+    (True), ``si``, ``s`` (15), ``m`` (0.2), ``beta`` (0.2), ``seed`` (None).
+
+    Example: ``Registry.create().build_defense("gat", lam=10.0)``.
+    """
+
+    name = "gat"
+    info = DefenseInfo(source="Sriramanan et al. 2020, arXiv 2011.14969", single_step=True,
+                       summary="guided adversarial training (softmax L2 relaxation, lambda 10)")
+    default_steps = 1
+    default_step_ratio = 1.0
+
+    def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, noise: float | None = None,
+                 lam: float = 10.0, attack_lam: float = 10.0, random_start: bool = True, si: bool = False,
+                 s: float = 15.0, m: float = 0.2, beta: float = 0.2, seed: int | None = None) -> None:
+        super().__init__(eps=eps, steps=1, step_size=step_size, random_start=random_start, si=si, s=s, m=m,
+                         beta=beta, seed=seed)
+        self.noise = self.eps / 2 if noise is None else check_unit("noise", noise)
+        self.lam = check_nonneg("lam", lam)
+        self.attack_lam = check_nonneg("attack_lam", attack_lam)
+
+    def start_point(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        if not self.random_start:
+            return x.clone()
+        gen = self.generator(x.device, step)
+        signs = torch.where(torch.rand(x.shape, generator=gen, device=x.device) < 0.5, -1.0, 1.0).to(x.dtype)
+        return (x + self.noise * signs).clamp(0.0, 1.0)
+
+    def guided_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, guidance: float
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """GAT's attack objective L_A (summed over the batch) as a function of x0."""
+        with torch.no_grad():
+            p_nat = F.softmax(model(x), dim=1)
+
+        def loss(xa: torch.Tensor) -> torch.Tensor:
+            if self.si:
+                logits, scaled_cos = si_logits(model, xa, self.s)
+                ce = F.cross_entropy(scaled_cos, y, reduction="sum")
+            else:
+                logits = model(xa)
+                ce = F.cross_entropy(logits, y, reduction="sum")
+            return ce + guidance * self.attack_lam * (F.softmax(logits, dim=1) - p_nat).pow(2).sum()
+        return loss
+
+    def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> torch.Tensor:
+        x, y = x.detach(), y.detach()
+        start = self.start_point(x, step)
+        guidance = float(step % 2)
+        with crafting(model) as net:
+            return linf_pgd(self.guided_loss(net, x, y, guidance), x, start, eps=self.eps, steps=1,
+                            step_size=self.step_size)
+
+    def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
+        logits_clean = model(x)
+        logits_adv, cos_adv = self.forward_adv(model, x_adv)
+        ce = F.cross_entropy(logits_clean, y)
+        relax = (F.softmax(logits_adv, dim=1) - F.softmax(logits_clean, dim=1)).pow(2).sum(dim=1).mean()
+        metrics = {"loss_ce": float(ce.detach()), "loss_guided": float(relax.detach())}
+        loss = self.add_si(ce + self.lam * relax, cos_adv, y, metrics)
+        metrics["loss"] = float(loss.detach())
+        return DefenseOutput(loss, metrics, logits_clean=logits_clean.detach(), logits_adv=logits_adv.detach())
+
+    def params(self) -> dict[str, Any]:
+        return {"lam": self.lam, "attack_lam": self.attack_lam, "noise": self.noise, **super().params()}
+
+
+class GradAlign(AdversarialDefense):
+    """FGSM training plus GradAlign: lambda * (1 - cos(grad at x, grad at x + uniform noise)).
+
+    Paper: Andriushchenko and Flammarion, "Understanding and Improving Fast Adversarial Training",
+    NeurIPS 2020, arXiv 2007.02617.  Norm: linf.
+
+    x' = Proj(x + step_size * sign(grad CE(f(x), y))) (FGSM from x, eval mode);
+    training objective ``CE(f(x'), y) + lam * (1 - mean_i cos(g1_i, g2_i))`` with g1 = grad_x CE(f(x), y)
+    (detached) and g2 = grad CE(f(x + eta), y) at x + eta clipped to [0, 1], eta ~ U(-eps, eps),
+    differentiated through (double backprop), both in the caller's mode, as in the authors' code
+    [+ ``beta * CE^m(f~(x'), y)`` with ``si=True``; the FGSM step then uses CE(s * cos(theta), y)].
+    The cosine uses ``F.cosine_similarity`` (eps 1e-8), so a zero gradient counts as cos = 0.
+
+    Parameters: ``eps`` (8/255), ``step_size`` (eps, FGSM), ``random_start`` (False: zero init),
+    ``lam`` (0.2, the paper's value at eps 8/255), ``si``, ``s`` (15), ``m`` (0.2), ``beta`` (0.2),
+    ``seed`` (None).
+
+    Example: ``Registry.create().build_defense("grad-align", lam=0.2)``.
+    """
+
+    name = "grad-align"
+    info = DefenseInfo(source="Andriushchenko & Flammarion 2020, arXiv 2007.02617", single_step=True,
+                       summary="FGSM-AT + gradient alignment regulariser (lambda 0.2)")
+    default_steps = 1
+    default_step_ratio = 1.0
+
+    def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, random_start: bool = False,
+                 lam: float = 0.2, si: bool = False, s: float = 15.0, m: float = 0.2, beta: float = 0.2,
+                 seed: int | None = None) -> None:
+        super().__init__(eps=eps, steps=1, step_size=step_size, random_start=random_start, si=si, s=s, m=m,
+                         beta=beta, seed=seed)
+        self.lam = check_nonneg("lam", lam)
+
+    def alignment_noise(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        gen = self.generator(x.device, step + 7919)  # independent of the start point's draw
+        return self.eps * (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
+        x_adv = self.adversarial(model, x, y, step=step)
+        return self.objective(model, x, x_adv, y, noise=self.alignment_noise(x, step))
+
+    def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                  *, noise: torch.Tensor | None = None) -> DefenseOutput:
+        if noise is None:
+            noise = self.alignment_noise(x, 0) if self.seed is not None else (
+                self.eps * (torch.rand_like(x) * 2 - 1))
+        x0 = x.detach().clone().requires_grad_(True)
+        (g1,) = torch.autograd.grad(F.cross_entropy(model(x0), y), x0)
+        x1 = (x.detach() + noise).clamp(0.0, 1.0).requires_grad_(True)
+        (g2,) = torch.autograd.grad(F.cross_entropy(model(x1), y), x1, create_graph=True)
+        cos = F.cosine_similarity(g1.detach().flatten(1), g2.flatten(1), dim=1, eps=1e-8).mean()
+        align = self.lam * (1.0 - cos)
+        logits_adv, cos_adv = self.forward_adv(model, x_adv)
+        ce_adv = F.cross_entropy(logits_adv, y)
+        metrics = {"loss_ce_adv": float(ce_adv.detach()), "grad_cosine": float(cos.detach())}
+        loss = self.add_si(ce_adv + align, cos_adv, y, metrics)
+        metrics["loss"] = float(loss.detach())
+        return DefenseOutput(loss, metrics, logits_adv=logits_adv.detach())
+
+    def params(self) -> dict[str, Any]:
+        return {"lam": self.lam, **super().params()}
+
+
+class FreeAT(AdversarialDefense):
+    """Free adversarial training: each minibatch replayed m times, the perturbation carried along.
+
+    Paper: Shafahi et al., "Adversarial Training for Free!", NeurIPS 2019, arXiv 1904.12843.  Norm: linf.
+
+    One ``loss`` call is one FreeAT replay.  The defense keeps the perturbation delta (zeros at first,
+    carried across replays AND minibatches) and the minibatch being replayed: the first call of a
+    cycle takes the trainer's batch, the next ``replays - 1`` calls replay it (the trainer's batches
+    given meanwhile are not used; so one trainer epoch covers 1/m of the data m times, the same
+    gradient-step budget as the paper's "epochs / m").  Each call returns ``CE(f(clip(x + delta)), y)``
+    [+ ``beta * CE^m(f~(x + delta), y)`` with ``si=True``], computed in the caller's (train) mode; the
+    backward the trainer runs on it also fills delta's gradient, and the next call first applies
+    ``delta <- clip(delta + step_size * sign(grad), -eps, eps)``: the input gradient comes for free
+    with the parameter gradient.  With ``si=True`` that free gradient is the gradient of the whole
+    training loss (which then includes the SI term); a separate SI-PGD gradient would cost a second
+    backward and FreeAT would no longer be free.  If no backward ran, delta is left as it was.
+    Logits are returned (``logits_adv``) only on a cycle's first call, when they match the trainer's
+    labels.  The state (delta, pending gradient, replayed batch, position in the cycle) round-trips
+    through ``state_dict`` / ``load_state_dict`` for exact resumes.
+
+    Parameters: ``eps`` (8/255), ``step_size`` (eps, as in the paper), ``replays`` (8: the paper's m,
+    renamed because ``m`` is SI's margin), ``si`` (False), ``s`` (15), ``m`` (0.2), ``beta`` (0.2).
+
+    Example: ``Registry.create().build_defense("free-at", replays=8)``.
+    """
+
+    name = "free-at"
+    info = DefenseInfo(source="Shafahi et al. 2019, arXiv 1904.12843", single_step=True,
+                       summary="free AT (m replays, perturbation carried across minibatches)")
+    default_steps = 1
+    default_step_ratio = 1.0
+
+    def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, replays: int = 8,
+                 si: bool = False, s: float = 15.0, m: float = 0.2, beta: float = 0.2) -> None:
+        super().__init__(eps=eps, steps=1, step_size=step_size, random_start=False, si=si, s=s, m=m, beta=beta)
+        self.replays = check_int("replays", replays, 1)
+        self._delta: torch.Tensor | None = None
+        self._leaf: torch.Tensor | None = None  # delta as used by the last call; .grad after backward
+        self._pending: torch.Tensor | None = None  # a gradient restored by load_state_dict
+        self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._position = 0
+
+    # --- state ----------------------------------------------------------------------------------
+    def _pending_grad(self) -> torch.Tensor | None:
+        if self._leaf is not None and self._leaf.grad is not None:
+            return self._leaf.grad
+        return self._pending
+
+    def state_dict(self) -> dict[str, Any]:
+        grad = self._pending_grad()
+        return {
+            "delta": None if self._delta is None else self._delta.detach().clone(),
+            "pending_grad": None if grad is None else grad.detach().clone(),
+            "batch_x": None if self._batch is None else self._batch[0].clone(),
+            "batch_y": None if self._batch is None else self._batch[1].clone(),
+            "position": self._position,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = {"delta", "pending_grad", "batch_x", "batch_y", "position"}
+        if set(state) != expected:
+            raise ValueError(f"free-at state must have keys {sorted(expected)}, got {sorted(state)}")
+        position = state["position"]
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < self.replays:
+            raise ValueError(f"free-at state position must be an int in [0, {self.replays - 1}], got {position!r}")
+        if (state["batch_x"] is None) != (state["batch_y"] is None):
+            raise ValueError("free-at state must hold both batch_x and batch_y or neither")
+        self._delta = None if state["delta"] is None else state["delta"].detach().clone()
+        self._pending = None if state["pending_grad"] is None else state["pending_grad"].detach().clone()
+        self._leaf = None
+        self._batch = None if state["batch_x"] is None else (state["batch_x"].clone(), state["batch_y"].clone())
+        self._position = position
+
+    # --- one replay -----------------------------------------------------------------------------
+    def _apply_pending(self) -> None:
+        grad = self._pending_grad()
+        if grad is not None and self._delta is not None and grad.shape == self._delta.shape:
+            self._delta = (self._delta + self.step_size * grad.sign()).clamp(-self.eps, self.eps)
+        self._leaf, self._pending = None, None
+
+    def _fit_delta(self, x: torch.Tensor) -> torch.Tensor:
+        """delta for this batch: the carried one, cut or zero-padded to the batch size (zeros at first)."""
+        delta = self._delta
+        if delta is None or delta.shape[1:] != x.shape[1:] or delta.device != x.device or delta.dtype != x.dtype:
+            return torch.zeros_like(x)
+        n = x.shape[0]
+        if delta.shape[0] >= n:
+            return delta[:n].clone()
+        return torch.cat([delta, torch.zeros_like(x[: n - delta.shape[0]])])
+
+    def _move_state(self, device: torch.device) -> None:
+        """A state loaded from a CPU checkpoint follows the batches to their device."""
+        if self._delta is not None:
+            self._delta = self._delta.to(device)
+        if self._pending is not None:
+            self._pending = self._pending.to(device)
+        if self._batch is not None:
+            self._batch = (self._batch[0].to(device), self._batch[1].to(device))
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
+        self._move_state(x.device)
+        self._apply_pending()
+        fresh = self._position == 0 or self._batch is None
+        if fresh:
+            self._batch = (x.detach().clone(), y.detach().clone())
+            self._position = 0
+        xb, yb = self._batch
+        self._delta = self._fit_delta(xb)
+        leaf = self._delta.clone().requires_grad_(True)
+        self._leaf = leaf
+        out = self.objective(model, xb, (xb + leaf).clamp(0.0, 1.0), yb)
+        out.metrics["replay"] = float(self._position)
+        if not fresh:
+            out.logits_adv = None
+        self._position = (self._position + 1) % self.replays
+        return out
+
+    def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> torch.Tensor:
+        """The current replay input clip(x + delta) for ``x`` (delta is updated by ``loss`` + backward)."""
+        return (x.detach() + self._fit_delta(x.detach())).clamp(0.0, 1.0)
+
+    def params(self) -> dict[str, Any]:
+        out = {"replays": self.replays, **super().params()}
+        out.pop("steps")
+        out.pop("random_start")
+        return out

@@ -1,0 +1,206 @@
+"""Multi-step adversarial training defenses (AT, TRADES, ALP, MART), each with the optional SI mechanism.
+
+Formulas follow paper 004 (Xu et al., "Scale-Invariant Adversarial Attack for Evaluating and
+Enhancing Adversarial Defenses", 2022, arXiv 2201.12527) Table 1 and section 5.4: lambda = 6 / 3 / 6
+for TRADES / ALP / MART, training attack PGD-10 with step eps/4 and random start, eps = 8/255, and
+with ``si=True`` the SI mechanism (s = 15, m = 0.2, beta = 0.2).  See :mod:`.defense_base` for the
+split into ``adversarial`` (eval mode, input gradients only) and ``objective`` (the caller's mode).
+
+This module also holds the plugin's ``robustreg_register_defenses`` hook, which registers these and
+the single-step defenses of :mod:`.defense_single_step`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustreg import DefenseInfo, DefenseOutput, embed, hookimpl
+
+from .defense_base import AdversarialDefense, check_nonneg, check_unit, kl_per_sample
+from .defense_single_step import GAT, RFGSMAT, FreeAT, GradAlign
+
+__all__ = ["ALP", "AT", "MART", "TRADES", "robustreg_register_defenses"]
+
+SI_NOTE = "si=True: SI-PGD examples + beta * CE(s * (cos(theta) - m * onehot(y)), y) (paper 004 sec. 4.3)"
+
+
+class AT(AdversarialDefense):
+    """PGD adversarial training: minimise CE(f(x'), y) on PGD examples x'.
+
+    Paper: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018,
+    arXiv 1706.06083; settings of paper 004 (Xu, Zhang, Li, Zhang, "Scale-Invariant Adversarial Attack
+    for Evaluating and Enhancing Adversarial Defenses", 2022, arXiv 2201.12527, Table 1 row AT, section
+    5.4).  Norm: linf.
+
+    Training objective: ``CE(f(x'), y)`` [``+ beta * CE^m(f~(x'), y)`` with ``si=True``].
+    Adversarial objective: ``CE(f(x'), y)`` [``CE(s * cos(theta(x')), y)`` with ``si=True``].
+
+    Parameters: ``eps`` (8/255, pixel units), ``steps`` (10), ``step_size`` (eps/4, pixel units),
+    ``random_start`` (True: uniform in the ball), ``si`` (False), ``s`` (15), ``m`` (0.2),
+    ``beta`` (0.2), ``seed`` (None).  Inputs: float N x C x H x W in [0, 1], int64 labels.
+
+    Example::
+
+        defense = Registry.create().build_defense("at", eps=8 / 255)
+        out = defense.loss(model, x, y, step=0); out.loss.backward()
+    """
+
+    name = "at"
+    info = DefenseInfo(source="Madry et al. 2018, arXiv 1706.06083", summary="PGD adversarial training (PGD-10, eps/4)")
+    # objective: the base class's CE(f(x'), y) [+ SI term]
+
+
+class TRADES(AdversarialDefense):
+    """TRADES: CE(f(x), y) + lambda * KL(f(x) || f(x')), x' maximising the KL.
+
+    Paper: Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy", ICML
+    2019, arXiv 1901.08573.  Zhang et al. write CE + KL / lambda with 1/lambda = 6; paper 004 (Table 1)
+    writes lambda * KL with lambda = 6: the same loss.  Norm: linf.
+
+    Training objective: ``CE(f(x), y) + lam * KL(f(x) || f(x'))`` (KL averaged over the batch)
+    [``+ beta * CE^m(f~(x'), y)`` with ``si=True``].
+    Adversarial objective: ``KL(f(x) || f(x'))`` with f(x) fixed [``CE(s * cos(theta(x')), y)`` with SI].
+
+    Parameters: ``lam`` (6), ``eps`` (8/255), ``steps`` (10), ``step_size`` (eps/4), ``random_start``
+    (True: x + 0.001 * N(0, I) as in Zhang et al.'s code, since the KL and its gradient vanish at x'
+    = x), ``si``, ``s``, ``m``, ``beta``, ``seed`` as in :class:`AT`.
+
+    Example: ``Registry.create().build_defense("trades", lam=6.0)``.
+    """
+
+    name = "trades"
+    info = DefenseInfo(source="Zhang et al. 2019, arXiv 1901.08573", summary="TRADES (lambda 6, KL inner attack)")
+    start = "gaussian"
+
+    def __init__(self, *, lam: float = 6.0, **common) -> None:
+        self.lam = check_nonneg("lam", lam)
+        super().__init__(**common)
+
+    def attack_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.si:
+            return super().attack_loss(model, x, y)
+        with torch.no_grad():
+            logits_nat = model(x)
+        return lambda xa: kl_per_sample(logits_nat, model(xa)).sum()
+
+    def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
+        logits_clean = model(x)
+        logits_adv, cos_adv = self.forward_adv(model, x_adv)
+        ce = F.cross_entropy(logits_clean, y)
+        kl = kl_per_sample(logits_clean, logits_adv).mean()
+        metrics = {"loss_ce": float(ce.detach()), "loss_kl": float(kl.detach())}
+        loss = self.add_si(ce + self.lam * kl, cos_adv, y, metrics)
+        metrics["loss"] = float(loss.detach())
+        return DefenseOutput(loss, metrics, logits_clean=logits_clean.detach(), logits_adv=logits_adv.detach())
+
+    def params(self) -> dict:
+        return {"lam": self.lam, **super().params()}
+
+
+class ALP(AdversarialDefense):
+    """Adversarial logit pairing: mixed clean/adversarial CE plus lambda * ||W^T (z - z')||_2.
+
+    Paper: Kannan, Kurakin and Goodfellow, "Adversarial Logit Pairing", 2018, arXiv 1803.06373, in the
+    form paper 004 gives (Table 1): z, z' are the penultimate features of x and x' and W the head's
+    weight, so W^T (z - z') is the logit difference without the bias.  The pairing term is the L2
+    norm (not squared) per sample, averaged over the batch.  Norm: linf.
+
+    Training objective: ``alpha * CE(f(x), y) + (1 - alpha) * CE(f(x'), y) + lam * ||W^T (z - z')||_2``
+    [``+ beta * CE^m(f~(x'), y)`` with ``si=True``].
+    Adversarial objective: ``CE(f(x'), y)`` [``CE(s * cos(theta(x')), y)`` with SI].
+
+    Parameters: ``alpha`` (0.5, in [0, 1]), ``lam`` (3), and the common ``eps`` (8/255), ``steps`` (10),
+    ``step_size`` (eps/4), ``random_start`` (True), ``si``, ``s``, ``m``, ``beta``, ``seed``.
+
+    Example: ``Registry.create().build_defense("alp", alpha=0.5, lam=3.0)``.
+    """
+
+    name = "alp"
+    info = DefenseInfo(source="Kannan et al. 2018, arXiv 1803.06373", summary="adversarial logit pairing (lambda 3)")
+
+    def __init__(self, *, alpha: float = 0.5, lam: float = 3.0, **common) -> None:
+        self.alpha = check_unit("alpha", alpha)
+        self.lam = check_nonneg("lam", lam)
+        super().__init__(**common)
+
+    def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
+        clean = embed(model, x)
+        adv = embed(model, x_adv)
+        ce = F.cross_entropy(clean.logits, y)
+        ce_adv = F.cross_entropy(adv.logits, y)
+        pairing = F.linear(clean.features - adv.features, adv.weight).norm(p=2, dim=1).mean()
+        metrics = {"loss_ce": float(ce.detach()), "loss_ce_adv": float(ce_adv.detach()),
+                   "loss_pairing": float(pairing.detach())}
+        loss = self.alpha * ce + (1 - self.alpha) * ce_adv + self.lam * pairing
+        loss = self.add_si(loss, adv.cosine() if self.si else None, y, metrics)
+        metrics["loss"] = float(loss.detach())
+        return DefenseOutput(loss, metrics, logits_clean=clean.logits.detach(), logits_adv=adv.logits.detach())
+
+    def params(self) -> dict:
+        return {"alpha": self.alpha, "lam": self.lam, **super().params()}
+
+
+def boosted_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MART's BCE per sample: -log p_y - log(1 - max_{k != y} p_k), the second term from logsumexps.
+
+    log(1 - p_j) = logsumexp_{k != j} l_k - logsumexp_k l_k, exact and finite for any logits (K >= 2).
+    """
+    onehot = F.one_hot(y, logits.shape[1]).bool()
+    runner_up = logits.masked_fill(onehot, float("-inf")).argmax(dim=1)
+    without = logits.masked_fill(F.one_hot(runner_up, logits.shape[1]).bool(), float("-inf"))
+    log_one_minus = torch.logsumexp(without, dim=1) - torch.logsumexp(logits, dim=1)
+    return F.cross_entropy(logits, y, reduction="none") - log_one_minus
+
+
+class MART(AdversarialDefense):
+    """MART: boosted CE on x' plus lambda * KL(f(x) || f(x')) weighted by (1 - f(x)_y).
+
+    Paper: Wang et al., "Improving Adversarial Robustness Requires Revisiting Misclassified Examples",
+    ICLR 2020 (openreview rklOg6EFwS); Table 1 of paper 004.  Norm: linf.
+
+    Training objective: ``mean_i[BCE(f(x'_i), y_i) + lam * KL(f(x_i) || f(x'_i)) * (1 - f(x_i)_{y_i})]``
+    with ``BCE(p, y) = -log p_y - log(1 - max_{k != y} p_k)`` [``+ beta * CE^m(f~(x'), y)`` with SI].
+    The weight (1 - f(x)_y) is differentiated through, as in Wang et al.'s code.
+    Adversarial objective: ``CE(f(x'), y)`` [``CE(s * cos(theta(x')), y)`` with SI].
+
+    Parameters: ``lam`` (6), and the common ``eps`` (8/255), ``steps`` (10), ``step_size`` (eps/4),
+    ``random_start`` (True), ``si``, ``s``, ``m``, ``beta``, ``seed``.
+
+    Example: ``Registry.create().build_defense("mart", lam=6.0)``.
+    """
+
+    name = "mart"
+    info = DefenseInfo(source="Wang et al. 2020, ICLR (MART)", summary="MART (lambda 6, boosted CE + weighted KL)")
+
+    def __init__(self, *, lam: float = 6.0, **common) -> None:
+        self.lam = check_nonneg("lam", lam)
+        super().__init__(**common)
+
+    def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
+        logits_clean = model(x)
+        logits_adv, cos_adv = self.forward_adv(model, x_adv)
+        bce = boosted_ce(logits_adv, y).mean()
+        p_true = F.softmax(logits_clean, dim=1).gather(1, y[:, None]).squeeze(1)
+        kl = (kl_per_sample(logits_clean, logits_adv) * (1 - p_true)).mean()
+        metrics = {"loss_bce": float(bce.detach()), "loss_kl_weighted": float(kl.detach())}
+        loss = self.add_si(bce + self.lam * kl, cos_adv, y, metrics)
+        metrics["loss"] = float(loss.detach())
+        return DefenseOutput(loss, metrics, logits_clean=logits_clean.detach(), logits_adv=logits_adv.detach())
+
+    def params(self) -> dict:
+        return {"lam": self.lam, **super().params()}
+
+
+CLASSIC_DEFENSES = (AT, TRADES, ALP, MART, FreeAT, RFGSMAT, GAT, GradAlign)
+
+
+@hookimpl
+def robustreg_register_defenses(registrar) -> None:
+    """Register at, trades, alp, mart, free-at, rfgsm-at, gat and grad-align (each takes si=True)."""
+    for cls in CLASSIC_DEFENSES:
+        registrar.add_defense(cls.name, cls, info=cls.info, summary=f"{cls.info.summary}; {SI_NOTE}")

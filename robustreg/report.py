@@ -1,0 +1,242 @@
+"""Render an evaluation report (the dict :func:`robustreg.evaluation.evaluate` returns).
+
+``report.json`` is the source of truth; Markdown, CSV, the terminal table and the PNG plot are
+rendered from it.  Every file is written atomically (:func:`write_atomic`), so an interrupted run
+never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "load_report",
+    "render_csv",
+    "render_markdown",
+    "render_table",
+    "plot_robust_accuracy",
+    "write_atomic",
+    "write_report",
+]
+
+_MODE_NOTE = {
+    "cascade": "cascade (early exit): each attack ran only on the points still standing, so an attack's robust "
+               "accuracy is cumulative over it and every attack listed before it at that eps",
+    "independent": "independent: every attack ran on all clean-correct points; each robust accuracy is standalone",
+}
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a report.json (or the folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.2f}%"
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float)):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _eps_text(eps: float, norm: str) -> str:
+    scaled = eps * 255
+    if norm == "linf" and eps > 0 and abs(scaled - round(scaled)) < 1e-6:
+        return f"{eps:.4g} ({round(scaled)}/255)"
+    return f"{eps:.4g}"
+
+
+def _extra_keys(report: Mapping[str, Any]) -> list[str]:
+    keys: list[str] = []
+    for result in report.get("results", []):
+        for key in result.get("extras", {}):
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def _rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the results table (shared by Markdown and the terminal)."""
+    has_queries = any("queries" in r for r in report.get("results", []))
+    extras = _extra_keys(report)
+    header = ["eps", "attack", "robust acc", "broken", "attacked", "max pert", "mean pert (broken)", "seconds"]
+    if has_queries:
+        header.append("queries")
+    header += extras
+    rows = []
+    for r in report.get("results", []):
+        row = [_eps_text(r["eps"], report.get("norm", "linf")), r.get("label", r["attack"]),
+               _pct(r["robust_accuracy"]), str(r.get("broken", "-")), str(r.get("attacked", "-")),
+               _num(r.get("max_perturbation")), _num(r.get("mean_perturbation")), f"{r.get('seconds', 0):.2f}"]
+        if has_queries:
+            row.append(_num(r.get("queries")))
+        row += [_num(r.get("extras", {}).get(k)) for k in extras]
+        rows.append(row)
+    return header, rows
+
+
+def _worst_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["eps", "worst-case robust acc", "broken only by"]
+    rows = []
+    for w in report.get("worst_case", []):
+        only = ", ".join(f"{k}: {v}" for k, v in w.get("broken_only_by", {}).items())
+        rows.append([_eps_text(w["eps"], report.get("norm", "linf")), _pct(w["robust_accuracy"]), only or "-"])
+    return header, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    def esc(cell: str) -> str:
+        return cell.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """The report as Markdown: a summary, the results table and the worst case per eps."""
+    model, data = report.get("model", {}), report.get("data", {})
+    model_name = model.get("spec") or model.get("class", "?")
+    data_name = data.get("spec") or data.get("name", "?")
+    parts = [
+        "# robustreg evaluation",
+        "",
+        f"- model: `{model_name}` (fingerprint {model.get('fingerprint', '-')})",
+        f"- data: `{data_name}`, n = {report.get('n')}",
+        f"- threat model: {report.get('norm')}, eps = "
+        + ", ".join(_eps_text(e, report.get("norm", "linf")) for e in report.get("eps", [])),
+        f"- clean accuracy: **{_pct(report.get('clean_accuracy'))}**",
+        f"- mode: {_MODE_NOTE.get(report.get('mode', ''), report.get('mode', '?'))}",
+        f"- created {report.get('created', '-')}, robustreg {report.get('robustreg_version', '-')}",
+        "",
+        "## Robust accuracy per attack",
+        "",
+        _md_table(*_rows(report)),
+        "",
+        "## Worst case over all attacks (per-sample minimum)",
+        "",
+        _md_table(*_worst_rows(report)),
+        "",
+    ]
+    if any(r.get("nan_detected") for r in report.get("results", [])):
+        parts += ["**Warning:** the model returned NaN logits on some adversarial points (counted as broken).", ""]
+    return "\n".join(parts)
+
+
+def render_csv(report: Mapping[str, Any]) -> str:
+    """One CSV row per result (eps x attack); extras as ``extra:<name>`` columns, params as JSON."""
+    extras = _extra_keys(report)
+    fields = ["eps", "norm", "attack", "label", "robust_accuracy", "attacked", "broken", "max_perturbation",
+              "mean_perturbation", "queries", "seconds", "toolkit", "kind", "paper", "nan_detected", "params"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(fields + [f"extra:{k}" for k in extras])
+    for r in report.get("results", []):
+        row = []
+        for f in fields:
+            value = r.get(f, report.get(f) if f == "norm" else None)
+            if f == "params":
+                value = json.dumps(value, sort_keys=True)
+            row.append("" if value is None else value)
+        row += ["" if r.get("extras", {}).get(k) is None else r["extras"][k] for k in extras]
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def render_table(report: Mapping[str, Any]) -> str:
+    """A plain-text table for the terminal."""
+    def block(header: list[str], rows: list[list[str]]) -> list[str]:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
+                 "  ".join("-" * w for w in widths)]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+        return lines
+
+    out = [f"clean accuracy: {_pct(report.get('clean_accuracy'))}  (n = {report.get('n')}, "
+           f"norm = {report.get('norm')}, mode = {report.get('mode')})", ""]
+    out += block(*_rows(report))
+    out += [""]
+    out += block(*_worst_rows(report))
+    return "\n".join(out)
+
+
+def plot_robust_accuracy(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Robust accuracy vs eps: one line per attack plus the worst case (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    labels: list[str] = []
+    for r in report.get("results", []):
+        label = r.get("label", r["attack"])
+        if label not in labels:
+            labels.append(label)
+    eps0 = [0.0]
+    clean = [report.get("clean_accuracy", 0.0)]
+    for label in labels:
+        points = sorted((r["eps"], r["robust_accuracy"]) for r in report["results"]
+                        if r.get("label", r["attack"]) == label)
+        ax.plot(eps0 + [p[0] for p in points], clean + [p[1] for p in points], marker="o", label=label)
+    worst = sorted((w["eps"], w["robust_accuracy"]) for w in report.get("worst_case", []))
+    ax.plot(eps0 + [p[0] for p in worst], clean + [p[1] for p in worst], "k--", marker="s", label="worst case")
+    ax.set_xlabel(f"eps ({report.get('norm', '')})")
+    ax.set_ylabel("robust accuracy")
+    ax.set_ylim(0, 1.02)
+    title = "cumulative (cascade)" if report.get("mode") == "cascade" else "standalone"
+    ax.set_title(f"robust accuracy vs eps, {title}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return write_atomic(path, buf.getvalue())
+
+
+def write_report(report: Mapping[str, Any], out: str | os.PathLike[str], *, plot: bool = True) -> dict[str, Path]:
+    """Write report.json, report.md, results.csv and (if ``plot``) robust_accuracy.png into ``out``."""
+    out = Path(out)
+    paths = {
+        "json": write_atomic(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n"),
+        "markdown": write_atomic(out / "report.md", render_markdown(report)),
+        "csv": write_atomic(out / "results.csv", render_csv(report)),
+    }
+    if plot:
+        paths["plot"] = plot_robust_accuracy(report, out / "robust_accuracy.png")
+    return paths

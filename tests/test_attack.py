@@ -1,0 +1,218 @@
+"""The Attack base class enforces the contract: input checks, state restoration, determinism, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustreg import Attack, AttackError, AttackInfo, AttackResult, ModelState, ThreatModel
+from robustreg.testing import tiny_batch, tiny_model
+
+
+class Noise(Attack):
+    """Uniform noise of the linf ball (randomised), the simplest conforming attack."""
+
+    name = "noise"
+    info = AttackInfo(norms=("linf",), randomized=True, targeted=True)
+
+    def perturb(self, model, x, y, generator, target=None):
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x + self.threat.eps * (2 * u - 1)
+
+
+class Raises(Attack):
+    name = "raises"
+    info = AttackInfo(norms=("linf",))
+
+    def perturb(self, model, x, y, generator, target=None):
+        model.train()
+        for p in model.parameters():
+            p.requires_grad_(False)
+            p.grad = torch.ones_like(p)
+        raise RuntimeError("boom")
+
+
+class ReturnsNaN(Attack):
+    name = "returns-nan"
+    info = AttackInfo(norms=("linf",))
+
+    def perturb(self, model, x, y, generator, target=None):
+        return torch.full_like(x, float("nan"))
+
+
+class WrongShape(Attack):
+    name = "wrong-shape"
+    info = AttackInfo(norms=("linf",))
+
+    def perturb(self, model, x, y, generator, target=None):
+        return x[:, :, :2]
+
+
+class FarAway(Attack):
+    """Returns points far outside the ball: the base must project them back."""
+
+    name = "far-away"
+    info = AttackInfo(norms=("linf", "l2"))
+
+    def perturb(self, model, x, y, generator, target=None):
+        return AttackResult(x + 5.0, queries=torch.ones(x.shape[0]), extras={"d": 1.0})
+
+
+@pytest.fixture
+def setup():
+    x, y = tiny_batch(4)
+    return tiny_model(), x, y
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda x, y: (x, y.float()), TypeError, "int64"),
+    (lambda x, y: (x.double().to(torch.int32), y), TypeError, "floating-point"),
+    (lambda x, y: (x, y[:2]), ValueError, "shape"),
+    (lambda x, y: (x, y + 100), ValueError, r"class indices in \[0, 9\]"),
+    (lambda x, y: (x, y - 100), ValueError, "class indices"),
+    (lambda x, y: (x * 2 + 0.1, y), ValueError, "box"),
+    (lambda x, y: (x - 0.5, y), ValueError, "box"),
+    (lambda x, y: (x.masked_fill(x > 0.5, float("nan")), y), ValueError, "NaN"),
+    (lambda x, y: (x[:0], y[:0]), ValueError, "non-empty"),
+    (lambda x, y: (x.reshape(-1), y), ValueError, "N x C x H x W"),
+])
+def test_bad_inputs(setup, make, exc, match):
+    model, x, y = setup
+    bad_x, bad_y = make(x, y)
+    with pytest.raises(exc, match=match):
+        Noise(ThreatModel("linf", 0.1), seed=0)(model, bad_x, bad_y)
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(TypeError, match="ThreatModel"):
+        Noise(0.1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="supports norm"):
+        Noise(ThreatModel("l2", 0.5))
+    with pytest.raises(ValueError, match="seed"):
+        Noise(ThreatModel(), seed=1.5)  # type: ignore[arg-type]
+
+
+def test_bad_model_and_target(setup):
+    model, x, y = setup
+    with pytest.raises(TypeError, match="nn.Module"):
+        Noise(ThreatModel())(lambda t: t, x, y)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="target"):
+        Noise(ThreatModel())(model, x, y, target=y.float())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="untargeted"):
+        ReturnsNaN(ThreatModel())(model, x, y, target=y)
+
+
+def test_model_returning_non_logits_rejected(setup):
+    _, x, y = setup
+    with pytest.raises(ValueError, match="N x K"):
+        Noise(ThreatModel())(torch.nn.Flatten(0), x, y)
+
+
+def test_mode_and_grads_restored_when_perturb_raises(setup):
+    model, x, y = setup
+    model.train()
+    model[1].eval()
+    params = list(model.parameters())
+    params[0].requires_grad_(False)
+    sentinel = [torch.full_like(p, 0.5) for p in params]
+    for p, s in zip(params, sentinel):
+        p.grad = s
+    with pytest.raises(RuntimeError, match="boom"):
+        Raises(ThreatModel())(model, x, y)
+    assert model.training and not model[1].training and model[0].training
+    assert [p.requires_grad for p in params] == [False] + [True] * (len(params) - 1)
+    assert all(p.grad is s for p, s in zip(params, sentinel))
+
+
+def test_eval_mode_flag(setup):
+    model, x, y = setup
+    seen = []
+
+    class Spy(Noise):
+        def perturb(self, model, x, y, generator, target=None):
+            seen.append(model.training)
+            return super().perturb(model, x, y, generator, target)
+
+    model.train()
+    Spy(ThreatModel())(model, x, y)
+    Spy(ThreatModel(), eval_mode=False)(model, x, y)
+    assert seen == [False, True]
+    assert model.training
+
+
+def test_seed_determinism_and_global_rng(setup):
+    model, x, y = setup
+    before = torch.get_rng_state()
+    a = Noise(ThreatModel("linf", 0.1), seed=3)(model, x, y)
+    b = Noise(ThreatModel("linf", 0.1), seed=3)(model, x, y)
+    assert torch.equal(torch.get_rng_state(), before)
+    c = Noise(ThreatModel("linf", 0.1), seed=4)(model, x, y)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # without a seed, two calls differ (one draw from the global RNG)
+    unseeded = Noise(ThreatModel("linf", 0.1))
+    assert not torch.equal(unseeded(model, x, y), unseeded(model, x, y))
+
+
+def test_nan_output_raises_attack_error(setup):
+    model, x, y = setup
+    with pytest.raises(AttackError, match="NaN"):
+        ReturnsNaN(ThreatModel())(model, x, y)
+
+
+def test_wrong_shape_raises_attack_error(setup):
+    model, x, y = setup
+    with pytest.raises(AttackError, match="shape"):
+        WrongShape(ThreatModel())(model, x, y)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.5)])
+def test_output_projected_detached_and_result_kept(setup, norm, eps):
+    model, x, y = setup
+    t = ThreatModel(norm, eps)
+    result = FarAway(t).run(model, x, y)
+    assert bool(t.contains(result.x_adv, x).all())
+    assert not result.x_adv.requires_grad and result.x_adv.dtype == x.dtype
+    assert result.queries.tolist() == [1.0] * 4 and result.extras == {"d": 1.0}
+
+
+def test_caller_tensors_untouched(setup):
+    model, x, y = setup
+
+    class InPlace(Noise):
+        def perturb(self, model, x, y, generator, target=None):
+            x.add_(1.0)  # its private copy: allowed
+            y.zero_()
+            return super().perturb(model, x.sub_(1.0), y, generator, target)
+
+    x0, y0, vx = x.clone(), y.clone(), x._version
+    InPlace(ThreatModel(), seed=0)(model, x, y)
+    assert torch.equal(x, x0) and torch.equal(y, y0) and x._version == vx
+
+
+def test_model_state_snapshot_restores():
+    model = tiny_model()
+    state = ModelState(model)
+    model.eval()
+    p = next(model.parameters())
+    p.requires_grad_(False)
+    p.grad = torch.ones_like(p)
+    state.restore()
+    assert model.training and p.requires_grad and p.grad is None
+
+
+def test_batchnorm_statistics_untouched(setup):
+    model, x, y = setup
+    model.train()
+    bn = model[1]
+    mean, var = bn.running_mean.clone(), bn.running_var.clone()
+    Noise(ThreatModel(), seed=0)(model, x, y)
+    assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
+
+
+def test_info_validation():
+    with pytest.raises(ValueError, match="norms"):
+        AttackInfo(norms=())
+    with pytest.raises(ValueError, match="norms"):
+        AttackInfo(norms=("l5",))
+    with pytest.raises(ValueError, match="kind"):
+        AttackInfo(norms=("linf",), kind="grey-box")

@@ -1,0 +1,277 @@
+"""robustreg.comparison: toolkit name resolution, agreement math, the report schema and the command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from robustreg import Attack, AttackInfo, Registry, hookimpl
+from robustreg.comparison import (
+    ALIASES,
+    Alias,
+    add_parser,
+    agreement,
+    compare,
+    parse_params,
+    render_markdown,
+    resolve,
+)
+from robustreg.testing import tiny_batch
+
+ROW_KEYS = {"toolkit", "name", "robust_accuracy", "seconds", "relative_seconds", "max_perturbation", "note",
+            "available"}
+QUICK = ["native", "torchattacks", "art"]
+
+
+@pytest.fixture(scope="module")
+def reg():
+    return Registry.create()
+
+
+@pytest.fixture(scope="module")
+def linear():
+    """A linear classifier on 1 x 8 x 8 inputs: FGSM at eps 0.1 breaks some samples and not others."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model[1].weight.copy_(torch.empty(10, 64).uniform_(-0.125, 0.125, generator=gen))
+        model[1].bias.zero_()
+    x, _ = tiny_batch(32)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:4] = (y[:4] + 1) % 10  # four misclassified samples: broken for every toolkit
+    return model.eval(), x, y
+
+
+# --- name resolution ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "attack, toolkit, norm, name, params",
+    [
+        ("pgd", "native", "linf", "pgd", {}),
+        ("pgd", "torchattacks", "linf", "torchattacks:pgd", {}),
+        ("pgd", "torchattacks", "l2", "torchattacks:pgdl2", {}),
+        ("pgd", "art", "l2", "art:pgd", {}),
+        ("fgsm", "art", "linf", "art:fgm", {}),
+        ("fgsm", "torchattacks", "linf", "torchattacks:fgsm", {}),
+        ("apgd-ce", "torchattacks", "linf", "torchattacks:apgd", {"loss": "ce"}),
+        ("apgd-dlr", "torchattacks", "linf", "torchattacks:apgd", {"loss": "dlr"}),
+        ("apgd-ce", "art", "linf", "art:apgd-ce", {}),
+        ("apgd-dlr", "autoattack", "linf", "autoattack:apgd-dlr", {}),
+        ("square", "art", "linf", "art:square", {}),
+        ("square", "autoattack", "linf", "autoattack:square", {}),
+        ("spsa", "native", "linf", "spsa", {}),
+        ("spsa", "torchattacks", "linf", "torchattacks:spsa", {}),
+        ("autoattack", "autoattack", "linf", "autoattack:standard", {}),
+        ("autoattack", "torchattacks", "linf", "torchattacks:autoattack", {}),
+        ("autoattack", "art", "linf", "art:autoattack", {}),
+    ],
+)
+def test_resolve_finds_each_toolkits_name(reg, attack, toolkit, norm, name, params):
+    res = resolve(reg, attack, toolkit, norm)
+    assert res.name == name
+    assert res.spec is not None, res.reason
+    assert res.spec.name == name
+    assert dict(res.params) == params
+
+
+@pytest.mark.parametrize(
+    "attack, toolkit, norm, reason",
+    [
+        ("spsa", "art", "linf", "not registered"),
+        ("pgd", "autoattack", "linf", "not registered"),
+        ("autoattack", "native", "linf", "not registered"),
+        ("fgsm", "torchattacks", "l2", "does not support l2"),
+    ],
+)
+def test_resolve_reports_what_is_missing(reg, attack, toolkit, norm, reason):
+    res = resolve(reg, attack, toolkit, norm)
+    assert res.spec is None and reason in res.reason
+
+
+def test_aliases_are_data_and_norm_specific_wins(reg):
+    aliases = (Alias("pgd", "torchattacks", "torchattacks:bim"),
+               Alias("pgd", "torchattacks", "torchattacks:pgdl2", norm="l2"))
+    assert resolve(reg, "pgd", "torchattacks", "l2", aliases).name == "torchattacks:pgdl2"
+    assert resolve(reg, "pgd", "torchattacks", "linf", aliases).name == "torchattacks:bim"
+    missing = resolve(reg, "pgd", "torchattacks", "linf", (Alias("pgd", "torchattacks", None),))
+    assert missing.spec is None and "has no pgd" in missing.reason
+    assert all(isinstance(a, Alias) for a in ALIASES)
+
+
+# --- agreement --------------------------------------------------------------------------------------
+def test_agreement_on_constructed_flags():
+    flags = {
+        "a": torch.tensor([1, 1, 0, 0], dtype=torch.bool),
+        "b": torch.tensor([1, 0, 0, 0], dtype=torch.bool),
+        "c": torch.tensor([0, 0, 1, 1], dtype=torch.bool),
+    }
+    assert agreement(flags) == {"a|b": 0.75, "a|c": 0.0, "b|c": 0.25}
+    assert agreement({"a": flags["a"]}) == {}
+    assert agreement({"a": torch.zeros(0, dtype=torch.bool), "b": torch.zeros(0, dtype=torch.bool)}) == {"a|b": None}
+    with pytest.raises(ValueError, match="different shapes"):
+        agreement({"a": flags["a"], "b": flags["a"][:2]})
+
+
+# --- compare -------------------------------------------------------------------------------------------
+def test_compare_fgsm_across_toolkits(reg, linear, tmp_path):
+    model, x, y = linear
+    report = compare(model, (x, y), "fgsm", 0.1, toolkits=QUICK + ["autoattack"], registry=reg,
+                     out=tmp_path, progress=False)
+    assert (report["attack"], report["eps"], report["norm"], report["n"]) == ("fgsm", 0.1, "linf", 32)
+    assert report["clean_accuracy"] == pytest.approx(28 / 32)
+    rows = {r["toolkit"]: r for r in report["results"]}
+    assert list(rows) == ["native", "torchattacks", "art", "autoattack"]
+    for row in report["results"]:
+        assert ROW_KEYS <= set(row)
+    assert not rows["autoattack"]["available"] and "not registered" in rows["autoattack"]["note"]
+    assert rows["autoattack"]["robust_accuracy"] is None
+    accs = [rows[t]["robust_accuracy"] for t in QUICK]
+    # FGSM on a linear model is one exact step: every toolkit breaks the same samples.
+    assert 0 < accs[0] < 28 / 32 and accs == [accs[0]] * 3
+    assert report["agreement"] == {"native|torchattacks": 1.0, "native|art": 1.0, "torchattacks|art": 1.0}
+    assert rows["native"]["relative_seconds"] == 1.0
+    for t in QUICK:
+        assert rows[t]["max_perturbation"] <= 0.1 + 1e-5 and rows[t]["seconds"] > 0
+        assert rows[t]["relative_seconds"] == pytest.approx(rows[t]["seconds"] / rows["native"]["seconds"])
+    # report.json round-trips and report.md holds the table.
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    md = (tmp_path / "report.md").read_text()
+    assert "| native | fgsm |" in md and "not available" in md and "native vs art" in md
+
+
+@pytest.mark.parametrize("norm, eps, step", [("linf", 0.1, 0.03), ("l2", 1.0, 0.3)])
+def test_compare_pgd_linf_and_l2(reg, linear, norm, eps, step):
+    model, x, y = linear
+    report = compare(model, (x, y), "pgd", eps, norm=norm, toolkits=QUICK, registry=reg, progress=False,
+                     params={"steps": 5, "step_size": step, "random_start": False, "no_such_param": 1})
+    rows = {r["toolkit"]: r for r in report["results"]}
+    assert rows["torchattacks"]["name"] == ("torchattacks:pgdl2" if norm == "l2" else "torchattacks:pgd")
+    for t in QUICK:
+        row = rows[t]
+        assert row["available"], row
+        assert row["max_perturbation"] <= eps * (1 + 1e-4)
+        assert 0 <= row["robust_accuracy"] < 28 / 32  # every toolkit breaks some of the 28 clean-correct
+        assert "no_such_param" in row["ignored_params"] and row["params"]["steps"] == 5
+    # Five steps of deterministic PGD on a linear model: the toolkits agree on nearly every sample.
+    assert all(v >= 0.8 for v in report["agreement"].values()), report["agreement"]
+
+
+def test_compare_adds_alias_params(reg, linear):
+    model, x, y = linear
+    report = compare(model, (x, y), "apgd-dlr", 0.1, toolkits=["torchattacks"], registry=reg, progress=False,
+                     params={"steps": 3})
+    (row,) = report["results"]
+    assert row["name"] == "torchattacks:apgd" and row["params"] == {"steps": 3, "loss": "dlr"}
+    assert row["available"] and row["robust_accuracy"] is not None
+
+
+def test_compare_restores_model_and_counts_misclassified_as_broken(reg, linear):
+    model, x, y = linear
+    model.train()
+    try:
+        report = compare(model, (x, y), "fgsm", 0.0, toolkits=["native"], registry=reg, progress=False)
+        assert model.training
+    finally:
+        model.eval()
+    assert report["results"][0]["robust_accuracy"] == pytest.approx(28 / 32)  # eps 0 breaks nothing new
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"attack": ""}, "attack must be"),
+        ({"attack": "no-such-attack"}, "no toolkit"),
+        ({"norm": "l3"}, "norm must be"),
+        ({"eps": 2.0}, "eps must be in"),
+        ({"n": 0}, "n must be"),
+        ({"n": 1000}, "larger than the dataset"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"toolkits": []}, "toolkits"),
+    ],
+)
+def test_compare_rejects_bad_input(reg, linear, kwargs, match):
+    model, x, y = linear
+    args = {"attack": "fgsm", "eps": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        compare(model, (x, y), args.pop("attack"), args.pop("eps"), registry=reg, progress=False, **args)
+
+
+def test_render_markdown_marks_unavailable_rows():
+    report = {"attack": "spsa", "eps": 0.3, "norm": "linf", "n": 2, "clean_accuracy": 1.0,
+              "results": [{"toolkit": "art", "name": "art:spsa", "available": False, "robust_accuracy": None,
+                           "seconds": None, "relative_seconds": None, "max_perturbation": None,
+                           "note": "'art:spsa' is not registered"}],
+              "agreement": {}}
+    md = render_markdown(report)
+    assert "| art | art:spsa | - | - | - | - | - | not available: 'art:spsa' is not registered |" in md
+
+
+# --- the command --------------------------------------------------------------------------------------
+def test_parse_params():
+    assert parse_params(["steps=10", "random_start=false", "step_size=2/255", "loss=ce", "x=none"]) == {
+        "steps": 10, "random_start": False, "step_size": pytest.approx(2 / 255), "loss": "ce", "x": None}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_params(["steps"])
+
+
+def test_compare_command_end_to_end(reg, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    add_parser(sub)
+    parser.set_defaults(registry=reg)
+    args = parser.parse_args(["compare", "--model", "digits-cnn", "--data", "digits", "--attack", "fgsm",
+                              "--eps", "8/255", "--toolkits", "native,art,autoattack", "--n", "16",
+                              "--out", str(tmp_path), "--quiet"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "native" in printed and "art:fgm" in printed and "not available" in printed
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["n"] == 16 and math.isclose(report["eps"], 8 / 255)
+    assert [r["toolkit"] for r in report["results"]] == ["native", "art", "autoattack"]
+
+
+class _Explode(Attack):
+    """Raises inside perturb (a toolkit bug stand-in)."""
+
+    name = "explode"
+    info = AttackInfo(norms=("linf",), summary="always raises")
+
+    def perturb(self, model, x, y, generator, target=None):
+        raise RuntimeError("boom")
+
+
+class _Identity(Attack):
+    """Returns the clean images."""
+
+    name = "art:explode"
+    info = AttackInfo(norms=("linf",), toolkit="art", summary="returns x")
+
+    def perturb(self, model, x, y, generator, target=None):
+        return x
+
+
+class _Plugin:
+    @hookimpl
+    def robustreg_register_attacks(self, registrar):
+        registrar.add_attack("explode", _Explode)
+        registrar.add_attack("art:explode", _Identity)
+
+
+def test_a_failing_toolkit_is_reported_and_the_others_still_run(linear):
+    model, x, y = linear
+    reg = Registry.create(entry_points=False, plugins=[("explode-plugin", _Plugin())])
+    report = compare(model, (x, y), "explode", 0.1, toolkits=["native", "art", "torchattacks"], registry=reg,
+                     progress=False)
+    native, art, ta = report["results"]
+    assert not native["available"] and native["error"] == "RuntimeError: boom"
+    assert art["available"] and art["robust_accuracy"] == pytest.approx(28 / 32) and art["max_perturbation"] == 0
+    assert art["relative_seconds"] is None  # no native time to compare with
+    assert not ta["available"] and "not registered" in ta["note"]
+    assert report["agreement"] == {}
+    assert "RuntimeError: boom" in render_markdown(report)

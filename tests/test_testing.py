@@ -1,0 +1,210 @@
+"""The conformance kit run over every registered attack, and proof that the kit can fail."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustreg import Attack, AttackInfo, AttackResult, Registry, ThreatModel
+from robustreg.testing import (
+    CHECKS,
+    attack_names,
+    check_attack,
+    check_bad_inputs_rejected,
+    check_eps_ball_and_box,
+    check_global_rng_untouched,
+    check_inputs_untouched,
+    check_model_state_restored,
+    check_output_detached_same_device_dtype,
+    check_seed_determinism,
+    match_overrides,
+    supported_params,
+    tiny_batch,
+    tiny_model,
+)
+
+# Small budgets so that every attack, toolkit adapters included, runs in about a second on the tiny
+# model.  Keys an attack does not accept are dropped by supported_params.
+FAST = {
+    "*": {"steps": 2, "n_queries": 20, "max_queries": 20, "max_iter": 2, "nb_iter": 2, "iterations": 2,
+          "restarts": 1, "n_restarts": 1, "query_budget": 20, "eot_iter": 1},
+    # toolkit-specific budgets (ART's decision attacks, its AutoAttack, torchattacks' SPSA)
+    "art:*": {"max_eval": 20, "init_eval": 5, "init_size": 5, "num_trial": 2, "k": 5, "sample_size": 2,
+              "deepfool_steps": 2, "square_restarts": 1, "nb_parallel": 8},
+    "torchattacks:spsa": {"nb_sample": 8},
+}
+
+# Attacks whose budget cannot be lowered through parameters run on one norm only.
+ONE_NORM = {"autoattack:square": ["linf"], "autoattack:rand": ["linf"]}
+
+_REGISTRY = Registry.create()
+NAMES = attack_names(registry=_REGISTRY)
+
+
+def test_registry_loaded_cleanly():
+    assert _REGISTRY.load_errors == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_registered_attack_conforms(name):
+    spec = _REGISTRY.attack(name)
+    x, y = tiny_batch(6)
+    check_attack(spec, tiny_model(), x, y, params=match_overrides(name, FAST), norms=ONE_NORM.get(name))
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "pgd-cw", "pgd-dlr", "si-pgd", "step-ll", "step-fgsm",
+                                  "iter-fgsm", "iter-ll"])
+def test_native_attacks_are_registered(name):
+    spec = _REGISTRY.attack(name)
+    assert spec.info.toolkit == "native"
+    assert spec.summary
+
+
+def test_fixture_parametrisation(robustreg_attack_name):
+    # pytest_generate_tests of the plugin parametrises this over every registered attack
+    assert robustreg_attack_name in NAMES
+
+
+def test_fixtures(tiny_model, tiny_batch, robustreg_registry):
+    x, y = tiny_batch
+    assert tiny_model(x).shape == (x.shape[0], 10)
+    assert "pgd" in robustreg_registry.entries("attacks")
+
+
+def test_tiny_model_is_reproducible_and_leaves_global_rng():
+    before = torch.get_rng_state()
+    a, b = tiny_model(seed=3), tiny_model(seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert isinstance(list(a.modules())[-1], torch.nn.Linear)
+    x, _ = tiny_batch()
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+
+
+def test_supported_params_drops_unknown_keys():
+    spec = _REGISTRY.attack("pgd")
+    assert supported_params(spec, {"steps": 2, "n_queries": 5}) == {"steps": 2}
+    assert supported_params(spec, None) == {}
+
+
+def test_match_overrides_later_patterns_win():
+    assert match_overrides("art:pgd", {"*": {"steps": 2}, "art:*": {"steps": 3}, "x": {"a": 1}}) == {"steps": 3}
+
+
+def test_check_attack_rejects_unknown_check():
+    with pytest.raises(ValueError, match="unknown checks"):
+        check_attack(_REGISTRY.attack("fgsm"), checks=["nope"])
+
+
+# --- deliberately broken attacks: the kit must catch each one --------------------------------
+class _Good(Attack):
+    """A correct random-sign attack the broken ones below start from."""
+
+    name = "good"
+    info = AttackInfo(norms=("linf",), randomized=True)
+
+    def perturb(self, model, x, y, generator, target=None):
+        signs = torch.randint(0, 2, x.shape, generator=generator).to(x.dtype) * 2 - 1
+        return x + self.threat.eps * signs
+
+
+class _LeavesTrainMode(_Good):
+    name = "leaves-train-mode"
+
+    def run(self, model, x, y, *, target=None):
+        result = super().run(model, x, y, target=target)
+        model.train()  # forgets the mode it found
+        return result
+
+
+class _OutsideBall(_Good):
+    name = "outside-ball"
+
+    def run(self, model, x, y, *, target=None):  # bypasses the base's projection
+        generator = torch.Generator().manual_seed(self.seed or 0)
+        return AttackResult((x + 3 * self.threat.eps * torch.rand(x.shape, generator=generator)).clamp(0, 1))
+
+
+class _TouchesGrads(_Good):
+    name = "touches-grads"
+
+    def run(self, model, x, y, *, target=None):
+        result = super().run(model, x, y, target=target)
+        torch.nn.functional.cross_entropy(model(x), y).backward()  # parameter grads of the caller
+        return result
+
+
+class _InPlace(_Good):
+    name = "in-place"
+
+    def run(self, model, x, y, *, target=None):
+        result = super().run(model, x, y, target=target)
+        x.mul_(1.0)  # same values, but an in-place op on the caller's tensor
+        return result
+
+
+class _GlobalRandom(_Good):
+    name = "global-random"
+
+    def perturb(self, model, x, y, generator, target=None):
+        return x + self.threat.eps * (torch.rand(x.shape) * 2 - 1)  # ignores the generator
+
+
+class _AttachedOutput(_Good):
+    name = "attached-output"
+
+    def run(self, model, x, y, *, target=None):
+        result = super().run(model, x, y, target=target)
+        return AttackResult(result.x_adv.clone().requires_grad_(True) * 1.0)
+
+
+class _AcceptsFloatLabels(_Good):
+    name = "accepts-float-labels"
+
+    def run(self, model, x, y, *, target=None):
+        return super().run(model, x, y.long() if y.is_floating_point() else y, target=target)
+
+
+@pytest.mark.parametrize("broken, check, message", [
+    (_LeavesTrainMode, check_model_state_restored, "training="),
+    (_TouchesGrads, check_model_state_restored, ".grad"),
+    (_OutsideBall, check_eps_ball_and_box, "left the linf"),
+    (_InPlace, check_inputs_untouched, "in-place"),
+    (_GlobalRandom, check_seed_determinism, "same seed"),
+    (_GlobalRandom, check_global_rng_untouched, "global RNG"),
+    (_AttachedOutput, check_output_detached_same_device_dtype, "autograd graph"),
+    (_AcceptsFloatLabels, check_bad_inputs_rejected, "float labels"),
+])
+def test_kit_catches_broken_attacks(broken, check, message):
+    model = tiny_model()
+    x, y = tiny_batch()
+    check(_Good, model, x, y)  # the correct attack passes the same check
+    with pytest.raises(AssertionError, match=message):
+        check(broken, model, x, y)
+    assert model.training  # the kit put the model back as it found it
+
+
+def test_check_attack_reports_every_failure():
+    with pytest.raises(AssertionError) as info:
+        check_attack(_OutsideBall)
+    text = str(info.value)
+    assert "eps_ball_and_box" in text and "result_structure" in text
+
+
+def test_built_attack_is_refused_with_advice():
+    with pytest.raises(TypeError, match="not a built"):
+        check_attack(_Good(ThreatModel("linf", 0.1)))
+
+
+def test_checks_are_all_listed():
+    assert set(CHECKS) == {
+        "eps_ball_and_box", "output_detached_same_device_dtype", "inputs_untouched", "model_state_restored",
+        "seed_determinism", "global_rng_untouched", "batch_of_one", "bad_inputs_rejected", "result_structure",
+    }
+
+
+def test_explicit_threat_is_used():
+    # an l2 threat for an attack that supports it; check_attack then runs that norm only
+    check_attack(_REGISTRY.attack("pgd"), threat=ThreatModel("l2", 0.3), params={"steps": 2},
+                 checks=["eps_ball_and_box"])
