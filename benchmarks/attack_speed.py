@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from _common import markdown_table, median_time, real_model_and_data, write_report
-
 from robustreg import Registry, ThreatModel
 
 STEPS = 20

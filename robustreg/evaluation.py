@@ -26,7 +26,8 @@ The numbers, for ``n`` evaluated samples:
 
 Per result, ``extras`` holds each ``AttackResult.extras`` entry reduced over the attacked points:
 per-sample tensors are averaged; scalars are averaged over batches weighted by batch size, except
-names starting with ``seconds`` (summed).  ``queries`` is the mean per attacked image.
+names starting with ``seconds`` (summed); scalar extras are also copied to the top level of the
+entry (RayS' ``adbd``).  ``queries`` is the mean per attacked image.
 
 Example::
 
@@ -455,6 +456,8 @@ def _result_entry(run: _Run, e: int, a: int) -> dict[str, Any]:
         extras[key] = total if key.startswith(_SUMMED_SCALAR_PREFIX) else (total / weight if weight else None)
     if extras:
         entry["extras"] = extras
+        # Scalar summaries an attack reports for the whole set (RayS' "adbd") also sit at the top level.
+        entry.update({key: extras[key] for key in cell["scalars"] if key not in entry})
     return entry
 
 

@@ -205,6 +205,8 @@ def test_queries_and_extras_are_aggregated(problem):
     assert r["extras"]["flag"] == pytest.approx(1.0)
     batches = math.ceil(int(correct.sum()) / 25)
     assert r["extras"]["seconds:inner"] == pytest.approx(0.5 * batches)  # seconds* scalars are summed
+    assert r["seconds:inner"] == r["extras"]["seconds:inner"]  # scalar summaries also at the top level
+    assert "marker" not in r  # per-sample extras stay under "extras"
 
 
 def test_params_argument_and_bad_parameters(problem):

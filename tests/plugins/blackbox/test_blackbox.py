@@ -109,18 +109,6 @@ def mnist_batch(mnist_dir):
     return load_data(f"mnist:{mnist_dir}").tensors(N_MNIST)
 
 
-@pytest.fixture
-def single_thread():
-    """RayS makes hundreds of small, sequential forward passes: on a busy 2-core machine a second intra-op
-    thread only adds synchronisation (measured 10x slower under load), so this test runs on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _lenet(models_dir, kind):
     from robustreg.models import build_model
 
@@ -150,7 +138,7 @@ def test_spsa_breaks_standard_lenet(models_dir, mnist_batch):
 
 
 @pytest.mark.slow
-def test_rays_breaks_standard_lenet_and_adbd_orders_models(models_dir, mnist_batch, single_thread):
+def test_rays_breaks_standard_lenet_and_adbd_orders_models(models_dir, mnist_batch):
     x, y = mnist_batch
     out = {}
     for kind in ("clntrained", "advtrained"):
@@ -187,3 +175,17 @@ def test_rays_misclassified_and_budget_on_tiny_model():
     assert result.extras["boundary_distance"][:2].tolist() == [0.0, 0.0]
     assert bool((result.queries <= 30).all()) and bool((result.queries[2:] == 30).all())
     assert torch.equal(result.x_adv[:2], x[:2])
+
+
+def test_evaluate_reports_queries_and_adbd_for_rays():
+    """report.json's result entry for RayS carries the mean queries and the ADBD at its top level."""
+    from robustreg import Registry, evaluate
+
+    model = tiny_model()
+    x, y = tiny_batch(n=12)
+    report = evaluate(model, (x, y), [("rays", {"max_queries": 60, "early_stop": False})], [0.5],
+                      registry=Registry.create(), progress=False)
+    entry = report["results"][0]
+    assert entry["queries"] <= 60
+    distances = entry["extras"]["boundary_distance"]
+    assert entry["adbd"] == pytest.approx(distances, rel=1e-6)  # all attacked points are clean-correct
