@@ -135,9 +135,22 @@ def main() -> None:
 
     def record(name: str, threat: ThreatModel, n: int, ours: float, bare: float, bare_frozen: float) -> None:
         rows.append([name, threat.describe(), n, ours, bare, bare_frozen, ours / bare_frozen, ours / bare])
+        save()  # after every row, so an interrupted run keeps what it measured
         print(f"{name:28s} {threat.describe():14s} n={n:4d} ours {ours:8.3f}s  bare {bare:8.3f}s  "
               f"bare-frozen {bare_frozen:8.3f}s  overhead {ours / bare_frozen:.3f}x  vs user-style {ours / bare:.3f}x",
               flush=True)
+
+    def save() -> object:
+        header = ["entry", "threat", "n", "adapter s", "bare s", "bare frozen s", "overhead (vs frozen)",
+                  "vs user-style bare"]
+        body = (
+            f"PGD-trained LeNet-5, first MNIST test images; median of {args.repeats} interleaved runs after one "
+            f"warm-up; device {device}; torch threads {torch.get_num_threads()}.\n"
+            "overhead = adapter time / bare toolkit time with the parameters frozen (the same work: input "
+            "gradients only); the last column compares with the toolkit called as a user would (parameters "
+            "require grad).\n\n" + markdown_table(header, rows)
+        )
+        return write_report("adapter_overhead", "torchattacks / AutoAttack adapter overhead", body)
 
     x, y = x_all[: args.n], y_all[: args.n]
     for name, threat, params in TA_CASES:
@@ -159,16 +172,7 @@ def main() -> None:
              bare_autoattack(LINF, subs, model, x, y, True)], device, args.repeats)
         record(name, LINF, args.aa_n, ours, bare, bare_frozen)
 
-    header = ["entry", "threat", "n", "adapter s", "bare s", "bare frozen s", "overhead (vs frozen)",
-              "vs user-style bare"]
-    body = (
-        f"PGD-trained LeNet-5, first MNIST test images; median of {args.repeats} interleaved runs after one warm-up; "
-        f"device {device}; torch threads {torch.get_num_threads()}.\n"
-        "overhead = adapter time / bare toolkit time with the parameters frozen (the same work: input gradients "
-        "only); the last column compares with the toolkit called as a user would (parameters require grad).\n\n"
-        + markdown_table(header, rows)
-    )
-    path = write_report("adapter_overhead", "torchattacks / AutoAttack adapter overhead", body)
+    path = save()
     print(f"\n{machine()}\nwrote {path}")
 
 

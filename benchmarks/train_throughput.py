@@ -7,6 +7,10 @@ steps of each run are dropped, and the defenses run round-robin for ``--rounds``
 the machine's load hits them all.  Cost = plain images/s / defense images/s; k = the defense's attack
 steps (``.steps``, or 1 for a single-step defense).  Target: cost <= 1.05 x (k + 1).
 
+Cost is per step with the network optimising the same number of images: ``bidirectional`` and
+``pivot`` ADD one adversarial copy per clean image, so they draw half a batch (paper 000's 64 clean
++ 64 adversarial = 128) and cost = their step time / plain training's step time.
+
     python benchmarks/train_throughput.py                      # resnet20, batch 128, CPU
     python benchmarks/train_throughput.py --device cuda --steps 20 --amp
 """
@@ -34,6 +38,9 @@ DEFENSES: dict[str, dict] = {
     "at": {"eps": 8 / 255, "steps": 10},
     "trades-si": {"eps": 8 / 255, "steps": 10},
 }
+# defenses that add adversarial copies to the batch instead of replacing images: the trainer draws
+# batch / (1 + copies) clean images so the network optimises the same number of images per step
+ADDS_COPIES = {"bidirectional", "pivot"}
 
 
 def _data(n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -46,15 +53,6 @@ def _data(n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         return x.repeat(reps, 1, 1, 1)[:n], y.repeat(reps)[:n], "CIFAR-10 test images (932, repeated)"
     g = torch.Generator().manual_seed(0)
     return torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g), "seeded random images"
-
-
-def _registry() -> Registry:
-    reg = Registry.create()
-    if "standard" not in reg.entries("defenses"):
-        from robustreg_plugins.classic import standard
-
-        reg = Registry.create(plugins=[("bench-standard", standard)])
-    return reg
 
 
 def _k(trainer: Trainer) -> int | None:
@@ -81,7 +79,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    registry = _registry()
+    registry = Registry.create()
     known = registry.entries("defenses")
     names = [d for d in args.defenses.split(",") if d]
     skipped = [d for d in names if d not in known]
@@ -90,33 +88,36 @@ def main() -> int:
         raise SystemExit("the plain-training defense 'standard' is needed as the baseline")
     per_run = args.warmup + args.steps
     x, y, source = _data(args.batch_size * per_run)
-    rates: dict[str, list[float]] = {d: [] for d in names}
+    drawn = {d: args.batch_size // 2 if d in ADDS_COPIES else args.batch_size for d in names}
+    step_seconds: dict[str, list[float]] = {d: [] for d in names}
     ks: dict[str, int | None] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for name in names:
                 cfg = TrainConfig(model=args.model, data="bench", defense=name, defense_params=DEFENSES.get(name, {}),
-                                  iterations=per_run, batch_size=args.batch_size, lr=0.01, schedule="constant",
+                                  iterations=per_run, batch_size=drawn[name], lr=0.01, schedule="constant",
                                   augment=True, flip=True, device=args.device, amp=args.amp, checkpoint_every=0,
                                   log_every=1, quiet=True, out=str(Path(tmp) / f"{name}-{r}"))
                 trainer = Trainer(cfg, registry=registry, data=(x, y))
                 trainer.fit()
                 ks[name] = _k(trainer)
                 log = [json.loads(line) for line in (Path(tmp) / f"{name}-{r}" / "log.jsonl").read_text().splitlines()]
-                steps = [rec["images_per_s"] for rec in log if rec["kind"] == "step"]
-                rates[name] += steps[args.warmup:]
-                print(f"round {r + 1}/{args.rounds} {name}: {statistics.median(steps[args.warmup:]):.1f} images/s",
+                seconds = [drawn[name] / rec["images_per_s"] for rec in log if rec["kind"] == "step"]
+                step_seconds[name] += seconds[args.warmup:]
+                print(f"round {r + 1}/{args.rounds} {name}: {statistics.median(seconds[args.warmup:]):.3f} s/step",
                       file=sys.stderr, flush=True)
-    plain = statistics.median(rates["standard"])
-    header = ["defense", "k (attack steps)", "images/s", "cost (x plain)", "budget 1.05 (k+1)", "within budget"]
+    plain = statistics.median(step_seconds["standard"])
+    header = ["defense", "k (attack steps)", "clean images/step", "optimised images/step", "images/s",
+              "cost (x plain)", "budget 1.05 (k+1)", "within budget"]
     rows = []
     for name in names:
-        ips = statistics.median(rates[name])
-        cost = plain / ips
+        seconds = statistics.median(step_seconds[name])
+        cost = seconds / plain
         k = ks[name]
         budget = 1.05 * (k + 1) if k is not None else None
-        rows.append([name, "-" if k is None else k, ips, cost, "-" if budget is None else budget,
-                     "-" if budget is None else ("yes" if cost <= budget else "NO")])
+        optimised = 2 * drawn[name] if name in ADDS_COPIES else drawn[name]
+        rows.append([name, "-" if k is None else k, drawn[name], optimised, drawn[name] / seconds, cost,
+                     "-" if budget is None else budget, "-" if budget is None else ("yes" if cost <= budget else "NO")])
     table = markdown_table(header, rows)
     notes = (f"Model {args.model}, batch {args.batch_size}, device {args.device}"
              f"{' (amp)' if args.amp else ''}, threads {torch.get_num_threads()}; data: {source}; "

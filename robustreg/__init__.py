@@ -24,6 +24,7 @@ from .registry import (
     UnknownNameError,
 )
 from .threat import ThreatModel, parse_eps
+from .training import TrainConfig, Trainer, train
 
 __version__ = "0.1.0"
 
@@ -47,10 +48,13 @@ __all__ = [
     "Registry",
     "RegistryError",
     "ThreatModel",
+    "TrainConfig",
+    "Trainer",
     "UnknownNameError",
     "__version__",
     "embed",
     "evaluate",
     "hookimpl",
     "parse_eps",
+    "train",
 ]

@@ -416,7 +416,7 @@ def _run_cell(run: _Run, e: int, a: int, bar: Any) -> None:
 
 
 def _mean(t: torch.Tensor, mask: torch.Tensor) -> float | None:
-    values = t[mask]
+    values = t[mask].double()  # per-sample extras may be bool (e.g. "robust after" flags)
     values = values[~torch.isnan(values)]
     return float(values.mean()) if values.numel() else None
 

@@ -35,8 +35,6 @@ SCRIPT = textwrap.dedent('''
                              nn.Linear(32, 10))
 
     registry = Registry.create()
-    if "standard" not in registry.entries("defenses"):
-        registry = Registry.create(plugins=[("test-standard", standard)])
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("gloo")  # the trainer uses a group that already exists (here: for two runs)
     for defense in defenses:

@@ -12,17 +12,13 @@ import torch
 
 from robustreg import Registry, ThreatModel
 from robustreg.training import TrainConfig, Trainer
-from robustreg_plugins.classic import standard
 
 EPS = 0.12  # linf, [0, 1] units, on 8x8 digits
 
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    reg = Registry.create()
-    if "standard" not in reg.entries("defenses"):
-        reg = Registry.create(plugins=[("test-standard", standard)])
-    return reg
+    return Registry.create()
 
 
 def _need(registry: Registry, *names: str) -> None:

@@ -1,15 +1,17 @@
-"""Classic gradient attacks: FGSM, PGD (linf, l2) and its C&W-margin and DLR variants.
+"""Classic gradient attacks (FGSM, PGD linf/l2 and its C&W-margin and DLR variants) and defenses.
 
-The classic adversarial-training defenses of this plugin live in ``defenses*.py`` and register
-through their own hook implementation imported below.
+The defenses (paper 004 Table 1, left column) live in ``defenses*.py``, plain training in
+``standard.py``; each module registers through its own hook implementation, imported here.
 """
 
 from __future__ import annotations
 
 import robustreg
 
+from .defenses import robustreg_register_defenses  # noqa: F401
 from .fgsm import FGSM
 from .pgd import PGD, PGDCW, PGDDLR
+from .standard import register_standard  # noqa: F401
 
 __all__ = ["FGSM", "PGD", "PGDCW", "PGDDLR", "robustreg_register_attacks"]
 
@@ -19,4 +21,3 @@ def robustreg_register_attacks(registrar) -> None:
     """Register fgsm, pgd, pgd-cw and pgd-dlr."""
     for cls in (FGSM, PGD, PGDCW, PGDDLR):
         registrar.add_attack(cls.name, cls, summary=cls.info.summary)
-from .defenses import robustreg_register_defenses  # noqa: E402, F401

@@ -100,7 +100,7 @@ SPECS: tuple[EntrySpec, ...] = (
         note="Untargeted from the caller's view: it chooses its target classes itself.",
     ),
     EntrySpec(
-        "fab", "FAB", "Fast adaptive boundary attack (minimal-norm)", _FAB, ("linf", "l2", "l1"),
+        "fab", "FAB", "Fast adaptive boundary attack (minimal-norm)", _FAB, ("linf", "l2"),
         (_steps(10), _restarts(),
          Param("alpha_max", "alpha_max", 0.1, "float", "maximum step extrapolation", low=0),
          Param("eta", "eta", 1.05, "float", "overshoot of the projection", low=1),
@@ -108,6 +108,7 @@ SPECS: tuple[EntrySpec, ...] = (
          Param("multi_targeted", "multi_targeted", False, "bool", "run FAB-T over n_classes-1 target classes"),
          _N_CLASSES),
         takes_norm=True, takes_seed=True, takes_n_classes=True, minimal_norm=True, randomized=True,
+        note="L1 is not offered: torchattacks 3.5.1's FAB crashes on it (UnboundLocalError); use autoattack:fab.",
     ),
     EntrySpec(
         "square", "Square", "Square attack: score-based random search with square-shaped updates",

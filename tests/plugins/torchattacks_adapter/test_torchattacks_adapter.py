@@ -34,7 +34,7 @@ def test_all_entries_registered_with_toolkit_info(registry):
         assert spec.factory.__doc__ and "arXiv" in spec.factory.__doc__
     assert registry.attack("torchattacks:pgdl2").info.norms == ("l2",)
     assert registry.attack("torchattacks:square").info.kind == "score"
-    assert registry.attack("torchattacks:fab").info.norms == ("linf", "l2", "l1")
+    assert registry.attack("torchattacks:fab").info.norms == ("linf", "l2")  # its L1 crashes in 3.5.1
     assert "NOT the standard AutoAttack" in registry.attack("torchattacks:autoattack").summary
 
 
