@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,18 +19,26 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_time(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (device synchronised)."""
+def interleaved_times(
+    fns: list[Callable[[], object]], device: torch.device, repeats: int = 5, warmup: int = 1
+) -> list[list[float]]:
+    """Wall times of each ``fns[i]()`` over ``repeats`` rounds, after ``warmup`` rounds (device synchronised).
+
+    Each round runs every function once, starting one later each round, so a drift in the machine's
+    load hits them all alike and none always runs first.
+    """
     for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(repeats):
+        for i in [(r + j) % len(fns) for j in range(len(fns))]:
+            sync(device)
+            start = time.perf_counter()
+            fns[i]()
+            sync(device)
+            times[i].append(time.perf_counter() - start)
+    return times
 
 
 def machine() -> str:

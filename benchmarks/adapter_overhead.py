@@ -23,13 +23,12 @@ import argparse
 import fnmatch
 import logging
 import statistics
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
 
-from _common import machine, markdown_table, real_model_and_data, sync, write_report
+from _common import interleaved_times, machine, markdown_table, real_model_and_data, write_report
 from robustreg import Registry, ThreatModel
 
 LINF = ThreatModel("linf", 0.3)
@@ -106,17 +105,7 @@ def bare_autoattack(threat: ThreatModel, subs: list[str] | None, model, x, y, fr
 
 
 def interleaved_medians(fns: list[Callable[[], object]], device: torch.device, repeats: int) -> list[float]:
-    for fn in fns:  # warm-up
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+    return [statistics.median(t) for t in interleaved_times(fns, device, repeats)]
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ Two bare baselines are timed: ART as a user calls it (the model's parameters req
 ``backward()`` also computes parameter gradients), and ART with the parameters frozen, which is what
 the adapter does (input gradients only).  The overhead is adapter / frozen-bare; the other ratio shows
 what the freezing saves.  Median over ``--repeats`` interleaved runs (order rotated each repeat; one
-torch thread by default, so that other load on a small machine perturbs less); the table is written beside this
-file as ``adapter_overhead_art.md``.
+torch thread by default, so that other load on a small machine perturbs less); the table is written to
+``benchmarks/results/adapter_overhead_art.md``.
 
     python benchmarks/adapter_overhead_art.py [--n 100] [--repeats 9] [--threads 1]
 """
@@ -19,19 +19,13 @@ file as ``adapter_overhead_art.md``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _common import SHARED, interleaved_times, write_report
 from robustreg import Registry, ThreatModel
-
-HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("ROBUSTREG_SHARED", HERE.parents[1] / "shared"))
 
 CASES = [  # (entry, threat, params)
     ("art:fgm", ThreatModel("linf", 0.3), {}),
@@ -82,21 +76,15 @@ def fixed_cost(repeats: int = 200) -> tuple[float, float, float, float]:
     attack = Registry.create().build_attack("art:fgm", ThreatModel("linf", 0.1), seed=0)
     _, classifier = classifier_for(model, x)
     x_np, y_np = to_numpy(x), one_hot(y, classifier.nb_classes)
-    adapter, bare = [], []
-    attack(model, x, y)
-    for r in range(repeats):
-        order = ("a", "b") if r % 2 == 0 else ("b", "a")
-        for which in order:
-            start = time.perf_counter()
-            if which == "a":
-                attack(model, x, y)
-            else:
-                for p in model.parameters():
-                    p.requires_grad_(False)
-                bare_call(attack, classifier, x_np, y_np, 0)
-                for p in model.parameters():
-                    p.requires_grad_(True)
-            (adapter if which == "a" else bare).append(time.perf_counter() - start)
+
+    def run_bare() -> None:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        bare_call(attack, classifier, x_np, y_np, 0)
+        for p in model.parameters():
+            p.requires_grad_(True)
+
+    adapter, bare = interleaved_times([lambda: attack(model, x, y), run_bare], torch.device("cpu"), repeats)
     return statistics.median(adapter), statistics.median(bare), min(adapter), min(bare)
 
 
@@ -119,7 +107,6 @@ def main() -> int:
         attack = registry.build_attack(name, threat, seed=0, **params)
         # the seed the adapter derives from its generator, so the bare call does the same work
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(0)).item())
-        times: dict[str, list[float]] = {"adapter": [], "bare": [], "frozen": []}
 
         def run_adapter(attack=attack) -> None:
             attack(model, x, y)
@@ -138,15 +125,9 @@ def main() -> int:
                     p.requires_grad_(flag)
                     p.grad = None
 
-        runs = [("adapter", run_adapter), ("bare", run_bare), ("frozen", run_frozen)]
-        for fn in (run_adapter, run_bare, run_frozen):  # warm-up: cached classifier, first-call allocations
-            fn()
-        for r in range(args.repeats):
-            for key, fn in runs[r % 3:] + runs[:r % 3]:  # rotate the order: no variant always runs first
-                start = time.perf_counter()
-                fn()
-                times[key].append(time.perf_counter() - start)
-        t_adapter, t_bare, t_frozen = times["adapter"], times["bare"], times["frozen"]
+        # the warm-up round fills the classifier cache and first-call allocations
+        t_adapter, t_bare, t_frozen = interleaved_times([run_adapter, run_bare, run_frozen], torch.device("cpu"),
+                                                        args.repeats)
         a, b, f = (statistics.median(t) for t in (t_adapter, t_bare, t_frozen))
         a_min, f_min = min(t_adapter), min(t_frozen)
         rows.append((f"{name} {threat.describe()} {params or ''}".strip(), a, b, f, a_min, f_min))
@@ -159,10 +140,7 @@ def main() -> int:
           f"(median; min {fa_min * 1e3:.2f} / {fb_min * 1e3:.2f} ms)", flush=True)
 
     lines = [
-        "# ART adapter overhead",
-        "",
-        f"{what}; ART {art_version()}, torch {torch.__version__}, numpy {np.__version__}; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}; "
+        f"{what}; ART {art_version()}, numpy {np.__version__}; torch threads {args.threads}; "
         f"median of {args.repeats} interleaved runs.",
         "",
         "overhead = adapter / bare ART with frozen parameters (the same compute); "
@@ -186,9 +164,7 @@ def main() -> int:
         f"adapter {fa * 1e3:.2f} ms vs bare ART {fb * 1e3:.2f} ms (median), "
         f"{fa_min * 1e3:.2f} vs {fb_min * 1e3:.2f} ms (min): about {(fa - fb) * 1e3:.2f} ms per call.",
     ]
-    out = HERE / "adapter_overhead_art.md"
-    out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_report('adapter_overhead_art', 'ART adapter overhead', chr(10).join(lines))}")
     return 0
 
 

@@ -3,6 +3,7 @@
 Each attack runs 20 steps on the same model and batch.  Ratio = attack time / (20 x one
 forward+backward of the model w.r.t. the input), all measured in this one process.  Target: our
 attacks at most 1.03x.  torchattacks' and ART's PGD on the same inputs are shown beside them.
+Every candidate runs once per round, round-robin, and the median over rounds is reported.
 
     python benchmarks/attack_speed.py --model mnist --n 1000
     python benchmarks/attack_speed.py --model cifar --n 256 --device cuda
@@ -11,11 +12,12 @@ attacks at most 1.03x.  torchattacks' and ART's PGD on the same inputs are shown
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 import torch.nn.functional as F
 
-from _common import markdown_table, median_time, real_model_and_data, write_report
+from _common import interleaved_times, markdown_table, real_model_and_data, write_report
 from robustreg import Registry, ThreatModel
 
 STEPS = 20
@@ -41,9 +43,8 @@ def main() -> None:
         xr = x.detach().requires_grad_(True)
         torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
 
-    base = median_time(forward_backward, device, repeats=max(args.repeats, 10)) * STEPS
-    rows = [["20 x forward+backward (reference)", base, 1.0]]
-
+    # label -> one call; all run round-robin (interleaved_times), so load drift hits each alike
+    runs: dict[str, object] = {"20 x forward+backward (reference)": lambda: [forward_backward() for _ in range(STEPS)]}
     ours = {
         "pgd": dict(steps=STEPS, step_size=eps / 4),
         "iter-fgsm": dict(steps=STEPS, alpha=eps / 4),  # paper 000 calls the step alpha
@@ -51,18 +52,15 @@ def main() -> None:
     }
     for name, params in ours.items():
         attack = registry.build_attack(name, threat, seed=0, **params)
-        t = median_time(lambda a=attack: a(model, x, y), device, repeats=args.repeats)
-        rows.append([f"robustreg {name}", t, t / base])
-
+        runs[f"robustreg {name}"] = lambda a=attack: a(model, x, y)
+    missing = []
     try:
         import torchattacks
 
         ta = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=STEPS, random_start=True)
-        t = median_time(lambda: ta(x, y), device, repeats=args.repeats)
-        rows.append(["torchattacks PGD (bare)", t, t / base])
+        runs["torchattacks PGD (bare)"] = lambda: ta(x, y)
     except ImportError:
-        rows.append(["torchattacks PGD", "not installed", ""])
-
+        missing.append("torchattacks")
     try:
         from art.attacks.evasion import ProjectedGradientDescent
         from art.estimators.classification import PyTorchClassifier
@@ -72,14 +70,20 @@ def main() -> None:
                                 device_type="gpu" if device.type == "cuda" else "cpu")
         art_pgd = ProjectedGradientDescent(clf, eps=eps, eps_step=eps / 4, max_iter=STEPS, num_random_init=1,
                                            batch_size=len(x), verbose=False)
-        xn = x.cpu().numpy()
-        t = median_time(lambda: art_pgd.generate(xn, y.cpu().numpy()), device, repeats=args.repeats)
-        rows.append(["ART PGD (bare)", t, t / base])
+        xn, yn = x.cpu().numpy(), y.cpu().numpy()
+        runs["ART PGD (bare)"] = lambda: art_pgd.generate(xn, yn)
     except ImportError:
-        rows.append(["ART PGD", "not installed", ""])
+        missing.append("adversarial-robustness-toolbox")
+
+    times = [statistics.median(t) for t in interleaved_times(list(runs.values()), device, repeats=args.repeats)]
+    base = times[0]
+    rows = [[label, t, t / base] for label, t in zip(runs, times)]
+    rows += [[f"{package} PGD", "not installed", ""] for package in missing]
 
     table = markdown_table(["what (20 steps)", "seconds", "ratio to 20 x fwd+bwd"], rows)
-    body = f"Model: {args.model}, batch {len(x)}, eps {eps:.4g}, device {device}.\n\n{table}"
+    body = (f"Model: {args.model}, batch {len(x)}, eps {eps:.4g}, device {device}, torch threads "
+            f"{torch.get_num_threads()}; median of {args.repeats} interleaved rounds after one warm-up round."
+            f"\n\n{table}")
     print(body)
     print(f"\nwritten to {write_report(f'attack_speed_{args.model}_{device.type}', 'Attack speed', body)}")
 

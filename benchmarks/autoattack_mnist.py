@@ -7,7 +7,7 @@ and reports robust accuracy (and after each sub-attack) and wall time for both. 
 random-start noise: the CLI's evaluation batches the clean-correct points, so AutoAttack's per-call
 seeding meets different batches.
 
-    python benchmarks/autoattack_mnist.py [--n 1000] [--device cpu]
+    python benchmarks/autoattack_mnist.py [--n 1000] [--device cpu] [--threads 1]
 """
 
 from __future__ import annotations
@@ -80,7 +80,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         report, cli_seconds = run_cli(args.n, args.device, Path(tmp))
     result = report["results"][0]

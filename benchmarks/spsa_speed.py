@@ -26,7 +26,7 @@ import time
 import torch
 import torchattacks
 
-from _common import SHARED, markdown_table, write_report
+from _common import SHARED, interleaved_times, markdown_table, write_report
 from robustreg import Registry, ThreatModel
 from robustreg.data import load_data
 from robustreg.models import build_model
@@ -87,14 +87,9 @@ def main() -> None:
     def run_ta() -> None:
         results["torchattacks"] = ta(x, y)
 
-    # Interleaved repeats, so that a change in machine load hits all three alike.
-    times: dict[str, list[float]] = {"replay": [], "native": [], "ta": []}
-    for _ in range(args.repeats):
-        for key, fn in (("replay", replay), ("native", run_native), ("ta", run_ta)):
-            start = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - start)
-    t_replay, t_native, t_ta = (statistics.median(times[k]) for k in ("replay", "native", "ta"))
+    # interleaved repeats, so that a change in machine load hits all three alike
+    t_replay, t_native, t_ta = (statistics.median(t) for t in interleaved_times(
+        [replay, run_native, run_ta], torch.device("cpu"), args.repeats, warmup=0))
     start = time.perf_counter()
     default_result = native_default.run(model, x, y)
     t_default = time.perf_counter() - start

@@ -6,7 +6,7 @@ entry-point group with the hooks in :mod:`robustreg.hookspecs`.
 
 from __future__ import annotations
 
-from .attack import Attack, AttackError, AttackInfo, AttackResult, ModelState
+from .attack import Attack, AttackError, AttackInfo, AttackResult, ModelState, projected_gradient_ascent
 from .defense import Defense, DefenseInfo, DefenseOutput
 from .embedding import Embedding, embed
 from .evaluation import evaluate
@@ -56,5 +56,6 @@ __all__ = [
     "evaluate",
     "hookimpl",
     "parse_eps",
+    "projected_gradient_ascent",
     "train",
 ]

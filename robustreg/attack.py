@@ -10,6 +10,7 @@ Subclasses implement :meth:`Attack.perturb` only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from .threat import NORMS, ThreatModel
 
-__all__ = ["KINDS", "Attack", "AttackError", "AttackInfo", "AttackResult", "ModelState"]
+__all__ = ["KINDS", "Attack", "AttackError", "AttackInfo", "AttackResult", "ModelState", "projected_gradient_ascent"]
 
 KINDS = ("white-box", "score", "decision", "transfer")
 
@@ -253,3 +254,69 @@ class Attack:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.threat.describe()}, seed={self.seed})"
 
+
+
+def _succeeded(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    pred = logits.argmax(dim=1)
+    return pred == target if target is not None else pred != y
+
+
+def _ascent_run(model, loss_fn, x, y, target, threat: ThreatModel, steps: int, step_size: float,
+                random_start: bool, generator: torch.Generator) -> torch.Tensor:
+    x_adv = threat.random_point(x, generator) if random_start else x.clone()
+    linf = threat.norm == "linf"
+    if linf:  # the linf projection is one clamp against bounds computed once
+        lo = (x - threat.eps).clamp_min(threat.box[0])
+        hi = (x + threat.eps).clamp_max(threat.box[1])
+    view = (-1,) + (1,) * (x.dim() - 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_fn(model, x_adv, y, target), x_adv)
+        with torch.no_grad():
+            if linf:
+                x_adv = torch.minimum(torch.maximum(x_adv + step_size * grad.sign(), lo), hi)
+            else:
+                g_norm = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(view)
+                x_adv = threat.project(x_adv + step_size * grad / g_norm, x)
+    return x_adv.detach()
+
+
+def projected_gradient_ascent(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    step_size: float,
+    random_start: bool,
+    restarts: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The PGD loop shared by gradient attacks: ``steps`` ascent steps on ``loss_fn(model, x_adv, y, target)``.
+
+    linf: x <- clip(x + step_size * sign(g)); l2: x <- proj(x + step_size * g / |g|_2).  One forward
+    and one input gradient per step, no host syncs.  ``restarts`` runs: each later run attacks only
+    the samples no earlier run has broken (misclassified, or classified as ``target``); a sample
+    still standing keeps the latest run's point.  ``loss_fn`` returns a scalar to maximise (a
+    targeted attack's loss_fn negates its loss).
+    """
+    kw = dict(steps=steps, step_size=step_size, random_start=random_start, generator=generator)
+    x_best = _ascent_run(model, loss_fn, x, y, target, threat, **kw)
+    if restarts == 1:
+        return x_best
+    with torch.no_grad():
+        broken = _succeeded(model(x_best), y, target)
+    for _ in range(restarts - 1):
+        idx = (~broken).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        t = None if target is None else target[idx]
+        x_new = _ascent_run(model, loss_fn, x[idx], y[idx], t, threat, **kw)
+        with torch.no_grad():
+            ok = _succeeded(model(x_new), y[idx], t)
+        x_best[idx] = x_new
+        broken[idx] = ok
+    return x_best

@@ -71,6 +71,25 @@ class ThreatModel:
             delta = _project_l1(delta, self.eps)
         return (x + delta).clamp(*self.box)
 
+    def random_point(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A uniform random point of the eps ball around ``x``, clipped to the box (a random start).
+
+        linf: uniform per coordinate; l2: uniform by volume (direction from a Gaussian, radius
+        eps * U^(1/d)).  l1 has no random start here.
+        """
+        if self.norm == "linf":
+            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+            return (x + self.eps * noise).clamp(*self.box)
+        if self.norm != "l2":
+            raise ValueError(f"random_point supports linf and l2, not {self.norm!r}")
+        view = (-1,) + (1,) * (x.dim() - 1)
+        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        flat = _flat(direction)
+        direction = direction / flat.norm(dim=1).clamp_min(1e-12).view(view)
+        radius = self.eps * torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) \
+            ** (1.0 / flat.shape[1])
+        return (x + direction * radius.view(view)).clamp(*self.box)
+
     def contains(self, x_adv: torch.Tensor, x: torch.Tensor, atol: float = 1e-5) -> torch.Tensor:
         """Boolean per sample: inside the eps ball (up to ``atol``) and inside the box."""
         in_ball = self.distance(x_adv, x) <= self.eps * (1 + 1e-5) + atol

@@ -111,3 +111,24 @@ def test_contains_flags_outside():
     assert t.contains(far, x).tolist()[0] is False
     assert t.contains(out_of_box, x).tolist()[1] is False
     assert bool(t.contains(x, x).all())
+
+
+def test_l2_random_start_is_inside_ball_and_spread():
+    x = torch.full((400, 1, 4, 4), 0.5)
+    t = ThreatModel("l2", 0.3)
+    start = t.random_point(x, torch.Generator().manual_seed(0))
+    r = t.distance(start, x)
+    assert float(r.max()) <= 0.3 + 1e-6
+    # uniform in a 16-d ball: radius r has P(r <= 0.3 * 0.9) = 0.9 ** 16 ~ 0.185
+    assert 0.1 < float((r <= 0.27).float().mean()) < 0.3
+
+
+def test_linf_random_point_is_uniform_in_the_cube_and_clipped():
+    x = torch.full((200, 1, 4, 4), 0.95)
+    t = ThreatModel("linf", 0.1)
+    start = t.random_point(x, torch.Generator().manual_seed(0))
+    assert bool(t.contains(start, x).all())
+    assert float(start.max()) == 1.0  # half the draws land above the box and are clipped to it
+    assert abs(float(start.mean()) - 0.94375) < 0.005  # E[min(0.95 + U(-0.1, 0.1), 1)]
+    with pytest.raises(ValueError, match="random_point supports linf and l2"):
+        ThreatModel("l1", 1.0).random_point(x, torch.Generator())

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Attack, AttackInfo, ThreatModel
+from robustreg import Attack, AttackInfo, ThreatModel, projected_gradient_ascent
 
 __all__ = ["IterFGSM", "IterLL", "StepFGSM", "StepLL", "default_iterations", "least_likely"]
 
@@ -141,15 +141,15 @@ class _Iterative(Attack):
         raise NotImplementedError
 
     def perturb(self, model, x, y, generator, target=None):
-        lo, hi = _bounds(x, self.threat)
         labels_fn = self._labels(y)
-        step = self.direction * self.alpha
-        x_adv = x.clone()
-        for _ in range(self.iterations):
-            grad = _input_grad(model, x_adv, labels_fn)
-            with torch.no_grad():
-                x_adv = torch.minimum(torch.maximum(x_adv + step * grad.sign(), lo), hi)
-        return x_adv
+
+        def loss_fn(model: nn.Module, x_adv: torch.Tensor, _y: torch.Tensor, _target: None) -> torch.Tensor:
+            logits = model(x_adv)
+            return self.direction * F.cross_entropy(logits, labels_fn(logits.detach()), reduction="sum")
+
+        # Clip_{X,eps} after each signed step of alpha, from X_0 = X: PGD without random start
+        return projected_gradient_ascent(model, loss_fn, x, y, None, self.threat, steps=self.iterations,
+                                         step_size=self.alpha, random_start=False, restarts=1, generator=generator)
 
 
 class IterFGSM(_Iterative):

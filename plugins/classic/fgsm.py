@@ -9,7 +9,6 @@ import torch
 from robustreg import Attack, AttackInfo, ThreatModel
 
 from .losses import attack_loss
-from .pgd import random_start_point
 
 __all__ = ["FGSM"]
 
@@ -66,7 +65,7 @@ class FGSM(Attack):
     def perturb(self, model, x, y, generator, target=None):
         eps = self.threat.eps
         step = self.step_size if self.step_size is not None else eps
-        start = random_start_point(x, self.threat, generator) if self.random_start else x.clone()
+        start = self.threat.random_point(x, generator) if self.random_start else x.clone()
         start.requires_grad_(True)
         loss = attack_loss("ce", model(start), y, target)
         (grad,) = torch.autograd.grad(loss, start)

@@ -1,24 +1,21 @@
 """Projected gradient descent (Madry et al. 2018) and its C&W-margin and DLR variants.
 
-The loop is kept lean on purpose: one forward and one input-gradient per step, no host syncs, and
-for linf the projection is a single ``clamp`` against bounds computed once.
+The loop itself is the core's :func:`robustreg.projected_gradient_ascent` (shared with SI-PGD);
+this module chooses the loss.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, ThreatModel
+from robustreg import Attack, AttackInfo, ThreatModel, projected_gradient_ascent
 
 from .losses import LOSSES, attack_loss
 
-__all__ = ["PGD", "PGDCW", "PGDDLR", "pgd_restart", "random_start_point", "run_with_restarts"]
-
-LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+__all__ = ["PGD", "PGDCW", "PGDDLR"]
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -34,94 +31,6 @@ def _check_step_size(step_size: object) -> float | None:
             or step_size <= 0:
         raise ValueError(f"step_size must be a number > 0 (absolute, in [0, 1] pixel units) or None, got {step_size!r}")
     return float(step_size)
-
-
-def random_start_point(x: torch.Tensor, threat: ThreatModel, generator: torch.Generator) -> torch.Tensor:
-    """A uniform point of the linf ball (per coordinate) or of the l2 ball (by volume), clipped to the box."""
-    if threat.norm == "linf":
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
-        return (x + threat.eps * noise).clamp(*threat.box)
-    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    flat = direction.reshape(x.shape[0], -1)
-    direction = direction / flat.norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-    dim = flat.shape[1]
-    radius = threat.eps * torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / dim)
-    return (x + direction * radius.view(-1, *([1] * (x.dim() - 1)))).clamp(*threat.box)
-
-
-def pgd_restart(
-    model: nn.Module,
-    loss_fn: LossFn,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    target: torch.Tensor | None,
-    threat: ThreatModel,
-    *,
-    steps: int,
-    step_size: float,
-    random_start: bool,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """One PGD run: ``steps`` ascent steps on ``loss_fn(model(x_adv), y, target)`` (batch-summed).
-
-    linf: x <- clip(x + step_size * sign(g)); l2: x <- proj(x + step_size * g / |g|_2).
-    """
-    x_adv = random_start_point(x, threat, generator) if random_start else x.clone()
-    linf = threat.norm == "linf"
-    if linf:
-        lo = (x - threat.eps).clamp_min(threat.box[0])
-        hi = (x + threat.eps).clamp_max(threat.box[1])
-    view = (-1,) + (1,) * (x.dim() - 1)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = loss_fn(model(x_adv), y, target)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        with torch.no_grad():
-            if linf:
-                x_adv = torch.minimum(torch.maximum(x_adv + step_size * grad.sign(), lo), hi)
-            else:
-                g_norm = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(view)
-                x_adv = threat.project(x_adv + step_size * grad / g_norm, x)
-    return x_adv.detach()
-
-
-def _succeeded(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    pred = logits.argmax(dim=1)
-    return pred == target if target is not None else pred != y
-
-
-def run_with_restarts(
-    model: nn.Module,
-    loss_fn: LossFn,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    target: torch.Tensor | None,
-    threat: ThreatModel,
-    *,
-    steps: int,
-    step_size: float,
-    random_start: bool,
-    restarts: int,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """``restarts`` PGD runs; each later run attacks only the samples no earlier run has broken."""
-    kw = dict(steps=steps, step_size=step_size, random_start=random_start, generator=generator)
-    x_best = pgd_restart(model, loss_fn, x, y, target, threat, **kw)
-    if restarts == 1:
-        return x_best
-    with torch.no_grad():
-        broken = _succeeded(model(x_best), y, target)
-    for _ in range(restarts - 1):
-        idx = (~broken).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            break
-        t = None if target is None else target[idx]
-        x_new = pgd_restart(model, loss_fn, x[idx], y[idx], t, threat, **kw)
-        with torch.no_grad():
-            ok = _succeeded(model(x_new), y[idx], t)
-        x_best[idx] = x_new  # samples still standing keep the latest run's point
-        broken[idx] = ok
-    return x_best
 
 
 class PGD(Attack):
@@ -195,10 +104,10 @@ class PGD(Attack):
     def perturb(self, model, x, y, generator, target=None):
         loss, kappa = self.loss, self.kappa
 
-        def loss_fn(logits: torch.Tensor, labels: torch.Tensor, tgt: torch.Tensor | None) -> torch.Tensor:
-            return attack_loss(loss, logits, labels, tgt, kappa)
+        def loss_fn(model: nn.Module, x_adv: torch.Tensor, labels: torch.Tensor, tgt: torch.Tensor | None):
+            return attack_loss(loss, model(x_adv), labels, tgt, kappa)
 
-        return run_with_restarts(
+        return projected_gradient_ascent(
             model, loss_fn, x, y, target, self.threat, steps=self.steps, step_size=self.effective_step_size,
             random_start=self.random_start, restarts=self.restarts, generator=generator,
         )

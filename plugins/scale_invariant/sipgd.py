@@ -14,26 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Attack, AttackInfo, ThreatModel, embed
+from robustreg import Attack, AttackInfo, ThreatModel, embed, projected_gradient_ascent
 
 __all__ = ["SIPGD"]
-
-
-def _view(x: torch.Tensor) -> tuple[int, ...]:
-    return (-1,) + (1,) * (x.dim() - 1)
-
-
-def _random_start(x: torch.Tensor, threat: ThreatModel, generator: torch.Generator) -> torch.Tensor:
-    """A uniform point of the linf cube, or of the l2 ball (by volume), clipped to the box."""
-    if threat.norm == "linf":
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
-        return (x + threat.eps * noise).clamp(*threat.box)
-    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    flat = direction.reshape(x.shape[0], -1)
-    direction = direction / flat.norm(dim=1).clamp_min(1e-12).view(_view(x))
-    radius = threat.eps * torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) \
-        ** (1.0 / flat.shape[1])
-    return (x + direction * radius.view(_view(x))).clamp(*threat.box)
 
 
 class SIPGD(Attack):
@@ -99,47 +82,15 @@ class SIPGD(Attack):
         super().__init__(threat, seed=seed, eval_mode=eval_mode)
 
     def _loss(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
+        """CE(s * cos(theta), y) summed over the batch (targeted: minus the CE to the target)."""
         scaled = self.s * embed(model, x_adv).cosine()
         if target is None:
             return F.cross_entropy(scaled, y, reduction="sum")
         return -F.cross_entropy(scaled, target, reduction="sum")
 
-    def _one_run(self, model, x, y, target, generator) -> torch.Tensor:
-        threat = self.threat
-        step = self.step_size if self.step_size is not None else threat.eps / 4
-        x_adv = _random_start(x, threat, generator) if self.random_start else x.clone()
-        linf = threat.norm == "linf"
-        if linf:
-            lo = (x - threat.eps).clamp_min(threat.box[0])
-            hi = (x + threat.eps).clamp_max(threat.box[1])
-        for _ in range(self.steps):
-            x_adv.requires_grad_(True)
-            (grad,) = torch.autograd.grad(self._loss(model, x_adv, y, target), x_adv)
-            with torch.no_grad():
-                if linf:
-                    x_adv = torch.minimum(torch.maximum(x_adv + step * grad.sign(), lo), hi)
-                else:
-                    g_norm = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(_view(x))
-                    x_adv = threat.project(x_adv + step * grad / g_norm, x)
-        return x_adv.detach()
-
-    @staticmethod
-    def _broken(model, x_adv, y, target) -> torch.Tensor:
-        with torch.no_grad():
-            pred = model(x_adv).argmax(dim=1)
-        return pred == target if target is not None else pred != y
-
     def perturb(self, model, x, y, generator, target=None):
-        x_best = self._one_run(model, x, y, target, generator)
-        if self.restarts == 1:
-            return x_best
-        broken = self._broken(model, x_best, y, target)
-        for _ in range(self.restarts - 1):
-            idx = (~broken).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            t = None if target is None else target[idx]
-            x_new = self._one_run(model, x[idx], y[idx], t, generator)
-            x_best[idx] = x_new
-            broken[idx] = self._broken(model, x_new, y[idx], t)
-        return x_best
+        return projected_gradient_ascent(
+            model, self._loss, x, y, target, self.threat, steps=self.steps,
+            step_size=self.step_size if self.step_size is not None else self.threat.eps / 4,
+            random_start=self.random_start, restarts=self.restarts, generator=generator,
+        )
