@@ -56,7 +56,7 @@ def load(n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
 
 def bare_call(attack, classifier, x_np: np.ndarray, y_np: np.ndarray, seed: int) -> np.ndarray:
     """Exactly what the adapter hands ART: build the ART attack, generate, under the same seed."""
-    from robustreg_plugins.art_adapter._base import seeded_global_rngs
+    from robustreg import seeded_global_rngs
 
     with seeded_global_rngs(seed, torch.device("cpu")):
         art_attack = attack.build_art_attack(classifier, len(x_np))

@@ -6,7 +6,16 @@ entry-point group with the hooks in :mod:`robustreg.hookspecs`.
 
 from __future__ import annotations
 
-from .attack import Attack, AttackError, AttackInfo, AttackResult, ModelState, projected_gradient_ascent
+from .attack import (
+    Attack,
+    AttackError,
+    AttackInfo,
+    AttackResult,
+    ModelState,
+    draw_seed,
+    projected_gradient_ascent,
+    seeded_global_rngs,
+)
 from .defense import Defense, DefenseInfo, DefenseOutput
 from .embedding import Embedding, embed
 from .evaluation import evaluate
@@ -52,10 +61,12 @@ __all__ = [
     "Trainer",
     "UnknownNameError",
     "__version__",
+    "draw_seed",
     "embed",
     "evaluate",
     "hookimpl",
     "parse_eps",
     "projected_gradient_ascent",
+    "seeded_global_rngs",
     "train",
 ]

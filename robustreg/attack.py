@@ -10,16 +10,29 @@ Subclasses implement :meth:`Attack.perturb` only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from .threat import NORMS, ThreatModel
 
-__all__ = ["KINDS", "Attack", "AttackError", "AttackInfo", "AttackResult", "ModelState", "projected_gradient_ascent"]
+__all__ = [
+    "KINDS",
+    "Attack",
+    "AttackError",
+    "AttackInfo",
+    "AttackResult",
+    "ModelState",
+    "draw_seed",
+    "projected_gradient_ascent",
+    "seeded_global_rngs",
+]
 
 KINDS = ("white-box", "score", "decision", "transfer")
 
@@ -320,3 +333,37 @@ def projected_gradient_ascent(
         x_best[idx] = x_new
         broken[idx] = ok
     return x_best
+
+
+# --- for attacks that wrap code drawing from the global RNGs (the toolkits) --------------------------
+def draw_seed(generator: torch.Generator) -> int:
+    """An int seed in [0, 2**31 - 1) drawn from the attack's ``generator``, for code that takes a seed."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's CPU RNG, the CUDA RNG of ``device`` (and the current CUDA device), numpy's and
+    Python's global RNGs with ``seed``; put the caller's states of all of them back afterwards.
+
+    Wrap a toolkit call in it: the toolkit's randomness then follows the attack's seed and the
+    caller's global RNG streams are left as they were (the attack contract).
+    """
+    cuda = []
+    if torch.cuda.is_available():
+        cuda = sorted({torch.cuda.current_device()}
+                      | ({device.index if device.index is not None else torch.cuda.current_device()}
+                         if device.type == "cuda" else set()))
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            np.random.seed(seed)
+            random.seed(seed)
+            torch.random.default_generator.manual_seed(seed)
+            for index in cuda:
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(seed)
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)

@@ -46,3 +46,31 @@ def registry():
     from robustreg import Registry
 
     return Registry.create()
+
+
+# The real-data agreement tests of the three toolkit adapters share one model, one batch and one
+# native PGD-40 run: the PGD-trained LeNet-5 at eps 0.3 on the first 200 MNIST test images.
+MNIST_N = 200
+PGD40 = {"steps": 40, "step_size": 0.01, "random_start": True}
+
+
+@pytest.fixture(scope="session")
+def lenet_mnist(models_dir, mnist_dir):
+    """(model in eval mode, x, y): ``mnist_lenet5_advtrained.pt`` and the first 200 MNIST test images."""
+    from robustreg.data import load_data
+    from robustreg.models import build_model
+
+    model = build_model("lenet5-mnist", weights=models_dir / "mnist_lenet5_advtrained.pt").eval()
+    x, y = load_data(f"mnist:{mnist_dir}").tensors(MNIST_N)
+    return model, x, y
+
+
+@pytest.fixture(scope="session")
+def native_pgd40_accuracy(registry, lenet_mnist) -> float:
+    """Robust accuracy (fraction) of native ``pgd``, 40 steps of 0.01 with a random start, eps 0.3, seed 0."""
+    from robustreg import ThreatModel
+
+    model, x, y = lenet_mnist
+    x_adv = registry.build_attack("pgd", ThreatModel("linf", 0.3), seed=0, **PGD40)(model, x, y)
+    with torch.no_grad():
+        return float((model(x_adv).argmax(1) == y).float().mean())

@@ -216,3 +216,24 @@ def test_info_validation():
         AttackInfo(norms=("l5",))
     with pytest.raises(ValueError, match="kind"):
         AttackInfo(norms=("linf",), kind="grey-box")
+
+
+def test_seeded_global_rngs_seeds_every_global_rng_and_restores_the_callers():
+    import random
+
+    import numpy as np
+
+    from robustreg import draw_seed, seeded_global_rngs
+
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    draws = []
+    for _ in range(2):
+        with seeded_global_rngs(7, torch.device("cpu")):
+            draws.append((float(torch.rand(1)), float(np.random.rand()), random.random()))
+    assert draws[0] == draws[1]  # the same seed gives the toolkit the same streams
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert (np.random.get_state()[1] == before[1]).all() and random.getstate() == before[2]
+    seeds = {draw_seed(torch.Generator().manual_seed(s)) for s in range(20)}
+    assert len(seeds) == 20 and all(0 <= s < 2**31 - 1 for s in seeds)
+    assert draw_seed(torch.Generator().manual_seed(3)) == draw_seed(torch.Generator().manual_seed(3))

@@ -30,7 +30,6 @@ are handled in :mod:`.black_box`; ART's AutoAttack in :mod:`.white_box`.
 from __future__ import annotations
 
 import contextlib
-import random
 import warnings
 import weakref
 from collections.abc import Iterator, Mapping
@@ -40,9 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackResult, ThreatModel
+from robustreg import Attack, AttackResult, ThreatModel, draw_seed, seeded_global_rngs
 
-__all__ = ["ArtAttack", "art_version", "classifier_for", "import_art", "seeded_global_rngs"]
+__all__ = ["ArtAttack", "art_version", "classifier_for", "import_art"]
 
 _INSTALL = "pip install adversarial-robustness-toolbox"
 
@@ -149,26 +148,6 @@ def classifier_for(
         )
     per_model[key] = (forward, classifier)
     return forward, classifier
-
-
-@contextlib.contextmanager
-def seeded_global_rngs(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed numpy's, Python's and torch's global RNGs (the ones ART uses); restore all of them afterwards."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    cuda = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        try:
-            np.random.seed(seed)
-            random.seed(seed)
-            torch.random.default_generator.manual_seed(seed)
-            if cuda:
-                with torch.cuda.device(device):
-                    torch.cuda.manual_seed(seed)
-            yield
-        finally:
-            np.random.set_state(np_state)
-            random.setstate(py_state)
 
 
 @contextlib.contextmanager
@@ -353,7 +332,7 @@ class ArtAttack(Attack):
         forward, classifier = classifier_for(model, x, self.threat.box, probabilities=self.probabilities)
         for p in model.parameters():  # input gradients only; the base restores requires_grad
             p.requires_grad_(False)
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
+        seed = draw_seed(generator)
         x_np, y_np = to_numpy(x), one_hot(y, classifier.nb_classes)
         with seeded_global_rngs(seed, x.device), _quiet_art():
             attack = self.build_art_attack(classifier, x.shape[0])

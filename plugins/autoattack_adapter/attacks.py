@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, AttackResult, ThreatModel
+from robustreg import Attack, AttackInfo, AttackResult, ThreatModel, draw_seed, seeded_global_rngs
 
 from .compat import NORM_NAMES, installed_version, load_toolkit, quiet
 
@@ -147,14 +147,13 @@ class AutoAttackEntry(Attack):
         toolkit = load_toolkit(self.label())
         # The seed goes to AutoAttack's own ``seed`` (it reseeds torch's global RNG before every
         # sub-attack call); fork_rng puts the caller's global RNG state back afterwards.
-        seed = self.seed if self.seed is not None else int(
-            torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
+        seed = self.seed if self.seed is not None else draw_seed(generator)
         with torch.no_grad():
             num_classes = int(model(x[:1]).shape[1])
         # Input gradients only (FAB calls backward()); the base restores requires_grad and .grad.
         for p in model.parameters():
             p.requires_grad_(False)
-        with torch.random.fork_rng(devices=_cuda_devices(x.device)), quiet(self.verbose):
+        with seeded_global_rngs(seed, x.device), quiet(self.verbose):
             adversary = toolkit.build(model, norm=self.threat.norm, eps=self.threat.eps, seed=seed,
                                       version=self.version, device=x.device, verbose=self.verbose)
             subs = self.subs if self.subs is not None else tuple(adversary.attacks_to_run)
@@ -174,16 +173,6 @@ class AutoAttackEntry(Attack):
             need = MIN_CLASSES.get(sub, 2)
             if num_classes < need:
                 raise ValueError(f"{self.label()}: {sub} needs a model with >= {need} classes, got {num_classes}")
-
-
-def _cuda_devices(device: torch.device) -> list[int]:
-    """CUDA devices whose RNG AutoAttack reseeds: the input's and the current one."""
-    if not torch.cuda.is_available():
-        return []
-    devices = {torch.cuda.current_device()}
-    if device.type == "cuda":
-        devices.add(device.index if device.index is not None else torch.cuda.current_device())
-    return sorted(devices)
 
 
 _SETTINGS = (

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, ThreatModel
+from robustreg import Attack, AttackInfo, ThreatModel, draw_seed, seeded_global_rngs
 
 __all__ = ["EntrySpec", "Param", "TorchattacksAttack", "import_torchattacks", "make_entry", "toolkit_version"]
 
@@ -155,11 +155,7 @@ class TorchattacksAttack(Attack):
         # gradients.  The base restores requires_grad and .grad afterwards.
         for p in model.parameters():
             p.requires_grad_(False)
-        with torch.random.fork_rng(devices=cuda_devices(x.device)):
-            torch.default_generator.manual_seed(seed)
-            if x.device.type == "cuda":
-                with torch.cuda.device(x.device):
-                    torch.cuda.manual_seed(seed)
+        with seeded_global_rngs(seed, x.device):
             attack = getattr(ta, self.spec.toolkit_class)(model, **kwargs)
             if not self.eval_mode and model.training:
                 attack.set_model_training_mode(model_training=True, batchnorm_training=True, dropout_training=True)
@@ -169,20 +165,6 @@ class TorchattacksAttack(Attack):
                 labels = target
             x_adv = attack(x, labels)
         return x_adv.detach()
-
-
-def draw_seed(generator: torch.Generator) -> int:
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
-
-
-def cuda_devices(device: torch.device) -> list[int]:
-    """CUDA devices whose RNG a toolkit may touch: the input's and the current one."""
-    if not torch.cuda.is_available():
-        return []
-    devices = {torch.cuda.current_device()}
-    if device.type == "cuda":
-        devices.add(device.index if device.index is not None else torch.cuda.current_device())
-    return sorted(devices)
 
 
 def _fmt(value: Any) -> str:

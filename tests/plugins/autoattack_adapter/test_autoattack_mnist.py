@@ -7,19 +7,6 @@ import torch
 
 from robustreg import ThreatModel
 
-N = 200
-EPS = 0.3
-
-
-@pytest.fixture(scope="module")
-def lenet_mnist(models_dir, mnist_dir):
-    from robustreg.data import load_data
-    from robustreg.models import build_model
-
-    model = build_model("lenet5-mnist", weights=str(models_dir / "mnist_lenet5_advtrained.pt")).eval()
-    x, y = load_data(f"mnist:{mnist_dir}").tensors(N)
-    return model, x, y
-
 
 def _accuracy(model, x, y) -> float:
     with torch.no_grad():
@@ -27,12 +14,10 @@ def _accuracy(model, x, y) -> float:
 
 
 @pytest.mark.slow
-def test_apgd_ce_no_weaker_than_native_pgd(registry, lenet_mnist):
+def test_apgd_ce_no_weaker_than_native_pgd(registry, lenet_mnist, native_pgd40_accuracy):
     model, x, y = lenet_mnist
-    threat = ThreatModel("linf", EPS)
-    pgd = registry.build_attack("pgd", threat, steps=40, step_size=0.01, random_start=True, seed=0)
-    native = _accuracy(model, pgd(model, x, y), y)
-    result = registry.build_attack("autoattack:apgd-ce", threat, seed=0).run(model, x, y)
+    native = native_pgd40_accuracy
+    result = registry.build_attack("autoattack:apgd-ce", ThreatModel("linf", 0.3), seed=0).run(model, x, y)
     apgd = _accuracy(model, result.x_adv, y)
     assert 0.85 < native < 1.0
     assert apgd <= native + 0.02, f"autoattack:apgd-ce {apgd:.3f} vs native PGD-40 {native:.3f}"
