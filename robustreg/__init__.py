@@ -19,6 +19,7 @@ from .attack import (
 from .defense import Defense, DefenseInfo, DefenseOutput
 from .embedding import Embedding, embed
 from .evaluation import evaluate
+from .files import save_atomic, write_atomic
 from .hookspecs import hookimpl
 from .registry import (
     AttackSpec,
@@ -67,6 +68,8 @@ __all__ = [
     "hookimpl",
     "parse_eps",
     "projected_gradient_ascent",
+    "save_atomic",
     "seeded_global_rngs",
     "train",
+    "write_atomic",
 ]

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from .attack import ModelState
+from .evaluation import first_samples
+from .files import write_atomic
 from .registry import AttackSpec, Registry
 from .threat import NORMS, ThreatModel, parse_eps
 
@@ -142,30 +144,6 @@ def agreement(broken: Mapping[str, torch.Tensor]) -> dict[str, float | None]:
     return out
 
 
-def _tensors(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data, (tuple, list)):
-        if len(data) != 2:
-            raise ValueError(f"data must be a LabeledData or an (x, y) pair, got a sequence of {len(data)}")
-        x, y = data
-        size = int(x.shape[0])
-    elif hasattr(data, "tensors") and hasattr(data, "__len__"):
-        x = y = None
-        size = len(data)
-    else:
-        raise TypeError(f"data must be a robustreg.data.LabeledData or an (x, y) pair, got {type(data).__name__}")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n must be a positive int or None, got {n!r}")
-    if n is not None and n > size:
-        raise ValueError(f"n={n} is larger than the dataset ({size} samples)")
-    count = size if n is None else n
-    x, y = data.tensors(count) if x is None else (x[:count], y[:count])
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"data x must be a float tensor in [0, 1], got {getattr(x, 'dtype', type(x).__name__)}")
-    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != (x.shape[0],):
-        raise TypeError(f"data y must be an int64 tensor of shape ({x.shape[0]},)")
-    return x, y
-
-
 def _predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([model(x[i:i + batch_size].to(device)).argmax(dim=1).cpu()
@@ -263,7 +241,7 @@ def compare(
     from .models import resolve_device
 
     dev = resolve_device(device)
-    x, y = _tensors(data, n)
+    x, y, _ = first_samples(data, n)
     resolved = [resolve(registry, attack, t, norm) for t in toolkits]
     if all(r.spec is None for r in resolved):
         known = sorted({a.attack for a in ALIASES})
@@ -389,7 +367,6 @@ def render_table(report: Mapping[str, Any], note_width: int = 60) -> str:
 
 def write_report(report: Mapping[str, Any], out: str | os.PathLike) -> Path:
     """Write ``report.json`` and ``report.md`` into the folder ``out`` (atomically); return the folder."""
-    from .report import write_atomic
 
     folder = Path(out)
     write_atomic(folder / "report.json", json.dumps(report, indent=2, sort_keys=False) + "\n")

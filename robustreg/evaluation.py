@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from .attack import Attack, AttackError, AttackResult, ModelState
+from .files import save_atomic
 from .threat import ThreatModel
 
 __all__ = ["REPORT_SCHEMA_VERSION", "AttackPlan", "evaluate", "model_fingerprint", "data_fingerprint"]
@@ -117,7 +118,7 @@ def _eps_list(eps: Any, norm: str) -> list[float]:
     return sorted(set(out))
 
 
-def _tensors(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+def first_samples(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """(x float [0,1], y int64, data description) of the first n samples."""
     if isinstance(data, (tuple, list)):
         if len(data) != 2:
@@ -233,17 +234,6 @@ def _record(cell: dict[str, Any], idx: torch.Tensor, broken: torch.Tensor, dist:
 # --------------------------------------------------------------------------------------------
 # state file
 # --------------------------------------------------------------------------------------------
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _load_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     if not path.exists():
         return None
@@ -353,7 +343,7 @@ class _Run:
 
     def save(self) -> None:
         if self.state_path is not None:
-            _write_state(self.state_path, self.state)
+            save_atomic(self.state, self.state_path)
 
 
 def _attack_params(registry: Any, plan: AttackPlan, seed: int | None) -> dict[str, Any]:
@@ -549,7 +539,7 @@ def evaluate(
     ThreatModel(norm, 0.0)  # validates the norm
     plans = _plans(attacks, params)
     eps_values = _eps_list(eps, norm)
-    x, y, dinfo = _tensors(data, n)
+    x, y, dinfo = first_samples(data, n)
     registry = registry if registry is not None else Registry.create()
     run_device = _resolve_device(device, model)
     for plan in plans:  # unknown names and bad parameters fail before any work

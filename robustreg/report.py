@@ -15,13 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .files import write_atomic
+
 __all__ = [
     "load_report",
     "render_csv",
     "render_markdown",
     "render_table",
     "plot_robust_accuracy",
-    "write_atomic",
     "write_report",
 ]
 
@@ -32,22 +33,6 @@ _MODE_NOTE = {
 }
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:

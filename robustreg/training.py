@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .defense import Defense, DefenseOutput
+from .files import save_atomic
 from .schedules import SCHEDULES, LRSchedule
 
 __all__ = [
@@ -76,7 +77,6 @@ __all__ = [
     "main",
     "parse_value",
     "run",
-    "save_atomic",
     "train",
 ]
 
@@ -309,20 +309,7 @@ def _defense_param(item: str, defense: str) -> tuple[str, Any]:
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+
 
 
 def _resolve_device(spec: str, local_rank: int | None) -> torch.device:

@@ -13,7 +13,6 @@ from robustreg.report import (
     render_csv,
     render_markdown,
     render_table,
-    write_atomic,
     write_report,
 )
 
@@ -92,14 +91,3 @@ def test_write_report_refuses_nan(tmp_path):
     with pytest.raises(ValueError):
         write_report(report, tmp_path, plot=False)
     assert not (tmp_path / "report.json").exists()
-
-
-def test_write_atomic_replaces_and_leaves_no_temp(tmp_path):
-    target = tmp_path / "a" / "f.txt"
-    write_atomic(target, "one")
-    write_atomic(target, b"two")
-    assert target.read_text() == "two"
-    with pytest.raises(TypeError):
-        write_atomic(target, object())  # a failed write keeps the old file
-    assert target.read_text() == "two"
-    assert [p.name for p in target.parent.iterdir()] == ["f.txt"]

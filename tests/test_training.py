@@ -23,7 +23,6 @@ from robustreg.training import (
     configure_parser,
     main,
     parse_value,
-    save_atomic,
     train,
 )
 from robustreg_plugins.classic import standard
@@ -189,23 +188,6 @@ def test_checkpoints_are_weights_only_and_final_is_a_state_dict(tmp_path: Path) 
     epochs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in epochs if r["kind"] == "epoch"] == [4, 8]
     assert all(0 <= r["acc_clean"] <= 1 and r["images_per_s"] > 0 for r in epochs)
-
-
-def test_save_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
-    target = tmp_path / "last.pt"
-    save_atomic({"a": torch.ones(2)}, target)
-    save_atomic({"a": torch.zeros(2)}, target)
-    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.zeros(2))
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
-
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("cannot pickle")
-
-    with pytest.raises(RuntimeError, match="cannot pickle"):
-        save_atomic({"x": Unpicklable()}, target)
-    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.zeros(2))  # the old file survives
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def test_training_is_deterministic_and_restores_global_rng(tmp_path: Path) -> None:

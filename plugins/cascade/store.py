@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustreg import ModelState, ThreatModel
+from robustreg import ModelState, ThreatModel, save_atomic
 
 from .attacks import IterFGSM
 
@@ -102,18 +101,7 @@ class CascadeStore:
         path = out / STORE_FILE
         payload = {"format": FORMAT, "x_clean": self.x_clean, "x_adv": self.x_adv, "y": self.y, "eps": self.eps,
                    "source_id": self.source_id, "source_hash": self.source_hash, "meta": dict(self.meta)}
-        fd, tmp = tempfile.mkstemp(prefix=".cascade_store.", suffix=".tmp", dir=out)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return save_atomic(payload, path)
 
 
 def _center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
