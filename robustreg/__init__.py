@@ -13,10 +13,11 @@ from .attack import (
     AttackResult,
     ModelState,
     draw_seed,
+    pgd_steps,
     projected_gradient_ascent,
     seeded_global_rngs,
 )
-from .defense import Defense, DefenseInfo, DefenseOutput
+from .defense import Defense, DefenseInfo, DefenseOutput, crafting, unwrap
 from .embedding import Embedding, embed
 from .evaluation import evaluate
 from .files import save_atomic, write_atomic
@@ -62,14 +63,17 @@ __all__ = [
     "Trainer",
     "UnknownNameError",
     "__version__",
+    "crafting",
     "draw_seed",
     "embed",
     "evaluate",
     "hookimpl",
     "parse_eps",
+    "pgd_steps",
     "projected_gradient_ascent",
     "save_atomic",
     "seeded_global_rngs",
     "train",
+    "unwrap",
     "write_atomic",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "AttackResult",
     "ModelState",
     "draw_seed",
+    "pgd_steps",
     "projected_gradient_ascent",
     "seeded_global_rngs",
 ]
@@ -274,17 +275,33 @@ def _succeeded(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | Non
     return pred == target if target is not None else pred != y
 
 
-def _ascent_run(model, loss_fn, x, y, target, threat: ThreatModel, steps: int, step_size: float,
-                random_start: bool, generator: torch.Generator) -> torch.Tensor:
-    x_adv = threat.random_point(x, generator) if random_start else x.clone()
+def pgd_steps(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    x_start: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    step_size: float,
+) -> torch.Tensor:
+    """``steps`` projected ascent steps on the scalar ``loss_fn(x_adv)`` from ``x_start`` (detached result).
+
+    linf: x <- clip(x + step_size * sign(g)) (one clamp against bounds computed once); l2:
+    x <- proj(x + step_size * g / |g|_2).  One forward and one input gradient per step
+    (``torch.autograd.grad``: parameter gradients are never filled), no host syncs.  Attacks
+    and the defenses' inner loops share it.
+    """
     linf = threat.norm == "linf"
-    if linf:  # the linf projection is one clamp against bounds computed once
+    if linf:
         lo = (x - threat.eps).clamp_min(threat.box[0])
         hi = (x + threat.eps).clamp_max(threat.box[1])
+        x_adv = torch.minimum(torch.maximum(x_start.detach(), lo), hi)
+    else:
+        x_adv = threat.project(x_start.detach(), x)
     view = (-1,) + (1,) * (x.dim() - 1)
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        (grad,) = torch.autograd.grad(loss_fn(model, x_adv, y, target), x_adv)
+        (grad,) = torch.autograd.grad(loss_fn(x_adv), x_adv)
         with torch.no_grad():
             if linf:
                 x_adv = torch.minimum(torch.maximum(x_adv + step_size * grad.sign(), lo), hi)
@@ -292,6 +309,12 @@ def _ascent_run(model, loss_fn, x, y, target, threat: ThreatModel, steps: int, s
                 g_norm = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(view)
                 x_adv = threat.project(x_adv + step_size * grad / g_norm, x)
     return x_adv.detach()
+
+
+def _ascent_run(model, loss_fn, x, y, target, threat: ThreatModel, steps: int, step_size: float,
+                random_start: bool, generator: torch.Generator) -> torch.Tensor:
+    start = threat.random_point(x, generator) if random_start else x
+    return pgd_steps(lambda xa: loss_fn(model, xa, y, target), x, start, threat, steps=steps, step_size=step_size)
 
 
 def projected_gradient_ascent(
@@ -308,13 +331,12 @@ def projected_gradient_ascent(
     restarts: int,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """The PGD loop shared by gradient attacks: ``steps`` ascent steps on ``loss_fn(model, x_adv, y, target)``.
+    """PGD with random start and restarts: :func:`pgd_steps` on ``loss_fn(model, x_adv, y, target)``.
 
-    linf: x <- clip(x + step_size * sign(g)); l2: x <- proj(x + step_size * g / |g|_2).  One forward
-    and one input gradient per step, no host syncs.  ``restarts`` runs: each later run attacks only
-    the samples no earlier run has broken (misclassified, or classified as ``target``); a sample
-    still standing keeps the latest run's point.  ``loss_fn`` returns a scalar to maximise (a
-    targeted attack's loss_fn negates its loss).
+    ``random_start`` draws the start from ``threat.random_point`` with ``generator``.  ``restarts``
+    runs: each later run attacks only the samples no earlier run has broken (misclassified, or
+    classified as ``target``); a sample still standing keeps the latest run's point.  ``loss_fn``
+    returns a scalar to maximise (a targeted attack's loss_fn negates its loss).
     """
     kw = dict(steps=steps, step_size=step_size, random_start=random_start, generator=generator)
     x_best = _ascent_run(model, loss_fn, x, y, target, threat, **kw)

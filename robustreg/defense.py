@@ -10,13 +10,17 @@ position) exposes it through ``state_dict`` / ``load_state_dict`` so that a resu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["Defense", "DefenseInfo", "DefenseOutput"]
+from .attack import ModelState
+
+__all__ = ["Defense", "DefenseInfo", "DefenseOutput", "crafting", "unwrap"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +66,30 @@ class Defense:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+# --- helpers for defenses that craft adversarial examples inside ``loss`` ------------------------
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel (attacks must not trigger DDP's sync)."""
+    inner = getattr(model, "module", None)
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) and isinstance(inner, nn.Module):
+        return inner
+    return model
+
+
+@contextmanager
+def crafting(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode, frozen parameters and grad enabled while a defense crafts its examples; all restored after.
+
+    Yields the unwrapped model (DDP's ``.module``) to attack, so crafting neither updates BatchNorm
+    statistics nor fills parameter gradients nor triggers DDP's gradient sync.
+    """
+    state = ModelState(model)
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            yield unwrap(model)
+    finally:
+        state.restore()

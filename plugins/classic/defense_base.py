@@ -26,24 +26,21 @@ through the registry.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Defense, DefenseOutput, ModelState, embed
+from robustreg import Defense, DefenseOutput, ThreatModel, crafting, embed, pgd_steps
 
 __all__ = [
     "AdversarialDefense",
-    "crafting",
     "kl_per_sample",
     "linf_pgd",
     "si_logits",
     "si_margin_ce",
-    "unwrap",
 ]
 
 
@@ -76,33 +73,6 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
-
-
-# --- model handling --------------------------------------------------------------------------------
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel (attacks must not trigger DDP's sync)."""
-    inner = getattr(model, "module", None)
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) and isinstance(inner, nn.Module):
-        return inner
-    return model
-
-
-@contextmanager
-def crafting(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode, frozen parameters and grad enabled while an attack runs; everything restored after.
-
-    Yields the unwrapped model (DDP's ``.module``) to attack.
-    """
-    inner = unwrap(model)
-    state = ModelState(model)
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        with torch.enable_grad():
-            yield inner
-    finally:
-        state.restore()
 
 
 # --- losses ----------------------------------------------------------------------------------------
@@ -138,17 +108,8 @@ def linf_pgd(
     steps: int,
     step_size: float,
 ) -> torch.Tensor:
-    """Sign-gradient ascent of ``loss_fn(x_adv)`` (a scalar) from ``x_start``, projected on the linf ball and [0, 1].
-
-    Input gradients only (``torch.autograd.grad``); returns a detached tensor.
-    """
-    lower, upper = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
-    x_adv = torch.max(torch.min(x_start.detach(), upper), lower)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        (grad,) = torch.autograd.grad(loss_fn(x_adv), x_adv)
-        x_adv = torch.max(torch.min(x_adv.detach() + step_size * grad.sign(), upper), lower)
-    return x_adv.detach()
+    """Sign-gradient ascent of ``loss_fn(x_adv)`` from ``x_start`` in the linf ball and [0, 1] (detached)."""
+    return pgd_steps(loss_fn, x, x_start, ThreatModel("linf", eps), steps=steps, step_size=step_size)
 
 
 # --- the base class --------------------------------------------------------------------------------

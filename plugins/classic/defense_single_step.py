@@ -15,14 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import DefenseInfo, DefenseOutput
+from robustreg import DefenseInfo, DefenseOutput, crafting
 
 from .defense_base import (
     AdversarialDefense,
     check_int,
     check_nonneg,
     check_unit,
-    crafting,
     linf_pgd,
     si_logits,
 )

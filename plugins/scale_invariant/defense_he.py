@@ -12,21 +12,20 @@ The model itself is not rewritten: cos(theta) comes from :func:`robustreg.embed`
 with HE predicts with ``argmax cos(theta)``; its own forward still returns ``W z + b`` — so
 ``logits_clean`` / ``logits_adv`` of the outputs are the cosine logits ``s * cos(theta)``.
 
-This plugin cannot import the classic plugin, so the small linf inner loop is written here again.
+The inner loop is the core's :func:`robustreg.pgd_steps`, as in the classic defenses.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Defense, DefenseInfo, DefenseOutput, ModelState, embed
+from robustreg import Defense, DefenseInfo, DefenseOutput, ThreatModel, crafting, embed, pgd_steps
 
 __all__ = ["HEAT", "TRADESHE", "he_logits", "he_margin_ce"]
 
@@ -54,20 +53,6 @@ def he_margin_ce(scaled_cos: torch.Tensor, y: torch.Tensor, s: float, m: float) 
 def _kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     log_p, log_q = F.log_softmax(logits_p, dim=1), F.log_softmax(logits_q, dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
-
-
-@contextmanager
-def _crafting(model: nn.Module) -> Iterator[nn.Module]:
-    inner = model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
-    state = ModelState(model)
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        with torch.enable_grad():
-            yield inner
-    finally:
-        state.restore()
 
 
 class _HEDefense(Defense):
@@ -108,15 +93,10 @@ class _HEDefense(Defense):
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> torch.Tensor:
         """linf PGD on the HE adversarial objective, in eval mode, input gradients only (detached result)."""
         x, y = x.detach(), y.detach()
-        lower, upper = (x - self.eps).clamp(min=0.0), (x + self.eps).clamp(max=1.0)
-        x_adv = torch.max(torch.min(self.start_point(x, step), upper), lower)
-        with _crafting(model) as net:
-            loss_fn = self.attack_loss(net, x, y)
-            for _ in range(self.steps):
-                x_adv.requires_grad_(True)
-                (grad,) = torch.autograd.grad(loss_fn(x_adv), x_adv)
-                x_adv = torch.max(torch.min(x_adv.detach() + self.step_size * grad.sign(), upper), lower)
-        return x_adv.detach()
+        start = self.start_point(x, step)
+        with crafting(model) as net:
+            return pgd_steps(self.attack_loss(net, x, y), x, start, ThreatModel("linf", self.eps), steps=self.steps,
+                             step_size=self.step_size)
 
     def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
         raise NotImplementedError
