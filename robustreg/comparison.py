@@ -7,8 +7,8 @@ relative to the native attack), the largest perturbation, the attack's own summa
 for each pair of toolkits the fraction of samples on which they agree (both broken or both not).
 
 The core knows no toolkit: it only builds names and looks them up in the registry.  Where a
-toolkit spells an attack differently, :data:`ALIASES` says so -- plain data, one row per
-(attack, toolkit[, norm]) -- so adding a toolkit or an alias never adds a code branch.
+toolkit spells an attack differently, the toolkit's plugin says so when it registers the entry
+(``registrar.add_attack(..., same_as={"fgsm": {}})``), so adding a toolkit never adds a code branch.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,7 @@ from .registry import AttackSpec, Registry
 from .threat import NORMS, ThreatModel, parse_eps
 
 __all__ = [
-    "ALIASES",
     "DEFAULT_TOOLKITS",
-    "Alias",
     "add_parser",
     "agreement",
     "compare",
@@ -52,30 +50,6 @@ DEFAULT_TOOLKITS = ("native", "torchattacks", "art", "autoattack")
 
 
 @dataclass(frozen=True)
-class Alias:
-    """``attack`` from ``toolkit`` (for ``norm``, or any norm if None) is registered as ``name``,
-    built with ``params`` added (e.g. the loss of a toolkit's generic APGD).  ``name=None``: the
-    toolkit has no such attack even though the default name might exist."""
-
-    attack: str
-    toolkit: str
-    name: str | None
-    norm: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-# Names that differ per toolkit.  Kept as data here because the registry has no alias mechanism
-# yet; the default name is ``attack`` for "native" and ``"<toolkit>:<attack>"`` otherwise.
-ALIASES: tuple[Alias, ...] = (
-    Alias("fgsm", "art", "art:fgm"),
-    Alias("pgd", "torchattacks", "torchattacks:pgdl2", norm="l2"),
-    Alias("apgd-ce", "torchattacks", "torchattacks:apgd", params={"loss": "ce"}),
-    Alias("apgd-dlr", "torchattacks", "torchattacks:apgd", params={"loss": "dlr"}),
-    Alias("autoattack", "autoattack", "autoattack:standard"),
-)
-
-
-@dataclass(frozen=True)
 class Resolved:
     """Where ``attack`` from ``toolkit`` lives: the spec (None if unavailable) and why not."""
 
@@ -86,28 +60,22 @@ class Resolved:
     reason: str = ""
 
 
-def resolve(
-    registry: Registry, attack: str, toolkit: str, norm: str, aliases: Iterable[Alias] = ALIASES
-) -> Resolved:
-    """Find ``attack`` of ``toolkit`` for ``norm`` in the registry (an alias for that norm first,
-    then one for any norm, then the default name)."""
-    chosen: Alias | None = None
-    for alias in aliases:
-        if alias.attack == attack and alias.toolkit == toolkit and alias.norm in (norm, None):
-            if chosen is None or (alias.norm is not None and chosen.norm is None):
-                chosen = alias
+def resolve(registry: Registry, attack: str, toolkit: str, norm: str) -> Resolved:
+    """Find ``attack`` of ``toolkit`` for ``norm``: the entry of the default name (``attack`` for
+    "native", ``"<toolkit>:<attack>"`` otherwise) if it supports ``norm``, else an entry of that
+    toolkit registered with ``same_as`` naming ``attack`` that does (built with its parameters)."""
     default = attack if toolkit == "native" else f"{toolkit}:{attack}"
-    name = chosen.name if chosen is not None else default
-    params = dict(chosen.params) if chosen is not None else {}
-    if name is None:
-        return Resolved(toolkit, default, None, params, f"{toolkit} has no {attack}")
-    spec = registry.entries("attacks").get(name)
+    entries = registry.entries("attacks")
+    spec = entries.get(default)
+    if spec is not None and norm in spec.info.norms:
+        return Resolved(toolkit, default, spec, {})
+    for name, other in entries.items():
+        if attack in other.same_as and other.info.toolkit == toolkit and norm in other.info.norms:
+            return Resolved(toolkit, name, other, dict(other.same_as[attack]))
     if spec is None:
-        return Resolved(toolkit, name, None, params, f"{name!r} is not registered")
-    if norm not in spec.info.norms:
-        supported = ", ".join(spec.info.norms)
-        return Resolved(toolkit, name, None, params, f"{name} does not support {norm} (only {supported})")
-    return Resolved(toolkit, name, spec, params)
+        return Resolved(toolkit, default, None, {}, f"{default!r} is not registered")
+    supported = ", ".join(spec.info.norms)
+    return Resolved(toolkit, default, None, {}, f"{default} does not support {norm} (only {supported})")
 
 
 def _accepted(spec: AttackSpec, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -244,9 +212,8 @@ def compare(
     x, y, _ = first_samples(data, n)
     resolved = [resolve(registry, attack, t, norm) for t in toolkits]
     if all(r.spec is None for r in resolved):
-        known = sorted({a.attack for a in ALIASES})
         raise ValueError(f"no toolkit among {', '.join(toolkits)} has attack {attack!r} for {norm} "
-                         f"(aliases are known for {', '.join(known)}; `robustreg list attacks` shows all)")
+                         "(`robustreg list attacks` shows every registered name)")
 
     state = ModelState(model)
     model_device = next((p.device for p in model.parameters()), None)

@@ -74,6 +74,7 @@ class AttackSpec:
     plugin: str
     summary: str = ""
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    same_as: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def build(self, threat: ThreatModel, **params: Any) -> Attack:
         """Build the attack for ``threat`` with ``defaults`` updated by ``params``.
@@ -174,17 +175,26 @@ class Registrar:
         info: AttackInfo | None = None,
         summary: str | None = None,
         defaults: Mapping[str, Any] | None = None,
+        same_as: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """Register ``factory(threat, **params) -> Attack``; ``info`` defaults to ``factory.info``.
 
         ``defaults``: parameters applied whenever the attack is built by name (and shown by
-        ``robustreg list``); a caller's parameters override them.
+        ``robustreg list``); a caller's parameters override them.  ``same_as``: the common names
+        this entry implements under a name of its own, each with the parameters that select it,
+        for ``robustreg compare`` -- e.g. a toolkit's generic APGD registered as
+        ``same_as={"apgd-ce": {"loss": "ce"}, "apgd-dlr": {"loss": "dlr"}}``.
         """
         info = info if info is not None else getattr(factory, "info", None)
         if not isinstance(info, AttackInfo):
             raise TypeError(f"attack {name!r} of plugin {self.plugin!r} needs an AttackInfo (info=...)")
+        same_as = {key: dict(value) for key, value in (same_as or {}).items()}
+        bad = [key for key in same_as if not isinstance(key, str) or not _NAME.match(key)]
+        if bad:
+            raise ValueError(f"same_as of attack {name!r} (plugin {self.plugin!r}) must map attack names to "
+                             f"parameter dicts, got keys {bad!r}")
         self._add("attacks", AttackSpec(name, factory, info, self.plugin, _summary(factory, summary or info.summary),
-                                        dict(defaults or {})))
+                                        dict(defaults or {}), same_as))
 
     def add_defense(
         self,

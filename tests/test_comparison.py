@@ -10,10 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, Registry, hookimpl
+from robustreg import Attack, AttackInfo, PluginLoadError, Registry, hookimpl
 from robustreg.comparison import (
-    ALIASES,
-    Alias,
     add_parser,
     agreement,
     compare,
@@ -93,14 +91,38 @@ def test_resolve_reports_what_is_missing(reg, attack, toolkit, norm, reason):
     assert res.spec is None and reason in res.reason
 
 
-def test_aliases_are_data_and_norm_specific_wins(reg):
-    aliases = (Alias("pgd", "torchattacks", "torchattacks:bim"),
-               Alias("pgd", "torchattacks", "torchattacks:pgdl2", norm="l2"))
-    assert resolve(reg, "pgd", "torchattacks", "l2", aliases).name == "torchattacks:pgdl2"
-    assert resolve(reg, "pgd", "torchattacks", "linf", aliases).name == "torchattacks:bim"
-    missing = resolve(reg, "pgd", "torchattacks", "linf", (Alias("pgd", "torchattacks", None),))
-    assert missing.spec is None and "has no pgd" in missing.reason
-    assert all(isinstance(a, Alias) for a in ALIASES)
+def test_same_as_resolves_names_that_differ_per_toolkit(reg):
+    pgd_l2 = resolve(reg, "pgd", "torchattacks", "l2")
+    assert (pgd_l2.name, dict(pgd_l2.params)) == ("torchattacks:pgdl2", {})
+    assert resolve(reg, "pgd", "torchattacks", "linf").name == "torchattacks:pgd"  # the default name first
+    apgd = resolve(reg, "apgd-dlr", "torchattacks", "linf")
+    assert (apgd.name, dict(apgd.params)) == ("torchattacks:apgd", {"loss": "dlr"})
+    assert resolve(reg, "fgsm", "art", "linf").name == "art:fgm"
+    assert resolve(reg, "autoattack", "autoattack", "l2").name == "autoattack:standard"
+
+
+def test_a_third_party_same_as_is_found(tmp_path):
+    class Fake(Attack):
+        info = AttackInfo(norms=("linf",), toolkit="faketk", source="tests")
+
+        def perturb(self, model, x, y, generator, target=None):
+            return x
+
+    class Plugin:
+        @hookimpl
+        def robustreg_register_attacks(self, registrar):
+            registrar.add_attack("faketk:my-pgd", Fake, same_as={"pgd": {"steps": 3}})
+
+    reg = Registry.create(entry_points=False, plugins=[("fake", Plugin())])
+    res = resolve(reg, "pgd", "faketk", "linf")
+    assert (res.name, dict(res.params)) == ("faketk:my-pgd", {"steps": 3})
+    with pytest.raises(PluginLoadError, match="same_as of attack 'faketk:x'"):
+        class Bad:
+            @hookimpl
+            def robustreg_register_attacks(self, registrar):
+                registrar.add_attack("faketk:x", Fake, same_as={"Not A Name": {}})
+
+        Registry.create(entry_points=False, plugins=[("bad", Bad())], strict=True)
 
 
 # --- agreement --------------------------------------------------------------------------------------

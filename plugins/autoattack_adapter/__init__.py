@@ -10,10 +10,12 @@ import robustreg
 
 from .attacks import ENTRIES
 
+SAME_AS = {"autoattack:standard": {"autoattack": {}}}  # for robustreg compare
+
 __all__ = ["robustreg_register_attacks"]
 
 
 @robustreg.hookimpl
 def robustreg_register_attacks(registrar):
     for cls in ENTRIES:
-        registrar.add_attack(cls.name, cls)
+        registrar.add_attack(cls.name, cls, same_as=SAME_AS.get(cls.name))

@@ -306,20 +306,7 @@ class Pivot(_Similarity):
 
     Paper 000 (Na et al. 2018, arXiv:1708.02582) section 3.2: as :class:`Bidirectional` but E_i is
     detached (the paper's non-trainable copy of the clean embedding), so only E^adv moves.
-
-    Parameters (keyword-only):
-
-    - ``method`` ("step_ll" | "step_fgsm" | "step_both", default "step_ll").
-    - ``max_eps`` (float, default 16/255): eps ~ |N(0, max_eps/2)| clipped to [0, max_eps], [0, 1] units.
-    - ``adv_fraction`` (float, default 1.0): k / (m - k), adversarial copies per clean image; the
-      first k = round(adv_fraction * B) images of the trainer's batch of B get one (paper: 64 clean
-      + 64 adversarial = 128).
-    - ``lam`` (float, default 0.3), ``lam2`` (float, default 1e-4): weights of the adversarial CE and
-      of the distance.
-    - ``power`` (1 or 2, default 2): the N of |E_adv - E|_N^N.
-    - ``embedding`` ("logits" | "features", default "logits"): E; "features" (the input of the
-      final ``nn.Linear``) comes from :func:`robustreg.embed`.
-    - ``seed`` (int, default 0), ``craft_eval`` (bool, default True): as :class:`Kurakin`.
+    Parameters, defaults and norm: as :class:`Bidirectional`.
 
     Example::
 

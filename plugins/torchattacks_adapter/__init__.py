@@ -10,10 +10,15 @@ import robustreg
 
 from .entries import ENTRIES
 
+SAME_AS = {  # for robustreg compare: names that differ from the common ones
+    "torchattacks:pgdl2": {"pgd": {}},
+    "torchattacks:apgd": {"apgd-ce": {"loss": "ce"}, "apgd-dlr": {"loss": "dlr"}},
+}
+
 __all__ = ["robustreg_register_attacks"]
 
 
 @robustreg.hookimpl
 def robustreg_register_attacks(registrar):
     for cls in ENTRIES:
-        registrar.add_attack(cls.name, cls, defaults=cls.default_params())
+        registrar.add_attack(cls.name, cls, defaults=cls.default_params(), same_as=SAME_AS.get(cls.name))
