@@ -14,7 +14,7 @@ Two bare baselines: as a user calls the toolkit (parameters require grad, so too
 it (input gradients only).  overhead = adapter / frozen bare.  Medians over ``--repeats`` interleaved
 runs.  Model and data: the PGD-trained LeNet-5 and the first ``--n`` MNIST test images (../shared).
 
-    python benchmarks/adapter_overhead.py [--n 100] [--aa-n 32] [--repeats 5] [--device cpu]
+    python benchmarks/adapter_overhead.py [--n 100] [--aa-n 32] [--repeats 5] [--device cpu] [--threads 1]
 """
 
 from __future__ import annotations
@@ -115,7 +115,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", default="*", help="fnmatch pattern of entries to run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.getLogger("auto-attack").setLevel(logging.ERROR)
     device = torch.device(args.device)
     registry = Registry.create()

@@ -269,7 +269,7 @@ class Attack:
         return f"{type(self).__name__}({self.threat.describe()}, seed={self.seed})"
 
 
-
+# --- the projected-gradient loop shared by attacks and the defenses' inner loops -----------------
 def _succeeded(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     pred = logits.argmax(dim=1)
     return pred == target if target is not None else pred != y
