@@ -12,7 +12,9 @@ same inputs, the same parameters and the same seed, so both do the same work:
 Two bare baselines: as a user calls the toolkit (parameters require grad, so toolkits that call
 ``backward()`` also compute parameter gradients), and with the parameters frozen, as the adapters run
 it (input gradients only).  overhead = adapter / frozen bare.  Medians over ``--repeats`` interleaved
-runs.  Model and data: the PGD-trained LeNet-5 and the first ``--n`` MNIST test images (../shared).
+runs.  Model and data: the PGD-trained LeNet-5 and the first ``--n`` MNIST test images (../shared);
+``--aa-n`` for the AutoAttack entries and torchattacks' AutoAttack variant.  Tables:
+``results/adapter_overhead_torchattacks.md`` and ``results/adapter_overhead_autoattack.md``.
 
     python benchmarks/adapter_overhead.py [--n 100] [--aa-n 32] [--repeats 5] [--device cpu] [--threads 1]
 """
@@ -123,16 +125,17 @@ def main() -> None:
     device = torch.device(args.device)
     registry = Registry.create()
     model, x_all, y_all = real_model_and_data("mnist", max(args.n, args.aa_n), device)
-    rows = []
+    rows: dict[str, list[list[object]]] = {"torchattacks": [], "autoattack": []}
 
     def record(name: str, threat: ThreatModel, n: int, ours: float, bare: float, bare_frozen: float) -> None:
-        rows.append([name, threat.describe(), n, ours, bare, bare_frozen, ours / bare_frozen, ours / bare])
-        save()  # after every row, so an interrupted run keeps what it measured
+        toolkit = name.split(":", 1)[0]
+        rows[toolkit].append([name, threat.describe(), n, ours, bare, bare_frozen, ours / bare_frozen, ours / bare])
+        save(toolkit)  # after every row, so an interrupted run keeps what it measured
         print(f"{name:28s} {threat.describe():14s} n={n:4d} ours {ours:8.3f}s  bare {bare:8.3f}s  "
               f"bare-frozen {bare_frozen:8.3f}s  overhead {ours / bare_frozen:.3f}x  vs user-style {ours / bare:.3f}x",
               flush=True)
 
-    def save() -> object:
+    def save(toolkit: str) -> object:
         header = ["entry", "threat", "n", "adapter s", "bare s", "bare frozen s", "overhead (vs frozen)",
                   "vs user-style bare"]
         body = (
@@ -140,19 +143,20 @@ def main() -> None:
             f"warm-up; device {device}; torch threads {torch.get_num_threads()}.\n"
             "overhead = adapter time / bare toolkit time with the parameters frozen (the same work: input "
             "gradients only); the last column compares with the toolkit called as a user would (parameters "
-            "require grad).\n\n" + markdown_table(header, rows)
+            "require grad).\n\n" + markdown_table(header, rows[toolkit])
         )
-        return write_report("adapter_overhead", "torchattacks / AutoAttack adapter overhead", body)
+        return write_report(f"adapter_overhead_{toolkit}", f"{toolkit} adapter overhead", body)
 
-    x, y = x_all[: args.n], y_all[: args.n]
     for name, threat, params in TA_CASES:
         if not fnmatch.fnmatchcase(name, args.only):
             continue
+        n = args.aa_n if name == "torchattacks:autoattack" else args.n  # an AutoAttack-sized budget
+        x, y = x_all[:n], y_all[:n]
         attack = registry.build_attack(name, threat, seed=SEED, **params)
         ours, bare, bare_frozen = interleaved_medians(
-            [lambda a=attack: a(model, x, y), bare_torchattacks(attack, model, x, y, False),
+            [lambda a=attack, x=x, y=y: a(model, x, y), bare_torchattacks(attack, model, x, y, False),
              bare_torchattacks(attack, model, x, y, True)], device, args.repeats)
-        record(name, threat, args.n, ours, bare, bare_frozen)
+        record(name, threat, n, ours, bare, bare_frozen)
 
     x, y = x_all[: args.aa_n], y_all[: args.aa_n]
     for name, subs in AA_CASES:
@@ -164,8 +168,7 @@ def main() -> None:
              bare_autoattack(LINF, subs, model, x, y, True)], device, args.repeats)
         record(name, LINF, args.aa_n, ours, bare, bare_frozen)
 
-    path = save()
-    print(f"\n{machine()}\nwrote {path}")
+    print(f"\n{machine()}\nwrote " + ", ".join(str(save(t)) for t, r in rows.items() if r))
 
 
 if __name__ == "__main__":
