@@ -303,8 +303,10 @@ def pgd_steps(
         x_adv.requires_grad_(True)
         (grad,) = torch.autograd.grad(loss_fn(x_adv), x_adv)
         with torch.no_grad():
-            if linf:
-                x_adv = torch.minimum(torch.maximum(x_adv + step_size * grad.sign(), lo), hi)
+            if linf:  # in place: one image-sized temporary per step instead of four
+                x_adv.add_(grad.sign(), alpha=step_size)  # grad may be an expanded view: no sign_()
+                torch.maximum(x_adv, lo, out=x_adv)
+                torch.minimum(x_adv, hi, out=x_adv)
             else:
                 g_norm = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(view)
                 x_adv = threat.project(x_adv + step_size * grad / g_norm, x)
