@@ -3,8 +3,9 @@
 An attack is built with a :class:`~robustreg.threat.ThreatModel` and its own keyword parameters and
 called as ``attack(model, x, y) -> x_adv``.  The base class, not each attack, guarantees the
 contract: inputs are checked, the result is projected into the eps ball and the box and then
-verified, the model's train/eval mode and its parameters' ``.grad`` / ``requires_grad`` are restored,
-the caller's tensors are never written to, and randomness comes from a local ``torch.Generator``.
+verified, the parameters are frozen while the attack runs (input gradients only) and the model's
+train/eval mode and its parameters' ``.grad`` / ``requires_grad`` are restored after, the caller's
+tensors are never written to, and randomness comes from a local ``torch.Generator``.
 Subclasses implement :meth:`Attack.perturb` only.
 """
 
@@ -175,6 +176,10 @@ class Attack:
         state = ModelState(model)
         try:
             state.clear_grads()
+            # Attacks need input gradients only: frozen parameters keep a toolkit's backward() (CW, FAB,
+            # DeepFool, AutoAttack) from computing and filling parameter gradients.  Restored below.
+            for p in model.parameters():
+                p.requires_grad_(False)
             self._check_inputs(model, x, y, target)
             if self.eval_mode:
                 model.eval()

@@ -330,8 +330,6 @@ class ArtAttack(Attack):
     ) -> AttackResult:
         import_art(self.label())
         forward, classifier = classifier_for(model, x, self.threat.box, probabilities=self.probabilities)
-        for p in model.parameters():  # input gradients only; the base restores requires_grad
-            p.requires_grad_(False)
         seed = draw_seed(generator)
         x_np, y_np = to_numpy(x), one_hot(y, classifier.nb_classes)
         with seeded_global_rngs(seed, x.device), _quiet_art():

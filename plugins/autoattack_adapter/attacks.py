@@ -150,9 +150,6 @@ class AutoAttackEntry(Attack):
         seed = self.seed if self.seed is not None else draw_seed(generator)
         with torch.no_grad():
             num_classes = int(model(x[:1]).shape[1])
-        # Input gradients only (FAB calls backward()); the base restores requires_grad and .grad.
-        for p in model.parameters():
-            p.requires_grad_(False)
         with seeded_global_rngs(seed, x.device), quiet(self.verbose):
             adversary = toolkit.build(model, norm=self.threat.norm, eps=self.threat.eps, seed=seed,
                                       version=self.version, device=x.device, verbose=self.verbose)

@@ -151,10 +151,6 @@ class TorchattacksAttack(Attack):
         # generator (or our seed) inside fork_rng so the caller's global RNG state is left untouched.
         seed = self.seed if self.seed is not None else draw_seed(generator)
         kwargs = self.toolkit_kwargs(model, x, seed)
-        # Input gradients only: CW, FAB and DeepFool call backward(), which would also fill parameter
-        # gradients.  The base restores requires_grad and .grad afterwards.
-        for p in model.parameters():
-            p.requires_grad_(False)
         with seeded_global_rngs(seed, x.device):
             attack = getattr(ta, self.spec.toolkit_class)(model, **kwargs)
             if not self.eval_mode and model.training:
