@@ -22,6 +22,7 @@ from .embedding import Embedding, embed
 from .evaluation import evaluate
 from .files import save_atomic, write_atomic
 from .hookspecs import hookimpl
+from .params import Param, ParamError, ParamSet, ParamTypeError, UnknownParamError
 from .registry import (
     AttackSpec,
     DatasetSpec,
@@ -54,6 +55,10 @@ __all__ = [
     "Embedding",
     "ModelSpec",
     "ModelState",
+    "Param",
+    "ParamError",
+    "ParamSet",
+    "ParamTypeError",
     "PluginLoadError",
     "Registrar",
     "Registry",
@@ -62,6 +67,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "UnknownNameError",
+    "UnknownParamError",
     "__version__",
     "crafting",
     "draw_seed",

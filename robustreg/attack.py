@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .params import Param, ParamSet
 from .threat import NORMS, ThreatModel
 
 __all__ = [
@@ -37,6 +38,14 @@ __all__ = [
 ]
 
 KINDS = ("white-box", "score", "decision", "transfer")
+
+#: Parameters every attack takes (declared after its own).
+COMMON_PARAMS = ParamSet([
+    Param("seed", "int", None, "seed of the attack's local generator; None draws one from torch's global RNG",
+          low=0, high=2**63 - 1, optional=True),
+    Param("eval_mode", "bool", True, "put the model in eval mode while attacking (its mode is restored after)"),
+])
+_RESERVED = frozenset({"threat", "info", "name", "params", "config", "run", "perturb", "label", "declaration"})
 
 
 class AttackError(RuntimeError):
@@ -120,25 +129,53 @@ class Attack:
     - ``eval_mode``: put the model in eval mode while attacking (default True); the mode found is
       restored afterwards either way.
 
-    A subclass sets the class attribute ``info`` and implements :meth:`perturb`.  Its own parameters
-    are constructor arguments validated there, never attributes set after construction.
+    A subclass sets the class attribute ``info``, declares its parameters in ``params`` (a
+    :class:`robustreg.ParamSet` of :class:`robustreg.Param`) and implements :meth:`perturb`.  The base
+    validates the constructor's keyword arguments against the declaration (unknown names, types,
+    ranges: one-line errors naming the attack) and sets each as an attribute; :meth:`setup` may derive
+    more.  Nothing is set after construction.
     """
 
     info: ClassVar[AttackInfo]
     name: ClassVar[str] = ""
+    params: ClassVar[ParamSet] = ParamSet()
 
-    def __init__(self, threat: ThreatModel, *, seed: int | None = None, eval_mode: bool = True) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("params")
+        if callable(declared) or not isinstance(cls.params, ParamSet):  # TEMPORARY: a legacy params() method
+            return
+        if declared is not None and not isinstance(declared, ParamSet):
+            cls.params = ParamSet(declared)  # a tuple of Params is accepted
+        reserved = sorted(set(cls.params.names()) & (_RESERVED | set(COMMON_PARAMS.names())))
+        if reserved:
+            raise TypeError(f"{cls.__name__} declares reserved parameter name(s) {', '.join(reserved)}")
+
+    @classmethod
+    def declaration(cls) -> ParamSet:
+        """Every parameter the attack takes: its own, then ``seed`` and ``eval_mode``."""
+        own = cls.params if isinstance(cls.params, ParamSet) else ParamSet()  # TEMPORARY: legacy adapters
+        return own + COMMON_PARAMS
+
+    def __init__(self, threat: ThreatModel, **params: Any) -> None:
         if not isinstance(threat, ThreatModel):
             raise TypeError(f"threat must be a robustreg.ThreatModel, got {type(threat).__name__}")
         if threat.norm not in self.info.norms:
             raise ValueError(
                 f"{self.label()} supports norm(s) {', '.join(self.info.norms)}, got norm={threat.norm!r}"
             )
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        values = self.declaration().resolve(self.label(), params)
         self.threat = threat
-        self.seed = seed
-        self.eval_mode = bool(eval_mode)
+        self.seed: int | None = values.pop("seed")
+        self.eval_mode: bool = values.pop("eval_mode")
+        #: the attack's own parameters, validated against :attr:`params` (defaults filled in)
+        self.config: dict[str, Any] = values
+        for key, value in values.items():
+            setattr(self, key, value)
+        self.setup()
+
+    def setup(self) -> None:
+        """Checks across parameters and derived values, after the declared ones are set (override)."""
 
     # --- what subclasses implement -------------------------------------------------------
     def perturb(

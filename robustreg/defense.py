@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .attack import ModelState
+from .params import ParamSet
 
 __all__ = ["Defense", "DefenseInfo", "DefenseOutput", "crafting", "unwrap"]
 
@@ -47,11 +48,50 @@ class DefenseOutput:
     logits_adv: torch.Tensor | None = None
 
 
+_RESERVED = frozenset({"info", "name", "params", "config", "loss", "state_dict", "load_state_dict", "declaration"})
+
+
 class Defense:
-    """Base class of every defense.  Subclasses set ``info`` and implement :meth:`loss`."""
+    """Base class of every defense.
+
+    Subclasses set ``info``, declare their parameters in ``params`` (a :class:`robustreg.ParamSet`)
+    and implement :meth:`loss`.  The base validates the constructor's keyword arguments against the
+    declaration (one-line errors naming the defense) and sets each as an attribute; :meth:`setup`
+    may derive more.
+    """
 
     info: ClassVar[DefenseInfo]
     name: ClassVar[str] = ""
+    params: ClassVar[ParamSet] = ParamSet()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("params")
+        if callable(declared) or not isinstance(cls.params, ParamSet):  # TEMPORARY: a legacy params() method
+            return
+        if declared is not None and not isinstance(declared, ParamSet):
+            cls.params = ParamSet(declared)
+        reserved = sorted(set(cls.params.names()) & _RESERVED)
+        if reserved:
+            raise TypeError(f"{cls.__name__} declares reserved parameter name(s) {', '.join(reserved)}")
+
+    @classmethod
+    def declaration(cls) -> ParamSet:
+        return cls.params if isinstance(cls.params, ParamSet) else ParamSet()  # TEMPORARY: legacy params()
+
+    @classmethod
+    def label(cls) -> str:
+        return cls.name or cls.__name__
+
+    def __init__(self, **params: Any) -> None:
+        #: the defense's parameters, validated against :attr:`params` (defaults filled in)
+        self.config: dict[str, Any] = self.declaration().resolve(self.label(), params)
+        for key, value in self.config.items():
+            setattr(self, key, value)
+        self.setup()
+
+    def setup(self) -> None:
+        """Checks across parameters and derived values, after the declared ones are set (override)."""
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
         raise NotImplementedError
