@@ -6,22 +6,31 @@ entry-point group with the hooks in :mod:`robustreg.hookspecs`.
 
 from __future__ import annotations
 
+from .ascent import draw_seed, pgd_steps, projected_gradient_ascent, seeded_global_rngs
 from .attack import (
     Attack,
     AttackError,
     AttackInfo,
     AttackResult,
     ModelState,
-    draw_seed,
-    pgd_steps,
-    projected_gradient_ascent,
-    seeded_global_rngs,
 )
-from .defense import Defense, DefenseInfo, DefenseOutput, crafting, unwrap
-from .embedding import Embedding, embed
-from .evaluation import evaluate
+from .commands import (
+    UsageError,
+    add_model_data_args,
+    add_run_args,
+    check_run_args,
+    eps_list,
+    param_values,
+    run_evaluation,
+)
+from .data import LabeledData, load_data
+from .defense import Defense, DefenseInfo, DefenseOutput, ExtraTerm, ForwardPass, Mechanism, crafting, unwrap
+from .embedding import Embedding, Head, apply_head, embed
+from .errors import UserError
+from .evaluation import EvalConfig, Mode, evaluate
 from .files import save_atomic, write_atomic
 from .hookspecs import hookimpl
+from .models import build_model
 from .params import Param, ParamError, ParamSet, ParamTypeError, UnknownParamError
 from .registry import (
     AttackSpec,
@@ -35,6 +44,7 @@ from .registry import (
     RegistryError,
     UnknownNameError,
 )
+from .runtime import resolve_device
 from .threat import ThreatModel, parse_eps
 from .training import TrainConfig, Trainer, train
 
@@ -53,6 +63,13 @@ __all__ = [
     "DefenseSpec",
     "DuplicateNameError",
     "Embedding",
+    "EvalConfig",
+    "ExtraTerm",
+    "Head",
+    "ForwardPass",
+    "LabeledData",
+    "Mechanism",
+    "Mode",
     "ModelSpec",
     "ModelState",
     "Param",
@@ -68,18 +85,30 @@ __all__ = [
     "Trainer",
     "UnknownNameError",
     "UnknownParamError",
-    "__version__",
+    "UsageError",
+    "UserError",
+    "add_model_data_args",
+    "apply_head",
+    "add_run_args",
+    "build_model",
+    "check_run_args",
     "crafting",
     "draw_seed",
     "embed",
+    "eps_list",
     "evaluate",
     "hookimpl",
+    "load_data",
+    "param_values",
     "parse_eps",
     "pgd_steps",
     "projected_gradient_ascent",
+    "resolve_device",
+    "run_evaluation",
     "save_atomic",
     "seeded_global_rngs",
     "train",
     "unwrap",
     "write_atomic",
+    "__version__",
 ]

@@ -2,22 +2,21 @@
 
 An attack is built with a :class:`~robustreg.threat.ThreatModel` and its own keyword parameters and
 called as ``attack(model, x, y) -> x_adv``.  The base class, not each attack, guarantees the
-contract: inputs are checked, the result is projected into the eps ball and the box and then
-verified, the parameters are frozen while the attack runs (input gradients only) and the model's
-train/eval mode and its parameters' ``.grad`` / ``requires_grad`` are restored after, the caller's
-tensors are never written to, and randomness comes from a local ``torch.Generator``.
+contract: inputs are checked, the attack's own result is verified to lie in the eps ball and the
+box up to float rounding (an :class:`AttackError` otherwise: the base never hides a bug by
+projecting; only rounding is clamped, then verified again), the parameters are frozen while the
+attack runs (input gradients only) and the model's train/eval mode and its parameters' ``.grad`` /
+``requires_grad`` are restored after, the caller's tensors are never written to, and randomness
+comes from a local ``torch.Generator``.
 Subclasses implement :meth:`Attack.perturb` only.
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
-from collections.abc import Callable, Iterator
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -25,19 +24,32 @@ from .params import Param, ParamSet
 from .threat import NORMS, ThreatModel
 
 __all__ = [
+    "BOX_SLACK",
     "KINDS",
     "Attack",
     "AttackError",
     "AttackInfo",
     "AttackResult",
     "ModelState",
-    "draw_seed",
-    "pgd_steps",
-    "projected_gradient_ascent",
-    "seeded_global_rngs",
+    "ball_slack",
 ]
 
 KINDS = ("white-box", "score", "decision", "transfer")
+
+#: How far outside the box an attack's own output may be (float rounding), in pixel units.
+BOX_SLACK = 1e-6
+
+
+def ball_slack(threat: ThreatModel, x: torch.Tensor) -> float:
+    """How far beyond eps an attack's own output may be: float rounding, not a bug.
+
+    1e-6 relative to eps plus one unit in the last place of the box's largest magnitude per
+    coordinate the norm adds up (linf 1, l2 sqrt(d), l1 d; d the size of one sample).
+    """
+    d = x[0].numel() if x.dim() > 0 and x.shape[0] > 0 else 1
+    ulp = torch.finfo(x.dtype).eps * max(abs(threat.box[0]), abs(threat.box[1]))
+    per_norm = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[threat.norm]
+    return 1e-6 * threat.eps + per_norm * ulp
 
 #: Parameters every attack takes (declared after its own).
 COMMON_PARAMS = ParamSet([
@@ -59,11 +71,13 @@ class AttackInfo:
     ``kind``: white-box (gradients), score (probabilities only), decision (labels only) or transfer.
     ``source``: the paper (e.g. ``"paper 004"`` or a citation) or the toolkit it comes from.
     ``toolkit``: ``"native"`` for robustreg's own code, else the wrapped toolkit's name.
+    ``single_step``: one gradient step (FGSM-like), for the ``iterative-beats-single-step`` check.
     """
 
     norms: tuple[str, ...]
     kind: str = "white-box"
     targeted: bool = False
+    single_step: bool = False
     needs_embedding: bool = False
     randomized: bool = False
     source: str = ""
@@ -85,11 +99,28 @@ class AttackResult:
 
     ``queries``: model queries spent per sample (black-box attacks), else None.
     ``extras``: per-sample tensors or scalars worth reporting (e.g. RayS' boundary distance).
+    ``reductions``: how the evaluation reduces an extra over the batches it ran on, by name:
+    ``"mean"`` (the default for a name not listed: per-sample values averaged over the attacked
+    points, scalars averaged over batches weighted by batch size) or ``"sum"`` (per-sample values
+    and per-batch scalars added up, e.g. wall time ``{"seconds:apgd-ce": "sum"}``).
     """
+
+    REDUCTIONS: ClassVar[tuple[str, ...]] = ("mean", "sum")
 
     x_adv: torch.Tensor
     queries: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    reductions: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, how in self.reductions.items():
+            if how not in self.REDUCTIONS:
+                raise ValueError(f"AttackResult.reductions[{key!r}] must be one of "
+                                 f"{', '.join(map(repr, self.REDUCTIONS))}, got {how!r}")
+
+    def reduction(self, key: str) -> str:
+        """How extra ``key`` is reduced over batches: "sum" if declared so, else "mean"."""
+        return self.reductions.get(key, "mean")
 
 
 class ModelState:
@@ -143,8 +174,6 @@ class Attack:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         declared = cls.__dict__.get("params")
-        if callable(declared) or not isinstance(cls.params, ParamSet):  # TEMPORARY: a legacy params() method
-            return
         if declared is not None and not isinstance(declared, ParamSet):
             cls.params = ParamSet(declared)  # a tuple of Params is accepted
         reserved = sorted(set(cls.params.names()) & (_RESERVED | set(COMMON_PARAMS.names())))
@@ -154,8 +183,7 @@ class Attack:
     @classmethod
     def declaration(cls) -> ParamSet:
         """Every parameter the attack takes: its own, then ``seed`` and ``eval_mode``."""
-        own = cls.params if isinstance(cls.params, ParamSet) else ParamSet()  # TEMPORARY: legacy adapters
-        return own + COMMON_PARAMS
+        return cls.params + COMMON_PARAMS
 
     def __init__(self, threat: ThreatModel, **params: Any) -> None:
         if not isinstance(threat, ThreatModel):
@@ -188,8 +216,9 @@ class Attack:
     ) -> torch.Tensor | AttackResult:
         """Return adversarial examples for the validated batch (x is a private copy).
 
-        The base projects the result into the ball and the box afterwards; an attack should still
-        project inside its loop where its algorithm does.
+        The result must lie in the eps ball and the box (up to float rounding): the base verifies it
+        and raises :class:`AttackError` otherwise; it does not project.  An attack projects inside
+        its own loop, and a minimal-norm attack projects its result into the ball itself.
         """
         raise NotImplementedError
 
@@ -289,147 +318,53 @@ class Attack:
                 )
         return num_classes
 
-    def _finalise(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
-            raise AttackError(
-                f"{self.label()} returned shape {getattr(x_adv, 'shape', None)}, expected {tuple(x.shape)}"
-            )
+    def _finalise(self, x_adv: Any, x: torch.Tensor) -> torch.Tensor:
+        """Verify ``perturb``'s own output, clamp float rounding only, verify again.
+
+        A result outside the ball or the box by more than float rounding is the attack's bug and an
+        AttackError; projecting it here would hide the bug (and report numbers of another attack).
+        """
+        if not isinstance(x_adv, torch.Tensor):
+            kind = f"{type(x_adv).__module__}.{type(x_adv).__qualname__}".removeprefix("builtins.")
+            raise AttackError(f"{self.label()} returned a {kind}, not a torch.Tensor "
+                              f"(expected shape {tuple(x.shape)})")
+        if x_adv.shape != x.shape:
+            raise AttackError(f"{self.label()} returned shape {tuple(x_adv.shape)}, expected {tuple(x.shape)}")
         x_adv = x_adv.detach().to(device=x.device, dtype=x.dtype)
         if not bool(torch.isfinite(x_adv).all()):
             raise AttackError(f"{self.label()} returned NaN or inf values")
-        x_adv = self.threat.project(x_adv, x)
+        problem = self._outside(x_adv, x)
+        if problem:
+            raise AttackError(f"{self.label()} returned {problem}; the attack must project its own result "
+                              "(the base verifies, it does not project)")
+        x_adv = self.threat.project(x_adv, x)  # moves a point by float rounding at most (verified above)
         inside = self.threat.contains(x_adv, x)
         if not bool(inside.all()):
             worst = float(self.threat.distance(x_adv, x).max())
             raise AttackError(
-                f"{self.label()} left the {self.threat.describe()} ball or the box after projection "
+                f"{self.label()} left the {self.threat.describe()} ball or the box after clamping rounding "
                 f"(max distance {worst:.6g}); this is a bug in the attack"
             )
         return x_adv
 
+    def _outside(self, x_adv: torch.Tensor, x: torch.Tensor) -> str | None:
+        """What is wrong with ``x_adv`` beyond float rounding, or None.
+
+        Slack: 1e-6 relative to eps for the ball, plus the rounding of one subtraction per coordinate
+        (one unit in the last place of the box's largest value, summed over the coordinates the norm
+        sums: 1 for linf, sqrt(d) for l2, d for l1), so a small eps in float32 is not refused for
+        rounding; 1e-6 absolute for the box.
+        """
+        t = self.threat
+        lo, hi = t.box
+        xmin, xmax = float(x_adv.min()), float(x_adv.max())
+        if xmin < lo - BOX_SLACK or xmax > hi + BOX_SLACK:
+            return f"values in [{xmin:.9g}, {xmax:.9g}], outside the box [{lo:g}, {hi:g}]"
+        worst = float(t.distance(x_adv, x).max())
+        if worst > t.eps + ball_slack(t, x):
+            return (f"a point outside the {t.describe()} ball: max {t.norm} distance {worst:.9g} "
+                    f"exceeds eps {t.eps:.9g} by {worst - t.eps:.3g}")
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.threat.describe()}, seed={self.seed})"
-
-
-# --- the projected-gradient loop shared by attacks and the defenses' inner loops -----------------
-def _succeeded(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    pred = logits.argmax(dim=1)
-    return pred == target if target is not None else pred != y
-
-
-def pgd_steps(
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    x_start: torch.Tensor,
-    threat: ThreatModel,
-    *,
-    steps: int,
-    step_size: float,
-) -> torch.Tensor:
-    """``steps`` projected ascent steps on the scalar ``loss_fn(x_adv)`` from ``x_start`` (detached result).
-
-    linf: x <- clip(x + step_size * sign(g)) (one clamp against bounds computed once); l2:
-    x <- proj(x + step_size * g / |g|_2).  One forward and one input gradient per step
-    (``torch.autograd.grad``: parameter gradients are never filled), no host syncs.  Attacks
-    and the defenses' inner loops share it.
-    """
-    linf = threat.norm == "linf"
-    if linf:
-        lo = (x - threat.eps).clamp_min(threat.box[0])
-        hi = (x + threat.eps).clamp_max(threat.box[1])
-        x_adv = torch.minimum(torch.maximum(x_start.detach(), lo), hi)
-    else:
-        x_adv = threat.project(x_start.detach(), x)
-    view = (-1,) + (1,) * (x.dim() - 1)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        (grad,) = torch.autograd.grad(loss_fn(x_adv), x_adv)
-        with torch.no_grad():
-            if linf:  # in place: one image-sized temporary per step instead of four
-                x_adv.add_(grad.sign(), alpha=step_size)  # grad may be an expanded view: no sign_()
-                torch.maximum(x_adv, lo, out=x_adv)
-                torch.minimum(x_adv, hi, out=x_adv)
-            else:
-                g_norm = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(view)
-                x_adv = threat.project(x_adv + step_size * grad / g_norm, x)
-    return x_adv.detach()
-
-
-def _ascent_run(model, loss_fn, x, y, target, threat: ThreatModel, steps: int, step_size: float,
-                random_start: bool, generator: torch.Generator) -> torch.Tensor:
-    start = threat.random_point(x, generator) if random_start else x
-    return pgd_steps(lambda xa: loss_fn(model, xa, y, target), x, start, threat, steps=steps, step_size=step_size)
-
-
-def projected_gradient_ascent(
-    model: nn.Module,
-    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    target: torch.Tensor | None,
-    threat: ThreatModel,
-    *,
-    steps: int,
-    step_size: float,
-    random_start: bool,
-    restarts: int,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """PGD with random start and restarts: :func:`pgd_steps` on ``loss_fn(model, x_adv, y, target)``.
-
-    ``random_start`` draws the start from ``threat.random_point`` with ``generator``.  ``restarts``
-    runs: each later run attacks only the samples no earlier run has broken (misclassified, or
-    classified as ``target``); a sample still standing keeps the latest run's point.  ``loss_fn``
-    returns a scalar to maximise (a targeted attack's loss_fn negates its loss).
-    """
-    kw = dict(steps=steps, step_size=step_size, random_start=random_start, generator=generator)
-    x_best = _ascent_run(model, loss_fn, x, y, target, threat, **kw)
-    if restarts == 1:
-        return x_best
-    with torch.no_grad():
-        broken = _succeeded(model(x_best), y, target)
-    for _ in range(restarts - 1):
-        idx = (~broken).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            break
-        t = None if target is None else target[idx]
-        x_new = _ascent_run(model, loss_fn, x[idx], y[idx], t, threat, **kw)
-        with torch.no_grad():
-            ok = _succeeded(model(x_new), y[idx], t)
-        x_best[idx] = x_new
-        broken[idx] = ok
-    return x_best
-
-
-# --- for attacks that wrap code drawing from the global RNGs (the toolkits) --------------------------
-def draw_seed(generator: torch.Generator) -> int:
-    """An int seed in [0, 2**31 - 1) drawn from the attack's ``generator``, for code that takes a seed."""
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
-
-
-@contextlib.contextmanager
-def seeded_global_rngs(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's CPU RNG, the CUDA RNG of ``device`` (and the current CUDA device), numpy's and
-    Python's global RNGs with ``seed``; put the caller's states of all of them back afterwards.
-
-    Wrap a toolkit call in it: the toolkit's randomness then follows the attack's seed and the
-    caller's global RNG streams are left as they were (the attack contract).
-    """
-    cuda = []
-    if torch.cuda.is_available():
-        cuda = sorted({torch.cuda.current_device()}
-                      | ({device.index if device.index is not None else torch.cuda.current_device()}
-                         if device.type == "cuda" else set()))
-    np_state, py_state = np.random.get_state(), random.getstate()
-    with torch.random.fork_rng(devices=cuda):
-        try:
-            np.random.seed(seed)
-            random.seed(seed)
-            torch.random.default_generator.manual_seed(seed)
-            for index in cuda:
-                with torch.cuda.device(index):
-                    torch.cuda.manual_seed(seed)
-            yield
-        finally:
-            np.random.set_state(np_state)
-            random.setstate(py_state)

@@ -13,40 +13,35 @@ toolkit spells an attack differently, the toolkit's plugin says so when it regis
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import itertools
-import json
 import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .attack import ModelState
+from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
+from .comparison_render import render_markdown, render_table, write_report
 from .evaluation import first_samples
-from .files import write_atomic
 from .registry import AttackSpec, Registry
 from .threat import NORMS, ThreatModel, parse_eps
 
 __all__ = [
-    "DEFAULT_TOOLKITS",
-    "add_parser",
     "agreement",
     "compare",
+    "disagreements",
+    "registered_toolkits",
     "render_markdown",
     "render_table",
     "resolve",
-    "run",
+    "write_report",
 ]
-
-DEFAULT_TOOLKITS = ("native", "torchattacks", "art", "autoattack")
 
 
 @dataclass(frozen=True)
@@ -58,6 +53,30 @@ class Resolved:
     spec: AttackSpec | None
     params: Mapping[str, Any]
     reason: str = ""
+
+
+def registered_toolkits(registry: Registry, attack: str | None = None, norm: str = "linf") -> list[str]:
+    """The toolkits of the registered attacks (each ``info.toolkit`` once): ``native`` first, then by name.
+
+    With ``attack``: only the toolkits that have it for ``norm`` (what ``compare`` runs by default).
+    """
+    found = {spec.info.toolkit for spec in registry.entries("attacks").values()}
+    if attack is not None:
+        found = {t for t in found if resolve(registry, attack, t, norm).spec is not None}
+    return sorted(found, key=lambda t: (t != "native", t))
+
+
+def _toolkit_names(registry: Registry, toolkits: Sequence[str] | str | None, attack: str, norm: str) -> list[str]:
+    """``toolkits`` (a list or ``"a,b"``) checked, each once; None: every registered toolkit that has ``attack``."""
+    if toolkits is None:
+        return registered_toolkits(registry, attack, norm)
+    if isinstance(toolkits, str):
+        toolkits = [t.strip() for t in toolkits.split(",")]
+    names = list(dict.fromkeys(toolkits))
+    if not names or any(not isinstance(t, str) or not t for t in names):
+        raise ValueError(f"toolkits must be a non-empty list of names such as {registered_toolkits(registry)}, "
+                         f"got {names!r}")
+    return names
 
 
 def resolve(registry: Registry, attack: str, toolkit: str, norm: str) -> Resolved:
@@ -76,27 +95,6 @@ def resolve(registry: Registry, attack: str, toolkit: str, norm: str) -> Resolve
         return Resolved(toolkit, default, None, {}, f"{default!r} is not registered")
     supported = ", ".join(spec.info.norms)
     return Resolved(toolkit, default, None, {}, f"{default} does not support {norm} (only {supported})")
-
-
-def _accepted(spec: AttackSpec, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Split ``params`` into those the factory accepts and those it does not.
-
-    A factory taking ``**kwargs`` (the adapters) accepts the keys of its spec's ``defaults``,
-    which is our vocabulary the adapter maps onto its toolkit."""
-    try:
-        sig = inspect.signature(spec.factory)
-    except (TypeError, ValueError):
-        names, var_kw = set(), True
-    else:
-        names = {p.name for p in sig.parameters.values() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-        var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    kept, dropped = {}, []
-    for key, value in params.items():
-        if key in names or (var_kw and key in spec.defaults):
-            kept[key] = value
-        else:
-            dropped.append(key)
-    return kept, dropped
 
 
 def agreement(broken: Mapping[str, torch.Tensor]) -> dict[str, float | None]:
@@ -119,8 +117,8 @@ def _predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size
 
 
 def _run_one(
-    res: Resolved,
-    params: dict[str, Any],
+    spec: AttackSpec,
+    params: Mapping[str, Any],
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -130,7 +128,7 @@ def _run_one(
     seed: int,
 ) -> tuple[torch.Tensor, float, float, float | None]:
     """(broken flags, seconds, max perturbation, mean queries or None) of one toolkit's attack."""
-    attack = res.spec.build(threat, seed=seed, **params)
+    attack = spec.build(threat, seed=seed, **params)
     if x.shape[0]:
         # Untimed warm-up on one sample: a toolkit's lazy imports and first-call set-up are not the attack.
         attack.run(model, x[:1].to(device), y[:1].to(device))
@@ -152,60 +150,200 @@ def _run_one(
     return torch.cat(broken), seconds, float(torch.cat(dists).max()), q
 
 
+def _check_args(registry: Registry, toolkits: Sequence[str] | None, attack: Any, norm: str, eps: float | str,
+                batch_size: Any, seed: Any) -> tuple[list[str], str, ThreatModel]:
+    if not isinstance(attack, str) or not attack.strip():
+        raise ValueError(f"attack must be a non-empty name such as 'pgd', got {attack!r}")
+    names = _toolkit_names(registry, toolkits, attack.strip(), norm)
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    threat = ThreatModel(norm, parse_eps(eps) if isinstance(eps, str) else eps)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    return names, attack.strip(), threat
+
+
+def _plan(registry: Registry, attack: str, threat: ThreatModel, resolved: Sequence[Resolved],
+          given: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[Mapped | None]]:
+    """The native configuration (None without a native attack) and each row's mapping of it."""
+    if "seed" in given:
+        raise ValueError("seed is compare's own argument (seed=, --seed), not an attack parameter")
+    native = resolve(registry, attack, "native", threat.norm).spec
+    config = native_config(native, threat, given) if native is not None else None
+    common = {k: v for k, v in given.items() if k in COMMON}
+    plans: list[Mapped | None] = []
+    for res in resolved:
+        if res.spec is None:
+            plans.append(None)
+            continue
+        mapped = (map_config(res.spec, config, res.params) if config is not None
+                  else map_given(res.spec, given, res.params))
+        mapped.kwargs.update(common)
+        plans.append(mapped)
+    return config, plans
+
+
+def _new_row(res: Resolved, mapped: Mapped | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"toolkit": res.toolkit, "name": res.name, "available": res.spec is not None,
+                           "robust_accuracy": None, "seconds": None, "relative_seconds": None,
+                           "max_perturbation": None, "mean_queries": None, "note": res.reason,
+                           "same_attack": None, "missing": [], "implied": [], "params": {}, "toolkit_params": {}}
+    if res.spec is not None and mapped is not None:
+        row.update(note=res.spec.summary or res.spec.info.summary, same_attack=mapped.same_attack,
+                   missing=mapped.missing, implied=mapped.implied, params=mapped.params,
+                   toolkit_params=mapped.toolkit_params)
+    return row
+
+
+def _attack_rows(resolved: Sequence[Resolved], plans: Sequence[Mapped | None], run: Any, n: int, n_correct: int,
+                 progress: bool) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+    """Run every available row (``run(spec, kwargs)`` -> :func:`_run_one`'s tuple); the rows and flags."""
+    rows, broken_by = [], {}
+    for res, mapped in zip(resolved, plans):
+        row = _new_row(res, mapped)
+        rows.append(row)
+        if res.spec is None or mapped is None:
+            continue
+        if progress:
+            sys.stderr.write(f"compare: {res.name} on {n_correct} samples ...\n")
+        try:
+            flags, seconds, max_dist, queries = run(res.spec, mapped.kwargs)
+        except Exception as exc:  # one toolkit failing must not hide the others' results; it is reported
+            row.update(available=False, error=f"{type(exc).__name__}: {exc}")
+            if progress:
+                sys.stderr.write(f"compare: {res.name} failed: {type(exc).__name__}: {exc}\n")
+            continue
+        broken_by[res.toolkit] = flags
+        row.update(robust_accuracy=(n_correct - int(flags.sum())) / n, seconds=seconds,
+                   max_perturbation=max_dist, mean_queries=queries)
+    native = next((r for r in rows if r["toolkit"] == "native" and r["seconds"] is not None), None)
+    for row in rows:
+        if native is not None and row["seconds"] is not None and native["seconds"] > 0:
+            row["relative_seconds"] = row["seconds"] / native["seconds"]
+    return rows, broken_by
+
+
+def _noise(resolved: Sequence[Resolved], plans: Sequence[Mapped | None], broken_by: Mapping[str, torch.Tensor],
+           run: Any, seed: int, index: torch.Tensor) -> dict[str, Any] | None:
+    """Random-start noise: the native attack run again with ``seed + 1`` on the same samples; the samples
+    whose verdict flips.  0 for a deterministic native attack; None without a native result."""
+    native = next(((r, m) for r, m in zip(resolved, plans) if r.toolkit == "native"), None)
+    if native is None or native[0].spec is None or native[1] is None or "native" not in broken_by:
+        return None
+    spec, mapped, first = native[0].spec, native[1], broken_by["native"]
+    if not spec.info.randomized:
+        return {"toolkit": "native", "seeds": [seed], "fraction": 0.0, "count": 0, "samples": [],
+                "note": "deterministic attack: no random-start noise"}
+    try:
+        second = run(spec, mapped.kwargs, seed + 1)[0]
+    except Exception as exc:  # the first native run succeeded; report why the second did not
+        return {"toolkit": "native", "seeds": [seed, seed + 1], "fraction": None, "count": None, "samples": [],
+                "note": f"second run failed: {type(exc).__name__}: {exc}"}
+    flips = first != second
+    return {"toolkit": "native", "seeds": [seed, seed + 1],
+            "fraction": float(flips.double().mean()) if flips.numel() else 0.0,
+            "count": int(flips.sum()), "samples": index[flips].tolist()}
+
+
+def disagreements(broken: Mapping[str, torch.Tensor], index: torch.Tensor,
+                  expected_noise: float | None) -> list[dict[str, Any]]:
+    """Every pair of toolkits that disagrees on some samples: which (``samples``: indices among the n
+    samples), how many (``count``, ``fraction`` of the attacked samples, ``only_broken_by`` each side)
+    and whether that is more than random-start noise: ``beyond_noise`` when ``count`` exceeds the
+    expected ``m * expected_noise`` by a binomial 3-sigma margin plus one sample (None when the noise
+    is unknown)."""
+    out = []
+    for a, b in itertools.combinations(list(broken), 2):
+        ba, bb = broken[a].bool(), broken[b].bool()
+        differ = ba != bb
+        count, m = int(differ.sum()), int(differ.numel())
+        if not count:
+            continue
+        beyond = None
+        if expected_noise is not None:
+            mean = m * expected_noise
+            beyond = count > mean + 3 * math.sqrt(mean * (1 - expected_noise)) + 1
+        out.append({"pair": [a, b], "samples": index[differ].tolist(), "count": count, "fraction": count / m,
+                    "only_broken_by": {a: int((ba & ~bb).sum()), b: int((bb & ~ba).sum())},
+                    "expected_noise": expected_noise, "beyond_noise": beyond})
+    return out
+
+
+def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+                resolved: Sequence[Resolved], plans: Sequence[Mapped | None], *, device: torch.device,
+                batch_size: int, seed: int, noise: bool, progress: bool) -> tuple[Any, ...]:
+    """(clean-correct flags, rows, broken flags per toolkit, noise) with the model's state restored after."""
+    state = ModelState(model)
+    model_device = next((p.device for p in model.parameters()), None)
+    try:
+        model.to(device).eval()
+        correct = _predict(model, x, device, batch_size) == y
+        xs, ys = x[correct], y[correct]
+
+        def run(spec: AttackSpec, kwargs: Mapping[str, Any], run_seed: int = seed) -> Any:
+            return _run_one(spec, kwargs, model, xs, ys, threat, device, batch_size, run_seed)
+
+        rows, broken_by = _attack_rows(resolved, plans, run, int(x.shape[0]), int(correct.sum()), progress)
+        index = torch.nonzero(correct, as_tuple=False).flatten()
+        noisy = _noise(resolved, plans, broken_by, run, seed, index) if noise else None
+    finally:
+        state.restore()
+        if model_device is not None:
+            model.to(model_device)
+    return correct, rows, broken_by, noisy
+
+
 def compare(
     model: nn.Module,
     data: Any,
     attack: str,
     eps: float | str,
     *,
-    toolkits: Sequence[str] = DEFAULT_TOOLKITS,
+    toolkits: Sequence[str] | None = None,
     norm: str = "linf",
     params: Mapping[str, Any] | None = None,
     n: int | None = None,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    noise: bool = True,
     registry: Registry | None = None,
     out: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run ``attack`` from each of ``toolkits`` on the same samples and compare them.
+    """Run ``attack`` from each of ``toolkits`` on the same samples, with the same configuration, and compare.
 
+    ``toolkits``: default every toolkit with a registered attack (:func:`registered_toolkits`).
     ``data``: a :class:`robustreg.data.LabeledData` or an ``(x, y)`` pair; its first ``n`` samples
     are used (all if None).  Every toolkit attacks the clean-correct ones among them with the same
-    ThreatModel(norm, eps), ``seed`` and ``params`` -- given in robustreg's vocabulary (steps,
-    step_size, random_start, restarts, n_queries, ...); keys an attack does not take are dropped
-    and listed in its row's ``ignored_params``.  A toolkit without the attack (or without it for
-    this norm) gets a row with ``available: False`` and the reason as its note.  An attack that
+    ThreatModel(norm, eps) and ``seed``.  ``params`` (robustreg's vocabulary) override the native
+    attack's declared defaults (an unknown name is an error with close matches); that full native
+    configuration goes to every toolkit, mapped by :mod:`robustreg.comparison_params`.  A row whose
+    entry cannot take a parameter lists it in ``missing`` and has ``same_attack: False`` (it still runs
+    with what it takes).  Without a native attack, ``params`` go to the entries that take them.
+    A toolkit without the attack gets ``available: False`` and the reason as its note; an attack that
     raises gets ``available: False`` and the error in ``error`` (the other toolkits still run).
+    ``noise``: measure random-start noise (the native attack again with ``seed + 1``).
 
     Returns the report (also written to ``out``/report.json and report.md when ``out`` is given)::
 
-        {"attack", "eps", "norm", "n", "clean_accuracy", "params", "seed",
+        {"attack", "eps", "norm", "n", "clean_accuracy", "params", "native_params", "seed",
          "results": [{"toolkit", "name", "available", "robust_accuracy", "seconds", "relative_seconds",
-                      "max_perturbation", "mean_queries", "note", "params", "ignored_params"[, "error"]}],
-         "agreement": {"a|b": fraction of the attacked samples where a and b agree, ...}}
+                      "max_perturbation", "mean_queries", "note", "same_attack", "missing", "implied",
+                      "params", "toolkit_params"[, "error"]}],
+         "agreement": {"a|b": fraction of the attacked samples where a and b agree, ...},
+         "noise": {"toolkit", "seeds", "fraction", "count", "samples"} or None,
+         "disagreements": [{"pair", "samples", "count", "fraction", "only_broken_by", "expected_noise",
+                            "beyond_noise"}]}
 
     ``robust_accuracy`` counts misclassified clean samples as broken (fraction of the n samples);
     ``relative_seconds`` is seconds / the native attack's seconds (None without a native row).
     """
     registry = registry if registry is not None else Registry.create()
-    if not isinstance(attack, str) or not attack.strip():
-        raise ValueError(f"attack must be a non-empty name such as 'pgd', got {attack!r}")
-    attack = attack.strip()
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    threat = ThreatModel(norm, parse_eps(eps) if isinstance(eps, str) else eps)
-    if isinstance(toolkits, str):
-        toolkits = [t.strip() for t in toolkits.split(",")]
-    toolkits = list(dict.fromkeys(toolkits))
-    if not toolkits or any(not isinstance(t, str) or not t for t in toolkits):
-        raise ValueError(f"toolkits must be a non-empty list of names such as {DEFAULT_TOOLKITS}, got {toolkits!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    params = dict(params or {})
+    toolkits, attack, threat = _check_args(registry, toolkits, attack, norm, eps, batch_size, seed)
+    given = dict(params or {})
     from .models import resolve_device
 
     dev = resolve_device(device)
@@ -214,206 +352,16 @@ def compare(
     if all(r.spec is None for r in resolved):
         raise ValueError(f"no toolkit among {', '.join(toolkits)} has attack {attack!r} for {norm} "
                          "(`robustreg list attacks` shows every registered name)")
-
-    state = ModelState(model)
-    model_device = next((p.device for p in model.parameters()), None)
-    try:
-        model.to(dev).eval()
-        correct = _predict(model, x, dev, batch_size) == y
-        xs, ys = x[correct], y[correct]
-        rows: list[dict[str, Any]] = []
-        broken_by: dict[str, torch.Tensor] = {}
-        for res in resolved:
-            row: dict[str, Any] = {"toolkit": res.toolkit, "name": res.name, "available": res.spec is not None,
-                                   "robust_accuracy": None, "seconds": None, "relative_seconds": None,
-                                   "max_perturbation": None, "mean_queries": None, "note": res.reason,
-                                   "params": {}, "ignored_params": []}
-            rows.append(row)
-            if res.spec is None:
-                continue
-            kept, dropped = _accepted(res.spec, params)
-            kept.update(res.params)
-            row.update(note=res.spec.summary or res.spec.info.summary, params=kept, ignored_params=dropped)
-            if progress:
-                sys.stderr.write(f"compare: {res.name} on {int(correct.sum())} samples ...\n")
-            try:
-                flags, seconds, max_dist, queries = _run_one(res, kept, model, xs, ys, threat, dev, batch_size, seed)
-            except Exception as exc:  # one toolkit failing must not hide the others' results; it is reported
-                row.update(available=False, error=f"{type(exc).__name__}: {exc}")
-                if progress:
-                    sys.stderr.write(f"compare: {res.name} failed: {type(exc).__name__}: {exc}\n")
-                continue
-            broken_by[res.toolkit] = flags
-            robust = int(correct.sum()) - int(flags.sum())
-            row.update(robust_accuracy=robust / x.shape[0], seconds=seconds, max_perturbation=max_dist,
-                       mean_queries=queries)
-    finally:
-        state.restore()
-        if model_device is not None:
-            model.to(model_device)
-
-    native = next((r for r in rows if r["toolkit"] == "native" and r["seconds"] is not None), None)
-    for row in rows:
-        if native is not None and row["seconds"] is not None and native["seconds"] > 0:
-            row["relative_seconds"] = row["seconds"] / native["seconds"]
+    config, plans = _plan(registry, attack, threat, resolved, given)
+    correct, rows, broken_by, noisy = _attack_all(model, x, y, threat, resolved, plans, device=dev,
+                                                  batch_size=batch_size, seed=seed, noise=noise, progress=progress)
+    index = torch.nonzero(correct, as_tuple=False).flatten()
     report = {
-        "attack": attack,
-        "eps": threat.eps,
-        "norm": norm,
-        "n": int(x.shape[0]),
-        "clean_accuracy": float(correct.float().mean()),
-        "params": params,
-        "seed": seed,
-        "results": rows,
-        "agreement": agreement(broken_by),
+        "attack": attack, "eps": threat.eps, "norm": norm, "n": int(x.shape[0]),
+        "clean_accuracy": float(correct.float().mean()), "params": given, "native_params": config, "seed": seed,
+        "results": rows, "agreement": agreement(broken_by), "noise": noisy,
+        "disagreements": disagreements(broken_by, index, noisy["fraction"] if noisy else None),
     }
     if out is not None:
         write_report(report, out)
     return report
-
-
-# --------------------------------------------------------------------------------------------
-# rendering
-# --------------------------------------------------------------------------------------------
-def _fmt(value: Any, kind: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if kind == "pct":
-        return f"{100 * value:.1f}%"
-    if kind == "x":
-        return f"{value:.2f}x"
-    if kind == "s":
-        return f"{value:.2f}"
-    return f"{value:.4g}"
-
-
-def _table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["toolkit", "name", "robust acc", "seconds", "vs native", "max pert", "queries", "note"]
-    rows = []
-    for r in report["results"]:
-        note = r.get("error") or r.get("note") or ""
-        if not r["available"] and "error" not in r:
-            note = f"not available: {note}"
-        rows.append([r["toolkit"], r["name"], _fmt(r["robust_accuracy"], "pct"), _fmt(r["seconds"], "s"),
-                     _fmt(r["relative_seconds"], "x"), _fmt(r["max_perturbation"], "g"),
-                     _fmt(r.get("mean_queries"), "g"), note])
-    return header, rows
-
-
-def _title(report: Mapping[str, Any]) -> str:
-    return (f"{report['attack']} ({report['norm']}, eps={report['eps']:.6g}) on n={report['n']}, "
-            f"clean accuracy {_fmt(report['clean_accuracy'], 'pct')}")
-
-
-def render_markdown(report: Mapping[str, Any]) -> str:
-    """The comparison as a Markdown table plus the pairwise agreement."""
-    header, rows = _table(report)
-    esc = [[c.replace("|", "\\|") for c in row] for row in rows]
-    lines = [f"# Toolkit comparison: {_title(report)}", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in esc]
-    if report["agreement"]:
-        lines += ["", "Agreement (fraction of attacked samples with the same broken / not broken outcome):", "",
-                  "| pair | agreement |", "|---|---|"]
-        lines += [f"| {pair.replace('|', ' vs ')} | {_fmt(v, 'pct')} |" for pair, v in report["agreement"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def render_table(report: Mapping[str, Any], note_width: int = 60) -> str:
-    """The comparison as a plain-text table for the terminal."""
-    header, rows = _table(report)
-    rows = [r[:-1] + [r[-1] if len(r[-1]) <= note_width else r[-1][:note_width - 3] + "..."] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [_title(report), fmt.format(*header).rstrip(), fmt.format(*("-" * w for w in widths)).rstrip()]
-    lines += [fmt.format(*r).rstrip() for r in rows]
-    if report["agreement"]:
-        lines.append("agreement: " + ", ".join(f"{k.replace('|', '/')} {_fmt(v, 'pct')}"
-                                               for k, v in report["agreement"].items()))
-    return "\n".join(lines)
-
-
-def write_report(report: Mapping[str, Any], out: str | os.PathLike) -> Path:
-    """Write ``report.json`` and ``report.md`` into the folder ``out`` (atomically); return the folder."""
-
-    folder = Path(out)
-    write_atomic(folder / "report.json", json.dumps(report, indent=2, sort_keys=False) + "\n")
-    write_atomic(folder / "report.md", render_markdown(report))
-    return folder
-
-
-# --------------------------------------------------------------------------------------------
-# the `robustreg compare` command
-# --------------------------------------------------------------------------------------------
-def _parse_value(text: str) -> Any:
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if "/" in text:
-        try:
-            return parse_eps(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_params(items: Iterable[str]) -> dict[str, Any]:
-    """``["steps=10", "random_start=false"]`` -> ``{"steps": 10, "random_start": False}``."""
-    out: dict[str, Any] = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--param must be KEY=VALUE, got {item!r}")
-        out[key.strip()] = _parse_value(value)
-    return out
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``compare`` subcommand to an argparse ``subparsers`` object."""
-    p = subparsers.add_parser("compare", help="run one attack from several toolkits on the same samples")
-    p.add_argument("--model", required=True, metavar="SPEC", help="registered model name, file.py:factory or pkg.mod:f")
-    p.add_argument("--weights", metavar="PATH", help="checkpoint to load into the model")
-    p.add_argument("--normalize", metavar="MEAN/STD", help="wrap the model with Normalize (e.g. cifar10)")
-    p.add_argument("--data", required=True, metavar="SPEC", help="dataset spec, e.g. mnist:DIR, cifar10:DIR, digits")
-    p.add_argument("--attack", required=True, help="attack name in robustreg's vocabulary, e.g. pgd, fgsm, apgd-ce")
-    p.add_argument("--eps", required=True, help="budget, e.g. 8/255 or 0.3")
-    p.add_argument("--norm", default="linf", choices=NORMS)
-    p.add_argument("--toolkits", default=",".join(DEFAULT_TOOLKITS), help="comma-separated (default: %(default)s)")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="attack parameter in robustreg's vocabulary (repeatable), e.g. steps=10")
-    p.add_argument("--n", type=int, default=None, help="use the first N samples (default all)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", metavar="DIR", help="write report.json and report.md here")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Execute ``robustreg compare``: print the table; return the exit status."""
-    from .data import load_data
-    from .models import build_model
-
-    registry = getattr(args, "registry", None)
-    if registry is None:
-        registry = Registry.create()
-    model = build_model(args.model, weights=args.weights, normalize=args.normalize, registry=registry)
-    data = load_data(args.data, registry=registry)
-    report = compare(
-        model, data, args.attack, parse_eps(args.eps),
-        toolkits=[t.strip() for t in args.toolkits.split(",") if t.strip()],
-        norm=args.norm, params=parse_params(args.param), n=args.n, batch_size=args.batch_size,
-        device=args.device, seed=args.seed, registry=registry, out=args.out, progress=not args.quiet,
-    )
-    print(render_table(report))
-    if args.out:
-        print(f"report: {Path(args.out) / 'report.json'}")
-    return 0

@@ -1,25 +1,39 @@
 """Atomic file writes: nothing a run writes (reports, state, checkpoints, stores) is ever half-written.
 
-Each write goes to a temporary file in the target's folder, is flushed and fsynced, then moved onto
-the target with ``os.replace``; on any error the temporary file is removed and the old target stays.
+Each write goes to a temporary file ``.NAME.PID.tmp`` in the target's folder, is flushed and fsynced,
+then moved onto the target with ``os.replace``; on any error the temporary file is removed and the old
+target stays.  :func:`write_set_atomic` writes several files so that a kill leaves either the old set
+or the new one (the key file last); :func:`remove_stale_temporaries` clears what a killed write left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 
-__all__ = ["save_atomic", "write_atomic"]
+__all__ = ["remove_stale_temporaries", "save_atomic", "write_atomic", "write_set_atomic"]
+
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _payload(data: bytes | str) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
 
 
 def _atomic(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary(path)
     try:
         with open(tmp, "wb") as fh:
             write(fh)
@@ -34,10 +48,72 @@ def _atomic(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
     """Write text (UTF-8) or bytes to ``path`` atomically; return the path."""
-    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    return _atomic(path, lambda fh: fh.write(payload))
+    payload = _payload(data)
+    def write(fh: BinaryIO) -> None:
+        fh.write(payload)
+
+    return _atomic(path, write)
 
 
 def save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save(obj)`` to ``path`` atomically; return the path."""
     return _atomic(path, lambda fh: torch.save(obj, fh))
+
+
+def write_set_atomic(folder: str | os.PathLike[str], files: Mapping[str, bytes | str], *, last: str) -> list[Path]:
+    """Write ``files`` (name -> text or bytes) into ``folder``: every temporary first, then every rename,
+    ``last`` renamed after all the others.
+
+    A kill before the renames leaves the old set; during them, the files already renamed are new but
+    ``last`` (the key file, e.g. report.json that the others are rendered from) is still the old one,
+    so a reader that trusts ``last`` and regenerates the rest never sees a mismatched set.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    if last not in files:
+        raise ValueError(f"last must be one of the files, got {last!r}")
+    order = [name for name in files if name != last] + [last]
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name in order:
+            target = out / name
+            tmp = _temporary(target)
+            with open(tmp, "wb") as fh:
+                fh.write(_payload(files[name]))
+                fh.flush()
+                os.fsync(fh.fileno())
+            staged.append((tmp, target))
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return [target for _, target in staged]
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the ``.NAME.PID.tmp`` files in ``folder`` whose writing process is gone; return them."""
+    removed: list[Path] = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for path in root.iterdir():
+        match = _TMP.match(path.name)
+        if match and path.is_file() and not _alive(int(match["pid"])):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed

@@ -7,7 +7,8 @@ names match the specs below, found through the ``robustreg`` entry-point group::
     robustreg =
         myplugin = robustreg_myplugin
 
-Every hook receives a ``registrar`` and registers entries on it; none returns anything.  The hooks
+Every hook receives a :class:`robustreg.Registrar` and registers entries on it; none returns
+anything (``-> None``).  The hooks
 run once, when a :class:`robustreg.Registry` is built (``Registry.create()``), in pluggy's order
 (last registered first).  Each plugin gets its own registrar, so a duplicate name is reported with
 the names of both plugins.
@@ -15,7 +16,12 @@ the names of both plugins.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:
+    from .registry import Registrar
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -24,7 +30,7 @@ hookimpl = pluggy.HookimplMarker("robustreg")
 
 
 @hookspec
-def robustreg_register_attacks(registrar):
+def robustreg_register_attacks(registrar: Registrar) -> None:
     """Register attacks with ``registrar.add_attack(name, factory, ...)``.
 
     ``factory(threat, **params)`` must return a :class:`robustreg.Attack`.  Called once per
@@ -33,7 +39,7 @@ def robustreg_register_attacks(registrar):
 
 
 @hookspec
-def robustreg_register_defenses(registrar):
+def robustreg_register_defenses(registrar: Registrar) -> None:
     """Register defenses with ``registrar.add_defense(name, factory, ...)``.
 
     ``factory(**params)`` must return a :class:`robustreg.Defense`.  Called once per registry
@@ -42,7 +48,7 @@ def robustreg_register_defenses(registrar):
 
 
 @hookspec
-def robustreg_register_models(registrar):
+def robustreg_register_models(registrar: Registrar) -> None:
     """Register architectures and zoo entries with ``registrar.add_model(name, factory, ...)``.
 
     ``factory(**params)`` must return an ``nn.Module`` taking [0, 1] images and returning logits.
@@ -51,7 +57,7 @@ def robustreg_register_models(registrar):
 
 
 @hookspec
-def robustreg_register_datasets(registrar):
+def robustreg_register_datasets(registrar: Registrar) -> None:
     """Register datasets with ``registrar.add_dataset(name, loader, ...)``.
 
     ``loader(split, root)`` must return a :class:`robustreg.data.LabeledData` for ``split`` in
@@ -61,10 +67,12 @@ def robustreg_register_datasets(registrar):
 
 
 @hookspec
-def robustreg_register_commands(registrar):
+def robustreg_register_commands(registrar: Registrar) -> None:
     """Add ``robustreg`` subcommands with ``registrar.add_command(name, configure, run, help=...)``.
 
     ``configure(parser)`` adds the command's arguments to its ``argparse`` parser; ``run(args)``
-    executes it and returns the exit status.  Lets a plugin ship a command (the cascade plugin's
-    ``cascade-store``) without the core importing it.  Called once per registry build.
+    executes it and returns the exit status.  Every ``robustreg`` subcommand comes from here: the
+    core's own (``list``, ``evaluate``, ``compare``, ``train``, from :mod:`robustreg.commands`) and
+    a plugin's (``autoattack``, ``cascade-store``) alike, so the core imports no plugin.  Called once
+    per registry build.
     """

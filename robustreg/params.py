@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
+from .errors import UserError
+
 __all__ = [
     "TYPES",
     "Param",
@@ -38,8 +40,8 @@ _FALSE = ("false", "no", "off", "0")
 _NONE = ("none", "null", "~")
 
 
-class ParamError(ValueError):
-    """A parameter value outside what its declaration allows."""
+class ParamError(UserError):
+    """A parameter value outside what its declaration allows (a :class:`~robustreg.errors.UserError`)."""
 
 
 class ParamTypeError(ParamError, TypeError):
@@ -217,7 +219,7 @@ class Param:
         for key in ("low", "high", "unit", "toolkit"):
             value = getattr(self, key)
             if value not in (None, ""):
-                out[key] = value
+                out[key] = _jsonable(value)
         if self.low is not None:
             out["low_open"] = self.low_open
         if self.high is not None:

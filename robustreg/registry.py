@@ -9,22 +9,23 @@ plugin names blocked by ``ROBUSTREG_DISABLE_PLUGINS=name,name``, then robustreg'
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import fnmatch
 import importlib
 import os
-import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
-from .attack import Attack, AttackInfo
-from .defense import Defense, DefenseInfo
-from .params import ParamSet
+from .attack import Attack
+from .defense import Defense
+from .registrar import DuplicateNameError, PluginLoadError, Registrar, RegistryError, UnknownNameError
+from .specs import AttackSpec, CommandSpec, DatasetSpec, DefenseSpec, ModelSpec
 from .threat import ThreatModel
 
 __all__ = [
@@ -41,276 +42,14 @@ __all__ = [
     "Registry",
     "RegistryError",
     "UnknownNameError",
+    "builtin_plugins",
     "make_plugin_manager",
 ]
 
 ENTRY_POINT_GROUP = "robustreg"
 DISABLE_ENV = "ROBUSTREG_DISABLE_PLUGINS"
-CORE_PLUGINS = ("robustreg.models", "robustreg.data")
+CORE_PLUGINS = ("robustreg.models", "robustreg.data", "robustreg.commands")
 KINDS = ("attacks", "defenses", "models", "datasets", "commands")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*(:[a-z0-9][a-z0-9_.-]*)?$")
-
-
-class RegistryError(Exception):
-    """Base class of registry errors."""
-
-
-class UnknownNameError(RegistryError, LookupError):
-    """No entry of that name; the message lists close matches."""
-
-
-class DuplicateNameError(RegistryError):
-    """Two plugins registered the same name; the message names both."""
-
-
-class PluginLoadError(RegistryError):
-    """A plugin failed to import or to register (raised only in strict mode)."""
-
-
-def _legacy(factory: Any) -> bool:
-    """TEMPORARY (redesign in progress): a factory whose own parameters are not declared yet."""
-    import inspect
-
-    if isinstance(factory, type) and isinstance(getattr(factory, "params", None), ParamSet) and factory.params:
-        return False
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):
-        return True
-    return any(p.name not in ("self", "threat", "seed", "eval_mode") for p in sig.parameters.values())
-
-
-def _validated(name: str, params: ParamSet, values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` checked against ``params`` (errors name the registered entry), not filled with defaults."""
-    if params is _LEGACY:
-        return dict(values)
-    resolved = params.resolve(name, values)
-    return {key: resolved[key] for key in values}
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """A registered attack.  ``params``: its declaration with the registration's ``defaults`` applied.
-
-    ``demo``: part of the default attack set of ``robustreg evaluate`` when no ``--attacks`` is given.
-    """
-
-    name: str
-    factory: Callable[..., Attack]
-    info: AttackInfo
-    plugin: str
-    summary: str = ""
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    same_as: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    params: ParamSet = field(default_factory=ParamSet)
-    demo: bool = False
-
-    def build(self, threat: ThreatModel, **params: Any) -> Attack:
-        """Build the attack for ``threat`` with ``defaults`` updated by ``params`` (validated first)."""
-        return self.factory(threat, **{**self.defaults, **_validated(self.name, self.params, params)})
-
-    def resolve(self, **params: Any) -> dict[str, Any]:
-        """Every parameter's effective value when built with ``params`` (declared defaults filled in)."""
-        return self.params.resolve(self.name, params)
-
-
-@dataclass(frozen=True)
-class DefenseSpec:
-    """A registered defense.  ``params``: its declaration with the registration's ``defaults`` applied."""
-
-    name: str
-    factory: Callable[..., Defense]
-    info: DefenseInfo
-    plugin: str
-    summary: str = ""
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    params: ParamSet = field(default_factory=ParamSet)
-
-    def build(self, **params: Any) -> Defense:
-        """Build the defense with ``defaults`` updated by ``params`` (validated first)."""
-        return self.factory(**{**self.defaults, **_validated(self.name, self.params, params)})
-
-    def resolve(self, **params: Any) -> dict[str, Any]:
-        return self.params.resolve(self.name, params)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    factory: Callable[..., Any]
-    plugin: str
-    summary: str = ""
-    num_classes: int | None = None
-    input_shape: tuple[int, ...] | None = None
-
-    def build(self, **params: Any) -> Any:
-        return self.factory(**params)
-
-
-@dataclass(frozen=True)
-class CommandSpec:
-    name: str
-    configure: Callable[[Any], None]
-    run: Callable[[Any], int]
-    plugin: str
-    summary: str = ""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A registered dataset.  ``flippable``: horizontal flips are a valid augmentation (not digits)."""
-
-    name: str
-    loader: Callable[..., Any]
-    plugin: str
-    summary: str = ""
-    needs_root: bool = False
-    flippable: bool = False
-
-    def load(self, split: str = "test", root: str | None = None) -> Any:
-        return self.loader(split, root)
-
-
-_LEGACY = ParamSet()
-
-
-def _declared(kind: str, name: str, plugin: str, factory: Any, params: Any,
-              defaults: Mapping[str, Any] | None) -> ParamSet:
-    """The entry's declaration: ``params`` if given, else the factory's ``declaration()``; ``defaults`` applied."""
-    if params is None:
-        declare = getattr(factory, "declaration", None)
-        params = declare() if callable(declare) else getattr(factory, "params", None)
-    if not isinstance(params, (ParamSet, list, tuple)) and _legacy(factory):
-        return _LEGACY
-    if params is None:
-        raise TypeError(f"{kind} {name!r} of plugin {plugin!r} declares no parameters: give params=ParamSet([...]) "
-                        "or register a class with a `params` declaration")
-    declared = params if isinstance(params, ParamSet) else ParamSet(params)
-    if not [p for p in declared if p.name not in ("seed", "eval_mode")] and _legacy(factory):
-        return _LEGACY
-    return declared.with_defaults(**dict(defaults or {}))
-
-
-def _summary(obj: Any, given: str | None) -> str:
-    if given:
-        return given
-    doc = (getattr(obj, "__doc__", None) or "").strip()
-    return doc.splitlines()[0] if doc else ""
-
-
-class Registrar:
-    """Passed to every register hook; collects one plugin's entries.
-
-    Built-in plugins use it exactly as a third party would::
-
-        @robustreg.hookimpl
-        def robustreg_register_attacks(registrar):
-            registrar.add_attack("my-attack", MyAttack)
-    """
-
-    def __init__(self, plugin: str, sink: dict[str, dict[str, Any]]) -> None:
-        self.plugin = plugin
-        self._sink = sink
-
-    def _add(self, kind: str, spec: Any) -> None:
-        if not isinstance(spec.name, str) or not _NAME.match(spec.name):
-            raise ValueError(
-                f"{kind[:-1]} name must be lower-case letters, digits, '-', '_' or '.', optionally "
-                f"prefixed 'toolkit:', got {spec.name!r} (plugin {self.plugin!r})"
-            )
-        existing = self._sink[kind].get(spec.name)
-        if existing is not None:
-            raise DuplicateNameError(
-                f"{kind[:-1]} {spec.name!r} is registered by both plugin {existing.plugin!r} and plugin "
-                f"{self.plugin!r}; disable one with {DISABLE_ENV}={self.plugin}"
-            )
-        self._sink[kind][spec.name] = spec
-
-    def add_attack(
-        self,
-        name: str,
-        factory: Callable[..., Attack],
-        *,
-        info: AttackInfo | None = None,
-        summary: str | None = None,
-        defaults: Mapping[str, Any] | None = None,
-        same_as: Mapping[str, Mapping[str, Any]] | None = None,
-        params: ParamSet | None = None,
-        demo: bool = False,
-    ) -> None:
-        """Register ``factory(threat, **params) -> Attack``; ``info`` defaults to ``factory.info``.
-
-        ``params``: the declaration; defaults to ``factory.declaration()`` (an Attack subclass's
-        ``params`` plus ``seed`` and ``eval_mode``).  ``defaults``: other default values, applied
-        whenever the attack is built by name (and shown by ``robustreg list``); a caller's
-        parameters override them.  ``demo``: run by ``robustreg evaluate`` when no attacks are given.
-        ``same_as``: the common names
-        this entry implements under a name of its own, each with the parameters that select it,
-        for ``robustreg compare`` -- e.g. a toolkit's generic APGD registered as
-        ``same_as={"apgd-ce": {"loss": "ce"}, "apgd-dlr": {"loss": "dlr"}}``.
-        """
-        info = info if info is not None else getattr(factory, "info", None)
-        if not isinstance(info, AttackInfo):
-            raise TypeError(f"attack {name!r} of plugin {self.plugin!r} needs an AttackInfo (info=...)")
-        same_as = {key: dict(value) for key, value in (same_as or {}).items()}
-        bad = [key for key in same_as if not isinstance(key, str) or not _NAME.match(key)]
-        if bad:
-            raise ValueError(f"same_as of attack {name!r} (plugin {self.plugin!r}) must map attack names to "
-                             f"parameter dicts, got keys {bad!r}")
-        declared = _declared("attack", name, self.plugin, factory, params, defaults)
-        for key, value in same_as.items():
-            _validated(f"same_as[{key!r}] of attack {name!r}", declared, value)
-        self._add("attacks", AttackSpec(name, factory, info, self.plugin, _summary(factory, summary or info.summary),
-                                        dict(defaults or {}), same_as, declared, bool(demo)))
-
-    def add_defense(
-        self,
-        name: str,
-        factory: Callable[..., Defense],
-        *,
-        info: DefenseInfo | None = None,
-        summary: str | None = None,
-        defaults: Mapping[str, Any] | None = None,
-        params: ParamSet | None = None,
-    ) -> None:
-        """Register ``factory(**params) -> Defense``; ``info`` defaults to ``factory.info``.
-
-        ``params`` / ``defaults`` as for :meth:`add_attack` (the declaration defaults to ``factory.params``).
-        """
-        info = info if info is not None else getattr(factory, "info", DefenseInfo())
-        declared = _declared("defense", name, self.plugin, factory, params, defaults)
-        self._add("defenses", DefenseSpec(name, factory, info, self.plugin, _summary(factory, summary or info.summary),
-                                          dict(defaults or {}), declared))
-
-    def add_model(
-        self,
-        name: str,
-        factory: Callable[..., Any],
-        *,
-        summary: str | None = None,
-        num_classes: int | None = None,
-        input_shape: tuple[int, ...] | None = None,
-    ) -> None:
-        """Register ``factory(**params) -> nn.Module`` (an architecture or a zoo entry)."""
-        self._add("models", ModelSpec(name, factory, self.plugin, _summary(factory, summary), num_classes, input_shape))
-
-    def add_dataset(
-        self, name: str, loader: Callable[..., Any], *, summary: str | None = None, needs_root: bool = False,
-        flippable: bool = False,
-    ) -> None:
-        """Register ``loader(split, root) -> LabeledData``; ``needs_root``: the SPEC must be ``name:DIR``;
-        ``flippable``: random horizontal flips are a valid training augmentation for it."""
-        self._add("datasets", DatasetSpec(name, loader, self.plugin, _summary(loader, summary), needs_root,
-                                          bool(flippable)))
-
-
-    def add_command(
-        self, name: str, configure: Callable[[Any], None], run: Callable[[Any], int], *, help: str = ""
-    ) -> None:
-        """Register a ``robustreg NAME`` subcommand: ``configure(parser)`` then ``run(args) -> int``."""
-        self._add("commands", CommandSpec(name, configure, run, self.plugin, help))
-
-
 def disabled_from_env(environ: Mapping[str, str] | None = None) -> set[str]:
     raw = (environ if environ is not None else os.environ).get(DISABLE_ENV, "")
     return {part.strip() for part in raw.split(",") if part.strip()}
@@ -330,7 +69,8 @@ def make_plugin_manager(
     """
     pm = pluggy.PluginManager("robustreg")
     pm.add_hookspecs(hookspecs)
-    for name in disabled_from_env() if disabled is None else set(disabled):
+    blocked = disabled_from_env() if disabled is None else set(disabled)
+    for name in blocked:
         pm.set_blocked(name)
     errors: list[tuple[str, str]] = []
 
@@ -340,22 +80,60 @@ def make_plugin_manager(
             raise PluginLoadError(f"plugin {name!r} failed to load: {message}") from exc
         errors.append((name, message))
 
+    def add(name: str, load: Callable[[], object]) -> None:
+        try:
+            plugin = load()
+            pm.register(plugin, name=name)
+            _check_hooks(pm, name, plugin)
+        except Exception as exc:  # a broken third-party plugin must not take the others down
+            if pm.has_plugin(name):
+                pm.unregister(name=name)
+            fail(name, exc)
+
+    known = set(CORE_PLUGINS)
     for modname in CORE_PLUGINS:
         if not pm.is_blocked(modname):
             pm.register(importlib.import_module(modname), name=modname)
     if entry_points:
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
-                continue
-            try:
-                pm.register(ep.load(), name=ep.name)
-            except Exception as exc:  # a broken third-party plugin must not take the others down
-                fail(ep.name, exc)
+            known.add(ep.name)
+            if not (pm.is_blocked(ep.name) or pm.has_plugin(ep.name)):
+                add(ep.name, ep.load)
     for name, plugin in plugins:
+        known.add(name)
         if not pm.is_blocked(name):
-            pm.register(plugin, name=name)
+            add(name, lambda plugin=plugin: plugin)  # type: ignore[misc]
     pm.check_pending()
+    unknown = sorted(blocked - known)
+    if unknown and entry_points:
+        warnings.warn(f"{DISABLE_ENV} names no installed plugin: {', '.join(unknown)} "
+                      f"(plugins: {', '.join(sorted(known))})", stacklevel=3)
     return pm, errors
+
+
+def _check_hooks(pm: pluggy.PluginManager, name: str, plugin: object) -> None:
+    """A misspelt hook is an error of its plugin; a hook-like function without the marker, a warning."""
+    callers = pm.get_hookcallers(plugin) or []
+    unknown = sorted(hc.name for hc in callers if not hc.has_spec())
+    if unknown:
+        hooks = [h for h in dir(hookspecs) if h.startswith("robustreg_")]
+        close = difflib.get_close_matches(unknown[0], hooks, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else f" (hooks: {', '.join(hooks)})"
+        raise ValueError(f"unknown hook {unknown[0]!r}{hint}")
+    marked = {hc.name for hc in callers}
+    for attr in dir(plugin):
+        if attr.startswith("robustreg_register") and attr not in marked and callable(getattr(plugin, attr, None)):
+            warnings.warn(f"plugin {name!r}: {attr} has no @robustreg.hookimpl marker and is ignored", stacklevel=4)
+
+
+def builtin_plugins() -> set[str]:
+    """Plugin names shipped with robustreg itself (the core's and the entry points of its distribution)."""
+    names = set(CORE_PLUGINS)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        if dist is not None and dist.name == "robustreg":
+            names.add(ep.name)
+    return names
 
 
 class Registry:
@@ -370,17 +148,64 @@ class Registry:
         self.plugin_manager = pm
         self.load_errors: list[tuple[str, str]] = list(errors or [])
         self._entries: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+        builtin = builtin_plugins()
+        deferred: dict[str, list[Callable[[Registrar], None]]] = {}
+        for staged in self._collect(pm, strict, deferred).values():
+            for kind, specs in staged.items():
+                for spec in specs.values():
+                    self._merge(kind, spec, builtin)
+        self._run_deferred(deferred, builtin, strict)
+
+    def _run_deferred(self, deferred: dict[str, list[Callable[[Registrar], None]]], builtin: set[str],
+                      strict: bool) -> None:
+        """The ``registrar.defer`` callbacks, once all entries are in; each callback's entries staged on their own."""
+        for name, callbacks in deferred.items():
+            for callback in callbacks:
+                sink: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
+                try:
+                    callback(Registrar(name, sink, lookup=self._get))
+                except Exception as exc:
+                    if strict:
+                        raise PluginLoadError(f"plugin {name!r} failed in a deferred registration: {exc}") from exc
+                    self.load_errors.append((name, f"{type(exc).__name__}: {exc}"))
+                    continue
+                for kind, specs in sink.items():
+                    for spec in specs.values():
+                        self._merge(kind, spec, builtin)
+
+    def _collect(self, pm: pluggy.PluginManager, strict: bool,
+                 deferred: dict[str, list[Callable[[Registrar], None]]]) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each plugin's entries, staged on its own; a plugin whose hook raises leaves none behind (nor its
+        deferred callbacks, collected in ``deferred``)."""
+        staged: dict[str, dict[str, dict[str, Any]]] = {}
+        failed: set[str] = set()
         for kind in KINDS:
             caller = getattr(pm.hook, f"robustreg_register_{kind}")
             for impl in reversed(caller.get_hookimpls()):
+                name = impl.plugin_name
+                if name in failed:
+                    continue
+                sink = staged.setdefault(name, {k: {} for k in KINDS})
                 try:
-                    impl.function(registrar=Registrar(impl.plugin_name, self._entries))
-                except DuplicateNameError:
-                    raise
+                    impl.function(registrar=Registrar(name, sink, deferred=deferred.setdefault(name, [])))
                 except Exception as exc:
                     if strict:
-                        raise PluginLoadError(f"plugin {impl.plugin_name!r} failed to register {kind}: {exc}") from exc
-                    self.load_errors.append((impl.plugin_name, f"{type(exc).__name__}: {exc}"))
+                        raise PluginLoadError(f"plugin {name!r} failed to register {kind}: {exc}") from exc
+                    self.load_errors.append((name, f"{type(exc).__name__}: {exc}"))
+                    failed.add(name)
+                    del staged[name]
+                    deferred.pop(name, None)
+        return staged
+
+    def _merge(self, kind: str, spec: Any, builtin: set[str]) -> None:
+        existing = self._entries[kind].get(spec.name)
+        if existing is not None:
+            culprit = spec.plugin if spec.plugin not in builtin or existing.plugin in builtin else existing.plugin
+            raise DuplicateNameError(
+                f"{kind[:-1]} {spec.name!r} is registered by both plugin {existing.plugin!r} and plugin "
+                f"{spec.plugin!r}; disable one with {DISABLE_ENV}={culprit}"
+            )
+        self._entries[kind][spec.name] = spec
 
     @classmethod
     def create(
@@ -458,7 +283,7 @@ class Registry:
             out.append(spec)
         return out
 
-    def list(self, kind: str = "attacks", pattern: str = "*", **filters: Any) -> list[Any]:
+    def list(self, kind: str = "attacks", pattern: str = "*", **filters: Any) -> builtins.list[Any]:
         """Entries of ``kind`` matching ``pattern``; attack filters: norm, toolkit, paper, kind."""
         if kind == "attacks":
             return self.list_attacks(pattern, **filters)
@@ -467,7 +292,7 @@ class Registry:
         entries = self.entries(kind)
         return [entries[n] for n in sorted(entries) if fnmatch.fnmatchcase(n, pattern)]
 
-    def plugins(self) -> list[tuple[str, str]]:
+    def plugins(self) -> builtins.list[tuple[str, str]]:
         """``[(plugin name, distribution and version, or module)]`` of every plugin loaded."""
         dists = {}
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):

@@ -1,8 +1,8 @@
 """Render an evaluation report (the dict :func:`robustreg.evaluation.evaluate` returns).
 
 ``report.json`` is the source of truth; Markdown, CSV, the terminal table and the PNG plot are
-rendered from it.  Every file is written atomically (:func:`write_atomic`), so an interrupted run
-never leaves a half-written report.
+rendered from it.  :func:`write_report` writes the four files as one set, report.json last, so an
+interrupted run never leaves a half-written report nor one whose files disagree with report.json.
 """
 
 from __future__ import annotations
@@ -11,13 +11,17 @@ import csv
 import io
 import json
 import os
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .files import write_atomic
+from .files import write_atomic, write_set_atomic
+from .tables import format_table
 
 __all__ = [
+    "checks_block",
+    "checks_markdown",
     "load_report",
     "render_csv",
     "render_markdown",
@@ -31,8 +35,6 @@ _MODE_NOTE = {
                "accuracy is cumulative over it and every attack listed before it at that eps",
     "independent": "independent: every attack ran on all clean-correct points; each robust accuracy is standalone",
 }
-
-
 
 
 def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -104,12 +106,7 @@ def _worst_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    def esc(cell: str) -> str:
-        return cell.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return format_table(header, rows, markdown=True)
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -139,7 +136,52 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     ]
     if any(r.get("nan_detected") for r in report.get("results", [])):
         parts += ["**Warning:** the model returned NaN logits on some adversarial points (counted as broken).", ""]
+    parts += checks_markdown(report)
     return "\n".join(parts)
+
+
+def _ordered_checks(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The report's checks, warnings first (the order of docs/checks.md within each status)."""
+    order = {"warn": 0, "ok": 1, "skipped": 2}
+    return sorted(report.get("checks") or [], key=lambda c: order.get(str(c.get("status")), 3))
+
+
+def checks_markdown(report: Mapping[str, Any]) -> list[str]:
+    """The "Checks" section of report.md (empty when the report has no checks)."""
+    checks = _ordered_checks(report)
+    if not checks:
+        return []
+    warned = sum(c.get("status") == "warn" for c in checks)
+    lines = ["## Checks", "",
+             f"{warned} of {len(checks)} automatic checks warn that the robust accuracy may be overestimated "
+             "(see docs/checks.md)." if warned else
+             f"No automatic check warns ({len(checks)} checks; see docs/checks.md).", ""]
+    rows = [[str(c.get("status", "?")).upper() if c.get("status") == "warn" else str(c.get("status", "?")),
+             f"[{c.get('name')}]({c.get('doc', '')})", str(c.get("message", "")).replace("|", "\\|")]
+            for c in checks]
+    nan_clean = report.get("nan_clean")
+    extra = [f"{nan_clean} clean points had NaN or inf logits (counted as misclassified).", ""] if nan_clean else []
+    return lines + [_md_table(["status", "check", "message"], rows), ""] + extra
+
+
+def checks_block(report: Mapping[str, Any], width: int = 100) -> str:
+    """The terminal's short checks block: each warning on its own (name and message, wrapped at ``width``),
+    the ok ones in one line, the skipped ones in another; empty when the report has no checks."""
+    checks = _ordered_checks(report)
+    if not checks:
+        return ""
+    lines = []
+    for c in checks:
+        if c.get("status") == "warn":
+            text = f"WARN {c.get('name')}: {c.get('message', '')}"
+            lines += textwrap.wrap(text, width, subsequent_indent="     ") or [text]
+    for status in ("ok", "skipped"):
+        names = [str(c.get("name")) for c in checks if c.get("status") == status]
+        if names:
+            lines.append(f"{status} ({len(names)}): {', '.join(names)}")
+    if any(c.get("status") == "warn" for c in checks):
+        lines.append("(what to do: docs/checks.md#<name>)")
+    return "checks:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def render_csv(report: Mapping[str, Any]) -> str:
@@ -164,23 +206,15 @@ def render_csv(report: Mapping[str, Any]) -> str:
 
 def render_table(report: Mapping[str, Any]) -> str:
     """A plain-text table for the terminal."""
-    def block(header: list[str], rows: list[list[str]]) -> list[str]:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
-                 "  ".join("-" * w for w in widths)]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-        return lines
-
     out = [f"clean accuracy: {_pct(report.get('clean_accuracy'))}  (n = {report.get('n')}, "
            f"norm = {report.get('norm')}, mode = {report.get('mode')})", ""]
-    out += block(*_rows(report))
-    out += [""]
-    out += block(*_worst_rows(report))
-    return "\n".join(out)
+    out += [format_table(*_rows(report)), "", format_table(*_worst_rows(report))]
+    block = checks_block(report)
+    return "\n".join(out + (["", block] if block else []))
 
 
-def plot_robust_accuracy(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Robust accuracy vs eps: one line per attack plus the worst case (matplotlib, Agg backend)."""
+def _plot_png(report: Mapping[str, Any]) -> bytes:
+    """The robust-accuracy-vs-eps plot as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -211,17 +245,27 @@ def plot_robust_accuracy(report: Mapping[str, Any], path: str | os.PathLike[str]
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return write_atomic(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def plot_robust_accuracy(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Robust accuracy vs eps: one line per attack plus the worst case (matplotlib, Agg backend)."""
+    return write_atomic(path, _plot_png(report))
+
+
+REPORT_FILES = {"markdown": "report.md", "csv": "results.csv", "plot": "robust_accuracy.png", "json": "report.json"}
 
 
 def write_report(report: Mapping[str, Any], out: str | os.PathLike[str], *, plot: bool = True) -> dict[str, Path]:
-    """Write report.json, report.md, results.csv and (if ``plot``) robust_accuracy.png into ``out``."""
-    out = Path(out)
-    paths = {
-        "json": write_atomic(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n"),
-        "markdown": write_atomic(out / "report.md", render_markdown(report)),
-        "csv": write_atomic(out / "results.csv", render_csv(report)),
-    }
+    """Write report.json, report.md, results.csv and (if ``plot``) robust_accuracy.png into ``out``.
+
+    Everything is rendered first (the PNG to bytes), then written as one set
+    (:func:`~robustreg.files.write_set_atomic`) with report.json renamed last: a kill leaves the old
+    report.json -- the source of truth the others are rendered from -- or the whole new set.
+    """
+    rendered: dict[str, bytes | str] = {"markdown": render_markdown(report), "csv": render_csv(report)}
     if plot:
-        paths["plot"] = plot_robust_accuracy(report, out / "robust_accuracy.png")
-    return paths
+        rendered["plot"] = _plot_png(report)
+    rendered["json"] = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    write_set_atomic(out, {REPORT_FILES[key]: data for key, data in rendered.items()}, last="report.json")
+    return {key: Path(out) / REPORT_FILES[key] for key in rendered}

@@ -71,6 +71,15 @@ class ThreatModel:
             delta = _project_l1(delta, self.eps)
         return (x + delta).clamp(*self.box)
 
+    def clip_bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """linf: per-pixel ``(lower, upper)`` bounds of the ball around ``x`` intersected with the box.
+
+        Computed once per call, they turn every later projection into one clamp.
+        """
+        if self.norm != "linf":
+            raise ValueError(f"clip_bounds is for the linf ball, not {self.norm!r}")
+        return (x - self.eps).clamp_min(self.box[0]), (x + self.eps).clamp_max(self.box[1])
+
     def random_point(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A uniform random point of the eps ball around ``x``, clipped to the box (a random start).
 

@@ -17,7 +17,7 @@ class Noise(Attack):
 
     def perturb(self, model, x, y, generator, target=None):
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + self.threat.eps * (2 * u - 1)
+        return (x + self.threat.eps * (2 * u - 1)).clamp(*self.threat.box)
 
 
 class Raises(Attack):
@@ -49,13 +49,47 @@ class WrongShape(Attack):
 
 
 class FarAway(Attack):
-    """Returns points far outside the ball: the base must project them back."""
+    """Returns points far outside the ball: the base must refuse them, not project them back."""
 
     name = "far-away"
     info = AttackInfo(norms=("linf", "l2"))
 
     def perturb(self, model, x, y, generator, target=None):
         return AttackResult(x + 5.0, queries=torch.ones(x.shape[0]), extras={"d": 1.0})
+
+
+class Unprojected(Attack):
+    """An iterative attack that forgets its projection: three eps * sign steps, never projected."""
+
+    name = "unprojected"
+    info = AttackInfo(norms=("linf",))
+
+    def perturb(self, model, x, y, generator, target=None):
+        x_adv = x.clone()
+        for _ in range(3):
+            x_adv.requires_grad_(True)
+            (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_adv), y), x_adv)
+            x_adv = (x_adv.detach() + self.threat.eps * g.sign()).clamp(0, 1)  # box only, not the ball
+        return x_adv
+
+
+class Rounding(Attack):
+    """Steps to the ball's corners and adds float rounding (a few ulps) outside the ball and the box."""
+
+    name = "rounding"
+    info = AttackInfo(norms=("linf", "l2"))
+
+    def perturb(self, model, x, y, generator, target=None):
+        x_adv = self.threat.project(x + 10.0 * (2 * (x > 0.5).to(x.dtype) - 1), x)
+        return x_adv + 1e-7 * torch.sign(x_adv - x)
+
+
+class ReturnsNumpy(Attack):
+    name = "returns-numpy"
+    info = AttackInfo(norms=("linf",))
+
+    def perturb(self, model, x, y, generator, target=None):
+        return x.numpy().copy()
 
 
 @pytest.fixture
@@ -166,12 +200,60 @@ def test_wrong_shape_raises_attack_error(setup):
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.5)])
-def test_output_projected_detached_and_result_kept(setup, norm, eps):
+def test_output_outside_the_ball_is_refused_not_projected(setup, norm, eps):
     model, x, y = setup
     t = ThreatModel(norm, eps)
-    result = FarAway(t).run(model, x, y)
-    assert bool(t.contains(result.x_adv, x).all())
+    with pytest.raises(AttackError, match=r"far-away returned (values in|a point outside)") as info:
+        FarAway(t).run(model, x, y)
+    assert "\n" not in str(info.value) and "project" in str(info.value)
+
+
+def test_iterative_attack_without_projection_is_refused(setup):
+    model, x, y = setup
+    with pytest.raises(AttackError, match=r"unprojected returned a point outside the linf eps=.* ball: "
+                                          r"max linf distance 0\.3"):
+        Unprojected(ThreatModel("linf", 0.1))(model, x, y)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.5), ("linf", 1 / 255)])
+def test_float_rounding_is_clamped_then_verified(setup, norm, eps):
+    model, x, y = setup
+    t = ThreatModel(norm, eps)
+    result = Rounding(t).run(model, x, y)
+    assert float(t.distance(result.x_adv, x).max()) <= eps * (1 + 1e-6)
+    assert float(result.x_adv.min()) >= 0.0 and float(result.x_adv.max()) <= 1.0
     assert not result.x_adv.requires_grad and result.x_adv.dtype == x.dtype
+
+
+def test_rounding_slack_is_not_a_loophole(setup):
+    model, x, y = setup
+
+    class JustOutside(Attack):
+        name = "just-outside"
+        info = AttackInfo(norms=("linf",))
+
+        def perturb(self, model, x, y, generator, target=None):
+            return x + (self.threat.eps + 1e-5) * (2 * (x < 0.5).to(x.dtype) - 1)
+
+    with pytest.raises(AttackError, match="exceeds eps"):
+        JustOutside(ThreatModel("linf", 0.1))(model, x, y)
+
+
+def test_non_tensor_result_names_its_type(setup):
+    model, x, y = setup
+    with pytest.raises(AttackError, match=r"returns-numpy returned a numpy\.ndarray, not a torch\.Tensor"):
+        ReturnsNumpy(ThreatModel())(model, x, y)
+
+
+def test_result_kept_with_queries_and_extras(setup):
+    model, x, y = setup
+
+    class WithExtras(Noise):
+        def perturb(self, model, x, y, generator, target=None):
+            return AttackResult(super().perturb(model, x, y, generator), queries=torch.ones(x.shape[0]),
+                                extras={"d": 1.0})
+
+    result = WithExtras(ThreatModel(), seed=0).run(model, x, y)
     assert result.queries.tolist() == [1.0] * 4 and result.extras == {"d": 1.0}
 
 

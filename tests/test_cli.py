@@ -13,16 +13,16 @@ import torch
 
 import robustreg
 from robustreg import Attack, AttackInfo, AttackResult, Registry
-from robustreg.cli import DEFAULT_ATTACKS, DEFAULT_EPS, main, parse_param
+from robustreg.cli import main
+from robustreg.commands.evaluate import DEFAULT_EPS
+from robustreg.params import parse_assignment, parse_value
+from robustreg_plugins.autoattack_adapter import command as autoattack_command
 
 
 class _Noise(Attack):
     info = AttackInfo(norms=("linf", "l2"), kind="score", randomized=True, source="tests", summary="test noise")
     name = "t-noise"
-
-    def __init__(self, threat, *, tries: int = 1, seed=None, eval_mode=True):
-        self.tries = tries
-        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+    params = robustreg.ParamSet([robustreg.Param("tries", "int", 1, "reported as the queries per sample", low=1)])
 
     def perturb(self, model, x, y, generator, target=None):
         d = torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1
@@ -79,13 +79,13 @@ def test_list_text_markdown_json(test_registry, capsys):
     assert main(["list"], registry=test_registry) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["name", "norms", "kind", "toolkit", "paper/source", "targeted", "needs-embedding",
-                              "randomized", "summary"]
+                              "randomized", "summary", "params"]
     assert [line.split()[0] for line in out[2:]] == ["t-linf", "t-noise"]
 
     assert main(["list", "attacks", "--markdown"], registry=test_registry) == 0
     md = capsys.readouterr().out.splitlines()
     assert md[0] == ("| name | norms | kind | toolkit | paper/source | targeted | needs-embedding | randomized "
-                     "| summary |")
+                     "| summary | params |")
     assert md[1].startswith("|---|")
     assert md[2].startswith("| t-linf | linf | white-box | native | paper 004 | no | no | no | linf only \\| with")
 
@@ -105,8 +105,8 @@ def test_list_filters_and_other_kinds(test_registry, capsys):
     assert main(["list", "t-n*", "--json"], registry=test_registry) == 0  # a pattern alone filters attacks
     assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["t-noise"]
     assert main(["list", "commands", "--json"], registry=test_registry) == 0
-    assert json.loads(capsys.readouterr().out) == [{"name": "t-hello", "plugin": "test-plugin",
-                                                    "summary": "say hello"}]
+    assert [r for r in json.loads(capsys.readouterr().out) if r["plugin"] == "test-plugin"] == [
+        {"name": "t-hello", "plugin": "test-plugin", "summary": "say hello"}]
     assert main(["list", "plugins", "--json"], registry=test_registry) == 0
     assert "test-plugin" in [r["name"] for r in json.loads(capsys.readouterr().out)]
     for kind in ("models", "datasets", "defenses"):
@@ -149,7 +149,8 @@ def test_plugin_command(test_registry, plugin):
     ("pgd.loss=cw", ("pgd", "loss", "cw")),
 ])
 def test_parse_param(text, expected):
-    assert parse_param(text) == expected
+    owner, key, value = parse_assignment(text)
+    assert (owner, key, parse_value(value)) == expected
 
 
 # --- evaluate --------------------------------------------------------------------------------
@@ -174,8 +175,6 @@ def test_evaluate_in_process(test_registry, tmp_path, capsys):
 
 
 def test_evaluate_real_attack(registry, tmp_path):
-    if "fgsm" not in registry.entries("attacks"):
-        pytest.skip("the classic plugin (fgsm) is not installed")
     rc = main(_eval_args(tmp_path, "--attacks", "fgsm", "--eps", "0.1"), registry=registry)
     assert rc == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -187,7 +186,7 @@ def test_evaluate_real_attack(registry, tmp_path):
     (["--attacks", "t-noise", "--eps", "8"], "8/255"),
     (["--attacks", "t-noise", "--eps", "abc"], "--eps 'abc'"),
     (["--attacks", "t-noise", "--eps", "0.1", "--weights", "/nonexistent/w.pt"], "--weights '/nonexistent/w.pt'"),
-    (["--attacks", "t-noise", "--eps", "0.1", "--param", "t-noise-tries-3"], "--param must look like"),
+    (["--attacks", "t-noise", "--eps", "0.1", "--param", "t-noise-tries-3"], "--param must be"),
     (["--attacks", "t-noise", "--eps", "0.1", "--param", "t-noise.bogus=1"], "bogus"),
     (["--attacks", "t-noise", "--eps", "0.1", "--param", "t-linf.tries=2"], "not in --attacks"),
     (["--attacks", "t-noise", "--eps", "0.1", "--n", "100000"], "--n 100000"),
@@ -229,7 +228,8 @@ def test_evaluate_without_arguments_end_to_end(tmp_path):
     report = json.loads((tmp_path / "robustreg-out" / "report.json").read_text())
     assert report["eps"] == list(DEFAULT_EPS)
     names = [a["name"] for a in report["attacks"]]
-    assert names and set(names) <= set(DEFAULT_ATTACKS)
+    demo = {name for name, spec in Registry.create().entries("attacks").items() if spec.demo}
+    assert names and set(names) <= demo
     assert report["clean_accuracy"] > 0.9  # the pretrained digits model
     worst = [w["robust_accuracy"] for w in report["worst_case"]]
     assert worst == sorted(worst, reverse=True) and worst[-1] < report["clean_accuracy"]
@@ -237,7 +237,9 @@ def test_evaluate_without_arguments_end_to_end(tmp_path):
 
 
 # --- autoattack ------------------------------------------------------------------------------
-def test_autoattack_missing_is_one_line(test_registry, capsys):
+def test_autoattack_missing_is_one_line(plugin, capsys):
+    test_registry = Registry.create(plugins=[("test-plugin", plugin), ("autoattack", autoattack_command)],
+                                    entry_points=False)
     rc = main(["autoattack", "--model", "digits-cnn", "--data", "digits", "--eps", "0.1"], registry=test_registry)
     assert rc == 2
     line = _error_line(capsys)
@@ -247,8 +249,6 @@ def test_autoattack_missing_is_one_line(test_registry, capsys):
 
 
 def test_autoattack_end_to_end(registry, tmp_path, capsys):
-    if "autoattack:standard" not in registry.entries("attacks"):
-        pytest.skip("autoattack:standard is not registered (pip install pyautoattack)")
     rc = main(["autoattack", "--model", "digits-cnn", "--data", "digits", "--eps", "0.5", "--n", "12",
                "--out", str(tmp_path), "--quiet"], registry=registry)
     out = capsys.readouterr().out
@@ -311,7 +311,7 @@ def test_autoattack_summary_from_sub_attack_extras(tmp_path, capsys):
         def robustreg_register_attacks(self, registrar):
             registrar.add_attack("autoattack:standard", FakeSuite)
 
-    registry = Registry.create(plugins=[("p", P())], entry_points=False)
+    registry = Registry.create(plugins=[("p", P()), ("autoattack", autoattack_command)], entry_points=False)
     weights = tmp_path / "w.pt"
     torch.save(registry.model("digits-cnn").build().state_dict(), weights)
     rc = main(["autoattack", "--model", "digits-cnn", "--weights", str(weights), "--data", "digits", "--eps", "0.1",
@@ -327,3 +327,110 @@ def test_autoattack_summary_from_sub_attack_extras(tmp_path, capsys):
     assert lines["robust after a"].split()[0] == f"{expect_a:.2f}%" and "(1.0 s)" in lines["robust after a"]
     assert lines["robust after b"].split()[0] == f"{expect_b:.2f}%" and "(2.0 s)" in lines["robust after b"]
     assert lines["clean accuracy"].strip() == f"{100 * report['clean_accuracy']:.2f}%"
+
+
+# --- declared parameters: list NAME, --param coercion, the registry's defaults ------------------
+class _Stepped(_Noise):
+    info = AttackInfo(norms=("linf",), summary="declares its parameters")
+    name = "t-steps"
+    tries = 1
+    params = robustreg.ParamSet([
+        robustreg.Param("steps", "int", 20, "iterations", low=1),
+        robustreg.Param("step_size", "float", None, "step per iteration", low=0, optional=True,
+                        unit="pixels [0, 1]", toolkit="alpha"),
+    ])
+
+
+class _Declared:
+    @robustreg.hookimpl
+    def robustreg_register_attacks(self, registrar):
+        registrar.add_attack("t-steps", _Stepped, demo=True)
+        registrar.add_attack("t-noise", _Noise)
+
+    @robustreg.hookimpl
+    def robustreg_register_commands(self, registrar):
+        registrar.add_command("autoattack", autoattack_command.configure, autoattack_command.run)
+
+
+@pytest.fixture()
+def declared_registry():
+    return Registry.create(plugins=[("declared", _Declared())], entry_points=False)
+
+
+def test_list_one_attack_shows_its_declared_parameters(declared_registry, capsys):
+    assert main(["list", "attacks", "t-steps"], registry=declared_registry) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = [line for line in out if line.startswith("name")][0]
+    assert header.split() == ["name", "type", "default", "allowed", "unit", "doc", "toolkit", "name"]
+    rows = {line.split()[0]: line for line in out if line.split() and line.split()[0] in ("steps", "step_size")}
+    assert "an int >= 1" in rows["steps"] and "alpha" in rows["step_size"] and "pixels [0, 1]" in rows["step_size"]
+    assert main(["list", "attacks", "--json"], registry=declared_registry) == 0
+    row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["t-steps"]
+    assert [p["name"] for p in row["params"]] == ["steps", "step_size", "seed", "eval_mode"]
+    assert row["params"][0]["default"] == 20 and row["demo"] is True
+    assert main(["list"], registry=declared_registry) == 0
+    assert "steps=20, step_size=None" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("param, needle", [
+    ("t-steps.stepz=3", "did you mean steps"),
+    ("t-steps.steps=abc", "steps must be an int >= 1"),
+    ("t-steps.steps=0", "steps must be an int >= 1"),
+    ("steps", "--param must be [NAME.]KEY=VALUE"),
+])
+def test_param_errors_are_one_line(declared_registry, tmp_path, capsys, param, needle):
+    args = ["--model", "digits-cnn", "--data", "digits", "--eps", "0.1", "--param", param, "--out", str(tmp_path)]
+    assert main(["evaluate", "--attacks", "t-steps", *args], registry=declared_registry) == 2
+    assert needle in _error_line(capsys)
+    assert main(["compare", "--attack", "t-steps", *args], registry=declared_registry) == 2
+    assert needle in _error_line(capsys)
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_param_without_owner_needs_a_single_attack(declared_registry, tmp_path, capsys):
+    rc = main(_eval_args(tmp_path, "--attacks", "t-steps,t-noise", "--eps", "0.1", "--param", "steps=2"),
+              registry=declared_registry)
+    assert rc == 2 and "must name its owner" in _error_line(capsys)
+    rc = main(_eval_args(tmp_path, "--attacks", "t-steps", "--eps", "0.1", "--param", "steps=2"),
+              registry=declared_registry)
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["results"][0]["params"]["steps"] == 2
+
+
+def test_demo_attacks_come_from_the_registry(declared_registry):
+    from robustreg.commands.evaluate import DEMO_STEPS, demo_attacks
+
+    assert demo_attacks(declared_registry) == {"t-steps": {"steps": DEMO_STEPS}}
+
+
+def test_help_without_the_autoattack_plugin(monkeypatch, capsys):
+    monkeypatch.setenv("ROBUSTREG_DISABLE_PLUGINS", "autoattack")
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluate" in out and "autoattack" not in out
+    monkeypatch.setenv("ROBUSTREG_DISABLE_PLUGINS", "")
+    assert main(["--help"]) == 0
+    assert "autoattack" in capsys.readouterr().out
+
+
+def test_demo_without_the_scale_invariant_plugin(tmp_path):
+    env = {**os.environ, "ROBUSTREG_CACHE": str(tmp_path / "cache"), "ROBUSTREG_DISABLE_PLUGINS": "scale_invariant"}
+    proc = subprocess.run([sys.executable, "-m", "robustreg.cli", "evaluate", "--quiet"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    names = [a["name"] for a in json.loads((tmp_path / "robustreg-out" / "report.json").read_text())["attacks"]]
+    demo = {n for n, s in Registry.create(disabled=["scale_invariant"]).entries("attacks").items() if s.demo}
+    assert names and set(names) == demo and "si-pgd" not in names
+
+
+def test_every_attack_and_defense_lists_its_declared_parameters(capsys):
+    """Needs every plugin migrated to declared parameters."""
+    for kind in ("attacks", "defenses"):
+        assert main(["list", kind, "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert rows
+        for row in rows:
+            assert row["params"], f"{kind[:-1]} {row['name']} declares no parameters"
+            for p in row["params"]:
+                assert {"name", "type", "default", "doc"} <= set(p) and p["doc"], (row["name"], p)

@@ -10,13 +10,25 @@ import pytest
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, PluginLoadError, Registry, hookimpl
+from robustreg import (
+    Attack,
+    AttackInfo,
+    Param,
+    ParamSet,
+    PluginLoadError,
+    Registry,
+    UnknownParamError,
+    UsageError,
+    hookimpl,
+    param_values,
+)
+from robustreg.commands.compare import add_parser
 from robustreg.comparison import (
-    add_parser,
     agreement,
     compare,
-    parse_params,
+    disagreements,
     render_markdown,
+    render_table,
     resolve,
 )
 from robustreg.testing import tiny_batch
@@ -104,6 +116,7 @@ def test_same_as_resolves_names_that_differ_per_toolkit(reg):
 def test_a_third_party_same_as_is_found():
     class Fake(_Identity):
         info = AttackInfo(norms=("linf",), toolkit="faketk", source="tests")
+        params = ParamSet([Param("steps", "int", 1, "iterations", low=1)])  # same_as selects a declared value
 
     class Plugin:
         @hookimpl
@@ -168,7 +181,7 @@ def test_compare_fgsm_across_toolkits(reg, linear, tmp_path):
 def test_compare_pgd_linf_and_l2(reg, linear, norm, eps, step):
     model, x, y = linear
     report = compare(model, (x, y), "pgd", eps, norm=norm, toolkits=QUICK, registry=reg, progress=False,
-                     params={"steps": 5, "step_size": step, "random_start": False, "no_such_param": 1})
+                     params={"steps": 5, "step_size": step, "random_start": False})
     rows = {r["toolkit"]: r for r in report["results"]}
     assert rows["torchattacks"]["name"] == ("torchattacks:pgdl2" if norm == "l2" else "torchattacks:pgd")
     for t in QUICK:
@@ -176,7 +189,9 @@ def test_compare_pgd_linf_and_l2(reg, linear, norm, eps, step):
         assert row["available"], row
         assert row["max_perturbation"] <= eps * (1 + 1e-4)
         assert 0 <= row["robust_accuracy"] < 28 / 32  # every toolkit breaks some of the 28 clean-correct
-        assert "no_such_param" in row["ignored_params"] and row["params"]["steps"] == 5
+        assert row["same_attack"] and row["missing"] == [], row
+        expected = {"steps": 5, "step_size": step, "random_start": False, "restarts": 1, "loss": "ce"}
+        assert row["params"] == ({**expected, "kappa": 50.0} if t == "native" else expected)
     # Five steps of deterministic PGD on a linear model: the toolkits agree on nearly every sample.
     assert all(v >= 0.8 for v in report["agreement"].values()), report["agreement"]
 
@@ -228,14 +243,117 @@ def test_render_markdown_marks_unavailable_rows():
                            "note": "'art:spsa' is not registered"}],
               "agreement": {}}
     md = render_markdown(report)
-    assert "| art | art:spsa | - | - | - | - | - | not available: 'art:spsa' is not registered |" in md
+    assert "| art | art:spsa | - | - | - | - | - | - | - | - | not available: 'art:spsa' is not registered |" in md
+
+
+# --- one configuration for every toolkit --------------------------------------------------------------
+def test_compare_gives_every_toolkit_the_native_defaults(reg, linear, tmp_path):
+    """No params: every toolkit runs the native PGD's 20 steps of eps / 4, under its own names."""
+    model, x, y = linear
+    report = compare(model, (x, y), "pgd", 0.1, toolkits=QUICK, registry=reg, progress=False, out=tmp_path)
+    assert report["params"] == {}
+    assert report["native_params"] == {"steps": 20, "step_size": 0.025, "random_start": True, "restarts": 1,
+                                       "loss": "ce", "kappa": 50.0}
+    rows = {r["toolkit"]: r for r in report["results"]}
+    for t in QUICK:
+        assert rows[t]["same_attack"] is True and rows[t]["missing"] == []
+        assert (rows[t]["params"]["steps"], rows[t]["params"]["step_size"]) == (20, 0.025)
+    assert rows["torchattacks"]["toolkit_params"] == {"steps": 20, "alpha": 0.025, "random_start": True}
+    assert rows["torchattacks"]["implied"] == ["restarts", "loss", "kappa"]
+    art = rows["art"]["toolkit_params"]
+    assert (art["max_iter"], art["eps_step"], art["batch_size"]) == (20, 0.025, 256)  # ART's own keeps its default
+    assert rows["art"]["implied"] == ["loss", "kappa"]
+    printed = render_table(report)
+    assert "steps=20 step_size=0.025" in printed and "max_iter=20 eps_step=0.025" in printed
+    assert "alpha=0.025" in (tmp_path / "report.md").read_text()
+
+
+def test_a_parameter_a_toolkit_lacks_marks_its_row_not_the_same_attack(reg, linear, tmp_path):
+    model, x, y = linear
+    report = compare(model, (x, y), "pgd", 0.1, toolkits=QUICK, registry=reg, progress=False, out=tmp_path,
+                     params={"steps": 3, "restarts": 2, "loss": "cw"})
+    rows = {r["toolkit"]: r for r in report["results"]}
+    assert rows["native"]["same_attack"] is True
+    assert rows["torchattacks"]["same_attack"] is False and rows["torchattacks"]["missing"] == ["restarts", "loss"]
+    assert rows["art"]["same_attack"] is False and rows["art"]["missing"] == ["loss"]
+    assert rows["art"]["params"]["restarts"] == 2 and "loss" not in rows["art"]["params"]
+    for t in QUICK:  # the toolkits still run with what they take
+        assert rows[t]["available"] and rows[t]["robust_accuracy"] is not None
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["results"][1]["same_attack"] is False and on_disk["results"][1]["missing"] == ["restarts", "loss"]
+    assert "NO: lacks restarts, loss" in (tmp_path / "report.md").read_text()
+    assert "NO: lacks loss" in render_table(report)
+
+
+def test_a_choice_the_toolkit_lacks_is_missing(reg, linear):
+    model, x, y = linear
+    report = compare(model, (x, y), "pgd", 0.1, toolkits=["native", "torchattacks"], registry=reg,
+                     progress=False, params={"steps": 2, "loss": "dlr"})
+    assert report["results"][1]["missing"] == ["loss"]
+
+
+def test_an_unknown_param_is_an_error_with_close_matches(reg, linear):
+    model, x, y = linear
+    with pytest.raises(UnknownParamError, match="unknown parameter 'stepz'; did you mean steps"):
+        compare(model, (x, y), "pgd", 0.1, toolkits=QUICK, registry=reg, progress=False, params={"stepz": 3})
+    with pytest.raises(ValueError, match="seed is compare's own argument"):
+        compare(model, (x, y), "pgd", 0.1, toolkits=QUICK, registry=reg, progress=False, params={"seed": 3})
+
+
+def test_the_command_rejects_an_unknown_param(reg, tmp_path):
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    parser.set_defaults(registry=reg)
+    args = parser.parse_args(["compare", "--model", "digits-cnn", "--data", "digits", "--attack", "pgd",
+                              "--eps", "8/255", "--param", "step_siz=0.01", "--quiet"])
+    with pytest.raises(UsageError, match="unknown parameter 'step_siz'; did you mean step_size"):
+        args.func(args)
+
+
+def test_noise_and_disagreements(reg, linear):
+    model, x, y = linear
+    report = compare(model, (x, y), "pgd", 0.1, toolkits=QUICK, registry=reg, progress=False, params={"steps": 3})
+    noise = report["noise"]
+    assert noise["seeds"] == [0, 1] and 0 <= noise["fraction"] <= 1 and noise["count"] == len(noise["samples"])
+    det = compare(model, (x, y), "fgsm", 0.1, toolkits=QUICK, registry=reg, progress=False)
+    assert det["noise"]["seeds"] == [0] and det["noise"]["fraction"] == 0.0
+    assert det["disagreements"] == []  # one exact step: nobody disagrees
+    assert compare(model, (x, y), "fgsm", 0.1, toolkits=QUICK, registry=reg, progress=False,
+                   noise=False)["noise"] is None
+
+
+def test_disagreements_on_constructed_flags():
+    a = torch.zeros(100, dtype=torch.bool)
+    b = a.clone()
+    b[:20] = True  # b breaks 20 samples a does not
+    c = a.clone()
+    c[50] = True  # one sample: within noise
+    index = torch.arange(100) * 2  # positions among the n samples
+    found = disagreements({"a": a, "b": b, "c": c}, index, 0.02)
+    by_pair = {tuple(d["pair"]): d for d in found}
+    ab = by_pair[("a", "b")]
+    assert ab["count"] == 20 and ab["samples"] == list(range(0, 40, 2)) and ab["beyond_noise"] is True
+    assert ab["only_broken_by"] == {"a": 0, "b": 20} and ab["fraction"] == 0.2 and ab["expected_noise"] == 0.02
+    assert by_pair[("a", "c")]["beyond_noise"] is False and by_pair[("a", "c")]["samples"] == [100]
+    assert disagreements({"a": a, "b": b}, index, None)[0]["beyond_noise"] is None
+    assert disagreements({"a": a, "b": a.clone()}, index, 0.0) == []
+    report = {"attack": "pgd", "eps": 0.3, "norm": "linf", "n": 200, "clean_accuracy": 1.0, "results": [],
+              "agreement": {}, "noise": {"toolkit": "native", "seeds": [0, 1], "fraction": 0.02, "count": 2,
+                                         "samples": [4, 6]}, "disagreements": found}
+    text = render_table(report)
+    assert "DISAGREEMENT: a vs b disagree on 20 samples (20.0%, noise 2.0%" in text and "a vs c" not in text
+    assert "random-start noise: 2.0%" in text and "0, 2, 4" in render_markdown(report)
 
 
 # --- the command --------------------------------------------------------------------------------------
+def parse_params(items):
+    return param_values(items, {"pgd": None}, where="--attack").get("pgd", {})
+
+
 def test_parse_params():
     assert parse_params(["steps=10", "random_start=false", "step_size=2/255", "loss=ce", "x=none"]) == {
         "steps": 10, "random_start": False, "step_size": pytest.approx(2 / 255), "loss": "ce", "x": None}
-    with pytest.raises(ValueError, match="KEY=VALUE"):
+    with pytest.raises(UsageError, match="KEY=VALUE"):
         parse_params(["steps"])
 
 
@@ -294,3 +412,32 @@ def test_a_failing_toolkit_is_reported_and_the_others_still_run(linear):
     assert not ta["available"] and "not registered" in ta["note"]
     assert report["agreement"] == {}
     assert "RuntimeError: boom" in render_markdown(report)
+
+
+def test_default_toolkits_are_the_registered_ones():
+    from robustreg.comparison import registered_toolkits
+
+    reg = Registry.create(entry_points=False, plugins=[("explode-plugin", _Plugin())])
+    assert registered_toolkits(reg) == ["native", "art"]
+    builtin = Registry.create()
+    assert registered_toolkits(builtin, "pgd") == ["native", "art", "torchattacks"]  # those that have pgd
+    assert registered_toolkits(builtin, "apgd-ce") == ["art", "autoattack", "torchattacks"]
+
+
+# --- real data ----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_pgd_trained_lenet_toolkits_agree_with_no_params(registry, lenet_mnist):
+    """The PGD-trained LeNet-5, eps 0.3, no params: native, torchattacks and ART run the same 20 steps of
+    0.075 (the native defaults) and land within 3 points (before the mapping: 88.3 / 97.0 / 90.3%)."""
+    model, x, y = lenet_mnist
+    report = compare(model, (x, y), "pgd", 0.3, toolkits=QUICK, registry=registry, progress=False, noise=False)
+    rows = {r["toolkit"]: r for r in report["results"]}
+    accs = [rows[t]["robust_accuracy"] for t in QUICK]
+    assert all(a is not None for a in accs), rows
+    assert max(accs) - min(accs) <= 0.03, accs
+    assert 0.85 <= min(accs), accs  # a PGD-trained model: ~94% at eps 0.3
+    for t in QUICK:
+        assert rows[t]["same_attack"] is True, rows[t]
+        assert (rows[t]["params"]["steps"], rows[t]["params"]["step_size"]) == (20, 0.075)
+    ta, art = rows["torchattacks"]["toolkit_params"], rows["art"]["toolkit_params"]
+    assert (ta["steps"], ta["alpha"], art["max_iter"], art["eps_step"]) == (20, 0.075, 20, 0.075)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import robustreg
-from robustreg import Attack, AttackInfo, AttackResult, Registry, UnknownNameError
+from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet, Registry, UnknownNameError
 from robustreg.evaluation import data_fingerprint, evaluate, model_fingerprint
 
 N = 96
@@ -27,7 +27,7 @@ class GradSign(Attack):
         x = x.requires_grad_(True)
         loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
-        return x + self.threat.eps * grad.sign()
+        return (x + self.threat.eps * grad.sign()).clamp(0, 1)  # the base verifies, it does not project
 
 
 class SignNoise(Attack):
@@ -36,18 +36,15 @@ class SignNoise(Attack):
     info = AttackInfo(norms=("linf", "l2"), kind="score", randomized=True, summary="test noise")
     name = "t-noise"
 
-    def __init__(self, threat, *, tries: int = 1, seed=None, eval_mode=True):
-        if not isinstance(tries, int) or tries < 1:
-            raise ValueError(f"tries must be an int >= 1, got {tries!r}")
-        self.tries = tries
-        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+    params = ParamSet([Param("tries", "int", 1, "reported queries per sample", low=1)])
 
     def perturb(self, model, x, y, generator, target=None):
         d = torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1
         x_adv = self.threat.project(x + d.sign() * self.threat.eps, x)
         marker = x.flatten(1)[:, 0].double()  # a per-sample value whose mean we can check
         return AttackResult(x_adv, queries=torch.full((x.shape[0],), float(self.tries)),
-                            extras={"marker": marker, "seconds:inner": 0.5, "flag": torch.ones(x.shape[0]) > 0})
+                            extras={"marker": marker, "seconds:inner": 0.5, "flag": torch.ones(x.shape[0]) > 0},
+                            reductions={"seconds:inner": "sum"})
 
 
 class Identity(Attack):
@@ -204,7 +201,7 @@ def test_queries_and_extras_are_aggregated(problem):
     assert r["extras"]["marker"] == pytest.approx(float(x[correct].flatten(1)[:, 0].double().mean()))
     assert r["extras"]["flag"] == pytest.approx(1.0)
     batches = math.ceil(int(correct.sum()) / 25)
-    assert r["extras"]["seconds:inner"] == pytest.approx(0.5 * batches)  # seconds* scalars are summed
+    assert r["extras"]["seconds:inner"] == pytest.approx(0.5 * batches)  # declared "sum": summed
     assert r["seconds:inner"] == r["extras"]["seconds:inner"]  # scalar summaries also at the top level
     assert "marker" not in r  # per-sample extras stay under "extras"
 
@@ -358,7 +355,7 @@ def test_nan_logits_are_flagged_and_counted_as_broken():
         name = "t-jump"
 
         def perturb(self, model, x, y, generator, target=None):
-            return torch.where(x > 0.5, x - self.threat.eps, x + self.threat.eps)
+            return torch.where(x > 0.5, x - self.threat.eps, x + self.threat.eps).clamp(0, 1)
 
     class P:
         @robustreg.hookimpl
@@ -373,10 +370,9 @@ def test_nan_logits_are_flagged_and_counted_as_broken():
 
 
 def test_labeled_data_input():
-    data_mod = pytest.importorskip("robustreg.data")
-    if not hasattr(data_mod, "load_data"):
-        pytest.skip("robustreg.data.load_data not written yet")
-    data = data_mod.load_data("digits", "test")
+    from robustreg.data import load_data
+
+    data = load_data("digits", "test")
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     report = evaluate(model, data, ["t-identity"], 0.1, registry=_registry(), progress=False, n=50)
     assert report["n"] == 50 and report["data"]["size"] == len(data)
@@ -387,3 +383,53 @@ def test_progress_bar_goes_to_stderr(problem, capsys):
     evaluate(model, (x, y), ["t-fgsm", "t-identity"], [0.01, 0.02], registry=_registry(), progress=True)
     captured = capsys.readouterr()
     assert "pt" in captured.err and captured.out == ""
+
+
+def test_config_object_and_keyword_options_agree(problem):
+    from robustreg.evaluation import EvalConfig, Mode
+
+    model, x, y = problem
+    reg = _registry()
+    attacks = ["t-noise", "t-fgsm"]
+    by_keywords = evaluate(model, (x, y), attacks, 0.05, registry=reg, progress=False, batch_size=32, early_exit=False)
+    config = EvalConfig(batch_size=32, mode=Mode.INDEPENDENT, progress=False, registry=reg)
+    by_config = evaluate(model, (x, y), attacks, 0.05, config)
+    by_text = evaluate(model, (x, y), attacks, 0.05, EvalConfig(registry=reg, progress=False), batch_size=32,
+                       mode="independent")
+    for report in (by_config, by_text):
+        assert report["mode"] == "independent"
+        assert report["results"] == [{**r, "seconds": s["seconds"]} for r, s in
+                                     zip(by_keywords["results"], report["results"])]
+    assert EvalConfig(mode="cascade").mode is Mode.CASCADE
+    with pytest.raises(ValueError, match="mode"):
+        EvalConfig(mode="parallel")
+    with pytest.raises(ValueError, match="disagree"):
+        EvalConfig.from_options(early_exit=True, mode=Mode.INDEPENDENT)
+    with pytest.raises(TypeError, match="bogus"):
+        evaluate(model, (x, y), attacks, 0.05, registry=reg, bogus=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        EvalConfig(batch_size=0)
+
+
+def test_declared_reductions_of_extras(problem):
+    class Summing(Attack):
+        info = AttackInfo(norms=("linf",), summary="reports summed and averaged extras")
+        name = "t-sum"
+
+        def perturb(self, model, x, y, generator, target=None):
+            ones = torch.ones(x.shape[0])
+            return AttackResult(x.clone(), extras={"count": ones, "mean_one": ones, "calls": 1.0, "level": 2.0},
+                                reductions={"count": "sum", "calls": "sum"})
+
+    class P:
+        @robustreg.hookimpl
+        def robustreg_register_attacks(self, registrar):
+            registrar.add_attack("t-sum", Summing)
+
+    model, x, y = problem
+    reg = Registry.create(plugins=[("p", P())], entry_points=False)
+    r = evaluate(model, (x, y), ["t-sum"], 0.01, registry=reg, progress=False, batch_size=25)["results"][0]
+    batches = math.ceil(r["attacked"] / 25)
+    assert r["extras"] == {"count": float(r["attacked"]), "mean_one": 1.0, "calls": float(batches), "level": 2.0}
+    with pytest.raises(ValueError, match="reductions"):
+        AttackResult(x, reductions={"count": "max"})

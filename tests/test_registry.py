@@ -106,6 +106,100 @@ def test_disable_env_blocks_a_plugin(fake_site, monkeypatch):
     assert "fakegood" not in dict(reg.plugins())
 
 
+def test_a_misspelt_hook_is_reported_by_plugin_name_and_the_rest_load(fake_site):
+    (fake_site / "fake_good.py").write_text(GOOD.format(tag="good"))
+    (fake_site / "fake_typo.py").write_text(GOOD.format(tag="typo").replace(
+        "def robustreg_register_attacks", "def robustreg_register_attack"))
+    _fake_distribution(fake_site, "robustreg-fakes", {"fakegood": "fake_good", "faketypo": "fake_typo"})
+    reg = Registry.create()
+    assert reg.attack("fake-good").plugin == "fakegood"
+    errors = dict(reg.load_errors)
+    assert "did you mean robustreg_register_attacks" in errors["faketypo"]
+    with pytest.raises(UnknownNameError):
+        reg.attack("fake-typo")
+    with pytest.raises(PluginLoadError, match="faketypo.*robustreg_register_attack"):
+        Registry.create(strict=True)
+
+
+def test_a_hook_without_the_marker_warns_naming_the_plugin(fake_site):
+    (fake_site / "fake_bare.py").write_text(GOOD.format(tag="bare").replace("@robustreg.hookimpl\n", ""))
+    _fake_distribution(fake_site, "robustreg-fakebare", {"fakebare": "fake_bare"})
+    with pytest.warns(UserWarning, match="plugin 'fakebare': robustreg_register_attacks has no @robustreg.hookimpl"):
+        reg = Registry.create()
+    with pytest.raises(UnknownNameError):
+        reg.attack("fake-bare")
+
+
+def test_unknown_disabled_names_warn_with_the_plugins_that_exist(monkeypatch):
+    monkeypatch.setenv(DISABLE_ENV, "scale-invariant")
+    with pytest.warns(UserWarning, match=r"names no installed plugin: scale-invariant \(plugins: .*scale_invariant"):
+        Registry.create()
+
+
+def test_a_plugin_failing_mid_registration_leaves_nothing_behind():
+    mod = types.ModuleType("half")
+
+    @robustreg.hookimpl
+    def robustreg_register_attacks(registrar):
+        registrar.add_attack("half-first", Noise)
+        raise RuntimeError("second entry broke")
+
+    @robustreg.hookimpl
+    def robustreg_register_defenses(registrar):
+        registrar.add_defense("half-defense", robustreg.Defense)
+
+    mod.robustreg_register_attacks = robustreg_register_attacks
+    mod.robustreg_register_defenses = robustreg_register_defenses
+    reg = Registry.create(entry_points=False, plugins=[("half", mod)])
+    assert dict(reg.load_errors)["half"] == "RuntimeError: second entry broke"
+    assert "half-first" not in reg.entries("attacks") and "half-defense" not in reg.entries("defenses")
+
+
+def test_duplicate_advice_names_the_third_party_plugin():
+    reg = Registry.create()
+    builtin = reg.attack("pgd").plugin
+    with pytest.raises(DuplicateNameError, match=f"{DISABLE_ENV}=thirdparty") as info:
+        Registry.create(plugins=[("thirdparty", _module("x", attack_name="pgd"))])
+    assert builtin in str(info.value)
+
+
+def test_a_plugin_registering_a_name_twice_gets_its_own_message():
+    mod = types.ModuleType("twice")
+
+    @robustreg.hookimpl
+    def robustreg_register_attacks(registrar):
+        registrar.add_attack("fake-twice", Noise)
+        registrar.add_attack("fake-twice", Noise)
+
+    mod.robustreg_register_attacks = robustreg_register_attacks
+    reg = Registry.create(entry_points=False, plugins=[("twice", mod)])
+    assert "plugin 'twice' registers attack 'fake-twice' twice" in dict(reg.load_errors)["twice"]
+
+
+def test_factories_of_the_wrong_type_are_refused():
+    mod = types.ModuleType("wrong")
+
+    @robustreg.hookimpl
+    def robustreg_register_defenses(registrar):
+        registrar.add_defense("wrong-class", object)
+
+    mod.robustreg_register_defenses = robustreg_register_defenses
+    reg = Registry.create(entry_points=False, plugins=[("wrong", mod)])
+    assert "is not a subclass of robustreg.Defense" in dict(reg.load_errors)["wrong"]
+
+    fn = types.ModuleType("fn")
+
+    @robustreg.hookimpl
+    def robustreg_register_attacks(registrar):
+        registrar.add_attack("fake-fn", lambda threat, **kw: object(), info=Noise.info,
+                             params=robustreg.ParamSet())
+
+    fn.robustreg_register_attacks = robustreg_register_attacks
+    reg = Registry.create(entry_points=False, plugins=[("fn", fn)])
+    with pytest.raises(TypeError, match="factory of attack 'fake-fn' .*returned object, not a robustreg.Attack"):
+        reg.build_attack("fake-fn", robustreg.ThreatModel("linf", 0.1))
+
+
 def test_duplicate_name_names_both_plugins():
     with pytest.raises(DuplicateNameError, match="first-plugin.*second-plugin|second-plugin.*first-plugin"):
         Registry.create(entry_points=False, plugins=[("first-plugin", _module("a")), ("second-plugin", _module("b"))])

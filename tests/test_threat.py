@@ -132,3 +132,12 @@ def test_linf_random_point_is_uniform_in_the_cube_and_clipped():
     assert abs(float(start.mean()) - 0.94375) < 0.005  # E[min(0.95 + U(-0.1, 0.1), 1)]
     with pytest.raises(ValueError, match="random_point supports linf and l2"):
         ThreatModel("l1", 1.0).random_point(x, torch.Generator())
+
+
+def test_clip_bounds_are_the_ball_within_the_box():
+    x = torch.tensor([[0.0, 0.05, 0.5, 0.97, 1.0]])
+    lo, hi = ThreatModel("linf", 0.1).clip_bounds(x)
+    assert torch.allclose(lo, torch.tensor([[0.0, 0.0, 0.4, 0.87, 0.9]]))
+    assert torch.allclose(hi, torch.tensor([[0.1, 0.15, 0.6, 1.0, 1.0]]))
+    with pytest.raises(ValueError, match="linf"):
+        ThreatModel("l2", 0.5).clip_bounds(x)

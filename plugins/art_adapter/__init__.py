@@ -26,4 +26,4 @@ __all__ = ["ENTRIES", "robustreg_register_attacks"]
 def robustreg_register_attacks(registrar: robustreg.Registrar) -> None:
     """Register every ``art:<attack>`` entry (the class itself is the factory)."""
     for cls in ENTRIES:
-        registrar.add_attack(cls.name, cls, defaults=cls.default_params(), same_as=SAME_AS.get(cls.name))
+        registrar.add_attack(cls.name, cls, same_as=SAME_AS.get(cls.name))

@@ -30,18 +30,21 @@ are handled in :mod:`.black_box`; ART's AutoAttack in :mod:`.white_box`.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackResult, ThreatModel, draw_seed, seeded_global_rngs
+from robustreg import Attack, AttackResult, Param, ParamSet, ThreatModel, draw_seed, seeded_global_rngs
 
-__all__ = ["ArtAttack", "art_version", "classifier_for", "import_art"]
+__all__ = ["ArtAttack", "alias", "art_options", "art_version", "classifier_for", "count",
+           "flag", "fraction", "import_art", "non_negative", "positive"]
 
 _INSTALL = "pip install adversarial-robustness-toolbox"
 
@@ -176,136 +179,99 @@ def one_hot(y: torch.Tensor, num_classes: int) -> np.ndarray:
     return out
 
 
-# --- parameter validation ------------------------------------------------------------------
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
+# --- parameter declarations -----------------------------------------------------------------
+_FINITE = {"high": math.inf, "high_open": True}
 
 
-def _non_negative_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-    return value
+def count(name: str, default: int | None, doc: str, *, low: int = 1, toolkit: str | None = None) -> Param:
+    """An int parameter >= ``low`` (1 unless given)."""
+    return Param(name, "int", default, doc, low=low, toolkit=toolkit, optional=default is None)
 
 
-def _positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+def positive(name: str, default: float | None, doc: str, *, toolkit: str | None = None, unit: str = "") -> Param:
+    """A finite number > 0 (None allowed when it is the default: "computed")."""
+    return Param(name, "float", default, doc, low=0, low_open=True, toolkit=toolkit, unit=unit,
+                 optional=default is None, **_FINITE)
 
 
-def _non_negative_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+def non_negative(name: str, default: float, doc: str) -> Param:
+    """A finite number >= 0."""
+    return Param(name, "float", default, doc, low=0, **_FINITE)
 
 
-def _unit_float(name: str, value: Any) -> float:
-    value = _positive_float(name, value)
-    if value > 1:
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-    return value
+def fraction(name: str, default: float, doc: str) -> Param:
+    """A number in (0, 1]."""
+    return Param(name, "float", default, doc, low=0, low_open=True, high=1)
 
 
-def _boolean(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
+def flag(name: str, default: bool, doc: str) -> Param:
+    return Param(name, "bool", default, doc)
 
 
-def choice(*allowed: Any) -> Any:
-    def check(name: str, value: Any) -> Any:
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
-        return value
+def alias(param: Param, name: str | None = None) -> Param:
+    """Another name for ``param``'s ART keyword (default None: not given); ``name`` None = ART's own name.
 
-    return check
+    Declare aliases after ``param`` and ART's own name last: the last one given wins (see :func:`art_options`).
+    """
+    target = param.toolkit or param.name
+    doc = f"ART's own name for {param.name}; wins over it" if name is None else f"same as {param.name}"
+    return replace(param, name=name or target, default=None, optional=True, doc=doc,
+                   toolkit=None if name is None else target)
 
 
-CHECKS = {
-    "int>=1": _positive_int,
-    "int>=0": _non_negative_int,
-    "float>0": _positive_float,
-    "float>=0": _non_negative_float,
-    "(0,1]": _unit_float,
-    "bool": _boolean,
-}
+def art_options(params: ParamSet, config: Mapping[str, Any], own: Collection[str]) -> dict[str, Any]:
+    """ART keyword -> value, from the resolved ``config`` (our names), less the entry's ``own`` parameters.
+
+    Several of our names may set one ART keyword (``steps``, ``max_iter``): the value of the last one
+    declared that is not None wins, so a given alias beats the default of our name and ART's own name
+    (declared last) beats both.  None where all are None: "computed" in :meth:`ArtAttack.art_kwargs`.
+    """
+    art = [p for p in params if p.name not in own]
+    options: dict[str, Any] = dict.fromkeys(p.toolkit or p.name for p in art)
+    options.update(params.toolkit_kwargs({p.name: config[p.name] for p in art if config[p.name] is not None}))
+    return options
 
 
 class ArtAttack(Attack):
     """Base of every ``art:<attack>`` entry: builds ART's attack per call on the cached classifier.
 
-    A subclass sets ``name``, ``info``, ``art_class`` (a name in ``art.attacks.evasion``) and the tables:
+    A subclass sets ``name``, ``info``, ``art_class`` (a name in ``art.attacks.evasion``) and:
 
-    - ``aliases``: our vocabulary -> ART's keyword (``{"steps": "max_iter"}``);
-    - ``params``: ART keyword -> ``(default, check)``; ``check`` is a key of ``CHECKS`` or a callable
-      ``(name, value) -> value``; a default of None means "computed in :meth:`art_kwargs`";
-    - ``extra``: our own keywords handled in :meth:`art_kwargs` -> ``(default, check)``;
+    - ``params``: the declaration (a :class:`robustreg.ParamSet`).  A parameter goes to ART under its
+      ``toolkit`` name, else under its own (ART's) name; :func:`alias` declares other names for one ART
+      keyword (ART's own name among them, which wins over ours);
+    - ``own``: our parameters that are not ART keywords, turned into ART's in :meth:`art_kwargs` /
+      :meth:`build_art_attack` (``random_start``, ``restarts``, ...);
     - ``fixed``: ART keywords the adapter always sets (``verbose=False``, ``targeted=False``, ...).
 
-    Unknown keywords raise a TypeError naming the allowed ones.  Given both, ART's own name wins over our
-    alias (``max_iter`` over ``steps``): the registry merges an entry's defaults, which use our names,
-    into every build.
+    ``options`` holds the ART keywords with their values (None: computed in :meth:`art_kwargs`).
     """
 
     art_class: ClassVar[str] = ""
-    aliases: ClassVar[Mapping[str, str]] = {}
-    params: ClassVar[Mapping[str, tuple[Any, Any]]] = {}
-    extra: ClassVar[Mapping[str, tuple[Any, Any]]] = {}
+    own: ClassVar[tuple[str, ...]] = ()
     fixed: ClassVar[Mapping[str, Any]] = {"verbose": False}
     probabilities: ClassVar[bool] = False
+    #: ART minimises the perturbation's norm and does not bound it by eps: the adapter projects the
+    #: result into the eps ball (and the box); an eps-bounded attack's result only has its slop clamped
+    minimal_norm: ClassVar[bool] = False
+    #: for ``robustreg compare``: our parameters ART's class does not take but runs as (``{"loss": "ce"}``);
+    #: ``...``: does not apply to what it does (see :mod:`robustreg.comparison_params`)
+    implied: ClassVar[Mapping[str, Any]] = {}
 
-    def __init__(self, threat: ThreatModel, *, seed: int | None = None, eval_mode: bool = True, **kwargs: Any) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = sorted(set(cls.own) - set(cls.params.names()))
+        if missing:
+            raise TypeError(f"{cls.__name__}: own names undeclared parameter(s) {', '.join(missing)}")
+
+    def setup(self) -> None:
         import_art(self.label())
-        super().__init__(threat, seed=seed, eval_mode=eval_mode)
-        self.options = self._parse(kwargs)
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        """One name per setting with its default (our vocabulary where it has a name; None = computed)."""
-        out: dict[str, Any] = {}
-        named = set()
-        for ours, art_name in cls.aliases.items():
-            if art_name not in named:
-                named.add(art_name)
-                out[ours] = (cls.params.get(art_name) or cls.extra[art_name])[0]
-        for key, (default, _) in {**cls.params, **cls.extra}.items():
-            if key not in named:
-                out[key] = default
-        return out
-
-    @classmethod
-    def allowed(cls) -> list[str]:
-        return sorted({*cls.aliases, *cls.params, *cls.extra})
-
-    def _parse(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(k for k in kwargs if k not in self.allowed())
-        if unknown:
-            raise TypeError(
-                f"{self.label()} got unexpected parameter(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(self.allowed())} (plus seed, eval_mode)"
-            )
-        table = {**self.params, **self.extra}
-        options: dict[str, Any] = {k: default for k, (default, _) in table.items()}
-        for key, value in kwargs.items():
-            target = self.aliases.get(key, key)
-            if key != target and target in kwargs:
-                # ART's own name wins over our alias: the registry merges its defaults (which use our
-                # names) into every build, so max_iter=5 must beat the default steps=20.
-                continue
-            default, check = table[target]
-            if value is None and default is None:
-                options[target] = None  # "computed from the threat model / other parameters"
-                continue
-            check_fn = CHECKS[check] if isinstance(check, str) else check
-            options[target] = check_fn(key, value)
-        return options
+        self.options = art_options(self.params, self.config, self.own)
 
     # --- what subclasses may override --------------------------------------------------------
     def art_kwargs(self, num_samples: int) -> dict[str, Any]:
         """Keyword arguments for ART's attack constructor (besides the estimator)."""
-        kwargs = {k: v for k, v in self.options.items() if k in self.params}
+        kwargs = dict(self.options)
         kwargs.update(self.fixed)
         return kwargs
 
@@ -336,9 +302,29 @@ class ArtAttack(Attack):
             attack = self.build_art_attack(classifier, x.shape[0])
             x_adv, queries = self.generate(attack, x_np, y_np, forward, generator)
         x_adv_t = torch.from_numpy(np.asarray(x_adv, dtype=np.float32)).to(device=x.device, dtype=x.dtype)
+        if self.minimal_norm:  # ART minimises the norm without bounding it by eps: the adapter projects
+            x_adv_t = self.threat.project(x_adv_t, x)
+        else:
+            x_adv_t = clamp_slop(self.threat, x_adv_t, x)
         if queries is not None:
             queries = queries.to(x.device)
         return AttackResult(x_adv_t, queries=queries)
+
+
+#: How far beyond the ball or the box an eps-bounded ART attack's result may come back: the slop of
+#: ART's float arithmetic and of the float32 round trip.  Anything further is left for the Attack base
+#: to report as a bug (it is not a rounding error to hide).
+TOOLKIT_SLOP = 1e-5
+
+
+def clamp_slop(threat: ThreatModel, x_adv: torch.Tensor, x: torch.Tensor, slop: float = TOOLKIT_SLOP) -> torch.Tensor:
+    """``x_adv`` projected into the ball and the box if it is outside by at most ``slop``, else unchanged."""
+    lo, hi = threat.box
+    over_ball = float((threat.distance(x_adv, x) - threat.eps).max())
+    over_box = max(lo - float(x_adv.min()), float(x_adv.max()) - hi)
+    if max(over_ball, over_box) <= slop:
+        return threat.project(x_adv, x)
+    return x_adv
 
 
 def art_norm(threat: ThreatModel) -> Any:

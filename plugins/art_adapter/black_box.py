@@ -5,9 +5,9 @@ boundary, geoda, sign-opt.  Every one runs only on the points the model still cl
 (the others are already adversarial and come back unchanged).  All but Square run one sample at a time,
 as ART does internally, so the queries each sample used are counted and returned in
 ``AttackResult.queries`` (including the one clean prediction).  The minimal-norm attacks (zoo, simba,
-hopskipjump, boundary, geoda, sign-opt) do not bound their perturbation by eps: the Attack base projects
-their result into the eps ball and the box, which can undo a success found outside the ball, so their
-robust accuracy at a given eps is an upper bound.
+hopskipjump, boundary, geoda, sign-opt) do not bound their perturbation by eps: the adapter projects
+their result into the eps ball and the box (``minimal_norm = True``), which can undo a success found
+outside the ball, so their robust accuracy at a given eps is an upper bound.
 """
 
 from __future__ import annotations
@@ -22,15 +22,34 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from robustreg import AttackInfo
+from robustreg import AttackInfo, Param, ParamSet
 
-from ._base import ArtAttack, ArtForward, art_norm, art_version, choice, import_art
+from ._base import (
+    ArtAttack,
+    ArtForward,
+    alias,
+    art_norm,
+    art_version,
+    count,
+    flag,
+    fraction,
+    import_art,
+    non_negative,
+    positive,
+)
 
 __all__ = ["ArtBoundary", "ArtGeoDA", "ArtHopSkipJump", "ArtSignOPT", "ArtSimBA", "ArtSquare", "ArtZOO"]
 
 
 def _source(what: str) -> str:
     return f"ART {art_version()} ({what})"
+
+
+def _budget(name: str, default: int, doc: str, low: int = 1, toolkit: str = "max_iter") -> Param:
+    return count(name, default, doc, low=low, toolkit=toolkit)
+
+
+_BATCH = count("batch_size", 64, "samples per ART batch (of queries)")
 
 
 class _BlackBox(ArtAttack):
@@ -72,6 +91,10 @@ class _BlackBox(ArtAttack):
         return candidates[wrong[0]] if len(wrong) else None
 
 
+_SQUARE_QUERIES = _budget("n_queries", 100, "iterations, one query each")
+_SQUARE_RESTARTS = count("restarts", 1, "restarts", toolkit="nb_restarts")
+
+
 class ArtSquare(_BlackBox):
     """Square Attack from ART: random square-shaped updates accepted when the margin loss drops.
 
@@ -95,9 +118,15 @@ class ArtSquare(_BlackBox):
                       toolkit="art", summary="ART Square Attack (score-based random search)")
     art_class = "SquareAttack"
     per_sample = False
-    aliases = {"n_queries": "max_iter", "max_queries": "max_iter", "restarts": "nb_restarts"}
-    params = {"max_iter": (100, "int>=1"), "nb_restarts": (1, "int>=1"), "p_init": (0.8, "(0,1]"),
-              "batch_size": (128, "int>=1")}
+    params = ParamSet([
+        _SQUARE_QUERIES,
+        _SQUARE_RESTARTS,
+        fraction("p_init", 0.8, "initial fraction of pixels changed"),
+        count("batch_size", 128, "samples per ART batch"),
+        alias(_SQUARE_QUERIES, "max_queries"),
+        alias(_SQUARE_QUERIES),
+        alias(_SQUARE_RESTARTS),
+    ])
 
     def art_kwargs(self, num_samples: int) -> dict[str, Any]:
         kwargs = super().art_kwargs(num_samples)
@@ -105,12 +134,17 @@ class ArtSquare(_BlackBox):
         return kwargs
 
 
+_SIMBA_STEPS = _budget("steps", 3000, "directions tried, up to 2 queries each")
+_SIMBA_STEP = positive("step_size", 0.2, "step along each direction", toolkit="epsilon",
+                       unit="pixels [0, 1]")
+
+
 class ArtSimBA(_BlackBox):
     """SimBA from ART: tries +/- a step along random pixel or DCT directions, keeps what lowers the true-class prob.
 
     Paper: "Simple Black-box Adversarial Attacks", Guo et al., 2019, arXiv:1905.07121.  Norm: l2
-    (minimal-norm; the base projects into the eps ball).  Score-based.  ART class ``SimBA`` (given softmax
-    probabilities: ART refuses logits).
+    (minimal-norm; the adapter projects the result into the eps ball).  Score-based.  ART class ``SimBA``
+    (given softmax probabilities: ART refuses logits).
 
     Parameters (keyword-only):
 
@@ -128,25 +162,32 @@ class ArtSimBA(_BlackBox):
     info = AttackInfo(norms=("l2",), kind="score", randomized=True, source=_source("SimBA"), toolkit="art",
                       summary="ART SimBA (score-based, pixel or DCT directions)")
     art_class = "SimBA"
+    minimal_norm = True
     probabilities = True
-    aliases = {"steps": "max_iter", "max_queries": "max_iter", "step_size": "epsilon"}
-    params = {
-        "max_iter": (3000, "int>=1"),
-        "epsilon": (0.2, "float>0"),
-        "attack": ("dct", choice("dct", "px")),
-        "order": ("random", choice("random", "diag")),
-        "freq_dim": (4, "int>=1"),
-        "stride": (1, "int>=1"),
-    }
+    params = ParamSet([
+        _SIMBA_STEPS,
+        _SIMBA_STEP,
+        Param("attack", "choice", "dct", "directions: DCT basis or single pixels", choices=("dct", "px")),
+        Param("order", "choice", "random", "order of the directions", choices=("random", "diag")),
+        count("freq_dim", 4, "DCT frequencies per side"),
+        count("stride", 1, "DCT stride"),
+        alias(_SIMBA_STEPS, "max_queries"),
+        alias(_SIMBA_STEPS),
+        alias(_SIMBA_STEP),
+    ])
     fixed = {"verbose": False, "targeted": False, "batch_size": 1}
+
+
+_ZOO_STEPS = _budget("steps", 10, "iterations")
+_ZOO_STEP = positive("step_size", 1e-2, "learning rate", toolkit="learning_rate")
 
 
 class ArtZOO(_BlackBox):
     """ZOO from ART: Carlini-Wagner's L2 objective optimised with coordinate-wise finite differences.
 
     Paper: "ZOO: Zeroth Order Optimization based Black-box Attacks to Deep Neural Networks without
-    Training Substitute Models", Chen et al., 2017, arXiv:1708.03999.  Norm: l2 (minimal-norm; the base
-    projects into the eps ball).  Score-based.  ART class ``ZooAttack``.
+    Training Substitute Models", Chen et al., 2017, arXiv:1708.03999.  Norm: l2 (minimal-norm; the adapter
+    projects the result into the eps ball).  Score-based.  ART class ``ZooAttack``.
 
     Parameters (keyword-only):
 
@@ -166,19 +207,21 @@ class ArtZOO(_BlackBox):
     info = AttackInfo(norms=("l2",), kind="score", randomized=True, source=_source("ZooAttack"), toolkit="art",
                       summary="ART ZOO (zeroth-order C&W L2)")
     art_class = "ZooAttack"
-    aliases = {"steps": "max_iter", "step_size": "learning_rate"}
-    params = {
-        "max_iter": (10, "int>=1"),
-        "learning_rate": (1e-2, "float>0"),
-        "confidence": (0.0, "float>=0"),
-        "binary_search_steps": (1, "int>=1"),
-        "initial_const": (1e-3, "float>0"),
-        "abort_early": (True, "bool"),
-        "use_resize": (False, "bool"),
-        "use_importance": (True, "bool"),
-        "nb_parallel": (128, "int>=1"),
-        "variable_h": (1e-4, "float>0"),
-    }
+    minimal_norm = True
+    params = ParamSet([
+        _ZOO_STEPS,
+        _ZOO_STEP,
+        non_negative("confidence", 0.0, "C&W confidence margin"),
+        count("binary_search_steps", 1, "binary search steps over the constant"),
+        positive("initial_const", 1e-3, "initial trade-off constant"),
+        flag("abort_early", True, "stop when the loss stalls"),
+        flag("use_resize", False, "ART's resizing (needs larger images than MNIST)"),
+        flag("use_importance", True, "importance sampling of the coordinates"),
+        count("nb_parallel", 128, "coordinates per step (capped at the input's size)"),
+        positive("variable_h", 1e-4, "finite-difference step"),
+        alias(_ZOO_STEPS),
+        alias(_ZOO_STEP),
+    ])
     fixed = {"verbose": False, "targeted": False, "batch_size": 1}
 
     def build_art_attack(self, classifier: Any, num_samples: int) -> Any:
@@ -190,11 +233,14 @@ class ArtZOO(_BlackBox):
         return ZooAttack(classifier, **kwargs)
 
 
+_HSJ_STEPS = _budget("steps", 50, "boundary iterations", low=0)
+
+
 class ArtHopSkipJump(_BlackBox):
     """HopSkipJump from ART: boundary walk with gradient-direction estimates from label queries.
 
     Paper: "HopSkipJumpAttack: A Query-Efficient Decision-Based Attack", Chen et al., 2020,
-    arXiv:1904.02144.  Norms: linf, l2 (minimal-norm; the base projects into the eps ball).
+    arXiv:1904.02144.  Norms: linf, l2 (minimal-norm; the adapter projects the result into the eps ball).
     Decision-based.  ART class ``HopSkipJump``; its starting point is drawn from our seeded generator
     (ART's own search uses an unseeded RandomState).
 
@@ -213,10 +259,16 @@ class ArtHopSkipJump(_BlackBox):
     info = AttackInfo(norms=("linf", "l2"), kind="decision", randomized=True, source=_source("HopSkipJump"),
                       toolkit="art", summary="ART HopSkipJump (decision-based)")
     art_class = "HopSkipJump"
+    minimal_norm = True
     random_init = True
-    aliases = {"steps": "max_iter"}
-    params = {"max_iter": (50, "int>=0"), "max_eval": (10000, "int>=1"), "init_eval": (100, "int>=1"),
-              "init_size": (100, "int>=1"), "batch_size": (64, "int>=1")}
+    params = ParamSet([
+        _HSJ_STEPS,
+        count("max_eval", 10000, "queries per gradient estimate at most"),
+        count("init_eval", 100, "queries of the first gradient estimate"),
+        count("init_size", 100, "tries of ART's own search for a starting point"),
+        _BATCH,
+        alias(_HSJ_STEPS),
+    ])
     fixed = {"verbose": False, "targeted": False}
 
     def art_kwargs(self, num_samples: int) -> dict[str, Any]:
@@ -225,13 +277,16 @@ class ArtHopSkipJump(_BlackBox):
         return kwargs
 
 
+_BOUNDARY_STEPS = _budget("steps", 5000, "iterations", low=0)
+
+
 class ArtBoundary(_BlackBox):
     """Boundary Attack from ART: a random walk along the decision boundary towards the input.
 
     Paper: "Decision-Based Adversarial Attacks: Reliable Attacks Against Black-Box Machine Learning
-    Models", Brendel et al., 2018, arXiv:1712.04248.  Norm: l2 (minimal-norm; the base projects into the
-    eps ball).  Decision-based.  ART class ``BoundaryAttack`` (run untargeted; ART's default is targeted),
-    started from a point drawn from our seeded generator.
+    Models", Brendel et al., 2018, arXiv:1712.04248.  Norm: l2 (minimal-norm; the adapter projects the
+    result into the eps ball).  Decision-based.  ART class ``BoundaryAttack`` (run untargeted; ART's
+    default is targeted), started from a point drawn from our seeded generator.
 
     Parameters (keyword-only):
 
@@ -249,19 +304,20 @@ class ArtBoundary(_BlackBox):
     info = AttackInfo(norms=("l2",), kind="decision", randomized=True, source=_source("BoundaryAttack"),
                       toolkit="art", summary="ART Boundary Attack (decision-based)")
     art_class = "BoundaryAttack"
+    minimal_norm = True
     random_init = True
-    aliases = {"steps": "max_iter"}
-    params = {
-        "max_iter": (5000, "int>=0"),
-        "delta": (0.01, "float>0"),
-        "epsilon": (0.01, "float>0"),
-        "step_adapt": (0.667, "(0,1]"),
-        "num_trial": (25, "int>=1"),
-        "sample_size": (20, "int>=1"),
-        "init_size": (100, "int>=1"),
-        "min_epsilon": (0.0, "float>=0"),
-        "batch_size": (64, "int>=1"),
-    }
+    params = ParamSet([
+        _BOUNDARY_STEPS,
+        positive("delta", 0.01, "orthogonal step"),
+        positive("epsilon", 0.01, "step towards the input (not the threat's eps)"),
+        fraction("step_adapt", 0.667, "step adaptation factor"),
+        count("num_trial", 25, "trials per step"),
+        count("sample_size", 20, "samples per trial"),
+        count("init_size", 100, "tries of ART's own search for a starting point"),
+        non_negative("min_epsilon", 0.0, "stop when the step towards the input falls below it"),
+        _BATCH,
+        alias(_BOUNDARY_STEPS),
+    ])
     fixed = {"verbose": False, "targeted": False}
 
 
@@ -337,12 +393,15 @@ def _private_cwd() -> Iterator[None]:
             os.chdir(old)
 
 
+_GEODA_QUERIES = _budget("max_queries", 4000, "query budget")
+
+
 class ArtGeoDA(_BlackBox):
     """GeoDA from ART: estimates the boundary normal in a low-frequency DCT subspace from label queries.
 
     Paper: "GeoDA: a geometric framework for black-box adversarial attacks", Rahmati et al., 2020,
-    arXiv:2003.06468.  Norms: linf, l2 (minimal-norm; the base projects into the eps ball).  Decision-based.
-    ART class ``GeoDA``, with its DCT basis rebuilt without ``np.mat`` (NumPy 2), its unbounded random
+    arXiv:2003.06468.  Norms: linf, l2 (minimal-norm; the adapter projects the result into the eps ball).
+    Decision-based.  ART class ``GeoDA``, with its DCT basis rebuilt without ``np.mat`` (NumPy 2), its unbounded random
     search capped at 500 draws, its query split made total, and its basis cache file kept out of the
     working directory.  Square images only.
 
@@ -362,15 +421,17 @@ class ArtGeoDA(_BlackBox):
     info = AttackInfo(norms=("linf", "l2"), kind="decision", randomized=True, source=_source("GeoDA"),
                       toolkit="art", summary="ART GeoDA (decision-based, DCT subspace)")
     art_class = "GeoDA"
-    aliases = {"max_queries": "max_iter", "n_queries": "max_iter"}
-    params = {
-        "max_iter": (4000, "int>=1"),
-        "sub_dim": (10, "int>=1"),
-        "bin_search_tol": (0.1, "float>0"),
-        "lambda_param": (0.6, "float>0"),
-        "sigma": (0.0002, "float>0"),
-        "batch_size": (64, "int>=1"),
-    }
+    minimal_norm = True
+    params = ParamSet([
+        _GEODA_QUERIES,
+        count("sub_dim", 10, "DCT frequencies per side"),
+        positive("bin_search_tol", 0.1, "tolerance of the binary search"),
+        positive("lambda_param", 0.6, "query split across rounds"),
+        positive("sigma", 0.0002, "scale of the random perturbations"),
+        _BATCH,
+        alias(_GEODA_QUERIES, "n_queries"),
+        alias(_GEODA_QUERIES),
+    ])
 
     def art_kwargs(self, num_samples: int) -> dict[str, Any]:
         kwargs = super().art_kwargs(num_samples)
@@ -386,11 +447,15 @@ class ArtGeoDA(_BlackBox):
             return super().generate(attack, x, y, forward, generator)
 
 
+_SIGNOPT_STEPS = _budget("steps", 1000, "iterations")
+_SIGNOPT_QUERIES = _budget("max_queries", 20000, "query budget", toolkit="query_limit")
+
+
 class ArtSignOPT(_BlackBox):
     """Sign-OPT from ART: optimises the boundary distance along a direction with sign-only gradient estimates.
 
     Paper: "Sign-OPT: A Query-Efficient Hard-label Adversarial Attack", Cheng et al., 2020,
-    arXiv:1909.10773.  Norm: l2 (minimal-norm; the base projects into the eps ball).  Decision-based.
+    arXiv:1909.10773.  Norm: l2 (minimal-norm; the adapter projects the result into the eps ball).  Decision-based.
     ART class ``SignOPTAttack`` (run untargeted; ART's default is targeted).
 
     Parameters (keyword-only):
@@ -408,15 +473,18 @@ class ArtSignOPT(_BlackBox):
     info = AttackInfo(norms=("l2",), kind="decision", randomized=True, source=_source("SignOPTAttack"),
                       toolkit="art", summary="ART Sign-OPT (decision-based)")
     art_class = "SignOPTAttack"
-    aliases = {"steps": "max_iter", "max_queries": "query_limit", "n_queries": "query_limit"}
-    params = {
-        "max_iter": (1000, "int>=1"),
-        "query_limit": (20000, "int>=1"),
-        "k": (200, "int>=1"),
-        "alpha": (0.2, "float>0"),
-        "beta": (0.001, "float>0"),
-        "num_trial": (100, "int>=1"),
-        "epsilon": (0.001, "float>0"),
-        "batch_size": (64, "int>=1"),
-    }
+    minimal_norm = True
+    params = ParamSet([
+        _SIGNOPT_STEPS,
+        _SIGNOPT_QUERIES,
+        count("k", 200, "directions per sign estimate"),
+        positive("alpha", 0.2, "step size of the direction update"),
+        positive("beta", 0.001, "smoothing of the sign estimate"),
+        count("num_trial", 100, "random starting directions"),
+        positive("epsilon", 0.001, "stopping tolerance"),
+        _BATCH,
+        alias(_SIGNOPT_QUERIES, "n_queries"),
+        alias(_SIGNOPT_STEPS),
+        alias(_SIGNOPT_QUERIES),
+    ])
     fixed = {"verbose": False, "targeted": False}

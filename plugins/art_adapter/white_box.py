@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from typing import Any, ClassVar
 
-import numpy as np
+from robustreg import AttackInfo, Param, ParamError, ParamSet
 
-from robustreg import AttackInfo, ThreatModel
-
-from ._base import ArtAttack, art_norm, art_version, import_art
+from ._base import ArtAttack, alias, art_norm, art_version, count, flag, import_art, positive
 
 __all__ = ["ArtAPGDCE", "ArtAPGDDLR", "ArtAutoAttack", "ArtBIM", "ArtFGM", "ArtPGD"]
 
 
 def _source(what: str) -> str:
     return f"ART {art_version()} ({what})"
+
+
+# Our vocabulary for ART's keywords (each entry sets its own default for steps).
+_STEPS = count("steps", 10, "iterations", toolkit="max_iter")
+_STEP_SIZE = positive("step_size", None, "step per iteration; None = eps / 4", toolkit="eps_step",
+                      unit="pixels [0, 1]")
+_RESTARTS = count("restarts", 1, "random restarts; every restart starts at random",
+                  toolkit="nb_random_init")
+_AA_STEP = positive("step_size", 0.1, "initial step of the APGDs", toolkit="eps_step",
+                    unit="pixels [0, 1]")
 
 
 class ArtFGM(ArtAttack):
@@ -38,22 +48,26 @@ class ArtFGM(ArtAttack):
     """
 
     name = "art:fgm"
-    info = AttackInfo(norms=("linf", "l2"), kind="white-box", source=_source("FastGradientMethod"),
+    info = AttackInfo(norms=("linf", "l2"), kind="white-box", single_step=True, source=_source("FastGradientMethod"),
                       toolkit="art", summary="ART FastGradientMethod (FGSM / FGM), one gradient step")
     art_class = "FastGradientMethod"
-    params = {
-        "num_random_init": (None, "int>=0"),
-        "eps_step": (0.1, "float>0"),
-        "minimal": (False, "bool"),
-        "batch_size": (256, "int>=1"),
-    }
-    extra = {"random_start": (False, "bool")}
+    params = ParamSet([
+        flag("random_start", False, "start from a random point of the eps ball (ART num_random_init=1)"),
+        count("num_random_init", None, "ART's random starts; None = 1 if random_start else 0 (wins over it)",
+              low=0),
+        positive("eps_step", 0.1, "step of the minimal search (minimal=True)", unit="pixels [0, 1]"),
+        flag("minimal", False, "search the smallest step up to eps that flips the label"),
+        count("batch_size", 256, "samples per ART batch"),
+    ])
+    own = ("random_start",)
+    random_start: bool
     fixed: ClassVar[dict[str, Any]] = {}
+    implied: ClassVar[dict[str, Any]] = {"step_size": None}  # one step of eps, as robustreg's fgsm
 
     def art_kwargs(self, num_samples: int) -> dict[str, Any]:
         kwargs = super().art_kwargs(num_samples)
         if kwargs["num_random_init"] is None:  # ART's own name wins over random_start
-            kwargs["num_random_init"] = int(self.options["random_start"])
+            kwargs["num_random_init"] = int(self.random_start)
         kwargs.update(norm=art_norm(self.threat), eps=self.threat.eps, targeted=False)
         return kwargs
 
@@ -79,8 +93,13 @@ class ArtBIM(ArtAttack):
     info = AttackInfo(norms=("linf",), kind="white-box", source=_source("BasicIterativeMethod"),
                       toolkit="art", summary="ART BasicIterativeMethod (I-FGSM)")
     art_class = "BasicIterativeMethod"
-    aliases = {"steps": "max_iter", "step_size": "eps_step"}
-    params = {"max_iter": (10, "int>=1"), "eps_step": (None, "float>0"), "batch_size": (256, "int>=1")}
+    params = ParamSet([
+        replace(_STEPS, default=10),
+        _STEP_SIZE,
+        count("batch_size", 256, "samples per ART batch"),
+        alias(_STEPS),
+        alias(_STEP_SIZE),
+    ])
 
     def art_kwargs(self, num_samples: int) -> dict[str, Any]:
         kwargs = super().art_kwargs(num_samples)
@@ -88,14 +107,6 @@ class ArtBIM(ArtAttack):
             kwargs["eps_step"] = self.threat.eps / 4
         kwargs.update(eps=self.threat.eps, targeted=False)
         return kwargs
-
-
-def _finite_or_none(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number or None, got {value!r}")
-    return float(value)
 
 
 class ArtPGD(ArtAttack):
@@ -123,30 +134,38 @@ class ArtPGD(ArtAttack):
                       source=_source("ProjectedGradientDescent"), toolkit="art",
                       summary="ART ProjectedGradientDescent (Madry PGD), linf or l2")
     art_class = "ProjectedGradientDescent"
-    aliases = {"steps": "max_iter", "step_size": "eps_step"}
-    params = {
-        "max_iter": (20, "int>=1"),
-        "eps_step": (None, "float>0"),
-        "batch_size": (256, "int>=1"),
-        "decay": (None, _finite_or_none),
-        "random_eps": (False, "bool"),
-    }
-    extra = {"random_start": (True, "bool"), "restarts": (1, "int>=1"), "num_random_init": (None, "int>=0")}
+    params = ParamSet([
+        replace(_STEPS, default=20),
+        _STEP_SIZE,
+        flag("random_start", True, "start from a random point of the eps ball"),
+        count("restarts", 1, "random starts when random_start (ART num_random_init); else must be 1"),
+        count("batch_size", 256, "samples per ART batch"),
+        Param("decay", "float", None, "momentum decay (ART's own); None = no momentum", low=-math.inf,
+              low_open=True, high=math.inf, high_open=True, optional=True),
+        flag("random_eps", False, "draw eps per sample from a truncated normal (ART's own)"),
+        count("num_random_init", None, "ART's random starts; None = restarts if random_start else 0 (wins over "
+              "both)", low=0),
+        alias(_STEPS),
+        alias(_STEP_SIZE),
+    ])
+    own = ("random_start", "restarts")
+    random_start: bool
+    restarts: int
+    # ART's PGD ascends the classifier's loss, the cross-entropy (so the C&W cap, kappa, does not apply)
+    implied: ClassVar[dict[str, Any]] = {"loss": "ce", "kappa": ...}
 
-    def __init__(self, threat: ThreatModel, *, seed: int | None = None, eval_mode: bool = True, **kwargs: Any) -> None:
-        super().__init__(threat, seed=seed, eval_mode=eval_mode, **kwargs)
-        o = self.options
-        if o["num_random_init"] is None and not o["random_start"] and o["restarts"] != 1:
-            raise ValueError(f"restarts must be 1 when random_start=False, got {o['restarts']}")
+    def setup(self) -> None:
+        super().setup()
+        if self.options["num_random_init"] is None and not self.random_start and self.restarts != 1:
+            raise ParamError(f"{self.label()}: restarts must be 1 when random_start=False, got {self.restarts}")
 
     def art_kwargs(self, num_samples: int) -> dict[str, Any]:
         kwargs = super().art_kwargs(num_samples)
-        o = self.options
         if kwargs["eps_step"] is None:
             kwargs["eps_step"] = self.threat.eps / 4
-        inits = o["num_random_init"]
+        inits = kwargs["num_random_init"]
         if inits is None:
-            inits = o["restarts"] if o["random_start"] else 0
+            inits = self.restarts if self.random_start else 0
         kwargs.update(norm=art_norm(self.threat), eps=self.threat.eps, targeted=False, num_random_init=inits)
         return kwargs
 
@@ -154,13 +173,15 @@ class ArtPGD(ArtAttack):
 class _ArtAPGD(ArtAttack):
     art_class = "AutoProjectedGradientDescent"
     loss_type: ClassVar[str] = ""
-    aliases = {"steps": "max_iter", "step_size": "eps_step", "restarts": "nb_random_init"}
-    params = {
-        "max_iter": (100, "int>=1"),
-        "eps_step": (None, "float>0"),
-        "nb_random_init": (1, "int>=1"),
-        "batch_size": (256, "int>=1"),
-    }
+    params = ParamSet([
+        replace(_STEPS, default=100),
+        replace(_STEP_SIZE, doc="initial step; None = 2 * eps"),
+        _RESTARTS,
+        count("batch_size", 256, "samples per ART batch"),
+        alias(_STEPS),
+        alias(replace(_STEP_SIZE, doc="initial step; None = 2 * eps")),
+        alias(_RESTARTS),
+    ])
 
     def art_kwargs(self, num_samples: int) -> dict[str, Any]:
         kwargs = super().art_kwargs(num_samples)
@@ -242,18 +263,25 @@ class ArtAutoAttack(ArtAttack):
                       source=_source("AutoAttack; ART's variant, not the standard AutoAttack"), toolkit="art",
                       summary="ART's AutoAttack variant (APGD-CE, APGD-DLR, DeepFool, Square), not the standard one")
     art_class = "AutoAttack"
-    aliases = {"step_size": "eps_step"}
-    params = {"eps_step": (0.1, "float>0"), "batch_size": (32, "int>=1")}
-    extra = {
-        "steps": (100, "int>=1"),
-        "restarts": (5, "int>=1"),
-        "n_queries": (5000, "int>=1"),
-        "square_restarts": (5, "int>=1"),
-        "deepfool_steps": (100, "int>=1"),
-    }
+    params = ParamSet([
+        _AA_STEP,
+        count("steps", 100, "APGD-CE / APGD-DLR iterations"),
+        count("restarts", 5, "APGD-CE / APGD-DLR random restarts"),
+        count("n_queries", 5000, "Square iterations"),
+        count("square_restarts", 5, "Square restarts"),
+        count("deepfool_steps", 100, "DeepFool iterations"),
+        count("batch_size", 32, "samples per ART batch (ART's default)"),
+        alias(_AA_STEP),
+    ])
+    own = ("steps", "restarts", "n_queries", "square_restarts", "deepfool_steps")
+    steps: int
+    restarts: int
+    n_queries: int
+    square_restarts: int
+    deepfool_steps: int
 
-    def __init__(self, threat: ThreatModel, *, seed: int | None = None, eval_mode: bool = True, **kwargs: Any) -> None:
-        super().__init__(threat, seed=seed, eval_mode=eval_mode, **kwargs)
+    def setup(self) -> None:
+        super().setup()
         try:
             import multiprocess  # noqa: F401 - ART's AutoAttack imports it in generate()
         except ImportError:
@@ -269,15 +297,15 @@ class ArtAutoAttack(ArtAttack):
         norm, eps, step, bs = art_norm(self.threat), self.threat.eps, o["eps_step"], o["batch_size"]
         # ART's default list (auto_attack.py), rebuilt only to switch its progress bars off.
         attacks = [
-            AutoProjectedGradientDescent(classifier, norm=norm, eps=eps, eps_step=step, max_iter=o["steps"],
-                                         targeted=False, nb_random_init=o["restarts"], batch_size=bs,
+            AutoProjectedGradientDescent(classifier, norm=norm, eps=eps, eps_step=step, max_iter=self.steps,
+                                         targeted=False, nb_random_init=self.restarts, batch_size=bs,
                                          loss_type=loss, verbose=False)
             for loss in ("cross_entropy", "difference_logits_ratio")
         ]
-        attacks.append(DeepFool(classifier, max_iter=o["deepfool_steps"], epsilon=1e-3, nb_grads=10, batch_size=bs,
+        attacks.append(DeepFool(classifier, max_iter=self.deepfool_steps, epsilon=1e-3, nb_grads=10, batch_size=bs,
                                 verbose=False))
-        attacks.append(SquareAttack(classifier, norm=norm, max_iter=o["n_queries"], eps=eps, p_init=0.8,
-                                    nb_restarts=o["square_restarts"], verbose=False))
+        attacks.append(SquareAttack(classifier, norm=norm, max_iter=self.n_queries, eps=eps, p_init=0.8,
+                                    nb_restarts=self.square_restarts, verbose=False))
         return AutoAttack(classifier, norm=norm, eps=eps, eps_step=step, attacks=attacks, batch_size=bs,
                           targeted=False)
 

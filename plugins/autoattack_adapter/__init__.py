@@ -1,7 +1,8 @@
 """AutoAttack adapter: AutoAttack's versions and sub-attacks as entries named ``autoattack:<name>``.
 
 Uses the official ``autoattack`` module when importable, else ``pyautoattack``; neither is imported
-until an attack runs (``robustreg list`` never imports them).
+until an attack runs (``robustreg list`` never imports them).  Also the ``robustreg autoattack``
+command (:mod:`.command`).
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import robustreg
 
 from .attacks import ENTRIES
+from .command import robustreg_register_commands
 
 SAME_AS = {"autoattack:standard": {"autoattack": {}}}  # for robustreg compare
 
-__all__ = ["robustreg_register_attacks"]
+__all__ = ["robustreg_register_attacks", "robustreg_register_commands"]
 
 
 @robustreg.hookimpl

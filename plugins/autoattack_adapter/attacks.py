@@ -6,10 +6,19 @@ first, then each sub-attack on the points still correctly classified, in batches
 with the same per-call seeding as ``run_standard_evaluation``.  The result is therefore the toolkit's
 own, plus per-sample records: ``extras["robust_after:<sub>"]`` (bool per sample: still correct after
 the sub-attacks so far) and ``extras["seconds:<sub>"]`` (wall time of that sub-attack).
+
+AutoAttack's own flags are kept: the checks ``run_standard_evaluation`` makes (randomised model,
+probabilities instead of logits, more target classes than classes; after the cascade, Square lowering
+the robust accuracy the gradient attacks left) run on each batch as they would on the toolkit's, and
+what they warn, with APGD's zero-gradient warning, goes to ``extras["flags"]`` (a list of AutoAttack's
+messages), which the evaluation's ``attack-flags`` check reports.  The check for "dynamic" defenses is
+left out: it installs ``sys.settrace``, which would remove a debugger's or coverage's tracer.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,11 +27,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, AttackResult, ThreatModel, draw_seed, seeded_global_rngs
+from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet, ThreatModel, draw_seed, seeded_global_rngs
 
-from .compat import NORM_NAMES, installed_version, load_toolkit, quiet
+from .compat import LOGGER, NORM_NAMES, Toolkit, installed_version, load_toolkit, quiet
 
-__all__ = ["ENTRIES", "AutoAttackEntry", "CascadeResult", "run_cascade"]
+__all__ = ["ENTRIES", "MINIMAL_NORM", "AutoAttackEntry", "CascadeResult", "clamp_slop", "finish", "run_cascade"]
 
 PAPER = ("Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks "
          "(Croce & Hein, ICML 2020), arXiv:2003.01690")
@@ -87,10 +96,42 @@ class CascadeResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+#: The sub-attacks that minimise the norm: FAB's result is only checked against eps by the toolkit, in its
+#: own arithmetic; the adapter projects it into the eps ball.  The others are eps-bounded: their float slop
+#: is clamped (see :func:`clamp_slop`).
+MINIMAL_NORM = frozenset({"fab", "fab-t"})
+
+#: How far beyond the ball or the box an eps-bounded sub-attack's result may come back (float slop);
+#: anything further is left for the Attack base to report as a bug.
+TOOLKIT_SLOP = 1e-5
+
+
+def clamp_slop(threat: ThreatModel, x_adv: torch.Tensor, x: torch.Tensor, slop: float = TOOLKIT_SLOP) -> torch.Tensor:
+    """``x_adv`` projected into the ball and the box if it is outside by at most ``slop``, else unchanged."""
+    lo, hi = threat.box
+    over_ball = float((threat.distance(x_adv, x) - threat.eps).max())
+    over_box = max(lo - float(x_adv.min()), float(x_adv.max()) - hi)
+    if max(over_ball, over_box) <= slop:
+        return threat.project(x_adv, x)
+    return x_adv
+
+
+def finish(threat: ThreatModel, sub: str, adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A sub-attack's result as a point of ``threat``: FAB's projected into the ball, the others' slop clamped."""
+    if sub in MINIMAL_NORM:
+        return threat.project(adv, x)
+    return clamp_slop(threat, adv, x)
+
+
 def run_cascade(
-    adversary: Any, model: nn.Module, subs: tuple[str, ...], x: torch.Tensor, y: torch.Tensor, batch_size: int
+    adversary: Any, model: nn.Module, subs: tuple[str, ...], x: torch.Tensor, y: torch.Tensor, batch_size: int,
+    threat: ThreatModel | None = None,
 ) -> CascadeResult:
-    """AutoAttack's evaluation loop over ``subs``: each sub-attack runs only on the points still standing."""
+    """AutoAttack's evaluation loop over ``subs``: each sub-attack runs only on the points still standing.
+
+    With ``threat``, each sub-attack's result goes through :func:`finish` before it is judged, so a
+    point counts as broken only if it is broken inside the threat model.
+    """
     n = x.shape[0]
     with torch.no_grad():
         robust = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -104,6 +145,8 @@ def run_cascade(
             for start in range(0, standing.numel(), batch_size):
                 idx = standing[start:start + batch_size]
                 adv = SUB_ATTACKS[sub](adversary, x[idx].clone(), y[idx].clone())
+                if threat is not None:
+                    adv = finish(threat, sub, adv.to(x.dtype), x[idx])
                 broken = model(adv).max(dim=1)[1] != y[idx]
                 robust[idx[broken]] = False
                 result.x_adv[idx[broken]] = adv[broken].detach().to(result.x_adv.dtype)
@@ -112,29 +155,93 @@ def run_cascade(
     return result
 
 
+# --- AutoAttack's own flags --------------------------------------------------------------------
+class FlagRecorder(logging.Handler):
+    """Collects AutoAttack's warnings, in order, once each.
+
+    A ``logging`` handler for ``pyautoattack`` (which warns through the ``auto-attack`` logger) and a
+    stand-in for the official package's ``Logger`` (``.log("Warning: ...")``, forwarded to ``forward``).
+    """
+
+    def __init__(self, forward: Any = None) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self.forward = forward
+
+    def add(self, message: str) -> None:
+        if message not in self.messages:
+            self.messages.append(message)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.add(record.getMessage())
+
+    def warning(self, message: str) -> None:  # the logging.Logger interface AutoAttack's checks call
+        self.add(str(message))
+
+    def log(self, message: str) -> None:  # the official package's Logger interface
+        if str(message).lower().startswith("warning"):
+            self.add(str(message))
+        if self.forward is not None and hasattr(self.forward, "log"):
+            self.forward.log(message)
+
+
+def _toolkit_checks(toolkit: Toolkit) -> Any:
+    try:
+        return importlib.import_module(f"{toolkit.module}.checks")
+    except ImportError:  # a distribution without AutoAttack's checks module: no flags but APGD's
+        return None
+
+
+def pre_checks(toolkit: Toolkit, adversary: Any, version: str, subs: tuple[str, ...], x: torch.Tensor,
+               y: torch.Tensor, recorder: FlagRecorder) -> None:
+    """The checks ``run_standard_evaluation`` makes before attacking (on the first batch of points)."""
+    checks = _toolkit_checks(toolkit)
+    if checks is None:
+        return
+    if version != "rand":
+        checks.check_randomized(adversary.get_logits, x, y, bs=len(x), logger=recorder)
+    n_cls = checks.check_range_output(adversary.get_logits, x, logger=recorder)
+    checks.check_n_classes(n_cls, list(subs), adversary.apgd_targeted.n_target_classes,
+                           adversary.fab.n_target_classes, logger=recorder)
+
+
+def square_check(toolkit: Toolkit, result: CascadeResult, recorder: FlagRecorder) -> None:
+    """AutoAttack's check after the cascade: did Square lower the robust accuracy the others left?"""
+    checks = _toolkit_checks(toolkit)
+    if checks is None or not len(result.clean):
+        return
+    accuracy = {"clean": float(result.clean.float().mean())}
+    accuracy.update({sub: float(flags.float().mean()) for sub, flags in result.robust_after.items()})
+    checks.check_square_sr(accuracy, logger=recorder)
+
+
+def _recording(adversary: Any, recorder: FlagRecorder) -> None:
+    """Point the APGD attacks' own logger (their zero-gradient warning) at ``recorder`` when it is not the
+    ``auto-attack`` logging.Logger (which the recorder already listens to)."""
+    for sub in (adversary.apgd, adversary.apgd_targeted):
+        current = getattr(sub, "logger", None)
+        if not isinstance(current, logging.Logger):
+            recorder.forward = current
+            sub.logger = recorder
+
+
 # --- the entries --------------------------------------------------------------------------------
 class AutoAttackEntry(Attack):
-    """Base of the ``autoattack:*`` entries (see the module docstring)."""
+    """Base of the ``autoattack:*`` entries (see the module docstring).
+
+    Neither parameter is a keyword of the toolkit's ``AutoAttack`` constructor under another name:
+    ``batch_size`` sizes the adapter's own cascade (``run_standard_evaluation``'s ``bs`` /
+    ``batch_size``), ``verbose`` is passed as is (the official package) or sets the log level.
+    """
 
     version: ClassVar[str] = "standard"
     subs: ClassVar[tuple[str, ...] | None] = None  # None: the version's own list
-
-    def __init__(
-        self,
-        threat: ThreatModel,
-        *,
-        seed: int | None = None,
-        eval_mode: bool = True,
-        batch_size: int = 250,
-        verbose: bool = False,
-    ) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"{self.label()}: batch_size must be an int >= 1, got {batch_size!r}")
-        if not isinstance(verbose, bool):
-            raise ValueError(f"{self.label()}: verbose must be True or False, got {verbose!r}")
-        self.batch_size = batch_size
-        self.verbose = verbose
-        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+    params = ParamSet([
+        Param("batch_size", "int", 250, "points per toolkit call, as AutoAttack's own batch size", low=1),
+        Param("verbose", "bool", False, "show AutoAttack's progress log (warnings always show)"),
+    ])
+    batch_size: int
+    verbose: bool
 
     def perturb(
         self,
@@ -150,20 +257,33 @@ class AutoAttackEntry(Attack):
         seed = self.seed if self.seed is not None else draw_seed(generator)
         with torch.no_grad():
             num_classes = int(model(x[:1]).shape[1])
-        with seeded_global_rngs(seed, x.device), quiet(self.verbose):
-            adversary = toolkit.build(model, norm=self.threat.norm, eps=self.threat.eps, seed=seed,
-                                      version=self.version, device=x.device, verbose=self.verbose)
-            subs = self.subs if self.subs is not None else tuple(adversary.attacks_to_run)
-            self._check_classes(subs, num_classes)
-            # AutoAttack's 9 target classes assume >= 10 classes (it would index past the logits).
-            adversary.apgd_targeted.n_target_classes = min(adversary.apgd_targeted.n_target_classes, num_classes - 1)
-            adversary.fab.n_target_classes = min(adversary.fab.n_target_classes, num_classes - 1)
-            result = run_cascade(adversary, model, subs, x, y, self.batch_size)
+        recorder, logger = FlagRecorder(), logging.getLogger(LOGGER)
+        logger.addHandler(recorder)
+        try:
+            with seeded_global_rngs(seed, x.device), quiet(self.verbose):
+                adversary = toolkit.build(model, norm=self.threat.norm, eps=self.threat.eps, seed=seed,
+                                          version=self.version, device=x.device, verbose=self.verbose)
+                subs = self.subs if self.subs is not None else tuple(adversary.attacks_to_run)
+                self._check_classes(subs, num_classes)
+                # AutoAttack's 9 target classes assume >= 10 classes (it would index past the logits).
+                adversary.apgd_targeted.n_target_classes = min(adversary.apgd_targeted.n_target_classes,
+                                                               num_classes - 1)
+                adversary.fab.n_target_classes = min(adversary.fab.n_target_classes, num_classes - 1)
+                _recording(adversary, recorder)
+                pre_checks(toolkit, adversary, self.version, subs, x[: self.batch_size], y[: self.batch_size],
+                           recorder)
+                result = run_cascade(adversary, model, subs, x, y, self.batch_size, self.threat)
+                square_check(toolkit, result, recorder)
+        finally:
+            logger.removeHandler(recorder)
         extras: dict[str, Any] = {}
         for sub in subs:
             extras[f"robust_after:{sub}"] = result.robust_after[sub]
             extras[f"seconds:{sub}"] = result.seconds[sub]
-        return AttackResult(result.x_adv, extras=extras)
+        if recorder.messages:  # AutoAttack's own warnings, for the evaluation's attack-flags check
+            extras["flags"] = list(recorder.messages)
+        return AttackResult(result.x_adv, extras=extras,
+                            reductions={f"seconds:{sub}": "sum" for sub in subs})
 
     def _check_classes(self, subs: tuple[str, ...], num_classes: int) -> None:
         for sub in subs:
@@ -180,9 +300,8 @@ _SETTINGS = (
 )
 _PARAMS = (
     "Parameters (keyword-only):\n"
-    "    batch_size (default 250): points per toolkit call, as AutoAttack's own batch size.\n"
-    "    verbose (default False): show AutoAttack's progress log (warnings always show).\n"
-    "    seed (default None): AutoAttack's ``seed``; None draws one from torch's RNG. torch's global RNG is\n"
+    + "".join(f"    {p.name} (default {p.default!r}): {p.doc}.\n" for p in AutoAttackEntry.params)
+    + "    seed (default None): AutoAttack's ``seed``; None draws one from torch's RNG. torch's global RNG is\n"
     "        restored afterwards.\n"
     "    eval_mode (default True): attack the model in eval mode (its mode is restored afterwards)."
 )
@@ -231,9 +350,11 @@ ENTRIES: tuple[type[AutoAttackEntry], ...] = (
            details=_SETTINGS),
     _entry("apgd-t", "AutoAttack's targeted APGD-DLR over the 9 most likely wrong classes", subs=("apgd-t",),
            details=_SETTINGS),
-    _entry("fab", "AutoAttack's untargeted FAB (minimal-norm, result projected into the eps ball)", subs=("fab",),
+    _entry("fab", "AutoAttack's untargeted FAB (minimal-norm; the adapter projects the result into the eps ball)",
+           subs=("fab",),
            details=_SETTINGS),
-    _entry("fab-t", "AutoAttack's targeted FAB over the 9 most likely wrong classes", subs=("fab-t",),
+    _entry("fab-t", "AutoAttack's targeted FAB over the 9 most likely wrong classes (minimal-norm; the adapter "
+           "projects the result into the eps ball)", subs=("fab-t",),
            details=_SETTINGS),
     _entry("square", "AutoAttack's Square attack (score-based, 5000 queries)", subs=("square",), kind="score",
            details=_SETTINGS),

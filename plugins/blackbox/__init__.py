@@ -13,5 +13,5 @@ __all__ = ["SPSA", "RayS", "robustreg_register_attacks"]
 @hookimpl
 def robustreg_register_attacks(registrar):
     """Register ``spsa`` and ``rays``."""
-    registrar.add_attack("spsa", SPSA)
-    registrar.add_attack("rays", RayS)
+    registrar.add_attack(SPSA.name, SPSA)
+    registrar.add_attack(RayS.name, RayS)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, AttackResult, ThreatModel
+from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet
 
 __all__ = ["RayS"]
 
@@ -29,15 +29,11 @@ class RayS(Attack):
     is tried at the box corner (``r`` = box width), past which clipping changes nothing.
     All images of a batch share the block schedule and are queried together.
 
-    Parameters (keyword-only, besides the threat model):
-
-    - ``max_queries`` (int, default 10000): model queries per image (the clean check included).
-    - ``early_stop`` (bool, default True): stop on an image once its boundary distance is <= eps.
-      Leave it on for robust accuracy; turn it off to spend the whole budget tightening the
-      boundary distance (RayS' ADBD figures use the full budget).
-    - ``tol`` (float or None, default None, linf pixel units): binary-search width; None uses the
-      original code's 1e-3 along the unit-L2 ray, i.e. ``1e-3 / sqrt(D)`` in linf units.
-    - ``seed``, ``eval_mode``: see :class:`robustreg.Attack` (the search itself is deterministic).
+    Parameters: keyword-only, declared in :attr:`params` (``robustreg list rays`` shows them), plus
+    ``seed`` and ``eval_mode`` (see :class:`robustreg.Attack`; the search itself is deterministic).
+    Leave ``early_stop`` on for robust accuracy; turn it off to spend the whole budget tightening the
+    boundary distance (RayS' ADBD figures use the full budget).  ``tol=None`` uses the original
+    code's 1e-3 along the unit-L2 ray, i.e. ``1e-3 / sqrt(D)`` in linf units.
 
     ``run`` returns ``AttackResult(x_adv, queries, extras)`` with per-image ``queries`` and extras:
 
@@ -50,8 +46,8 @@ class RayS(Attack):
       begin with (NaN if there are none).  With ``early_stop`` it is an upper bound: broken images
       stop as soon as they are inside the ball.
 
-    ``x_adv`` is the point found at distance ``r``, which the base projects onto the eps ball (so an
-    image is broken by ``x_adv`` exactly when ``success`` is 1).
+    ``x_adv`` is the point found at distance ``r``, projected by the attack onto the eps ball (the same
+    ray at distance min(r, eps)), so an image is broken by ``x_adv`` exactly when ``success`` is 1.
 
     Example::
 
@@ -73,27 +69,16 @@ class RayS(Attack):
         summary="RayS hard-label ray search; reports per-image boundary distance and ADBD (decision-based)",
     )
 
-    def __init__(
-        self,
-        threat: ThreatModel,
-        *,
-        max_queries: int = 10000,
-        early_stop: bool = True,
-        tol: float | None = None,
-        seed: int | None = None,
-        eval_mode: bool = True,
-    ) -> None:
-        if not isinstance(max_queries, int) or isinstance(max_queries, bool) or max_queries < 1:
-            raise ValueError(f"max_queries must be an int >= 1, got {max_queries!r}")
-        if not isinstance(early_stop, bool):
-            raise ValueError(f"early_stop must be True or False, got {early_stop!r}")
-        if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float))
-                                or not 0 < tol < 1 or not math.isfinite(tol)):
-            raise ValueError(f"tol must be None or a number in (0, 1) (linf pixel units), got {tol!r}")
-        self.max_queries = max_queries
-        self.early_stop = early_stop
-        self.tol = None if tol is None else float(tol)
-        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+    params = ParamSet([
+        Param("max_queries", "int", 10000, "model queries per image (the clean check included)", low=1,
+              unit="queries"),
+        Param("early_stop", "bool", True, "stop on an image once its boundary distance is <= eps"),
+        Param("tol", "float", None, "binary-search width; None = 1e-3 / sqrt(D) (1e-3 along the unit-l2 ray)",
+              low=0, low_open=True, high=1, high_open=True, optional=True, unit="pixels [0, 1] (linf)"),
+    ])
+    max_queries: int
+    early_stop: bool
+    tol: float | None
 
     def perturb(
         self,
@@ -168,7 +153,8 @@ class RayS(Attack):
             found[rows] = True
             dist[rows] = (point(rows, trial, r_hi) - flat[rows]).abs().amax(dim=1)
         r_final = torch.where(found, radius, 0.0)
-        x_adv = (flat + r_final[:, None] * signs).clamp(lo, hi).view_as(x)
+        # r may exceed eps: back along the same ray into the ball (the base verifies, it does not project)
+        x_adv = self.threat.project((flat + r_final[:, None] * signs).clamp(lo, hi).view_as(x), x)
         success = (found & (dist <= eps)).to(x.dtype)
         adbd = float(dist[correct].mean()) if bool(correct.any()) else math.nan
         return AttackResult(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, AttackResult, ThreatModel
+from robustreg import Attack, AttackInfo, AttackResult, Param, ParamError, ParamSet
 
 __all__ = ["SPSA", "margin_loss"]
 
@@ -15,18 +17,6 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     true = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], float("-inf"))
     return true - others.amax(dim=1)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 class SPSA(Attack):
@@ -47,19 +37,11 @@ class SPSA(Attack):
     All images of the batch and all probes of a step go through the model together, in forward
     passes of at most ``max_batch`` inputs; there is no per-image Python loop.
 
-    Parameters (keyword-only, besides the threat model):
-
-    - ``samples`` (int, default 128): model evaluations per image per step (the "batch size" of
-      Uesato et al. and paper 004); must be even (``samples / 2`` antithetic pairs).
-    - ``delta`` (float, default 0.001, pixel units in [0, 1]): size of the finite-difference probe.
-    - ``learning_rate`` (float, default 0.01, pixel units): Adam's step size.
-    - ``steps`` (int, default 100): Adam iterations.
-    - ``early_stop`` (bool, default True): stop on an image as soon as it is misclassified (costs
-      one extra query per image per step, to evaluate the iterate).
-    - ``random_start`` (bool, default True): start from a uniform point of the eps ball, as the
-      original implementation does; False starts from the clean image.
-    - ``max_batch`` (int, default 1024): the most inputs in one forward pass (bounds memory).
-    - ``seed``, ``eval_mode``: see :class:`robustreg.Attack`.
+    Parameters: keyword-only, declared in :attr:`params` (``robustreg list spsa`` shows them), plus
+    ``seed`` and ``eval_mode`` (see :class:`robustreg.Attack`).  ``samples`` is the "batch size" of
+    Uesato et al. and paper 004 and must be even (``samples / 2`` antithetic pairs); ``early_stop``
+    costs one extra query per image per step (to evaluate the iterate); ``random_start=False``
+    starts from the clean image.
 
     Input contract: x float N x C x H x W in the threat model's box, y int64 labels.
     ``run`` returns ``AttackResult(x_adv, queries=...)`` with the model evaluations spent per image.
@@ -83,34 +65,29 @@ class SPSA(Attack):
         summary="SPSA gradient estimate + Adam on the logit margin, batched over images and probes (score-based)",
     )
 
-    def __init__(
-        self,
-        threat: ThreatModel,
-        *,
-        samples: int = 128,
-        delta: float = 0.001,
-        learning_rate: float = 0.01,
-        steps: int = 100,
-        early_stop: bool = True,
-        random_start: bool = True,
-        max_batch: int = 1024,
-        seed: int | None = None,
-        eval_mode: bool = True,
-    ) -> None:
-        samples = _check_int("samples", samples, 2)
-        if samples % 2:
-            raise ValueError(f"samples must be even (antithetic +- pairs), got {samples}")
-        self.samples = samples
-        self.delta = _check_positive("delta", delta)
-        self.learning_rate = _check_positive("learning_rate", learning_rate)
-        self.steps = _check_int("steps", steps, 0)
-        self.max_batch = _check_int("max_batch", max_batch, 2)
-        for flag, value in (("early_stop", early_stop), ("random_start", random_start)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{flag} must be True or False, got {value!r}")
-        self.early_stop = early_stop
-        self.random_start = random_start
-        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+    params = ParamSet([
+        Param("samples", "int", 128, "model evaluations per image per step; even (samples / 2 antithetic pairs)",
+              low=2, unit="queries"),
+        Param("delta", "float", 0.001, "size of the finite-difference probe", low=0, low_open=True, high=math.inf,
+              high_open=True, unit="pixels [0, 1]"),
+        Param("learning_rate", "float", 0.01, "Adam's step size", low=0, low_open=True, high=math.inf,
+              high_open=True, unit="pixels [0, 1]"),
+        Param("steps", "int", 100, "Adam iterations", low=0),
+        Param("early_stop", "bool", True, "stop on an image as soon as it is misclassified"),
+        Param("random_start", "bool", True, "start from a uniform point of the eps ball (as the original code)"),
+        Param("max_batch", "int", 1024, "the most inputs in one forward pass (bounds memory)", low=2),
+    ])
+    samples: int
+    delta: float
+    learning_rate: float
+    steps: int
+    early_stop: bool
+    random_start: bool
+    max_batch: int
+
+    def setup(self) -> None:
+        if self.samples % 2:
+            raise ParamError(f"{self.label()}: samples must be even (antithetic +- pairs), got {self.samples}")
 
     # Adam's constants, as in torch.optim.Adam's defaults.
     betas = (0.9, 0.999)

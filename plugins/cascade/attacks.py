@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Attack, AttackInfo, ThreatModel, projected_gradient_ascent
+from robustreg import Attack, AttackInfo, Param, ParamSet, ThreatModel, projected_gradient_ascent
 
 __all__ = ["IterFGSM", "IterLL", "StepFGSM", "StepLL", "default_iterations", "least_likely"]
 
@@ -53,26 +53,13 @@ def _input_grad(model: nn.Module, x: torch.Tensor, labels_fn) -> torch.Tensor:
     return grad
 
 
-def _check_alpha(alpha: object) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a number > 0 in [0, 1] pixel units (paper: 1/255), got {alpha!r}")
-    return float(alpha)
-
-
-def _check_steps(steps: object) -> int | None:
-    if steps is None:
-        return None
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1 or None (paper's min(eps + 4, 1.25 eps)), got {steps!r}")
-    return steps
-
-
 class StepLL(Attack):
     """step_ll: one step of eps down the CE to the least-likely class, x - eps * sign(grad CE(x, y_LL)).
 
     Paper 000 (Na et al., "Cascade Adversarial Machine Learning Regularized with a Unified
     Embedding", 2018, arXiv:1708.02582), eq. 2; y_LL = argmin of the logits at the clean point.
-    Norm: linf.  Parameters: ``seed`` (unused, deterministic), ``eval_mode`` (default True).
+    Norm: linf.  No parameters of its own (:attr:`params` is empty) besides ``seed`` (unused,
+    deterministic) and ``eval_mode`` (default True).
 
     Example::
 
@@ -80,7 +67,8 @@ class StepLL(Attack):
     """
 
     name = "step-ll"
-    info = AttackInfo(norms=("linf",), kind="white-box", targeted=False, randomized=False, source=_SOURCE,
+    info = AttackInfo(norms=("linf",), kind="white-box", targeted=False, randomized=False, single_step=True,
+                      source=_SOURCE,
                       toolkit="native", paper="000",
                       summary="step_ll (paper 000): one eps step toward the least-likely class")
 
@@ -95,8 +83,8 @@ class StepFGSM(Attack):
     """step_FGSM: one step of eps up the CE to the true label, x + eps * sign(grad CE(x, y)).
 
     Paper 000 (Na et al. 2018, arXiv:1708.02582) eq. 1, i.e. FGSM (Goodfellow et al. 2015,
-    arXiv:1412.6572).  Norm: linf.  Parameters: ``seed`` (unused, deterministic), ``eval_mode``
-    (default True).
+    arXiv:1412.6572).  Norm: linf.  No parameters of its own (:attr:`params` is empty) besides
+    ``seed`` (unused, deterministic) and ``eval_mode`` (default True).
 
     Example::
 
@@ -104,7 +92,8 @@ class StepFGSM(Attack):
     """
 
     name = "step-fgsm"
-    info = AttackInfo(norms=("linf",), kind="white-box", targeted=False, randomized=False, source=_SOURCE,
+    info = AttackInfo(norms=("linf",), kind="white-box", targeted=False, randomized=False, single_step=True,
+                      source=_SOURCE,
                       toolkit="native", paper="000",
                       summary="step_FGSM (paper 000): one eps step up the CE of the true label")
 
@@ -119,19 +108,14 @@ class _Iterative(Attack):
     """Shared loop of iter_FGSM / iter_ll: ``steps`` signed steps of ``alpha``, clipped each time."""
 
     direction: float = 1.0  # +1 ascends CE(y), -1 descends CE(y_LL)
-
-    def __init__(
-        self,
-        threat: ThreatModel,
-        *,
-        alpha: float = 1 / 255,
-        steps: int | None = None,
-        seed: int | None = None,
-        eval_mode: bool = True,
-    ) -> None:
-        self.alpha = _check_alpha(alpha)
-        self.steps = _check_steps(steps)
-        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+    params = ParamSet([
+        Param("alpha", "float", 1 / 255, "step size (the paper's alpha = 1 on the 255 scale is 1/255)",
+              low=0, low_open=True, high=math.inf, high_open=True, unit="pixels [0, 1]"),
+        Param("steps", "int", None, "iterations; None = int(min(eps*255 + 4, 1.25 eps*255)), at least 1",
+              low=1, optional=True),
+    ])
+    alpha: float
+    steps: int | None
 
     @property
     def iterations(self) -> int:
@@ -159,12 +143,8 @@ class IterFGSM(_Iterative):
     (arXiv:1611.01236): X_{N+1} = Clip_{X,eps}(X_N + alpha * sign(grad CE(X_N, y))), X_0 = X.
     Norm: linf.
 
-    Parameters (keyword-only):
-
-    - ``alpha`` (float, default 1/255): step size in [0, 1] pixel units (the paper's alpha = 1).
-    - ``steps`` (int or None, default None): iterations; None = int(min(eps*255 + 4, 1.25 * eps*255)),
-      at least 1 (see :func:`default_iterations`).
-    - ``seed`` (unused, deterministic), ``eval_mode`` (bool, default True).
+    Parameters: keyword-only, declared in :attr:`params` (``alpha``, and ``steps`` whose None means
+    :func:`default_iterations`), plus ``seed`` (unused, deterministic) and ``eval_mode``.
 
     Example::
 
@@ -189,12 +169,8 @@ class IterLL(_Iterative):
     the least-likely class of the current iterate ("we change the target every iteration").
     Norm: linf.
 
-    Parameters (keyword-only):
-
-    - ``alpha`` (float, default 1/255): step size in [0, 1] pixel units (the paper's alpha = 1).
-    - ``steps`` (int or None, default None): iterations; None = int(min(eps*255 + 4, 1.25 * eps*255)),
-      at least 1.
-    - ``seed`` (unused, deterministic), ``eval_mode`` (bool, default True).
+    Parameters: keyword-only, declared in :attr:`params` (``alpha``, and ``steps`` whose None means
+    :func:`default_iterations`), plus ``seed`` (unused, deterministic) and ``eval_mode``.
 
     Example::
 

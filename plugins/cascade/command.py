@@ -25,8 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustreg.data import load_data
-    from robustreg.models import build_model, resolve_device
+    from robustreg import build_model, load_data, resolve_device
 
     from .store import build_cascade_store, load_cascade_store
 

@@ -37,7 +37,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Defense, DefenseInfo, DefenseOutput, ModelState, embed
+from robustreg import (
+    Defense,
+    DefenseInfo,
+    DefenseOutput,
+    ModelState,
+    Param,
+    ParamError,
+    ParamSet,
+    ParamTypeError,
+    embed,
+)
 
 from .attacks import least_likely
 from .store import CascadeStore, load_cascade_store
@@ -148,42 +158,46 @@ def paper_objective(
     return DefenseOutput(loss, metrics, logits_clean=logits[k:].detach(), logits_adv=logits[:k].detach())
 
 
-# --- argument checks -------------------------------------------------------------------------------
-def _number(name: str, value: Any, *, lo: float, hi: float = math.inf, lo_open: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value > hi or (value <= lo if lo_open else value < lo):
-        bound = f"{'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi < math.inf else "")
-        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
-    return float(value)
+# --- declared parameters ---------------------------------------------------------------------------
+PIXELS = "pixels [0, 1]"
 
 
-def _check_common(method: str, max_eps: float, lam: float, seed: int) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    _number("max_eps", max_eps, lo=0.0, hi=1.0, lo_open=True)
-    _number("lam", lam, lo=0.0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+def _weight(name: str, default: float, doc: str) -> Param:
+    return Param(name, "float", default, doc, low=0, high=math.inf, high_open=True)
 
 
-def _check_similarity(lam2: float, power: int, embedding: str) -> None:
-    _number("lam2", lam2, lo=0.0)
-    if power not in (1, 2) or isinstance(power, bool):
-        raise ValueError(f"power (the N of |E_adv - E|_N^N) must be 1 or 2, got {power!r}")
-    if embedding not in ("logits", "features"):
-        raise ValueError(f"embedding must be 'logits' or 'features', got {embedding!r}")
+def _fraction(name: str, default: float, doc: str) -> Param:
+    return Param(name, "float", default, doc, low=0, high=1)
+
+
+COMMON = ParamSet([
+    Param("method", "choice", "step_ll", "the one-step attack: step_ll, step_FGSM or half of each", choices=METHODS),
+    Param("max_eps", "float", 16 / 255, "the largest eps; eps ~ |N(0, max_eps / 2)| clipped to [0, max_eps]",
+          low=0, low_open=True, high=1, unit=PIXELS),
+    _weight("lam", 0.3, "weight of the adversarial examples' CE"),
+    Param("seed", "int", 0, "seeds the defense's own generator (eps draws, store sampling)"),
+    Param("craft_eval", "bool", True, "craft the adversarial examples with the model in eval mode"),
+])
+SIMILARITY = ParamSet([
+    _weight("lam2", 1e-4, "weight of the distance sum_i |E_i^adv - E_i|_N^N"),
+    Param("power", "choice", 2, "the N of |E_adv - E|_N^N (2: squared L2, 1: L1)", choices=(1, 2)),
+    Param("embedding", "choice", "logits", "E: the logits or the penultimate features (needs an nn.Linear head)",
+          choices=("logits", "features")),
+])
 
 
 class _PaperDefense(Defense):
     """Holds the generator and the one-step crafting shared by every paper-000 defense."""
 
-    def __init__(self, method: str, max_eps: float, lam: float, seed: int, craft_eval: bool) -> None:
-        _check_common(method, max_eps, lam, seed)
-        if not isinstance(craft_eval, bool):
-            raise ValueError(f"craft_eval must be True or False, got {craft_eval!r}")
-        self.method, self.max_eps, self.lam, self.seed, self.craft_eval = method, float(max_eps), float(lam), seed, \
-            craft_eval
-        self.generator = torch.Generator().manual_seed(seed)
+    params = COMMON
+    method: str
+    max_eps: float
+    lam: float
+    seed: int
+    craft_eval: bool
+
+    def setup(self) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed)
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x_adv, eps)``: one-step examples of ``x`` with freshly drawn per-example eps."""
@@ -201,6 +215,20 @@ class _PaperDefense(Defense):
 
 def _count(fraction: float, n: int) -> int:
     return int(round(fraction * n))
+
+
+def _store_text(store: Any) -> Any:
+    """The declared (text) form of a ``store`` argument: paths joined with os.pathsep, a CascadeStore described."""
+    if isinstance(store, CascadeStore):
+        return f"<CascadeStore of {store.source_id!r} ({store.source_hash[:12]}), {len(store)} images>"
+    if isinstance(store, os.PathLike):
+        return os.fspath(store)
+    if isinstance(store, (list, tuple)):
+        if not store or not all(isinstance(p, (str, os.PathLike)) for p in store):
+            raise ParamTypeError(f"cascade: store must be a CascadeStore, a directory or a non-empty list of "
+                                 f"directories, got {store!r}")
+        return os.pathsep.join(os.fspath(p) for p in store)
+    return store  # a str, None, or a wrong type the declaration refuses
 
 
 class Kurakin(_PaperDefense):
@@ -232,10 +260,12 @@ class Kurakin(_PaperDefense):
     info = DefenseInfo(source=_SOURCE, paper="000", single_step=True, needs_embedding=False,
                        summary="Kurakin AT: k of m replaced by step_ll/step_FGSM examples, lam-weighted CE")
 
-    def __init__(self, *, method: str = "step_ll", max_eps: float = 16 / 255, k_fraction: float = 0.5,
-                 lam: float = 0.3, seed: int = 0, craft_eval: bool = True) -> None:
-        super().__init__(method, max_eps, lam, seed, craft_eval)
-        self.k_fraction = _number("k_fraction", k_fraction, lo=0.0, hi=1.0)
+    params = ParamSet([
+        *COMMON[:2],
+        _fraction("k_fraction", 0.5, "k / m: the share of the batch replaced by adversarial examples"),
+        *COMMON[2:],
+    ])
+    k_fraction: float
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
         k = _count(self.k_fraction, x.shape[0])
@@ -249,14 +279,17 @@ class _Similarity(_PaperDefense):
     """Adversarial examples ADDED to the clean batch, plus lam2 * sum |E_adv - E|_N^N."""
 
     pivot = False
-
-    def __init__(self, *, method: str = "step_ll", max_eps: float = 16 / 255, adv_fraction: float = 1.0,
-                 lam: float = 0.3, lam2: float = 1e-4, power: int = 2, embedding: str = "logits", seed: int = 0,
-                 craft_eval: bool = True) -> None:
-        super().__init__(method, max_eps, lam, seed, craft_eval)
-        self.adv_fraction = _number("adv_fraction", adv_fraction, lo=0.0, hi=1.0)
-        _check_similarity(lam2, power, embedding)
-        self.lam2, self.power, self.embedding = float(lam2), power, embedding
+    params = ParamSet([
+        *COMMON[:2],
+        _fraction("adv_fraction", 1.0, "adversarial copies per clean image: the first round(adv_fraction * B) get one"),
+        COMMON["lam"],
+        *SIMILARITY,
+        *COMMON[3:],
+    ])
+    adv_fraction: float
+    lam2: float
+    power: int
+    embedding: str
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
         k = _count(self.adv_fraction, x.shape[0])
@@ -356,30 +389,51 @@ class Cascade(_PaperDefense):
     info = DefenseInfo(source=_SOURCE, paper="000", single_step=True, needs_embedding=False,
                        summary="paper 000 cascade AT: step_ll + stored iter_FGSM images of a source network")
 
-    def __init__(self, *, store: CascadeStore | str | os.PathLike | list, fresh_fraction: float = 0.5,
-                 stored_fraction: float = 0.5, distance: str | None = "pivot", method: str = "step_ll",
-                 max_eps: float = 16 / 255, lam: float = 0.3, lam2: float = 1e-4, power: int = 2,
-                 embedding: str = "logits", seed: int = 0, craft_eval: bool = True,
-                 expect_source_hash: str | None = None) -> None:
-        super().__init__(method, max_eps, lam, seed, craft_eval)
-        self.fresh_fraction = _number("fresh_fraction", fresh_fraction, lo=0.0, hi=1.0)
-        self.stored_fraction = _number("stored_fraction", stored_fraction, lo=0.0, hi=1.0)
+    params = ParamSet([
+        Param("store", "str", None, "directory of a cascade store (`robustreg cascade-store`), several joined with "
+              f"{os.pathsep!r}; required (the constructor also takes a CascadeStore or a list of directories)",
+              optional=True),
+        _fraction("fresh_fraction", 0.5, "one-step adversarial copies from the current model, per clean image"),
+        _fraction("stored_fraction", 0.5, "stored iter_FGSM images of the source network, per clean image"),
+        Param("distance", "choice", "pivot", "the similarity loss; None: none (the paper's K_C)",
+              choices=("pivot", "bidirectional"), optional=True),
+        *COMMON[:3],
+        *SIMILARITY,
+        *COMMON[3:],
+        Param("expect_source_hash", "str", None, "refuse a store crafted by a source with other weights (SHA-256)",
+              optional=True),
+    ])
+    fresh_fraction: float
+    stored_fraction: float
+    distance: str | None
+    lam2: float
+    power: int
+    embedding: str
+    expect_source_hash: str | None
+
+    def __init__(self, *, store: CascadeStore | str | os.PathLike | list | tuple | None = None, **params: Any) -> None:
+        self._store_arg = store
+        super().__init__(store=_store_text(store), **params)
+
+    def setup(self) -> None:
+        super().setup()
         if self.fresh_fraction + self.stored_fraction > 1.0 + 1e-9:
-            raise ValueError(f"fresh_fraction + stored_fraction must be <= 1, got {fresh_fraction} + {stored_fraction}")
-        if distance not in (None, "pivot", "bidirectional"):
-            raise ValueError(f"distance must be 'pivot', 'bidirectional' or None, got {distance!r}")
-        _check_similarity(lam2, power, embedding)
-        self.distance, self.lam2, self.power, self.embedding = distance, float(lam2), power, embedding
+            raise ParamError(f"cascade: fresh_fraction + stored_fraction must be <= 1, got {self.fresh_fraction} + "
+                             f"{self.stored_fraction}")
+        self.store = self._open_store()
+
+    def _open_store(self) -> CascadeStore:
+        store, expect = self._store_arg, self.expect_source_hash
+        if store is None:
+            raise ParamTypeError("cascade: store is required: a cascade store's directory (`robustreg cascade-store`)")
         if isinstance(store, CascadeStore):
-            if expect_source_hash is not None and store.source_hash != expect_source_hash:
-                raise ValueError(f"the cascade store's source hash {store.source_hash[:12]} is not the expected "
-                                 f"{expect_source_hash[:12]}")
-            self.store = store
-        elif isinstance(store, (str, os.PathLike, list, tuple)):
-            self.store = load_cascade_store(list(store) if isinstance(store, tuple) else store,
-                                            expect_source_hash=expect_source_hash)
-        else:
-            raise TypeError(f"store must be a CascadeStore or the path of one, got {type(store).__name__}")
+            if expect is not None and store.source_hash != expect:
+                raise ParamError(f"cascade: the cascade store's source hash {store.source_hash[:12]} is not the "
+                                 f"expected {expect[:12]}")
+            return store
+        paths = store.split(os.pathsep) if isinstance(store, str) else store
+        return load_cascade_store(list(paths) if isinstance(paths, (list, tuple)) else paths,
+                                  expect_source_hash=expect)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
         b = x.shape[0]

@@ -18,6 +18,6 @@ __all__ = ["FGSM", "PGD", "PGDCW", "PGDDLR", "robustreg_register_attacks"]
 
 @robustreg.hookimpl
 def robustreg_register_attacks(registrar) -> None:
-    """Register fgsm, pgd, pgd-cw and pgd-dlr."""
+    """Register fgsm, pgd, pgd-cw and pgd-dlr (all but pgd-dlr in the demo's default attack set)."""
     for cls in (FGSM, PGD, PGDCW, PGDDLR):
-        registrar.add_attack(cls.name, cls, summary=cls.info.summary)
+        registrar.add_attack(cls.name, cls, summary=cls.info.summary, demo=cls is not PGDDLR)

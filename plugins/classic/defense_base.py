@@ -1,4 +1,4 @@
-"""Shared machinery of the classic defenses: the base class, the linf inner loop and the SI terms.
+"""Shared machinery of the classic defenses: the base class, its declared parameters and the linf inner loop.
 
 Every classic defense splits one training step in two public methods, so that tests (and curious
 users) can check each half against the paper:
@@ -13,89 +13,67 @@ users) can check each half against the paper:
 
 ``loss(model, x, y, step=...)`` is ``objective(model, x, adversarial(model, x, y, step), y)``.
 
-The scale-invariant (SI) mechanism of paper 004 (Xu et al., "Scale-Invariant Adversarial Attack
-for Evaluating and Enhancing Adversarial Defenses", 2022, arXiv 2201.12527, section 4.3 and Table 1)
-is an option of every classic defense (``si=True``): the adversarial examples maximise
-CE(s * cos(theta), y) (SI-PGD, eq. 24) instead of the defense's own adversarial objective, and
-``beta * CE(s * (cos(theta) - m * onehot(y)), y)`` on the adversarial examples (eq. 25) is added to
-the training objective.  It needs only :func:`robustreg.embed`, so the classic plugin implements it
-itself and the scale-invariant plugin registers the ``*-si`` names by building these classes
-through the registry.
+Every defense routes the forward passes on x_adv, the inner attack's loss and the training objective
+through the :class:`robustreg.Defense` extension points (``forward``, ``inner_loss``, ``add_terms``),
+so that a mechanism composed onto it (``mechanisms=[...]``, e.g. by another plugin's entries) can
+replace the inner loss and add objective terms; with no mechanism they are the plain forward pass,
+the defense's own loss and the objective unchanged.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Defense, DefenseOutput, ThreatModel, crafting, embed, pgd_steps
+from robustreg import (
+    Defense,
+    DefenseOutput,
+    ForwardPass,
+    Param,
+    ParamSet,
+    ThreatModel,
+    crafting,
+    pgd_steps,
+)
 
 __all__ = [
     "AdversarialDefense",
+    "SingleStepDefense",
     "kl_per_sample",
     "linf_pgd",
-    "si_logits",
-    "si_margin_ce",
+    "step_size_param",
 ]
 
-
-# --- argument checks (exceptions name the argument, the value and what is allowed) ----------------
-def check_unit(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a number in [0, 1] (pixel units; 8/255 = {8 / 255:.4f}), got {value!r}")
-    return float(value)
+PIXELS = "pixels [0, 1]"
 
 
-def check_nonneg(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+def step_size_param(default_rule: str) -> Param:
+    """The inner attack's absolute step; None = ``default_rule`` (e.g. "eps / 4")."""
+    return Param("step_size", "float", None, f"the inner attack's absolute step; None = {default_rule}",
+                 low=0, high=math.inf, high_open=True, optional=True, unit=PIXELS)
 
 
-def check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
+def weight_param(name: str, default: float, doc: str) -> Param:
+    """A finite weight >= 0 (a lambda of the objective)."""
+    return Param(name, "float", default, doc, low=0, high=math.inf, high_open=True)
 
 
 # --- losses ----------------------------------------------------------------------------------------
-def si_logits(model: nn.Module, x: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, s * cos(theta))`` of one forward pass (paper 004 eq. 17 and 24)."""
-    emb = embed(model, x)
-    return emb.logits, s * emb.cosine()
-
-
-def si_margin_ce(cos: torch.Tensor, y: torch.Tensor, s: float, m: float, reduction: str = "mean") -> torch.Tensor:
-    """CE(s * (cos(theta) - m * onehot(y)), y): paper 004 eq. 25, the margin on the true class only.
-
-    Bounded because |cos| <= 1: 0 < value <= log(K) + s * (2 + m).
-    """
-    margin = F.one_hot(y, cos.shape[1]).to(cos.dtype) * m
-    return F.cross_entropy(s * (cos - margin), y, reduction=reduction)
-
-
 def kl_per_sample(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """KL(softmax(logits_p) || softmax(logits_q)) per sample, from log-softmaxes (stable for huge logits)."""
     log_p = F.log_softmax(logits_p, dim=1)
     log_q = F.log_softmax(logits_q, dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def ce_sum(y: torch.Tensor) -> Callable[[ForwardPass], torch.Tensor]:
+    """CE(f(x'), y) summed over the batch, as a function of a forward pass (the default inner loss)."""
+    return lambda out: F.cross_entropy(out.logits, y, reduction="sum")
 
 
 # --- the inner loop --------------------------------------------------------------------------------
@@ -114,50 +92,39 @@ def linf_pgd(
 
 # --- the base class --------------------------------------------------------------------------------
 class AdversarialDefense(Defense):
-    """Base of the classic defenses: the common parameters, the RNG, the SI term and ``loss``.
+    """Base of the classic defenses: the common parameters, the RNG and ``loss``.
 
-    Common parameters (keyword-only):
+    Common parameters (keyword-only; see ``params`` for types and ranges):
 
     - ``eps`` (8/255): linf radius in [0, 1] pixel units.
     - ``steps`` / ``step_size``: the inner attack's iterations and step (absolute, pixel units);
-      each defense documents its defaults.
+      ``step_size=None`` is ``step_ratio * eps`` (each defense documents its defaults).
     - ``random_start`` (True): start the inner attack from a random point of the ball.
-    - ``si`` (False): the scale-invariant mechanism of paper 004; ``s`` (15), ``m`` (0.2),
-      ``beta`` (0.2) are its scale, margin and weight.
     - ``seed`` (None): None draws the random start from torch's global RNG (which the trainer
       checkpoints); an int uses a local generator seeded with ``(seed, step)`` so one step is
       reproducible on its own.
     """
 
-    default_steps: ClassVar[int] = 10
-    default_step_ratio: ClassVar[float] = 0.25  # step_size = ratio * eps when not given
+    params = ParamSet([
+        Param("eps", "float", 8 / 255, "linf radius of the inner attack", low=0, high=1, unit=PIXELS),
+        Param("steps", "int", 10, "the inner attack's iterations", low=0),
+        step_size_param("eps / 4"),
+        Param("random_start", "bool", True, "start the inner attack from a random point of the ball"),
+        Param("seed", "int", None, "None: torch's global RNG; an int: a local generator seeded with (seed, step)",
+              optional=True),
+    ])
+    step_ratio: ClassVar[float] = 0.25  # step_size = ratio * eps when not given
     start: ClassVar[str] = "uniform"  # "uniform" in the ball, "gaussian" (TRADES' 0.001 * N(0, I)), "zero"
 
-    def __init__(
-        self,
-        *,
-        eps: float = 8 / 255,
-        steps: int | None = None,
-        step_size: float | None = None,
-        random_start: bool = True,
-        si: bool = False,
-        s: float = 15.0,
-        m: float = 0.2,
-        beta: float = 0.2,
-        seed: int | None = None,
-    ) -> None:
-        self.eps = check_unit("eps", eps)
-        self.steps = check_int("steps", self.default_steps if steps is None else steps, 0)
-        self.step_size = (self.default_step_ratio * self.eps if step_size is None
-                          else check_nonneg("step_size", step_size))
-        self.random_start = check_bool("random_start", random_start)
-        self.si = check_bool("si", si)
-        self.s = check_positive("s", s)
-        self.m = check_nonneg("m", m)
-        self.beta = check_nonneg("beta", beta)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed must be an int or None, got {seed!r}")
-        self.seed = seed
+    eps: float
+    steps: int
+    step_size: float
+    random_start: bool
+    seed: int | None
+
+    def setup(self) -> None:
+        if self.step_size is None:
+            self.step_size = self.step_ratio * self.eps
 
     # --- randomness ------------------------------------------------------------------------------
     def generator(self, device: torch.device, step: int) -> torch.Generator | None:
@@ -177,15 +144,16 @@ class AdversarialDefense(Defense):
         return x.clone()
 
     # --- the two halves --------------------------------------------------------------------------
+    def own_attack_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+                        ) -> Callable[[ForwardPass], torch.Tensor]:
+        """The defense's own adversarial objective (summed) of a forward pass of x_adv; default CE(f(x'), y)."""
+        return ce_sum(y)
+
     def attack_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
                     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The adversarial objective (summed over the batch) as a function of x_adv.
-
-        Default: CE(f(x'), y); with SI: CE(s * cos(theta(x')), y) (paper 004 Table 1, right column).
-        """
-        if self.si:
-            return lambda xa: F.cross_entropy(si_logits(model, xa, self.s)[1], y, reduction="sum")
-        return lambda xa: F.cross_entropy(model(xa), y, reduction="sum")
+        """The adversarial objective as a function of x_adv: :meth:`own_attack_loss` unless a mechanism replaces it."""
+        own = self.own_attack_loss(model, x, y)
+        return lambda xa: self.inner_loss(self.forward(model, xa), y, own)
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> torch.Tensor:
         """The inner maximisation: linf PGD on :meth:`attack_loss` in eval mode (detached result)."""
@@ -196,41 +164,27 @@ class AdversarialDefense(Defense):
                             step_size=self.step_size)
 
     def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
-        """Default training objective (AT, RFGSM-AT, FreeAT): CE(f(x'), y) [+ beta * CE^m(f~(x'), y)]."""
-        logits_adv, cos_adv = self.forward_adv(model, x_adv)
-        ce_adv = F.cross_entropy(logits_adv, y)
+        """Default training objective (AT, RFGSM-AT, FreeAT): CE(f(x'), y) [+ the mechanisms' terms]."""
+        adv = self.forward(model, x_adv)
+        ce_adv = F.cross_entropy(adv.logits, y)
         metrics = {"loss_ce_adv": float(ce_adv.detach())}
-        loss = self.add_si(ce_adv, cos_adv, y, metrics)
+        loss = self.add_terms(ce_adv, adv, y, metrics)
         metrics["loss"] = float(loss.detach())
-        return DefenseOutput(loss, metrics, logits_adv=logits_adv.detach())
+        return DefenseOutput(loss, metrics, logits_adv=adv.logits.detach())
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
         return self.objective(model, x, self.adversarial(model, x, y, step=step), y)
 
-    # --- helpers for objectives ------------------------------------------------------------------
-    def forward_adv(self, model: nn.Module, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits of x_adv and, with SI, cos(theta) from the same forward pass."""
-        if self.si:
-            emb = embed(model, x_adv)
-            return emb.logits, emb.cosine()
-        return model(x_adv), None
-
-    def add_si(self, loss: torch.Tensor, cos_adv: torch.Tensor | None, y: torch.Tensor,
-               metrics: dict[str, float]) -> torch.Tensor:
-        """``loss + beta * CE(s * (cos(theta(x_adv)) - m * onehot(y)), y)`` when SI is on (paper 004 eq. 25)."""
-        if not self.si or cos_adv is None:
-            return loss
-        term = si_margin_ce(cos_adv, y, self.s, self.m)
-        metrics["loss_si"] = float(term.detach())
-        return loss + self.beta * term
-
-    def params(self) -> dict[str, Any]:
-        out = {"eps": self.eps, "steps": self.steps, "step_size": self.step_size, "random_start": self.random_start,
-               "si": self.si}
-        if self.si:
-            out.update(s=self.s, m=self.m, beta=self.beta)
-        return out
-
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params().items())
+        inner = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in ((k, getattr(self, k)) for k in self.config))
         return f"{type(self).__name__}({inner})"
+
+
+class SingleStepDefense(AdversarialDefense):
+    """Base of the one-step defenses: ``steps`` is fixed at 1 (not a parameter)."""
+
+    params = AdversarialDefense.params.without("steps").replaced(step_size_param("eps"))
+    steps = 1
+    step_ratio = 1.0
+

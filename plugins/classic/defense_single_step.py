@@ -1,9 +1,8 @@
 """Single-step adversarial training defenses: FreeAT, RFGSM-AT (fast AT), GAT and GradAlign.
 
-Each takes the SI mechanism of paper 004 (``si=True``; Table 8 of paper 004 reports FreeAT-SI,
-GAT-SI, RFGSM-AT-SI and GradAlign-SI without giving their formulas): the one gradient step uses
-CE(s * cos(theta), y) in place of the method's cross-entropy term, and ``beta * CE(s * (cos(theta) -
-m * onehot(y)), y)`` on the adversarial examples is added to the training objective.
+Each routes its one gradient step's cross-entropy term through :meth:`robustreg.Defense.inner_loss`
+and its training objective through :meth:`robustreg.Defense.add_terms`, so a mechanism composed
+onto it (``mechanisms=[...]``) can replace the one and extend the other.
 """
 
 from __future__ import annotations
@@ -15,33 +14,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import DefenseInfo, DefenseOutput, crafting
+from robustreg import DefenseInfo, DefenseOutput, Param, ParamSet, crafting
 
 from .defense_base import (
-    AdversarialDefense,
-    check_int,
-    check_nonneg,
-    check_unit,
+    PIXELS,
+    SingleStepDefense,
+    ce_sum,
     linf_pgd,
-    si_logits,
+    step_size_param,
+    weight_param,
 )
 
 __all__ = ["GAT", "FreeAT", "GradAlign", "RFGSMAT"]
 
 
-class RFGSMAT(AdversarialDefense):
+class RFGSMAT(SingleStepDefense):
     """RFGSM adversarial training ("fast AT"): one FGSM step of 1.25 eps from a uniform random start.
 
     Paper: Wong, Rice and Kolter, "Fast is better than free: Revisiting adversarial training", ICLR
     2020, arXiv 2001.03994 (RFGSM-AT of paper 004, Table 8).  Norm: linf.
 
     x' = Proj(x + delta0 + step_size * sign(grad CE(f(x + delta0), y))), delta0 ~ U(-eps, eps);
-    training objective ``CE(f(x'), y)`` [+ ``beta * CE^m(f~(x'), y)`` with ``si=True``; the step then
-    uses CE(s * cos(theta), y)].
+    training objective ``CE(f(x'), y)``.
 
     Parameters: ``eps`` (8/255, pixel units), ``step_size`` (1.25 * eps, pixel units), ``random_start``
-    (True), ``si`` (False), ``s`` (15), ``m`` (0.2), ``beta`` (0.2), ``seed`` (None).  Cyclic learning
-    rates and early stopping of Wong et al. belong to the trainer's schedule.
+    (True), ``seed`` (None).  Cyclic learning rates and early stopping of Wong et al. belong to the
+    trainer's schedule.
 
     Example: ``Registry.create().build_defense("rfgsm-at", eps=8 / 255)``.
     """
@@ -49,16 +47,11 @@ class RFGSMAT(AdversarialDefense):
     name = "rfgsm-at"
     info = DefenseInfo(source="Wong et al. 2020, arXiv 2001.03994", single_step=True,
                        summary="fast AT: FGSM from a random start, step 1.25 eps")
-    default_steps = 1
-    default_step_ratio = 1.25
-
-    def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, random_start: bool = True,
-                 si: bool = False, s: float = 15.0, m: float = 0.2, beta: float = 0.2, seed: int | None = None) -> None:
-        super().__init__(eps=eps, steps=1, step_size=step_size, random_start=random_start, si=si, s=s, m=m,
-                         beta=beta, seed=seed)
+    params = SingleStepDefense.params.replaced(step_size_param("1.25 * eps"))
+    step_ratio = 1.25
 
 
-class GAT(AdversarialDefense):
+class GAT(SingleStepDefense):
     """Guided adversarial training: clean CE plus lambda * ||softmax(f(x')) - softmax(f(x))||_2^2.
 
     Paper: Sriramanan et al., "Guided Adversarial Attack for Evaluating and Enhancing Adversarial
@@ -67,13 +60,13 @@ class GAT(AdversarialDefense):
     Attack (one step): x0 = x + noise * b with b uniform in {-1, +1}; x' = Proj(x0 + step_size * sign(grad
     L_A(x0))), where ``L_A = CE(f(x0), y) + g * attack_lam * ||softmax(f(x0)) - softmax(f(x))||_2^2`` and the
     guidance g alternates between 0 (even ``step``) and 1 (odd ``step``) as in the authors' training code.
-    Training objective: ``CE(f(x), y) + lam * mean_i ||softmax(f(x_i')) - softmax(f(x_i))||_2^2``
-    [+ ``beta * CE^m(f~(x'), y)`` with ``si=True``; the attack's CE term becomes CE(s * cos(theta), y)].
+    Training objective: ``CE(f(x), y) + lam * mean_i ||softmax(f(x_i')) - softmax(f(x_i))||_2^2``.
+    The attack's CE term is the one a mechanism may replace (:meth:`robustreg.Defense.inner_loss`).
 
     Parameters: ``eps`` (8/255), ``step_size`` (eps), ``noise`` (eps / 2: the Bernoulli start, 4/255
     at eps 8/255 as in the paper), ``lam`` (10, the paper's CIFAR-10 weight; the authors multiply it by
     4 late in training, which is a schedule left to the caller), ``attack_lam`` (10), ``random_start``
-    (True), ``si``, ``s`` (15), ``m`` (0.2), ``beta`` (0.2), ``seed`` (None).
+    (True), ``seed`` (None).
 
     Example: ``Registry.create().build_defense("gat", lam=10.0)``.
     """
@@ -81,17 +74,22 @@ class GAT(AdversarialDefense):
     name = "gat"
     info = DefenseInfo(source="Sriramanan et al. 2020, arXiv 2011.14969", single_step=True,
                        summary="guided adversarial training (softmax L2 relaxation, lambda 10)")
-    default_steps = 1
-    default_step_ratio = 1.0
+    params = ParamSet([
+        *SingleStepDefense.params.without("random_start", "seed"),
+        Param("noise", "float", None, "size of the Bernoulli +-noise start; None = eps / 2", low=0, high=1,
+              optional=True, unit=PIXELS),
+        weight_param("lam", 10.0, "weight of the softmax L2 relaxation in the training objective"),
+        weight_param("attack_lam", 10.0, "weight of the softmax L2 term in the guided attack"),
+        *SingleStepDefense.params.without("eps", "step_size"),
+    ])
+    noise: float
+    lam: float
+    attack_lam: float
 
-    def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, noise: float | None = None,
-                 lam: float = 10.0, attack_lam: float = 10.0, random_start: bool = True, si: bool = False,
-                 s: float = 15.0, m: float = 0.2, beta: float = 0.2, seed: int | None = None) -> None:
-        super().__init__(eps=eps, steps=1, step_size=step_size, random_start=random_start, si=si, s=s, m=m,
-                         beta=beta, seed=seed)
-        self.noise = self.eps / 2 if noise is None else check_unit("noise", noise)
-        self.lam = check_nonneg("lam", lam)
-        self.attack_lam = check_nonneg("attack_lam", attack_lam)
+    def setup(self) -> None:
+        super().setup()
+        if self.noise is None:
+            self.noise = self.eps / 2
 
     def start_point(self, x: torch.Tensor, step: int) -> torch.Tensor:
         if not self.random_start:
@@ -106,14 +104,12 @@ class GAT(AdversarialDefense):
         with torch.no_grad():
             p_nat = F.softmax(model(x), dim=1)
 
+        own = ce_sum(y)
+
         def loss(xa: torch.Tensor) -> torch.Tensor:
-            if self.si:
-                logits, scaled_cos = si_logits(model, xa, self.s)
-                ce = F.cross_entropy(scaled_cos, y, reduction="sum")
-            else:
-                logits = model(xa)
-                ce = F.cross_entropy(logits, y, reduction="sum")
-            return ce + guidance * self.attack_lam * (F.softmax(logits, dim=1) - p_nat).pow(2).sum()
+            out = self.forward(model, xa)
+            ce = self.inner_loss(out, y, own)
+            return ce + guidance * self.attack_lam * (F.softmax(out.logits, dim=1) - p_nat).pow(2).sum()
         return loss
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> torch.Tensor:
@@ -126,19 +122,16 @@ class GAT(AdversarialDefense):
 
     def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
         logits_clean = model(x)
-        logits_adv, cos_adv = self.forward_adv(model, x_adv)
+        adv = self.forward(model, x_adv)
         ce = F.cross_entropy(logits_clean, y)
-        relax = (F.softmax(logits_adv, dim=1) - F.softmax(logits_clean, dim=1)).pow(2).sum(dim=1).mean()
+        relax = (F.softmax(adv.logits, dim=1) - F.softmax(logits_clean, dim=1)).pow(2).sum(dim=1).mean()
         metrics = {"loss_ce": float(ce.detach()), "loss_guided": float(relax.detach())}
-        loss = self.add_si(ce + self.lam * relax, cos_adv, y, metrics)
+        loss = self.add_terms(ce + self.lam * relax, adv, y, metrics)
         metrics["loss"] = float(loss.detach())
-        return DefenseOutput(loss, metrics, logits_clean=logits_clean.detach(), logits_adv=logits_adv.detach())
-
-    def params(self) -> dict[str, Any]:
-        return {"lam": self.lam, "attack_lam": self.attack_lam, "noise": self.noise, **super().params()}
+        return DefenseOutput(loss, metrics, logits_clean=logits_clean.detach(), logits_adv=adv.logits.detach())
 
 
-class GradAlign(AdversarialDefense):
+class GradAlign(SingleStepDefense):
     """FGSM training plus GradAlign: lambda * (1 - cos(grad at x, grad at x + uniform noise)).
 
     Paper: Andriushchenko and Flammarion, "Understanding and Improving Fast Adversarial Training",
@@ -147,13 +140,11 @@ class GradAlign(AdversarialDefense):
     x' = Proj(x + step_size * sign(grad CE(f(x), y))) (FGSM from x, eval mode);
     training objective ``CE(f(x'), y) + lam * (1 - mean_i cos(g1_i, g2_i))`` with g1 = grad_x CE(f(x), y)
     (detached) and g2 = grad CE(f(x + eta), y) at x + eta clipped to [0, 1], eta ~ U(-eps, eps),
-    differentiated through (double backprop), both in the caller's mode, as in the authors' code
-    [+ ``beta * CE^m(f~(x'), y)`` with ``si=True``; the FGSM step then uses CE(s * cos(theta), y)].
+    differentiated through (double backprop), both in the caller's mode, as in the authors' code.
     The cosine uses ``F.cosine_similarity`` (eps 1e-8), so a zero gradient counts as cos = 0.
 
     Parameters: ``eps`` (8/255), ``step_size`` (eps, FGSM), ``random_start`` (False: zero init),
-    ``lam`` (0.2, the paper's value at eps 8/255), ``si``, ``s`` (15), ``m`` (0.2), ``beta`` (0.2),
-    ``seed`` (None).
+    ``lam`` (0.2, the paper's value at eps 8/255), ``seed`` (None).
 
     Example: ``Registry.create().build_defense("grad-align", lam=0.2)``.
     """
@@ -161,15 +152,12 @@ class GradAlign(AdversarialDefense):
     name = "grad-align"
     info = DefenseInfo(source="Andriushchenko & Flammarion 2020, arXiv 2007.02617", single_step=True,
                        summary="FGSM-AT + gradient alignment regulariser (lambda 0.2)")
-    default_steps = 1
-    default_step_ratio = 1.0
-
-    def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, random_start: bool = False,
-                 lam: float = 0.2, si: bool = False, s: float = 15.0, m: float = 0.2, beta: float = 0.2,
-                 seed: int | None = None) -> None:
-        super().__init__(eps=eps, steps=1, step_size=step_size, random_start=random_start, si=si, s=s, m=m,
-                         beta=beta, seed=seed)
-        self.lam = check_nonneg("lam", lam)
+    params = ParamSet([
+        *SingleStepDefense.params.with_defaults(random_start=False).without("seed"),
+        weight_param("lam", 0.2, "weight of the gradient alignment term 1 - cos(g1, g2)"),
+        SingleStepDefense.params["seed"],
+    ])
+    lam: float
 
     def alignment_noise(self, x: torch.Tensor, step: int) -> torch.Tensor:
         gen = self.generator(x.device, step + 7919)  # independent of the start point's draw
@@ -190,18 +178,15 @@ class GradAlign(AdversarialDefense):
         (g2,) = torch.autograd.grad(F.cross_entropy(model(x1), y), x1, create_graph=True)
         cos = F.cosine_similarity(g1.detach().flatten(1), g2.flatten(1), dim=1, eps=1e-8).mean()
         align = self.lam * (1.0 - cos)
-        logits_adv, cos_adv = self.forward_adv(model, x_adv)
-        ce_adv = F.cross_entropy(logits_adv, y)
+        adv = self.forward(model, x_adv)
+        ce_adv = F.cross_entropy(adv.logits, y)
         metrics = {"loss_ce_adv": float(ce_adv.detach()), "grad_cosine": float(cos.detach())}
-        loss = self.add_si(ce_adv + align, cos_adv, y, metrics)
+        loss = self.add_terms(ce_adv + align, adv, y, metrics)
         metrics["loss"] = float(loss.detach())
-        return DefenseOutput(loss, metrics, logits_adv=logits_adv.detach())
-
-    def params(self) -> dict[str, Any]:
-        return {"lam": self.lam, **super().params()}
+        return DefenseOutput(loss, metrics, logits_adv=adv.logits.detach())
 
 
-class FreeAT(AdversarialDefense):
+class FreeAT(SingleStepDefense):
     """Free adversarial training: each minibatch replayed m times, the perturbation carried along.
 
     Paper: Shafahi et al., "Adversarial Training for Free!", NeurIPS 2019, arXiv 1904.12843.  Norm: linf.
@@ -211,18 +196,19 @@ class FreeAT(AdversarialDefense):
     cycle takes the trainer's batch, the next ``replays - 1`` calls replay it (the trainer's batches
     given meanwhile are not used; so one trainer epoch covers 1/m of the data m times, the same
     gradient-step budget as the paper's "epochs / m").  Each call returns ``CE(f(clip(x + delta)), y)``
-    [+ ``beta * CE^m(f~(x + delta), y)`` with ``si=True``], computed in the caller's (train) mode; the
+    [+ the terms of the mechanisms composed onto it], computed in the caller's (train) mode; the
     backward the trainer runs on it also fills delta's gradient, and the next call first applies
     ``delta <- clip(delta + step_size * sign(grad), -eps, eps)``: the input gradient comes for free
-    with the parameter gradient.  With ``si=True`` that free gradient is the gradient of the whole
-    training loss (which then includes the SI term); a separate SI-PGD gradient would cost a second
-    backward and FreeAT would no longer be free.  If no backward ran, delta is left as it was.
+    with the parameter gradient.  With a mechanism that free gradient is the gradient of the whole
+    training loss (which then includes the mechanism's terms); a mechanism's inner loss is not used,
+    since a separate gradient would cost a second backward and FreeAT would no longer be free.  If no
+    backward ran, delta is left as it was.
     Logits are returned (``logits_adv``) only on a cycle's first call, when they match the trainer's
     labels.  The state (delta, pending gradient, replayed batch, position in the cycle) round-trips
     through ``state_dict`` / ``load_state_dict`` for exact resumes.
 
     Parameters: ``eps`` (8/255), ``step_size`` (eps, as in the paper), ``replays`` (8: the paper's m,
-    renamed because ``m`` is SI's margin), ``si`` (False), ``s`` (15), ``m`` (0.2), ``beta`` (0.2).
+    renamed so as not to clash with a composed mechanism's ``m``).
 
     Example: ``Registry.create().build_defense("free-at", replays=8)``.
     """
@@ -230,13 +216,16 @@ class FreeAT(AdversarialDefense):
     name = "free-at"
     info = DefenseInfo(source="Shafahi et al. 2019, arXiv 1904.12843", single_step=True,
                        summary="free AT (m replays, perturbation carried across minibatches)")
-    default_steps = 1
-    default_step_ratio = 1.0
+    params = ParamSet([
+        *SingleStepDefense.params.without("random_start", "seed"),
+        Param("replays", "int", 8, "times each minibatch is replayed (the paper's m)", low=1),
+    ])
+    random_start = False
+    seed = None
+    replays: int
 
-    def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, replays: int = 8,
-                 si: bool = False, s: float = 15.0, m: float = 0.2, beta: float = 0.2) -> None:
-        super().__init__(eps=eps, steps=1, step_size=step_size, random_start=False, si=si, s=s, m=m, beta=beta)
-        self.replays = check_int("replays", replays, 1)
+    def setup(self) -> None:
+        super().setup()
         self._delta: torch.Tensor | None = None
         self._leaf: torch.Tensor | None = None  # delta as used by the last call; .grad after backward
         self._pending: torch.Tensor | None = None  # a gradient restored by load_state_dict
@@ -321,9 +310,3 @@ class FreeAT(AdversarialDefense):
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> torch.Tensor:
         """The current replay input clip(x + delta) for ``x`` (delta is updated by ``loss`` + backward)."""
         return (x.detach() + self._fit_delta(x.detach())).clamp(0.0, 1.0)
-
-    def params(self) -> dict[str, Any]:
-        out = {"replays": self.replays, **super().params()}
-        out.pop("steps")
-        out.pop("random_start")
-        return out

@@ -1,10 +1,10 @@
-"""Multi-step adversarial training defenses (AT, TRADES, ALP, MART), each with the optional SI mechanism.
+"""Multi-step adversarial training defenses (AT, TRADES, ALP, MART).
 
 Formulas follow paper 004 (Xu et al., "Scale-Invariant Adversarial Attack for Evaluating and
 Enhancing Adversarial Defenses", 2022, arXiv 2201.12527) Table 1 and section 5.4: lambda = 6 / 3 / 6
-for TRADES / ALP / MART, training attack PGD-10 with step eps/4 and random start, eps = 8/255, and
-with ``si=True`` the SI mechanism (s = 15, m = 0.2, beta = 0.2).  See :mod:`.defense_base` for the
-split into ``adversarial`` (eval mode, input gradients only) and ``objective`` (the caller's mode).
+for TRADES / ALP / MART, training attack PGD-10 with step eps/4 and random start, eps = 8/255.  See
+:mod:`.defense_base` for the split into ``adversarial`` (eval mode, input gradients only) and
+``objective`` (the caller's mode), and for the extension points mechanisms compose through.
 
 This module also holds the plugin's ``robustreg_register_defenses`` hook, which registers these and
 the single-step defenses of :mod:`.defense_single_step`.
@@ -18,14 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import DefenseInfo, DefenseOutput, embed, hookimpl
+from robustreg import DefenseInfo, DefenseOutput, ForwardPass, Param, ParamSet, embed, hookimpl
 
-from .defense_base import AdversarialDefense, check_nonneg, check_unit, kl_per_sample
+from .defense_base import AdversarialDefense, kl_per_sample, weight_param
 from .defense_single_step import GAT, RFGSMAT, FreeAT, GradAlign
 
 __all__ = ["ALP", "AT", "MART", "TRADES", "robustreg_register_defenses"]
-
-SI_NOTE = "si=True: SI-PGD examples + beta * CE(s * (cos(theta) - m * onehot(y)), y) (paper 004 sec. 4.3)"
 
 
 class AT(AdversarialDefense):
@@ -36,12 +34,11 @@ class AT(AdversarialDefense):
     for Evaluating and Enhancing Adversarial Defenses", 2022, arXiv 2201.12527, Table 1 row AT, section
     5.4).  Norm: linf.
 
-    Training objective: ``CE(f(x'), y)`` [``+ beta * CE^m(f~(x'), y)`` with ``si=True``].
-    Adversarial objective: ``CE(f(x'), y)`` [``CE(s * cos(theta(x')), y)`` with ``si=True``].
+    Training objective: ``CE(f(x'), y)``.  Adversarial objective: ``CE(f(x'), y)``.
 
     Parameters: ``eps`` (8/255, pixel units), ``steps`` (10), ``step_size`` (eps/4, pixel units),
-    ``random_start`` (True: uniform in the ball), ``si`` (False), ``s`` (15), ``m`` (0.2),
-    ``beta`` (0.2), ``seed`` (None).  Inputs: float N x C x H x W in [0, 1], int64 labels.
+    ``random_start`` (True: uniform in the ball), ``seed`` (None).  Inputs: float N x C x H x W in
+    [0, 1], int64 labels.
 
     Example::
 
@@ -51,7 +48,7 @@ class AT(AdversarialDefense):
 
     name = "at"
     info = DefenseInfo(source="Madry et al. 2018, arXiv 1706.06083", summary="PGD adversarial training (PGD-10, eps/4)")
-    # objective: the base class's CE(f(x'), y) [+ SI term]
+    # objective: the base class's CE(f(x'), y)
 
 
 class TRADES(AdversarialDefense):
@@ -61,13 +58,12 @@ class TRADES(AdversarialDefense):
     2019, arXiv 1901.08573.  Zhang et al. write CE + KL / lambda with 1/lambda = 6; paper 004 (Table 1)
     writes lambda * KL with lambda = 6: the same loss.  Norm: linf.
 
-    Training objective: ``CE(f(x), y) + lam * KL(f(x) || f(x'))`` (KL averaged over the batch)
-    [``+ beta * CE^m(f~(x'), y)`` with ``si=True``].
-    Adversarial objective: ``KL(f(x) || f(x'))`` with f(x) fixed [``CE(s * cos(theta(x')), y)`` with SI].
+    Training objective: ``CE(f(x), y) + lam * KL(f(x) || f(x'))`` (KL averaged over the batch).
+    Adversarial objective: ``KL(f(x) || f(x'))`` with f(x) fixed.
 
     Parameters: ``lam`` (6), ``eps`` (8/255), ``steps`` (10), ``step_size`` (eps/4), ``random_start``
     (True: x + 0.001 * N(0, I) as in Zhang et al.'s code, since the KL and its gradient vanish at x'
-    = x), ``si``, ``s``, ``m``, ``beta``, ``seed`` as in :class:`AT`.
+    = x), ``seed`` as in :class:`AT`.
 
     Example: ``Registry.create().build_defense("trades", lam=6.0)``.
     """
@@ -75,31 +71,30 @@ class TRADES(AdversarialDefense):
     name = "trades"
     info = DefenseInfo(source="Zhang et al. 2019, arXiv 1901.08573", summary="TRADES (lambda 6, KL inner attack)")
     start = "gaussian"
+    params = ParamSet([weight_param("lam", 6.0, "weight of the KL term"), *AdversarialDefense.params])
+    lam: float
 
-    def __init__(self, *, lam: float = 6.0, **common) -> None:
-        self.lam = check_nonneg("lam", lam)
-        super().__init__(**common)
+    def own_attack_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+                        ) -> Callable[[ForwardPass], torch.Tensor]:
+        """KL(f(x) || f(x')) summed, f(x) computed once, on first use (not at all when a mechanism replaces it)."""
+        nat: list[torch.Tensor] = []
 
-    def attack_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-                    ) -> Callable[[torch.Tensor], torch.Tensor]:
-        if self.si:
-            return super().attack_loss(model, x, y)
-        with torch.no_grad():
-            logits_nat = model(x)
-        return lambda xa: kl_per_sample(logits_nat, model(xa)).sum()
+        def kl(out: ForwardPass) -> torch.Tensor:
+            if not nat:
+                with torch.no_grad():
+                    nat.append(model(x))
+            return kl_per_sample(nat[0], out.logits).sum()
+        return kl
 
     def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
         logits_clean = model(x)
-        logits_adv, cos_adv = self.forward_adv(model, x_adv)
+        adv = self.forward(model, x_adv)
         ce = F.cross_entropy(logits_clean, y)
-        kl = kl_per_sample(logits_clean, logits_adv).mean()
+        kl = kl_per_sample(logits_clean, adv.logits).mean()
         metrics = {"loss_ce": float(ce.detach()), "loss_kl": float(kl.detach())}
-        loss = self.add_si(ce + self.lam * kl, cos_adv, y, metrics)
+        loss = self.add_terms(ce + self.lam * kl, adv, y, metrics)
         metrics["loss"] = float(loss.detach())
-        return DefenseOutput(loss, metrics, logits_clean=logits_clean.detach(), logits_adv=logits_adv.detach())
-
-    def params(self) -> dict:
-        return {"lam": self.lam, **super().params()}
+        return DefenseOutput(loss, metrics, logits_clean=logits_clean.detach(), logits_adv=adv.logits.detach())
 
 
 class ALP(AdversarialDefense):
@@ -110,12 +105,11 @@ class ALP(AdversarialDefense):
     weight, so W^T (z - z') is the logit difference without the bias.  The pairing term is the L2
     norm (not squared) per sample, averaged over the batch.  Norm: linf.
 
-    Training objective: ``alpha * CE(f(x), y) + (1 - alpha) * CE(f(x'), y) + lam * ||W^T (z - z')||_2``
-    [``+ beta * CE^m(f~(x'), y)`` with ``si=True``].
-    Adversarial objective: ``CE(f(x'), y)`` [``CE(s * cos(theta(x')), y)`` with SI].
+    Training objective: ``alpha * CE(f(x), y) + (1 - alpha) * CE(f(x'), y) + lam * ||W^T (z - z')||_2``.
+    Adversarial objective: ``CE(f(x'), y)``.
 
     Parameters: ``alpha`` (0.5, in [0, 1]), ``lam`` (3), and the common ``eps`` (8/255), ``steps`` (10),
-    ``step_size`` (eps/4), ``random_start`` (True), ``si``, ``s``, ``m``, ``beta``, ``seed``.
+    ``step_size`` (eps/4), ``random_start`` (True), ``seed``.
 
     Example: ``Registry.create().build_defense("alp", alpha=0.5, lam=3.0)``.
     """
@@ -123,10 +117,13 @@ class ALP(AdversarialDefense):
     name = "alp"
     info = DefenseInfo(source="Kannan et al. 2018, arXiv 1803.06373", summary="adversarial logit pairing (lambda 3)")
 
-    def __init__(self, *, alpha: float = 0.5, lam: float = 3.0, **common) -> None:
-        self.alpha = check_unit("alpha", alpha)
-        self.lam = check_nonneg("lam", lam)
-        super().__init__(**common)
+    params = ParamSet([
+        Param("alpha", "float", 0.5, "weight of the clean CE (1 - alpha: the adversarial CE's)", low=0, high=1),
+        weight_param("lam", 3.0, "weight of the logit pairing ||W^T (z - z')||_2"),
+        *AdversarialDefense.params,
+    ])
+    alpha: float
+    lam: float
 
     def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
         clean = embed(model, x)
@@ -137,12 +134,9 @@ class ALP(AdversarialDefense):
         metrics = {"loss_ce": float(ce.detach()), "loss_ce_adv": float(ce_adv.detach()),
                    "loss_pairing": float(pairing.detach())}
         loss = self.alpha * ce + (1 - self.alpha) * ce_adv + self.lam * pairing
-        loss = self.add_si(loss, adv.cosine() if self.si else None, y, metrics)
+        loss = self.add_terms(loss, ForwardPass(adv.logits, adv), y, metrics)
         metrics["loss"] = float(loss.detach())
         return DefenseOutput(loss, metrics, logits_clean=clean.logits.detach(), logits_adv=adv.logits.detach())
-
-    def params(self) -> dict:
-        return {"alpha": self.alpha, "lam": self.lam, **super().params()}
 
 
 def boosted_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -164,12 +158,12 @@ class MART(AdversarialDefense):
     ICLR 2020 (openreview rklOg6EFwS); Table 1 of paper 004.  Norm: linf.
 
     Training objective: ``mean_i[BCE(f(x'_i), y_i) + lam * KL(f(x_i) || f(x'_i)) * (1 - f(x_i)_{y_i})]``
-    with ``BCE(p, y) = -log p_y - log(1 - max_{k != y} p_k)`` [``+ beta * CE^m(f~(x'), y)`` with SI].
+    with ``BCE(p, y) = -log p_y - log(1 - max_{k != y} p_k)``.
     The weight (1 - f(x)_y) is differentiated through, as in Wang et al.'s code.
-    Adversarial objective: ``CE(f(x'), y)`` [``CE(s * cos(theta(x')), y)`` with SI].
+    Adversarial objective: ``CE(f(x'), y)``.
 
     Parameters: ``lam`` (6), and the common ``eps`` (8/255), ``steps`` (10), ``step_size`` (eps/4),
-    ``random_start`` (True), ``si``, ``s``, ``m``, ``beta``, ``seed``.
+    ``random_start`` (True), ``seed``.
 
     Example: ``Registry.create().build_defense("mart", lam=6.0)``.
     """
@@ -177,23 +171,20 @@ class MART(AdversarialDefense):
     name = "mart"
     info = DefenseInfo(source="Wang et al. 2020, ICLR (MART)", summary="MART (lambda 6, boosted CE + weighted KL)")
 
-    def __init__(self, *, lam: float = 6.0, **common) -> None:
-        self.lam = check_nonneg("lam", lam)
-        super().__init__(**common)
+    params = ParamSet([weight_param("lam", 6.0, "weight of the (1 - f(x)_y)-weighted KL term"),
+                       *AdversarialDefense.params])
+    lam: float
 
     def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
         logits_clean = model(x)
-        logits_adv, cos_adv = self.forward_adv(model, x_adv)
-        bce = boosted_ce(logits_adv, y).mean()
+        adv = self.forward(model, x_adv)
+        bce = boosted_ce(adv.logits, y).mean()
         p_true = F.softmax(logits_clean, dim=1).gather(1, y[:, None]).squeeze(1)
-        kl = (kl_per_sample(logits_clean, logits_adv) * (1 - p_true)).mean()
+        kl = (kl_per_sample(logits_clean, adv.logits) * (1 - p_true)).mean()
         metrics = {"loss_bce": float(bce.detach()), "loss_kl_weighted": float(kl.detach())}
-        loss = self.add_si(bce + self.lam * kl, cos_adv, y, metrics)
+        loss = self.add_terms(bce + self.lam * kl, adv, y, metrics)
         metrics["loss"] = float(loss.detach())
-        return DefenseOutput(loss, metrics, logits_clean=logits_clean.detach(), logits_adv=logits_adv.detach())
-
-    def params(self) -> dict:
-        return {"lam": self.lam, **super().params()}
+        return DefenseOutput(loss, metrics, logits_clean=logits_clean.detach(), logits_adv=adv.logits.detach())
 
 
 CLASSIC_DEFENSES = (AT, TRADES, ALP, MART, FreeAT, RFGSMAT, GAT, GradAlign)
@@ -201,6 +192,6 @@ CLASSIC_DEFENSES = (AT, TRADES, ALP, MART, FreeAT, RFGSMAT, GAT, GradAlign)
 
 @hookimpl
 def robustreg_register_defenses(registrar) -> None:
-    """Register at, trades, alp, mart, free-at, rfgsm-at, gat and grad-align (each takes si=True)."""
+    """Register at, trades, alp, mart, free-at, rfgsm-at, gat and grad-align."""
     for cls in CLASSIC_DEFENSES:
-        registrar.add_defense(cls.name, cls, info=cls.info, summary=f"{cls.info.summary}; {SI_NOTE}")
+        registrar.add_defense(cls.name, cls, info=cls.info, summary=cls.info.summary)

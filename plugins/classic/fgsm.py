@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from robustreg import Attack, AttackInfo, ThreatModel
+from robustreg import Attack, AttackInfo, Param, ParamSet
 
 from .losses import attack_loss
 
@@ -23,11 +23,8 @@ class FGSM(Attack):
 
     Norm: linf.
 
-    Parameters (keyword-only):
-
-    - ``random_start`` (bool, default False): start from a uniform point of the eps ball.
-    - ``step_size`` (float or None, default None = eps): absolute step in [0, 1] pixel units.
-    - ``seed`` (int or None), ``eval_mode`` (bool, default True): see :class:`robustreg.Attack`.
+    Parameters: keyword-only, declared in :attr:`params` (``robustreg list fgsm`` shows them), plus
+    ``seed`` and ``eval_mode`` (see :class:`robustreg.Attack`).
 
     Targeted: ``attack(model, x, y, target=t)`` steps down the CE to ``t``.  Inputs: float
     N x C x H x W in [0, 1], int64 labels.
@@ -39,28 +36,17 @@ class FGSM(Attack):
 
     name = "fgsm"
     info = AttackInfo(
-        norms=("linf",), kind="white-box", targeted=True, randomized=False,
+        norms=("linf",), kind="white-box", targeted=True, randomized=False, single_step=True,
         source="Goodfellow et al. 2015, arXiv:1412.6572", toolkit="native", paper=None,
         summary="FGSM (Goodfellow 2015): one signed-gradient step of eps; optional random start",
     )
-
-    def __init__(
-        self,
-        threat: ThreatModel,
-        *,
-        random_start: bool = False,
-        step_size: float | None = None,
-        seed: int | None = None,
-        eval_mode: bool = True,
-    ) -> None:
-        if not isinstance(random_start, bool):
-            raise ValueError(f"random_start must be True or False, got {random_start!r}")
-        if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, (int, float))
-                                      or not math.isfinite(step_size) or step_size <= 0):
-            raise ValueError(f"step_size must be a number > 0 (absolute, [0, 1] units) or None, got {step_size!r}")
-        self.random_start = random_start
-        self.step_size = None if step_size is None else float(step_size)
-        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+    params = ParamSet([
+        Param("random_start", "bool", False, "start from a uniform point of the eps ball (R+FGSM / fast AT)"),
+        Param("step_size", "float", None, "absolute step; None = eps", low=0, low_open=True, high=math.inf,
+              high_open=True, optional=True, unit="pixels [0, 1]"),
+    ])
+    random_start: bool
+    step_size: float | None
 
     def perturb(self, model, x, y, generator, target=None):
         eps = self.threat.eps

@@ -9,28 +9,28 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Attack, AttackInfo, ThreatModel, projected_gradient_ascent
+from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet, projected_gradient_ascent
 
-from .losses import LOSSES, attack_loss
+from .losses import LOSSES, cw_margin, dlr_loss
 
-__all__ = ["PGD", "PGDCW", "PGDDLR"]
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+__all__ = ["PGD", "PGDCW", "PGDDLR", "per_sample_loss"]
 
 
-def _check_step_size(step_size: object) -> float | None:
-    if step_size is None:
-        return None
-    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not math.isfinite(step_size) \
-            or step_size <= 0:
-        raise ValueError(f"step_size must be a number > 0 (absolute, in [0, 1] pixel units) or None, got {step_size!r}")
-    return float(step_size)
+def per_sample_loss(name: str, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                    kappa: float) -> torch.Tensor:
+    """Per sample, the loss ``name`` that :func:`.losses.attack_loss` sums (the same values, unsummed)."""
+    if name == "ce":
+        return F.cross_entropy(logits, y, reduction="none") if target is None \
+            else -F.cross_entropy(logits, target, reduction="none")
+    if name == "cw":
+        return cw_margin(logits, y, kappa) if target is None \
+            else (-cw_margin(logits, target, float("inf"))).clamp(max=kappa)
+    if name == "dlr":
+        return dlr_loss(logits, y, target)
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}")
 
 
 class PGD(Attack):
@@ -42,17 +42,9 @@ class PGD(Attack):
     Norms: linf (signed gradient steps, clip to the box and ball) and l2 (steps along the
     l2-normalised gradient, projection onto the l2 ball and the box).
 
-    Parameters (keyword-only):
-
-    - ``steps`` (int, default 20): gradient steps per restart.
-    - ``step_size`` (float or None, default None = eps / 4): absolute step in [0, 1] pixel units
-      (for l2: the l2 length of each step).
-    - ``random_start`` (bool, default True): start from a uniform point of the eps ball.
-    - ``restarts`` (int, default 1): independent runs; a sample broken by any run stays broken.
-    - ``loss`` ("ce" | "cw" | "dlr", default "ce"): cross-entropy, C&W margin max_{j!=y} z_j - z_y, or
-      DLR (Croce & Hein 2020).
-    - ``kappa`` (float, default 50.0): cap of the C&W margin (``loss="cw"`` only), in logit units.
-    - ``seed`` (int or None), ``eval_mode`` (bool, default True): see :class:`robustreg.Attack`.
+    Parameters: keyword-only, declared in :attr:`params` (``robustreg list pgd`` shows them), plus
+    ``seed`` and ``eval_mode`` (see :class:`robustreg.Attack`).  ``loss``: cross-entropy, the C&W
+    margin max_{j!=y} z_j - z_y (capped at ``kappa``) or DLR (Croce & Hein 2020).
 
     Targeted: pass ``target=`` to the call; the attack then minimises CE to the target (or ascends
     the targeted margin / DLR).  Inputs: float N x C x H x W in [0, 1], int64 labels.
@@ -70,32 +62,22 @@ class PGD(Attack):
         summary="PGD (Madry 2018): random start, restarts, CE / CW / DLR loss, linf and l2",
     )
 
-    def __init__(
-        self,
-        threat: ThreatModel,
-        *,
-        steps: int = 20,
-        step_size: float | None = None,
-        random_start: bool = True,
-        restarts: int = 1,
-        loss: str = "ce",
-        kappa: float = 50.0,
-        seed: int | None = None,
-        eval_mode: bool = True,
-    ) -> None:
-        self.steps = _check_int("steps", steps, 1)
-        self.step_size = _check_step_size(step_size)
-        if not isinstance(random_start, bool):
-            raise ValueError(f"random_start must be True or False, got {random_start!r}")
-        self.random_start = random_start
-        self.restarts = _check_int("restarts", restarts, 1)
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        self.loss = loss
-        if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not kappa > 0:
-            raise ValueError(f"kappa must be a number > 0 (logit units; inf allowed), got {kappa!r}")
-        self.kappa = float(kappa)
-        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+    params = ParamSet([
+        Param("steps", "int", 20, "gradient steps per restart", low=1),
+        Param("step_size", "float", None, "absolute step (l2: the l2 length of a step); None = eps / 4",
+              low=0, low_open=True, high=math.inf, high_open=True, optional=True, unit="pixels [0, 1]"),
+        Param("random_start", "bool", True, "start from a uniform point of the eps ball"),
+        Param("restarts", "int", 1, "independent runs; a sample broken by any run stays broken", low=1),
+        Param("loss", "choice", "ce", "the loss ascended: cross-entropy, C&W margin or DLR", choices=LOSSES),
+        Param("kappa", "float", 50.0, "cap of the C&W margin (loss='cw' only); inf = no cap", low=0, low_open=True,
+              unit="logits"),
+    ])
+    steps: int
+    step_size: float | None
+    random_start: bool
+    restarts: int
+    loss: str
+    kappa: float
 
     @property
     def effective_step_size(self) -> float:
@@ -105,12 +87,15 @@ class PGD(Attack):
         loss, kappa = self.loss, self.kappa
 
         def loss_fn(model: nn.Module, x_adv: torch.Tensor, labels: torch.Tensor, tgt: torch.Tensor | None):
-            return attack_loss(loss, model(x_adv), labels, tgt, kappa)
+            logits = model(x_adv)
+            return per_sample_loss(loss, logits, labels, tgt, kappa), logits
 
-        return projected_gradient_ascent(
+        extras: dict[str, torch.Tensor] = {}  # loss_trace and ever_broken, for the evaluation's checks
+        x_adv = projected_gradient_ascent(
             model, loss_fn, x, y, target, self.threat, steps=self.steps, step_size=self.effective_step_size,
-            random_start=self.random_start, restarts=self.restarts, generator=generator,
+            random_start=self.random_start, restarts=self.restarts, generator=generator, extras=extras,
         )
+        return AttackResult(x_adv, extras=extras)
 
 
 class PGDCW(PGD):
@@ -118,10 +103,8 @@ class PGDCW(PGD):
 
     Papers: Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks", 2017,
     arXiv:1608.04644 (the margin loss); Madry et al. 2018, arXiv:1706.06083 (PGD); used as "PGDCW" in
-    paper 004 (eq. 5).  Parameters as :class:`PGD` without ``loss``: ``steps`` (20),
-    ``step_size`` (None = eps/4, absolute), ``random_start`` (True), ``restarts`` (1), ``kappa``
-    (50.0 logit units: the margin stops growing once a wrong class leads by kappa), ``seed``,
-    ``eval_mode``.
+    paper 004 (eq. 5).  Parameters: declared in :attr:`params`, those of :class:`PGD` without
+    ``loss`` (the margin stops growing once a wrong class leads by ``kappa`` logits).
 
     Example::
 
@@ -135,20 +118,8 @@ class PGDCW(PGD):
         summary="PGD on the C&W margin loss (PGDCW of paper 004)",
     )
 
-    def __init__(
-        self,
-        threat: ThreatModel,
-        *,
-        steps: int = 20,
-        step_size: float | None = None,
-        random_start: bool = True,
-        restarts: int = 1,
-        kappa: float = 50.0,
-        seed: int | None = None,
-        eval_mode: bool = True,
-    ) -> None:
-        super().__init__(threat, steps=steps, step_size=step_size, random_start=random_start, restarts=restarts,
-                         loss="cw", kappa=kappa, seed=seed, eval_mode=eval_mode)
+    params = PGD.params.without("loss")
+    loss = "cw"
 
 
 class PGDDLR(PGD):
@@ -156,9 +127,8 @@ class PGDDLR(PGD):
 
     Papers: Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
     parameter-free attacks", 2020, arXiv:2003.01690 (DLR); used as "PGDLR" in paper 004 (eq. 6).
-    Needs at least 3 classes (4 when targeted).  Norms linf and l2.  Parameters as :class:`PGD`
-    without ``loss`` / ``kappa``: ``steps`` (20), ``step_size`` (None = eps/4, absolute),
-    ``random_start`` (True), ``restarts`` (1), ``seed``, ``eval_mode``.
+    Needs at least 3 classes (4 when targeted).  Norms linf and l2.  Parameters: declared in
+    :attr:`params`, those of :class:`PGD` without ``loss`` and ``kappa``.
 
     Example::
 
@@ -172,16 +142,6 @@ class PGDDLR(PGD):
         summary="PGD on the DLR loss (PGDLR of paper 004)",
     )
 
-    def __init__(
-        self,
-        threat: ThreatModel,
-        *,
-        steps: int = 20,
-        step_size: float | None = None,
-        random_start: bool = True,
-        restarts: int = 1,
-        seed: int | None = None,
-        eval_mode: bool = True,
-    ) -> None:
-        super().__init__(threat, steps=steps, step_size=step_size, random_start=random_start, restarts=restarts,
-                         loss="dlr", seed=seed, eval_mode=eval_mode)
+    params = PGD.params.without("loss", "kappa")
+    loss = "dlr"
+    kappa = 50.0  # unused by the DLR loss

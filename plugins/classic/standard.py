@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Defense, DefenseInfo, DefenseOutput, hookimpl
+from robustreg import Defense, DefenseInfo, DefenseOutput, Param, ParamSet, hookimpl
 
 __all__ = ["StandardTraining", "register_standard"]
 
@@ -30,12 +28,11 @@ class StandardTraining(Defense):
     info = DefenseInfo(source="native", paper=None, single_step=False, needs_embedding=False,
                        summary="Plain training: cross-entropy on clean inputs")
     name = "standard"
-
-    def __init__(self, *, label_smoothing: float = 0.0) -> None:
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
-                or not math.isfinite(label_smoothing) or not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
-        self.label_smoothing = float(label_smoothing)
+    params = ParamSet([
+        Param("label_smoothing", "float", 0.0, "label smoothing of the cross-entropy (F.cross_entropy's)",
+              low=0, high=1, high_open=True),
+    ])
+    label_smoothing: float
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
         logits = model(x)

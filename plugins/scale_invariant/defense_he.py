@@ -8,8 +8,11 @@ replaces the logits everywhere (attack and training loss) by the cosine logits `
 Paper 004 (section 5.5.1, Table 10) compares TRADES-HE with TRADES-SI: HE puts the angle in place of
 the logits, SI adds it as a regulariser.
 
-The model itself is not rewritten: cos(theta) comes from :func:`robustreg.embed`.  A model trained
-with HE predicts with ``argmax cos(theta)``; its own forward still returns ``W z + b`` — so
+The losses read z and W through :func:`robustreg.embed`, so they do not depend on what the model's
+forward returns.  A model trained with HE predicts with ``s * cos(theta)``: the defenses declare that
+head (:meth:`Defense.head`: ``Head("cosine", s=s)``, no bias), the trainer trains the model with it
+applied and records it in the checkpoint, and :func:`robustreg.build_model` puts it back on loading, so
+``model(x)`` of the loaded checkpoint is ``s * cos(theta)``, exactly :func:`he_logits`.
 ``logits_clean`` / ``logits_adv`` of the outputs are the cosine logits ``s * cos(theta)``.
 
 The inner loop is the core's :func:`robustreg.pgd_steps`, as in the classic defenses.
@@ -19,30 +22,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Defense, DefenseInfo, DefenseOutput, ThreatModel, crafting, embed, pgd_steps
+from robustreg import (
+    Defense,
+    DefenseInfo,
+    DefenseOutput,
+    Head,
+    Param,
+    ParamSet,
+    ThreatModel,
+    crafting,
+    embed,
+    pgd_steps,
+)
 
-__all__ = ["HEAT", "TRADESHE", "he_logits", "he_margin_ce"]
+__all__ = ["HEAT", "TRADESHE", "he_head", "he_logits", "he_margin_ce"]
+
+PIXELS = "pixels [0, 1]"
 
 
-def _number(name: str, value: Any, *, low: float, high: float = math.inf, strict: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (value > low if strict else value >= low) and value <= high
-    if not ok:
-        bound = f"> {low:g}" if strict else f">= {low:g}"
-        upper = f" and <= {high:g}" if math.isfinite(high) else ""
-        raise ValueError(f"{name} must be a finite number {bound}{upper}, got {value!r}")
-    return float(value)
+def he_head(s: float) -> Head:
+    """The HE prediction head: ``s * cos(theta)``, normalised features and weights, no bias."""
+    return Head("cosine", s=s)
 
 
 def he_logits(model: nn.Module, x: torch.Tensor, s: float) -> torch.Tensor:
     """HE logits ``s * cos(theta)``: normalised features times normalised weights, no bias."""
-    return s * embed(model, x).cosine()
+    return embed(model, x).logits_of(he_head(s))
 
 
 def he_margin_ce(scaled_cos: torch.Tensor, y: torch.Tensor, s: float, m: float) -> torch.Tensor:
@@ -59,22 +70,34 @@ class _HEDefense(Defense):
     """Common parameters and the PGD inner loop of the HE defenses."""
 
     start: ClassVar[str] = "uniform"
+    params = ParamSet([
+        Param("eps", "float", 8 / 255, "linf radius of the inner attack", low=0, high=1, unit=PIXELS),
+        Param("steps", "int", 10, "the inner attack's iterations", low=0),
+        Param("step_size", "float", None, "the inner attack's absolute step; None = eps / 4", low=0, high=math.inf,
+              high_open=True, optional=True, unit=PIXELS),
+        Param("random_start", "bool", True, "start the inner attack from a random point of the ball"),
+        Param("s", "float", 15.0, "scale of the cosine logits s * cos(theta)", low=0, low_open=True, high=math.inf,
+              high_open=True),
+        Param("m", "float", 0.2, "additive angular margin on the true class in the training loss", low=0,
+              high=math.inf, high_open=True),
+        Param("seed", "int", None, "None: torch's global RNG; an int: a local generator seeded with (seed, step)",
+              optional=True),
+    ])
+    eps: float
+    steps: int
+    step_size: float
+    random_start: bool
+    s: float
+    m: float
+    seed: int | None
 
-    def __init__(self, *, eps: float = 8 / 255, steps: int = 10, step_size: float | None = None,
-                 random_start: bool = True, s: float = 15.0, m: float = 0.2, seed: int | None = None) -> None:
-        self.eps = _number("eps", eps, low=0.0, high=1.0)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-        self.steps = steps
-        self.step_size = self.eps / 4 if step_size is None else _number("step_size", step_size, low=0.0)
-        if not isinstance(random_start, bool):
-            raise ValueError(f"random_start must be True or False, got {random_start!r}")
-        self.random_start = random_start
-        self.s = _number("s", s, low=0.0, strict=True)
-        self.m = _number("m", m, low=0.0)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed must be an int or None, got {seed!r}")
-        self.seed = seed
+    def setup(self) -> None:
+        if self.step_size is None:
+            self.step_size = self.eps / 4
+
+    def head(self) -> Head:
+        """The model trained with HE predicts with ``s * cos(theta)`` (recorded in the checkpoint)."""
+        return he_head(self.s)
 
     def start_point(self, x: torch.Tensor, step: int) -> torch.Tensor:
         gen = None if self.seed is None else torch.Generator(device=x.device).manual_seed(
@@ -104,12 +127,9 @@ class _HEDefense(Defense):
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
         return self.objective(model, x, self.adversarial(model, x, y, step=step), y)
 
-    def params(self) -> dict[str, Any]:
-        return {"eps": self.eps, "steps": self.steps, "step_size": self.step_size,
-                "random_start": self.random_start, "s": self.s, "m": self.m}
-
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params().items())
+        inner = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in ((k, getattr(self, k)) for k in self.config))
         return f"{type(self).__name__}({inner})"
 
 
@@ -156,10 +176,9 @@ class TRADESHE(_HEDefense):
     info = DefenseInfo(source="Pang et al. 2020, arXiv 2002.08619", paper="004", needs_embedding=True,
                        summary="TRADES with hypersphere embedding (paper 004 Table 10)")
     start = "gaussian"
-
-    def __init__(self, *, lam: float = 6.0, **common: Any) -> None:
-        self.lam = _number("lam", lam, low=0.0)
-        super().__init__(**common)
+    params = ParamSet([Param("lam", "float", 6.0, "weight of the KL term", low=0, high=math.inf, high_open=True),
+                       *_HEDefense.params])
+    lam: float
 
     def attack_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
                     ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -175,6 +194,3 @@ class TRADESHE(_HEDefense):
         loss = ce + self.lam * kl
         metrics = {"loss_he": float(ce.detach()), "loss_kl": float(kl.detach()), "loss": float(loss.detach())}
         return DefenseOutput(loss, metrics, logits_clean=logits_clean.detach(), logits_adv=logits_adv.detach())
-
-    def params(self) -> dict[str, Any]:
-        return {"lam": self.lam, **super().params()}

@@ -1,13 +1,16 @@
 """Paper 004's SI defenses (``at-si``, ``trades-si``, ...) and the hypersphere-embedding defenses.
 
-The SI mechanism (paper 004 section 4.3, Table 1 right column: SI-PGD adversarial examples, plus
-``beta * CE(s * (cos(theta) - m * onehot(y)), y)`` on them in the training objective) is an option
-``si=True`` of every classic defense; its three lines of math sit on top of :func:`robustreg.embed`
-inside the classic plugin.  This plugin may not import the classic plugin's modules, so each
-``<defense>-si`` entry is a factory that, when built, looks ``<defense>`` up in a fresh
-``robustreg.Registry.create()`` and builds it with ``si=True`` and the given parameters (defaults
-s = 15, m = 0.2, beta = 0.2, paper 004 section 5.2).  Disabling the classic plugin therefore makes
-the ``*-si`` entries fail to build, with a message that says so.
+Each ``<defense>-si`` entry is the registered defense ``<defense>`` (the classic plugin's) with
+the :class:`~.mechanism.SIMechanism` composed onto it through the :class:`robustreg.Defense`
+extension points: SI-PGD adversarial examples, plus ``beta * CE(s * (cos(theta) - m * onehot(y)),
+y)`` on them in the training objective (paper 004 section 4.3, Table 1 right column; s = 15,
+m = 0.2, beta = 0.2, section 5.2).  This plugin imports none of the classic plugin's modules: the
+entries are registered once every plugin has registered (``registrar.defer``), from the base
+entries found through the registry being built (``registrar.defense(name)``).  The declaration of
+``<defense>-si`` is the base's plus the mechanism's; building it builds the base's class (the same
+type) with ``mechanisms=[SIMechanism(...)]``.  When a base is not registered (the classic plugin
+disabled or broken), its ``-si`` entry stays listed and building it raises an UnknownNameError
+that says so.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from robustreg import Defense, DefenseInfo, Registry, UnknownNameError, hookimpl
+from robustreg import Defense, DefenseInfo, DefenseSpec, Registrar, UnknownNameError, hookimpl
 
 from .defense_he import HEAT, TRADESHE
+from .mechanism import SIMechanism
 
-__all__ = ["SI_BASES", "robustreg_register_defenses", "si_factory"]
+__all__ = ["SI_BASES", "SI_DEFAULTS", "register_si_defenses", "robustreg_register_defenses", "si_factory"]
 
-# (classic name, single-step?, the paper 004 table that reports it)
+# (base defense name, single-step?, the paper 004 table that reports it)
 SI_BASES: tuple[tuple[str, bool, str], ...] = (
     ("at", False, "Table 6"),
     ("trades", False, "Tables 2-7, 10"),
@@ -32,45 +36,60 @@ SI_BASES: tuple[tuple[str, bool, str], ...] = (
     ("gat", True, "Table 8"),
     ("grad-align", True, "Table 8"),
 )
+SI_DEFAULTS = {"si": True, "s": 15.0, "m": 0.2, "beta": 0.2}
 
 
-def si_factory(base: str) -> Callable[..., Defense]:
-    """A factory building the classic defense ``base`` with ``si=True`` through a fresh registry."""
+def si_factory(name: str, base: DefenseSpec) -> Callable[..., Defense]:
+    """A factory building ``base``'s defense with the SI mechanism composed onto it (the entry validates)."""
+    own = SIMechanism.params.names()
 
     def factory(**params: Any) -> Defense:
-        si = params.pop("si", True)
-        if si is not True:
-            raise ValueError(f"{base}-si always uses the SI mechanism, got si={si!r}; build {base!r} for the plain one")
-        try:
-            spec = Registry.create().defense(base)
-        except UnknownNameError as exc:
-            raise UnknownNameError(
-                f"{base}-si builds the classic plugin's defense {base!r} with si=True, but it is not registered "
-                f"(is the 'classic' plugin disabled or broken?): {exc}"
-            ) from None
-        return spec.build(si=True, **params)
+        mechanism = SIMechanism(owner=name, **{key: params.pop(key) for key in own if key in params})
+        return base.factory(mechanisms=[mechanism], **{**base.defaults, **params})
 
-    factory.__name__ = f"{base.replace('-', '_')}_si"
-    factory.__qualname__ = factory.__name__
-    factory.__doc__ = (
-        f"{base} with paper 004's scale-invariant mechanism: SI-PGD examples and beta * CE^m(s cos theta) added.\n\n"
-        f"Builds the classic {base!r} with si=True; takes the same parameters (s=15, m=0.2, beta=0.2 by default)."
-    )
+    _describe(factory, name, f"{base.name} with paper 004's scale-invariant mechanism: SI-PGD examples and "
+                             "beta * CE^m(s cos theta) added; the base's parameters plus si, s, m, beta.")
     return factory
+
+
+def _unavailable(name: str, base: str, error: UnknownNameError) -> Callable[..., Defense]:
+    def factory(**params: Any) -> Defense:
+        raise UnknownNameError(f"{name} composes the SI mechanism onto the defense {base!r} of the classic plugin, "
+                               f"which is not registered (is the 'classic' plugin disabled or broken?): {error}")
+
+    _describe(factory, name, f"unavailable: the defense {base!r} is not registered.")
+    return factory
+
+
+def _describe(factory: Callable[..., Defense], name: str, doc: str) -> None:
+    factory.__name__ = factory.__qualname__ = name.replace("-", "_")
+    factory.__doc__ = doc
+
+
+def register_si_defenses(registrar: Registrar) -> None:
+    """Register ``<base>-si`` for every base of :data:`SI_BASES` (run once every plugin has registered)."""
+    for base_name, single_step, table in SI_BASES:
+        name = f"{base_name}-si"
+        info = DefenseInfo(
+            source=f"paper 004 (Xu et al., scale-invariant defense, section 4.3, {table}) on top of {base_name}",
+            paper="004",
+            single_step=single_step,
+            needs_embedding=True,
+            summary=f"{base_name} + SI mechanism (SI-PGD examples, beta * CE(s (cos theta - m onehot)))",
+        )
+        try:
+            base = registrar.defense(base_name)
+        except UnknownNameError as exc:
+            factory, params = _unavailable(name, base_name, exc), SIMechanism.params
+        else:
+            factory, params = si_factory(name, base), base.params + SIMechanism.params
+        registrar.add_defense(name, factory, info=info, params=params, defaults=SI_DEFAULTS)
 
 
 @hookimpl
 def robustreg_register_defenses(registrar) -> None:
-    """Register at-si, trades-si, alp-si, mart-si, free-at-si, rfgsm-at-si, gat-si, grad-align-si, he, trades-he."""
-    for base, single_step, table in SI_BASES:
-        info = DefenseInfo(
-            source=f"paper 004 (Xu et al., scale-invariant defense, section 4.3, {table}) on top of {base}",
-            paper="004",
-            single_step=single_step,
-            needs_embedding=True,
-            summary=f"{base} + SI mechanism (SI-PGD examples, beta * CE(s (cos theta - m onehot)))",
-        )
-        registrar.add_defense(f"{base}-si", si_factory(base), info=info,
-                              defaults={"si": True, "s": 15.0, "m": 0.2, "beta": 0.2})
+    """Register he and trades-he; at-si, trades-si, alp-si, mart-si, free-at-si, rfgsm-at-si, gat-si and
+    grad-align-si once every plugin has registered."""
     for cls in (HEAT, TRADESHE):
         registrar.add_defense(cls.name, cls, info=cls.info)
+    registrar.defer(register_si_defenses)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Attack, AttackInfo, ThreatModel, embed, projected_gradient_ascent
+from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet, embed, projected_gradient_ascent
 
 __all__ = ["SIPGD"]
 
@@ -28,15 +28,9 @@ class SIPGD(Attack):
 
     Norms: linf (signed steps, clip) and l2 (normalised-gradient steps, projection).
 
-    Parameters (keyword-only):
-
-    - ``s`` (float, default 15.0): the scale multiplying cos(theta) (paper: s = 15), unitless.
-    - ``steps`` (int, default 20): gradient steps per restart.
-    - ``step_size`` (float or None, default None = eps / 4): absolute step in [0, 1] pixel units.
-    - ``random_start`` (bool, default True): start from a uniform point of the eps ball.
-    - ``restarts`` (int, default 1): independent runs; a sample misclassified (by the model's own
-      logits) after any run stays broken.
-    - ``seed`` (int or None), ``eval_mode`` (bool, default True): see :class:`robustreg.Attack`.
+    Parameters: keyword-only, declared in :attr:`params` (``robustreg list si-pgd`` shows them), plus
+    ``seed`` and ``eval_mode`` (see :class:`robustreg.Attack`).  A sample misclassified (by the
+    model's own logits) after any restart stays broken.
 
     Targeted: ``target=`` minimises CE(s * cos(theta), target).
 
@@ -52,45 +46,38 @@ class SIPGD(Attack):
         summary="SI-PGD (paper 004): PGD on CE(s * cos theta), invariant to logit rescaling",
     )
 
-    def __init__(
-        self,
-        threat: ThreatModel,
-        *,
-        s: float = 15.0,
-        steps: int = 20,
-        step_size: float | None = None,
-        random_start: bool = True,
-        restarts: int = 1,
-        seed: int | None = None,
-        eval_mode: bool = True,
-    ) -> None:
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-            raise ValueError(f"s must be a finite number > 0 (paper: 15), got {s!r}")
-        for pname, value in (("steps", steps), ("restarts", restarts)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{pname} must be an int >= 1, got {value!r}")
-        if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, (int, float))
-                                      or not math.isfinite(step_size) or step_size <= 0):
-            raise ValueError(f"step_size must be a number > 0 (absolute, [0, 1] units) or None, got {step_size!r}")
-        if not isinstance(random_start, bool):
-            raise ValueError(f"random_start must be True or False, got {random_start!r}")
-        self.s = float(s)
-        self.steps = steps
-        self.step_size = None if step_size is None else float(step_size)
-        self.random_start = random_start
-        self.restarts = restarts
-        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+    params = ParamSet([
+        Param("s", "float", 15.0, "the scale multiplying cos(theta) (paper: s = 15), unitless",
+              low=0, low_open=True, high=math.inf, high_open=True),
+        Param("steps", "int", 20, "gradient steps per restart", low=1),
+        Param("step_size", "float", None, "absolute step; None = eps / 4", low=0, low_open=True, high=math.inf,
+              high_open=True, optional=True, unit="pixels [0, 1]"),
+        Param("random_start", "bool", True, "start from a uniform point of the eps ball"),
+        Param("restarts", "int", 1, "independent runs; a sample broken by any run stays broken", low=1),
+    ])
+    s: float
+    steps: int
+    step_size: float | None
+    random_start: bool
+    restarts: int
+
+    @property
+    def effective_step_size(self) -> float:
+        return self.step_size if self.step_size is not None else self.threat.eps / 4
 
     def _loss(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
-        """CE(s * cos(theta), y) summed over the batch (targeted: minus the CE to the target)."""
-        scaled = self.s * embed(model, x_adv).cosine()
+        """Per sample CE(s * cos(theta), y) (targeted: minus the CE to the target), and the model's logits."""
+        embedding = embed(model, x_adv)
+        scaled = self.s * embedding.cosine()
         if target is None:
-            return F.cross_entropy(scaled, y, reduction="sum")
-        return -F.cross_entropy(scaled, target, reduction="sum")
+            return F.cross_entropy(scaled, y, reduction="none"), embedding.logits
+        return -F.cross_entropy(scaled, target, reduction="none"), embedding.logits
 
     def perturb(self, model, x, y, generator, target=None):
-        return projected_gradient_ascent(
+        extras: dict[str, torch.Tensor] = {}  # loss_trace and ever_broken, for the evaluation's checks
+        x_adv = projected_gradient_ascent(
             model, self._loss, x, y, target, self.threat, steps=self.steps,
-            step_size=self.step_size if self.step_size is not None else self.threat.eps / 4,
-            random_start=self.random_start, restarts=self.restarts, generator=generator,
+            step_size=self.effective_step_size,
+            random_start=self.random_start, restarts=self.restarts, generator=generator, extras=extras,
         )
+        return AttackResult(x_adv, extras=extras)

@@ -21,4 +21,4 @@ __all__ = ["robustreg_register_attacks"]
 @robustreg.hookimpl
 def robustreg_register_attacks(registrar):
     for cls in ENTRIES:
-        registrar.add_attack(cls.name, cls, defaults=cls.default_params(), same_as=SAME_AS.get(cls.name))
+        registrar.add_attack(cls.name, cls, same_as=SAME_AS.get(cls.name))

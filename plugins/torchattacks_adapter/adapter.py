@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, ThreatModel, draw_seed, seeded_global_rngs
+from robustreg import Attack, AttackInfo, Param, ParamSet, ThreatModel, draw_seed, seeded_global_rngs
 
-__all__ = ["EntrySpec", "Param", "TorchattacksAttack", "import_torchattacks", "make_entry", "toolkit_version"]
+__all__ = ["EntrySpec", "TorchattacksAttack", "import_torchattacks", "make_entry", "toolkit_version"]
 
 TOOLKIT = "torchattacks"
 NORM_NAMES = {"linf": "Linf", "l2": "L2", "l1": "L1"}
@@ -42,42 +42,6 @@ def import_torchattacks(entry: str) -> Any:
 
 
 @dataclass(frozen=True)
-class Param:
-    """One parameter of an entry: our name, torchattacks' keyword, default, type and meaning."""
-
-    name: str
-    toolkit: str
-    default: Any
-    kind: str  # "int" | "float" | "bool" | "choice"
-    doc: str
-    low: float | None = None  # inclusive lower bound for numbers
-    strict_low: bool = False  # lower bound is exclusive
-    choices: tuple[Any, ...] = ()
-    allow_none: bool = False
-
-    def validate(self, entry: str, value: Any) -> Any:
-        if value is None and self.allow_none:
-            return None
-        if self.kind == "bool":
-            if not isinstance(value, bool):
-                raise ValueError(f"{entry}: {self.name} must be True or False, got {value!r}")
-            return value
-        if self.kind == "choice":
-            if value not in self.choices:
-                raise ValueError(f"{entry}: {self.name} must be one of {self.choices}, got {value!r}")
-            return value
-        is_int = isinstance(value, int) and not isinstance(value, bool)
-        if self.kind == "int" and not is_int:
-            raise ValueError(f"{entry}: {self.name} must be an int, got {value!r}")
-        if self.kind == "float" and not (is_int or isinstance(value, float)):
-            raise ValueError(f"{entry}: {self.name} must be a number, got {value!r}")
-        if self.low is not None and (value <= self.low if self.strict_low else value < self.low):
-            op = ">" if self.strict_low else ">="
-            raise ValueError(f"{entry}: {self.name} must be {op} {self.low:g}, got {value!r}")
-        return int(value) if self.kind == "int" else float(value)
-
-
-@dataclass(frozen=True)
 class EntrySpec:
     """How one registry entry maps onto one torchattacks class."""
 
@@ -86,7 +50,7 @@ class EntrySpec:
     title: str  # one line: what it does
     paper: str  # title, year, arXiv id
     norms: tuple[str, ...]
-    params: tuple[Param, ...] = ()
+    params: tuple[Param, ...] = ()  # robustreg Params; ``toolkit`` = torchattacks' keyword where it differs
     kind: str = "white-box"
     targeted: bool = False
     randomized: bool = False
@@ -94,39 +58,28 @@ class EntrySpec:
     takes_norm: bool = False
     takes_seed: bool = False  # the torchattacks class has its own ``seed`` keyword
     takes_n_classes: bool = False  # ``n_classes`` inferred from the model when None
-    minimal_norm: bool = False  # the toolkit minimises the norm; robustreg projects into the eps ball
+    minimal_norm: bool = False  # the toolkit minimises the norm; the adapter projects into the eps ball
+    single_step: bool = False  # one gradient step (AttackInfo.single_step)
     note: str = ""
+    #: for ``robustreg compare``: our parameters the class does not take but runs as (``{"restarts": 1}``);
+    #: ``...``: does not apply to what it does (see :mod:`robustreg.comparison_params`)
+    implied: Mapping[str, Any] = field(default_factory=dict)
 
 
 class TorchattacksAttack(Attack):
-    """Base of every ``torchattacks:*`` entry; subclasses are made by :func:`make_entry`."""
+    """Base of every ``torchattacks:*`` entry; subclasses are made by :func:`make_entry`.
+
+    ``params`` is ``ParamSet(spec.params)``; every declared parameter goes to the torchattacks constructor
+    under its ``toolkit`` name (else its own).
+    """
 
     spec: ClassVar[EntrySpec]
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        """Our parameter names with torchattacks' defaults (registered as the entry's ``defaults``)."""
-        return {p.name: p.default for p in cls.spec.params}
-
-    def __init__(
-        self, threat: ThreatModel, *, seed: int | None = None, eval_mode: bool = True, **params: Any
-    ) -> None:
-        allowed = {p.name: p for p in self.spec.params}
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise TypeError(
-                f"{self.label()} got unknown parameter(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(sorted(allowed)) or 'none'} (plus seed, eval_mode)"
-            )
-        self.params: dict[str, Any] = {
-            name: p.validate(self.label(), params.get(name, p.default)) for name, p in allowed.items()
-        }
-        super().__init__(threat, seed=seed, eval_mode=eval_mode)
+    implied: ClassVar[Mapping[str, Any]] = {}
 
     def toolkit_kwargs(self, model: nn.Module, x: torch.Tensor, seed: int) -> dict[str, Any]:
         """The keyword arguments of the torchattacks constructor (after ``model``)."""
         spec = self.spec
-        kwargs = {p.toolkit: self.params[p.name] for p in spec.params}
+        kwargs = self.params.toolkit_kwargs(self.config)
         if spec.takes_eps:
             kwargs["eps"] = self.threat.eps
         if spec.takes_norm:
@@ -159,8 +112,26 @@ class TorchattacksAttack(Attack):
             if target is not None:
                 attack.set_mode_targeted_by_label(quiet=True)
                 labels = target
-            x_adv = attack(x, labels)
-        return x_adv.detach()
+            x_adv = attack(x, labels).detach()
+        if self.spec.minimal_norm:  # torchattacks minimises the norm, unbounded by eps: the adapter projects
+            return self.threat.project(x_adv, x)
+        return clamp_slop(self.threat, x_adv, x)
+
+
+#: How far beyond the ball or the box an eps-bounded torchattacks result may come back: the slop of its
+#: float arithmetic (``x + clamp(x_adv - x)`` then ``clamp``).  Anything further is left for the Attack
+#: base to report as a bug (it is not a rounding error to hide).
+TOOLKIT_SLOP = 1e-5
+
+
+def clamp_slop(threat: ThreatModel, x_adv: torch.Tensor, x: torch.Tensor, slop: float = TOOLKIT_SLOP) -> torch.Tensor:
+    """``x_adv`` projected into the ball and the box if it is outside by at most ``slop``, else unchanged."""
+    lo, hi = threat.box
+    over_ball = float((threat.distance(x_adv, x) - threat.eps).max())
+    over_box = max(lo - float(x_adv.min()), float(x_adv.max()) - hi)
+    if max(over_ball, over_box) <= slop:
+        return threat.project(x_adv, x)
+    return x_adv
 
 
 def _fmt(value: Any) -> str:
@@ -178,19 +149,20 @@ def _docstring(spec: EntrySpec, version: str) -> str:
         "",
         f"Paper: {spec.paper}.",
         f"Norm(s): {', '.join(spec.norms)}; eps from the ThreatModel ([0, 1] pixel units)"
-        + (" (not a torchattacks parameter: the result is projected into the eps ball)." if not spec.takes_eps
-           else "."),
+        + (" (not a torchattacks parameter: the adapter projects the result into the eps ball)."
+           if not spec.takes_eps else "."),
     ]
     if spec.minimal_norm:
         lines.append(
-            "torchattacks minimises the perturbation norm; robustreg projects its result into the eps ball "
-            "and the box, so this entry is an eps-bounded attack."
+            "Minimal-norm; the adapter projects the result into the eps ball (and the box), so this entry is "
+            "an eps-bounded attack."
         )
     if spec.note:
         lines.append(spec.note)
     lines += ["", "Parameters (keyword-only; robustreg name -> torchattacks keyword, default):"]
     for p in spec.params:
-        lines.append(f"    {p.name} -> {p.toolkit} (default {_fmt(p.default)}): {p.doc}")
+        unit = f", {p.unit}" if p.unit else ""
+        lines.append(f"    {p.name} -> {p.toolkit or p.name} ({p.allowed()}; default {_fmt(p.default)}{unit}): {p.doc}")
     seed_doc = "also torchattacks' own `seed`" if spec.takes_seed else "seeds torch's RNG inside a fork_rng"
     lines += [
         f"    seed (default None): int seed; {seed_doc}; torch's global RNG is restored afterwards.",
@@ -214,6 +186,7 @@ def make_entry(spec: EntrySpec) -> type[TorchattacksAttack]:
         norms=spec.norms,
         kind=spec.kind,
         targeted=spec.targeted,
+        single_step=spec.single_step,
         randomized=spec.randomized,
         source=f"torchattacks {version} ({spec.toolkit_class}); {spec.paper}",
         toolkit=TOOLKIT,
@@ -226,5 +199,7 @@ def make_entry(spec: EntrySpec) -> type[TorchattacksAttack]:
         "name": f"{TOOLKIT}:{spec.name}",
         "info": info,
         "spec": spec,
+        "params": ParamSet(spec.params),
+        "implied": dict(spec.implied),
     }
     return type(f"Torchattacks{spec.toolkit_class}", (TorchattacksAttack,), dict(namespace))

@@ -8,7 +8,9 @@ Every other parameter keeps torchattacks' own name.
 
 from __future__ import annotations
 
-from .adapter import EntrySpec, Param, TorchattacksAttack, make_entry
+from robustreg import Param
+
+from .adapter import EntrySpec, TorchattacksAttack, make_entry
 
 __all__ = ["ENTRIES", "SPECS"]
 
@@ -20,29 +22,47 @@ _FAB = ("Minimally distorted Adversarial Examples with a Fast Adaptive Boundary 
 
 
 def _steps(default: int, low: int = 1) -> Param:
-    return Param("steps", "steps", default, "int", "number of iterations", low=low)
+    return Param("steps", "int", default, "number of iterations", low=low)
 
 
 def _step_size(default: float) -> Param:
-    return Param("step_size", "alpha", default, "float", "step size per iteration, [0, 1] pixel units", low=0,
-                 strict_low=True)
+    return Param("step_size", "float", default, "step size per iteration", low=0, low_open=True,
+                 unit="pixels [0, 1]", toolkit="alpha")
 
 
 def _restarts(default: int = 1) -> Param:
-    return Param("restarts", "n_restarts", default, "int", "number of restarts", low=1)
+    return Param("restarts", "int", default, "number of restarts", low=1, toolkit="n_restarts")
 
 
-_RANDOM_START = Param("random_start", "random_start", True, "bool", "start at a uniform random point of the ball")
-_EOT = Param("eot_iter", "eot_iter", 1, "int", "gradient samples averaged per step (EOT)", low=1)
-_RHO = Param("rho", "rho", 0.75, "float", "step-size halving threshold", low=0, strict_low=True)
-_N_CLASSES = Param("n_classes", "n_classes", None, "int", "number of classes; None = read from the model",
-                   low=2, allow_none=True)
+def _positive(name: str, default: float, doc: str) -> Param:
+    return Param(name, "float", default, doc, low=0, low_open=True)
+
+
+def _at_least(name: str, default: float, doc: str, low: float = 0) -> Param:
+    return Param(name, "float", default, doc, low=low)
+
+
+def _count(name: str, default: int, doc: str) -> Param:
+    return Param(name, "int", default, doc, low=1)
+
+
+def _choice(name: str, default: str, doc: str, choices: tuple[str, ...]) -> Param:
+    return Param(name, "choice", default, doc, choices=choices)
+
+
+#: what torchattacks' PGD runs without a parameter for it: one run, on the cross-entropy (so the C&W cap,
+#: kappa, does not apply)
+_PGD_IMPLIED = {"restarts": 1, "loss": "ce", "kappa": ...}
+_RANDOM_START = Param("random_start", "bool", True, "start at a uniform random point of the ball")
+_EOT = _count("eot_iter", 1, "gradient samples averaged per step (EOT)")
+_RHO = _positive("rho", 0.75, "step-size halving threshold")
+_N_CLASSES = Param("n_classes", "int", None, "number of classes; None = read from the model", low=2, optional=True)
 
 SPECS: tuple[EntrySpec, ...] = (
     EntrySpec(
         "fgsm", "FGSM", "Fast gradient sign method: one signed-gradient step of size eps",
         "Explaining and Harnessing Adversarial Examples (Goodfellow et al., 2015), arXiv:1412.6572",
-        ("linf",), targeted=True,
+        ("linf",), targeted=True, single_step=True, implied={"random_start": False, "step_size": None},
     ),
     EntrySpec(
         "bim", "BIM", "Basic iterative method: iterated FGSM without random start",
@@ -53,13 +73,13 @@ SPECS: tuple[EntrySpec, ...] = (
     EntrySpec(
         "pgd", "PGD", "Projected gradient descent on the cross-entropy (L_inf)", _MADRY,
         ("linf",), (_steps(10), _step_size(2 / 255), _RANDOM_START), targeted=True, randomized=True,
+        implied=_PGD_IMPLIED,
     ),
     EntrySpec(
         "pgdl2", "PGDL2", "Projected gradient descent on the cross-entropy (L2)", _MADRY,
         ("l2",), (_steps(10), _step_size(0.2), _RANDOM_START,
-                  Param("eps_for_division", "eps_for_division", 1e-10, "float", "guard against division by 0",
-                        low=0, strict_low=True)),
-        targeted=True, randomized=True,
+                  _positive("eps_for_division", 1e-10, "guard against division by 0")),
+        targeted=True, randomized=True, implied=_PGD_IMPLIED,
     ),
     EntrySpec(
         "rfgsm", "RFGSM", "R+FGSM: a random sign step of size step_size, then signed-gradient steps",
@@ -70,7 +90,7 @@ SPECS: tuple[EntrySpec, ...] = (
         "mifgsm", "MIFGSM", "Momentum iterative FGSM",
         "Boosting Adversarial Attacks with Momentum (Dong et al., 2018), arXiv:1710.06081",
         ("linf",), (_steps(10), _step_size(2 / 255),
-                    Param("decay", "decay", 1.0, "float", "momentum decay factor", low=0)),
+                    _at_least("decay", 1.0, "momentum decay factor")),
         targeted=True,
     ),
     EntrySpec(
@@ -82,13 +102,13 @@ SPECS: tuple[EntrySpec, ...] = (
         "eotpgd", "EOTPGD", "PGD with expectation over transformation (gradients averaged over eot_iter passes)",
         "Synthesizing Robust Adversarial Examples (Athalye et al., 2018), arXiv:1707.07397",
         ("linf",), (_steps(10), _step_size(2 / 255), _RANDOM_START,
-                    Param("eot_iter", "eot_iter", 2, "int", "gradient samples averaged per step", low=1)),
+                    _count("eot_iter", 2, "gradient samples averaged per step")),
         targeted=True, randomized=True,
     ),
     EntrySpec(
         "apgd", "APGD", "Auto-PGD: step-size-free PGD on the cross-entropy or DLR loss (torchattacks' version)",
         _APGD, ("linf", "l2"),
-        (_steps(10), _restarts(), Param("loss", "loss", "ce", "choice", "loss to maximise", choices=("ce", "dlr")),
+        (_steps(10), _restarts(), _choice("loss", "ce", "loss to maximise", ("ce", "dlr")),
          _EOT, _RHO),
         takes_norm=True, takes_seed=True, randomized=True,
         note="torchattacks' default is 10 steps; the standard AutoAttack APGD runs 100 (see autoattack:apgd-ce).",
@@ -100,12 +120,13 @@ SPECS: tuple[EntrySpec, ...] = (
         note="Untargeted from the caller's view: it chooses its target classes itself.",
     ),
     EntrySpec(
-        "fab", "FAB", "Fast adaptive boundary attack (minimal-norm)", _FAB, ("linf", "l2"),
+        "fab", "FAB", "Fast adaptive boundary attack (minimal-norm; the adapter projects the result into the eps ball)",
+        _FAB, ("linf", "l2"),
         (_steps(10), _restarts(),
-         Param("alpha_max", "alpha_max", 0.1, "float", "maximum step extrapolation", low=0),
-         Param("eta", "eta", 1.05, "float", "overshoot of the projection", low=1),
-         Param("beta", "beta", 0.9, "float", "weight of the backward step", low=0),
-         Param("multi_targeted", "multi_targeted", False, "bool", "run FAB-T over n_classes-1 target classes"),
+         _at_least("alpha_max", 0.1, "maximum step extrapolation"),
+         _at_least("eta", 1.05, "overshoot of the projection", low=1),
+         _at_least("beta", 0.9, "weight of the backward step"),
+         Param("multi_targeted", "bool", False, "run FAB-T over n_classes-1 target classes"),
          _N_CLASSES),
         takes_norm=True, takes_seed=True, takes_n_classes=True, minimal_norm=True, randomized=True,
         note="L1 is not offered: torchattacks 3.5.1's FAB crashes on it (UnboundLocalError); use autoattack:fab.",
@@ -115,47 +136,50 @@ SPECS: tuple[EntrySpec, ...] = (
         "Square Attack: a query-efficient black-box adversarial attack via random search "
         "(Andriushchenko et al., 2020), arXiv:1912.00049",
         ("linf", "l2"),
-        (Param("n_queries", "n_queries", 5000, "int", "query budget per sample", low=1), _restarts(),
-         Param("p_init", "p_init", 0.8, "float", "initial fraction of pixels changed", low=0, strict_low=True),
-         Param("loss", "loss", "margin", "choice", "loss to maximise", choices=("margin", "ce")),
-         Param("resc_schedule", "resc_schedule", True, "bool", "rescale the p schedule to n_queries")),
+        (_count("n_queries", 5000, "query budget per sample"), _restarts(),
+         _positive("p_init", 0.8, "initial fraction of pixels changed"),
+         _choice("loss", "margin", "loss to maximise", ("margin", "ce")),
+         Param("resc_schedule", "bool", True, "rescale the p schedule to n_queries")),
         kind="score", takes_norm=True, takes_seed=True, randomized=True,
     ),
     EntrySpec(
         "spsa", "SPSA", "SPSA: gradient-free ascent on the margin loss with finite-difference gradient estimates",
         "Adversarial Risk and the Dangers of Evaluating Against Weak Attacks (Uesato et al., 2018), arXiv:1802.05666",
         ("linf",),
-        (Param("steps", "nb_iter", 1, "int", "number of iterations", low=1),
-         Param("step_size", "lr", 0.01, "float", "Adam learning rate on the perturbation, [0, 1] pixel units",
-               low=0, strict_low=True),
-         Param("delta", "delta", 0.01, "float", "finite-difference scale", low=0, strict_low=True),
-         Param("nb_sample", "nb_sample", 128, "int", "random directions per gradient estimate", low=1),
-         Param("max_batch_size", "max_batch_size", 64, "int", "directions evaluated per forward", low=1)),
+        (Param("steps", "int", 1, "number of iterations", low=1, toolkit="nb_iter"),
+         Param("step_size", "float", 0.01, "Adam learning rate on the perturbation", low=0, low_open=True,
+               unit="pixels [0, 1]", toolkit="lr"),
+         _positive("delta", 0.01, "finite-difference scale"),
+         _count("nb_sample", 128, "random directions per gradient estimate"),
+         _count("max_batch_size", 64, "directions evaluated per forward")),
         kind="score", targeted=True, randomized=True,
     ),
     EntrySpec(
-        "cw", "CW", "Carlini-Wagner L2 attack (Adam in tanh space, fixed c; minimal-norm)",
+        "cw", "CW", "Carlini-Wagner L2 attack (Adam in tanh space, fixed c; minimal-norm; the adapter projects the "
+        "result into the eps ball)",
         "Towards Evaluating the Robustness of Neural Networks (Carlini & Wagner, 2017), arXiv:1608.04644",
         ("l2",),
-        (Param("c", "c", 1.0, "float", "weight of the misclassification term", low=0),
-         Param("kappa", "kappa", 0.0, "float", "confidence margin", low=0),
+        (_at_least("c", 1.0, "weight of the misclassification term"),
+         _at_least("kappa", 0.0, "confidence margin"),
          _steps(50),
-         Param("lr", "lr", 0.01, "float", "Adam learning rate in tanh space", low=0, strict_low=True)),
+         _positive("lr", 0.01, "Adam learning rate in tanh space")),
         targeted=True, takes_eps=False, minimal_norm=True,
     ),
     EntrySpec(
-        "deepfool", "DeepFool", "DeepFool: iterated linearisation of the nearest decision boundary (minimal-norm)",
+        "deepfool", "DeepFool",
+        "DeepFool: iterated linearisation of the nearest decision boundary (minimal-norm; the adapter projects the "
+        "result into the eps ball)",
         "DeepFool: a simple and accurate method to fool deep neural networks (Moosavi-Dezfooli et al., 2016), "
         "arXiv:1511.04599",
         ("l2",),
-        (_steps(50), Param("overshoot", "overshoot", 0.02, "float", "overshoot past the boundary", low=0)),
+        (_steps(50), _at_least("overshoot", 0.02, "overshoot past the boundary")),
         takes_eps=False, minimal_norm=True,
     ),
     EntrySpec(
         "autoattack", "AutoAttack",
         "torchattacks' AutoAttack variant, NOT the standard AutoAttack: APGD, APGD-T and FAB run 10 steps",
         _APGD, ("linf", "l2"),
-        (Param("version", "version", "standard", "choice", "which ensemble", choices=("standard", "plus", "rand")),
+        (_choice("version", "standard", "which ensemble", ("standard", "plus", "rand")),
          _N_CLASSES),
         takes_norm=True, takes_seed=True, takes_n_classes=True, randomized=True,
         note=(

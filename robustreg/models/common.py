@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .. import runtime
+from ..embedding import Head, apply_head
+from ..errors import CheckpointError, ModelCodeError, ModelSpecError, ModelTypeError, describe_exception
+
 if TYPE_CHECKING:
     from ..registry import Registry
 
@@ -21,6 +25,7 @@ __all__ = [
     "CIFAR10_STD",
     "Normalize",
     "build_model",
+    "checkpoint_head",
     "load_checkpoint",
     "load_state_dict_file",
     "parse_normalize",
@@ -54,6 +59,8 @@ class Normalize(nn.Module):
             )
         if not torch.isfinite(m).all() or not torch.isfinite(s).all() or (s <= 0).any():
             raise ValueError(f"std must be finite and > 0 and mean finite, got mean={m.tolist()}, std={s.tolist()}")
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", m.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", s.view(1, -1, 1, 1), persistent=False)
 
@@ -96,26 +103,11 @@ def parse_normalize(text: str) -> tuple[list[float], list[float]]:
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> ``torch.device``."""
-    if isinstance(spec, torch.device):
-        spec = str(spec)
-    if spec is None:
-        spec = "auto"
-    if not isinstance(spec, str):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {type(spec).__name__}")
-    text = spec.strip().lower()
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {spec!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
-        index = int(text[5:]) if ":" in text else None
-        if index is not None and index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-        return torch.device(text)
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
+    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> ``torch.device``.
+
+    The core's one resolver (:func:`robustreg.runtime.resolve_device`), re-exported for model code.
+    """
+    return runtime.resolve_device(spec)
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -137,7 +129,7 @@ def _extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
             if isinstance(inner, (list, tuple)) and len(inner) == 1:
                 inner = inner[0]
             if _is_state_dict(inner):
-                return dict(inner)
+                return dict(inner)  # type: ignore[arg-type]
         keys = ", ".join(repr(k) for k in list(obj)[:8])
         raise ValueError(
             f"{path}: no state dict found; expected a mapping of parameter names to tensors, or one nested under "
@@ -152,23 +144,60 @@ def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.T
     return sd
 
 
+def _read(path: str | os.PathLike) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {str(p)!r}")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {str(p)!r} is empty (0 bytes)")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {str(p)!r}: {_load_failure(exc)}") from exc
+
+
+def _load_failure(exc: Exception) -> str:
+    """What torch.load's (long, multi-line) error means, in a few words."""
+    text = " ".join(str(exc).split())
+    if "central directory" in text or "zip archive" in text:
+        return "truncated or not a PyTorch checkpoint (torch.load: failed reading zip archive)"
+    if "Weights only load failed" in text or "Unsupported operand" in text or "pickle" in text.lower():
+        return ("not a PyTorch checkpoint of tensors, or it holds Python objects that torch.load(weights_only=True) "
+                "refuses")
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def _clean(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    sd = _strip_prefix(sd, "module.")
+    return _strip_prefix(sd, "_orig_mod.")  # torch.compile
+
+
+def _head_record(obj: Any, path: str) -> Head | None:
+    """The prediction head recorded next to the weights (``{"state_dict": ..., "head": {"kind": ...}}``), if any."""
+    if isinstance(obj, (list, tuple)) and len(obj) == 1:
+        obj = obj[0]
+    if not isinstance(obj, Mapping) or _is_state_dict(obj):
+        return None
+    record = obj.get("head")
+    if not isinstance(record, Mapping) or "kind" not in record:
+        return None  # no record (or some other script's "head" entry): the model's own linear head
+    return Head.from_dict(record, origin=f"{path}: the recorded head")
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a checkpoint file safely (``weights_only=True``) and return its plain state dict.
 
     Accepted layouts: a state dict; one nested under ``state_dict``, ``model`` or ``net``; a list or
     tuple holding one of those; keys prefixed by DataParallel's ``module.`` (the prefix is removed).
+    A head record next to the weights is not part of the state dict: :func:`checkpoint_head` reads it.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {str(p)!r}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"cannot read checkpoint {str(p)!r} with torch.load(weights_only=True): {exc}") from exc
-    sd = _extract_state_dict(obj, str(p))
-    sd = _strip_prefix(sd, "module.")
-    sd = _strip_prefix(sd, "_orig_mod.")  # torch.compile
-    return sd
+    return _clean(_extract_state_dict(_read(path), str(path)))
+
+
+def checkpoint_head(path: str | os.PathLike) -> Head | None:
+    """The prediction head recorded in the checkpoint at ``path`` (the trainer's ``final.pt`` / ``last.pt`` of a
+    defense with a :meth:`~robustreg.Defense.head`); None when it records none (the model's own ``W z + b``)."""
+    return _head_record(_read(path), str(path))
 
 
 def _mismatch(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
@@ -196,11 +225,17 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     ``model`` is a wrapper (e.g. ``nn.Sequential(Normalize(...), net)``), the last submodule is
     tried, so a checkpoint of the inner network loads into the wrapped model.
 
+    A prediction head recorded next to the weights (:func:`checkpoint_head`, e.g. a cosine head
+    ``s * cos(theta)``) is applied (:func:`robustreg.embedding.apply_head`), so ``model(x)`` is the
+    classifier that was trained; a checkpoint without one loads the weights only.
+
     Raises FileNotFoundError naming the path if it does not exist, and ValueError listing a few
     missing / unexpected keys (or shape mismatches) if neither fits.  With ``strict=False`` missing
     and unexpected keys are tolerated, but shapes must still match and at least one key must fit.
     """
-    sd = load_state_dict_file(path)
+    obj = _read(path)
+    sd = _clean(_extract_state_dict(obj, str(path)))
+    head = _head_record(obj, str(path))
     candidates: list[nn.Module] = [model]
     children = list(model.children())
     if len(children) > 1:
@@ -211,7 +246,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
         overlap = len(sd) - len(unexpected)
         if not shapes and overlap > 0 and (not strict or (not missing and not unexpected)):
             target.load_state_dict(sd, strict=strict)
-            return model
+            return apply_head(model, head) if head is not None else model
         if not first_error:
             parts = []
             if missing:
@@ -244,15 +279,44 @@ def _load_factory(spec: str) -> Any:
         sys.modules[modname] = module  # dataclasses and pickling look modules up here
         try:
             module_spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(modname, None)
+            raise ModelCodeError(f"importing the model file {str(path)!r} raised "
+                                 f"{describe_exception(exc, path)}") from exc
         except BaseException:
             sys.modules.pop(modname, None)
             raise
     else:
-        module = importlib.import_module(target)
+        module = _import_user_module(target, spec)
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise ValueError(f"{target!r} has no callable {attr!r} (from model spec {spec!r})")
     return factory
+
+
+def _import_user_module(target: str, spec: str) -> Any:
+    """``package.module`` of a model spec; a missing module is a ModuleNotFoundError (a registered name with
+    that prefix may still match), the module's own code raising a :class:`ModelCodeError`."""
+    try:
+        return importlib.import_module(target)
+    except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name is not None and (
+                target == exc.name or target.startswith(exc.name + ".")):
+            raise
+        raise ModelCodeError(f"importing {target!r} (from model spec {spec!r}) raised "
+                             f"{describe_exception(exc)}") from exc
+
+
+def _call_factory(factory: Any, spec: str, user_code: bool, params: dict[str, Any]) -> Any:
+    """``factory(**params)``; the user's own factory raising is a :class:`ModelCodeError` naming its file and line."""
+    if not user_code:
+        return factory(**params)
+    try:
+        return factory(**params)
+    except Exception as exc:
+        code = getattr(factory, "__code__", None)
+        raise ModelCodeError(f"the model factory {spec!r} raised "
+                             f"{describe_exception(exc, code.co_filename if code is not None else None)}") from exc
 
 
 def build_model(
@@ -268,7 +332,8 @@ def build_model(
 
     ``spec``: a registered model name (``"resnet20"``, ``"lenet5-mnist"``, ...), a Python file and
     factory ``"path/to/net.py:make_net"``, or an importable ``"package.module:factory"``.
-    ``weights``: a checkpoint loaded with :func:`load_checkpoint`.  ``normalize``: ``(mean, std)``
+    ``weights``: a checkpoint loaded with :func:`load_checkpoint` (with the prediction head it records, if
+    any: the model then returns that head's logits, e.g. ``s * cos(theta)``).  ``normalize``: ``(mean, std)``
     (or the string form of :func:`parse_normalize`) wraps the model as ``nn.Sequential(Normalize, model)``
     before the weights load, so a checkpoint of either the inner model or the wrapper fits.
     ``registry``: where names are looked up; the built-in models are found without building one.
@@ -281,37 +346,40 @@ def build_model(
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"model spec must be a non-empty string, got {spec!r}")
     spec = spec.strip()
+    user_code = False
     if ":" in spec or spec.endswith(".py"):
-        factory = _factory_or_prefixed_name(spec, registry)
+        factory, user_code = _factory_or_prefixed_name(spec, registry)
     else:
         factory = _lookup_model(spec, registry).factory
-    model = factory(**params)
+    model = _call_factory(factory, spec, user_code, params)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model factory of {spec!r} returned {type(model).__name__}, not an nn.Module")
+        raise ModelTypeError(f"model factory of {spec!r} returned {type(model).__name__}, not an nn.Module")
     if normalize is not None:
         mean, std = parse_normalize(normalize) if isinstance(normalize, str) else normalize
         model = nn.Sequential(Normalize(mean, std), model)
     if weights is not None:
-        load_checkpoint(model, weights, strict=strict)
+        model = load_checkpoint(model, weights, strict=strict)
     return model.cpu().eval()
 
 
-def _factory_or_prefixed_name(spec: str, registry: Registry | None) -> Any:
+def _factory_or_prefixed_name(spec: str, registry: Registry | None) -> tuple[Any, bool]:
+    """(the factory, whether it is the user's own code rather than a registered model's)."""
     if registry is not None and spec in registry.entries("models"):
-        return registry.model(spec).factory
+        return registry.model(spec).factory, False
     try:
-        return _load_factory(spec)
+        return _load_factory(spec), True
     except ModuleNotFoundError as exc:
         target = spec.rpartition(":")[0]
         if "/" in target or os.sep in target or exc.name != target.split(".")[0]:
-            raise
+            raise ModelSpecError(f"model spec {spec!r}: no module {exc.name or target!r} to import",
+                                 name=exc.name) from exc
         if registry is None:
             from ..registry import Registry
 
             registry = Registry.create()
         if spec in registry.entries("models"):
-            return registry.model(spec).factory
-        raise ModuleNotFoundError(
+            return registry.model(spec).factory, False
+        raise ModelSpecError(
             f"model spec {spec!r}: no module {target!r} to import and no registered model of that name", name=exc.name
         ) from exc
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..files import save_atomic
 from .small import DigitsCNN, digits_cnn
 
 __all__ = ["CACHE_ENV", "cache_root", "pretrained_digits_cnn", "train_digits_cnn"]
@@ -66,18 +66,6 @@ def train_digits_cnn(*, seed: int = 0, epochs: int = 15, batch_size: int = 64, l
     return model.eval()
 
 
-def _atomic_save(state: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def pretrained_digits_cnn(cache_dir: str | os.PathLike | None = None, *, seed: int = 0) -> DigitsCNN:
     """:func:`digits_cnn` trained on the ``digits`` train split, cached as ``digits_cnn_seed{seed}.pt``.
 
@@ -97,7 +85,7 @@ def pretrained_digits_cnn(cache_dir: str | os.PathLike | None = None, *, seed: i
             warnings.warn(f"ignoring unreadable cached weights {str(path)!r} ({exc}); retraining", stacklevel=2)
     model = train_digits_cnn(seed=seed)
     try:
-        _atomic_save(model.state_dict(), path)
+        save_atomic(model.state_dict(), path)
     except OSError as exc:
         warnings.warn(f"could not cache the trained digits CNN at {str(path)!r}: {exc}", stacklevel=2)
     return model

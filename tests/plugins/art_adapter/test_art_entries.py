@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import math
 import subprocess
 import sys
@@ -12,14 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from robustreg import Registry, ThreatModel
+from robustreg import ParamSet, Registry, ThreatModel
 from robustreg.testing import check_attack, tiny_batch, tiny_model
 from robustreg_plugins.art_adapter import ENTRIES
 from robustreg_plugins.art_adapter import _base as art_base
 from robustreg_plugins.art_adapter.black_box import ArtGeoDA, ArtHopSkipJump, ArtSquare, _dct_basis
 from robustreg_plugins.art_adapter.white_box import ArtAPGDCE, ArtAutoAttack, ArtFGM, ArtPGD
-
-pytest.importorskip("art", reason="the ART adapter tests need adversarial-robustness-toolbox")
 
 EXPECTED = {
     "art:fgm": ("white-box", ("linf", "l2")),
@@ -132,19 +131,51 @@ def test_unknown_and_conflicting_parameters(reg):
         reg.build_attack("art:boundary", threat)
 
 
-def test_art_names_win_over_our_aliases_and_the_registry_defaults(reg):
-    # The registry merges each entry's defaults (our names: steps=20, random_start, ...) into every build.
+def _by_art_keyword(cls) -> dict[str, list]:
+    """ART keyword -> the declared parameters that set it, in declaration order (``own`` ones left out)."""
+    groups: dict[str, list] = {}
+    for p in cls.params:
+        if p.name not in cls.own:
+            groups.setdefault(p.toolkit or p.name, []).append(p)
+    return groups
+
+
+def test_art_names_win_over_our_aliases_and_the_declared_defaults(reg):
+    # Several names may set one ART keyword (steps, max_iter): only the first has a default (the others
+    # default to None, "not given"), and ART's own name is declared last, so it wins.
     threat = ThreatModel("linf", 0.1)
     for name in EXPECTED:
-        spec = reg.attack(name)
-        targets = [spec.factory.aliases.get(k, k) for k in spec.defaults]
-        assert len(targets) == len(set(targets)), f"{name}: two default names set one ART parameter"
+        for keyword, members in _by_art_keyword(reg.attack(name).factory).items():
+            defaults = [p.name for p in members if p.default is not None]
+            assert len(defaults) <= 1 and set(defaults) <= {members[0].name}, \
+                f"{name}: two default names set one ART parameter"
+            if len(members) > 1 and keyword in {p.name for p in members}:
+                assert members[-1].name == keyword, f"{name}: ART's {keyword} must be declared last"
     kw = reg.build_attack("art:pgd", threat, max_iter=5, num_random_init=2).art_kwargs(1)
     assert (kw["max_iter"], kw["num_random_init"]) == (5, 2)
     assert reg.build_attack("art:pgd", threat, steps=3, max_iter=4).art_kwargs(1)["max_iter"] == 4
     assert reg.build_attack("art:pgd", threat).art_kwargs(1)["max_iter"] == 20
     assert reg.build_attack("art:fgm", threat, num_random_init=1).art_kwargs(1)["num_random_init"] == 1
     assert reg.build_attack("art:square", threat, max_iter=7).art_kwargs(1)["max_iter"] == 7
+
+
+def test_every_entry_declares_its_parameters_with_art_keywords_art_accepts(reg):
+    """Each parameter not handled by the adapter itself goes to ART under ``toolkit`` (or its own name):
+    ART's constructor must take that keyword, so a mapping cannot drift silently."""
+    from art.attacks import evasion
+
+    for spec in reg.list_attacks("art:*"):
+        cls = spec.factory
+        assert isinstance(spec.params, ParamSet) and len(cls.params) > 0, spec.name
+        assert spec.params.names() == [*cls.params.names(), "seed", "eval_mode"], spec.name
+        accepted = inspect.signature(getattr(evasion, cls.art_class).__init__).parameters
+        mapped = [p for p in cls.params if p.toolkit is not None]
+        assert all(p.toolkit in accepted for p in mapped), spec.name
+        assert all(p.name not in cls.own for p in mapped), spec.name
+        passed = set(_by_art_keyword(cls))
+        assert passed <= set(accepted), f"{spec.name}: ART does not take {sorted(passed - set(accepted))}"
+        assert not passed & set(cls.fixed), spec.name  # the adapter's fixed keywords are not parameters
+    assert reg.attack("art:pgd").params["steps"].toolkit == "max_iter"
 
 
 def test_vocabulary_maps_to_art_names():

@@ -45,7 +45,7 @@ def test_conformance(registry, name, params):
         (SPSA, {"max_batch": 1}, "max_batch must be an int >= 2"),
         (SPSA, {"early_stop": "yes"}, "early_stop must be True or False"),
         (RayS, {"max_queries": 0}, "max_queries must be an int >= 1"),
-        (RayS, {"tol": 2.0}, "tol must be None or a number in"),
+        (RayS, {"tol": 2.0}, r"tol must be a number in \(0, 1\) or None, got 2.0"),
         (RayS, {"early_stop": 1}, "early_stop must be True or False"),
     ],
 )

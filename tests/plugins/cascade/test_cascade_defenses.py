@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 
 import pytest
 import torch
@@ -259,6 +260,23 @@ def test_cascade_without_similarity_and_bad_store(store_dir):
     with pytest.raises(ValueError):
         CascadeStore(torch.zeros(2, 1, 2, 2), torch.zeros(3, 1, 2, 2), torch.zeros(2, dtype=torch.long),
                      torch.zeros(2), "s", "h")
+
+
+def test_cascade_store_argument_forms(store_dir, registry):
+    """A directory, a list of them (config: joined with os.pathsep, which builds the same), a CascadeStore."""
+    path, _, _, _ = store_dir
+    single = Cascade(store=path)
+    assert single.config["store"] == str(path) and len(single.store) == 24
+    double = Cascade(store=[path, str(path)])
+    assert double.config["store"] == os.pathsep.join([str(path)] * 2) and len(double.store) == 48
+    assert len(registry.build_defense("cascade", store=double.config["store"]).store) == 48
+    assert Cascade(store=load_cascade_store(path)).config["store"].startswith("<CascadeStore of 'tiny-7'")
+    with pytest.raises(TypeError, match="store is required"):
+        Cascade()
+    with pytest.raises(TypeError, match="store"):
+        Cascade(store=[path, 3])
+    with pytest.raises(ValueError, match="expected"):
+        Cascade(store=load_cascade_store(path), expect_source_hash="0" * 64)
 
 
 def test_registered(registry):

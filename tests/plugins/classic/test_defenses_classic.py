@@ -9,18 +9,17 @@ code under test.
 from __future__ import annotations
 
 import io
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg_plugins.classic.defense_base import si_margin_ce
+from robustreg import Param, ParamSet
+from robustreg.defense import ExtraTerm, Mechanism
 from robustreg_plugins.classic.defense_single_step import GAT, RFGSMAT, FreeAT, GradAlign
 from robustreg_plugins.classic.defenses import ALP, AT, MART, TRADES, boosted_ce
 
-S, M, BETA = 15.0, 0.2, 0.2
 EPS = 8 / 255
 CLASSIC = ["at", "trades", "alp", "mart", "free-at", "rfgsm-at", "gat", "grad-align"]
 CLASSES = [AT, TRADES, ALP, MART, FreeAT, RFGSMAT, GAT, GradAlign]
@@ -66,13 +65,6 @@ def hand_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (torch.logsumexp(logits, dim=1) - logits.gather(1, y[:, None]).squeeze(1)).mean()
 
 
-def hand_si_term(model: nn.Sequential, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Paper 004 eq. 25: -log S(s * (cos(theta_y) - m)) with the margin on the true class only."""
-    cos = hand_cos(model, x_adv)
-    onehot = F.one_hot(y, 10).float()
-    return hand_ce(S * (cos - M * onehot), y)
-
-
 def hand_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     p, q = F.softmax(logits_p, dim=1), F.softmax(logits_q, dim=1)
     return (p * (p.log() - q.log())).sum(dim=1)
@@ -93,30 +85,23 @@ def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
 
 
 # --- AT -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("si", [False, True])
-def test_at_objective_is_madry_plus_si_term(model, batch, si):
+def test_at_objective_is_madry(model, batch):
     x, y = batch
-    d = AT(si=si, seed=0)
+    d = AT(seed=0)
     x_adv = d.adversarial(model, x, y, step=3)
     out = d.objective(model, x, x_adv, y)
     expected = hand_ce(model(x_adv), y)
-    if si:
-        expected = expected + BETA * hand_si_term(model, x_adv, y)
     assert close(out.loss, expected)
     assert out.metrics["loss"] == pytest.approx(expected.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("si", [False, True])
-def test_at_adversarial_is_pgd_on_ce_or_si_ce(model, batch, si):
+def test_at_adversarial_is_pgd_on_ce(model, batch):
     x, y = batch
-    d = AT(si=si, steps=4, random_start=False)
+    d = AT(steps=4, random_start=False)
     model.eval()  # the defense attacks in eval mode; this model has no BN, so the mode does not matter
-    if si:
-        def loss_fn(xa):
-            return F.cross_entropy(S * hand_cos(model, xa), y, reduction="sum")
-    else:
-        def loss_fn(xa):
-            return F.cross_entropy(model(xa), y, reduction="sum")
+
+    def loss_fn(xa):
+        return F.cross_entropy(model(xa), y, reduction="sum")
     expected = hand_pgd(loss_fn, x, x, EPS, 4, EPS / 4)
     model.train()
     assert close(d.adversarial(model, x, y), expected, 1e-6)
@@ -125,7 +110,7 @@ def test_at_adversarial_is_pgd_on_ce_or_si_ce(model, batch, si):
 def test_at_defaults_follow_paper_004(batch, model):
     d = AT()
     assert (d.eps, d.steps, d.step_size, d.random_start) == (EPS, 10, EPS / 4, True)
-    assert (d.si, d.s, d.m, d.beta) == (False, 15.0, 0.2, 0.2)
+    assert d.mechanisms == () and not {"si", "s", "m", "beta"} & set(AT.params.names())  # SI is not classic's
     x, y = batch
     x_adv = d.adversarial(model, x, y)
     assert (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
@@ -141,15 +126,12 @@ def test_seed_makes_a_step_reproducible_and_steps_differ(model, batch):
 
 
 # --- TRADES -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("si", [False, True])
-def test_trades_objective(model, batch, si):
+def test_trades_objective(model, batch):
     x, y = batch
-    d = TRADES(si=si, seed=0)
+    d = TRADES(seed=0)
     x_adv = d.adversarial(model, x, y)
     out = d.objective(model, x, x_adv, y)
     expected = hand_ce(model(x), y) + 6.0 * hand_kl(model(x), model(x_adv)).mean()
-    if si:
-        expected = expected + BETA * hand_si_term(model, x_adv, y)
     assert close(out.loss, expected)
     assert d.lam == 6.0
 
@@ -167,18 +149,15 @@ def test_trades_inner_attack_maximises_the_kl_from_a_gaussian_start(model, batch
 
 
 # --- ALP ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("si", [False, True])
-def test_alp_objective_as_paper_004_writes_it(model, batch, si):
+def test_alp_objective_as_paper_004_writes_it(model, batch):
     x, y = batch
-    d = ALP(si=si, seed=0)
+    d = ALP(seed=0)
     assert (d.alpha, d.lam) == (0.5, 3.0)
     x_adv = d.adversarial(model, x, y)
     out = d.objective(model, x, x_adv, y)
     w = model[-1].weight
     pairing = ((features(model, x) - features(model, x_adv)) @ w.T).norm(dim=1).mean()
     expected = 0.5 * hand_ce(model(x), y) + 0.5 * hand_ce(model(x_adv), y) + 3.0 * pairing
-    if si:
-        expected = expected + BETA * hand_si_term(model, x_adv, y)
     assert close(out.loss, expected)
     # W^T (z - z') is the logit difference: the bias cancels
     assert close(pairing, (model(x) - model(x_adv)).norm(dim=1).mean())
@@ -195,15 +174,12 @@ def hand_mart(model, x, x_adv, y, lam=6.0):
     return (bce + lam * kl * (1 - p_nat.gather(1, y[:, None]).squeeze(1))).mean()
 
 
-@pytest.mark.parametrize("si", [False, True])
-def test_mart_objective(model, batch, si):
+def test_mart_objective(model, batch):
     x, y = batch
-    d = MART(si=si, seed=0)
+    d = MART(seed=0)
     x_adv = d.adversarial(model, x, y)
     out = d.objective(model, x, x_adv, y)
     expected = hand_mart(model, x, x_adv, y)
-    if si:
-        expected = expected + BETA * hand_si_term(model, x_adv, y)
     assert close(out.loss, expected)
 
 
@@ -218,35 +194,30 @@ def test_mart_bce_is_finite_for_huge_logits():
 
 
 # --- RFGSM-AT ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("si", [False, True])
-def test_rfgsm_at_is_one_step_of_125_eps_from_uniform_noise(model, batch, si):
+def test_rfgsm_at_is_one_step_of_125_eps_from_uniform_noise(model, batch):
     x, y = batch
-    d = RFGSMAT(si=si, seed=4)
+    d = RFGSMAT(seed=4)
     assert d.step_size == pytest.approx(1.25 * EPS)
     start = d.start_point(x, 7)
     assert (start - x).abs().max() <= EPS + 1e-7 and (start - x).abs().max() > EPS / 2
     model.eval()
-    if si:
-        def loss_fn(xa):
-            return F.cross_entropy(S * hand_cos(model, xa), y, reduction="sum")
-    else:
-        def loss_fn(xa):
-            return F.cross_entropy(model(xa), y, reduction="sum")
+
+    def loss_fn(xa):
+        return F.cross_entropy(model(xa), y, reduction="sum")
     expected = hand_pgd(loss_fn, x, start, EPS, 1, 1.25 * EPS)
     model.train()
     x_adv = d.adversarial(model, x, y, step=7)
     assert close(x_adv, expected, 1e-6)
     out = d.objective(model, x, x_adv, y)
-    want = hand_ce(model(x_adv), y) + (BETA * hand_si_term(model, x_adv, y) if si else 0)
+    want = hand_ce(model(x_adv), y)
     assert close(out.loss, want)
 
 
 # --- GAT -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("step", [0, 1])
-@pytest.mark.parametrize("si", [False, True])
-def test_gat_guided_attack_and_objective(model, batch, si, step):
+def test_gat_guided_attack_and_objective(model, batch, step):
     x, y = batch
-    d = GAT(si=si, seed=2)
+    d = GAT(seed=2)
     assert (d.lam, d.attack_lam, d.step_size, d.noise) == (10.0, 10.0, EPS, EPS / 2)
     start = d.start_point(x, step)
     moved = (start - x).abs()
@@ -258,8 +229,7 @@ def test_gat_guided_attack_and_objective(model, batch, si, step):
 
     def loss_fn(xa):
         logits = model(xa)
-        ce_logits = S * hand_cos(model, xa) if si else logits
-        return (F.cross_entropy(ce_logits, y, reduction="sum")
+        return (F.cross_entropy(logits, y, reduction="sum")
                 + guidance * 10.0 * ((F.softmax(logits, dim=1) - p_nat) ** 2).sum())
 
     expected = hand_pgd(loss_fn, x, start, EPS, 1, EPS)
@@ -268,21 +238,19 @@ def test_gat_guided_attack_and_objective(model, batch, si, step):
     assert close(x_adv, expected, 1e-6)
     out = d.objective(model, x, x_adv, y)
     relax = ((F.softmax(model(x_adv), dim=1) - F.softmax(model(x), dim=1)) ** 2).sum(dim=1).mean()
-    want = hand_ce(model(x), y) + 10.0 * relax + (BETA * hand_si_term(model, x_adv, y) if si else 0)
+    want = hand_ce(model(x), y) + 10.0 * relax
     assert close(out.loss, want)
 
 
 # --- GradAlign ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("si", [False, True])
-def test_grad_align_objective_and_its_double_backprop(model, batch, si):
+def test_grad_align_objective_and_its_double_backprop(model, batch):
     x, y = batch
-    d = GradAlign(si=si)
+    d = GradAlign()
     assert (d.lam, d.step_size, d.random_start) == (0.2, EPS, False)
     noise = EPS * (torch.rand(x.shape, generator=torch.Generator().manual_seed(9)) * 2 - 1)
     x_adv = d.adversarial(model, x, y)
     model.eval()
-    fgsm = hand_pgd(lambda xa: F.cross_entropy(S * hand_cos(model, xa) if si else model(xa), y, reduction="sum"),
-                    x, x, EPS, 1, EPS)
+    fgsm = hand_pgd(lambda xa: F.cross_entropy(model(xa), y, reduction="sum"), x, x, EPS, 1, EPS)
     model.train()
     assert close(x_adv, fgsm, 1e-6)
     out = d.objective(model, x, x_adv, y, noise=noise)
@@ -294,8 +262,6 @@ def test_grad_align_objective_and_its_double_backprop(model, batch, si):
     g1, g2 = g1.flatten(1), g2.flatten(1)
     cos = (g1 * g2).sum(1) / (g1.norm(dim=1) * g2.norm(dim=1))
     want = hand_ce(model(x_adv), y) + 0.2 * (1 - cos.mean())
-    if si:
-        want = want + BETA * hand_si_term(model, x_adv, y)
     assert close(out.loss, want)
     params = list(model.parameters())
     got_grads = torch.autograd.grad(out.loss, params)
@@ -318,7 +284,7 @@ def free_step(d: FreeAT, model, x, y):
 def test_free_at_replays_the_batch_and_ascends_the_carried_perturbation(model, batch):
     x, y = batch
     x_other = torch.rand_like(x)
-    d = FreeAT(replays=3, si=False)
+    d = FreeAT(replays=3)
     assert d.step_size == EPS
     first = free_step(d, model, x, y)  # delta = 0
     assert close(first.loss, hand_ce(model(x), y))
@@ -342,13 +308,6 @@ def test_free_at_replays_the_batch_and_ascends_the_carried_perturbation(model, b
     fourth = free_step(d, model, x_other, y)
     assert close(fourth.loss, hand_ce(model((x_other + delta3).clamp(0, 1)), y))
     assert fourth.metrics["replay"] == 0.0 and fourth.logits_adv is not None
-
-
-def test_free_at_si_adds_the_si_term(model, batch):
-    x, y = batch
-    d = FreeAT(si=True)
-    out = d.loss(model, x, y)
-    assert close(out.loss, hand_ce(model(x), y) + BETA * hand_si_term(model, x, y))
 
 
 def test_free_at_state_round_trips_through_a_weights_only_checkpoint(batch):
@@ -390,27 +349,9 @@ def test_free_at_handles_a_smaller_last_batch(model, batch):
     assert out.loss.isfinite()
 
 
-# --- the SI term: bounded, scale invariant, finite ---------------------------------------------------
-def test_si_term_is_bounded_as_paper_004_argues():
-    """|cos| <= 1, so 0 < CE(s (cos - m onehot), y) <= log(1 + (K-1) e^{s(2+m)}) <= log K + s (2 + m)."""
-    gen = torch.Generator().manual_seed(0)
-    k = 10
-    for s, m in [(15.0, 0.2), (64.0, 0.5), (1.0, 0.0)]:
-        cos = torch.rand(512, k, generator=gen) * 2 - 1
-        y = torch.randint(0, k, (512,), generator=gen)
-        value = si_margin_ce(cos, y, s, m, reduction="none")
-        assert (value > 0).all() and (value <= math.log(k) + s * (2 + m)).all()
-        # the worst case: cos_y = -1 and every other cos = 1 reaches log(1 + (K-1) e^{s(2+m)})
-        worst = torch.ones(1, k)
-        worst[0, 0] = -1.0
-        top = si_margin_ce(worst, torch.tensor([0]), s, m)
-        assert top.item() == pytest.approx(math.log(1 + (k - 1) * math.exp(s * (2 + m))), rel=1e-5)
-        assert top.item() <= math.log(k) + s * (2 + m)
-
-
-@pytest.mark.parametrize("si", [False, True])
+# --- huge logits: finite losses and gradients ---------------------------------------------------------
 @pytest.mark.parametrize("name_cls", list(zip(CLASSIC, CLASSES)))
-def test_losses_are_finite_and_si_term_unchanged_when_logits_scale_by_1e3(batch, name_cls, si):
+def test_losses_are_finite_when_logits_scale_by_1e3(batch, name_cls):
     _, cls = name_cls
     x, y = batch
     small, big = tiny_model(4), tiny_model(4)
@@ -418,15 +359,11 @@ def test_losses_are_finite_and_si_term_unchanged_when_logits_scale_by_1e3(batch,
         big[-1].weight.mul_(1e3)
         big[-1].bias.mul_(1e3)
     kwargs = {"seed": 0} if cls is not FreeAT else {}
-    out_big = cls(si=si, **kwargs).loss(big, x, y, step=1)
+    out_big = cls(**kwargs).loss(big, x, y, step=1)
     out_big.loss.backward()
     assert torch.isfinite(out_big.loss)
     assert all(torch.isfinite(p.grad).all() for p in big.parameters() if p.grad is not None)
-    # cos(theta) ignores the head's scale, so the SI term of the same x_adv is identical
     x_adv = torch.rand_like(x)
-    cos_small = hand_cos(small, x_adv)
-    cos_big = hand_cos(big, x_adv)
-    assert close(si_margin_ce(cos_small, y, S, M), si_margin_ce(cos_big, y, S, M), 1e-4)
     assert F.cross_entropy(big(x_adv), y) > 100 * F.cross_entropy(small(x_adv), y)
 
 
@@ -440,7 +377,7 @@ def test_modes_flags_grads_and_inputs_are_restored(batch, cls):
     model[-1].weight.grad = marker
     x_copy, y_copy = x.clone(), y.clone()
     stats = model[2].running_mean.clone()
-    d = cls(si=True)
+    d = cls()
     x_adv = d.adversarial(model, x, y, step=1)
     assert model.training and all(mod.training for mod in model.modules())
     assert torch.equal(model[2].running_mean, stats)  # crafting ran in eval mode
@@ -461,9 +398,8 @@ def test_modes_flags_grads_and_inputs_are_restored(batch, cls):
         (AT, {"eps": 8}, "eps"),
         (AT, {"steps": -1}, "steps"),
         (AT, {"steps": 2.5}, "steps"),
-        (AT, {"si": "yes"}, "si"),
-        (AT, {"s": 0}, "s must"),
-        (AT, {"beta": -0.1}, "beta"),
+        (AT, {"si": True}, "si"),  # SI is the scale_invariant plugin's (the *-si entries)
+        (AT, {"eps": -0.1}, "eps"),
         (AT, {"seed": 1.5}, "seed"),
         (TRADES, {"lam": -1}, "lam"),
         (ALP, {"alpha": 2}, "alpha"),
@@ -483,20 +419,53 @@ def test_single_step_defenses_do_not_take_steps():
             cls(steps=3)
 
 
+# --- the extension points: a mechanism composed onto any classic defense ------------------------------
+class _Toy(Mechanism):
+    """Inner loss CE(2 * cos(theta)); extra term w * mean |cos(theta)| on x_adv (not SI: a stand-in)."""
+
+    name = "toy"
+    needs_embedding = True
+    params = ParamSet([Param("w", "float", 0.5, "weight of the toy term", low=0)])
+
+    def inner_loss(self, out, y):
+        return F.cross_entropy(2 * out.cosine(), y, reduction="sum")
+
+    def extra_terms(self, out_adv, y):
+        return [ExtraTerm("toy", out_adv.cosine().abs().mean(), self.w)]
+
+
+@pytest.mark.parametrize("cls", [AT, RFGSMAT])
+def test_a_mechanism_replaces_the_inner_loss_and_adds_its_term(model, batch, cls):
+    x, y = batch
+    d = cls(mechanisms=[_Toy(w=0.25)], random_start=False)
+    assert d.w == 0.25 and d.config["w"] == 0.25 and "w" not in cls.params
+    model.eval()
+    expected = hand_pgd(lambda xa: F.cross_entropy(2 * hand_cos(model, xa), y, reduction="sum"), x, x, EPS,
+                        d.steps, d.step_size)
+    model.train()
+    x_adv = d.adversarial(model, x, y)
+    assert close(x_adv, expected, 1e-6)
+    out = d.objective(model, x, x_adv, y)
+    assert close(out.loss, hand_ce(model(x_adv), y) + 0.25 * hand_cos(model, x_adv).abs().mean())
+    assert out.metrics["loss_toy"] == pytest.approx(hand_cos(model, x_adv).abs().mean().item(), rel=1e-5)
+    with pytest.raises(TypeError, match="eps"):
+        AT(mechanisms=[type("Clash", (_Toy,), {"params": ParamSet([Param("eps", "float", 0.1, "x")])})()])
+
+
 # --- the registry ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", CLASSIC)
 def test_registered_and_buildable(registry, name, batch):
     spec = registry.defense(name)
     assert spec.plugin == "classic"
     assert spec.info.single_step == (name in {"free-at", "rfgsm-at", "gat", "grad-align"})
-    defense = registry.build_defense(name, si=True, eps=0.1)
-    assert defense.si and defense.eps == 0.1
+    defense = registry.build_defense(name, eps=0.1)
+    assert defense.eps == 0.1 and defense.config["eps"] == 0.1
     out = defense.loss(tiny_model(), *batch, step=0)
     assert torch.isfinite(out.loss)
 
 
 def test_at_trains_on_digits_without_nan():
-    datasets = pytest.importorskip("sklearn.datasets")
+    from sklearn import datasets
     digits = datasets.load_digits()
     x = torch.tensor(digits.images[:256], dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(digits.target[:256], dtype=torch.int64)

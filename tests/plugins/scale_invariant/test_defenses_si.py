@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import UnknownNameError
+from robustreg import Registry, UnknownNameError
 from robustreg_plugins.scale_invariant.defense_he import HEAT, TRADESHE
 from robustreg_plugins.scale_invariant.defenses import SI_BASES, si_factory
+from robustreg_plugins.scale_invariant.mechanism import SIMechanism
 
 S, M, BETA, EPS = 15.0, 0.2, 0.2, 8 / 255
 SI_NAMES = [f"{base}-si" for base, _, _ in SI_BASES]
@@ -90,8 +91,21 @@ def test_si_entries_pass_parameters_and_refuse_si_false(registry):
 
 def test_si_entry_says_when_the_classic_plugin_is_missing(monkeypatch):
     monkeypatch.setenv("ROBUSTREG_DISABLE_PLUGINS", "classic")
+    registry = Registry.create()
+    assert "at-si" in registry.entries("defenses") and "at" not in registry.entries("defenses")
     with pytest.raises(UnknownNameError, match="classic"):
-        si_factory("at")()
+        registry.build_defense("at-si")
+
+
+def test_si_entries_are_composed_through_the_registry_being_built(registry):
+    """The factory builds the base entry's class with the mechanism; the declaration is the base's plus SI's."""
+    base = registry.defense("trades")
+    spec = registry.defense("trades-si")
+    assert spec.params.names() == base.params.names() + SIMechanism.params.names()
+    assert si_factory("trades-si", base)(eps=0.1).mechanisms[0].config == {"si": True, "s": 15.0, "m": 0.2,
+                                                                         "beta": 0.2}
+    d = registry.build_defense("trades-si", s=20.0)
+    assert [type(m) for m in d.mechanisms] == [SIMechanism] and d.config["s"] == 20.0 and d.config["lam"] == 6.0
 
 
 def test_trades_si_objective_is_paper_004_table_1(registry, batch):
@@ -113,7 +127,7 @@ def test_trades_si_objective_is_paper_004_table_1(registry, batch):
 
 
 def test_trades_si_trains_on_digits_without_nan(registry):
-    datasets = pytest.importorskip("sklearn.datasets")
+    from sklearn import datasets
     digits = datasets.load_digits()
     x = torch.tensor(digits.images[:256], dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(digits.target[:256], dtype=torch.int64)

@@ -1,0 +1,95 @@
+"""The automatic checks of an evaluation: warnings that its robust accuracy may be overestimated.
+
+After the cells (attack x eps) have run, :func:`run_checks` looks at what the evaluation already has
+(a :class:`CheckContext`: the model, the points, their clean logits, a :class:`CellView` per cell) and
+returns one :class:`CheckResult` per check, in the fixed order of :data:`CHECKS`.  Checks that need the
+model again run it on a small seeded subsample only.  A check is ``"ok"``, ``"warn"`` (read its doc
+section) or ``"skipped"`` (disabled, nothing to look at, or it raised: the report never crashes).
+Each result links to its section of ``docs/checks.md``.
+
+Attacks can feed three checks through :attr:`AttackResult.extras`: ``"loss_trace"`` (per sample, the
+attack's loss at the start and after each step) and ``"ever_broken"`` (per sample: misclassified at
+some step), which :func:`traced_ascent` and :func:`robustreg.projected_gradient_ascent` (``extras=``)
+record, and ``"flags"`` (the warnings an attack raises about the evaluation itself, e.g. a toolkit's).
+
+Example::
+
+    from robustreg.checks import CellView, CheckContext, run_checks
+
+    cells = [CellView("pgd", 8 / 255, "white-box", False, broken, evaluated, finite, result.extras)]
+    ctx = CheckContext(model, x, y, clean_logits, norm="linf", cells=cells)
+    report["checks"] = [r.to_json() for r in run_checks(ctx, disabled=args.no_check)]
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+
+from .cells import (
+    check_attack_flags,
+    check_black_box_beats_white_box,
+    check_eps_monotonic,
+    check_incomplete_optimization,
+    check_iterative_beats_single_step,
+    check_silent_success,
+)
+from .context import DOC, STATUSES, CellView, CheckContext, CheckResult, Outcome
+from .model import (
+    check_logit_scale,
+    check_nan_logits,
+    check_randomized_model,
+    check_softmax_output,
+    check_unbounded_attack,
+    check_zero_gradients,
+)
+from .trace import Trace, traced_ascent
+
+__all__ = ["CHECKS", "STATUSES", "CellView", "CheckContext", "CheckResult", "Trace", "check_names",
+           "run_checks", "traced_ascent"]
+
+
+# --- running them --------------------------------------------------------------------------------
+_REGISTRY: tuple[tuple[str, Callable[[CheckContext], Outcome]], ...] = (
+    ("softmax-output", check_softmax_output),
+    ("randomized-model", check_randomized_model),
+    ("zero-gradients", check_zero_gradients),
+    ("nan-logits", check_nan_logits),
+    ("logit-scale", check_logit_scale),
+    ("black-box-beats-white-box", check_black_box_beats_white_box),
+    ("iterative-beats-single-step", check_iterative_beats_single_step),
+    ("eps-monotonic", check_eps_monotonic),
+    ("incomplete-optimization", check_incomplete_optimization),
+    ("silent-success", check_silent_success),
+    ("unbounded-attack", check_unbounded_attack),
+    ("attack-flags", check_attack_flags),
+)
+#: every check's name, in the order :func:`run_checks` runs them
+CHECKS = tuple(name for name, _ in _REGISTRY)
+
+
+def check_names(names: Iterable[str]) -> frozenset[str]:
+    """Validate check names (e.g. from ``--no-check``); an unknown one is a one-line ValueError."""
+    chosen = frozenset([names] if isinstance(names, str) else names)
+    for name in sorted(chosen - set(CHECKS)):
+        close = difflib.get_close_matches(name, CHECKS, n=3)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown check {name!r}{hint} (checks: {', '.join(CHECKS)})")
+    return chosen
+
+
+def run_checks(ctx: CheckContext, *, disabled: Iterable[str] = ()) -> list[CheckResult]:
+    """Every check in :data:`CHECKS` order; a disabled one or one that raises is ``"skipped"``."""
+    off = check_names(disabled)
+    results = []
+    for name, check in _REGISTRY:
+        if name in off:
+            status, message = "skipped", "disabled by the user (--no-check)"
+        else:
+            try:
+                status, message = check(ctx)
+            except Exception as exc:  # a check must never crash the report
+                status, message = "skipped", f"the check failed: {type(exc).__name__}: {exc}"
+        results.append(CheckResult(name, status, message, f"{DOC}#{name}"))
+    return results
+

@@ -1,0 +1,320 @@
+"""What every ``robustreg`` command shares: user errors, argument groups, ``--eps`` and ``--param``
+parsing, loading the model and data, and running one evaluation.
+
+A plugin's command (the AutoAttack adapter's ``autoattack``) uses these through robustreg's public
+API, exactly as the core's own ``evaluate`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError, ModelCodeError, UserError
+from ..params import ParamError, ParamSet, parse_assignment, parse_value
+from ..threat import NORMS, parse_eps
+
+__all__ = [
+    "DEFAULT_OUT",
+    "UsageError",
+    "add_model_data_args",
+    "add_run_args",
+    "check_model_fits_data",
+    "check_run_args",
+    "eps_list",
+    "param_values",
+    "run_evaluation",
+]
+
+DEFAULT_OUT = "robustreg-out"
+
+
+class UsageError(UserError):
+    """A mistake in the command line (a :class:`robustreg.UserError`); ``robustreg`` reports it as one line,
+    exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------
+# argument groups
+# --------------------------------------------------------------------------------------------
+def add_model_data_args(p: argparse.ArgumentParser) -> None:
+    """``--model --weights --normalize --data --split --n`` (read by :func:`run_evaluation`)."""
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", metavar="SPEC", help="registered model name, file.py:factory or pkg.mod:factory")
+    g.add_argument("--weights", metavar="PATH", help="checkpoint to load into the model")
+    g.add_argument("--normalize", metavar="MEAN,...:STD,...",
+                   help="wrap the model in Normalize(mean, std) ('cifar10' also works)")
+    g.add_argument("--data", metavar="SPEC", help="digits, digits28, mnist:DIR, cifar10:DIR, cifar100:DIR, "
+                                                 "svhn:DIR, npz:PATH or a registered name")
+    g.add_argument("--split", default="test", choices=("test", "train"), help="data split (default test)")
+    g.add_argument("--n", type=int, metavar="N", help="evaluate the first N samples (default all)")
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    state = args.state or Path(args.out or DEFAULT_OUT) / "state.pt"
+    return f"interrupted; run the same command again to resume from {state}"
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """``--norm --eps-scale --batch-size --device --seed --out --state --keep-state --overwrite --quiet --no-check``.
+
+    An interrupted run of a command with these arguments says how to resume it.
+    """
+    g = p.add_argument_group("run")
+    g.add_argument("--norm", default="linf", choices=NORMS, help="threat-model norm (default linf)")
+    g.add_argument("--eps-scale", type=float, metavar="S",
+                   help="divide plain --eps numbers (not fractions) by S: --eps 8 --eps-scale 255")
+    g.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per attack call (default 256)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    g.add_argument("--seed", type=int, default=0, help="seed passed to every attack (default 0)")
+    g.add_argument("--out", metavar="DIR", help=f"report folder (default ./{DEFAULT_OUT})")
+    g.add_argument("--state", metavar="PATH", help="state file for resuming (default OUT/state.pt)")
+    g.add_argument("--keep-state", action="store_true", help="keep the state file after a finished run")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace a finished report in --out (default: a report of another configuration is "
+                        "refused, one of the same configuration is not recomputed)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--no-check", action="append", default=[], metavar="NAME", type=_check_name,
+                   help="turn off one automatic check (repeatable; reported as skipped; see docs/checks.md)")
+    p.set_defaults(on_interrupt=_resume_hint)
+
+
+def _check_name(text: str) -> str:
+    """``--no-check NAME``: a known check, else a one-line usage error with close matches."""
+    from ..checks import check_names
+
+    try:
+        check_names([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def check_run_args(args: argparse.Namespace) -> None:
+    """The :func:`add_run_args` values argparse cannot check itself."""
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.eps_scale is not None and args.eps_scale <= 0:
+        raise UsageError(f"--eps-scale must be > 0, got {args.eps_scale}")
+    check_device(args.device)
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    check_out_folder("--out", args.out)
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_device(device: str | None, flag: str = "--device") -> None:
+    """``cpu``, ``auto``, ``cuda`` or ``cuda:N`` -- and CUDA (device N) present when asked for."""
+    if device is None or device in ("cpu", "auto"):
+        return
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise UsageError(f"{flag} must be cpu, cuda, cuda:N or auto, got {device!r}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(f"{flag} {device!r}: CUDA is not available on this machine (use --device cpu or auto)")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise UsageError(f"{flag} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_out_folder(flag: str, out: str | None) -> None:
+    """An output folder given on the command line must not be an existing file."""
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"{flag} {out!r} is a file, not a folder")
+
+
+# --------------------------------------------------------------------------------------------
+# values
+# --------------------------------------------------------------------------------------------
+def eps_list(text: str, scale: float | None = None, *, flag: str = "--eps") -> list[float]:
+    """``"8/255,0.1"`` -> budgets in [0, 1] units; ``scale`` divides plain numbers (not fractions)."""
+    values = []
+    for part in text.split(","):
+        if part.strip():
+            try:
+                values.append(parse_eps(part, scale=None if "/" in part else scale))
+            except ValueError as exc:
+                raise UsageError(f"{flag} {text!r}: {exc}") from None
+    if not values:
+        raise UsageError(f"{flag} must list at least one value, got {text!r}")
+    return values
+
+
+def _typed(params: ParamSet | None, owner: str, key: str, text: str) -> Any:
+    if params is None:  # nothing to check against (e.g. compare without a native attack): a best guess
+        return parse_value(text)
+    if key in params:
+        return params[key].parse(owner, text)
+    raise params.unknown_error(owner, key)
+
+
+def param_values(texts: Iterable[str], owners: Mapping[str, ParamSet | None], *, where: str,
+                 flag: str = "--param") -> dict[str, dict[str, Any]]:
+    """``--param [NAME.]KEY=VALUE`` texts -> ``{owner: {key: typed value}}``.
+
+    The grammar is :func:`robustreg.params.parse_assignment`; each value is coerced by its owner's
+    declared :meth:`robustreg.Param.parse` (an unknown key gets the declaration's close matches).
+    ``owners``: the declaration of every name a text may give (None: none to check against, values
+    read by :func:`robustreg.params.parse_value`); a text without ``NAME.`` belongs to the only owner
+    (it must name one when there are several).  ``where``: the flag that chose the
+    owners, for the error when a text names another (``--attacks``).  Every error is a UsageError.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        try:
+            owner, key, value = parse_assignment(text, flag=flag)
+            if owner is None and len(owners) == 1:
+                owner = next(iter(owners))
+            if owner is None:
+                raise UsageError(f"{flag} {text!r} must name its owner, NAME.KEY=VALUE, with NAME one of "
+                                 f"{', '.join(owners)}")
+            if owner not in owners:
+                raise UsageError(f"{flag} {text!r}: {owner!r} is not in {where} ({', '.join(owners)})")
+            out.setdefault(owner, {})[key] = _typed(owners[owner], owner, key, value)
+        except ParamError as exc:
+            raise UsageError(f"{flag} {text!r}: {exc}") from None
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# running an evaluation
+# --------------------------------------------------------------------------------------------
+def _check_file(flag: str, path: str | None) -> None:
+    if path is not None and not Path(path).is_file():
+        raise UsageError(f"{flag} {path!r}: no such file")
+
+
+def load_model(args: argparse.Namespace, model_spec: str, **params: Any) -> Any:
+    """``build_model`` with the ``--weights`` / ``--normalize`` values; every failure a one-line UsageError
+    naming the flag (the user's own model code raising: its file and line)."""
+    from ..models import build_model
+
+    _check_file("--weights", args.weights)
+    try:
+        return build_model(model_spec, weights=args.weights, normalize=args.normalize, registry=args.registry,
+                           **params)
+    except CheckpointError as exc:
+        raise UsageError(f"--weights {args.weights!r}: {exc}") from exc
+    except (UserError, LookupError, ImportError, OSError, ValueError, TypeError) as exc:
+        # ValueError: a model's constructor or the checkpoint check refusing a value; TypeError: only the
+        # factory refusing the parameters the user gave (otherwise a bug, shown as one)
+        if isinstance(exc, TypeError) and not isinstance(exc, UserError) and not params:
+            raise
+        raise UsageError(f"--model {model_spec!r}: {exc}") from exc
+
+
+def load_dataset(args: argparse.Namespace, data_spec: str, split: str | None = None) -> Any:
+    """``load_data(data_spec, split)``; a failure or an empty dataset is a one-line UsageError naming ``--data``."""
+    from ..data import load_data
+
+    try:
+        data = load_data(data_spec, split or args.split, registry=args.registry)
+    except (UserError, LookupError, ValueError, OSError) as exc:
+        raise UsageError(f"--data {data_spec!r}: {exc}") from exc
+    if len(data) == 0:
+        raise UsageError(f"--data {data_spec!r}: the {split or args.split} split holds no samples")
+    return data
+
+
+def check_model_fits_data(model: Any, data: Any, model_spec: str, data_spec: str, *, trainable: bool = False,
+                          registry: Any = None) -> None:
+    """:func:`robustreg.evaluation.probe.probe_model` on the first samples of ``data``, before any work; a
+    mismatch is a UsageError naming ``--model`` and ``--data`` (and the input shape a registered model expects)."""
+    from ..evaluation.probe import probe_model
+
+    x, y = data.tensors(2) if hasattr(data, "tensors") else (data[0][:2], data[1][:2])
+    try:
+        probe_model(model, x, y, num_classes=getattr(data, "num_classes", None), trainable=trainable)
+    except (UserError, ValueError, TypeError) as exc:
+        expects = _expected_input(model_spec, registry)
+        if expects and isinstance(exc, ModelCodeError) and expects != _shape(x):
+            raise UsageError(f"--model {model_spec!r} expects input {expects}, got --data {data_spec!r} of shape "
+                             f"{_shape(x)}: {exc}") from exc
+        raise UsageError(f"--model {model_spec!r} does not fit --data {data_spec!r}: {exc}") from exc
+
+
+def _shape(x: Any) -> str:
+    return "x".join(str(d) for d in x.shape[1:])
+
+
+def _expected_input(model_spec: str, registry: Any) -> str | None:
+    entries = registry.entries("models") if registry is not None else {}
+    spec = entries.get(model_spec)
+    shape = getattr(spec, "input_shape", None)
+    return "x".join(str(d) for d in shape) if shape else None
+
+
+def _load_model_and_data(args: argparse.Namespace, model_spec: str, data_spec: str) -> tuple[Any, Any]:
+    model = load_model(args, model_spec)
+    data = load_dataset(args, data_spec)
+    if args.n is not None and (args.n < 1 or args.n > len(data)):
+        raise UsageError(f"--n {args.n}: must be between 1 and the size of {data_spec!r} ({len(data)} samples)")
+    check_model_fits_data(model, data, model_spec, data_spec, registry=args.registry)
+    return model, data
+
+
+def _finished_report(args: argparse.Namespace, out: Path, model: Any, data: Any, attacks: list[str],
+                     eps: list[float], params: Mapping[str, Mapping[str, Any]], mode: str) -> dict[str, Any] | None:
+    """The finished report in ``out`` of this very configuration (its set re-rendered if a kill left it
+    mismatched), None when there is none or ``--overwrite``; another configuration's is a UsageError."""
+    from ..evaluation.config import eps_values, plan_attacks
+    from ..evaluation.inputs import first_samples
+    from ..evaluation.state import report_identity, run_identity
+    from .outputs import existing_report, refresh_rendered
+
+    def now() -> dict[str, str]:
+        x, y, _ = first_samples(data, args.n)
+        plans = plan_attacks([(name, {}) for name in attacks], params)
+        return run_identity(plans, eps_values(eps, args.norm), args.norm, mode, args.seed, x, y, model)
+
+    report = existing_report(out, now, report_identity, overwrite=getattr(args, "overwrite", False))
+    if report is not None:
+        refresh_rendered(report, out)
+    return report
+
+
+def run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, attacks: list[str],
+                   eps: list[float], params: Mapping[str, Mapping[str, Any]], *,
+                   early_exit: bool = True) -> dict[str, Any]:
+    """Evaluate ``attacks`` x ``eps`` with the :func:`add_model_data_args` / :func:`add_run_args` values
+    in ``args`` (and ``args.registry``); print the table and where the report is; return the report.
+
+    Before the model loads, ``--out`` (and the state's folder) must be writable (stale temporaries in
+    them are removed); a failed run leaves no empty folder it created.  A finished report in ``--out``
+    of the same configuration is not recomputed (it is printed and returned), one of another
+    configuration is refused unless ``--overwrite`` (see :mod:`robustreg.commands.outputs`).
+    """
+    from ..evaluation import evaluate
+    from ..report import render_table
+    from .outputs import output_folders
+
+    check_run_args(args)
+    out = Path(args.out or DEFAULT_OUT)
+    state = Path(args.state) if args.state else out / "state.pt"
+    state_flag = ("--state", state) if args.state else ("--out", out)
+    with output_folders([("--out", out, out), (*state_flag, state.parent)]):
+        model, data = _load_model_and_data(args, model_spec, data_spec)
+        mode = "cascade" if early_exit else "independent"
+        done = _finished_report(args, out, model, data, attacks, eps, params, mode)
+        if done is not None:
+            print(render_table(done))
+            print(f"\nreport already there: {out / 'report.json'} (same configuration, not recomputed; "
+                  f"--overwrite recomputes it)")
+            return done
+        report = evaluate(
+            model, data, [(name, {}) for name in attacks], eps, norm=args.norm, n=args.n,
+            batch_size=args.batch_size, device=args.device, seed=args.seed, early_exit=early_exit, out=out,
+            state_path=args.state, keep_state=args.keep_state, registry=args.registry, progress=not args.quiet,
+            params={name: dict(values) for name, values in params.items()}, no_check=args.no_check,
+            model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize},
+            data_info={"spec": data_spec, "split": args.split},
+        )
+    print(render_table(report))
+    print(f"\nreport: {out / 'report.json'} (also report.md, results.csv, robust_accuracy.png)")
+    return report

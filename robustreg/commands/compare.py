@@ -1,0 +1,143 @@
+"""``robustreg compare``: one attack from several toolkits on the same samples (:mod:`robustreg.comparison`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..comparison import compare, registered_toolkits, render_markdown, render_table
+from ..evaluation.inputs import first_samples
+from ..evaluation.state import data_fingerprint, model_fingerprint
+from ..files import write_set_atomic
+from ..registry import Registry
+from ..threat import NORMS, ThreatModel
+from .common import UsageError, check_device, check_model_fits_data, eps_list, load_dataset, load_model, param_values
+from .outputs import existing_report, output_folders
+
+__all__ = ["add_parser", "configure", "run"]
+
+HELP = "run one attack from several toolkits on the same samples"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="SPEC", help="registered model name, file.py:factory or pkg.mod:f")
+    p.add_argument("--weights", metavar="PATH", help="checkpoint to load into the model")
+    p.add_argument("--normalize", metavar="MEAN/STD", help="wrap the model with Normalize (e.g. cifar10)")
+    p.add_argument("--data", required=True, metavar="SPEC", help="dataset spec, e.g. mnist:DIR, cifar10:DIR, digits")
+    p.add_argument("--attack", required=True, help="attack name in robustreg's vocabulary, e.g. pgd, fgsm, apgd-ce")
+    p.add_argument("--eps", required=True, help="budget, e.g. 8/255 or 0.3")
+    p.add_argument("--norm", default="linf", choices=NORMS)
+    p.add_argument("--toolkits", metavar="T[,T...]",
+                   help="comma-separated (default: every toolkit with a registered attack, native first)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="parameter of the attack compared, in robustreg's vocabulary (the native attack's "
+                        "declaration; repeatable), e.g. steps=10")
+    p.add_argument("--n", type=int, default=None, help="use the first N samples (default all)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR", help="write report.json and report.md here")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished report in --out (default: a report of another configuration is "
+                        "refused, one of the same configuration is not recomputed)")
+    p.add_argument("--no-noise", dest="noise", action="store_false",
+                   help="skip the second native run (seed + 1) that measures random-start noise")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``compare`` to an argparse ``subparsers`` object (``set_defaults(func=run)``), outside ``robustreg``."""
+    p = subparsers.add_parser("compare", help=HELP)
+    configure(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _params(registry: Registry, attack: str, texts: list[str]) -> dict[str, Any]:
+    """``--param`` texts typed by the native attack's declaration (best-guess values without a native attack)."""
+    native = registry.entries("attacks").get(attack)
+    declared = native.params if native is not None else None
+    return param_values(texts, {attack: declared}, where="--attack").get(attack, {})
+
+
+def _identity(attack: str, eps: float, args: argparse.Namespace, params: Mapping[str, Any],
+              toolkits: list[str], x: torch.Tensor, y: torch.Tensor, model: nn.Module) -> dict[str, str]:
+    """What a comparison report in ``--out`` must match to be this run's (see :func:`_saved_identity`)."""
+    return {"attack": attack, "eps": repr(float(ThreatModel(args.norm, eps).eps)), "norm": args.norm,
+            "toolkits": _text(list(dict.fromkeys(toolkits))), "params": _text(params), "seed": _text(args.seed),
+            "n": str(int(x.shape[0])), "model fingerprint": model_fingerprint(model),
+            "data fingerprint": data_fingerprint(x, y)}
+
+
+def _saved_identity(report: Mapping[str, Any]) -> dict[str, str]:
+    return {"attack": str(report.get("attack")), "eps": repr(float(report.get("eps", "nan"))),
+            "norm": str(report.get("norm")), "toolkits": _text([r.get("toolkit") for r in report.get("results", [])]),
+            "params": _text(report.get("params", {})), "seed": _text(report.get("seed")), "n": str(report.get("n")),
+            "model fingerprint": str(report.get("model", {}).get("fingerprint")),
+            "data fingerprint": str(report.get("data", {}).get("fingerprint"))}
+
+
+def _text(value: Any) -> str:
+    return json.dumps(json.loads(json.dumps(value, default=repr)), sort_keys=True)
+
+
+def _write(report: dict[str, Any], out: Path, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+           args: argparse.Namespace) -> None:
+    """report.json (with the model's and data's fingerprints, so a rerun is recognised) and report.md,
+    as one set with report.json last."""
+    report["model"] = {"spec": args.model, "weights": args.weights, "fingerprint": model_fingerprint(model)}
+    report["data"] = {"spec": args.data, "fingerprint": data_fingerprint(x, y)}
+    write_set_atomic(out, {"report.md": render_markdown(report),
+                           "report.json": json.dumps(report, indent=2) + "\n"}, last="report.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``robustreg compare``: print the table; return the exit status.
+
+    ``--out`` follows the rules of :mod:`robustreg.commands.outputs`: probed before the model loads,
+    stale temporaries removed, no empty folder left by a failure, a finished report of another
+    configuration refused unless ``--overwrite``, one of the same configuration not recomputed.
+    """
+    registry = getattr(args, "registry", None)
+    if registry is None:
+        registry = Registry.create()
+    attack = args.attack.strip()
+    params = _params(registry, attack, args.param)
+    eps = eps_list(args.eps)
+    if len(eps) != 1:
+        raise UsageError(f"--eps takes one value for compare, got {args.eps!r}")
+    toolkits = ([t.strip() for t in args.toolkits.split(",") if t.strip()] if args.toolkits is not None
+                else registered_toolkits(registry, attack, args.norm))
+    check_device(args.device)
+    out = Path(args.out) if args.out else None
+    with output_folders([("--out", out, out)] if out is not None else []):
+        args.registry = registry
+        model = load_model(args, args.model)
+        data = load_dataset(args, args.data, "test")
+        check_model_fits_data(model, data, args.model, args.data, registry=registry)
+        x, y, _ = first_samples(data, args.n)
+        done = None if out is None else existing_report(
+            out, lambda: _identity(attack, eps[0], args, params, toolkits, x, y, model), _saved_identity,
+            overwrite=getattr(args, "overwrite", False))
+        if done is not None and out is not None:
+            print(render_table(done))
+            print(f"report already there: {out / 'report.json'} (same configuration, not recomputed; "
+                  f"--overwrite recomputes it)")
+            return 0
+        report = compare(
+            model, (x, y), attack, eps[0], toolkits=toolkits, norm=args.norm, params=params,
+            batch_size=args.batch_size, device=args.device, seed=args.seed, registry=registry,
+            noise=getattr(args, "noise", True), progress=not args.quiet,
+        )
+        if out is not None:
+            _write(report, out, model, x, y, args)
+    print(render_table(report))
+    if out is not None:
+        print(f"report: {out / 'report.json'}")
+    return 0

@@ -1,0 +1,83 @@
+"""The evaluation's side of the automatic checks: clean correctness, one CellView per cell, run_checks.
+
+:func:`clean_correct` is the one place that decides which clean predictions count (a row with a NaN or
+inf logit never does).  :func:`evaluation_checks` builds a :class:`robustreg.checks.CheckContext` from
+what the run already has (the clean logits, every cell's per-sample records aligned to all n points,
+each attack's registry info and extras) and returns the ``checks`` list of the report.  It runs once,
+at the end of a run (a resumed run recomputes it from its state), seeded by the run's seed, so the
+list is the same for the same seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checks import CellView, CheckContext, run_checks
+from .cells import Cell
+from .config import Plan
+from .state import RunState
+
+__all__ = ["ITERATION_PARAMS", "cell_view", "clean_correct", "evaluation_checks", "nonfinite_rows", "single_step"]
+
+#: declared parameters that count an attack's iterations (one of them equal to 1: a single step)
+ITERATION_PARAMS = ("steps", "max_iter", "iterations", "n_iter", "nb_iter")
+
+
+def nonfinite_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Per row: does it hold a NaN or an inf (then it has no meaningful argmax)?"""
+    return ~torch.isfinite(logits).all(dim=1)
+
+
+def clean_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per sample: the clean prediction is right.  A row with a NaN or inf logit is never correct
+    (``argmax`` of a NaN row is 0, which would count class 0 as right); CPU bool tensor."""
+    logits = logits.detach().cpu()
+    return (logits.argmax(dim=1) == y.cpu()) & ~nonfinite_rows(logits)
+
+
+def single_step(spec: Any, params: dict[str, Any]) -> bool:
+    """Is this attack (registry spec, resolved parameters) a single gradient step (FGSM-like)?
+
+    Its AttackInfo declares ``single_step``; an iterative attack run with an iteration count among its
+    resolved parameters (:data:`ITERATION_PARAMS`) equal to 1 is one too.
+    """
+    if spec.info.single_step:
+        return True
+    counts = [params[key] for key in ITERATION_PARAMS if key in params]
+    return bool(counts) and all(count == 1 for count in counts)
+
+
+def _extras(cell: Cell) -> dict[str, Any]:
+    """The extras the checks read, from the cell's records: mean loss curve, ever_broken, flags."""
+    extras: dict[str, Any] = {}
+    curve = cell.mean_trace()
+    if curve is not None:
+        extras["loss_trace"] = torch.tensor(curve, dtype=torch.float64)
+    if "ever_broken" in cell.extras:
+        extras["ever_broken"] = cell.extras["ever_broken"] == 1  # NaN (not attacked) -> False
+    if cell.flags:
+        extras["flags"] = [f"{message} ({count} batch{'es' if count > 1 else ''})" if count > 1 else message
+                           for message, count in cell.flags.items()]
+    return extras
+
+
+def cell_view(plan: Plan, state: RunState, e: int, a: int) -> CellView:
+    """The checks' view of attack ``a`` at eps ``e``: evaluated = the points it ran on."""
+    attack, cell = plan.plans[a], state.cell(e, a)
+    spec = plan.registry.attack(attack.name)
+    finite = None if cell.nonfinite is None else ~cell.nonfinite
+    return CellView(attack.label, plan.eps[e], spec.info.kind, single_step(spec, plan.params(a)),
+                    cell.broken & cell.ran, cell.ran.clone(), finite, _extras(cell))
+
+
+def evaluation_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, plan: Plan,
+                      state: RunState, device: torch.device, disabled: Iterable[str] = ()) -> list[dict[str, str]]:
+    """The report's ``checks`` list (``disabled``: names from ``--no-check``); the model on ``device``."""
+    cells = [cell_view(plan, state, e, a) for e, a in plan.cells()]
+    ctx = CheckContext(model, x, y, clean_logits.detach().cpu(), norm=plan.norm, cells=cells, device=device,
+                       seed=plan.seed if plan.seed is not None else 0)
+    return [result.to_json() for result in run_checks(ctx, disabled=disabled)]

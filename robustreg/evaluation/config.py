@@ -1,0 +1,224 @@
+"""Plan: what one evaluation runs (EvalConfig, Mode) and the grid it resolves to (AttackPlan, Plan).
+
+:class:`EvalConfig` holds every option of :func:`robustreg.evaluation.evaluate` and checks them when
+it is made; :func:`make_plan` turns the attack list and the eps list into a :class:`Plan` whose
+attacks are looked up and built once at the smallest eps, so an unknown name, an unsupported norm or
+a bad parameter fails before any work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..attack import Attack
+from ..checks import check_names
+from ..threat import ThreatModel
+
+__all__ = ["AttackPlan", "EvalConfig", "Mode", "Plan", "attack_params", "eps_values", "make_plan", "plan_attacks"]
+
+
+class Mode(str, Enum):
+    """How the attacks of one eps share the points.
+
+    ``CASCADE`` (AutoAttack-style): each attack runs on the points still standing, so an attack's
+    robust accuracy is cumulative.  ``INDEPENDENT``: every attack runs on all clean-correct points,
+    so its robust accuracy is standalone.  The value is what the report's ``"mode"`` says.
+    """
+
+    CASCADE = "cascade"
+    INDEPENDENT = "independent"
+
+    @classmethod
+    def coerce(cls, value: Mode | str) -> Mode:
+        """A Mode from a Mode or its value ("cascade" / "independent")."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"mode must be {' or '.join(repr(m.value) for m in cls)}, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Every option of one evaluation (see :func:`robustreg.evaluation.evaluate` for each one).
+
+    ``mode`` also takes its value as text; ``EvalConfig.from_options(config, **options)`` also reads
+    the older ``early_exit=True/False`` (cascade / independent).
+    """
+
+    norm: str = "linf"
+    n: int | None = None
+    batch_size: int = 256
+    device: str | torch.device | None = "cpu"
+    seed: int | None = 0
+    mode: Mode = Mode.CASCADE
+    out: str | os.PathLike[str] | None = None
+    state_path: str | os.PathLike[str] | None = None
+    keep_state: bool = False
+    registry: Any = None
+    progress: bool = True
+    params: Mapping[str, Mapping[str, Any]] | None = None
+    model_info: Mapping[str, Any] | None = None
+    data_info: Mapping[str, Any] | None = None
+    no_check: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", Mode.coerce(self.mode))
+        object.__setattr__(self, "no_check", tuple(sorted(check_names(self.no_check))))  # unknown: ValueError
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        ThreatModel(self.norm, 0.0)  # validates the norm
+
+    @classmethod
+    def from_options(cls, config: EvalConfig | None = None, **options: Any) -> EvalConfig:
+        """``config`` (default: all defaults) with ``options`` replacing its fields.
+
+        ``early_exit`` (bool) is read as ``mode``: True -> CASCADE, False -> INDEPENDENT.  An unknown
+        option raises TypeError, as an unknown keyword argument would.
+        """
+        if config is not None and not isinstance(config, EvalConfig):
+            raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
+        unknown = sorted(set(options) - {f.name for f in fields(cls)} - {"early_exit"})
+        if unknown:
+            raise TypeError(f"evaluate() got unexpected keyword argument(s): {', '.join(unknown)}")
+        if "early_exit" in options:
+            mode = Mode.CASCADE if options.pop("early_exit") else Mode.INDEPENDENT
+            if "mode" in options and Mode.coerce(options["mode"]) is not mode:
+                raise ValueError(f"early_exit and mode={options['mode']!r} disagree; pass only mode")
+            options["mode"] = mode
+        base = config if config is not None else cls()
+        return replace(base, **options) if options else base
+
+    @property
+    def cascade(self) -> bool:
+        return self.mode is Mode.CASCADE
+
+    @property
+    def out_dir(self) -> Path | None:
+        return Path(self.out) if self.out is not None else None
+
+    @property
+    def state_file(self) -> Path | None:
+        """``state_path``, else ``out/state.pt`` when ``out`` is given, else None (no state saved)."""
+        if self.state_path is not None:
+            return Path(self.state_path)
+        out_dir = self.out_dir
+        return out_dir / "state.pt" if out_dir is not None else None
+
+
+@dataclass(frozen=True)
+class AttackPlan:
+    """One attack of the grid: its registry name, its parameters and the label used in the report."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+
+def _attack_entry(item: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str) \
+            and isinstance(item[1], Mapping):
+        return item[0], dict(item[1])
+    raise ValueError(f"attacks entries must be a name or a (name, params dict) pair, got {item!r}")
+
+
+def plan_attacks(attacks: Sequence[Any], params: Mapping[str, Mapping[str, Any]] | None) -> list[AttackPlan]:
+    """The attack list as plans: ``params[name]`` merged under each entry's own, labels "name", "name#2", ..."""
+    if isinstance(attacks, (str, bytes)) or not isinstance(attacks, Sequence) or len(attacks) == 0:
+        raise ValueError(f"attacks must be a non-empty list of names or (name, params) pairs, got {attacks!r}")
+    extra = dict(params or {})
+    entries = [_attack_entry(item) for item in attacks]
+    unknown = set(extra) - {name for name, _ in entries}
+    if unknown:
+        raise ValueError(f"params given for attack(s) not in the list: {', '.join(sorted(unknown))}")
+    counts: dict[str, int] = {}
+    plans = []
+    for name, own in entries:
+        counts[name] = counts.get(name, 0) + 1
+        label = name if counts[name] == 1 else f"{name}#{counts[name]}"
+        plans.append(AttackPlan(name, {**dict(extra.get(name, {})), **own}, label))
+    return plans
+
+
+def eps_values(eps: Any, norm: str) -> list[float]:
+    """One eps or a list -> the sorted distinct values, each checked against the norm's range."""
+    values = [eps] if isinstance(eps, (int, float)) else list(eps)
+    if not values:
+        raise ValueError("eps must hold at least one value")
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"eps values must be numbers (use robustreg.parse_eps for '8/255'), got {value!r}")
+        out.append(ThreatModel(norm, float(value)).eps)  # validates range for the norm
+    return sorted(set(out))
+
+
+def attack_params(registry: Any, plan: AttackPlan, seed: int | None) -> dict[str, Any]:
+    """The parameters the attack is built with: the registry's defaults, then the plan's, then the seed."""
+    params = {**dict(registry.attack(plan.name).defaults), **plan.params}
+    if "seed" not in params:
+        params["seed"] = seed
+    return params
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The resolved grid: attacks (in run order) x eps (ascending) under one norm, seed and mode."""
+
+    plans: list[AttackPlan]
+    eps: list[float]
+    norm: str
+    seed: int | None
+    mode: Mode
+    batch_size: int
+    registry: Any
+
+    @property
+    def cascade(self) -> bool:
+        return self.mode is Mode.CASCADE
+
+    def cells(self) -> list[tuple[int, int]]:
+        """(eps index, attack index) of every cell, in run (and report) order."""
+        return [(e, a) for e in range(len(self.eps)) for a in range(len(self.plans))]
+
+    def params(self, a: int) -> dict[str, Any]:
+        return attack_params(self.registry, self.plans[a], self.seed)
+
+    def threat(self, e: int) -> ThreatModel:
+        return ThreatModel(self.norm, self.eps[e])
+
+    def build(self, e: int, a: int) -> Attack:
+        """Attack ``a`` built from the registry at eps ``e``."""
+        plan = self.plans[a]
+        try:
+            attack = self.registry.build_attack(plan.name, self.threat(e), **self.params(a))
+        except TypeError as exc:
+            raise TypeError(f"attack {plan.name!r} rejected its parameters {plan.params!r}: {exc}") from exc
+        if not isinstance(attack, Attack):
+            raise TypeError(f"the factory of attack {plan.name!r} returned {type(attack).__name__}, not an Attack")
+        return attack
+
+
+def make_plan(attacks: Sequence[Any], eps: Any, config: EvalConfig) -> Plan:
+    """Plan the grid and fail early: every attack is looked up, checked for the norm and built once."""
+    from ..registry import Registry
+
+    plans = plan_attacks(attacks, config.params)
+    values = eps_values(eps, config.norm)
+    registry = config.registry if config.registry is not None else Registry.create()
+    plan = Plan(plans, values, config.norm, config.seed, config.mode, config.batch_size, registry)
+    for a, attack in enumerate(plans):
+        spec = registry.attack(attack.name)
+        if config.norm not in spec.info.norms:
+            raise ValueError(f"attack {attack.name!r} supports norm(s) {', '.join(spec.info.norms)}, "
+                             f"got norm={config.norm!r}")
+        plan.build(0, a)
+    return plan

@@ -1,0 +1,59 @@
+"""The samples an evaluation (or a comparison) runs on: the first n of a dataset, checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["first_samples"]
+
+
+def _source(data: Any) -> tuple[torch.Tensor | None, torch.Tensor | None, int, dict[str, Any]]:
+    """(x, y) when data is a pair (else None, None), the dataset size and its description."""
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2:
+            raise ValueError(f"data must be a LabeledData or an (x, y) pair, got a sequence of {len(data)}")
+        x, y = data
+        return x, y, int(x.shape[0]), {"name": "tensors"}
+    if hasattr(data, "tensors") and hasattr(data, "__len__"):
+        info: dict[str, Any] = {"name": getattr(data, "name", type(data).__name__)}
+        num_classes = getattr(data, "num_classes", None)
+        if num_classes is not None:
+            info["num_classes"] = int(num_classes)
+        return None, None, len(data), info
+    raise TypeError(f"data must be a robustreg.data.LabeledData or an (x, y) pair, got {type(data).__name__}")
+
+
+def _check(x: Any, y: Any) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"data x must be a float tensor in [0, 1], got {getattr(x, 'dtype', type(x).__name__)}")
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != (x.shape[0],):
+        raise TypeError(f"data y must be an int64 tensor of shape ({x.shape[0]},), got "
+                        f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+    if x.dim() != 4:
+        raise ValueError(f"data x must be N x C x H x W, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("the data holds no samples")
+    if float(x.min()) < 0 or float(x.max()) > 1:
+        raise ValueError(f"data x must be in [0, 1], got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+
+
+def first_samples(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """(x float [0,1], y int64, data description) of the first n samples (all when n is None).
+
+    ``data``: a ``robustreg.data.LabeledData`` (read with ``data.tensors(n)``) or an ``(x, y)`` pair.
+    """
+    x, y, size, info = _source(data)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive int or None, got {n!r}")
+    if n is not None and n > size:
+        raise ValueError(f"n={n} is larger than the dataset ({size} samples)")
+    count = size if n is None else n
+    if x is None or y is None:
+        x, y = data.tensors(count)
+    else:
+        x, y = x[:count], y[:count]
+    _check(x, y)
+    info["size"] = size
+    return x, y, info

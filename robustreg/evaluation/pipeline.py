@@ -1,0 +1,84 @@
+""":func:`evaluate`: plan -> run -> report, with the options as an :class:`EvalConfig` or keywords."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from ..runtime import resolve_device
+from .config import EvalConfig, make_plan
+from .inputs import first_samples
+from .report import build_report
+from .run import run_and_check
+
+__all__ = ["evaluate"]
+
+
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    attacks: Sequence[str | tuple[str, Mapping[str, Any]]],
+    eps: float | Sequence[float],
+    config: EvalConfig | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``data`` under every attack at every eps; return the report dict.
+
+    Args:
+        model: an ``nn.Module`` taking [0, 1] images and returning logits N x K.  Its train/eval
+            flags and parameters' requires_grad/.grad are restored afterwards; it is moved to
+            ``device`` for the run and moved back to where it was at the end.
+        data: a ``robustreg.data.LabeledData`` or an ``(x, y)`` pair (x float in [0, 1], y int64).
+        attacks: registry names or ``(name, params)`` pairs, run in this order at each eps.
+        eps: one eps or a list, in [0, 1] pixel units (sorted ascending in the report).
+        config: an :class:`EvalConfig`; ``options`` (its field names, as keywords) replace its fields.
+
+    The options (fields of :class:`EvalConfig`):
+        norm: "linf", "l2" or "l1".
+        n: evaluate the first n samples (default all); larger than the data -> ValueError.
+        batch_size: samples per attack call and per clean forward.
+        device: "cpu", "cuda", "cuda:N", "auto" or None (None: where the model is).
+        seed: passed to every attack as ``seed`` (unless its params set one); None -> nondeterministic.
+        mode: ``Mode.CASCADE`` (each attack runs on the points still standing; numbers are
+            cumulative) or ``Mode.INDEPENDENT`` (standalone numbers), or their values as text; the
+            older ``early_exit=True/False`` means the same.  See the package docstring.
+        out: folder for report.json (the source of truth), report.md, results.csv, robust_accuracy.png
+            and the default state file ``state.pt``.
+        state_path: where to save/resume the run's state (default ``out/state.pt`` if ``out``).  A state
+            written for a different configuration raises ValueError naming the field that differs.
+        keep_state: keep the state file after the run finished (default: delete it once the report is
+            written; it only serves to resume an interrupted run).
+        registry: a ``robustreg.Registry`` (default ``Registry.create()``).
+        progress: show a tqdm bar over the attacked samples.
+        params: extra parameters per attack name, ``{"pgd": {"steps": 40}}``, merged under the pair's own.
+        model_info, data_info: extra descriptions copied into the report's "model" / "data" entries.
+        no_check: names of automatic checks to turn off (``robustreg.checks.CHECKS``; an unknown name
+            is a ValueError with close matches); they are reported as "skipped".
+
+    Returns the report dict: ``clean_accuracy``, ``n``, ``norm``, ``mode``, ``eps``, ``results`` (one
+    entry per eps x attack), ``worst_case`` (one per eps), ``model``, ``data``, ``created``,
+    ``robustreg_version``, ``schema_version``, ``seconds``, ``nan_clean`` (clean points with NaN or inf
+    logits, never counted as correct) and ``checks`` (one ``{"name", "status", "message", "doc"}`` per
+    automatic check, see ``docs/checks.md``; run once at the end, seeded by ``seed``).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    cfg = EvalConfig.from_options(config, **options)
+    plan = make_plan(attacks, eps, cfg)
+    x, y, data_info = first_samples(data, cfg.n)
+    device = resolve_device(cfg.device, model)
+    started = time.perf_counter()
+    run = run_and_check(model, x, y, plan, cfg, device, stacklevel=3)  # warnings name evaluate()'s caller
+    report = build_report(plan, run.state, model, data_info, cfg, device, time.perf_counter() - started,
+                          checks=run.checks, nan_clean=run.nan_clean)
+    if cfg.out_dir is not None:
+        from ..report import write_report
+
+        write_report(report, cfg.out_dir)
+    path = cfg.state_file
+    if path is not None and not cfg.keep_state and path.exists():
+        path.unlink()
+    return report

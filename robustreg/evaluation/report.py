@@ -1,0 +1,129 @@
+"""Report: the finished state of a run -> the report dict (report.json is the source of truth).
+
+One entry per eps x attack (``results``) and one per eps (``worst_case``); see the package docstring
+for what each number means in cascade and independent mode.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cells import masked_mean
+from .config import EvalConfig, Plan
+from .state import RunState
+
+__all__ = ["REPORT_SCHEMA_VERSION", "build_report", "result_entry", "worst_case_entry"]
+
+REPORT_SCHEMA_VERSION = 1
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy (anything JSON does not know becomes its repr)."""
+    return json.loads(json.dumps(value, default=repr))
+
+
+def result_entry(plan: Plan, state: RunState, e: int, a: int) -> dict[str, Any]:
+    """The report entry of attack ``a`` at eps ``e``."""
+    attack, cell = plan.plans[a], state.cell(e, a)
+    spec = plan.registry.attack(attack.name)
+    survived = state.standing(e, a, plan.cascade) & ~cell.broken
+    ran = cell.ran
+    entry: dict[str, Any] = {
+        "attack": attack.name,
+        "label": attack.label,
+        "eps": plan.eps[e],
+        "norm": plan.norm,
+        "params": _plain(plan.params(a)),
+        "robust_accuracy": float(survived.sum()) / state.n,
+        "attacked": int(ran.sum()),
+        "broken": int(cell.broken.sum()),
+        "seconds": round(float(cell.seconds), 4),
+        "max_perturbation": float(cell.distance[ran].max()) if bool(ran.any()) else 0.0,
+        "mean_perturbation": masked_mean(cell.distance, cell.broken),
+        "nan_detected": bool(cell.nan),
+        "plugin": spec.plugin,
+        "toolkit": spec.info.toolkit,
+        "kind": spec.info.kind,
+        "paper": spec.info.paper,
+        "randomized": spec.info.randomized,
+    }
+    if cell.queries is not None:
+        entry["queries"] = cell.query_mean()
+    if cell.flags:  # warnings the attack raised about the evaluation, message -> batches
+        entry["flags"] = dict(cell.flags)
+    extras = cell.reduced_extras()
+    if extras:
+        entry["extras"] = extras
+        # Scalar summaries an attack reports for the whole set (RayS' "adbd") also sit at the top level.
+        entry.update({key: extras[key] for key in cell.scalars if key not in entry})
+    return entry
+
+
+def _broken_uniquely_by(plan: Plan, state: RunState, e: int) -> dict[str, int]:
+    correct = state.clean_correct
+    uniquely = {}
+    for a, attack in enumerate(plan.plans):
+        others = torch.zeros(state.n, dtype=torch.bool)
+        for b in range(len(plan.plans)):
+            if b != a:
+                others |= state.cell(e, b).broken
+        uniquely[attack.label] = int((state.cell(e, a).broken & correct & ~others).sum())
+    return uniquely
+
+
+def worst_case_entry(plan: Plan, state: RunState, e: int) -> dict[str, Any]:
+    """The per-sample worst case over the attacks at eps ``e``, and who broke what."""
+    correct = state.clean_correct
+    broken_any = torch.zeros(state.n, dtype=torch.bool)
+    only_by = {}
+    for a, attack in enumerate(plan.plans):
+        broken = state.cell(e, a).broken & correct
+        only_by[attack.label] = int((broken & ~broken_any).sum())
+        broken_any |= broken
+    entry: dict[str, Any] = {
+        "eps": plan.eps[e],
+        "robust_accuracy": float((correct & ~broken_any).sum()) / state.n,
+        "broken_only_by": only_by,
+    }
+    if not plan.cascade:
+        entry["broken_uniquely_by"] = _broken_uniquely_by(plan, state, e)
+    return entry
+
+
+def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mapping[str, Any],
+                 config: EvalConfig, device: torch.device, seconds: float, *,
+                 checks: list[dict[str, str]] | None = None, nan_clean: int | None = None) -> dict[str, Any]:
+    """The report dict of a finished run (``data_info``: the description :func:`first_samples` gave;
+    ``checks``: the automatic checks' list, ``nan_clean``: clean points with non-finite logits)."""
+    from .. import __version__
+
+    n = state.n
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "clean_accuracy": float(state.correct_count) / n,
+        "n": n,
+        **({} if nan_clean is None else {"nan_clean": nan_clean}),
+        "norm": plan.norm,
+        "mode": plan.mode.value,
+        "eps": plan.eps,
+        "attacks": [{"name": p.name, "label": p.label, "params": _plain(p.params)} for p in plan.plans],
+        "seed": plan.seed,
+        "results": [result_entry(plan, state, e, a) for e, a in plan.cells()],
+        "worst_case": [worst_case_entry(plan, state, e) for e in range(len(plan.eps))],
+        "model": {"class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
+                  "fingerprint": state.fingerprint["model"], **dict(config.model_info or {})},
+        "data": {**dict(data_info), "n": n, "fingerprint": state.fingerprint["data"],
+                 **dict(config.data_info or {})},
+        "device": str(device),
+        "resumed": state.resumed,
+        "seconds": round(seconds, 3),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "robustreg_version": __version__,
+        **({} if checks is None else {"checks": checks}),
+    }

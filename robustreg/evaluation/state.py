@@ -1,0 +1,210 @@
+"""Resume state: the run's identity (fingerprints) and its per-cell records, saved after every batch.
+
+A state file carries the fingerprint of the configuration that wrote it (attacks and their
+parameters, eps, norm, n, seed, mode, batch size, data -- a hash of every image and label --, model);
+a state written for another configuration, in an older format or unreadable (truncated, corrupted)
+is refused with one line, never silently replaced or reused.  :func:`run_identity` and
+:func:`report_identity` say the same of a finished report.json, so a rerun into the same folder is
+told apart from a run of another configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..files import save_atomic
+from .cells import Cell
+from .config import AttackPlan, Plan
+
+__all__ = [
+    "STATE_VERSION",
+    "RunState",
+    "data_fingerprint",
+    "fingerprint",
+    "load_state",
+    "model_fingerprint",
+    "report_identity",
+    "run_identity",
+]
+
+STATE_VERSION = 2  # 2: the data fingerprint covers every image (1: the first 64)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 (first 16 hex digits) of the model's class and its state dict (names, shapes, values)."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """blake2b (24 hex digits) of the shapes, every image (as float32) and every label (as int64).
+
+    One pass over the whole tensors' bytes (no copy when they are already contiguous CPU float32 /
+    int64): two datasets that differ in any pixel or label get different fingerprints.  (States of
+    :data:`STATE_VERSION` 1 hashed the labels and only the first 64 images, 16 hex digits.)
+    """
+    h = hashlib.blake2b(digest_size=12)
+    h.update(f"{tuple(x.shape)} {tuple(y.shape)}".encode())
+    h.update(x.detach().to("cpu", torch.float32).contiguous().numpy().data)
+    h.update(y.detach().to("cpu", torch.int64).contiguous().numpy().data)
+    return h.hexdigest()
+
+
+def _canonical(params: Mapping[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=repr)
+
+
+def fingerprint(plan: Plan, x: torch.Tensor, y: torch.Tensor, model: nn.Module) -> dict[str, Any]:
+    """What identifies a run: a saved state resumes only under the same values."""
+    return {
+        "attacks": [f"{p.name} {_canonical(p.params)}" for p in plan.plans],
+        "eps": [repr(v) for v in plan.eps],
+        "norm": plan.norm,
+        "n": int(x.shape[0]),
+        "seed": repr(plan.seed),
+        "early_exit": plan.cascade,
+        "batch_size": int(plan.batch_size),
+        "data": data_fingerprint(x, y),
+        "model": model_fingerprint(model),
+    }
+
+
+def _text(value: Any) -> str:
+    """Canonical JSON text of ``value`` as a report stores it (anything JSON does not know: its repr)."""
+    return json.dumps(json.loads(json.dumps(value, default=repr)), sort_keys=True)
+
+
+def run_identity(plans: Sequence[AttackPlan], eps: Sequence[float], norm: str, mode: str, seed: int | None,
+                 x: torch.Tensor, y: torch.Tensor, model: nn.Module) -> dict[str, str]:
+    """What a finished report must match to be this run's: :func:`report_identity` of the report it
+    would write (``plans`` and ``eps`` as :func:`~robustreg.evaluation.config.plan_attacks` and
+    :func:`~robustreg.evaluation.config.eps_values` give them)."""
+    return {
+        "model fingerprint": model_fingerprint(model),
+        "data fingerprint": data_fingerprint(x, y),
+        "attacks/params": _text([{"name": p.name, "params": p.params} for p in plans]),
+        "eps": _text([float(e) for e in eps]),
+        "norm": norm,
+        "mode": mode,
+        "seed": _text(seed),
+        "n": str(int(x.shape[0])),
+    }
+
+
+def report_identity(report: Mapping[str, Any]) -> dict[str, str]:
+    """The values of a report.json that say which configuration wrote it (see :func:`run_identity`)."""
+    return {
+        "model fingerprint": str(report.get("model", {}).get("fingerprint")),
+        "data fingerprint": str(report.get("data", {}).get("fingerprint")),
+        "attacks/params": _text([{"name": a.get("name"), "params": a.get("params", {})}
+                                 for a in report.get("attacks", [])]),
+        "eps": _text([float(e) for e in report.get("eps", [])]),
+        "norm": str(report.get("norm")),
+        "mode": str(report.get("mode")),
+        "seed": _text(report.get("seed")),
+        "n": str(report.get("n")),
+    }
+
+
+def _first_sentence(exc: BaseException, width: int = 100) -> str:
+    """The first sentence of an error's message, on one line (torch's load errors run on for lines)."""
+    text = " ".join(str(exc).split()).split(". ")[0].rstrip(".")
+    return (text if len(text) <= width else text[: width - 3] + "...") or type(exc).__name__
+
+
+def _read(path: Path, what: str) -> Any:
+    """``torch.load`` of ``path`` (weights only); a truncated or corrupted file is a one-line ValueError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and OS errors alike: the file cannot be read back
+        reason = _first_sentence(exc)
+        raise ValueError(f"{what} {path} cannot be read (truncated or corrupted? {reason}); delete it or "
+                         f"use another --out/--state to start fresh") from exc
+
+
+def load_state(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The state saved at ``path`` (None when there is none); ValueError if it cannot be read, is of
+    another format or was written for another run."""
+    if not path.exists():
+        return None
+    state = _read(path, "state file")
+    version = state.get("version") if isinstance(state, dict) else None
+    if version == 1:
+        raise ValueError(f"state file {path} was written by an older robustreg whose data fingerprint covered "
+                         f"only the first 64 images, so it cannot be checked against this data; delete it or "
+                         f"use another --out/--state to start fresh")
+    if version != STATE_VERSION:
+        raise ValueError(f"state file {path} is not a robustreg evaluation state (version {STATE_VERSION}); "
+                         f"delete it or choose another --out/--state to start fresh")
+    saved = state.get("fingerprint", {})
+    for key in expected:
+        if saved.get(key) != expected[key]:
+            raise ValueError(
+                f"state file {path} was written for a different configuration: {key} differs "
+                f"(saved {saved.get(key)!r}, now {expected[key]!r}); delete {path} or use another "
+                f"--out/--state to start fresh"
+            )
+    return state
+
+
+@dataclass
+class RunState:
+    """The clean-correct flags and every cell of one run; :meth:`save` writes it to ``path``."""
+
+    fingerprint: dict[str, Any]
+    clean_correct: torch.Tensor
+    path: Path | None = None
+    cells: dict[str, Cell] = field(default_factory=dict)
+    resumed: bool = False
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any], path: Path | None) -> RunState:
+        cells = {key: Cell.from_state(value) for key, value in saved["cells"].items()}
+        return cls(saved["fingerprint"], saved["clean_correct"], path, cells, resumed=True)
+
+    @property
+    def n(self) -> int:
+        return int(self.clean_correct.shape[0])
+
+    @property
+    def correct_count(self) -> int:
+        return int(self.clean_correct.sum())
+
+    def cell(self, e: int, a: int) -> Cell:
+        """The cell of eps ``e`` and attack ``a`` (created empty on first use)."""
+        return self.cells.setdefault(f"{e}:{a}", Cell.empty(self.n))
+
+    def started(self, e: int, a: int) -> Cell | None:
+        """The cell if it has recorded at least one batch (or finished), else None; creates nothing."""
+        cell = self.cells.get(f"{e}:{a}")
+        return None if cell is None or (cell.chunks_done == 0 and not cell.done) else cell
+
+    def standing(self, e: int, a: int, cascade: bool) -> torch.Tensor:
+        """Flags of the points attack ``a`` runs on at eps ``e``: clean-correct and, in cascade mode,
+        not broken by an earlier attack at this eps."""
+        standing = self.clean_correct.clone()
+        if cascade:
+            for earlier in range(a):
+                standing &= ~self.cell(e, earlier).broken
+        return standing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "fingerprint": self.fingerprint, "clean_correct": self.clean_correct,
+                "cells": {key: cell.to_state() for key, cell in self.cells.items()}}
+
+    def save(self) -> None:
+        if self.path is not None:
+            save_atomic(self.to_dict(), self.path)

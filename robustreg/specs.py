@@ -1,0 +1,136 @@
+"""What the registry holds: one spec per registered attack, defense, model, dataset and command.
+
+A spec is an immutable record of the entry (its factory, what it is, which plugin registered it,
+its declared parameters with the registration's defaults applied) and builds the entry by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .attack import Attack, AttackInfo
+from .defense import Defense, DefenseInfo
+from .params import ParamSet
+from .threat import ThreatModel
+
+__all__ = ["AttackSpec", "CommandSpec", "DatasetSpec", "DefenseSpec", "ModelSpec", "declared", "summary_of",
+           "validated"]
+
+
+def validated(name: str, params: ParamSet, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` checked against ``params`` (errors name the registered entry), not filled with defaults."""
+    resolved = params.resolve(name, values)
+    return {key: resolved[key] for key in values}
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registered attack.  ``params``: its declaration with the registration's ``defaults`` applied.
+
+    ``demo``: part of the default attack set of ``robustreg evaluate`` when no ``--attacks`` is given.
+    """
+
+    name: str
+    factory: Callable[..., Attack]
+    info: AttackInfo
+    plugin: str
+    summary: str = ""
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    same_as: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    params: ParamSet = field(default_factory=ParamSet)
+    demo: bool = False
+
+    def build(self, threat: ThreatModel, **params: Any) -> Attack:
+        """Build the attack for ``threat`` with ``defaults`` updated by ``params`` (validated first)."""
+        attack = self.factory(threat, **{**self.defaults, **validated(self.name, self.params, params)})
+        if not isinstance(attack, Attack):
+            raise TypeError(f"the factory of attack {self.name!r} (plugin {self.plugin!r}) returned "
+                            f"{type(attack).__name__}, not a robustreg.Attack")
+        return attack
+
+    def resolve(self, **params: Any) -> dict[str, Any]:
+        """Every parameter's effective value when built with ``params`` (declared defaults filled in)."""
+        return self.params.resolve(self.name, params)
+
+
+@dataclass(frozen=True)
+class DefenseSpec:
+    """A registered defense.  ``params``: its declaration with the registration's ``defaults`` applied."""
+
+    name: str
+    factory: Callable[..., Defense]
+    info: DefenseInfo
+    plugin: str
+    summary: str = ""
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    params: ParamSet = field(default_factory=ParamSet)
+
+    def build(self, **params: Any) -> Defense:
+        """Build the defense with ``defaults`` updated by ``params`` (validated first)."""
+        defense = self.factory(**{**self.defaults, **validated(self.name, self.params, params)})
+        if not isinstance(defense, Defense):
+            raise TypeError(f"the factory of defense {self.name!r} (plugin {self.plugin!r}) returned "
+                            f"{type(defense).__name__}, not a robustreg.Defense")
+        return defense
+
+    def resolve(self, **params: Any) -> dict[str, Any]:
+        return self.params.resolve(self.name, params)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+    summary: str = ""
+    num_classes: int | None = None
+    input_shape: tuple[int, ...] | None = None
+
+    def build(self, **params: Any) -> Any:
+        return self.factory(**params)
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    configure: Callable[[Any], None]
+    run: Callable[[Any], int]
+    plugin: str
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset.  ``flippable``: horizontal flips are a valid augmentation (not digits)."""
+
+    name: str
+    loader: Callable[..., Any]
+    plugin: str
+    summary: str = ""
+    needs_root: bool = False
+    flippable: bool = False
+
+    def load(self, split: str = "test", root: str | None = None) -> Any:
+        return self.loader(split, root)
+
+
+def declared(kind: str, name: str, plugin: str, factory: Any, params: Any,
+              defaults: Mapping[str, Any] | None) -> ParamSet:
+    """The entry's declaration: ``params`` if given, else the factory's ``declaration()``; ``defaults`` applied."""
+    if params is None:
+        declare = getattr(factory, "declaration", None)
+        params = declare() if callable(declare) else getattr(factory, "params", None)
+    if params is None:
+        raise TypeError(f"{kind} {name!r} of plugin {plugin!r} declares no parameters: give params=ParamSet([...]) "
+                        "or register a class with a `params` declaration")
+    decl = params if isinstance(params, ParamSet) else ParamSet(params)
+    return decl.with_defaults(**dict(defaults or {}))
+
+
+def summary_of(obj: Any, given: str | None) -> str:
+    if given:
+        return given
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""

@@ -1,0 +1,402 @@
+"""The training loop: setup -> one step at a time -> log / checkpoint -> finish, returning a TrainResult.
+
+For every batch the :class:`Trainer` calls ``defense.loss(model, x, y, step=step)`` with the model in
+train mode, back-propagates, steps SGD and sets the learning rate of the next step from
+:mod:`robustreg.schedules`.  Everything that must survive a restart lives in the
+:class:`~robustreg.training.state.TrainState`; what this module adds per process (the data, the
+device, the log, the progress bar) is rebuilt on every start.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..defense import Defense, DefenseOutput
+from ..files import remove_stale_temporaries, save_atomic
+from ..schedules import LRSchedule
+from . import distributed
+from .config import TrainConfig
+from .logging import Meter, TrainLog, final_accuracy, make_record
+from .state import TrainState, final_checkpoint, preserve_global_rng, seed_global, to_cpu, trained_head
+
+__all__ = ["TrainResult", "Trainer", "train"]
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one :meth:`Trainer.run` did.  ``final``: ``final.pt`` (None when stopped early, ``stop_at``).
+
+    ``steps``, ``seconds``, ``images_per_s``: this process's loop; ``step``: where training stands
+    (``total_steps`` when finished); ``elapsed``: seconds trained over all runs of this ``out``.
+    """
+
+    final: Path | None
+    last: Path
+    step: int
+    total_steps: int
+    steps: int
+    seconds: float
+    images_per_s: float
+    elapsed: float
+    world_size: int = 1
+    rank: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.final is not None
+
+
+@dataclass
+class _Run:
+    """Per-process context around the state: rebuilt on every start, never saved."""
+
+    out: Path
+    x: torch.Tensor
+    y: torch.Tensor
+    pad: int
+    flip: bool
+    per_rank: int
+    use_amp: bool
+    channels_last: bool
+    params: list[nn.Parameter]
+    buffers: list[torch.Tensor]
+    log: TrainLog
+    bar: Any = None
+    start_step: int = 0
+    saved_step: int = -1
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.log.close()
+
+
+class Trainer:
+    """Runs ``config.defense`` over ``config.data`` on ``config.model``; see :mod:`robustreg.training`.
+
+    ``registry``: where the defense (and named models/datasets) come from; default ``Registry.create()``.
+    ``model``: an ``nn.Module`` or a zero-argument factory used instead of ``build_model(config.model)``
+    (a factory is called under the seeded RNG, so its initial weights are reproducible).
+    ``data``: a dataset with ``.tensors()`` or an ``(x, y)`` pair used instead of ``load_data(config.data)``.
+    :meth:`run` returns a :class:`TrainResult`; :meth:`fit` the path of ``final.pt``.  After either,
+    ``model``, ``defense``, ``optimizer`` and ``state`` (the :class:`TrainState`) are available.
+
+    Example::
+
+        cfg = TrainConfig(model="digits-cnn", data="digits", defense="at", epochs=5, batch_size=64, lr=0.05,
+                          schedule="cosine", defense_params={"eps": 0.1, "steps": 5}, out="runs/at")
+        final = Trainer(cfg).fit()          # runs/at/final.pt
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        registry: Any = None,
+        model: nn.Module | Callable[[], nn.Module] | None = None,
+        data: Any = None,
+    ) -> None:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if model is None and not config.model:
+            raise ValueError("model must be a model spec (a registered name, file.py:factory or pkg.mod:factory)")
+        self.config = config
+        self._registry = registry
+        self._model_arg = model
+        self._data_arg = data
+        self.state: TrainState | None = None
+        self.model: nn.Module | None = None
+        self.defense: Defense | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    # .. entry points ..
+    def fit(self) -> Path:
+        """Train (or resume) to the end and return the path of ``final.pt``."""
+        final = self.run().final
+        assert final is not None
+        return final
+
+    def run(self, *, stop_at: int | None = None) -> TrainResult:
+        """Train (or resume); ``stop_at``: stop after that step with a checkpoint (no ``final.pt``), to resume later.
+
+        The caller's global RNG states are restored when it returns.
+        """
+        if stop_at is not None and (not isinstance(stop_at, int) or isinstance(stop_at, bool) or stop_at < 1):
+            raise ValueError(f"stop_at must be None or an integer >= 1, got {stop_at!r}")
+        with distributed.process_group(self.config.device) as world_size, preserve_global_rng():
+            state, run = self._setup(world_size)
+            try:
+                stop = state.total_steps if stop_at is None else min(stop_at, state.total_steps)
+                while state.step < stop:
+                    result, yb, lr = self._train_step(state, run)
+                    self._after_step(state, run, result, yb, lr)
+                return self._finish(state, run)
+            finally:
+                run.close()
+
+    # .. setup ..
+    def _registry_or_default(self) -> Any:
+        if self._registry is None:
+            from ..registry import Registry
+
+            self._registry = Registry.create()
+        return self._registry
+
+    def _load_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        data = self._data_arg
+        if data is None:
+            from ..data import load_data
+
+            data = load_data(self.config.data, split="train", registry=self._registry_or_default())
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            x, y = data
+        elif hasattr(data, "tensors"):
+            x, y = data.tensors(self.config.n_train)
+        else:
+            raise TypeError(f"data must be a dataset with .tensors() or an (x, y) pair, got {type(data).__name__}")
+        if self.config.n_train is not None:
+            x, y = x[: self.config.n_train], y[: self.config.n_train]
+        if not (torch.is_tensor(x) and x.is_floating_point() and x.dim() == 4):
+            raise ValueError(f"training images must be a float N x C x H x W tensor, got "
+                             f"{getattr(x, 'dtype', type(x))} of shape {tuple(getattr(x, 'shape', ()))}")
+        if not (torch.is_tensor(y) and y.dtype == torch.int64 and y.shape == x.shape[:1]):
+            raise ValueError(f"training labels must be int64 of shape ({x.shape[0]},), got "
+                             f"{getattr(y, 'dtype', type(y))} of shape {tuple(getattr(y, 'shape', ()))}")
+        return x.contiguous(), y.contiguous()
+
+    def _build_model(self) -> nn.Module:
+        arg, cfg = self._model_arg, self.config
+        if arg is None:
+            from ..models import build_model
+
+            model: Any = build_model(cfg.model, weights=cfg.weights, normalize=cfg.normalize,
+                                     registry=self._registry_or_default(), **cfg.model_params)
+        else:
+            model = arg if isinstance(arg, nn.Module) else arg()
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"model factory returned {type(model).__name__}, not an nn.Module")
+            if cfg.weights:
+                from ..models import load_checkpoint
+
+                model = load_checkpoint(model, cfg.weights)
+        return model
+
+    def _flippable(self, x: torch.Tensor) -> bool:
+        """``config.flip``, else the dataset's registered ``flippable`` (never for single-channel images or a
+        dataset the registry does not know: pass ``flip=True`` for those)."""
+        if self.config.flip is not None:
+            return self.config.flip
+        if x.shape[1] <= 1:
+            return False
+        name = self.config.data.split(":", 1)[0].lower()
+        from ..data import builtin_dataset_specs
+
+        try:
+            return bool(self._registry_or_default().dataset(name).flippable)
+        except LookupError:
+            spec = builtin_dataset_specs().get(name)
+        return bool(spec is not None and spec.flippable)
+
+    def _augmentation(self, x: torch.Tensor) -> tuple[int, bool]:
+        cfg = self.config
+        if not cfg.augment:
+            return 0, False
+        pad = cfg.crop_padding if cfg.crop_padding is not None else int(round(x.shape[-1] / 8))
+        return pad, self._flippable(x)
+
+    def _environment(self, world_size: int) -> tuple[int, torch.device]:
+        """This process's rank and device; checks that need neither data nor model; the output folder."""
+        cfg = self.config
+        rank = distributed.rank(world_size)
+        device = distributed.resolve_device(cfg.device, distributed.local_rank(world_size))
+        if rank == 0 and device.type != "cuda":
+            for key in ("amp", "channels_last"):
+                if getattr(cfg, key):
+                    warnings.warn(f"{key}=true applies to CUDA only; ignored on {device}", stacklevel=4)
+        if cfg.batch_size % world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the world size {world_size}")
+        self._registry_or_default().defense(cfg.defense)  # an unknown name fails before the data loads
+        out = Path(cfg.out)
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(out)  # left by a run killed while writing; the file it replaced is intact
+        return rank, device
+
+    def _build_state(self, world_size: int, rank: int, device: torch.device, steps_per_epoch: int) -> TrainState:
+        """Model, defense, optimizer, scaler, generator and schedule, seeded; step 0."""
+        cfg = self.config
+        total = cfg.iterations if cfg.iterations is not None else (cfg.epochs or 1) * steps_per_epoch
+        schedule = LRSchedule.create(cfg.schedule, lr=cfg.lr, total_steps=total, steps_per_epoch=steps_per_epoch,
+                                     milestones=cfg.milestones, milestone_unit=cfg.milestone_unit, gamma=cfg.gamma,
+                                     peak=cfg.cyclic_peak)
+        seed_global(cfg.seed)
+        model = self._build_model().to(device)
+        if cfg.channels_last and device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        if rank:
+            seed_global(cfg.seed + 7919 * rank)  # per-rank noise for the defenses' own randomness
+        defense = self._registry_or_default().build_defense(cfg.defense, **cfg.defense_params)
+        model, head = trained_head(defense, model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"model {cfg.model!r} has no trainable parameters")
+        optimizer = torch.optim.SGD(params, lr=schedule(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                    nesterov=cfg.nesterov)
+        scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+        return TrainState(cfg, model, optimizer, schedule, defense, torch.Generator().manual_seed(cfg.seed),
+                          steps_per_epoch, total, scaler=scaler, device=device, world_size=world_size, rank=rank,
+                          head=head)
+
+    def _setup(self, world_size: int) -> tuple[TrainState, _Run]:
+        cfg = self.config
+        rank, device = self._environment(world_size)
+        x, y = self._load_tensors()
+        steps_per_epoch = x.shape[0] // cfg.batch_size
+        if steps_per_epoch < 1:
+            raise ValueError(f"batch_size {cfg.batch_size} is larger than the {x.shape[0]} training samples")
+        pad, flip = self._augmentation(x)
+        state = self._build_state(world_size, rank, device, steps_per_epoch)
+        self.state, self.model, self.defense, self.optimizer = state, state.model, state.defense, state.optimizer
+        last = Path(cfg.out) / "last.pt"
+        if last.exists():
+            state.resume(last)
+        distributed.broadcast_tensors(state.model.state_dict().values(), world_size)
+        run = _Run(Path(cfg.out), x, y, pad, flip, cfg.batch_size // world_size,
+                   use_amp=cfg.amp and device.type == "cuda", channels_last=cfg.channels_last and device.type == "cuda",
+                   params=[p for p in state.model.parameters() if p.requires_grad],
+                   buffers=[b for b in state.model.buffers() if b.is_floating_point()],
+                   log=TrainLog(Path(cfg.out), enabled=rank == 0, tensorboard=cfg.tensorboard,
+                                resume_step=state.step or None),
+                   start_step=state.step)
+        if rank == 0 and not cfg.quiet:
+            from tqdm.auto import tqdm
+
+            run.bar = tqdm(total=state.total_steps, initial=state.step, desc=f"train {cfg.defense}", unit="step",
+                           dynamic_ncols=True)
+        state.start_clock()
+        state.window.start = state.epoch_meter.start = state.clock
+        return state, run
+
+    # .. one step ..
+    @staticmethod
+    def _batch(x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor, pad: int, flip: bool,
+               generator: torch.Generator, rank: int, per_rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's slice of the global batch ``idx``, augmented with draws made for the whole batch."""
+        b = idx.shape[0]
+        offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator) if pad else None
+        flips = torch.rand(b, generator=generator) < 0.5 if flip else None
+        sl = slice(rank * per_rank, (rank + 1) * per_rank)
+        x, y = x_all[idx[sl]], y_all[idx[sl]]
+        if offsets is not None:
+            off = offsets[sl]
+            _, c, h, w = x.shape
+            padded = F.pad(x, (pad, pad, pad, pad))
+            rows = (off[:, 0:1] + torch.arange(h)).view(-1, 1, h, 1)
+            cols = (off[:, 1:2] + torch.arange(w)).view(-1, 1, 1, w)
+            x = padded[torch.arange(x.shape[0]).view(-1, 1, 1, 1), torch.arange(c).view(1, c, 1, 1), rows, cols]
+        if flips is not None:
+            x = torch.where(flips[sl].view(-1, 1, 1, 1), x.flip(3), x)
+        return x, y
+
+    def _next_batch(self, state: TrainState, run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
+        bs = self.config.batch_size
+        pos = state.step % state.steps_per_epoch
+        idx = state.order(run.x.shape[0])[pos * bs:(pos + 1) * bs]
+        xb, yb = self._batch(run.x, run.y, idx, run.pad, run.flip, state.generator, state.rank, run.per_rank)
+        xb = xb.to(state.device, non_blocking=True)
+        yb = yb.to(state.device, non_blocking=True)
+        if run.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb, yb
+
+    def _train_step(self, state: TrainState, run: _Run) -> tuple[DefenseOutput, torch.Tensor, float]:
+        """One optimizer step on the next batch; returns the defense's output, the labels and the lr used."""
+        cfg, model, optimizer, scaler = self.config, state.model, state.optimizer, state.scaler
+        xb, yb = self._next_batch(state, run)
+        lr = state.schedule(state.step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        distributed.broadcast_tensors(run.buffers, state.world_size)
+        model.train()
+        with torch.autocast(state.device.type, enabled=run.use_amp):
+            result = state.defense.loss(model, xb, yb, step=state.step)
+        if not isinstance(result, DefenseOutput):
+            raise TypeError(f"defense {cfg.defense!r} returned {type(result).__name__}, not a DefenseOutput")
+        optimizer.zero_grad(set_to_none=True)
+        (scaler.scale(result.loss) if scaler is not None else result.loss).backward()
+        if state.world_size > 1:
+            distributed.average_gradients(run.params, state.world_size)
+        if cfg.grad_clip is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        state.step += 1
+        return result, yb, lr
+
+    # .. log / checkpoint ..
+    def _after_step(self, state: TrainState, run: _Run, result: DefenseOutput, yb: torch.Tensor, lr: float) -> None:
+        cfg, step = self.config, state.step
+        state.window.add(result, yb, cfg.batch_size)
+        state.epoch_meter.add(result, yb, cfg.batch_size)
+        if run.bar is not None:
+            run.bar.update(1)
+        epoch_end = step % state.steps_per_epoch == 0
+
+        def record(kind: str, meter: Meter, at_epoch_end: bool) -> dict[str, Any]:
+            return make_record(kind, meter, step=step, epoch_end=at_epoch_end, steps_per_epoch=state.steps_per_epoch,
+                               lr=lr, world_size=state.world_size, seconds=state.seconds(), defense=cfg.defense)
+
+        final = self._final_accuracy(state, run) if state.done and run.log.enabled else {}
+        if step % cfg.log_every == 0 or step == state.total_steps:
+            rec = {**record("step", state.window, epoch_end), **final}
+            run.log.write(rec)
+            if run.bar is not None:
+                run.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.3g}")
+            state.window.reset()
+        if epoch_end:
+            run.log.write({**record("epoch", state.epoch_meter, True), **final})
+            state.epoch_meter.reset()
+        if not state.done and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            state.save(run.out / "last.pt")
+            run.saved_step = step
+
+    def _final_accuracy(self, state: TrainState, run: _Run) -> dict[str, Any]:
+        """``final_acc_clean``: the trained classifier (eval mode, its head) on the first ``final_images``
+        un-augmented training images, what evaluating ``final.pt`` on them gives."""
+        acc, n = final_accuracy(state.model, run.x, run.y, device=state.device, batch_size=self.config.batch_size)
+        return {"final_acc_clean": acc, "final_images": n}
+
+    # .. finish ..
+    def _finish(self, state: TrainState, run: _Run) -> TrainResult:
+        """The last checkpoint and, when training is done, ``final.pt`` (the model's state dict, with its head)."""
+        seconds = state.seconds() - state.elapsed
+        if run.saved_step != state.step:
+            state.save(run.out / "last.pt")
+        final = None
+        if state.done:
+            final = run.out / "final.pt"
+            if state.rank == 0:
+                save_atomic(final_checkpoint(to_cpu(state.model.state_dict()), state.head), final)
+            distributed.barrier(state.world_size)
+        steps = state.step - run.start_step
+        return TrainResult(final=final, last=run.out / "last.pt", step=state.step, total_steps=state.total_steps,
+                           steps=steps, seconds=seconds,
+                           images_per_s=steps * self.config.batch_size / seconds if seconds > 0 else 0.0,
+                           elapsed=state.seconds(), world_size=state.world_size, rank=state.rank)
+
+
+def train(config: TrainConfig, *, registry: Any = None, model: Any = None, data: Any = None) -> Path:
+    """Train (or resume) ``config``; returns the path of ``final.pt`` (see :class:`Trainer`)."""
+    return Trainer(config, registry=registry, model=model, data=data).fit()
