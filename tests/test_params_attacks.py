@@ -127,3 +127,22 @@ def test_registry_reads_the_native_declarations(registry, name):
 
 def test_demo_attack_set(registry):
     assert {name for name, spec in registry.entries("attacks").items() if spec.demo} == DEMO
+
+
+# --- the same for defenses: errors name the defense -----------------------------------------------
+@pytest.mark.parametrize(("name", "key", "out_of_range", "wrong_type"), [
+    ("at", "steps", -1, "3"),                   # int
+    ("at", "eps", 8, "8/255"),                  # float (pixel units)
+    ("at", "step_size", -0.1, "big"),           # optional float
+    ("at", "random_start", None, 1),            # bool
+    ("bidirectional", "embedding", "pixels", 2),  # choice
+])
+def test_defense_parameters_give_one_line_errors_naming_the_defense(registry, name, key, out_of_range, wrong_type):
+    for value in (out_of_range, wrong_type):
+        with pytest.raises(ParamError) as info:
+            registry.build_defense(name, **{key: value})
+        text = str(info.value)
+        assert "\n" not in text and text.startswith(f"{name}: ") and key in text, text
+    with pytest.raises(UnknownParamError) as info:
+        registry.build_defense(name, **{key + "z": 1})
+    assert f"did you mean {key}" in str(info.value) and str(info.value).startswith(f"{name}: ")

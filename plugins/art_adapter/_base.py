@@ -305,26 +305,10 @@ class ArtAttack(Attack):
         if self.minimal_norm:  # ART minimises the norm without bounding it by eps: the adapter projects
             x_adv_t = self.threat.project(x_adv_t, x)
         else:
-            x_adv_t = clamp_slop(self.threat, x_adv_t, x)
+            x_adv_t = self.threat.clamp_slop(x_adv_t, x)
         if queries is not None:
             queries = queries.to(x.device)
         return AttackResult(x_adv_t, queries=queries)
-
-
-#: How far beyond the ball or the box an eps-bounded ART attack's result may come back: the slop of
-#: ART's float arithmetic and of the float32 round trip.  Anything further is left for the Attack base
-#: to report as a bug (it is not a rounding error to hide).
-TOOLKIT_SLOP = 1e-5
-
-
-def clamp_slop(threat: ThreatModel, x_adv: torch.Tensor, x: torch.Tensor, slop: float = TOOLKIT_SLOP) -> torch.Tensor:
-    """``x_adv`` projected into the ball and the box if it is outside by at most ``slop``, else unchanged."""
-    lo, hi = threat.box
-    over_ball = float((threat.distance(x_adv, x) - threat.eps).max())
-    over_box = max(lo - float(x_adv.min()), float(x_adv.max()) - hi)
-    if max(over_ball, over_box) <= slop:
-        return threat.project(x_adv, x)
-    return x_adv
 
 
 def art_norm(threat: ThreatModel) -> Any:

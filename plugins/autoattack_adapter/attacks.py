@@ -31,7 +31,7 @@ from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet, ThreatM
 
 from .compat import LOGGER, NORM_NAMES, Toolkit, installed_version, load_toolkit, quiet
 
-__all__ = ["ENTRIES", "MINIMAL_NORM", "AutoAttackEntry", "CascadeResult", "clamp_slop", "finish", "run_cascade"]
+__all__ = ["ENTRIES", "MINIMAL_NORM", "AutoAttackEntry", "CascadeResult", "finish", "run_cascade"]
 
 PAPER = ("Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks "
          "(Croce & Hein, ICML 2020), arXiv:2003.01690")
@@ -98,29 +98,14 @@ class CascadeResult:
 
 #: The sub-attacks that minimise the norm: FAB's result is only checked against eps by the toolkit, in its
 #: own arithmetic; the adapter projects it into the eps ball.  The others are eps-bounded: their float slop
-#: is clamped (see :func:`clamp_slop`).
+#: is clamped (see :meth:`robustreg.ThreatModel.clamp_slop`).
 MINIMAL_NORM = frozenset({"fab", "fab-t"})
-
-#: How far beyond the ball or the box an eps-bounded sub-attack's result may come back (float slop);
-#: anything further is left for the Attack base to report as a bug.
-TOOLKIT_SLOP = 1e-5
-
-
-def clamp_slop(threat: ThreatModel, x_adv: torch.Tensor, x: torch.Tensor, slop: float = TOOLKIT_SLOP) -> torch.Tensor:
-    """``x_adv`` projected into the ball and the box if it is outside by at most ``slop``, else unchanged."""
-    lo, hi = threat.box
-    over_ball = float((threat.distance(x_adv, x) - threat.eps).max())
-    over_box = max(lo - float(x_adv.min()), float(x_adv.max()) - hi)
-    if max(over_ball, over_box) <= slop:
-        return threat.project(x_adv, x)
-    return x_adv
-
 
 def finish(threat: ThreatModel, sub: str, adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A sub-attack's result as a point of ``threat``: FAB's projected into the ball, the others' slop clamped."""
     if sub in MINIMAL_NORM:
         return threat.project(adv, x)
-    return clamp_slop(threat, adv, x)
+    return threat.clamp_slop(adv, x)
 
 
 def run_cascade(

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, Param, ParamSet, ThreatModel, draw_seed, seeded_global_rngs
+from robustreg import Attack, AttackInfo, Param, ParamSet, draw_seed, seeded_global_rngs
 
 __all__ = ["EntrySpec", "TorchattacksAttack", "import_torchattacks", "make_entry", "toolkit_version"]
 
@@ -115,23 +115,7 @@ class TorchattacksAttack(Attack):
             x_adv = attack(x, labels).detach()
         if self.spec.minimal_norm:  # torchattacks minimises the norm, unbounded by eps: the adapter projects
             return self.threat.project(x_adv, x)
-        return clamp_slop(self.threat, x_adv, x)
-
-
-#: How far beyond the ball or the box an eps-bounded torchattacks result may come back: the slop of its
-#: float arithmetic (``x + clamp(x_adv - x)`` then ``clamp``).  Anything further is left for the Attack
-#: base to report as a bug (it is not a rounding error to hide).
-TOOLKIT_SLOP = 1e-5
-
-
-def clamp_slop(threat: ThreatModel, x_adv: torch.Tensor, x: torch.Tensor, slop: float = TOOLKIT_SLOP) -> torch.Tensor:
-    """``x_adv`` projected into the ball and the box if it is outside by at most ``slop``, else unchanged."""
-    lo, hi = threat.box
-    over_ball = float((threat.distance(x_adv, x) - threat.eps).max())
-    over_box = max(lo - float(x_adv.min()), float(x_adv.max()) - hi)
-    if max(over_ball, over_box) <= slop:
-        return threat.project(x_adv, x)
-    return x_adv
+        return self.threat.clamp_slop(x_adv, x)
 
 
 def _fmt(value: Any) -> str:
