@@ -32,7 +32,7 @@ from .common import (
 )
 
 __all__ = ["HELP", "apply_overrides", "config_from_args", "configure", "configure_parser",
-           "load_config", "main", "parse_value", "run"]
+           "load_config", "main", "parse_set_value", "run"]
 
 HELP = "train a model with a registered defense (checkpoints, exact resume, DDP)"
 DESCRIPTION = "Train MODEL on DATA with DEFENSE; re-run with the same --out to resume from last.pt."
@@ -59,8 +59,12 @@ def _numbers(value: Any) -> Any:
     return float(value) if _FLOAT.match(value) else value
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: YAML (``0.3``, ``true``, ``[75, 90]``, ``null``); ``8/255``, ``5e-4`` -> float."""
+def parse_set_value(text: str) -> Any:
+    """A ``--set`` config value: YAML (``0.3``, ``true``, ``[75, 90]``, ``null``); ``8/255``, ``5e-4`` -> float.
+
+    Config keys may hold lists and mappings, so this reads YAML; ``--param`` values are typed by the
+    defense's declaration instead (:meth:`robustreg.Param.parse`).
+    """
     import yaml
 
     try:
@@ -111,7 +115,7 @@ def apply_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict
             if not isinstance(nxt, dict):
                 raise ValueError(f"--set {item!r}: {'.'.join(parts[:depth + 1])} is {nxt!r}, not a mapping")
             target = nxt
-        target[parts[-1]] = parse_value(raw)
+        target[parts[-1]] = parse_set_value(raw)
     return out
 
 

@@ -57,7 +57,7 @@ from .config import AttackPlan, EvalConfig, Mode, Plan, make_plan
 from .inputs import first_samples
 from .pipeline import evaluate
 from .report import REPORT_SCHEMA_VERSION, build_report
-from .run import Finished, run_and_check, run_evaluation
+from .run import Finished, run_and_check
 from .state import STATE_VERSION, RunState, data_fingerprint, model_fingerprint
 
 __all__ = [
@@ -77,5 +77,4 @@ __all__ = [
     "make_plan",
     "model_fingerprint",
     "run_and_check",
-    "run_evaluation",
 ]

@@ -23,7 +23,7 @@ from .config import EvalConfig, Plan
 from .probe import probe_model, sanity_checks
 from .state import RunState, fingerprint, load_state
 
-__all__ = ["Finished", "Runner", "run_and_check", "run_evaluation"]
+__all__ = ["Finished", "Runner", "run_and_check"]
 
 
 @dataclass
@@ -154,9 +154,9 @@ class Finished:
 
 
 def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
-                  device: torch.device, stacklevel: int = 2, *, checks: bool = True) -> Finished:
+                  device: torch.device, stacklevel: int = 2) -> Finished:
     """Run the whole grid on the model (moved to ``device`` meanwhile; its modes and gradients are
-    restored afterwards, also on an error or an interrupt), then, with ``checks``, the automatic checks
+    restored afterwards, also on an error or an interrupt), then the automatic checks
     (``config.no_check`` off) once at the end, on the finished state (a resumed run recomputes them).
 
     ``stacklevel``: of the warnings, as ``warnings.warn`` counts it from here (2: this caller).
@@ -175,14 +175,8 @@ def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
         finally:
             if bar is not None:
                 bar.close()
-        found = evaluation_checks(model, x, y, clean_logits, plan, state, device, config.no_check) if checks else []
+        found = evaluation_checks(model, x, y, clean_logits, plan, state, device, config.no_check)
     finally:
         model.to(home)
         snapshot.restore()
     return Finished(state, clean_logits.cpu(), found)
-
-
-def run_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
-                   device: torch.device, stacklevel: int = 2) -> RunState:
-    """:func:`run_and_check` without the checks: the finished state."""
-    return run_and_check(model, x, y, plan, config, device, stacklevel + 1, checks=False).state
