@@ -95,25 +95,43 @@ def projected_gradient_ascent(
     returns a scalar to maximise (a targeted attack's loss_fn negates its loss), or the pair
     ``(per-sample losses N, logits N x K)`` of the forward it made (their sum is ascended).
 
+    When ``loss_fn`` returns the pair, the logits show which iterates succeed, and a sample returns its
+    first successful iterate rather than the last one (a larger step can walk out of the adversarial
+    region again; AutoAttack's APGD keeps its best point for the same reason).  No forward is added.
+    The clean starting point (no random start) is not such an iterate: a sample the model already
+    misclassifies still takes its steps (as the cascade and the defenses' inner loops expect).
+
     ``extras``: filled, when ``loss_fn`` returns the pair, with what the automatic checks read (no
     forward added): ``"loss_trace"`` N x steps (the loss at the iterate each step starts from, from the
     run whose point is returned) and ``"ever_broken"`` (bool N: succeeded at some iterate of some run).
     """
     rows: list[torch.Tensor] = []
+    view = (-1,) + (1,) * (x.dim() - 1)
 
     def ascent(xs: torch.Tensor, ys: torch.Tensor, ts: torch.Tensor | None) -> torch.Tensor:
+        first = torch.empty_like(xs)
+        kept = torch.zeros(len(xs), dtype=torch.bool, device=xs.device)  # ``first`` holds a successful iterate
+        calls = 0
+
         def scalar(xa: torch.Tensor) -> torch.Tensor:
+            nonlocal kept, calls
             out = loss_fn(model, xa, ys, ts)
             if not isinstance(out, tuple):
                 return out
             values, logits = out
+            hit = _succeeded(logits.detach(), ys, ts)
+            if random_start or calls > 0:  # the clean start is not an iterate to keep
+                torch.where((hit & ~kept).view(view), xa.detach(), first, out=first)
+                kept = kept | hit
+            calls += 1
             rows.append(values.detach().float())
-            rows.append(_succeeded(logits.detach(), ys, ts))
+            rows.append(hit)
             return values.sum()
 
         start = threat.random_point(xs, generator) if random_start else xs
         rows.clear()
-        return pgd_steps(scalar, xs, start, threat, steps=steps, step_size=step_size)
+        last = pgd_steps(scalar, xs, start, threat, steps=steps, step_size=step_size)
+        return torch.where(kept.view(view), first, last)
 
     x_best = ascent(x, y, target)
     _keep_run(extras, rows, None)

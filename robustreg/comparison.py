@@ -18,14 +18,15 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from .attack import ModelState
+from .attack import PASS_EXTRAS, AttackResult, ModelState, within_eps
+from .checks import CellView, CheckContext, run_checks, warn_checks
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
 from .evaluation import first_samples
@@ -110,10 +111,61 @@ def agreement(broken: Mapping[str, torch.Tensor]) -> dict[str, float | None]:
     return out
 
 
-def _predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
+def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size].to(device)).argmax(dim=1).cpu()
+        return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu()
                           for i in range(0, x.shape[0], batch_size)])
+
+
+class _Run(NamedTuple):
+    """One toolkit's attack on the attacked samples: broken flags, seconds, largest perturbation, mean
+    queries (None when the attack reports none), whether each adversarial logit row is finite, the
+    extras the automatic checks read (``ever_broken``, ``loss_trace``, ``flags``; see :mod:`robustreg.checks`)
+    and the model's forward and backward passes per sample (the base counts them)."""
+
+    broken: torch.Tensor
+    seconds: float
+    max_dist: float
+    queries: float | None
+    adv_finite: torch.Tensor
+    extras: dict[str, Any]
+    passes: dict[str, float]
+
+
+@dataclass
+class _Extras:
+    """The check extras of one attack's batches, joined (a per-sample extra only if every batch had it)."""
+
+    batches: int = 0
+    ever: list[torch.Tensor] = field(default_factory=list)
+    traces: list[torch.Tensor] = field(default_factory=list)
+    flags: dict[str, None] = field(default_factory=dict)
+    passes: dict[str, float] = field(default_factory=dict)  # summed over the samples
+
+    def add(self, result: AttackResult) -> None:
+        self.batches += 1
+        extras = result.extras or {}
+        for key in PASS_EXTRAS:
+            if key in extras:
+                self.passes[key] = self.passes.get(key, 0.0) + float(torch.as_tensor(extras[key]).sum())
+        if "ever_broken" in extras:
+            self.ever.append(torch.as_tensor(extras["ever_broken"]).bool().cpu())
+        trace = extras.get("loss_trace")
+        if isinstance(trace, torch.Tensor) and trace.dim() == 2:
+            self.traces.append(trace.detach().double().cpu())
+        raw = extras.get("flags")
+        for flag in [raw] if isinstance(raw, str) else raw or ():
+            self.flags[str(flag)] = None
+
+    def joined(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.batches and len(self.ever) == self.batches:
+            out["ever_broken"] = torch.cat(self.ever)
+        if self.batches and len(self.traces) == self.batches and len({t.shape[1] for t in self.traces}) == 1:
+            out["loss_trace"] = torch.cat(self.traces)
+        if self.flags:
+            out["flags"] = list(self.flags)
+        return out
 
 
 def _run_one(
@@ -126,28 +178,38 @@ def _run_one(
     device: torch.device,
     batch_size: int,
     seed: int,
-) -> tuple[torch.Tensor, float, float, float | None]:
-    """(broken flags, seconds, max perturbation, mean queries or None) of one toolkit's attack."""
+) -> _Run:
+    """One toolkit's attack on ``x`` (the clean-correct samples), in batches."""
     attack = spec.build(threat, seed=seed, **params)
     if x.shape[0]:
         # Untimed warm-up on one sample: a toolkit's lazy imports and first-call set-up are not the attack.
         attack.run(model, x[:1].to(device), y[:1].to(device))
-    broken, dists, queries = [], [], []
+    broken, finite, dists, queries = [], [], [], []
+    extras = _Extras()
     seconds = 0.0
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
         start = time.perf_counter()
         result = attack.run(model, xb, yb)
         seconds += time.perf_counter() - start
+        if attack.info.minimal_norm:  # its point read at eps, as the evaluation reads it
+            result.x_adv = within_eps(threat, result.x_adv, xb)
         with torch.no_grad():
-            broken.append((model(result.x_adv).argmax(dim=1) != yb).cpu())
+            logits = model(result.x_adv)
+        ok = torch.isfinite(logits).all(dim=1)
+        broken.append(((logits.argmax(dim=1) != yb) | ~ok).cpu())  # a NaN row is never correct
+        finite.append(ok.cpu())
         dists.append(threat.distance(result.x_adv, xb).cpu())
+        extras.add(result)
         if result.queries is not None:
             queries.append(result.queries.float().cpu())
     if not broken:
-        return torch.zeros(0, dtype=torch.bool), 0.0, 0.0, None
+        empty = torch.zeros(0, dtype=torch.bool)
+        return _Run(empty, 0.0, 0.0, None, empty, {}, {})
     q = float(torch.cat(queries).mean()) if len(queries) == len(broken) else None
-    return torch.cat(broken), seconds, float(torch.cat(dists).max()), q
+    passes = {key: total / x.shape[0] for key, total in extras.passes.items()}
+    return _Run(torch.cat(broken), seconds, float(torch.cat(dists).max()), q, torch.cat(finite), extras.joined(),
+                passes)
 
 
 def _check_args(registry: Registry, toolkits: Sequence[str] | None, attack: Any, norm: str, eps: float | str,
@@ -188,6 +250,7 @@ def _plan(registry: Registry, attack: str, threat: ThreatModel, resolved: Sequen
 def _new_row(res: Resolved, mapped: Mapped | None) -> dict[str, Any]:
     row: dict[str, Any] = {"toolkit": res.toolkit, "name": res.name, "available": res.spec is not None,
                            "robust_accuracy": None, "seconds": None, "relative_seconds": None,
+                           "forwards": None, "backwards": None,
                            "max_perturbation": None, "mean_queries": None, "note": res.reason,
                            "same_attack": None, "missing": [], "implied": [], "params": {}, "toolkit_params": {}}
     if res.spec is not None and mapped is not None:
@@ -198,9 +261,10 @@ def _new_row(res: Resolved, mapped: Mapped | None) -> dict[str, Any]:
 
 
 def _attack_rows(resolved: Sequence[Resolved], plans: Sequence[Mapped | None], run: Any, n: int, n_correct: int,
-                 progress: bool) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
-    """Run every available row (``run(spec, kwargs)`` -> :func:`_run_one`'s tuple); the rows and flags."""
-    rows, broken_by = [], {}
+                 progress: bool) -> tuple[list[dict[str, Any]], dict[str, _Run]]:
+    """Run every available row (``run(spec, kwargs)`` -> :func:`_run_one`'s :class:`_Run`); the rows and runs."""
+    rows: list[dict[str, Any]] = []
+    runs: dict[str, _Run] = {}
     for res, mapped in zip(resolved, plans):
         row = _new_row(res, mapped)
         rows.append(row)
@@ -209,20 +273,20 @@ def _attack_rows(resolved: Sequence[Resolved], plans: Sequence[Mapped | None], r
         if progress:
             sys.stderr.write(f"compare: {res.name} on {n_correct} samples ...\n")
         try:
-            flags, seconds, max_dist, queries = run(res.spec, mapped.kwargs)
+            done = run(res.spec, mapped.kwargs)
         except Exception as exc:  # one toolkit failing must not hide the others' results; it is reported
             row.update(available=False, error=f"{type(exc).__name__}: {exc}")
             if progress:
                 sys.stderr.write(f"compare: {res.name} failed: {type(exc).__name__}: {exc}\n")
             continue
-        broken_by[res.toolkit] = flags
-        row.update(robust_accuracy=(n_correct - int(flags.sum())) / n, seconds=seconds,
-                   max_perturbation=max_dist, mean_queries=queries)
+        runs[res.toolkit] = done
+        row.update(robust_accuracy=(n_correct - int(done.broken.sum())) / n, seconds=done.seconds,
+                   max_perturbation=done.max_dist, mean_queries=done.queries, **done.passes)
     native = next((r for r in rows if r["toolkit"] == "native" and r["seconds"] is not None), None)
     for row in rows:
         if native is not None and row["seconds"] is not None and native["seconds"] > 0:
             row["relative_seconds"] = row["seconds"] / native["seconds"]
-    return rows, broken_by
+    return rows, runs
 
 
 def _noise(resolved: Sequence[Resolved], plans: Sequence[Mapped | None], broken_by: Mapping[str, torch.Tensor],
@@ -237,7 +301,7 @@ def _noise(resolved: Sequence[Resolved], plans: Sequence[Mapped | None], broken_
         return {"toolkit": "native", "seeds": [seed], "fraction": 0.0, "count": 0, "samples": [],
                 "note": "deterministic attack: no random-start noise"}
     try:
-        second = run(spec, mapped.kwargs, seed + 1)[0]
+        second = run(spec, mapped.kwargs, seed + 1).broken
     except Exception as exc:  # the first native run succeeded; report why the second did not
         return {"toolkit": "native", "seeds": [seed, seed + 1], "fraction": None, "count": None, "samples": [],
                 "note": f"second run failed: {type(exc).__name__}: {exc}"}
@@ -271,28 +335,64 @@ def disagreements(broken: Mapping[str, torch.Tensor], index: torch.Tensor,
     return out
 
 
+def _checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, threat: ThreatModel,
+            resolved: Sequence[Resolved], plans: Sequence[Mapped | None], runs: Mapping[str, _Run],
+            device: torch.device, seed: int, disabled: Iterable[str]) -> list[dict[str, str]]:
+    """The report's automatic checks: one cell per toolkit row that ran, on the clean-correct points."""
+    from .evaluation.checking import clean_correct, single_step
+
+    correct = clean_correct(clean_logits, y)
+    cells = []
+    for res, mapped in zip(resolved, plans):
+        done = runs.get(res.toolkit)
+        if done is None or res.spec is None or mapped is None:
+            continue
+        broken, finite = torch.zeros_like(correct), torch.ones_like(correct)
+        broken[correct], finite[correct] = done.broken, done.adv_finite
+        extras = dict(done.extras)
+        if "ever_broken" in extras:
+            ever = torch.zeros_like(correct)
+            ever[correct] = extras["ever_broken"]
+            extras["ever_broken"] = ever
+        if "loss_trace" in extras:
+            trace = torch.full((len(correct), extras["loss_trace"].shape[1]), float("nan"), dtype=torch.float64)
+            trace[correct] = extras["loss_trace"]
+            extras["loss_trace"] = trace
+        cells.append(CellView(res.name, threat.eps, res.spec.info.kind, single_step(res.spec, mapped.kwargs),
+                              broken, correct.clone(), finite, extras))
+    ctx = CheckContext(model, x.to(device), y.to(device), clean_logits, norm=threat.norm, cells=cells, device=device,
+                       seed=seed, box=threat.box)
+    return [result.to_json() for result in run_checks(ctx, disabled=disabled)]
+
+
 def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
                 resolved: Sequence[Resolved], plans: Sequence[Mapped | None], *, device: torch.device,
-                batch_size: int, seed: int, noise: bool, progress: bool) -> tuple[Any, ...]:
-    """(clean-correct flags, rows, broken flags per toolkit, noise) with the model's state restored after."""
+                batch_size: int, seed: int, noise: bool, progress: bool,
+                no_check: Iterable[str]) -> tuple[Any, ...]:
+    """(clean-correct flags, rows, runs per toolkit, noise, checks) with the model's state restored after."""
+    from .evaluation.checking import clean_correct
+
     state = ModelState(model)
     model_device = next((p.device for p in model.parameters()), None)
     try:
         model.to(device).eval()
-        correct = _predict(model, x, device, batch_size) == y
+        clean_logits = _logits(model, x, device, batch_size)
+        correct = clean_correct(clean_logits, y)
         xs, ys = x[correct], y[correct]
 
-        def run(spec: AttackSpec, kwargs: Mapping[str, Any], run_seed: int = seed) -> Any:
+        def run(spec: AttackSpec, kwargs: Mapping[str, Any], run_seed: int = seed) -> _Run:
             return _run_one(spec, kwargs, model, xs, ys, threat, device, batch_size, run_seed)
 
-        rows, broken_by = _attack_rows(resolved, plans, run, int(x.shape[0]), int(correct.sum()), progress)
+        rows, runs = _attack_rows(resolved, plans, run, int(x.shape[0]), int(correct.sum()), progress)
         index = torch.nonzero(correct, as_tuple=False).flatten()
+        broken_by = {toolkit: done.broken for toolkit, done in runs.items()}
         noisy = _noise(resolved, plans, broken_by, run, seed, index) if noise else None
+        checks = _checks(model, x, y, clean_logits, threat, resolved, plans, runs, device, seed, no_check)
     finally:
         state.restore()
         if model_device is not None:
             model.to(model_device)
-    return correct, rows, broken_by, noisy
+    return correct, rows, broken_by, noisy, checks
 
 
 def compare(
@@ -312,6 +412,7 @@ def compare(
     registry: Registry | None = None,
     out: str | os.PathLike | None = None,
     progress: bool = True,
+    no_check: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Run ``attack`` from each of ``toolkits`` on the same samples, with the same configuration, and compare.
 
@@ -326,17 +427,20 @@ def compare(
     A toolkit without the attack gets ``available: False`` and the reason as its note; an attack that
     raises gets ``available: False`` and the error in ``error`` (the other toolkits still run).
     ``noise``: measure random-start noise (the native attack again with ``seed + 1``).
+    ``no_check``: automatic checks to turn off (``robustreg.checks.CHECKS``; docs/checks.md); the others
+    run on every row that ran, each row a cell of the attack at ``eps``.
 
     Returns the report (also written to ``out``/report.json and report.md when ``out`` is given)::
 
         {"attack", "eps", "norm", "n", "clean_accuracy", "params", "native_params", "seed",
          "results": [{"toolkit", "name", "available", "robust_accuracy", "seconds", "relative_seconds",
-                      "max_perturbation", "mean_queries", "note", "same_attack", "missing", "implied",
-                      "params", "toolkit_params"[, "error"]}],
+                      "forwards", "backwards", "max_perturbation", "mean_queries", "note", "same_attack", "missing",
+                      "implied", "params", "toolkit_params"[, "error"]}],
          "agreement": {"a|b": fraction of the attacked samples where a and b agree, ...},
          "noise": {"toolkit", "seeds", "fraction", "count", "samples"} or None,
          "disagreements": [{"pair", "samples", "count", "fraction", "only_broken_by", "expected_noise",
-                            "beyond_noise"}]}
+                            "beyond_noise"}],
+         "checks": [{"name", "status", "message", "doc"}]}
 
     ``robust_accuracy`` counts misclassified clean samples as broken (fraction of the n samples);
     ``relative_seconds`` is seconds / the native attack's seconds (None without a native row).
@@ -353,15 +457,21 @@ def compare(
         raise ValueError(f"no toolkit among {', '.join(toolkits)} has attack {attack!r} for {norm} "
                          "(`robustreg list attacks` shows every registered name)")
     config, plans = _plan(registry, attack, threat, resolved, given)
-    correct, rows, broken_by, noisy = _attack_all(model, x, y, threat, resolved, plans, device=dev,
-                                                  batch_size=batch_size, seed=seed, noise=noise, progress=progress)
+    from .checks import check_names
+
+    disabled = check_names(no_check)  # an unknown name: ValueError with close matches, before any work
+    correct, rows, broken_by, noisy, checks = _attack_all(
+        model, x, y, threat, resolved, plans, device=dev, batch_size=batch_size, seed=seed, noise=noise,
+        progress=progress, no_check=disabled)
     index = torch.nonzero(correct, as_tuple=False).flatten()
     report = {
         "attack": attack, "eps": threat.eps, "norm": norm, "n": int(x.shape[0]),
         "clean_accuracy": float(correct.float().mean()), "params": given, "native_params": config, "seed": seed,
         "results": rows, "agreement": agreement(broken_by), "noise": noisy,
         "disagreements": disagreements(broken_by, index, noisy["fraction"] if noisy else None),
+        "checks": checks,
     }
     if out is not None:
         write_report(report, out)
+    warn_checks(checks)  # one CheckWarning per warning check, naming compare()'s caller
     return report

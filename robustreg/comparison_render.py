@@ -2,7 +2,8 @@
 
 Each row shows what it ran: ``same`` (yes / NO: the parameters it cannot take), its parameters in
 robustreg's vocabulary and under the toolkit's own names.  Below the table: the pairwise agreement,
-the random-start noise and the pairs that disagree by more than that noise, with their samples.
+the random-start noise and the pairs that disagree by more than that noise, with their samples,
+then the automatic checks (:mod:`robustreg.checks`), as in every evaluation report.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .files import write_atomic
+from .files import write_set_atomic
+from .report import checks_block, checks_markdown
 from .tables import format_table, shorten
 
 __all__ = ["render_markdown", "render_table", "write_report"]
@@ -52,15 +54,16 @@ def _same(row: Mapping[str, Any]) -> str:
 
 
 def _table(report: Mapping[str, Any], note_width: int | None) -> tuple[list[str], list[list[str]]]:
-    header = ["toolkit", "name", "robust acc", "seconds", "vs native", "max pert", "queries", "same attack",
-              "params", "toolkit params", "note"]
+    header = ["toolkit", "name", "robust acc", "seconds", "vs native", "fwd/sample", "bwd/sample", "max pert",
+              "queries", "same attack", "params", "toolkit params", "note"]
     rows = []
     for r in report["results"]:
         note = r.get("error") or r.get("note") or ""
         if not r["available"] and "error" not in r:
             note = f"not available: {note}"
         rows.append([r["toolkit"], r["name"], _fmt(r["robust_accuracy"], "pct"), _fmt(r["seconds"], "s"),
-                     _fmt(r["relative_seconds"], "x"), _fmt(r["max_perturbation"], "g"),
+                     _fmt(r["relative_seconds"], "x"), _fmt(r.get("forwards"), "g"), _fmt(r.get("backwards"), "g"),
+                     _fmt(r["max_perturbation"], "g"),
                      _fmt(r.get("mean_queries"), "g"), _same(r), format_params(r.get("params")),
                      format_params(r.get("toolkit_params")), shorten(note, note_width)])
     return header, rows
@@ -119,7 +122,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += [f"- {line}" for line in found]
     elif noise and len(report["results"]) > 1:
         lines += ["", "No pair of toolkits disagrees by more than the random-start noise."]
-    return "\n".join(lines) + "\n"
+    checks = checks_markdown(report)
+    if checks:
+        lines += ["", *checks]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def render_table(report: Mapping[str, Any], note_width: int = 60) -> str:
@@ -135,12 +141,15 @@ def render_table(report: Mapping[str, Any], note_width: int = 60) -> str:
     lines += [f"DISAGREEMENT: {line}" for line in found]
     if noise and not found and len(report["results"]) > 1:
         lines.append("no pair of toolkits disagrees by more than the random-start noise")
+    block = checks_block(report)
+    if block:
+        lines.append(block)
     return "\n".join(lines)
 
 
 def write_report(report: Mapping[str, Any], out: str | os.PathLike) -> Path:
-    """Write ``report.json`` and ``report.md`` into the folder ``out`` (atomically); return the folder."""
+    """Write ``report.md`` and ``report.json`` into the folder ``out`` as one set (report.json last); return it."""
     folder = Path(out)
-    write_atomic(folder / "report.json", json.dumps(report, indent=2, sort_keys=False) + "\n")
-    write_atomic(folder / "report.md", render_markdown(report))
+    write_set_atomic(folder, {"report.md": render_markdown(report),
+                              "report.json": json.dumps(report, indent=2, sort_keys=False) + "\n"}, last="report.json")
     return folder

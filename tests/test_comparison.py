@@ -22,6 +22,7 @@ from robustreg import (
     hookimpl,
     param_values,
 )
+from robustreg.checks import CHECKS
 from robustreg.commands.compare import add_parser
 from robustreg.comparison import (
     agreement,
@@ -364,11 +365,13 @@ def test_compare_command_end_to_end(reg, tmp_path, capsys):
     parser.set_defaults(registry=reg)
     args = parser.parse_args(["compare", "--model", "digits-cnn", "--data", "digits", "--attack", "fgsm",
                               "--eps", "8/255", "--toolkits", "native,art,autoattack", "--n", "16",
-                              "--out", str(tmp_path), "--quiet"])
+                              "--out", str(tmp_path), "--quiet", "--no-check", "zero-gradients"])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
-    assert "native" in printed and "art:fgm" in printed and "not available" in printed
+    assert "native" in printed and "art:fgm" in printed and "not available" in printed and "checks:" in printed
     report = json.loads((tmp_path / "report.json").read_text())
+    zero = next(c for c in report["checks"] if c["name"] == "zero-gradients")
+    assert zero["status"] == "skipped" and "--no-check" in zero["message"]
     assert report["n"] == 16 and math.isclose(report["eps"], 8 / 255)
     assert [r["toolkit"] for r in report["results"]] == ["native", "art", "autoattack"]
 
@@ -414,14 +417,44 @@ def test_a_failing_toolkit_is_reported_and_the_others_still_run(linear):
     assert "RuntimeError: boom" in render_markdown(report)
 
 
+class _Softmax(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).softmax(dim=1)
+
+
+def test_compare_reports_the_automatic_checks(reg, linear, tmp_path):
+    """Every compare report carries the checks (one cell per toolkit row): rendered in report.md and on the
+    terminal, a softmax-output model warns, ``no_check`` turns one off, an unknown name is refused."""
+    model, x, y = linear
+    report = compare(model, (x, y), "pgd", 0.1, toolkits=["native", "torchattacks"], registry=reg, progress=False,
+                     params={"steps": 5}, out=tmp_path)
+    names = [c["name"] for c in report["checks"]]
+    assert names == list(CHECKS) and all(set(c) == {"name", "status", "message", "doc"} for c in report["checks"])
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
+    assert statuses["softmax-output"] == "ok" and statuses["silent-success"] == "ok"  # native pgd reports it
+    assert "## Checks" in (tmp_path / "report.md").read_text() and "checks:" in render_table(report)
+    assert json.loads((tmp_path / "report.json").read_text())["checks"] == report["checks"]
+
+    broken = compare(_Softmax(model), (x, y), "pgd", 0.1, toolkits=["native", "torchattacks"], registry=reg,
+                     progress=False, params={"steps": 5}, no_check=["logit-scale"], noise=False)
+    statuses = {c["name"]: c["status"] for c in broken["checks"]}
+    assert statuses["softmax-output"] == "warn" and statuses["logit-scale"] == "skipped"
+    with pytest.raises(ValueError, match="unknown check 'softmax-outptu'; did you mean 'softmax-output'"):
+        compare(model, (x, y), "pgd", 0.1, registry=reg, progress=False, no_check=["softmax-outptu"])
+
+
 def test_default_toolkits_are_the_registered_ones():
     from robustreg.comparison import registered_toolkits
 
     reg = Registry.create(entry_points=False, plugins=[("explode-plugin", _Plugin())])
     assert registered_toolkits(reg) == ["native", "art"]
     builtin = Registry.create()
-    assert registered_toolkits(builtin, "pgd") == ["native", "art", "torchattacks"]  # those that have pgd
-    assert registered_toolkits(builtin, "apgd-ce") == ["art", "autoattack", "torchattacks"]
+    assert registered_toolkits(builtin, "pgd") == ["native", "advlib", "art", "foolbox", "torchattacks"]  # have pgd
+    assert registered_toolkits(builtin, "apgd-ce") == ["advlib", "art", "autoattack", "torchattacks"]
 
 
 # --- real data ----------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ Example::
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .cells import (
     check_attack_flags,
@@ -34,7 +35,7 @@ from .cells import (
     check_iterative_beats_single_step,
     check_silent_success,
 )
-from .context import DOC, STATUSES, CellView, CheckContext, CheckResult, Outcome
+from .context import DOC, STATUSES, CellView, CheckContext, CheckResult, CheckWarning, Outcome
 from .model import (
     check_logit_scale,
     check_nan_logits,
@@ -45,8 +46,8 @@ from .model import (
 )
 from .trace import Trace, traced_ascent
 
-__all__ = ["CHECKS", "STATUSES", "CellView", "CheckContext", "CheckResult", "Trace", "check_names",
-           "run_checks", "traced_ascent"]
+__all__ = ["CHECKS", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Trace", "check_names",
+           "run_checks", "traced_ascent", "warn_checks"]
 
 
 # --- running them --------------------------------------------------------------------------------
@@ -93,3 +94,11 @@ def run_checks(ctx: CheckContext, *, disabled: Iterable[str] = ()) -> list[Check
         results.append(CheckResult(name, status, message, f"{DOC}#{name}"))
     return results
 
+
+def warn_checks(checks: Sequence[Mapping[str, str]], stacklevel: int = 2) -> None:
+    """One :class:`CheckWarning` per ``"warn"`` entry of a report's ``checks`` list (``stacklevel`` as
+    ``warnings.warn`` counts it from the caller of this function)."""
+    for check in checks:
+        if check.get("status") == "warn":
+            warnings.warn(f"{check['name']}: {check['message']} (see {check['doc']})", CheckWarning,
+                          stacklevel=stacklevel + 1)

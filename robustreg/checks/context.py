@@ -13,11 +13,18 @@ from torch import nn
 from ..attack import KINDS
 from ..threat import NORMS, ThreatModel
 
-__all__ = ["DOC", "STATUSES", "CellView", "CheckContext", "CheckResult", "Outcome", "noise", "pct"]
+__all__ = ["DOC", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Outcome", "noise", "pct"]
 
 STATUSES = ("ok", "warn", "skipped")
 DOC = "docs/checks.md"
 Outcome = tuple[str, str]  # what a check function returns: (status, message)
+
+
+class CheckWarning(UserWarning):
+    """An automatic check warned: the robust accuracy of the evaluation may be overestimated.
+
+    The Python API (``evaluate``, ``compare``) emits one per warning check after its report is built; the
+    ``robustreg`` command ignores them, since it prints the report's checks block itself."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ..hookspecs import hookimpl
-from . import compare, evaluate, listing
+from . import analyze, compare, evaluate, listing
 from . import train as train_command
 from .common import (
     DEFAULT_OUT,
@@ -55,3 +55,4 @@ def robustreg_register_commands(registrar: Registrar) -> None:
                           help="robust accuracy of a model under attacks x eps (no arguments: a demo)")
     registrar.add_command("compare", compare.configure, compare.run, help=compare.HELP)
     registrar.add_command("train", _configure_train, train_command.run, help=train_command.HELP)
+    registrar.add_command("analyze", analyze.configure, analyze.run, help=analyze.HELP)

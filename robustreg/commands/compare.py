@@ -17,7 +17,16 @@ from ..evaluation.state import data_fingerprint, model_fingerprint
 from ..files import write_set_atomic
 from ..registry import Registry
 from ..threat import NORMS, ThreatModel
-from .common import UsageError, check_device, check_model_fits_data, eps_list, load_dataset, load_model, param_values
+from .common import (
+    UsageError,
+    check_device,
+    check_model_fits_data,
+    check_name,
+    eps_list,
+    load_dataset,
+    load_model,
+    param_values,
+)
 from .outputs import existing_report, output_folders
 
 __all__ = ["add_parser", "configure", "run"]
@@ -49,6 +58,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-noise", dest="noise", action="store_false",
                    help="skip the second native run (seed + 1) that measures random-start noise")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--no-check", action="append", default=[], metavar="NAME", type=check_name,
+                   help="turn off one automatic check (repeatable; reported as skipped; see docs/checks.md)")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -133,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         report = compare(
             model, (x, y), attack, eps[0], toolkits=toolkits, norm=args.norm, params=params,
             batch_size=args.batch_size, device=args.device, seed=args.seed, registry=registry,
-            noise=getattr(args, "noise", True), progress=not args.quiet,
+            noise=getattr(args, "noise", True), progress=not args.quiet, no_check=getattr(args, "no_check", ()),
         )
         if out is not None:
             _write(report, out, model, x, y, args)

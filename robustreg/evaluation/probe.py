@@ -1,10 +1,9 @@
 """Probe the model before any work: it fits the data (:func:`probe_model`: one forward, logits N x K, enough
-classes, finite, input-dependent) and looks attackable (:func:`sanity_checks`: not probabilities, non-zero
-gradients)."""
+classes, finite, input-dependent).  Whether it looks attackable (logits, not probabilities; non-zero
+gradients; ...) is for the automatic checks at the end of the run (:mod:`robustreg.checks`)."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -12,36 +11,7 @@ from torch import nn
 
 from ..errors import ModelCodeError, UserError, describe_exception
 
-__all__ = ["probe_model", "sanity_checks"]
-
-
-def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
-                  device: torch.device, stacklevel: int = 2) -> None:
-    """AutoAttack-style warnings: probabilities instead of logits; zero input gradients.
-
-    ``logits``: the model's clean outputs for ``x`` (CPU); a shape other than N x K is a ValueError.
-    ``stacklevel``: passed to ``warnings.warn`` (2 names this function's caller).
-    """
-    if logits.dim() != 2:
-        raise ValueError(f"model must return logits of shape N x K, got shape {tuple(logits.shape)}")
-    if bool(((logits >= 0) & (logits <= 1)).all()) and torch.allclose(
-            logits.sum(dim=1), torch.ones(logits.shape[0]), atol=1e-4):
-        warnings.warn("the model's outputs look like probabilities (rows in [0, 1] summing to 1), not logits; "
-                      "gradient attacks on a softmax output are weakened (vanishing gradients), so remove the "
-                      "final softmax for a reliable evaluation", stacklevel=stacklevel)
-    xs, ys = x[:32].to(device).clone().requires_grad_(True), y[:32].to(device)
-    with torch.enable_grad():
-        loss = nn.functional.cross_entropy(model(xs).float(), ys, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, xs, allow_unused=True)
-    if grad is None:
-        zero = xs.shape[0]
-    else:
-        zero = int((grad.reshape(grad.shape[0], -1).abs().amax(dim=1) == 0).sum())
-    if zero > 0 and zero >= 0.1 * xs.shape[0]:
-        warnings.warn(f"the loss gradient w.r.t. the input is exactly zero for {zero} of {xs.shape[0]} clean "
-                      "points; gradient-based attacks cannot move them (gradient masking or saturated softmax), "
-                      "so add a score- or decision-based attack before trusting the robust accuracy",
-                      stacklevel=stacklevel)
+__all__ = ["probe_model"]
 
 
 def _shape(x: torch.Tensor) -> str:

@@ -1,0 +1,133 @@
+"""The command-line side every analysis shares: model, data, attack, eps and ``--param`` arguments that
+work exactly as in ``robustreg evaluate``, and loading them.
+
+An analysis's ``configure`` calls :func:`add_analysis_args` (with what it needs), its ``run`` calls
+:func:`load_model_and_data` / :func:`attack_params` / :func:`analysis_eps`; every mistake is a one-line
+:class:`~robustreg.commands.UsageError` naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..commands.common import (
+    UsageError,
+    add_model_data_args,
+    check_device,
+    check_model_fits_data,
+    eps_list,
+    load_dataset,
+    load_model,
+    param_values,
+)
+from ..runtime import resolve_device
+from ..threat import NORMS
+
+__all__ = ["add_analysis_args", "analysis_eps", "attack_names", "attack_params", "load_model_and_data",
+           "samples"]
+
+
+def add_analysis_args(p: argparse.ArgumentParser, *, model: bool = True, attacks: str | None = "--attacks",
+                      eps: str | None = None, n: int = 200) -> None:
+    """The shared arguments: ``--model --weights --normalize`` (``model``), ``--data --split --n`` (default
+    ``n`` samples), ``attacks`` (the flag; required: the core names no attack), ``--eps`` (default ``eps``),
+    ``--param``, ``--norm --batch-size --device --seed --out --quiet``."""
+    if model:
+        add_model_data_args(p)
+        p.set_defaults(n=n)
+    else:
+        g = p.add_argument_group("data")
+        g.add_argument("--data", metavar="SPEC", help="digits, mnist:DIR, cifar10:DIR, npz:PATH or a registered name")
+        g.add_argument("--split", default="test", choices=("test", "train"), help="data split (default test)")
+        g.add_argument("--n", type=int, default=n, metavar="N", help=f"the first N samples (default {n})")
+    g = p.add_argument_group("attack")
+    if attacks is not None:
+        g.add_argument(attacks, required=True, metavar="NAME[,NAME...]",
+                       help="registered attack names (`robustreg list attacks`)")
+        g.add_argument("--param", action="append", default=[], metavar="[NAME.]KEY=VALUE",
+                       help="attack parameter, as in `robustreg evaluate` (repeatable)")
+    if eps is not None:
+        g.add_argument("--eps", default=eps, metavar="E[,E...]", help=f"budgets in [0, 1] units (default {eps})")
+        g.add_argument("--eps-scale", type=float, metavar="S", help="divide plain --eps numbers by S")
+    g = p.add_argument_group("run")
+    g.add_argument("--norm", default="linf", choices=NORMS, help="threat-model norm (default linf)")
+    g.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per batch (default 256)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the attacks and random directions (default 0)")
+    g.add_argument("--out", metavar="DIR", help="report folder (default ./robustreg-out/analyze-NAME)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def check_common(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.n is not None and args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}")
+    check_device(args.device)
+
+
+def load_model_and_data(args: argparse.Namespace, spec: str | None = None, weights: str | None = None,
+                        *, flag: str = "--model") -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """(model in eval mode on ``--device``, x, y): the first ``--n`` samples of ``--data``.
+
+    ``spec``/``weights`` default to ``--model``/``--weights`` (``--source``/``--target`` pass their own)."""
+    check_common(args)
+    spec = spec if spec is not None else args.model
+    if spec is None:
+        raise UsageError(f"{flag} is required")
+    if args.data is None:
+        raise UsageError("--data is required")
+    view = argparse.Namespace(**{**vars(args), "weights": weights if spec is not args.model else args.weights,
+                                 "normalize": getattr(args, "normalize", None)})
+    model = load_model(view, spec)
+    data = load_dataset(args, args.data)
+    if args.n > len(data):
+        raise UsageError(f"--n {args.n}: must be between 1 and the size of {args.data!r} ({len(data)} samples)")
+    check_model_fits_data(model, data, spec, args.data, registry=args.registry)
+    device = resolve_device(args.device)
+    x, y = data.tensors(args.n)
+    return model.to(device).eval(), x.to(device), y.to(device)
+
+
+def samples(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``--n`` samples of ``--data`` on ``--device`` (for analyses whose models load separately)."""
+    check_common(args)
+    if args.data is None:
+        raise UsageError("--data is required")
+    data = load_dataset(args, args.data)
+    if args.n > len(data):
+        raise UsageError(f"--n {args.n}: must be between 1 and the size of {args.data!r} ({len(data)} samples)")
+    device = resolve_device(args.device)
+    x, y = data.tensors(args.n)
+    return x.to(device), y.to(device)
+
+
+def attack_names(args: argparse.Namespace, flag: str = "--attacks") -> list[str]:
+    """The registered attack names of ``flag`` (each checked, close matches on a typo)."""
+    text = getattr(args, flag.lstrip("-").replace("-", "_"))
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    if not names:
+        raise UsageError(f"{flag} must name at least one attack, got {text!r}")
+    for name in names:
+        try:
+            args.registry.attack(name)
+        except LookupError as exc:
+            raise UsageError(f"{flag} {name!r}: {exc}") from None
+    return names
+
+
+def attack_params(args: argparse.Namespace, names: Sequence[str], flag: str = "--attacks") -> dict[str, dict[str, Any]]:
+    """``--param`` values per attack of ``names`` (typed by each attack's declaration, as in evaluate)."""
+    owners = {name: args.registry.attack(name).params for name in names}
+    values = param_values(args.param, owners, where=flag)
+    return {name: values.get(name, {}) for name in names}
+
+
+def analysis_eps(args: argparse.Namespace) -> list[float]:
+    """``--eps`` as budgets in [0, 1] units (``--eps-scale`` applied), as in evaluate."""
+    return eps_list(args.eps, args.eps_scale)

@@ -1,0 +1,133 @@
+"""What every analysis shares: its entry in :data:`ANALYSES`, its output, PNG rendering and batched helpers.
+
+An analysis module defines a function computing the analysis (the API, returning report.json's dict),
+then registers its command side::
+
+    register_analysis(Analysis("logit-scale", "robust accuracy vs a scale of the logits (paper 004 Fig. 1)",
+                               configure, run))
+
+``configure(parser)`` adds its arguments (the shared ones: :func:`add_analysis_args`); ``run(args)``
+returns an :class:`AnalysisOutput`, which ``robustreg analyze`` writes with :func:`write_analysis`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from ..files import write_set_atomic
+
+__all__ = ["ANALYSES", "Analysis", "AnalysisOutput", "accuracy", "figure", "figure_png", "finite", "json_params",
+           "markdown_table", "progress", "register_analysis", "write_analysis"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class AnalysisOutput:
+    """What an analysis writes: ``report`` (report.json, JSON-serialisable, finite numbers), ``markdown``
+    (report.md) and ``pngs`` (file name -> PNG bytes, at least one)."""
+
+    report: dict[str, Any]
+    markdown: str
+    pngs: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """``robustreg analyze NAME``: ``configure(parser)`` adds its arguments, ``run(args)`` computes it."""
+
+    name: str
+    summary: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], AnalysisOutput]
+
+
+ANALYSES: dict[str, Analysis] = {}
+
+
+def register_analysis(analysis: Analysis) -> Analysis:
+    """Add ``analysis`` to :data:`ANALYSES` (a second one of the same name is a bug)."""
+    if analysis.name in ANALYSES:
+        raise ValueError(f"analysis {analysis.name!r} is registered twice")
+    ANALYSES[analysis.name] = analysis
+    return analysis
+
+
+def finite(value: float) -> float | None:
+    """``value`` as a JSON-safe float: None for NaN or inf (report.json holds no NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def write_analysis(output: AnalysisOutput, out: str | Path) -> list[Path]:
+    """Write report.md, the PNGs, then report.json (last) into ``out`` as one set
+    (:func:`robustreg.files.write_set_atomic`): a kill leaves the old report.json or the whole new set."""
+    if not output.pngs:
+        raise ValueError("an analysis writes at least one PNG")
+    files: dict[str, bytes | str] = {"report.md": output.markdown, **output.pngs}
+    files["report.json"] = json.dumps(output.report, indent=2, allow_nan=False) + "\n"
+    return write_set_atomic(out, files, last="report.json")
+
+
+def figure(width: float = 6.0, height: float = 4.0) -> Any:
+    """A matplotlib ``Figure`` (no pyplot, no display: safe in threads and on headless machines)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def figure_png(fig: Any) -> bytes:
+    """``fig`` rendered to PNG bytes (tight layout)."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", enabled: bool = True) -> Iterator[T]:
+    """``items``, with a tqdm bar on stderr when ``enabled`` (long runs show progress)."""
+    if not enabled:
+        yield from items
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    """Fraction of ``x`` that ``model`` classifies as ``y`` (a NaN row is never correct), in batches."""
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i:i + batch_size])
+        ok = (logits.argmax(dim=1) == y[i:i + batch_size]) & torch.isfinite(logits).all(dim=1)
+        correct += int(ok.sum())
+    return correct / max(len(x), 1)
+
+
+def markdown_table(header: list[str], rows: Iterable[list[Any]]) -> str:
+    """A Markdown table (floats with 4 significant digits)."""
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def json_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Attack parameters as JSON values (non-finite floats as strings)."""
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in params.items()}
