@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,18 +30,25 @@ from ..runtime import resolve_device
 from ..threat import NORMS
 
 __all__ = ["add_analysis_args", "analysis_eps", "attack_names", "attack_params", "load_model_and_data",
-           "samples"]
+           "load_models", "model_list", "one_attack", "samples"]
 
 
-def add_analysis_args(p: argparse.ArgumentParser, *, model: bool = True, attacks: str | None = "--attacks",
+def add_analysis_args(p: argparse.ArgumentParser, *, model: bool | str = True, attacks: str | None = "--attacks",
                       eps: str | None = None, n: int = 200) -> None:
-    """The shared arguments: ``--model --weights --normalize`` (``model``), ``--data --split --n`` (default
-    ``n`` samples), ``attacks`` (the flag; required: the core names no attack), ``--eps`` (default ``eps``),
+    """The shared arguments: ``--model --weights --normalize`` (``model``; ``"many"``: ``--model
+    SPEC[@WEIGHTS]`` repeatable, read by :func:`model_list`), ``--data --split --n`` (default ``n``
+    samples), ``attacks`` (the flag; required: the core names no attack), ``--eps`` (default ``eps``),
     ``--param``, ``--norm --batch-size --device --seed --out --quiet``."""
-    if model:
+    if model is True:
         add_model_data_args(p)
         p.set_defaults(n=n)
-    else:
+    elif model == "many":  # one model per --model, as --source / --target of transfer
+        g = p.add_argument_group("models")
+        g.add_argument("--model", action="append", metavar="SPEC[@WEIGHTS]",
+                       help="model, repeatable: SPEC (its checkpoint from --weights) or SPEC@WEIGHTS")
+        g.add_argument("--weights", metavar="PATH", help="checkpoint of a single --model SPEC")
+        g.add_argument("--normalize", metavar="MEAN,...:STD,...", help="wrap each model in Normalize(mean, std)")
+    if model is not True:
         g = p.add_argument_group("data")
         g.add_argument("--data", metavar="SPEC", help="digits, mnist:DIR, cifar10:DIR, npz:PATH or a registered name")
         g.add_argument("--split", default="test", choices=("test", "train"), help="data split (default test)")
@@ -131,3 +139,66 @@ def attack_params(args: argparse.Namespace, names: Sequence[str], flag: str = "-
 def analysis_eps(args: argparse.Namespace) -> list[float]:
     """``--eps`` as budgets in [0, 1] units (``--eps-scale`` applied), as in evaluate."""
     return eps_list(args.eps, args.eps_scale)
+
+
+def model_list(args: argparse.Namespace, flag: str = "--model") -> list[tuple[str, str, str | None]]:
+    """``--model`` (repeatable, see :func:`add_analysis_args`; a comma list also works) as one or more models,
+    each ``(label, spec, weights)``: ``SPEC`` (its checkpoint from ``--weights``) or ``SPEC@WEIGHTS``
+    (analyses that compare models side by side).  The label is the checkpoint's file stem (else the spec),
+    made unique."""
+    given = getattr(args, flag.lstrip("-").replace("-", "_"))
+    if not given:
+        raise UsageError(f"{flag} is required")
+    text = ",".join(given) if isinstance(given, list) else given
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise UsageError(f"{flag} must name at least one model, got {text!r}")
+    if args.weights is not None and (len(parts) > 1 or "@" in text):
+        raise UsageError(f"--weights {args.weights!r}: with several models give each its checkpoint in {flag} "
+                         f"as SPEC@WEIGHTS, got {flag} {text!r}")
+    out: list[tuple[str, str, str | None]] = []
+    for part in parts:
+        spec, at, weights = part.partition("@")
+        if not spec or (at and not weights):
+            raise UsageError(f"{flag} {text!r}: each model is SPEC or SPEC@WEIGHTS, got {part!r}")
+        path = weights if at else args.weights
+        label = Path(path).stem if path else spec
+        taken = {o[0] for o in out}
+        unique, k = label, 2
+        while unique in taken:
+            unique, k = f"{label}#{k}", k + 1
+        out.append((unique, spec, path))
+    return out
+
+
+def load_models(args: argparse.Namespace, flag: str = "--model"
+                ) -> tuple[list[tuple[str, nn.Module]], torch.Tensor, torch.Tensor]:
+    """([(label, model in eval mode)] of :func:`model_list`, x, y): every model checked against ``--data``."""
+    models: list[tuple[str, nn.Module]] = []
+    xy: list[torch.Tensor] = []
+    for label, spec, weights in model_list(args, flag):
+        view = argparse.Namespace(**{**vars(args), "model": spec, "weights": weights})
+        model, *xy = load_model_and_data(view, flag=flag)
+        models.append((label, model))
+    return models, xy[0], xy[1]
+
+
+def one_attack(args: argparse.Namespace, analysis: str, flag: str = "--attacks") -> tuple[str, Any]:
+    """(name, Attack) for analyses that take exactly one attack at one ``--eps``: built from the registry with
+    its defaults, ``--param`` values and ``--seed``, as evaluate builds it."""
+    from ..threat import ThreatModel
+
+    names = attack_names(args, flag)
+    if len(names) != 1:
+        raise UsageError(f"{flag} {getattr(args, flag.lstrip('-').replace('-', '_'))!r}: {analysis} takes one "
+                         f"attack, got {len(names)}")
+    eps = analysis_eps(args)
+    if len(eps) != 1:
+        raise UsageError(f"--eps {args.eps!r}: {analysis} takes one budget, got {len(eps)}")
+    name = names[0]
+    params = {**dict(args.registry.attack(name).defaults), "seed": args.seed,
+              **attack_params(args, names, flag)[name]}
+    try:
+        return name, args.registry.build_attack(name, ThreatModel(args.norm, eps[0]), **params)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {name!r} at --eps {args.eps!r}: {exc}") from exc

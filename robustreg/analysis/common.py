@@ -26,8 +26,9 @@ from torch import nn
 
 from ..files import write_set_atomic
 
-__all__ = ["ANALYSES", "Analysis", "AnalysisOutput", "accuracy", "figure", "figure_png", "finite", "json_params",
-           "markdown_table", "progress", "register_analysis", "write_analysis"]
+__all__ = ["ANALYSES", "Analysis", "AnalysisOutput", "accuracy", "craft_batched", "figure", "figure_png", "finite",
+           "json_params", "labelled_models", "markdown_table", "progress", "register_analysis", "sample_losses",
+           "write_analysis"]
 
 T = TypeVar("T")
 
@@ -131,3 +132,27 @@ def markdown_table(header: list[str], rows: Iterable[list[Any]]) -> str:
 def json_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Attack parameters as JSON values (non-finite floats as strings)."""
     return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in params.items()}
+
+
+def craft_batched(attack: Callable[..., torch.Tensor], model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  batch_size: int = 256) -> torch.Tensor:
+    """``attack(model, x, y)`` in batches of ``batch_size``: the adversarial examples, shaped like ``x``."""
+    return torch.cat([attack(model, x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def sample_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Per-sample cross-entropy of ``model`` on ``x`` (shape N), in batches."""
+    return torch.cat([torch.nn.functional.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size],
+                                                        reduction="none") for i in range(0, len(x), batch_size)])
+
+
+def labelled_models(models: Mapping[str, nn.Module] | Iterable[tuple[str, nn.Module]] | nn.Module
+                    ) -> list[tuple[str, nn.Module]]:
+    """An API's ``models`` argument as (label, model) pairs: one model (labelled "model"), a mapping or pairs."""
+    if isinstance(models, nn.Module):
+        return [("model", models)]
+    items = list(models.items()) if isinstance(models, Mapping) else list(models)
+    if not items:
+        raise ValueError("models must hold at least one model")
+    return items

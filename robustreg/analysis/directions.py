@@ -1,0 +1,101 @@
+"""Paper 000's three test-time directions, shared by ``gradient-correlation`` and ``softmax-argument``.
+
+Paper 000 (Na et al., "Cascade Adversarial Machine Learning Regularized with a Unified Embedding", 2018,
+arXiv:1708.02582), sec. 2 and Figs. 4-6, perturbs a clean image x by eps along
+
+- ``step_ll``:    x - eps * sign(grad_x CE(f(x), y_LL)), y_LL = argmin_k f(x)_k (the least-likely class, eq. 2),
+- ``step_FGSM``:  x + eps * sign(grad_x CE(f(x), y)) (eq. 1),
+- ``random sign``: x + eps * sign(N(0, I)) (one draw per image, the same for every eps),
+
+each clipped to [0, 1].  These are generic formulas of the model's input gradient, computed here: the
+analyses name no plugin attack.  A direction d is the sign tensor, so ``perturb(x, d, eps)`` is
+``clip(x + eps * d, 0, 1)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attack import ModelState
+from ..commands.common import UsageError
+from .cli import analysis_eps
+
+__all__ = ["DEFAULT_EPS", "DIRECTIONS", "directions", "eval_mode", "input_gradient", "least_likely", "perturb",
+           "random_signs", "sign_eps"]
+
+DIRECTIONS = ("step_ll", "step_FGSM", "random sign")
+DEFAULT_EPS = "0,1/255,2/255,4/255,6/255,8/255,10/255,12/255,14/255,16/255"  # Figs. 4-6: eps = 0..16 (of 255)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode with its parameters frozen; its modes, requires_grad and .grad restored after."""
+    state = ModelState(model)
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        yield model
+    finally:
+        state.restore()
+
+
+def least_likely(logits: torch.Tensor) -> torch.Tensor:
+    """y_LL: the class of the lowest logit (equivalently of the lowest softmax probability)."""
+    return logits.argmin(dim=1)
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None, *,
+                   least_likely_class: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_x CE(f(x), labels), logits) per image: the batch-summed CE, so each row is its own image's gradient.
+
+    ``least_likely_class``: the labels are y_LL of this very forward pass (``labels`` is then ignored).
+    """
+    xg = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xg)
+        target = least_likely(logits.detach()) if least_likely_class else labels
+        if target is None:
+            raise ValueError("input_gradient needs labels unless least_likely_class=True")
+        loss = F.cross_entropy(logits, target, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xg)
+    return grad.detach(), logits.detach()
+
+
+def random_signs(shape: torch.Size | tuple[int, ...], seed: int) -> torch.Tensor:
+    """sign(N(0, I)) of ``shape``, drawn on the CPU from a local generator seeded with ``seed``: draw it for
+    all the images at once, so it depends on neither the batch size nor the device."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).sign()
+
+
+def directions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, signs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The sign tensors of :data:`DIRECTIONS` at the clean ``x`` (labels ``y``) for one batch;
+    ``signs``: this batch's rows of :func:`random_signs`."""
+    grad_ll, _ = input_gradient(model, x, least_likely_class=True)
+    grad_y, _ = input_gradient(model, x, y)
+    return {"step_ll": -grad_ll.sign(), "step_FGSM": grad_y.sign(), "random sign": signs.to(x.device)}
+
+
+def perturb(x: torch.Tensor, direction: torch.Tensor, eps: float) -> torch.Tensor:
+    """clip(x + eps * direction, 0, 1) (a new tensor)."""
+    return (x + eps * direction).clamp(0.0, 1.0)
+
+
+def sign_eps(args: argparse.Namespace, analysis: str) -> list[float]:
+    """``--eps`` of an analysis along these sign directions: linf only, every budget in [0, 1]."""
+    if args.norm != "linf":
+        raise UsageError(f"--norm {args.norm}: {analysis} steps along sign directions (paper 000), "
+                         "so only linf is allowed")
+    eps = analysis_eps(args)
+    for value in eps:
+        if not 0.0 <= value <= 1.0:
+            raise UsageError(f"--eps {args.eps!r}: {value:g} is outside [0, 1] (linf budgets in [0, 1] units; "
+                             f"did you mean {value:g}/255?)")
+    return eps

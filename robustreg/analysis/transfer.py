@@ -1,0 +1,318 @@
+"""Transfer (black-box) accuracy: adversarial examples crafted on each source model, scored on each target.
+
+Paper 000 (Na et al. 2018, "Cascade Adversarial Machine Learning Regularized with a Unified Embedding",
+arXiv:1708.02582) Tables 4 and 7-10: the accuracy of target networks on adversarial images crafted on
+other (source) networks, and section 5's *worst-case* black-box accuracy over the sources.  Here any
+classifiers and any registered attack (``--attacks``) at any eps.
+
+The definition (the matrix's entries, fractions of all n samples)::
+
+    accuracy[s][t] = (1/n) #{ i : argmax t(x_i) = y_i  and  argmax t(x_adv_{s,i}) = y_i }
+
+with x_adv_{s,i} the attack run on the source s.  A point the target misclassifies clean counts as
+wrong, and a row with a NaN or inf logit is never correct: this is exactly the ``robust_accuracy`` of
+:func:`robustreg.evaluation.evaluate` in independent mode (``early_exit=False``), which is what the
+white-box diagonal (the source *is* the target) equals, for the same attack, eps and seed.  To make
+that hold sample for sample, every source's examples are crafted as the evaluation crafts them: the
+attack is built by the evaluation's own plan (:func:`robustreg.evaluation.make_plan`, seed and
+registry defaults included) and run on the source's clean-correct points in the same batches
+(``batch_size`` of them, in index order; an attack called with a seed draws the same randomness on
+the same batch).  The points the source misclassifies clean are attacked too, in a second pass, so
+that every target is scored on all n points.
+
+``worst_case`` per target: the lowest accuracy over the sources other than the target itself (the
+worst-case black-box accuracy of paper 000 section 5); None when the target is its only source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..commands.common import UsageError
+from ..evaluation import EvalConfig, Mode, make_plan
+from ..evaluation.checking import clean_correct, nonfinite_rows
+from ..evaluation.config import Plan
+from ..runtime import predict
+from .cli import add_analysis_args, analysis_eps, attack_names, attack_params, load_model_and_data
+from .common import Analysis, AnalysisOutput, figure, figure_png, finite, json_params, markdown_table, register_analysis
+from .common import progress as _progress
+
+__all__ = ["ModelArg", "load_model_arg", "parse_model_arg", "transfer", "transfer_markdown", "transfer_png"]
+
+
+# --- the computation ---------------------------------------------------------------------------------
+def _plan(attacks: Sequence[Any], eps: float | Sequence[float], norm: str, seed: int | None, batch_size: int,
+          registry: Any) -> Plan:
+    """The evaluation's plan of ``attacks`` x ``eps`` (independent mode): attacks built and seeded as evaluate does."""
+    config = EvalConfig(norm=norm, seed=seed, batch_size=batch_size, mode=Mode.INDEPENDENT, registry=registry,
+                        progress=False)
+    return make_plan(list(attacks), eps, config)
+
+
+def _correct(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per sample (CPU bool): ``model`` classifies ``x_adv`` as ``y`` with finite logits (evaluate's judgement)."""
+    with torch.no_grad():
+        logits = model(x_adv).float()
+    return ((logits.argmax(dim=1) == y) & ~nonfinite_rows(logits)).cpu()
+
+
+def _craft_and_score(plan: Plan, e: int, a: int, source: nn.Module, targets: Sequence[nn.Module], x: torch.Tensor,
+                     y: torch.Tensor, source_correct: torch.Tensor) -> torch.Tensor:
+    """targets x n (bool): each target right on the source's adversarial example of each point.
+
+    The source's clean-correct points first, in evaluate's batches and with a freshly built attack,
+    then the rest (its clean mistakes) the same way."""
+    out = torch.zeros(len(targets), x.shape[0], dtype=torch.bool)
+    for points in (source_correct, ~source_correct):
+        idx_all = points.nonzero().flatten()
+        if idx_all.numel() == 0:
+            continue
+        attack = plan.build(e, a)
+        for idx in torch.split(idx_all, plan.batch_size):
+            xb, yb = x[idx.to(x.device)], y[idx.to(y.device)]
+            x_adv = attack.run(source, xb, yb).x_adv
+            for t, target in enumerate(targets):
+                out[t, idx] = _correct(target, x_adv, yb)
+    return out
+
+
+def _worst_case(names_s: Sequence[str], names_t: Sequence[str], acc: list[list[float]],
+                white: list[list[bool]]) -> dict[str, dict[str, Any]]:
+    worst: dict[str, dict[str, Any]] = {}
+    for j, target in enumerate(names_t):
+        others = [(acc[i][j], names_s[i]) for i in range(len(names_s)) if not white[i][j]]
+        value, source = min(others) if others else (None, None)
+        worst[target] = {"accuracy": value, "source": source}
+    return worst
+
+
+def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
+             attacks: Sequence[str | tuple[str, Mapping[str, Any]]], eps: float | Sequence[float], *,
+             norm: str = "linf", seed: int | None = 0, batch_size: int = 256, registry: Any = None,
+             progress: bool = False) -> dict[str, Any]:
+    """The transfer matrices of paper 000 Tables 4, 7-10: accuracy of each target on each source's examples.
+
+    Args:
+        sources, targets: name -> classifier (eval mode, on ``x``'s device; [0, 1] inputs, logits out).
+            A source that is the very same object as a target is that cell's white-box attack.
+        x, y: the n samples (float in [0, 1], int64 labels).
+        attacks: registry names or ``(name, params)`` pairs, as :func:`robustreg.evaluation.evaluate` takes.
+        eps: one budget or a list, [0, 1] units.  norm, seed, batch_size, registry: as evaluate's.
+
+    Returns the report dict: ``clean_accuracy`` (per target and source), ``matrices`` (one per attack x
+    eps: ``{"attack", "label", "eps", "sources", "targets", "accuracy": rows = sources, columns = targets,
+    "white_box": same shape, bool, "worst_case": per target}``) and the run's settings.  Each entry
+    is defined in the module docstring; the white-box entries equal evaluate's independent-mode
+    ``robust_accuracy``.
+    """
+    if not sources or not targets:
+        raise ValueError(f"transfer needs at least one source and one target, got {len(sources)} and {len(targets)}")
+    plan = _plan(attacks, eps, norm, seed, batch_size, registry)
+    names_s, names_t = list(sources), list(targets)
+    models = {**{f"s:{k}": m for k, m in sources.items()}, **{f"t:{k}": m for k, m in targets.items()}}
+    correct = {key: clean_correct(predict(m, x, x.device, batch_size), y) for key, m in models.items()}
+    white = [[sources[s] is targets[t] for t in names_t] for s in names_s]
+    jobs = [(e, a, i) for e, a in plan.cells() for i in range(len(names_s))]
+    rows: dict[tuple[int, int], list[list[float]]] = {}
+    for e, a, i in _progress(jobs, total=len(jobs), desc="transfer", enabled=progress):
+        s = names_s[i]
+        scored = _craft_and_score(plan, e, a, sources[s], list(targets.values()), x, y, correct[f"s:{s}"])
+        rows.setdefault((e, a), []).append([float((correct[f"t:{t}"] & scored[j]).sum()) / x.shape[0]
+                                            for j, t in enumerate(names_t)])
+    matrices = [{"attack": plan.plans[a].name, "label": plan.plans[a].label, "eps": plan.eps[e],
+                 "sources": names_s, "targets": names_t, "accuracy": rows[e, a], "white_box": white,
+                 "worst_case": _worst_case(names_s, names_t, rows[e, a], white)} for e, a in plan.cells()]
+    n = int(x.shape[0])
+    return {
+        "analysis": "transfer",
+        "definition": "accuracy[s][t] = fraction of the n samples the target t classifies correctly both clean and "
+                      "on the adversarial example crafted on the source s (white-box cells: evaluate's "
+                      "independent-mode robust_accuracy)",
+        "n": n, "norm": norm, "seed": seed, "batch_size": batch_size, "eps": list(plan.eps),
+        "attacks": [{"name": p.name, "label": p.label, "params": json_params(plan.params(i))}
+                    for i, p in enumerate(plan.plans)],
+        "sources": names_s, "targets": names_t,
+        "clean_accuracy": {"targets": {t: float(correct[f"t:{t}"].sum()) / n for t in names_t},
+                           "sources": {s: float(correct[f"s:{s}"].sum()) / n for s in names_s}},
+        "matrices": matrices,
+    }
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def transfer_markdown(report: Mapping[str, Any]) -> str:
+    """report.md: one table per attack x eps (rows: sources, columns: targets; white-box cells in bold)."""
+    clean = report["clean_accuracy"]["targets"]
+    lines = [f"# Transfer accuracy (paper 000 Tables 4, 7-10): n={report['n']}, norm {report['norm']}, "
+             f"seed {report['seed']}", "",
+             "Accuracy (%) of each target (column) on the adversarial examples crafted on each source (row), "
+             "over all n samples (a point the target misclassifies clean counts as wrong). **Bold**: white-box "
+             "(the source is the target; equals `robustreg evaluate`'s independent-mode robust accuracy). "
+             "Worst case: the lowest accuracy over the other sources (black-box).", ""]
+    for block in report["matrices"]:
+        header = ["source \\ target", *[f"{t} (clean {_pct(clean[t])})" for t in block["targets"]]]
+        rows = [[s, *[f"**{_pct(v)}**" if block["white_box"][i][j] else _pct(v) for j, v in enumerate(row)]]
+                for i, (s, row) in enumerate(zip(block["sources"], block["accuracy"]))]
+        rows.append(["worst case (black-box)", *[_pct(block["worst_case"][t]["accuracy"]) for t in block["targets"]]])
+        lines += [f"## {block['label']} at eps {block['eps']:.4g}", "", markdown_table(header, rows), ""]
+    return "\n".join(lines)
+
+
+def transfer_png(report: Mapping[str, Any]) -> bytes:
+    """transfer.png: one heat map per attack x eps (rows: attacks, columns: eps), white-box cells outlined."""
+    blocks = report["matrices"]
+    labels = list(dict.fromkeys(b["label"] for b in blocks))
+    eps = sorted({b["eps"] for b in blocks})
+    ns, nt = len(report["sources"]), len(report["targets"])
+    cell_w, cell_h = max(2.4, 1.1 * nt + 1.6), max(2.0, 0.7 * ns + 1.4)
+    fig = figure(cell_w * len(eps), cell_h * len(labels))
+    clean = report["clean_accuracy"]["targets"]
+    for block in blocks:
+        r, c = labels.index(block["label"]), eps.index(block["eps"])
+        ax = fig.add_subplot(len(labels), len(eps), r * len(eps) + c + 1)
+        acc = torch.tensor(block["accuracy"], dtype=torch.float64).numpy()
+        ax.imshow(acc, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for i in range(ns):
+            for j in range(nt):
+                white = block["white_box"][i][j]
+                ax.text(j, i, f"{100 * acc[i, j]:.1f}", ha="center", va="center", fontsize=9,
+                        color="black" if acc[i, j] > 0.6 else "white", fontweight="bold" if white else "normal")
+                if white:
+                    ax.add_patch(_outline(j, i))
+        ax.set_xticks(range(nt), [f"{_wrap(t)}\nclean {_pct(clean[t])}" for t in block["targets"]], fontsize=8)
+        ax.set_yticks(range(ns), [_wrap(s) for s in block["sources"]], fontsize=8)
+        ax.set_title(f"{block['label']}, eps {block['eps']:.4g}", fontsize=10)
+        ax.set_xlabel("target", fontsize=8)
+        ax.set_ylabel("source", fontsize=8)
+    fig.suptitle("transfer accuracy (%), white-box outlined", fontsize=11)
+    return figure_png(fig)
+
+
+def _wrap(name: str, width: int = 14) -> str:
+    """A long model name over several lines, broken after "_", "-" or "/" (tick labels side by side)."""
+    lines, line = [], ""
+    for part in re.split(r"(?<=[_\-/])", name):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    return "\n".join([*lines, line])
+
+
+def _outline(j: int, i: int) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((j - 0.44, i - 0.44), 0.88, 0.88, fill=False, edgecolor="red", linewidth=2.5)
+
+
+# --- the command -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelArg:
+    """One ``SPEC[@WEIGHTS]`` value: the model spec, its checkpoint (or None) and the text as given."""
+
+    spec: str
+    weights: str | None
+    text: str
+
+    @property
+    def name(self) -> str:
+        """The model's short name in tables: the checkpoint's file stem, else the spec."""
+        return Path(self.weights).stem if self.weights else self.spec
+
+
+def parse_model_arg(text: str, flag: str) -> ModelArg:
+    """``SPEC[@WEIGHTS]`` (a registered model, file.py:factory or pkg.mod:factory; a checkpoint path)."""
+    spec, at, weights = text.strip().partition("@")
+    if not spec or (at and not weights):
+        raise UsageError(f"{flag} {text!r}: must be SPEC or SPEC@WEIGHTS (a model spec, then a checkpoint path)")
+    if weights and not Path(weights).is_file():
+        raise UsageError(f"{flag} {text!r}: weights file {weights!r} does not exist")
+    return ModelArg(spec, weights or None, text.strip())
+
+
+def load_model_arg(args: argparse.Namespace, model: ModelArg,
+                   flag: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """(model, x, y) of one ``SPEC[@WEIGHTS]`` (:func:`~robustreg.analysis.cli.load_model_and_data`), its errors
+    naming ``flag``."""
+    try:
+        return load_model_and_data(args, model.spec, model.weights, flag=flag)
+    except UsageError as exc:
+        if str(exc).startswith(("--n ", "--data ", "--batch-size ", "--device ")):
+            raise
+        raise UsageError(f"{flag} {model.text!r}: {exc}") from None
+
+
+def unique_names(models: Sequence[ModelArg]) -> list[str]:
+    """Short names, made distinct with "#2", "#3" where two differ only in their folder."""
+    names: list[str] = []
+    for m in models:
+        name, k = m.name, 1
+        while name in names:
+            k += 1
+            name = f"{m.name}#{k}"
+        names.append(name)
+    return names
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models")
+    g.add_argument("--source", action="append", default=[], metavar="SPEC[@WEIGHTS]",
+                   help="model the adversarial examples are crafted on (repeatable)")
+    g.add_argument("--target", action="append", default=[], metavar="SPEC[@WEIGHTS]",
+                   help="model scored on them (repeatable; default: the sources)")
+    add_analysis_args(p, model=False, eps="0.1", n=200)
+    p.set_defaults(model=None, weights=None)
+
+
+def _models(args: argparse.Namespace) -> tuple[dict[str, nn.Module], dict[str, nn.Module], torch.Tensor, torch.Tensor,
+                                               dict[str, dict[str, Any]]]:
+    if not args.source:
+        raise UsageError("--source is required (SPEC[@WEIGHTS], repeatable)")
+    parsed = {flag: [parse_model_arg(t, flag) for t in texts]
+              for flag, texts in (("--source", args.source), ("--target", args.target or args.source))}
+    everyone = list({m.text: m for ms in parsed.values() for m in ms}.values())
+    names = dict(zip([m.text for m in everyone], unique_names(everyone)))
+    loaded: dict[str, nn.Module] = {}
+    x = y = None
+    for flag, ms in parsed.items():
+        for m in ms:
+            if m.text not in loaded:
+                loaded[m.text], x, y = load_model_arg(args, m, flag)
+    assert x is not None and y is not None
+    info = {names[m.text]: {"spec": m.spec, "weights": m.weights} for m in everyone}
+    sources = {names[m.text]: loaded[m.text] for m in parsed["--source"]}
+    targets = {names[m.text]: loaded[m.text] for m in parsed["--target"]}
+    return sources, targets, x, y, info
+
+
+def run(args: argparse.Namespace) -> AnalysisOutput:
+    names = attack_names(args)
+    params = attack_params(args, names)
+    eps = analysis_eps(args)
+    sources, targets, x, y, info = _models(args)
+    for name in names:
+        norms = args.registry.attack(name).info.norms
+        if args.norm not in norms:
+            raise UsageError(f"--attacks {name!r} supports --norm {' or '.join(norms)}, got --norm {args.norm!r}")
+    report = transfer(sources, targets, x, y, [(name, params[name]) for name in names], eps, norm=args.norm,
+                      seed=args.seed, batch_size=args.batch_size, registry=args.registry, progress=not args.quiet)
+    report["models"] = info
+    report["data"] = {"spec": args.data, "split": args.split}
+    for block in report["matrices"]:
+        block["accuracy"] = [[finite(v) for v in row] for row in block["accuracy"]]
+    return AnalysisOutput(report, transfer_markdown(report), {"transfer.png": transfer_png(report)})
+
+
+register_analysis(Analysis("transfer", "accuracy of target models on adversarial examples crafted on source models "
+                                       "(paper 000 Tables 4, 7-10)", configure, run))
