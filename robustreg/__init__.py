@@ -6,6 +6,7 @@ entry-point group with the hooks in :mod:`robustreg.hookspecs`.
 
 from __future__ import annotations
 
+from .adaptive import BPDA, EoT, PassCounter
 from .ascent import draw_seed, pgd_steps, projected_gradient_ascent, seeded_global_rngs
 from .attack import (
     Attack,
@@ -13,6 +14,7 @@ from .attack import (
     AttackInfo,
     AttackResult,
     ModelState,
+    within_eps,
 )
 from .commands import (
     UsageError,
@@ -51,6 +53,7 @@ from .training import TrainConfig, Trainer, train
 __version__ = "0.1.0"
 
 __all__ = [
+    "BPDA",
     "Attack",
     "AttackError",
     "AttackInfo",
@@ -62,6 +65,7 @@ __all__ = [
     "DefenseOutput",
     "DefenseSpec",
     "DuplicateNameError",
+    "EoT",
     "Embedding",
     "EvalConfig",
     "ExtraTerm",
@@ -74,6 +78,7 @@ __all__ = [
     "ModelState",
     "Param",
     "ParamError",
+    "PassCounter",
     "ParamSet",
     "ParamTypeError",
     "PluginLoadError",
@@ -109,6 +114,7 @@ __all__ = [
     "seeded_global_rngs",
     "train",
     "unwrap",
+    "within_eps",
     "write_atomic",
     "__version__",
 ]

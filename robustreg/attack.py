@@ -4,11 +4,14 @@ An attack is built with a :class:`~robustreg.threat.ThreatModel` and its own key
 called as ``attack(model, x, y) -> x_adv``.  The base class, not each attack, guarantees the
 contract: inputs are checked, the attack's own result is verified to lie in the eps ball and the
 box up to float rounding (an :class:`AttackError` otherwise: the base never hides a bug by
-projecting; only rounding is clamped, then verified again), the parameters are frozen while the
-attack runs (input gradients only) and the model's train/eval mode and its parameters' ``.grad`` /
-``requires_grad`` are restored after, the caller's tensors are never written to, and randomness
-comes from a local ``torch.Generator``.
-Subclasses implement :meth:`Attack.perturb` only.
+projecting; only rounding is clamped, then verified again; a minimal-norm attack's result is held to
+the box and to being adversarial where it claims success instead, see :class:`AttackInfo`), the
+parameters are frozen while the attack runs (input gradients only) and the model's train/eval mode
+and its parameters' ``.grad`` / ``requires_grad`` are restored after, the caller's tensors are never
+written to, and randomness comes from a local ``torch.Generator``.  The model's forward and backward
+passes are counted by hooks (:class:`robustreg.adaptive.PassCounter`) and reported per attacked sample as
+``extras["forwards"]`` / ``extras["backwards"]``; ``eot=N`` attacks the mean of N draws of a randomised
+model (:class:`robustreg.adaptive.EoT`).  Subclasses implement :meth:`Attack.perturb` only.
 """
 
 from __future__ import annotations
@@ -20,18 +23,21 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .adaptive import EoT, PassCounter
 from .params import Param, ParamSet
 from .threat import NORMS, ThreatModel
 
 __all__ = [
     "BOX_SLACK",
     "KINDS",
+    "PASS_EXTRAS",
     "Attack",
     "AttackError",
     "AttackInfo",
     "AttackResult",
     "ModelState",
     "ball_slack",
+    "within_eps",
 ]
 
 KINDS = ("white-box", "score", "decision", "transfer")
@@ -51,13 +57,24 @@ def ball_slack(threat: ThreatModel, x: torch.Tensor) -> float:
     per_norm = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[threat.norm]
     return 1e-6 * threat.eps + per_norm * ulp
 
+def within_eps(threat: ThreatModel, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A minimal-norm attack's result read at the threat's eps: ``x_adv`` where its perturbation's norm
+    is <= eps (up to :func:`ball_slack`), the clean point ``x`` elsewhere (that sample is not broken at eps)."""
+    fits = threat.distance(x_adv, x) <= threat.eps + ball_slack(threat, x)
+    return torch.where(fits.view(-1, *([1] * (x.dim() - 1))), x_adv, x)
+
+
 #: Parameters every attack takes (declared after its own).
 COMMON_PARAMS = ParamSet([
     Param("seed", "int", None, "seed of the attack's local generator; None draws one from torch's global RNG",
           low=0, high=2**63 - 1, optional=True),
     Param("eval_mode", "bool", True, "put the model in eval mode while attacking (its mode is restored after)"),
+    Param("eot", "int", 1, "attack the mean of this many draws of a randomised model (robustreg.EoT); 1 = off",
+          low=1),
 ])
 _RESERVED = frozenset({"threat", "info", "name", "params", "config", "run", "perturb", "label", "declaration"})
+#: the extras the base adds to every result: the model's forward and backward passes per attacked sample
+PASS_EXTRAS = ("forwards", "backwards")
 
 
 class AttackError(RuntimeError):
@@ -72,6 +89,14 @@ class AttackInfo:
     ``source``: the paper (e.g. ``"paper 004"`` or a citation) or the toolkit it comes from.
     ``toolkit``: ``"native"`` for robustreg's own code, else the wrapped toolkit's name.
     ``single_step``: one gradient step (FGSM-like), for the ``iterative-beats-single-step`` check.
+    ``minimal_norm``: the attack searches, per sample, the smallest perturbation that changes the
+    decision (FMN, DDN), so the threat's eps is no budget for it: it returns that point, of whatever
+    norm, or the clean point where it found none, and reports ``extras["success"]`` (bool per
+    sample).  The base verifies the result against the box, not the ball, and runs the model on it:
+    every point reported successful must be adversarial (argmax != y, or == target), every other
+    one must be the clean point (without ``"success"``, every moved point counts as a claim); an
+    :class:`AttackError` otherwise.  An evaluation at eps counts a sample broken only where that
+    perturbation's norm is <= eps (:func:`within_eps`); ``robustreg curve`` reads every eps from one run.
     """
 
     norms: tuple[str, ...]
@@ -80,6 +105,7 @@ class AttackInfo:
     single_step: bool = False
     needs_embedding: bool = False
     randomized: bool = False
+    minimal_norm: bool = False
     source: str = ""
     toolkit: str = "native"
     paper: str | None = None
@@ -159,6 +185,8 @@ class Attack:
       seeded from torch's global RNG (one draw).
     - ``eval_mode``: put the model in eval mode while attacking (default True); the mode found is
       restored afterwards either way.
+    - ``eot``: attack ``EoT(model, eot)``, the mean of ``eot`` draws of a randomised model (default 1:
+      the model itself); the result is judged by the caller on the model itself.
 
     A subclass sets the class attribute ``info``, declares its parameters in ``params`` (a
     :class:`robustreg.ParamSet` of :class:`robustreg.Param`) and implements :meth:`perturb`.  The base
@@ -196,6 +224,7 @@ class Attack:
         self.threat = threat
         self.seed: int | None = values.pop("seed")
         self.eval_mode: bool = values.pop("eval_mode")
+        self.eot: int = values.pop("eot")
         #: the attack's own parameters, validated against :attr:`params` (defaults filled in)
         self.config: dict[str, Any] = values
         for key, value in values.items():
@@ -218,7 +247,8 @@ class Attack:
 
         The result must lie in the eps ball and the box (up to float rounding): the base verifies it
         and raises :class:`AttackError` otherwise; it does not project.  An attack projects inside
-        its own loop, and a minimal-norm attack projects its result into the ball itself.
+        its own loop.  An attack declaring ``info.minimal_norm`` is held to the box and to its claims
+        of success instead of the ball (see :class:`AttackInfo`).
         """
         raise NotImplementedError
 
@@ -250,13 +280,19 @@ class Attack:
             if self.eval_mode:
                 model.eval()
             generator = self._generator(x.device)
-            with torch.enable_grad():
-                out = self.perturb(model, x.detach().clone(), y.detach().clone(), generator,
+            attacked = model if self.eot == 1 else EoT(model, self.eot)
+            with torch.enable_grad(), PassCounter(model) as passes:
+                out = self.perturb(attacked, x.detach().clone(), y.detach().clone(), generator,
                                    None if target is None else target.detach().clone())
+            result = out if isinstance(out, AttackResult) else AttackResult(out)
+            n = x.shape[0]  # counted by hooks on the model, never declared by the attack: toolkits' too
+            result.extras["forwards"] = torch.full((n,), passes.forwards / n, dtype=torch.float64)
+            result.extras["backwards"] = torch.full((n,), passes.backwards / n, dtype=torch.float64)
+            result.x_adv = self._finalise(result.x_adv, x)
+            if self.info.minimal_norm:  # judged in the mode the attack ran in, before it is restored
+                self._check_claims(model, result, x, y, target)
         finally:
             state.restore()
-        result = out if isinstance(out, AttackResult) else AttackResult(out)
-        result.x_adv = self._finalise(result.x_adv, x)
         return result
 
     def _generator(self, device: torch.device) -> torch.Generator:
@@ -337,6 +373,8 @@ class Attack:
         if problem:
             raise AttackError(f"{self.label()} returned {problem}; the attack must project its own result "
                               "(the base verifies, it does not project)")
+        if self.info.minimal_norm:  # no ball to clamp into: only the box's rounding
+            return x_adv.clamp(*self.threat.box)
         x_adv = self.threat.project(x_adv, x)  # moves a point by float rounding at most (verified above)
         inside = self.threat.contains(x_adv, x)
         if not bool(inside.all()):
@@ -360,11 +398,38 @@ class Attack:
         xmin, xmax = float(x_adv.min()), float(x_adv.max())
         if xmin < lo - BOX_SLACK or xmax > hi + BOX_SLACK:
             return f"values in [{xmin:.9g}, {xmax:.9g}], outside the box [{lo:g}, {hi:g}]"
+        if self.info.minimal_norm:  # eps is no budget for it (AttackInfo.minimal_norm)
+            return None
         worst = float(t.distance(x_adv, x).max())
         if worst > t.eps + ball_slack(t, x):
             return (f"a point outside the {t.describe()} ball: max {t.norm} distance {worst:.9g} "
                     f"exceeds eps {t.eps:.9g} by {worst - t.eps:.3g}")
         return None
+
+    def _check_claims(self, model: nn.Module, result: AttackResult, x: torch.Tensor, y: torch.Tensor,
+                      target: torch.Tensor | None) -> None:
+        """A minimal-norm result: adversarial wherever the attack reports success, the clean point elsewhere."""
+        x_adv, n = result.x_adv, x.shape[0]
+        moved = (x_adv != x).reshape(n, -1).any(dim=1)
+        success = result.extras.get("success")
+        if success is None:
+            claimed = moved
+        elif isinstance(success, torch.Tensor) and success.shape == (n,):
+            claimed = success.to(device=x.device, dtype=torch.bool)
+        else:
+            raise AttackError(f"{self.label()} reported extras['success'] of "
+                              f"{getattr(success, 'shape', type(success).__name__)}; expected a bool tensor ({n},)")
+        with torch.no_grad():
+            pred = model(x_adv).argmax(dim=1)
+        adversarial = pred == target if target is not None else pred != y
+        false_claims, strays = int((claimed & ~adversarial).sum()), int((moved & ~claimed).sum())
+        if false_claims:
+            what = "as the target" if target is not None else "as a wrong class"
+            raise AttackError(f"{self.label()} reported success on {false_claims} of {n} points the model does "
+                              f"not classify {what}; this is a bug in the attack")
+        if strays:
+            raise AttackError(f"{self.label()} moved {strays} of {n} points it reports no success on; a "
+                              "minimal-norm attack returns the clean point where it found no adversarial one")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.threat.describe()}, seed={self.seed})"

@@ -366,7 +366,7 @@ def test_list_one_attack_shows_its_declared_parameters(declared_registry, capsys
     assert "an int >= 1" in rows["steps"] and "alpha" in rows["step_size"] and "pixels [0, 1]" in rows["step_size"]
     assert main(["list", "attacks", "--json"], registry=declared_registry) == 0
     row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["t-steps"]
-    assert [p["name"] for p in row["params"]] == ["steps", "step_size", "seed", "eval_mode"]
+    assert [p["name"] for p in row["params"]] == ["steps", "step_size", "seed", "eval_mode", "eot"]
     assert row["params"][0]["default"] == 20 and row["demo"] is True
     assert main(["list"], registry=declared_registry) == 0
     assert "steps=20, step_size=None" in capsys.readouterr().out

@@ -103,14 +103,15 @@ def _natives(registry):
 def test_every_native_attack_declares_its_parameters(registry):
     natives = _natives(registry)
     assert {"fgsm", "pgd", "pgd-cw", "pgd-dlr", "step-ll", "step-fgsm", "iter-fgsm", "iter-ll", "si-pgd", "spsa",
-            "rays"} <= set(natives)
+            "rays", "apgd", "fmn", "ddn"} <= set(natives)
     for name, spec in natives.items():
         declaration = spec.factory.declaration()
         assert len(declaration) > 0, name
         for p in declaration:
             assert p.name and p.type and p.doc and "\n" not in p.doc, (name, p)
             assert hasattr(p, "default"), (name, p)
-        attack = spec.factory(THREAT)  # the declared defaults build, and become the attributes
+        threat = THREAT if THREAT.norm in spec.info.norms else ThreatModel(spec.info.norms[0], THREAT.eps)
+        attack = spec.factory(threat)  # the declared defaults build, and become the attributes
         for p in spec.factory.params:
             assert getattr(attack, p.name) == p.default, (name, p.name)
         assert attack.config == spec.factory.params.defaults(), name

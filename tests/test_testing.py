@@ -40,6 +40,11 @@ FAST = {
     # CW keeps the clean input until it finds an adversarial point: with 2 steps at its default rate it finds
     # none on the trained model of the raises_loss check (a larger rate and weight find one in 2 steps)
     "torchattacks:cw": {"lr": 0.1, "c": 10.0},
+    # adv-lib's PGD and CW return the clean input for every sample they do not break: in 2 steps of their
+    # default sizes they break none on the trained model, so larger steps / weights here (as for CW above)
+    "advlib:pgd": {"relative_step_size": 1.0},
+    "advlib:cw": {"lr": 0.1, "initial_const": 10.0, "binary_search_steps": 2, "steps": 20},
+    "advlib:cw-linf": {"steps": 10},
 }
 
 # Randomised attacks whose randomness cannot show on the tiny batch, with why (the other checks still run).

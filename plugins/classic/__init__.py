@@ -1,4 +1,4 @@
-"""Classic gradient attacks (FGSM, PGD linf/l2 and its C&W-margin and DLR variants) and defenses.
+"""Classic gradient attacks (FGSM, PGD linf/l2 and its C&W-margin and DLR variants, APGD) and defenses.
 
 The defenses (paper 004 Table 1, left column) live in ``defenses*.py``, plain training in
 ``standard.py``; each module registers through its own hook implementation, imported here.
@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import robustreg
 
+from .apgd import APGD
 from .defenses import robustreg_register_defenses  # noqa: F401
 from .fgsm import FGSM
 from .pgd import PGD, PGDCW, PGDDLR
 from .standard import register_standard  # noqa: F401
 
-__all__ = ["FGSM", "PGD", "PGDCW", "PGDDLR", "robustreg_register_attacks"]
+__all__ = ["APGD", "FGSM", "PGD", "PGDCW", "PGDDLR", "robustreg_register_attacks"]
 
 
 @robustreg.hookimpl
 def robustreg_register_attacks(registrar) -> None:
-    """Register fgsm, pgd, pgd-cw and pgd-dlr (all but pgd-dlr in the demo's default attack set)."""
+    """Register fgsm, pgd, pgd-cw, pgd-dlr (all but pgd-dlr in the demo's default attack set) and apgd."""
     for cls in (FGSM, PGD, PGDCW, PGDDLR):
         registrar.add_attack(cls.name, cls, summary=cls.info.summary, demo=cls is not PGDDLR)
+    registrar.add_attack(APGD.name, APGD, summary=APGD.info.summary)  # AutoAttack's APGD, native

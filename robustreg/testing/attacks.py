@@ -38,7 +38,9 @@ def check_eps_ball_and_box(attack, model, x, y, *, threat=None, params=None) -> 
     """The output has x's shape, is finite, inside the eps ball and inside the box (float rounding slack).
 
     The base raises AttackError when an attack's own output is outside them, so an attack that skips
-    its projection fails here with that error."""
+    its projection fails here with that error.  A minimal-norm attack (``AttackInfo.minimal_norm``) has
+    no ball: its output is held to the box, and the base's check of its claimed successes (an
+    AttackError here too)."""
     ctx = make_ctx(attack, threat, params)
     x_adv, problems = observed_call(ctx, model, x, y)
     raise_problem(ctx, problems["eps_ball_and_box"])

@@ -167,7 +167,7 @@ def test_every_entry_declares_its_parameters_with_art_keywords_art_accepts(reg):
     for spec in reg.list_attacks("art:*"):
         cls = spec.factory
         assert isinstance(spec.params, ParamSet) and len(cls.params) > 0, spec.name
-        assert spec.params.names() == [*cls.params.names(), "seed", "eval_mode"], spec.name
+        assert spec.params.names() == [*cls.params.names(), "seed", "eval_mode", "eot"], spec.name
         accepted = inspect.signature(getattr(evasion, cls.art_class).__init__).parameters
         mapped = [p for p in cls.params if p.toolkit is not None]
         assert all(p.toolkit in accepted for p in mapped), spec.name

@@ -135,7 +135,7 @@ def test_declarations_name_keywords_autoattack_takes(registry):
     accepted = inspect.signature(load_toolkit("test").autoattack_class.__init__).parameters
     for spec in registry.list_attacks("autoattack:*"):
         assert isinstance(spec.params, ParamSet) and len(spec.factory.params) > 0, spec.name
-        assert spec.params.names() == [*spec.factory.params.names(), "seed", "eval_mode"], spec.name
+        assert spec.params.names() == [*spec.factory.params.names(), "seed", "eval_mode", "eot"], spec.name
         assert all(p.toolkit in accepted for p in spec.params if p.toolkit is not None), spec.name
         assert spec.params["batch_size"].default == 250 and spec.params["verbose"].default is False
 

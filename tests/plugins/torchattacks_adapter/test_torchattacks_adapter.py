@@ -88,7 +88,7 @@ def test_declarations_name_keywords_torchattacks_takes(registry):
     for spec in registry.list_attacks("torchattacks:*"):
         cls = spec.factory
         assert isinstance(cls.params, ParamSet), spec.name
-        assert cls.declaration().names() == [*cls.params.names(), "seed", "eval_mode"], spec.name
+        assert cls.declaration().names() == [*cls.params.names(), "seed", "eval_mode", "eot"], spec.name
         assert len(cls.params) > 0 or spec.name == "torchattacks:fgsm", spec.name  # FGSM takes eps only
         assert spec.params == cls.declaration(), spec.name
         accepted = inspect.signature(getattr(torchattacks, cls.spec.toolkit_class).__init__).parameters
