@@ -59,6 +59,13 @@ class Head:
     ``zn = z / |z|`` when ``normalize_features`` and ``Wn_k = W_k / |W_k|`` when ``normalize_weights``
     (both by default: ``s * cos(theta)``), plus b only when ``bias`` (default: the bias is dropped).
     ``eps``: the floor of the norms (as :func:`torch.nn.functional.normalize`).
+    ``renormalize_weights`` (with ``normalize_weights``): instead of differentiating through
+    ``W_k / |W_k|``, the weight's rows are set to unit norm in place (``weight.data``, no autograd
+    trace) before each use and W is used as it is, as Pang et al.'s HE code does.  The logits are the
+    same; the gradient is not: through the normalisation it is projected orthogonally to W_k and
+    shrunk by 1 / |W_k|, so SGD steps make |W_k| grow and the direction's effective learning rate
+    fall as 1 / |W_k|^2 (with a small-norm initial head this stalls training, see the HE defense); in
+    place the gradient reaches W unscaled and every step starts again from |W_k| = 1.
     """
 
     kind: Literal["linear", "cosine"] = "linear"
@@ -67,6 +74,7 @@ class Head:
     normalize_weights: bool = True
     bias: bool = False
     eps: float = 1e-12
+    renormalize_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in HEAD_KINDS:
@@ -76,7 +84,7 @@ class Head:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"head {key} must be a finite number > 0, got {value!r}")
             object.__setattr__(self, key, float(value))
-        for key in ("normalize_features", "normalize_weights", "bias"):
+        for key in ("normalize_features", "normalize_weights", "bias", "renormalize_weights"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"head {key} must be True or False, got {getattr(self, key)!r}")
 
@@ -89,13 +97,21 @@ class Head:
         if self.is_linear:
             return F.linear(features, weight, bias)
         z = F.normalize(features, dim=-1, eps=self.eps) if self.normalize_features else features
-        w = F.normalize(weight, dim=-1, eps=self.eps) if self.normalize_weights else weight
+        if self.normalize_weights and self.renormalize_weights:
+            weight.data.copy_(F.normalize(weight.data, dim=-1, eps=self.eps))  # in place, outside autograd
+            w = weight
+        else:
+            w = F.normalize(weight, dim=-1, eps=self.eps) if self.normalize_weights else weight
         out = self.s * F.linear(z, w)
         return out + bias if self.bias and bias is not None else out
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values (str, float, bool) as recorded in a checkpoint; ``torch.load(weights_only=True)`` reads them."""
-        return asdict(self)
+        """Plain values (str, float, bool) as recorded in a checkpoint; ``torch.load(weights_only=True)`` reads them.
+        ``renormalize_weights`` is recorded only when set, so the records of other heads are unchanged."""
+        record = asdict(self)
+        if not self.renormalize_weights:
+            del record["renormalize_weights"]
+        return record
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any], *, origin: str = "the head record") -> Head:
@@ -114,7 +130,7 @@ class Head:
         if self.is_linear:
             return "linear (W z + b)"
         z = "z/|z|" if self.normalize_features else "z"
-        w = "W/|W|" if self.normalize_weights else "W"
+        w = ("W (renormalised)" if self.renormalize_weights else "W/|W|") if self.normalize_weights else "W"
         return f"cosine ({self.s:g} * {w} {z}{' + b' if self.bias else ''})"
 
 

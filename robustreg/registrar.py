@@ -160,12 +160,13 @@ class Registrar:
 
     def add_dataset(
         self, name: str, loader: Callable[..., Any], *, summary: str | None = None, needs_root: bool = False,
-        flippable: bool = False,
+        flippable: bool = False, augment: bool = True,
     ) -> None:
         """Register ``loader(split, root) -> LabeledData``; ``needs_root``: the SPEC must be ``name:DIR``;
-        ``flippable``: random horizontal flips are a valid training augmentation for it."""
+        ``flippable``: random horizontal flips are a valid training augmentation for it; ``augment``: the
+        trainer augments it unless told otherwise (``augment: null``; False for MNIST)."""
         self._add("datasets", DatasetSpec(name, loader, self.plugin, summary_of(loader, summary), needs_root,
-                                          bool(flippable)))
+                                          bool(flippable), bool(augment)))
 
 
     def add_command(

@@ -97,3 +97,52 @@ class LRSchedule:
         if t <= self.peak:
             return self.lr * t / self.peak
         return self.lr * (1.0 - t) / (1.0 - self.peak)
+
+
+# --- the defense's parameters over training -----------------------------------------------------------
+PIXEL_UNIT = "pixels"
+
+
+@dataclass(frozen=True)
+class DefenseParamSchedule:
+    """The values the trainer gives a defense's declared parameters before optimizer step ``step``.
+
+    Two parts, both pure functions of the step (so a resumed run needs nothing but the step):
+
+    - **eps warm-up** (``warmup_steps`` > 0): every parameter in pixel units (``eps``, ``step_size``,
+      GAT's ``noise``, paper 000's ``max_eps`` ...) is ``base * min(1, (step + 1) / warmup_steps)``: a
+      linear ramp that reaches the configured values on the last warm-up step (a common remedy when
+      PGD-AT at a large eps sits at chance for epochs, e.g. 0.2 on digits).
+    - **multiplicative milestones** (``milestones``: ``{name: ((step, factor), ...)}``): ``base``
+      times the product of the factors of the milestones reached (``step >= milestone``).  GAT's
+      authors multiply lambda by 4 at epoch 85 of 100: ``{"lam": ((85 * steps_per_epoch, 4.0),)}``.
+
+    ``base``: the values the defense was built with (its constructor's, read once before training).
+    """
+
+    base: tuple[tuple[str, float], ...]
+    warmup: tuple[str, ...] = ()
+    warmup_steps: int = 0
+    milestones: tuple[tuple[str, tuple[tuple[int, float], ...]], ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.warmup_steps and self.warmup) or bool(self.milestones)
+
+    def warmup_factor(self, step: int) -> float:
+        if self.warmup_steps <= 0:
+            return 1.0
+        return min(1.0, (step + 1) / self.warmup_steps)
+
+    def __call__(self, step: int) -> dict[str, float]:
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        base = dict(self.base)
+        values: dict[str, float] = {}
+        ramp = self.warmup_factor(step)
+        for name in self.warmup:
+            values[name] = base[name] * ramp
+        for name, points in self.milestones:
+            factor = math.prod(f for at, f in points if step >= at)
+            values[name] = values.get(name, base[name]) * factor
+        return values

@@ -103,7 +103,9 @@ class CommandSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset.  ``flippable``: horizontal flips are a valid augmentation (not digits)."""
+    """A registered dataset.  ``flippable``: horizontal flips are a valid augmentation (not digits).
+    ``augment``: the trainer's default (``augment: null``) augments it (random crop, flip where flippable);
+    False for MNIST, which paper 000 (Na et al. 2018, section 5) and Madry et al. train un-augmented."""
 
     name: str
     loader: Callable[..., Any]
@@ -111,6 +113,7 @@ class DatasetSpec:
     summary: str = ""
     needs_root: bool = False
     flippable: bool = False
+    augment: bool = True
 
     def load(self, split: str = "test", root: str | None = None) -> Any:
         return self.loader(split, root)

@@ -115,7 +115,8 @@ def test_train_config_fields_are_declared() -> None:
     for param in TRAIN_PARAMS:
         assert fields[param.name].default == param.default, param.name
     structured = set(fields) - set(TRAIN_PARAMS.names())
-    assert structured == {"defense_params", "model_params", "weights", "normalize", "milestones"}
+    # defense_schedule: the new mapping of defense parameters to [milestone, factor] pairs
+    assert structured == {"defense_params", "model_params", "weights", "normalize", "milestones", "defense_schedule"}
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

@@ -8,8 +8,19 @@ Embedding", ICLR 2018, arXiv:1708.02582, sections 3.1-3.2 (Algorithm 1) and 6; K
 Shared choices, documented once:
 
 - **Adversarial examples are one-step** (step_ll, step_FGSM, or half of each: "step_both") from
-  the current network, each with its own eps drawn from |N(0, max_eps / 2)| clipped to
-  [0, max_eps] (the paper's "clipped normal distribution N(mu = 0, sigma = max_e / 2)").
+  the current network, each with its own eps drawn from |N(0, max_eps / 2)| restricted to
+  [0, max_eps].  Paper 000 calls this a "clipped normal distribution N(mu = 0, sigma = max_e / 2)";
+  the source it follows (Kurakin et al. 2017, section 4.1) draws eps "from a truncated normal
+  distribution defined in interval [0, 16] with underlying normal distribution N(0, 8)", so the
+  default ``eps_distribution="truncated"`` resamples draws above max_eps (no point mass at max_eps);
+  ``"clipped"`` clamps them to max_eps, the literal reading of paper 000 (P(eps = max_eps) =
+  P(|Z| > 2) = 4.55%).
+- **Batch composition** (``composition``, the similarity defenses and cascade): ``"split"`` (default)
+  is Algorithm 1 of paper 000: a trainer batch of m images becomes B' of m images, k adversarial +
+  m - k clean, the adversarial ones crafted from k of the clean ones (paper: m = 128, k = 64).
+  ``"added"`` keeps the whole trainer batch clean and adds the adversarial copies (B + k images:
+  trainer ``batch_size`` = m - k gives the paper's composition).  Kurakin always replaces (k of the
+  m images are swapped for their adversarial versions; ``k_fraction`` = k / m).
 - **They are crafted with the model in eval mode** (BatchNorm running statistics, no dropout), so
   that crafting neither updates BatchNorm statistics nor depends on the rest of the batch; the
   model's modes, ``requires_grad`` and ``.grad`` are restored afterwards.  The loss forward then
@@ -69,9 +80,27 @@ _SOURCE = "paper 000 (Na et al. 2018, arXiv:1708.02582); Kurakin et al. 2017, ar
 
 
 # --- pieces, each checkable against the paper --------------------------------------------------
-def draw_eps(n: int, max_eps: float, generator: torch.Generator) -> torch.Tensor:
-    """n per-example budgets |N(0, max_eps / 2)| clipped to [0, max_eps] (CPU, float32)."""
-    return (torch.randn(n, generator=generator) * (max_eps / 2)).abs().clamp(max=max_eps)
+EPS_DISTRIBUTIONS = ("truncated", "clipped")
+
+
+def draw_eps(n: int, max_eps: float, generator: torch.Generator, distribution: str = "truncated") -> torch.Tensor:
+    """n per-example budgets |N(0, max_eps / 2)| on [0, max_eps] (CPU, float32).
+
+    ``"truncated"``: draws above max_eps are drawn again (from ``generator``) until every one is inside,
+    Kurakin et al.'s truncated normal; ``"clipped"``: they are set to max_eps.
+    """
+    if distribution not in EPS_DISTRIBUTIONS:
+        raise ValueError(f"eps distribution must be one of {', '.join(EPS_DISTRIBUTIONS)}, got {distribution!r}")
+    eps = (torch.randn(n, generator=generator) * (max_eps / 2)).abs()
+    if distribution == "clipped":
+        return eps.clamp(max=max_eps)
+    out = eps.to(torch.float32)
+    top = torch.tensor(max_eps, dtype=torch.float32)
+    over = (out > top).nonzero().squeeze(1)
+    while over.numel():  # P(over) = 4.55% per draw: a few rounds at most
+        out[over] = (torch.randn(over.numel(), generator=generator) * (max_eps / 2)).abs()
+        over = over[out[over] > top]
+    return out
 
 
 def craft_one_step(
@@ -172,12 +201,20 @@ def _fraction(name: str, default: float, doc: str) -> Param:
 
 COMMON = ParamSet([
     Param("method", "choice", "step_ll", "the one-step attack: step_ll, step_FGSM or half of each", choices=METHODS),
-    Param("max_eps", "float", 16 / 255, "the largest eps; eps ~ |N(0, max_eps / 2)| clipped to [0, max_eps]",
+    Param("max_eps", "float", 16 / 255, "the largest eps; eps ~ |N(0, max_eps / 2)| on [0, max_eps]",
           low=0, low_open=True, high=1, unit=PIXELS),
     _weight("lam", 0.3, "weight of the adversarial examples' CE"),
     Param("seed", "int", 0, "seeds the defense's own generator (eps draws, store sampling)"),
     Param("craft_eval", "bool", True, "craft the adversarial examples with the model in eval mode"),
+    Param("eps_distribution", "choice", "truncated", "how |N(0, max_eps / 2)| is kept in [0, max_eps]: "
+          "truncated (resampled, Kurakin et al. 2017, the source paper 000 cites) or clipped (clamped, 4.55% at "
+          "max_eps: paper 000's literal 'clipped normal')", choices=EPS_DISTRIBUTIONS),
 ])
+COMPOSITIONS = ("split", "added")
+COMPOSITION = Param(
+    "composition", "choice", "split", "split: B' = k adversarial + m - k clean out of the trainer's m (paper 000 "
+    "Algorithm 1, 64 + 64 of 128); added: the trainer's B all clean plus the adversarial copies (B + k)",
+    choices=COMPOSITIONS)
 SIMILARITY = ParamSet([
     _weight("lam2", 1e-4, "weight of the distance sum_i |E_i^adv - E_i|_N^N"),
     Param("power", "choice", 2, "the N of |E_adv - E|_N^N (2: squared L2, 1: L1)", choices=(1, 2)),
@@ -195,13 +232,14 @@ class _PaperDefense(Defense):
     lam: float
     seed: int
     craft_eval: bool
+    eps_distribution: str
 
     def setup(self) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x_adv, eps)``: one-step examples of ``x`` with freshly drawn per-example eps."""
-        eps = draw_eps(x.shape[0], self.max_eps, self.generator)
+        eps = draw_eps(x.shape[0], self.max_eps, self.generator, self.eps_distribution)
         return craft_one_step(model, x, y, eps, self.method, eval_mode=self.craft_eval), eps
 
     def state_dict(self) -> dict[str, Any]:
@@ -243,12 +281,15 @@ class Kurakin(_PaperDefense):
 
     - ``method`` ("step_ll" | "step_fgsm" | "step_both", default "step_ll").
     - ``max_eps`` (float, default 16/255): the largest eps, [0, 1] units; eps ~ |N(0, max_eps/2)|
-      clipped to [0, max_eps] per example.
+      on [0, max_eps] per example.
+    - ``eps_distribution`` ("truncated" | "clipped", default "truncated"): see the module docstring.
     - ``k_fraction`` (float, default 0.5): k / m, the share of the batch replaced (paper: 64 of 128);
       k = round(k_fraction * m), the first k images of the batch.
     - ``lam`` (float, default 0.3): the weight of the adversarial examples' CE.
     - ``seed`` (int, default 0): seeds the defense's generator.
     - ``craft_eval`` (bool, default True): craft with the model in eval mode.
+
+    Batch size: the trainer's ``batch_size`` is m (paper: 128, k_fraction 0.5: 64 clean + 64 adversarial).
 
     Example::
 
@@ -275,24 +316,37 @@ class Kurakin(_PaperDefense):
         return out
 
 
+def split_counts(m: int, per_clean: float) -> tuple[int, int]:
+    """``(k, m - k)`` of a B' of m images with ``per_clean`` adversarial images per clean one (``"split"``)."""
+    k = int(round(m * per_clean / (1.0 + per_clean)))
+    return k, m - k
+
+
 class _Similarity(_PaperDefense):
-    """Adversarial examples ADDED to the clean batch, plus lam2 * sum |E_adv - E|_N^N."""
+    """Adversarial copies of clean images in B' with their clean versions, plus lam2 * sum |E_adv - E|_N^N."""
 
     pivot = False
     params = ParamSet([
         *COMMON[:2],
-        _fraction("adv_fraction", 1.0, "adversarial copies per clean image: the first round(adv_fraction * B) get one"),
+        _fraction("adv_fraction", 1.0, "k / (m - k): adversarial copies per clean image of B' (1.0: the paper's "
+                  "64 of 128)"),
+        COMPOSITION,
         COMMON["lam"],
         *SIMILARITY,
         *COMMON[3:],
     ])
     adv_fraction: float
+    composition: str
     lam2: float
     power: int
     embedding: str
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
-        k = _count(self.adv_fraction, x.shape[0])
+        if self.composition == "split":
+            k, n_clean = split_counts(x.shape[0], self.adv_fraction)
+        else:
+            k, n_clean = _count(self.adv_fraction, x.shape[0]), x.shape[0]
+        x, y = x[:n_clean], y[:n_clean]
         x_adv, eps = self.adversarial(model, x[:k], y[:k])
         pairs = torch.arange(k, device=x.device)
         out = paper_objective(model, x_adv, y[:k], x, y, lam=self.lam, pairs=pairs, lam2=self.lam2,
@@ -312,10 +366,15 @@ class Bidirectional(_Similarity):
     Parameters (keyword-only):
 
     - ``method`` ("step_ll" | "step_fgsm" | "step_both", default "step_ll").
-    - ``max_eps`` (float, default 16/255): eps ~ |N(0, max_eps/2)| clipped to [0, max_eps], [0, 1] units.
-    - ``adv_fraction`` (float, default 1.0): k / (m - k), adversarial copies per clean image; the
-      first k = round(adv_fraction * B) images of the trainer's batch of B get one (paper: 64 clean
-      + 64 adversarial = 128).
+    - ``max_eps`` (float, default 16/255): eps ~ |N(0, max_eps/2)| on [0, max_eps], [0, 1] units;
+      ``eps_distribution`` ("truncated" | "clipped", default "truncated"): see the module docstring.
+    - ``adv_fraction`` (float, default 1.0): k / (m - k), adversarial copies per clean image of B'.
+    - ``composition`` ("split" | "added", default "split"): how the trainer's batch becomes B'.
+      "split" (paper 000's Algorithm 1): the trainer's ``batch_size`` is m; k = round(m * a / (1 + a))
+      with a = adv_fraction, B' = adversarial copies of the first k images + the first m - k images
+      clean (the last k images of the trainer's batch are not used); batch_size 128 gives the
+      paper's 64 + 64.  "added": all B images of the trainer's batch stay clean and the first
+      k = round(a * B) get an adversarial copy, B' has B + k images (batch_size 64 gives 64 + 64).
     - ``lam`` (float, default 0.3), ``lam2`` (float, default 1e-4): weights of the adversarial CE and
       of the distance.
     - ``power`` (1 or 2, default 2): the N of |E_adv - E|_N^N.
@@ -360,11 +419,17 @@ class Cascade(_PaperDefense):
     k = 64 adversarial images per minibatch of 128, 32 are step_ll from the current network and 32
     are stored iter_FGSM images).
 
-    Batch composition for a trainer batch of B clean images: the first k_fresh = round(fresh_fraction
-    * B) get a one-step adversarial copy; k_stored = round(stored_fraction * B) entries are drawn at
-    random (with replacement, from the defense's generator) from the store, and their stored clean
-    images REPLACE the last k_stored images of the batch, so every adversarial image has its clean
-    version among the m - k = B clean images (Algorithm 1's structure).  The stored images are not
+    Batch composition: fresh_fraction and stored_fraction count adversarial images per clean image of
+    B'.  With ``composition="split"`` (default, paper 000's Algorithm 1) the trainer's ``batch_size``
+    is m: k = round(m (f + s) / (1 + f + s)) adversarial images (k_stored = round(m s / (1 + f + s))
+    stored, k_fresh = k - k_stored fresh) and m - k clean ones, so batch_size 128 gives the paper's
+    32 step_ll + 32 stored + 64 clean.  With ``"added"`` a trainer batch of B stays B clean images and
+    k_fresh = round(f B), k_stored = round(s B) adversarial ones are added (batch_size 64 gives the
+    paper's composition).  In both, the first k_fresh clean images get a one-step adversarial copy;
+    k_stored entries are drawn at random (with replacement, from the defense's generator) from the
+    store, and their stored clean images take the last k_stored clean places of B', so every
+    adversarial image has its clean version among the m - k clean images (Algorithm 1's structure).
+    The stored images are not
     augmented (the paper does not crop them either).  With ``distance=None`` no similarity term is
     added (the paper's K_C); "pivot" (default) or "bidirectional" add it (P_C).
 
@@ -373,7 +438,8 @@ class Cascade(_PaperDefense):
     - ``store`` (CascadeStore, or a path / list of paths of stores): see
       :func:`~robustreg_plugins.cascade.store.build_cascade_store` and the ``cascade-store`` command.
     - ``fresh_fraction`` (float, default 0.5), ``stored_fraction`` (float, default 0.5): per clean
-      image of the batch; fresh_fraction + stored_fraction <= 1.
+      image of B'; fresh_fraction + stored_fraction <= 1.
+    - ``composition`` ("split" | "added", default "split"): see above.
     - ``distance`` ("pivot" | "bidirectional" | None, default "pivot").
     - ``method`` (default "step_ll"), ``max_eps`` (default 16/255), ``lam`` (0.3), ``lam2`` (1e-4),
       ``power`` (2), ``embedding`` ("logits"), ``seed`` (0), ``craft_eval`` (True): as
@@ -395,6 +461,7 @@ class Cascade(_PaperDefense):
               optional=True),
         _fraction("fresh_fraction", 0.5, "one-step adversarial copies from the current model, per clean image"),
         _fraction("stored_fraction", 0.5, "stored iter_FGSM images of the source network, per clean image"),
+        COMPOSITION,
         Param("distance", "choice", "pivot", "the similarity loss; None: none (the paper's K_C)",
               choices=("pivot", "bidirectional"), optional=True),
         *COMMON[:3],
@@ -405,6 +472,7 @@ class Cascade(_PaperDefense):
     ])
     fresh_fraction: float
     stored_fraction: float
+    composition: str
     distance: str | None
     lam2: float
     power: int
@@ -435,10 +503,19 @@ class Cascade(_PaperDefense):
         return load_cascade_store(list(paths) if isinstance(paths, (list, tuple)) else paths,
                                   expect_source_hash=expect)
 
+    def counts(self, m: int) -> tuple[int, int, int]:
+        """``(k_fresh, k_stored, clean)`` for a trainer batch of m (see the class docstring)."""
+        if self.composition == "split":
+            per_clean = self.fresh_fraction + self.stored_fraction
+            k, b = split_counts(m, per_clean)
+            k_stored = int(round(m * self.stored_fraction / (1.0 + per_clean)))
+            return min(k - k_stored, b - k_stored), k_stored, b
+        k_fresh, k_stored = _count(self.fresh_fraction, m), _count(self.stored_fraction, m)
+        return min(k_fresh, m - k_stored), k_stored, m
+
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
-        b = x.shape[0]
-        k_fresh, k_stored = _count(self.fresh_fraction, b), _count(self.stored_fraction, b)
-        k_fresh = min(k_fresh, b - k_stored)
+        k_fresh, k_stored, b = self.counts(x.shape[0])
+        x, y = x[:b], y[:b]
         index = torch.randint(0, len(self.store), (k_stored,), generator=self.generator)
         s_clean, s_adv, s_y = self.store.get(index, x.device)
         if s_clean.shape[1:] != x.shape[1:]:

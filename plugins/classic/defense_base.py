@@ -6,7 +6,10 @@ users) can check each half against the paper:
 - ``adversarial(model, x, y, step=0) -> x_adv``: the inner maximisation, run with the model in eval
   mode (a documented choice: BatchNorm uses its running statistics and dropout is off while the
   attack runs; the modes, ``requires_grad`` flags and ``.grad`` of the parameters are restored
-  afterwards).  Only input gradients are computed (``torch.autograd.grad``; parameters are frozen
+  afterwards).  A defense whose authors craft in train mode declares ``craft_mode`` (rfgsm-at and
+  grad-align: "train" by default, batch statistics, and BatchNorm's running statistics are updated
+  by the crafting forward as in the authors' code; "eval" keeps the choice above).
+  Only input gradients are computed (``torch.autograd.grad``; parameters are frozen
   while attacking), so a k-step defense costs about k + 1 forward/backward passes.
 - ``objective(model, x, x_adv, y) -> DefenseOutput``: the outer minimisation's loss, computed in the
   caller's mode (the trainer's train mode) and differentiable in the parameters.
@@ -23,7 +26,8 @@ the defense's own loss and the objective unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
@@ -42,6 +46,7 @@ from robustreg import (
 )
 
 __all__ = [
+    "CRAFT_MODE",
     "AdversarialDefense",
     "SingleStepDefense",
     "kl_per_sample",
@@ -56,6 +61,17 @@ def step_size_param(default_rule: str) -> Param:
     """The inner attack's absolute step; None = ``default_rule`` (e.g. "eps / 4")."""
     return Param("step_size", "float", None, f"the inner attack's absolute step; None = {default_rule}",
                  low=0, high=math.inf, high_open=True, optional=True, unit=PIXELS)
+
+
+CRAFT_MODE = Param(
+    "craft_mode", "choice", "train", "the model's mode while the examples are crafted: train (batch statistics, "
+    "as in the authors' code) or eval (running statistics)", choices=("train", "eval"))
+
+
+def init_param(default: str, source: str) -> Param:
+    """Where the inner attack starts: ``normal`` (x + 0.001 N(0, I)) or ``uniform`` (in the eps ball)."""
+    return Param("init", "choice", default, f"the inner attack's random start: normal (x + 0.001 N(0, I), {source}) "
+                 "or uniform (U(-eps, eps))", choices=("normal", "uniform"))
 
 
 def weight_param(name: str, default: float, doc: str) -> Param:
@@ -114,6 +130,7 @@ class AdversarialDefense(Defense):
               optional=True),
     ])
     step_ratio: ClassVar[float] = 0.25  # step_size = ratio * eps when not given
+    craft_mode: str = "eval"  # a declared parameter of the defenses whose authors craft in train mode
     start: ClassVar[str] = "uniform"  # "uniform" in the ball, "gaussian" (TRADES' 0.001 * N(0, I)), "zero"
 
     eps: float
@@ -132,9 +149,13 @@ class AdversarialDefense(Defense):
             return None
         return torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + int(step))
 
+    def start_kind(self) -> str:
+        """The random start's kind: :attr:`start` unless a declared ``init`` parameter says otherwise."""
+        return self.start
+
     def start_point(self, x: torch.Tensor, step: int) -> torch.Tensor:
         gen = self.generator(x.device, step)
-        kind = self.start if self.random_start else "zero"
+        kind = self.start_kind() if self.random_start else "zero"
         if kind == "uniform":
             noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
             return (x + self.eps * noise).clamp(0.0, 1.0)
@@ -142,6 +163,14 @@ class AdversarialDefense(Defense):
             noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
             return (x + 0.001 * noise).clamp(0.0, 1.0)
         return x.clone()
+
+    @contextmanager
+    def crafting(self, model: nn.Module) -> Iterator[nn.Module]:
+        """:func:`robustreg.crafting` (frozen parameters, modes restored after), in ``craft_mode``'s mode."""
+        with crafting(model) as net:
+            if self.craft_mode == "train":
+                net.train()
+            yield net
 
     # --- the two halves --------------------------------------------------------------------------
     def own_attack_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -159,7 +188,7 @@ class AdversarialDefense(Defense):
         """The inner maximisation: linf PGD on :meth:`attack_loss` in eval mode (detached result)."""
         x, y = x.detach(), y.detach()
         start = self.start_point(x, step)
-        with crafting(model) as net:
+        with self.crafting(model) as net:
             return linf_pgd(self.attack_loss(net, x, y), x, start, eps=self.eps, steps=self.steps,
                             step_size=self.step_size)
 

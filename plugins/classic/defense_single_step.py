@@ -17,6 +17,7 @@ from torch import nn
 from robustreg import DefenseInfo, DefenseOutput, Param, ParamSet, crafting
 
 from .defense_base import (
+    CRAFT_MODE,
     PIXELS,
     SingleStepDefense,
     ce_sum,
@@ -38,8 +39,12 @@ class RFGSMAT(SingleStepDefense):
     training objective ``CE(f(x'), y)``.
 
     Parameters: ``eps`` (8/255, pixel units), ``step_size`` (1.25 * eps, pixel units), ``random_start``
-    (True), ``seed`` (None).  Cyclic learning rates and early stopping of Wong et al. belong to the
-    trainer's schedule.
+    (True), ``seed`` (None), ``craft_mode`` ("train": the FGSM step is crafted with the model in train
+    mode, BatchNorm on the batch's statistics, as in Wong et al.'s released code, whose model stays in
+    train mode throughout an epoch -- the crafting forward also updates the running statistics there
+    and here; "eval": running statistics, dropout off, this library's former choice; the paper itself
+    does not say).  Cyclic learning rates and early stopping of Wong et al. belong to the trainer's
+    schedule.
 
     Example: ``Registry.create().build_defense("rfgsm-at", eps=8 / 255)``.
     """
@@ -47,8 +52,9 @@ class RFGSMAT(SingleStepDefense):
     name = "rfgsm-at"
     info = DefenseInfo(source="Wong et al. 2020, arXiv 2001.03994", single_step=True,
                        summary="fast AT: FGSM from a random start, step 1.25 eps")
-    params = SingleStepDefense.params.replaced(step_size_param("1.25 * eps"))
+    params = ParamSet([*SingleStepDefense.params.replaced(step_size_param("1.25 * eps")), CRAFT_MODE])
     step_ratio = 1.25
+    craft_mode: str
 
 
 class GAT(SingleStepDefense):
@@ -64,9 +70,10 @@ class GAT(SingleStepDefense):
     The attack's CE term is the one a mechanism may replace (:meth:`robustreg.Defense.inner_loss`).
 
     Parameters: ``eps`` (8/255), ``step_size`` (eps), ``noise`` (eps / 2: the Bernoulli start, 4/255
-    at eps 8/255 as in the paper), ``lam`` (10, the paper's CIFAR-10 weight; the authors multiply it by
-    4 late in training, which is a schedule left to the caller), ``attack_lam`` (10), ``random_start``
-    (True), ``seed`` (None).
+    at eps 8/255 as in the paper), ``lam`` (10, the paper's CIFAR-10 weight; the authors' code
+    multiplies it by 4 from epoch 85 of 100: the trainer's ``defense_schedule: {lam: [[85, 4]]}``,
+    milestones in ``milestone_unit``, see :class:`robustreg.schedules.DefenseParamSchedule`),
+    ``attack_lam`` (10), ``random_start`` (True), ``seed`` (None).
 
     Example: ``Registry.create().build_defense("gat", lam=10.0)``.
     """
@@ -137,14 +144,23 @@ class GradAlign(SingleStepDefense):
     Paper: Andriushchenko and Flammarion, "Understanding and Improving Fast Adversarial Training",
     NeurIPS 2020, arXiv 2007.02617.  Norm: linf.
 
-    x' = Proj(x + step_size * sign(grad CE(f(x), y))) (FGSM from x, eval mode);
+    x' = Proj(x + step_size * sign(grad CE(f(x), y))) (FGSM from x, in ``craft_mode``);
     training objective ``CE(f(x'), y) + lam * (1 - mean_i cos(g1_i, g2_i))`` with g1 = grad_x CE(f(x), y)
-    (detached) and g2 = grad CE(f(x + eta), y) at x + eta clipped to [0, 1], eta ~ U(-eps, eps),
-    differentiated through (double backprop), both in the caller's mode, as in the authors' code.
-    The cosine uses ``F.cosine_similarity`` (eps 1e-8), so a zero gradient counts as cos = 0.
+    (detached) and g2 = grad CE(f(x + eta), y) at x + eta, eta ~ U(-eps, eps), differentiated through
+    (double backprop), both in the caller's mode, as in the authors' code.
+
+    Following Andriushchenko & Flammarion's released code (``train.py``, ``get_input_grad`` with
+    ``delta_init='random_uniform'``): the FGSM step is crafted in train mode (``craft_mode="train"``),
+    the noise point x + eta is NOT clamped to [0, 1] (``clamp_noise=False``), and the cosine is averaged
+    over the images whose two gradients both have a nonzero norm (``zero_gradients="exclude"``; the
+    term is 0 when no image has, where the authors' mean of nothing would be NaN).  The former
+    choices stay as options: ``craft_mode="eval"``, ``clamp_noise=True`` (x + eta clipped to the
+    image box) and ``zero_gradients="count"`` (``F.cosine_similarity`` with eps 1e-8 over every image, a
+    zero gradient counting as cos = 0).  The paper (section 4) states none of the three.
 
     Parameters: ``eps`` (8/255), ``step_size`` (eps, FGSM), ``random_start`` (False: zero init),
-    ``lam`` (0.2, the paper's value at eps 8/255), ``seed`` (None).
+    ``lam`` (0.2, the paper's value at eps 8/255), ``seed`` (None), ``craft_mode`` ("train"),
+    ``clamp_noise`` (False), ``zero_gradients`` ("exclude").
 
     Example: ``Registry.create().build_defense("grad-align", lam=0.2)``.
     """
@@ -156,8 +172,26 @@ class GradAlign(SingleStepDefense):
         *SingleStepDefense.params.with_defaults(random_start=False).without("seed"),
         weight_param("lam", 0.2, "weight of the gradient alignment term 1 - cos(g1, g2)"),
         SingleStepDefense.params["seed"],
+        CRAFT_MODE,
+        Param("clamp_noise", "bool", False, "clip the noise point x + eta to [0, 1] (the authors' code does not)"),
+        Param("zero_gradients", "choice", "exclude", "images with a zero-norm gradient: exclude them from the "
+              "cosine's mean (the authors' code) or count them as cos = 0", choices=("exclude", "count")),
     ])
     lam: float
+    craft_mode: str
+    clamp_noise: bool
+    zero_gradients: str
+
+    def mean_cosine(self, g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+        """Mean cos(g1_i, g2_i) of flattened gradients, zero-norm ones per ``zero_gradients``."""
+        if self.zero_gradients == "count":
+            return F.cosine_similarity(g1, g2, dim=1, eps=1e-8).mean()
+        n1, n2 = g1.norm(dim=1), g2.norm(dim=1)
+        keep = (n1 > 0) & (n2 > 0)
+        if not bool(keep.any()):
+            return g2.sum() * 0.0 + 1.0  # no pair to align: the term 1 - cos is 0 (still in the graph)
+        cos = (g1[keep] * g2[keep]).sum(dim=1) / (n1[keep] * n2[keep])
+        return cos.mean()
 
     def alignment_noise(self, x: torch.Tensor, step: int) -> torch.Tensor:
         gen = self.generator(x.device, step + 7919)  # independent of the start point's draw
@@ -174,9 +208,10 @@ class GradAlign(SingleStepDefense):
                 self.eps * (torch.rand_like(x) * 2 - 1))
         x0 = x.detach().clone().requires_grad_(True)
         (g1,) = torch.autograd.grad(F.cross_entropy(model(x0), y), x0)
-        x1 = (x.detach() + noise).clamp(0.0, 1.0).requires_grad_(True)
+        x1 = x.detach() + noise
+        x1 = (x1.clamp(0.0, 1.0) if self.clamp_noise else x1).requires_grad_(True)
         (g2,) = torch.autograd.grad(F.cross_entropy(model(x1), y), x1, create_graph=True)
-        cos = F.cosine_similarity(g1.detach().flatten(1), g2.flatten(1), dim=1, eps=1e-8).mean()
+        cos = self.mean_cosine(g1.detach().flatten(1), g2.flatten(1))
         align = self.lam * (1.0 - cos)
         adv = self.forward(model, x_adv)
         ce_adv = F.cross_entropy(adv.logits, y)
@@ -292,11 +327,12 @@ class FreeAT(SingleStepDefense):
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
         self._move_state(x.device)
         self._apply_pending()
-        fresh = self._position == 0 or self._batch is None
-        if fresh:
-            self._batch = (x.detach().clone(), y.detach().clone())
+        batch = self._batch
+        fresh = self._position == 0 or batch is None
+        if fresh or batch is None:
+            batch = self._batch = (x.detach().clone(), y.detach().clone())
             self._position = 0
-        xb, yb = self._batch
+        xb, yb = batch
         self._delta = self._fit_delta(xb)
         leaf = self._delta.clone().requires_grad_(True)
         self._leaf = leaf

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import DefenseInfo, DefenseOutput, ForwardPass, Param, ParamSet, embed, hookimpl
+from robustreg import DefenseInfo, DefenseOutput, Embedding, ForwardPass, Param, ParamSet, embed, hookimpl
 
-from .defense_base import AdversarialDefense, kl_per_sample, weight_param
+from .defense_base import AdversarialDefense, init_param, kl_per_sample, weight_param
 from .defense_single_step import GAT, RFGSMAT, FreeAT, GradAlign
 
 __all__ = ["ALP", "AT", "MART", "TRADES", "robustreg_register_defenses"]
@@ -100,16 +100,27 @@ class TRADES(AdversarialDefense):
 class ALP(AdversarialDefense):
     """Adversarial logit pairing: mixed clean/adversarial CE plus lambda * ||W^T (z - z')||_2.
 
-    Paper: Kannan, Kurakin and Goodfellow, "Adversarial Logit Pairing", 2018, arXiv 1803.06373, in the
-    form paper 004 gives (Table 1): z, z' are the penultimate features of x and x' and W the head's
-    weight, so W^T (z - z') is the logit difference without the bias.  The pairing term is the L2
-    norm (not squared) per sample, averaged over the batch.  Norm: linf.
+    Paper: Kannan, Kurakin and Goodfellow, "Adversarial Logit Pairing", 2018, arXiv 1803.06373.  Two
+    forms (``form``):
 
-    Training objective: ``alpha * CE(f(x), y) + (1 - alpha) * CE(f(x'), y) + lam * ||W^T (z - z')||_2``.
-    Adversarial objective: ``CE(f(x'), y)``.
+    - ``"paper004"`` (default): the form paper 004 gives (Table 1), the one its ALP numbers use: z, z'
+      are the penultimate features of x and x' and W the head's weight, so W^T (z - z') is the logit
+      difference without the bias; the pairing term is the L2 norm (NOT squared) per sample, averaged
+      over the batch; x and x' go through the model in two forward passes.
+      ``alpha * CE(f(x), y) + (1 - alpha) * CE(f(x'), y) + lam * mean_i ||W^T (z_i - z'_i)||_2``.
+    - ``"kannan"``: Kannan et al.'s own (section 3, "L(f(x), f(x'))" with L the squared L2 loss, in their
+      code the mean squared logit difference): ONE forward pass of the mixed batch [x; x'] (BatchNorm
+      sees clean and adversarial images together) and
+      ``alpha * CE(f(x), y) + (1 - alpha) * CE(f(x'), y) + lam * mean_{i,k} (f(x_i)_k - f(x'_i)_k)^2``
+      (the mean over the N x K logit entries; with alpha 0.5 the CE is the mixed batch's mean CE).
+      ``lam`` keeps paper 004's default 3 in both forms; Kannan et al. weight the pairing 0.5 on
+      ImageNet -- set it explicitly for their recipe.  Paper 004 does not say whether it pairs on one
+      mixed batch, nor why its term is unsquared.
 
-    Parameters: ``alpha`` (0.5, in [0, 1]), ``lam`` (3), and the common ``eps`` (8/255), ``steps`` (10),
-    ``step_size`` (eps/4), ``random_start`` (True), ``seed``.
+    Adversarial objective: ``CE(f(x'), y)``.  Norm: linf.
+
+    Parameters: ``alpha`` (0.5, in [0, 1]), ``lam`` (3), ``form`` ("paper004"), and the common ``eps``
+    (8/255), ``steps`` (10), ``step_size`` (eps/4), ``random_start`` (True), ``seed``.
 
     Example: ``Registry.create().build_defense("alp", alpha=0.5, lam=3.0)``.
     """
@@ -120,12 +131,18 @@ class ALP(AdversarialDefense):
     params = ParamSet([
         Param("alpha", "float", 0.5, "weight of the clean CE (1 - alpha: the adversarial CE's)", low=0, high=1),
         weight_param("lam", 3.0, "weight of the logit pairing ||W^T (z - z')||_2"),
+        Param("form", "choice", "paper004", "paper004: lam * mean ||W^T (z - z')||_2, two forward passes (paper 004 "
+              "Table 1); kannan: lam * mean squared logit difference on one mixed batch (Kannan et al.)",
+              choices=("paper004", "kannan")),
         *AdversarialDefense.params,
     ])
     alpha: float
     lam: float
+    form: str
 
     def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
+        if self.form == "kannan":
+            return self.kannan_objective(model, x, x_adv, y)
         clean = embed(model, x)
         adv = embed(model, x_adv)
         ce = F.cross_entropy(clean.logits, y)
@@ -137,6 +154,24 @@ class ALP(AdversarialDefense):
         loss = self.add_terms(loss, ForwardPass(adv.logits, adv), y, metrics)
         metrics["loss"] = float(loss.detach())
         return DefenseOutput(loss, metrics, logits_clean=clean.logits.detach(), logits_adv=adv.logits.detach())
+
+
+    def kannan_objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor
+                         ) -> DefenseOutput:
+        """Kannan et al.'s ALP: one forward of [x; x'], mixed CE + lam * mean squared logit difference."""
+        n = x.shape[0]
+        both = embed(model, torch.cat([x, x_adv]))
+        logits_clean, logits_adv = both.logits[:n], both.logits[n:]
+        ce = F.cross_entropy(logits_clean, y)
+        ce_adv = F.cross_entropy(logits_adv, y)
+        pairing = F.mse_loss(logits_clean, logits_adv)
+        metrics = {"loss_ce": float(ce.detach()), "loss_ce_adv": float(ce_adv.detach()),
+                   "loss_pairing": float(pairing.detach())}
+        loss = self.alpha * ce + (1 - self.alpha) * ce_adv + self.lam * pairing
+        adv = Embedding(logits_adv, both.features[n:], both.weight, both.bias, both.head_name)
+        loss = self.add_terms(loss, ForwardPass(logits_adv, adv), y, metrics)
+        metrics["loss"] = float(loss.detach())
+        return DefenseOutput(loss, metrics, logits_clean=logits_clean.detach(), logits_adv=logits_adv.detach())
 
 
 def boosted_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -162,8 +197,10 @@ class MART(AdversarialDefense):
     The weight (1 - f(x)_y) is differentiated through, as in Wang et al.'s code.
     Adversarial objective: ``CE(f(x'), y)``.
 
-    Parameters: ``lam`` (6), and the common ``eps`` (8/255), ``steps`` (10), ``step_size`` (eps/4),
-    ``random_start`` (True), ``seed``.
+    Parameters: ``lam`` (6), ``init`` ("normal": the inner attack starts from x + 0.001 N(0, I), as in
+    Wang et al.'s released code (``mart.py``); "uniform": U(-eps, eps), this library's former choice;
+    the paper says only "PGD"), and the common ``eps`` (8/255), ``steps`` (10), ``step_size`` (eps/4),
+    ``random_start`` (True; False: start at x), ``seed``.
 
     Example: ``Registry.create().build_defense("mart", lam=6.0)``.
     """
@@ -172,8 +209,13 @@ class MART(AdversarialDefense):
     info = DefenseInfo(source="Wang et al. 2020, ICLR (MART)", summary="MART (lambda 6, boosted CE + weighted KL)")
 
     params = ParamSet([weight_param("lam", 6.0, "weight of the (1 - f(x)_y)-weighted KL term"),
+                       init_param("normal", "Wang et al.'s code"),
                        *AdversarialDefense.params])
     lam: float
+    init: str
+
+    def start_kind(self) -> str:
+        return "gaussian" if self.init == "normal" else "uniform"
 
     def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
         logits_clean = model(x)

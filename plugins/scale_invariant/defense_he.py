@@ -16,13 +16,23 @@ applied and records it in the checkpoint, and :func:`robustreg.build_model` puts
 ``logits_clean`` / ``logits_adv`` of the outputs are the cosine logits ``s * cos(theta)``.
 
 The inner loop is the core's :func:`robustreg.pgd_steps`, as in the classic defenses.
+
+Where the head's W is normalised (``weight_norm``): Pang et al.'s code sets W's rows to unit norm in
+place before each forward ("in-place", :class:`robustreg.Head` ``renormalize_weights``); the default
+here stays "differentiable" (through W / |W|) because an in-place head changes the model's weights
+when it runs, which the Head contract rules out, and because measured on digits it does not cure the
+stall it was suspected of (digits-cnn, 15 epochs, lr 0.1, defaults: final clean accuracy 32% either
+way).  What stalls HE on a BatchNorm-free net at lr 0.1: the feature gradient is s / |z| times a unit
+vector (about 3.4 at initialisation against about 0.6 for plain logits), the first steps blow the
+feature norm up (|z| 4 -> ~500 within 55 steps) and kill ~70-80% of the ReLU units before the head;
+the 1 / |z| gradient then freezes the rest.  Pang et al.'s ResNets put BatchNorm before the features;
+on such nets, or with a smaller lr, HE trains.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,14 +56,21 @@ __all__ = ["HEAT", "TRADESHE", "he_head", "he_logits", "he_margin_ce"]
 PIXELS = "pixels [0, 1]"
 
 
-def he_head(s: float) -> Head:
-    """The HE prediction head: ``s * cos(theta)``, normalised features and weights, no bias."""
-    return Head("cosine", s=s)
+WEIGHT_NORMS = ("in-place", "differentiable")
 
 
-def he_logits(model: nn.Module, x: torch.Tensor, s: float) -> torch.Tensor:
+def he_head(s: float, weight_norm: str = "differentiable") -> Head:
+    """The HE prediction head: ``s * cos(theta)``, normalised features and weights, no bias; ``weight_norm``
+    "in-place": W's rows renormalised in place before each use (Pang et al.'s code), "differentiable":
+    differentiated through ``W / |W|``."""
+    if weight_norm not in WEIGHT_NORMS:
+        raise ValueError(f"weight_norm must be one of {', '.join(WEIGHT_NORMS)}, got {weight_norm!r}")
+    return Head("cosine", s=s, renormalize_weights=weight_norm == "in-place")
+
+
+def he_logits(model: nn.Module, x: torch.Tensor, s: float, weight_norm: str = "differentiable") -> torch.Tensor:
     """HE logits ``s * cos(theta)``: normalised features times normalised weights, no bias."""
-    return embed(model, x).logits_of(he_head(s))
+    return embed(model, x).logits_of(he_head(s, weight_norm))
 
 
 def he_margin_ce(scaled_cos: torch.Tensor, y: torch.Tensor, s: float, m: float) -> torch.Tensor:
@@ -69,24 +86,29 @@ def _kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
 class _HEDefense(Defense):
     """Common parameters and the PGD inner loop of the HE defenses."""
 
-    start: ClassVar[str] = "uniform"
     params = ParamSet([
         Param("eps", "float", 8 / 255, "linf radius of the inner attack", low=0, high=1, unit=PIXELS),
         Param("steps", "int", 10, "the inner attack's iterations", low=0),
         Param("step_size", "float", None, "the inner attack's absolute step; None = eps / 4", low=0, high=math.inf,
               high_open=True, optional=True, unit=PIXELS),
-        Param("random_start", "bool", True, "start the inner attack from a random point of the ball"),
+        Param("random_start", "bool", True, "start the inner attack from a random point (see init)"),
+        Param("init", "choice", "normal", "the random start: normal (x + 0.001 N(0, I), Pang et al.'s code) or "
+              "uniform (U(-eps, eps))", choices=("normal", "uniform")),
         Param("s", "float", 15.0, "scale of the cosine logits s * cos(theta)", low=0, low_open=True, high=math.inf,
               high_open=True),
         Param("m", "float", 0.2, "additive angular margin on the true class in the training loss", low=0,
               high=math.inf, high_open=True),
+        Param("weight_norm", "choice", "differentiable", "how the head's W is normalised: in-place (rows set to unit "
+              "norm before each use, Pang et al.'s code) or differentiable (through W / |W|)", choices=WEIGHT_NORMS),
         Param("seed", "int", None, "None: torch's global RNG; an int: a local generator seeded with (seed, step)",
               optional=True),
     ])
+    weight_norm: str
     eps: float
     steps: int
     step_size: float
     random_start: bool
+    init: str
     s: float
     m: float
     seed: int | None
@@ -97,21 +119,21 @@ class _HEDefense(Defense):
 
     def head(self) -> Head:
         """The model trained with HE predicts with ``s * cos(theta)`` (recorded in the checkpoint)."""
-        return he_head(self.s)
+        return he_head(self.s, self.weight_norm)
 
     def start_point(self, x: torch.Tensor, step: int) -> torch.Tensor:
         gen = None if self.seed is None else torch.Generator(device=x.device).manual_seed(
             self.seed * 1_000_003 + int(step))
         if not self.random_start:
             return x.clone()
-        if self.start == "gaussian":
+        if self.init == "normal":
             return (x + 0.001 * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)).clamp(0, 1)
         noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
         return (x + self.eps * noise).clamp(0.0, 1.0)
 
     def attack_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
                     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda xa: F.cross_entropy(he_logits(model, xa, self.s), y, reduction="sum")
+        return lambda xa: F.cross_entropy(he_logits(model, xa, self.s, self.weight_norm), y, reduction="sum")
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> torch.Tensor:
         """linf PGD on the HE adversarial objective, in eval mode, input gradients only (detached result)."""
@@ -141,7 +163,9 @@ class HEAT(_HEDefense):
     ``CE(s * (cos(theta(x')) - m * onehot(y)), y)``.
 
     Parameters: ``eps`` (8/255, pixel units), ``steps`` (10), ``step_size`` (eps/4, pixel units),
-    ``random_start`` (True: uniform in the ball), ``s`` (15), ``m`` (0.2), ``seed`` (None: torch's
+    ``random_start`` (True), ``init`` ("normal": x + 0.001 N(0, I), as in Pang et al.'s released code,
+    whose PGD-AT-HE and TRADES-HE both start there; "uniform": U(-eps, eps), this library's former
+    choice for PGD-AT-HE; the paper does not say), ``s`` (15), ``m`` (0.2), ``seed`` (None: torch's
     global RNG; an int: a local generator seeded with (seed, step)).
 
     Example: ``Registry.create().build_defense("he", s=15.0, m=0.2)``.
@@ -152,7 +176,7 @@ class HEAT(_HEDefense):
                        summary="PGD-AT with hypersphere embedding (cosine logits, angular margin)")
 
     def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
-        logits_adv = he_logits(model, x_adv, self.s)
+        logits_adv = he_logits(model, x_adv, self.s, self.weight_norm)
         loss = he_margin_ce(logits_adv, y, self.s, self.m)
         return DefenseOutput(loss, {"loss_he_adv": float(loss.detach()), "loss": float(loss.detach())},
                              logits_adv=logits_adv.detach())
@@ -167,7 +191,7 @@ class TRADESHE(_HEDefense):
     training objective ``CE(s * (cos(theta(x)) - m * onehot(y)), y) + lam * KL(f~(x) || f~(x'))``.
 
     Parameters: ``lam`` (6), ``eps`` (8/255), ``steps`` (10), ``step_size`` (eps/4), ``random_start``
-    (True), ``s`` (15), ``m`` (0.2), ``seed`` (None).
+    (True), ``init`` ("normal"), ``s`` (15), ``m`` (0.2), ``seed`` (None).
 
     Example: ``Registry.create().build_defense("trades-he", lam=6.0)``.
     """
@@ -175,7 +199,6 @@ class TRADESHE(_HEDefense):
     name = "trades-he"
     info = DefenseInfo(source="Pang et al. 2020, arXiv 2002.08619", paper="004", needs_embedding=True,
                        summary="TRADES with hypersphere embedding (paper 004 Table 10)")
-    start = "gaussian"
     params = ParamSet([Param("lam", "float", 6.0, "weight of the KL term", low=0, high=math.inf, high_open=True),
                        *_HEDefense.params])
     lam: float
@@ -183,12 +206,12 @@ class TRADESHE(_HEDefense):
     def attack_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
                     ) -> Callable[[torch.Tensor], torch.Tensor]:
         with torch.no_grad():
-            nat = he_logits(model, x, self.s)
-        return lambda xa: _kl(nat, he_logits(model, xa, self.s)).sum()
+            nat = he_logits(model, x, self.s, self.weight_norm)
+        return lambda xa: _kl(nat, he_logits(model, xa, self.s, self.weight_norm)).sum()
 
     def objective(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> DefenseOutput:
-        logits_clean = he_logits(model, x, self.s)
-        logits_adv = he_logits(model, x_adv, self.s)
+        logits_clean = he_logits(model, x, self.s, self.weight_norm)
+        logits_adv = he_logits(model, x_adv, self.s, self.weight_norm)
         ce = he_margin_ce(logits_clean, y, self.s, self.m)
         kl = _kl(logits_clean, logits_adv).mean()
         loss = ce + self.lam * kl

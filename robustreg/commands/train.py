@@ -31,7 +31,7 @@ from .common import (
     param_values,
 )
 
-__all__ = ["HELP", "apply_overrides", "config_from_args", "configure", "configure_parser",
+__all__ = ["HELP", "apply_overrides", "config_from_args", "configure", "configure_parser", "expand_variables",
            "load_config", "main", "parse_set_value", "run"]
 
 HELP = "train a model with a registered defense (checkpoints, exact resume, DDP)"
@@ -73,8 +73,37 @@ def parse_set_value(text: str) -> Any:
         return _numbers(text)
 
 
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_variables(value: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """``${NAME}`` / ``${NAME:-default}`` in the strings of a config, from the environment.
+
+    The papers' configs name their data as ``cifar10:${ROBUSTREG_DATA:-data}/cifar10``; an unset
+    variable without a default is a UsageError naming it.
+    """
+    env = os.environ if environ is None else environ
+    if isinstance(value, dict):
+        return {k: expand_variables(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_variables(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is None:
+            raise UsageError(f"the config uses ${{{name}}}, which is not set (export it, or write "
+                             f"${{{name}:-DEFAULT}})")
+        return default
+    return _VARIABLE.sub(one, value)
+
+
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML training config into a dict (keys are :class:`TrainConfig` fields)."""
+    """Read a YAML training config into a dict (keys are :class:`TrainConfig` fields); ``${VAR}`` and
+    ``${VAR:-default}`` in its strings come from the environment (:func:`expand_variables`)."""
     import yaml
 
     p = Path(path)
@@ -89,7 +118,7 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise ValueError(f"config file {str(p)!r} must hold a mapping of keys to values, got {type(values).__name__}")
-    return _numbers(values)
+    return _numbers(expand_variables(values))
 
 
 def _yaml_problem(exc: Exception) -> str:

@@ -72,13 +72,17 @@ _DATASETS: dict[str, tuple[Any, str, bool]] = {
 # Horizontal flips are a valid training augmentation (natural images; the trainer never flips
 # single-channel images, so a grey npz is not flipped either).  Not digits, MNIST or SVHN.
 _FLIPPABLE = frozenset({"cifar10", "cifar100", "cifar10-jpeg", "npz"})
+# Trained without augmentation unless asked: MNIST (paper 000 section 5, "don't perform any data
+# augmentation for MNIST"; Madry et al. likewise).
+_UNAUGMENTED = frozenset({"mnist"})
 
 
 @hookimpl
 def robustreg_register_datasets(registrar: Any) -> None:
     """Register robustreg's own dataset loaders."""
     for name, (loader, summary, needs_root) in _DATASETS.items():
-        registrar.add_dataset(name, loader, summary=summary, needs_root=needs_root, flippable=name in _FLIPPABLE)
+        registrar.add_dataset(name, loader, summary=summary, needs_root=needs_root, flippable=name in _FLIPPABLE,
+                              augment=name not in _UNAUGMENTED)
 
 
 def builtin_dataset_specs() -> dict[str, Any]:

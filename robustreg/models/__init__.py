@@ -15,11 +15,13 @@ from .common import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     Normalize,
+    PixelMean,
     build_model,
     load_checkpoint,
     load_state_dict_file,
     parse_normalize,
     resolve_device,
+    set_pixel_mean,
 )
 from .resnet import CifarResNet, PreActResNet, ResNet, preact_resnet18, resnet18, resnet20, resnet110
 from .small import (
@@ -42,6 +44,7 @@ __all__ = [
     "DigitsCNN",
     "LeNet5MNIST",
     "Normalize",
+    "PixelMean",
     "PreActResNet",
     "ResNet",
     "ResNet4B",
@@ -64,6 +67,7 @@ __all__ = [
     "resnet110",
     "resolve_device",
     "robustreg_register_models",
+    "set_pixel_mean",
     "train_digits_cnn",
     "wide_resnet",
     "wrn_28_10",

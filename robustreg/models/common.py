@@ -76,6 +76,58 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
+PIXEL_MEAN = "pixel-mean"
+
+
+class PixelMean(nn.Module):
+    """``x - mean_image``: per-pixel mean subtraction in front of a model that takes [0, 1] pixels.
+
+    Paper 000 (Na et al. 2018, section 5) subtracts the training set's per-pixel mean on CIFAR-10; as a
+    model-front module the attacks still see [0, 1] images (paper 000's footnote 3 clips in the
+    mean-added space, which is the same).  ``mean`` (C x H x W) is a persistent buffer, so the checkpoint
+    carries it; it is empty until :func:`set_pixel_mean` fills it (the trainer, from the training
+    images) or a checkpoint is loaded (any size).  An input smaller than the mean image (paper 000's
+    24 x 24 crops of 32 x 32 images) gets the mean image's centre crop -- exact for centre-cropped
+    test images, the mean of one position (not of the crop's own) for random training crops.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean: torch.Tensor
+        self.register_buffer("mean", torch.zeros(0))
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        saved = state_dict.get(prefix + "mean")
+        if isinstance(saved, torch.Tensor) and saved.shape != self.mean.shape:
+            self.mean = torch.zeros_like(saved, device=self.mean.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean.dim() != 3:
+            raise RuntimeError("PixelMean has no mean image: train with normalize: pixel-mean or load its checkpoint")
+        if x.dim() != 4 or x.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"PixelMean expects N x {self.mean.shape[0]} x H x W input, got shape {tuple(x.shape)}")
+        (h, w), (mh, mw) = x.shape[-2:], self.mean.shape[-2:]
+        if h > mh or w > mw:
+            raise ValueError(f"input of {h} x {w} is larger than the {mh} x {mw} mean image")
+        top, left = (mh - h) // 2, (mw - w) // 2
+        return x - self.mean[:, top:top + h, left:left + w].to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"mean={tuple(self.mean.shape)}"
+
+
+def set_pixel_mean(model: nn.Module, images: torch.Tensor, *, overwrite: bool = False) -> bool:
+    """Fill the :class:`PixelMean` modules of ``model`` that have no mean image yet (every one with
+    ``overwrite``) with the mean of ``images`` (N x C x H x W); True if any was filled."""
+    found = False
+    for module in model.modules():
+        if isinstance(module, PixelMean) and (overwrite or module.mean.dim() != 3):
+            module.mean = images.detach().float().mean(dim=0).to(module.mean.device)
+            found = True
+    return found
+
+
 def parse_normalize(text: str) -> tuple[list[float], list[float]]:
     """Parse ``"0.5,0.5,0.5:0.2,0.2,0.2"`` (or ``"cifar10"``) into ``(mean, std)`` lists."""
     if not isinstance(text, str):
@@ -240,6 +292,10 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     children = list(model.children())
     if len(children) > 1:
         candidates.append(children[-1])
+    for name, module in model.named_modules():  # a PixelMean takes the checkpoint's mean image, any size
+        saved = sd.get(f"{name}.mean" if name else "mean")
+        if isinstance(module, PixelMean) and isinstance(saved, torch.Tensor) and saved.dim() == 3:
+            module.mean = torch.zeros_like(saved)
     first_error = ""
     for target in candidates:
         missing, unexpected, shapes = _mismatch(target, sd)
@@ -335,7 +391,9 @@ def build_model(
     ``weights``: a checkpoint loaded with :func:`load_checkpoint` (with the prediction head it records, if
     any: the model then returns that head's logits, e.g. ``s * cos(theta)``).  ``normalize``: ``(mean, std)``
     (or the string form of :func:`parse_normalize`) wraps the model as ``nn.Sequential(Normalize, model)``
-    before the weights load, so a checkpoint of either the inner model or the wrapper fits.
+    before the weights load, so a checkpoint of either the inner model or the wrapper fits;
+    ``"pixel-mean"`` wraps it as ``nn.Sequential(PixelMean(), model)``, whose mean image the weights
+    (a checkpoint trained with it) or :func:`set_pixel_mean` provide.
     ``registry``: where names are looked up; the built-in models are found without building one.
     A registered name with a toolkit prefix (``"zoo:wrn"``) is found too, when no module of that
     name can be imported.
@@ -354,7 +412,9 @@ def build_model(
     model = _call_factory(factory, spec, user_code, params)
     if not isinstance(model, nn.Module):
         raise ModelTypeError(f"model factory of {spec!r} returned {type(model).__name__}, not an nn.Module")
-    if normalize is not None:
+    if isinstance(normalize, str) and normalize.strip().lower() == PIXEL_MEAN:
+        model = nn.Sequential(PixelMean(), model)
+    elif normalize is not None:
         mean, std = parse_normalize(normalize) if isinstance(normalize, str) else normalize
         model = nn.Sequential(Normalize(mean, std), model)
     if weights is not None:

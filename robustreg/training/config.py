@@ -49,9 +49,14 @@ TRAIN_PARAMS = ParamSet([
     _p("gamma", "float", 0.1, "lr factor at each milestone of the step schedule", low=0, high=1, low_open=True),
     _p("cyclic_peak", "float", 0.4, "fraction of training at the top of the cyclic schedule", low=0, high=1,
        low_open=True, high_open=True),
-    _p("augment", "bool", True, "random crop and (where the dataset allows) horizontal flip"),
-    _p("crop_padding", "int", None, "zero padding of the random crop (None: round(H / 8))", low=0, optional=True,
-       unit="pixels"),
+    _p("augment", "bool", None, "random crop and (where the dataset allows) horizontal flip (None: the dataset's "
+       "registered default; off for MNIST, which paper 000 and Madry et al. train un-augmented)", optional=True),
+    _p("crop_padding", "int", None, "zero padding of the random crop (None: round(H / 8), or 0 with crop_size)",
+       low=0, optional=True, unit="pixels"),
+    _p("crop_size", "int", None, "side of the random crop (None: the image's; paper 000's CIFAR-10: 24 of 32, "
+       "no padding)", low=1, optional=True, unit="pixels"),
+    _p("eps_warmup_epochs", "int", 0, "ramp the defense's pixel-unit parameters (eps, step_size, ...) linearly "
+       "up to their values over the first N epochs (0: off)", low=0),
     _p("flip", "bool", None, "horizontal flips (None: the dataset's registered flippable)", optional=True),
     _p("seed", "int", 0, "model init, data order, augmentation and the global RNGs a defense uses", low=0,
        high=2**63 - 1),
@@ -84,7 +89,16 @@ _STRUCTURED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model_params": (lambda v: isinstance(v, dict), "a mapping of parameter names to values"),
     "milestones": (lambda v: isinstance(v, (list, tuple)) and all(_is_number(m) and m > 0 for m in v),
                    "a list of positive numbers"),
+    "defense_schedule": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_points(p)
+                                                               for k, p in v.items()),
+                         "a mapping of defense parameter names to lists of [milestone, factor] pairs "
+                         "(milestone > 0 in milestone_unit, factor > 0), e.g. {lam: [[85, 4]]}"),
 }
+
+
+def _is_points(points: Any) -> bool:
+    return isinstance(points, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_number(v) and v > 0 for v in p) for p in points)
 
 
 def _allowed(param: Param) -> str:
@@ -130,8 +144,16 @@ class TrainConfig:
     lr, momentum, weight_decay, nesterov: SGD.  grad_clip: max gradient norm (None: off).
     schedule: "step" | "cosine" | "cyclic" | "constant"; milestones (in milestone_unit: "epochs" or
         "iterations"), gamma: for "step"; cyclic_peak: fraction of training at the top of "cyclic".
-    augment: random crop (zero padding ``crop_padding``, default round(H/8)) and horizontal flip
-        (``flip``; default: the dataset's registered ``flippable``, never for single-channel data).
+    augment: random crop (zero padding ``crop_padding``, default round(H/8); ``crop_size``: the crop's side,
+        default the image's, with crop_size the padding defaults to 0) and horizontal flip (``flip``; default:
+        the dataset's registered ``flippable``, never for single-channel data); None: the dataset's registered
+        ``augment`` (True but for MNIST).
+    normalize: also ``"pixel-mean"``: subtract the training images' per-pixel mean in a model-front wrapper
+        (paper 000's CIFAR-10 pipeline; attacks stay on [0, 1] pixels, the mean is saved in the checkpoint).
+    eps_warmup_epochs: the defense's pixel-unit parameters ramp linearly up over the first N epochs.
+    defense_schedule: ``{param: [[milestone, factor], ...]}`` multiplies a defense parameter from each
+        milestone (in ``milestone_unit``) on, e.g. GAT's ``{lam: [[85, 4]]}``
+        (:class:`robustreg.schedules.DefenseParamSchedule`).
     seed: model init, data order, augmentation and the global RNGs a defense uses.
     device: "auto" | "cpu" | "cuda" | "cuda:N".  amp, channels_last: CUDA only (ignored on CPU).
     checkpoint_every: steps between ``last.pt`` writes (0: only at the end).  out: output folder.
@@ -176,8 +198,11 @@ class TrainConfig:
     milestone_unit: str = "epochs"
     gamma: float = 0.1
     cyclic_peak: float = 0.4
-    augment: bool = True
+    augment: bool | None = None
     crop_padding: int | None = None
+    crop_size: int | None = None
+    eps_warmup_epochs: int = 0
+    defense_schedule: dict[str, Any] = field(default_factory=dict)
     flip: bool | None = None
     seed: int = 0
     device: str = "auto"

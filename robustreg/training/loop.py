@@ -24,6 +24,7 @@ from ..files import remove_stale_temporaries, save_atomic
 from ..schedules import LRSchedule
 from . import distributed
 from .config import TrainConfig
+from .defense_params import apply_param_schedule, build_param_schedule
 from .logging import Meter, TrainLog, final_accuracy, make_record
 from .state import TrainState, final_checkpoint, preserve_global_rng, seed_global, to_cpu, trained_head
 
@@ -63,6 +64,7 @@ class _Run:
     pad: int
     flip: bool
     per_rank: int
+    crop: int
     use_amp: bool
     channels_last: bool
     params: list[nn.Parameter]
@@ -188,6 +190,16 @@ class Trainer:
                 model = load_checkpoint(model, cfg.weights)
         return model
 
+    def _dataset_spec(self) -> Any:
+        """The registered spec of ``config.data``'s name (None for a dataset the registry does not know)."""
+        name = self.config.data.split(":", 1)[0].lower()
+        from ..data import builtin_dataset_specs
+
+        try:
+            return self._registry_or_default().dataset(name)
+        except LookupError:
+            return builtin_dataset_specs().get(name)
+
     def _flippable(self, x: torch.Tensor) -> bool:
         """``config.flip``, else the dataset's registered ``flippable`` (never for single-channel images or a
         dataset the registry does not know: pass ``flip=True`` for those)."""
@@ -195,21 +207,25 @@ class Trainer:
             return self.config.flip
         if x.shape[1] <= 1:
             return False
-        name = self.config.data.split(":", 1)[0].lower()
-        from ..data import builtin_dataset_specs
-
-        try:
-            return bool(self._registry_or_default().dataset(name).flippable)
-        except LookupError:
-            spec = builtin_dataset_specs().get(name)
+        spec = self._dataset_spec()
         return bool(spec is not None and spec.flippable)
 
-    def _augmentation(self, x: torch.Tensor) -> tuple[int, bool]:
+    def _augmentation(self, x: torch.Tensor) -> tuple[int, bool, int]:
+        """``(padding, flip, crop side)``; ``augment=None`` follows the dataset's registered ``augment``."""
         cfg = self.config
-        if not cfg.augment:
-            return 0, False
-        pad = cfg.crop_padding if cfg.crop_padding is not None else int(round(x.shape[-1] / 8))
-        return pad, self._flippable(x)
+        augment = cfg.augment
+        if augment is None:
+            spec = self._dataset_spec()
+            augment = bool(getattr(spec, "augment", True)) if spec is not None else True
+        size = min(x.shape[-2], x.shape[-1])
+        if cfg.crop_size is not None and cfg.crop_size > size + 2 * (cfg.crop_padding or 0):
+            raise ValueError(f"crop_size {cfg.crop_size} is larger than the {size}-pixel images (padding "
+                             f"{cfg.crop_padding or 0})")
+        if not augment:
+            return 0, False, 0
+        default_pad = 0 if cfg.crop_size is not None else int(round(x.shape[-1] / 8))
+        pad = cfg.crop_padding if cfg.crop_padding is not None else default_pad
+        return pad, self._flippable(x), cfg.crop_size or 0
 
     def _environment(self, world_size: int) -> tuple[int, torch.device]:
         """This process's rank and device; checks that need neither data nor model; the output folder."""
@@ -229,15 +245,22 @@ class Trainer:
             remove_stale_temporaries(out)  # left by a run killed while writing; the file it replaced is intact
         return rank, device
 
-    def _build_state(self, world_size: int, rank: int, device: torch.device, steps_per_epoch: int) -> TrainState:
-        """Model, defense, optimizer, scaler, generator and schedule, seeded; step 0."""
+    def _build_state(self, world_size: int, rank: int, device: torch.device, steps_per_epoch: int,
+                     images: torch.Tensor | None = None) -> TrainState:
+        """Model, defense, optimizer, scaler, generator and schedule, seeded; step 0.  ``images``: the
+        training images, whose per-pixel mean a ``normalize: pixel-mean`` model front subtracts."""
         cfg = self.config
         total = cfg.iterations if cfg.iterations is not None else (cfg.epochs or 1) * steps_per_epoch
         schedule = LRSchedule.create(cfg.schedule, lr=cfg.lr, total_steps=total, steps_per_epoch=steps_per_epoch,
                                      milestones=cfg.milestones, milestone_unit=cfg.milestone_unit, gamma=cfg.gamma,
                                      peak=cfg.cyclic_peak)
         seed_global(cfg.seed)
-        model = self._build_model().to(device)
+        model = self._build_model()
+        if images is not None:  # a pixel-mean model front without a mean image (not from the weights)
+            from ..models import set_pixel_mean
+
+            set_pixel_mean(model, images)
+        model = model.to(device)
         if cfg.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         if rank:
@@ -252,7 +275,7 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
         return TrainState(cfg, model, optimizer, schedule, defense, torch.Generator().manual_seed(cfg.seed),
                           steps_per_epoch, total, scaler=scaler, device=device, world_size=world_size, rank=rank,
-                          head=head)
+                          head=head, param_schedule=build_param_schedule(defense, cfg, steps_per_epoch))
 
     def _setup(self, world_size: int) -> tuple[TrainState, _Run]:
         cfg = self.config
@@ -261,14 +284,14 @@ class Trainer:
         steps_per_epoch = x.shape[0] // cfg.batch_size
         if steps_per_epoch < 1:
             raise ValueError(f"batch_size {cfg.batch_size} is larger than the {x.shape[0]} training samples")
-        pad, flip = self._augmentation(x)
-        state = self._build_state(world_size, rank, device, steps_per_epoch)
+        pad, flip, crop = self._augmentation(x)
+        state = self._build_state(world_size, rank, device, steps_per_epoch, x)
         self.state, self.model, self.defense, self.optimizer = state, state.model, state.defense, state.optimizer
         last = Path(cfg.out) / "last.pt"
         if last.exists():
             state.resume(last)
         distributed.broadcast_tensors(state.model.state_dict().values(), world_size)
-        run = _Run(Path(cfg.out), x, y, pad, flip, cfg.batch_size // world_size,
+        run = _Run(Path(cfg.out), x, y, pad, flip, cfg.batch_size // world_size, crop,
                    use_amp=cfg.amp and device.type == "cuda", channels_last=cfg.channels_last and device.type == "cuda",
                    params=[p for p in state.model.parameters() if p.requires_grad],
                    buffers=[b for b in state.model.buffers() if b.is_floating_point()],
@@ -287,16 +310,26 @@ class Trainer:
     # .. one step ..
     @staticmethod
     def _batch(x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor, pad: int, flip: bool,
-               generator: torch.Generator, rank: int, per_rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's slice of the global batch ``idx``, augmented with draws made for the whole batch."""
+               generator: torch.Generator, rank: int, per_rank: int, crop: int = 0
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's slice of the global batch ``idx``, augmented with draws made for the whole batch.
+
+        Random crops of side ``crop`` (0: the image's) out of the image zero-padded by ``pad``."""
         b = idx.shape[0]
-        offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator) if pad else None
+        offsets = None
+        if crop:
+            spans = (x_all.shape[-2] + 2 * pad - crop, x_all.shape[-1] + 2 * pad - crop)
+            offsets = torch.stack([torch.randint(0, n + 1, (b,), generator=generator) for n in spans], 1)
+        elif pad:
+            offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator)
         flips = torch.rand(b, generator=generator) < 0.5 if flip else None
         sl = slice(rank * per_rank, (rank + 1) * per_rank)
         x, y = x_all[idx[sl]], y_all[idx[sl]]
         if offsets is not None:
             off = offsets[sl]
             _, c, h, w = x.shape
+            if crop:
+                h = w = crop
             padded = F.pad(x, (pad, pad, pad, pad))
             rows = (off[:, 0:1] + torch.arange(h)).view(-1, 1, h, 1)
             cols = (off[:, 1:2] + torch.arange(w)).view(-1, 1, 1, w)
@@ -309,7 +342,8 @@ class Trainer:
         bs = self.config.batch_size
         pos = state.step % state.steps_per_epoch
         idx = state.order(run.x.shape[0])[pos * bs:(pos + 1) * bs]
-        xb, yb = self._batch(run.x, run.y, idx, run.pad, run.flip, state.generator, state.rank, run.per_rank)
+        xb, yb = self._batch(run.x, run.y, idx, run.pad, run.flip, state.generator, state.rank, run.per_rank,
+                             run.crop)
         xb = xb.to(state.device, non_blocking=True)
         yb = yb.to(state.device, non_blocking=True)
         if run.channels_last:
@@ -324,6 +358,7 @@ class Trainer:
         for group in optimizer.param_groups:
             group["lr"] = lr
         distributed.broadcast_tensors(run.buffers, state.world_size)
+        apply_param_schedule(state.defense, state.param_schedule, state.step)
         model.train()
         with torch.autocast(state.device.type, enabled=run.use_amp):
             result = state.defense.loss(model, xb, yb, step=state.step)

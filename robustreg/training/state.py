@@ -27,7 +27,7 @@ from torch import nn
 from ..defense import Defense
 from ..embedding import Head, apply_head, model_head
 from ..files import save_atomic
-from ..schedules import LRSchedule
+from ..schedules import DefenseParamSchedule, LRSchedule
 from . import distributed
 from .config import RUNTIME_KEYS, TrainConfig
 from .logging import Meter
@@ -151,7 +151,9 @@ class TrainState:
     ``elapsed``: seconds trained before this process's clock started (:meth:`seconds` adds this
     process's).  ``window`` / ``epoch_meter``: the sums behind the next step and epoch records.
     ``head``: the prediction head the model is trained through (:func:`trained_head`), recorded in the
-    checkpoint.  Under DDP every rank holds one; :meth:`state_dict` and :meth:`save` are collective.
+    checkpoint.  ``param_schedule``: the defense's parameters over training (eps warm-up, milestones), a
+    pure function of ``step`` rebuilt from the config, so it needs no place in the checkpoint.
+    Under DDP every rank holds one; :meth:`state_dict` and :meth:`save` are collective.
     """
 
     config: TrainConfig
@@ -173,6 +175,7 @@ class TrainState:
     epoch_meter: Meter = field(default_factory=Meter)
     clock: float = field(default_factory=time.perf_counter)
     head: Head | None = None
+    param_schedule: DefenseParamSchedule | None = None
 
     # .. position ..
     @property

@@ -40,7 +40,8 @@ def _replay_eps(seed: int, n: int) -> torch.Tensor:
 def test_eps_are_clipped_half_normal():
     """|N(0, max_e/2)| clipped to [0, max_e]: range, point mass at max_e, mean, and the CDF (KS)."""
     n, sigma = 40_000, MAX_E / 2
-    eps = draw_eps(n, MAX_E, torch.Generator().manual_seed(0)).double()
+    # "clipped" is no longer the default (Kurakin et al.'s truncated normal is); this checks the option
+    eps = draw_eps(n, MAX_E, torch.Generator().manual_seed(0), "clipped").double()
     top = float(torch.tensor(MAX_E))  # max_e as float32
     assert float(eps.min()) >= 0 and float(eps.max()) <= top
     p_clip = math.erfc(2 / math.sqrt(2))  # P(|Z| > 2) = 0.0455
@@ -102,9 +103,10 @@ def test_similarity_losses_by_hand(cls, pivot, power, embedding):
     model, (x, y) = tiny_model(), _batch(6)
     lam, lam2 = 0.3, 0.01
     ref = copy.deepcopy(model)
-    out = cls(seed=1, lam2=lam2, power=power, embedding=embedding).loss(model, x, y)
+    # "added": the former default, B = 6 clean + 6 copies ("split" is checked in test_fidelity_*.py)
+    out = cls(seed=1, lam2=lam2, power=power, embedding=embedding, composition="added").loss(model, x, y)
     model = ref
-    k = 6  # every clean image gets an adversarial copy (paper: 64 + 64)
+    k = 6  # every clean image gets an adversarial copy
     x_adv = craft_one_step(model, x, y, _replay_eps(1, k), "step_ll")
     batch = torch.cat([x_adv, x])
     logits = model(batch)
@@ -134,7 +136,8 @@ def test_pivot_gradient_reaches_parameters_only_through_adversarial_branch():
     head = model[-1].weight
 
     def grad_of(cls):
-        out = cls(seed=0, lam=0.0, lam2=1.0, adv_fraction=1.0).loss(model, x, y)
+        # "added": every image of the batch stays clean (the default "split" would use only half of it)
+        out = cls(seed=0, lam=0.0, lam2=1.0, adv_fraction=1.0, composition="added").loss(model, x, y)
         return torch.autograd.grad(out.loss, head)[0]
 
     x_adv = craft_one_step(model, x, y, _replay_eps(0, 4), "step_ll")
@@ -228,7 +231,8 @@ def test_cascade_batch_composition_and_loss(store_dir):
     path, _, _, _ = store_dir
     model, (x, y) = tiny_model(), _batch(8, seed=4)
     ref = copy.deepcopy(model)
-    defense = Cascade(store=path, seed=2)
+    # "added" (the former default; "split", paper 000's m = k + (m - k), is tested in test_fidelity_*.py)
+    defense = Cascade(store=path, seed=2, composition="added")
     out = defense.loss(model, x, y)
     model = ref
     # B = 8 clean: 4 fresh step_ll + 4 stored adversarial; the stored clean images replace x[4:]
