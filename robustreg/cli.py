@@ -16,9 +16,11 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
+from .checks import CheckWarning
 from .commands import UsageError
 from .errors import UserError
 from .registry import CORE_PLUGINS, Registry, RegistryError
@@ -122,6 +124,8 @@ def main(argv: Sequence[str] | None = None, *, registry: Registry | None = None)
     ``registry``: use this registry instead of ``Registry.create()`` (tests, notebooks).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `torchrun ... -m robustreg -- evaluate ...`: the `--` keeps torchrun off our options
+        argv = argv[1:]
     # --debug is accepted anywhere on the line (before or after the subcommand)
     debug = debug_enabled(argv)
     argv = [a for a in argv if a != "--debug"]
@@ -141,7 +145,9 @@ def main(argv: Sequence[str] | None = None, *, registry: Registry | None = None)
     if args.func is None:
         parser.print_help()
         return 2
-    return _run(args, debug)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CheckWarning)  # every command prints its report's checks itself
+        return _run(args, debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -79,8 +79,11 @@ def _extra_keys(report: Mapping[str, Any]) -> list[str]:
 def _rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the results table (shared by Markdown and the terminal)."""
     has_queries = any("queries" in r for r in report.get("results", []))
+    has_passes = any("forwards" in r for r in report.get("results", []))
     extras = _extra_keys(report)
     header = ["eps", "attack", "robust acc", "broken", "attacked", "max pert", "mean pert (broken)", "seconds"]
+    if has_passes:
+        header += ["fwd/sample", "bwd/sample"]
     if has_queries:
         header.append("queries")
     header += extras
@@ -89,6 +92,8 @@ def _rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
         row = [_eps_text(r["eps"], report.get("norm", "linf")), r.get("label", r["attack"]),
                _pct(r["robust_accuracy"]), str(r.get("broken", "-")), str(r.get("attacked", "-")),
                _num(r.get("max_perturbation")), _num(r.get("mean_perturbation")), f"{r.get('seconds', 0):.2f}"]
+        if has_passes:
+            row += [_num(r.get("forwards")), _num(r.get("backwards"))]
         if has_queries:
             row.append(_num(r.get("queries")))
         row += [_num(r.get("extras", {}).get(k)) for k in extras]
@@ -188,7 +193,8 @@ def render_csv(report: Mapping[str, Any]) -> str:
     """One CSV row per result (eps x attack); extras as ``extra:<name>`` columns, params as JSON."""
     extras = _extra_keys(report)
     fields = ["eps", "norm", "attack", "label", "robust_accuracy", "attacked", "broken", "max_perturbation",
-              "mean_perturbation", "queries", "seconds", "toolkit", "kind", "paper", "nan_detected", "params"]
+              "mean_perturbation", "queries", "seconds", "forwards", "backwards", "toolkit", "kind", "paper",
+              "nan_detected", "params"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(fields + [f"extra:{k}" for k in extras])

@@ -12,6 +12,7 @@ from torch import nn
 
 import robustreg
 from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet, Registry, UnknownNameError
+from robustreg.checks import CheckWarning
 from robustreg.evaluation import data_fingerprint, evaluate, model_fingerprint
 
 N = 96
@@ -271,7 +272,7 @@ def test_resume_reproduces_and_skips_finished_work(problem, tmp_path):
     assert sum(resumed_plugin.calls) + sum(interrupted.calls[:2]) == sum(full_plugin.calls)
 
     def strip(report):
-        drop = {"seconds", "created", "resumed"}
+        drop = {"seconds", "created", "resumed", "distributed"}
         out = {k: v for k, v in report.items() if k not in drop}
         out["results"] = [{k: v for k, v in r.items() if k != "seconds"} for r in report["results"]]
         return out
@@ -314,11 +315,12 @@ def test_keep_state_and_explicit_state_path(problem, tmp_path):
     assert again["resumed"] is True and not state.exists()
 
 
-def test_sanity_warnings():
+def test_warning_checks_are_python_warnings_too():
+    """The API emits a CheckWarning per warning check of the report (the CLI prints the checks block instead)."""
     model, x, y = _problem()
     reg = _registry()
     probs = nn.Sequential(model, nn.Softmax(dim=1))
-    with pytest.warns(UserWarning, match="probabilities"):
+    with pytest.warns(CheckWarning, match=r"^softmax-output: .*docs/checks.md#softmax-output"):
         evaluate(probs, (x, y), ["t-identity"], 0.01, registry=reg, progress=False)
 
     class Masked(nn.Module):
@@ -329,11 +331,13 @@ def test_sanity_warnings():
         def forward(self, x):
             return self.inner(torch.round(x * 4) / 4)  # piecewise constant: zero input gradient
 
-    with pytest.warns(UserWarning, match="gradient"):
+    with pytest.warns(CheckWarning, match="^zero-gradients: "):
         evaluate(Masked(), (x, y), ["t-identity"], 0.01, registry=reg, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        evaluate(model, (x, y), ["t-identity"], 0.01, registry=reg, progress=False)
+        report = evaluate(model, (x, y), ["t-identity"], 0.01, registry=reg, progress=False, no_check=["logit-scale",
+                          "unbounded-attack"])  # the identity "attack" would rightly trip unbounded-attack
+    assert "warn" not in {c["status"] for c in report["checks"]}
 
 
 def test_nan_logits_are_flagged_and_counted_as_broken():

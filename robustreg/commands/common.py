@@ -8,8 +8,10 @@ API, exactly as the core's own ``evaluate`` does.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ __all__ = [
     "add_model_data_args",
     "add_run_args",
     "check_model_fits_data",
+    "check_name",
     "check_run_args",
     "eps_list",
     "param_values",
@@ -77,12 +80,12 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="replace a finished report in --out (default: a report of another configuration is "
                         "refused, one of the same configuration is not recomputed)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
-    g.add_argument("--no-check", action="append", default=[], metavar="NAME", type=_check_name,
+    g.add_argument("--no-check", action="append", default=[], metavar="NAME", type=check_name,
                    help="turn off one automatic check (repeatable; reported as skipped; see docs/checks.md)")
     p.set_defaults(on_interrupt=_resume_hint)
 
 
-def _check_name(text: str) -> str:
+def check_name(text: str) -> str:
     """``--no-check NAME``: a known check, else a one-line usage error with close matches."""
     from ..checks import check_names
 
@@ -289,23 +292,47 @@ def run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, at
     them are removed); a failed run leaves no empty folder it created.  A finished report in ``--out``
     of the same configuration is not recomputed (it is printed and returned), one of another
     configuration is refused unless ``--overwrite`` (see :mod:`robustreg.commands.outputs`).
+
+    Under torchrun (``WORLD_SIZE`` and ``RANK`` set) the batches are shared by the ranks
+    (:mod:`robustreg.evaluation.distributed`); rank 0 checks the folders, writes the report and prints.
     """
+    from ..evaluation.distributed import SINGLE, process_group, torchrun_env
+    from ..runtime import resolve_device
+
+    check_run_args(args)
+    run = (args, model_spec, data_spec, attacks, eps, params, early_exit)
+    if not torchrun_env():
+        return _run_evaluation(*run, SINGLE)
+    local = os.environ.get("LOCAL_RANK")
+    try:
+        device = resolve_device(args.device, local_rank=int(local) if local else None)
+    except ValueError as exc:
+        raise UsageError(f"--device {args.device!r}: {exc}") from None
+    with process_group(device) as group:
+        return _run_evaluation(*run, group)
+
+
+def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, attacks: list[str],
+                    eps: list[float], params: Mapping[str, Mapping[str, Any]], early_exit: bool,
+                    group: Any) -> dict[str, Any]:
     from ..evaluation import evaluate
     from ..report import render_table
     from .outputs import output_folders
 
-    check_run_args(args)
     out = Path(args.out or DEFAULT_OUT)
     state = Path(args.state) if args.state else out / "state.pt"
     state_flag = ("--state", state) if args.state else ("--out", out)
-    with output_folders([("--out", out, out), (*state_flag, state.parent)]):
+    # rank 0 alone probes the folders (and clears stale temporaries, which another rank may be writing)
+    folders = output_folders([("--out", out, out), (*state_flag, state.parent)]) if group.is_main else nullcontext()
+    with folders:
         model, data = _load_model_and_data(args, model_spec, data_spec)
         mode = "cascade" if early_exit else "independent"
-        done = _finished_report(args, out, model, data, attacks, eps, params, mode)
+        done = group.main_run(lambda: _finished_report(args, out, model, data, attacks, eps, params, mode))
         if done is not None:
-            print(render_table(done))
-            print(f"\nreport already there: {out / 'report.json'} (same configuration, not recomputed; "
-                  f"--overwrite recomputes it)")
+            if group.is_main:
+                print(render_table(done))
+                print(f"\nreport already there: {out / 'report.json'} (same configuration, not recomputed; "
+                      f"--overwrite recomputes it)")
             return done
         report = evaluate(
             model, data, [(name, {}) for name in attacks], eps, norm=args.norm, n=args.n,
@@ -313,8 +340,9 @@ def run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, at
             state_path=args.state, keep_state=args.keep_state, registry=args.registry, progress=not args.quiet,
             params={name: dict(values) for name, values in params.items()}, no_check=args.no_check,
             model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize},
-            data_info={"spec": data_spec, "split": args.split},
+            data_info={"spec": data_spec, "split": args.split}, distributed=group.world_size > 1,
         )
-    print(render_table(report))
-    print(f"\nreport: {out / 'report.json'} (also report.md, results.csv, robust_accuracy.png)")
+    if group.is_main:
+        print(render_table(report))
+        print(f"\nreport: {out / 'report.json'} (also report.md, results.csv, robust_accuracy.png)")
     return report

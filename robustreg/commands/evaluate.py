@@ -32,6 +32,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--param", action="append", default=[], metavar="[NAME.]KEY=VALUE",
                    help="attack parameter, e.g. pgd.steps=40 or pgd.step_size=1/255; NAME may be left out "
                         "with one attack (repeatable; `robustreg list attacks NAME` shows them)")
+    g.add_argument("--eot", type=int, default=1, metavar="N",
+                   help="attack the mean of N draws of a randomised model with every white-box attack "
+                        "(Expectation over Transformation; the eot parameter of each; default 1: off)")
     g.add_argument("--no-early-exit", action="store_true",
                    help="run every attack on all clean-correct points (standalone numbers) instead of a cascade")
     add_run_args(p)
@@ -80,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
                              "(see `robustreg list`)")
     eps = eps_list(args.eps, args.eps_scale) if args.eps is not None else list(DEFAULT_EPS)
     owners = {name: registry.attack(name).params for name in attacks}
+    if args.eot < 1:
+        raise UsageError(f"--eot must be an int >= 1 (draws per gradient), got {args.eot}")
+    if args.eot > 1:
+        for name in attacks:
+            if registry.attack(name).info.kind == "white-box":
+                params[name]["eot"] = args.eot
     for name, values in param_values(args.param, owners, where="--attacks").items():
         params[name].update(values)
     run_evaluation(args, args.model or DEFAULT_MODEL, args.data or DEFAULT_DATA, attacks, eps,

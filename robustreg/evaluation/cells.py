@@ -25,6 +25,7 @@ from ..attack import AttackResult
 __all__ = ["FLAGS", "TRACE", "Cell", "masked_mean"]
 
 TRACE, FLAGS = "loss_trace", "flags"  # the extras kept in their own form (see the module docstring)
+EVER_BROKEN = "ever_broken"  # recorded per point like any extra; read by the silent-success check
 
 _LEGACY_SUMMED_PREFIX = "seconds"  # how states without a "reductions" entry were accumulated
 

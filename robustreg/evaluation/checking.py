@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..checks import CellView, CheckContext, run_checks
-from .cells import Cell
+from .cells import EVER_BROKEN, Cell
 from .config import Plan
 from .state import RunState
 
@@ -57,8 +57,8 @@ def _extras(cell: Cell) -> dict[str, Any]:
     curve = cell.mean_trace()
     if curve is not None:
         extras["loss_trace"] = torch.tensor(curve, dtype=torch.float64)
-    if "ever_broken" in cell.extras:
-        extras["ever_broken"] = cell.extras["ever_broken"] == 1  # NaN (not attacked) -> False
+    if EVER_BROKEN in cell.extras:
+        extras[EVER_BROKEN] = cell.extras[EVER_BROKEN] == 1  # NaN (not attacked) -> False
     if cell.flags:
         extras["flags"] = [f"{message} ({count} batch{'es' if count > 1 else ''})" if count > 1 else message
                            for message, count in cell.flags.items()]

@@ -67,6 +67,7 @@ class EvalConfig:
     model_info: Mapping[str, Any] | None = None
     data_info: Mapping[str, Any] | None = None
     no_check: Sequence[str] = ()
+    distributed: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.coerce(self.mode))

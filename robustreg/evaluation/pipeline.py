@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
+from ..checks import warn_checks
 from ..runtime import resolve_device
-from .config import EvalConfig, make_plan
+from .config import EvalConfig, Plan, make_plan
+from .distributed import SINGLE, Group, process_group
 from .inputs import first_samples
 from .report import build_report
 from .run import run_and_check
@@ -57,10 +61,18 @@ def evaluate(
         model_info, data_info: extra descriptions copied into the report's "model" / "data" entries.
         no_check: names of automatic checks to turn off (``robustreg.checks.CHECKS``; an unknown name
             is a ValueError with close matches); they are reported as "skipped".
+        distributed: share the batches over the torch.distributed ranks (call it on every rank of a
+            torchrun launch; the group is initialised from ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` if it is
+            not yet, and destroyed again at the end).  ``device="cuda"`` or ``"auto"`` means
+            ``cuda:LOCAL_RANK``.  The report is the one a single process gives with the same seed
+            (except for ``seconds`` and ``distributed``); only rank 0 writes files and runs the checks,
+            and every rank returns the same report (broadcast from rank 0).
 
     Returns the report dict: ``clean_accuracy``, ``n``, ``norm``, ``mode``, ``eps``, ``results`` (one
     entry per eps x attack), ``worst_case`` (one per eps), ``model``, ``data``, ``created``,
-    ``robustreg_version``, ``schema_version``, ``seconds``, ``nan_clean`` (clean points with NaN or inf
+    ``robustreg_version``, ``schema_version``, ``seconds``, ``distributed`` (``world_size``,
+    ``seconds_per_rank``: each rank's seconds in the attacks, ``gather_seconds_per_rank``: of them those
+    after its own batches of each cell), ``nan_clean`` (clean points with NaN or inf
     logits, never counted as correct) and ``checks`` (one ``{"name", "status", "message", "doc"}`` per
     automatic check, see ``docs/checks.md``; run once at the end, seeded by ``seed``).
     """
@@ -69,16 +81,31 @@ def evaluate(
     cfg = EvalConfig.from_options(config, **options)
     plan = make_plan(attacks, eps, cfg)
     x, y, data_info = first_samples(data, cfg.n)
-    device = resolve_device(cfg.device, model)
-    started = time.perf_counter()
-    run = run_and_check(model, x, y, plan, cfg, device, stacklevel=3)  # warnings name evaluate()'s caller
-    report = build_report(plan, run.state, model, data_info, cfg, device, time.perf_counter() - started,
-                          checks=run.checks, nan_clean=run.nan_clean)
-    if cfg.out_dir is not None:
-        from ..report import write_report
+    if not cfg.distributed:
+        return _evaluate(model, x, y, data_info, plan, cfg, resolve_device(cfg.device, model), SINGLE)
+    local = os.environ.get("LOCAL_RANK")
+    device = resolve_device(cfg.device, model, local_rank=int(local) if local else None)
+    with process_group(device) as group:
+        return _evaluate(model, x, y, data_info, plan, cfg, device, group)
 
-        write_report(report, cfg.out_dir)
-    path = cfg.state_file
-    if path is not None and not cfg.keep_state and path.exists():
-        path.unlink()
-    return report
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dict[str, Any], plan: Plan,
+              cfg: EvalConfig, device: torch.device, group: Group) -> dict[str, Any]:
+    started = time.perf_counter()
+    run = run_and_check(model, x, y, plan, cfg, device, stacklevel=4, group=group)  # warnings name evaluate()'s caller
+
+    def finish() -> dict[str, Any]:
+        report = build_report(plan, run.state, model, data_info, cfg, device, time.perf_counter() - started,
+                              checks=run.checks, nan_clean=run.nan_clean, seconds_per_rank=run.seconds_per_rank,
+                              gather_seconds_per_rank=run.gather_seconds_per_rank)
+        if cfg.out_dir is not None:
+            from ..report import write_report
+
+            write_report(report, cfg.out_dir)
+        path = cfg.state_file
+        if path is not None and not cfg.keep_state and path.exists():
+            path.unlink()
+        warn_checks(run.checks, stacklevel=5)  # one CheckWarning per warning check, naming evaluate()'s caller
+        return report
+
+    return group.main_run(finish)

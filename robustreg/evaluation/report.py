@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cells import masked_mean
+from ..attack import PASS_EXTRAS
+from .cells import EVER_BROKEN, masked_mean
 from .config import EvalConfig, Plan
 from .state import RunState
 
@@ -58,6 +59,10 @@ def result_entry(plan: Plan, state: RunState, e: int, a: int) -> dict[str, Any]:
     if cell.flags:  # warnings the attack raised about the evaluation, message -> batches
         entry["flags"] = dict(cell.flags)
     extras = cell.reduced_extras()
+    for key in PASS_EXTRAS:  # the base's pass counts, per attacked sample, at the entry's top level
+        if key in extras:
+            entry[key] = extras.pop(key)
+    extras.pop(EVER_BROKEN, None)  # a per-point flag for the silent-success check, not a number to report
     if extras:
         entry["extras"] = extras
         # Scalar summaries an attack reports for the whole set (RayS' "adbd") also sit at the top level.
@@ -98,9 +103,13 @@ def worst_case_entry(plan: Plan, state: RunState, e: int) -> dict[str, Any]:
 
 def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mapping[str, Any],
                  config: EvalConfig, device: torch.device, seconds: float, *,
-                 checks: list[dict[str, str]] | None = None, nan_clean: int | None = None) -> dict[str, Any]:
+                 checks: list[dict[str, str]] | None = None, nan_clean: int | None = None,
+                 seconds_per_rank: list[float] | None = None,
+                 gather_seconds_per_rank: list[float] | None = None) -> dict[str, Any]:
     """The report dict of a finished run (``data_info``: the description :func:`first_samples` gave;
-    ``checks``: the automatic checks' list, ``nan_clean``: clean points with non-finite logits)."""
+    ``checks``: the automatic checks' list, ``nan_clean``: clean points with non-finite logits;
+    ``seconds_per_rank``: each torch.distributed rank's seconds in the attacks, one per rank, and
+    ``gather_seconds_per_rank`` of them those after its own batches: waiting for the others, the gather)."""
     from .. import __version__
 
     n = state.n
@@ -123,6 +132,9 @@ def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mappi
         "device": str(device),
         "resumed": state.resumed,
         "seconds": round(seconds, 3),
+        **({} if seconds_per_rank is None else {"distributed": {
+            "world_size": len(seconds_per_rank), "seconds_per_rank": list(seconds_per_rank),
+            "gather_seconds_per_rank": list(gather_seconds_per_rank or [0.0] * len(seconds_per_rank))}}),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "robustreg_version": __version__,
         **({} if checks is None else {"checks": checks}),

@@ -1,8 +1,13 @@
 """Run: the clean pass, then per cell (eps x attack) and per batch the attack, judged by the model.
 
 Whether a sample is broken is decided by running the model on the adversarial point itself, never by
-trusting the attack; a NaN output counts as broken (and is warned about).  The state is saved after
-every batch, so an interrupted run resumes at the batch it stopped in.
+trusting the attack; a NaN output counts as broken (and is warned about).  A minimal-norm attack
+(``AttackInfo.minimal_norm``) has no budget: at eps its result is read through
+:func:`robustreg.attack.within_eps` (the clean point where its perturbation exceeds eps), so a sample
+counts as broken only if its minimal perturbation fits in the eps ball.  The state is saved after
+every batch, so an interrupted run resumes at the batch it stopped in.  Over several torch.distributed
+ranks, :class:`ShardedRunner` runs each cell's batches round-robin and gathers them (see
+:mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -15,15 +20,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attack import Attack, AttackError, AttackResult, ModelState
+from ..attack import Attack, AttackError, AttackResult, ModelState, within_eps
 from ..runtime import model_device, predict
 from ..threat import ThreatModel
 from .checking import clean_correct, evaluation_checks, nonfinite_rows
 from .config import EvalConfig, Plan
-from .probe import probe_model, sanity_checks
+from .distributed import SINGLE, Group, Shards, plain_record, replay
+from .probe import probe_model
 from .state import RunState, fingerprint, load_state
 
-__all__ = ["Finished", "Runner", "run_and_check"]
+__all__ = ["Finished", "Runner", "ShardedRunner", "run_and_check"]
 
 
 @dataclass
@@ -91,7 +97,7 @@ class Runner:
         start = time.perf_counter()
         result = attack.run(self.model, x, y)
         seconds = time.perf_counter() - start
-        x_adv = result.x_adv
+        x_adv = within_eps(threat, result.x_adv, x) if attack.info.minimal_norm else result.x_adv
         if not bool(threat.contains(x_adv, x).all()):  # the base checks this too; never trust an attack
             raise AttackError(f"attack {label!r} returned points outside {threat.describe()}")
         with torch.no_grad():
@@ -117,6 +123,74 @@ class Runner:
         return done
 
 
+@dataclass
+class ShardedRunner(Runner):
+    """A :class:`Runner` on one rank of ``group``: batch ``k`` of each cell runs on rank
+    ``k % world_size``; after the cell every rank replays every batch's record in batch order, so
+    each holds the state one process would.  ``shards``: this rank's file of batch records and the
+    records a resumed run found (those batches are not rerun)."""
+
+    group: Group = SINGLE
+    shards: Shards | None = None
+    gather_seconds: float = 0.0  # after this rank's batches: waiting for the others, the gather, the replay
+
+    def run_cell(self, e: int, a: int, stacklevel: int = 2) -> None:
+        cell = self.state.cell(e, a)
+        if cell.done:
+            return
+        key = f"{e}:{a}"
+        idx_all = self.to_attack(e, a)
+        chunks = list(torch.split(idx_all, self.plan.batch_size)) if idx_all.numel() else []
+        if cell.chunks_done == 0:
+            self._advance(self.state.correct_count - idx_all.numel())
+        known = dict(self.shards.known.get(key, {})) if self.shards is not None else {}
+        todo = [k for k in range(cell.chunks_done, len(chunks))
+                if k % self.group.world_size == self.group.rank and k not in known]
+        ends: list[float] = []
+
+        def work() -> dict[int, dict[str, Any]]:
+            done = self._run_batches(e, a, key, chunks, todo)
+            ends.append(time.perf_counter())
+            return done
+
+        mine = self.group.all_run(work)
+        records = known
+        for part in mine:
+            records.update(part)
+        for k in range(cell.chunks_done, len(chunks)):
+            if not torch.equal(records[k]["idx"], chunks[k]):
+                raise ValueError(f"batch {k} of cell {key} was recorded for other samples; delete the state "
+                                 f"files to start fresh")
+            replay(cell, records[k])
+            if k not in todo:
+                self._advance(chunks[k].numel())
+        cell.chunks_done, cell.done = len(chunks), True
+        self.state.save()  # only rank 0's state has a path
+        self.group.barrier()  # the cell is in rank 0's state before any rank forgets its records
+        self.gather_seconds += time.perf_counter() - ends[0]
+        if self.shards is not None:
+            self.shards.forget(key)
+        if cell.nan and self.group.is_main:
+            warnings.warn(f"attack {self.plan.plans[a].label!r} at eps={self.plan.eps[e]:g}: the model returned "
+                          f"NaN logits on {cell.nan} adversarial points (counted as broken)", stacklevel=stacklevel)
+
+    def _run_batches(self, e: int, a: int, key: str, chunks: list[torch.Tensor],
+                     todo: list[int]) -> dict[int, dict[str, Any]]:
+        """This rank's batches ``todo`` of the cell, each saved to its file as soon as it is done."""
+        if not todo:
+            return {}
+        attack = self.plan.build(e, a)
+        done = {}
+        for k in todo:
+            batch = self._attack_batch(attack, self.plan.threat(e), chunks[k], self.plan.plans[a].label)
+            done[k] = plain_record(chunks[k], batch.broken, batch.distance, batch.nan_rows, batch.result,
+                                   batch.seconds)
+            if self.shards is not None:
+                self.shards.add(key, k, done[k])
+            self._advance(chunks[k].numel())
+        return done
+
+
 def _progress_bar(progress: bool, total: int) -> Any:
     if not progress:
         return None
@@ -126,14 +200,24 @@ def _progress_bar(progress: bool, total: int) -> Any:
 
 
 def _open_state(model: nn.Module, x: torch.Tensor, y: torch.Tensor, expected: dict[str, Any],
-                config: EvalConfig, device: torch.device, stacklevel: int) -> tuple[RunState, torch.Tensor]:
+                config: EvalConfig, device: torch.device, group: Group = SINGLE) -> tuple[RunState, torch.Tensor]:
     """The saved state if there is one for this configuration, else a fresh one from the clean pass;
-    and the clean logits (recomputed on resume: the checks read them)."""
+    and the clean logits (recomputed on resume: the checks read them).  Over several ranks rank 0
+    opens it and the others get a copy (without a path: only rank 0 saves it, and no clean logits)."""
+    if group.world_size == 1:
+        return _open_own_state(model, x, y, expected, config, device)
+    state, clean_logits = group.main_run(lambda: _open_own_state(model, x, y, expected, config, device))
+    if not group.is_main:
+        state.path = None
+    return state, clean_logits
+
+
+def _open_own_state(model: nn.Module, x: torch.Tensor, y: torch.Tensor, expected: dict[str, Any],
+                    config: EvalConfig, device: torch.device) -> tuple[RunState, torch.Tensor]:
     path = config.state_file
     saved = load_state(path, expected) if path is not None else None
     probe_model(model, x, y, device=device)  # a model that does not fit the data: one clear error, before any work
     clean_logits = predict(model, x, device, config.batch_size)
-    sanity_checks(model, x, y, clean_logits, device, stacklevel + 1)
     if saved is not None:
         return RunState.from_saved(saved, path), clean_logits
     return RunState(expected, clean_correct(clean_logits, y), path), clean_logits
@@ -141,11 +225,15 @@ def _open_state(model: nn.Module, x: torch.Tensor, y: torch.Tensor, expected: di
 
 @dataclass
 class Finished:
-    """A finished run: its state, the clean logits (CPU) and the report's ``checks`` list."""
+    """A finished run: its state, the clean logits (CPU), the report's ``checks`` list (rank 0's; empty
+    on the other ranks) and every rank's seconds in the attacks (one entry in a single process), and of
+    them those spent after its own batches of each cell (waiting for the others, the gather)."""
 
     state: RunState
     clean_logits: torch.Tensor
     checks: list[dict[str, str]] = field(default_factory=list)
+    seconds_per_rank: list[float] = field(default_factory=list)
+    gather_seconds_per_rank: list[float] = field(default_factory=list)
 
     @property
     def nan_clean(self) -> int:
@@ -153,12 +241,36 @@ class Finished:
         return int(nonfinite_rows(self.clean_logits).sum())
 
 
+def _run_cells(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
+               device: torch.device, state: RunState, group: Group, stacklevel: int) -> tuple[float, float]:
+    """Every cell (sharded over ``group`` when it has several ranks); this rank's seconds, and of them
+    those after its own batches of each cell (waiting for the other ranks, the gather)."""
+    show = config.progress and group.is_main
+    bar = _progress_bar(show, len(plan.eps) * len(plan.plans) * state.correct_count)
+    started, gather = time.perf_counter(), 0.0
+    try:
+        if group.world_size == 1 and not config.distributed:
+            Runner(model, x, y, plan, device, state, bar).run_all(stacklevel + 1)
+        else:
+            shards = Shards.open(config.state_file, state.fingerprint, group)
+            runner = ShardedRunner(model, x, y, plan, device, state, bar, group, shards)
+            runner.run_all(stacklevel + 1)
+            gather = runner.gather_seconds
+            shards.remove(group)  # every cell is in rank 0's state now
+    finally:
+        if bar is not None:
+            bar.close()
+    return time.perf_counter() - started, gather
+
+
 def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
-                  device: torch.device, stacklevel: int = 2) -> Finished:
+                  device: torch.device, stacklevel: int = 2, group: Group = SINGLE) -> Finished:
     """Run the whole grid on the model (moved to ``device`` meanwhile; its modes and gradients are
     restored afterwards, also on an error or an interrupt), then the automatic checks
     (``config.no_check`` off) once at the end, on the finished state (a resumed run recomputes them).
 
+    ``group``: the torch.distributed ranks sharing the batches (see :mod:`.distributed`); every rank
+    ends with the same state, and the checks run on rank 0 only.
     ``stacklevel``: of the warnings, as ``warnings.warn`` counts it from here (2: this caller).
     """
     expected = fingerprint(plan, x, y, model)
@@ -167,16 +279,13 @@ def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
     try:
         model.to(device)
         model.eval()
-        state, clean_logits = _open_state(model, x, y, expected, config, device, stacklevel + 1)
+        state, clean_logits = _open_state(model, x, y, expected, config, device, group)
         state.save()
-        bar = _progress_bar(config.progress, len(plan.eps) * len(plan.plans) * state.correct_count)
-        try:
-            Runner(model, x, y, plan, device, state, bar).run_all(stacklevel + 1)
-        finally:
-            if bar is not None:
-                bar.close()
-        found = evaluation_checks(model, x, y, clean_logits, plan, state, device, config.no_check)
+        seconds, gather = _run_cells(model, x, y, plan, config, device, state, group, stacklevel + 1)
+        found = evaluation_checks(model, x, y, clean_logits, plan, state, device, config.no_check) \
+            if group.is_main else []
+        timings = group.gather((round(seconds, 4), round(gather, 4)))
     finally:
         model.to(home)
         snapshot.restore()
-    return Finished(state, clean_logits.cpu(), found)
+    return Finished(state, clean_logits.cpu(), found, [t[0] for t in timings], [t[1] for t in timings])

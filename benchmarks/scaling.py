@@ -1,0 +1,90 @@
+"""Wall time of one evaluation on 1 and 2 torchrun processes (one thread each), and the speed-up.
+
+The PGD-trained LeNet-5 on the first 2000 MNIST test images, pgd + si-pgd + fgsm at eps 0.3; both
+runs are launched from this one run, one after the other, and must give the same report.  Printed
+(and written to ``results/scaling.txt``): each run's wall time of the ``evaluate`` call, the ranks'
+seconds in the attacks and the seconds after their own batches (waiting for the others, the gather).
+
+    ROBUSTREG_SHARED=/path/to/shared python benchmarks/scaling.py [--n 2000] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import SHARED, machine  # noqa: E402
+
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One rank: evaluate (distributed=True) and print rank 0's timing as JSON."""
+    import torch
+
+    from robustreg.data import load_data
+    from robustreg.evaluation import evaluate
+    from robustreg.models import build_model
+
+    torch.set_num_threads(1)
+    model = build_model("lenet5-mnist", weights=str(SHARED / "models" / "mnist_lenet5_advtrained.pt"))
+    data = load_data(f"mnist:{SHARED / 'data' / 'mnist'}", "test")
+    attacks = [("pgd", {"steps": args.steps}), ("si-pgd", {"steps": args.steps}), ("fgsm", {})]
+    start = time.perf_counter()
+    report = evaluate(model, data, attacks, [0.3], n=args.n, batch_size=args.batch_size, progress=False,
+                      distributed=True, no_check=["randomized-model", "zero-gradients"])
+    wall = time.perf_counter() - start
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("RESULT " + json.dumps({"wall": wall, "distributed": report["distributed"],
+                                      "accuracies": [r["robust_accuracy"] for r in report["results"]]}), flush=True)
+
+
+def launch(nproc: int, args: argparse.Namespace, port: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [TORCHRUN, "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1", "--master_port", str(port),
+           __file__, "--", "--worker", "--n", str(args.n), "--steps", str(args.steps),
+           "--batch-size", str(args.batch_size)]
+    with tempfile.TemporaryDirectory() as cwd:
+        out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=250)
+    args = p.parse_args([a for a in sys.argv[1:] if a != "--"])
+    if args.worker:
+        worker(args)
+        return
+    runs = {nproc: launch(nproc, args, 29700 + nproc) for nproc in (1, 2)}
+    if runs[1]["accuracies"] != runs[2]["accuracies"]:
+        raise SystemExit(f"the two runs disagree: {runs[1]['accuracies']} vs {runs[2]['accuracies']}")
+    lines = [f"# evaluation scaling: lenet5-mnist (PGD-trained), {args.n} MNIST test images, pgd + si-pgd "
+             f"({args.steps} steps) + fgsm at eps 0.3, batch {args.batch_size}, CPU gloo, 1 thread per process",
+             f"# machine: {machine()}; shared with other jobs, so the ratio is indicative",
+             "processes  wall_s  attack_s_per_rank  after_own_batches_s_per_rank (wait + gather)"]
+    for nproc, run in runs.items():
+        d = run["distributed"]
+        lines.append(f"{nproc:9d}  {run['wall']:6.1f}  {d['seconds_per_rank']}  {d['gather_seconds_per_rank']}")
+    lines.append(f"speed-up (wall 1 / wall 2): {runs[1]['wall'] / runs[2]['wall']:.2f}x; "
+                 f"robust accuracies (identical): {runs[1]['accuracies']}")
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    (HERE / "results" / "scaling.txt").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
