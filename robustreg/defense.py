@@ -163,6 +163,13 @@ class Defense:
     #: the mechanisms composed onto this defense (set by the constructor)
     mechanisms: tuple[Mechanism, ...] = ()
 
+    @property
+    def crafts_with_batch_statistics(self) -> bool:
+        """True when the defense deliberately crafts its examples with the model in train mode, updating
+        BatchNorm's running statistics as its authors' code does (fast AT, GradAlign); the conformance kit
+        then checks that only the defense's own forwards changed them, not that they are untouched."""
+        return False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         declared = cls.__dict__.get("params")

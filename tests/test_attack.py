@@ -254,7 +254,9 @@ def test_result_kept_with_queries_and_extras(setup):
                                 extras={"d": 1.0})
 
     result = WithExtras(ThreatModel(), seed=0).run(model, x, y)
-    assert result.queries.tolist() == [1.0] * 4 and result.extras == {"d": 1.0}
+    assert result.queries.tolist() == [1.0] * 4 and list(result.extras) == ["d", "forwards", "backwards"]
+    assert result.extras["d"] == 1.0  # the base adds the pass counts (Noise makes no forward)
+    assert result.extras["forwards"].tolist() == result.extras["backwards"].tolist() == [0.0] * 4
 
 
 def test_caller_tensors_untouched(setup):

@@ -278,6 +278,7 @@ def test_interrupted_evaluate_resumes(tmp_path, capsys):
 
     registry = Registry.create(plugins=[("p", P())], entry_points=False)
     weights = tmp_path / "w.pt"  # digits-cnn is randomly initialised: fix its weights so both runs match
+    torch.manual_seed(0)  # and so that enough points are clean-correct for several batches, whatever ran before
     torch.save(registry.model("digits-cnn").build().state_dict(), weights)
     args = ["evaluate", "--model", "digits-cnn", "--weights", str(weights), "--data", "digits", "--n", "200",
             "--attacks", "t-flaky",

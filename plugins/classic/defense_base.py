@@ -131,6 +131,10 @@ class AdversarialDefense(Defense):
     ])
     step_ratio: ClassVar[float] = 0.25  # step_size = ratio * eps when not given
     craft_mode: str = "eval"  # a declared parameter of the defenses whose authors craft in train mode
+
+    @property
+    def crafts_with_batch_statistics(self) -> bool:
+        return self.craft_mode == "train"
     start: ClassVar[str] = "uniform"  # "uniform" in the ball, "gaussian" (TRADES' 0.001 * N(0, I)), "zero"
 
     eps: float

@@ -5,7 +5,9 @@ What is checked, and why it can be checked for any defense:
 - **modes and requires_grad**: the model is put in a mixed state first (train mode, its first child in
   eval mode, its first parameter frozen); after ``defense.loss`` every module's mode and every
   parameter's ``requires_grad`` must be as before (crafting must restore what it changes).
-- **BatchNorm statistics**: only a train-mode BatchNorm forward updates running statistics, and the
+- **BatchNorm statistics** (a defense that ``crafts_with_batch_statistics``, as fast AT's and GradAlign's
+  authors do, may update them while crafting; its statistics must still equal a replay of its own
+  train-mode forwards): only a train-mode BatchNorm forward updates running statistics, and the
   ones a defense may run are its *outer* forwards, those of its objective.  Where the defense has
   ``adversarial(model, x, y, step=)`` (its crafting on its own) that is run on a train-mode model and
   must leave every buffer untouched.  During ``loss``, a train-mode BatchNorm forward with the
@@ -83,12 +85,13 @@ class _BatchNormWatch:
         for handle in self.handles:
             handle.remove()
 
-    def problem(self, loss: torch.Tensor, strict: bool) -> str | None:
+    def problem(self, loss: torch.Tensor, strict: bool, train_crafting: bool = False) -> str | None:
         """``strict``: every train-mode forward must be part of the loss (for a defense without
-        ``adversarial``, whose crafting cannot be run apart); else only frozen-parameter ones are refused."""
+        ``adversarial``, whose crafting cannot be run apart); else only frozen-parameter ones are refused,
+        and not even those for a defense that ``crafts_with_batch_statistics`` (``train_crafting``)."""
         reachable = _graph_nodes(loss)
         for name, _, output, frozen in self.calls:
-            if frozen:
+            if frozen and not train_crafting:
                 return (f"BatchNorm {name!r} ran a train-mode forward with its parameters frozen (crafting in train "
                         "mode updates the running statistics; craft in eval mode: robustreg.crafting)")
             if strict and (output.grad_fn is None or output.grad_fn not in reachable):
@@ -221,7 +224,7 @@ def _crafting_problem(defense: Defense, model: nn.Module, x: torch.Tensor, y: to
     if problem:
         return f"adversarial(): {problem}"
     for (name, before), (_, after) in zip(buffers, model.named_buffers()):
-        if not torch.equal(before, after):
+        if not torch.equal(before, after) and not getattr(defense, "crafts_with_batch_statistics", False):
             return f"adversarial() changed buffer {name!r} (crafting in train mode updates BatchNorm statistics)"
     if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
         return f"adversarial() returned {getattr(x_adv, 'shape', type(x_adv).__name__)}, expected {tuple(x.shape)}"
@@ -241,7 +244,8 @@ def _step(defense: Defense, model: nn.Module, x: torch.Tensor, y: torch.Tensor) 
     if problems[1] is None:
         strict = not callable(getattr(defense, "adversarial", None))
         unused = _unused_head_bias(defense, model)
-        problems += [watch.problem(out.loss, strict), _gradient_problem(model, out.loss, unused)]
+        train_crafting = bool(getattr(defense, "crafts_with_batch_statistics", False))
+        problems += [watch.problem(out.loss, strict, train_crafting), _gradient_problem(model, out.loss, unused)]
     if not torch.equal(x, x_copy) or not torch.equal(y, y_copy):
         problems.append("loss() changed the caller's x or y")
     return [p for p in problems if p]

@@ -96,7 +96,7 @@ def test_individual_entry_is_the_first_step_of_standard(registry):
     with torch.no_grad():
         standing = model(single.x_adv).argmax(1) == y
     assert torch.equal(standing, single.extras["robust_after:apgd-ce"])
-    assert list(single.extras) == ["robust_after:apgd-ce", "seconds:apgd-ce"]
+    assert list(single.extras) == ["robust_after:apgd-ce", "seconds:apgd-ce", "forwards", "backwards"]
 
 
 def test_listing_does_not_import_autoattack():
