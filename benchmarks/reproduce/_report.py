@@ -1,0 +1,97 @@
+"""Shared by the reproduction scripts: the machine, the output folder, the report set (Markdown, JSON, PNG).
+
+Each claim writes ``benchmarks/results/reproduce/<claim>/`` (or ``--out``): ``report.md`` (the paper's
+numbers beside ours, the protocol, what differs from the paper, seeds, machine, wall time),
+``report.json`` (the same numbers, machine-readable) and one PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results" / "reproduce"
+SHARED = Path(os.environ.get("ROBUSTREG_SHARED", HERE.parent.parent.parent / "shared"))
+
+if str(HERE.parent) not in sys.path:  # so `python benchmarks/reproduce/x.py` finds benchmarks/_common.py
+    sys.path.insert(0, str(HERE.parent))
+
+from _common import markdown_table  # noqa: E402
+
+__all__ = ["RESULTS", "SHARED", "Clock", "base_parser", "machine_lines", "markdown_table", "out_dir",
+           "pct", "write_report"]
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default results/reproduce/<claim>)")
+    parser.add_argument("--smoke", action="store_true", help="smallest configuration (tests): a few images, "
+                        "1 epoch, 2 steps; the numbers mean nothing")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    return parser
+
+
+def out_dir(args: argparse.Namespace, claim: str) -> Path:
+    path = args.out if args.out is not None else RESULTS / claim
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def machine_lines() -> list[str]:
+    """``uname -a``, cores, threads, torch, and the load (the 2 cores were shared with another job)."""
+    try:
+        uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        uname = " ".join(platform.uname())
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU used"
+    return [f"- `uname -a`: `{uname}`",
+            f"- CPU cores: {os.cpu_count()}; torch threads: {torch.get_num_threads()} "
+            f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); {gpu}; torch {torch.__version__}",
+            f"- load average at the end: {', '.join(f'{v:.2f}' for v in load)} -- the machine was shared "
+            "with another heavy job on the other core, so wall times are upper bounds, not speed measurements"]
+
+
+class Clock:
+    """Wall time since construction."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def write_report(out: Path, title: str, sections: list[str], numbers: dict[str, Any], clock: Clock,
+                 png: bytes | None = None, png_name: str = "figure.png") -> Path:
+    """report.md (sections + machine + wall time), report.json (numbers + the same) and the PNG."""
+    wall = clock.seconds()
+    if png is not None:
+        (out / png_name).write_bytes(png)
+        sections = [*sections, f"![{png_name}]({png_name})"]
+    machine = machine_lines()
+    body = "\n\n".join(sections)
+    md = (f"# {title}\n\n{body}\n\n## Machine and wall time\n\n" + "\n".join(machine)
+          + f"\n- wall time of this script: {wall:.0f} s ({wall / 60:.1f} min)\n")
+    numbers = {**numbers, "wall_seconds": round(wall, 1), "machine": machine}
+    tmp = out / "report.json.tmp"
+    tmp.write_text(json.dumps(numbers, indent=2, default=str) + "\n")
+    os.replace(tmp, out / "report.json")
+    tmp = out / "report.md.tmp"
+    tmp.write_text(md)
+    os.replace(tmp, out / "report.md")
+    return out / "report.md"

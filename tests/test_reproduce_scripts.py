@@ -1,0 +1,57 @@
+"""Every benchmarks/reproduce/claim*.py runs its --smoke configuration and writes its report set."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPRODUCE = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
+SCRIPTS = sorted(p.stem for p in REPRODUCE.glob("claim*.py"))
+SHARED = Path(os.environ.get("ROBUSTREG_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
+NEEDS_SHARED = {"claim1_logit_scale", "claim2_table5_order"}  # the shared checkpoints and MNIST / CIFAR images
+
+
+@pytest.fixture()
+def reproduce_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(REPRODUCE))
+    monkeypatch.syspath_prepend(str(REPRODUCE.parent))
+
+
+def test_every_claim_script_is_found() -> None:
+    assert {"claim1_logit_scale", "claim2_table5_order", "claim5_si_improves"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_smoke_run_writes_the_report(name: str, tmp_path: Path, reproduce_path: None) -> None:
+    if name in NEEDS_SHARED and not (SHARED / "models" / "resnet4b.pth").exists():
+        pytest.skip(f"the shared checkpoints are not in {SHARED} (set ROBUSTREG_SHARED)")
+    module = importlib.import_module(name)
+    try:
+        argv = ["--smoke", "--out", str(tmp_path / "out")]
+        if _takes_runs(module):  # training folders in tmp_path, never the shared cache
+            argv += ["--runs", str(tmp_path / "runs")]
+        md = module.main(argv)
+    finally:
+        sys.modules.pop(name, None)
+    out = tmp_path / "out"
+    assert md == out / "report.md"
+    text = md.read_text()
+    assert "Verdict:" in text and "uname -a" in text and "wall time" in text
+    numbers = json.loads((out / "report.json").read_text())
+    assert numbers["verdict"] in {"held", "partly", "did not hold"}
+    assert numbers["wall_seconds"] > 0
+    pngs = list(out.glob("*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _takes_runs(module: object) -> bool:
+    try:
+        module.parse_args(["--smoke", "--runs", "x"])  # type: ignore[attr-defined]
+    except SystemExit:
+        return False
+    return True
