@@ -19,17 +19,19 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from .attack import PASS_EXTRAS, AttackResult, ModelState, within_eps
-from .checks import CellView, CheckContext, run_checks, warn_checks
+from .attack import PASS_EXTRAS, ModelState, within_eps
+from .checks import CheckContext, run_checks, warn_checks
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
 from .evaluation import first_samples
+from .evaluation.cells import Cell
+from .evaluation.checking import clean_correct, nonfinite_rows, view_of
 from .registry import AttackSpec, Registry
 from .threat import NORMS, ThreatModel, parse_eps
 
@@ -118,54 +120,26 @@ def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size:
 
 
 class _Run(NamedTuple):
-    """One toolkit's attack on the attacked samples: broken flags, seconds, largest perturbation, mean
-    queries (None when the attack reports none), whether each adversarial logit row is finite, the
-    extras the automatic checks read (``ever_broken``, ``loss_trace``, ``flags``; see :mod:`robustreg.checks`)
-    and the model's forward and backward passes per sample (the base counts them)."""
+    """One toolkit's attack: its evaluation :class:`~robustreg.evaluation.cells.Cell` over all n samples
+    (which recorded each batch exactly as ``evaluate`` does: broken flags, perturbations, queries, extras,
+    the base's pass counts, flags, loss traces) and ``broken``, its flags on the attacked samples."""
 
+    cell: Cell
     broken: torch.Tensor
-    seconds: float
-    max_dist: float
-    queries: float | None
-    adv_finite: torch.Tensor
-    extras: dict[str, Any]
-    passes: dict[str, float]
 
+    @property
+    def seconds(self) -> float:
+        return self.cell.seconds
 
-@dataclass
-class _Extras:
-    """The check extras of one attack's batches, joined (a per-sample extra only if every batch had it)."""
+    @property
+    def max_dist(self) -> float:
+        ran = self.cell.ran
+        return float(self.cell.distance[ran].max()) if bool(ran.any()) else 0.0
 
-    batches: int = 0
-    ever: list[torch.Tensor] = field(default_factory=list)
-    traces: list[torch.Tensor] = field(default_factory=list)
-    flags: dict[str, None] = field(default_factory=dict)
-    passes: dict[str, float] = field(default_factory=dict)  # summed over the samples
-
-    def add(self, result: AttackResult) -> None:
-        self.batches += 1
-        extras = result.extras or {}
-        for key in PASS_EXTRAS:
-            if key in extras:
-                self.passes[key] = self.passes.get(key, 0.0) + float(torch.as_tensor(extras[key]).sum())
-        if "ever_broken" in extras:
-            self.ever.append(torch.as_tensor(extras["ever_broken"]).bool().cpu())
-        trace = extras.get("loss_trace")
-        if isinstance(trace, torch.Tensor) and trace.dim() == 2:
-            self.traces.append(trace.detach().double().cpu())
-        raw = extras.get("flags")
-        for flag in [raw] if isinstance(raw, str) else raw or ():
-            self.flags[str(flag)] = None
-
-    def joined(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.batches and len(self.ever) == self.batches:
-            out["ever_broken"] = torch.cat(self.ever)
-        if self.batches and len(self.traces) == self.batches and len({t.shape[1] for t in self.traces}) == 1:
-            out["loss_trace"] = torch.cat(self.traces)
-        if self.flags:
-            out["flags"] = list(self.flags)
-        return out
+    def summary(self) -> dict[str, Any]:
+        """The row's mean queries and passes per attacked sample (None where the attack reports none)."""
+        extras = self.cell.reduced_extras()
+        return {"mean_queries": self.cell.query_mean(), **{key: extras.get(key) for key in PASS_EXTRAS}}
 
 
 def _run_one(
@@ -174,42 +148,32 @@ def _run_one(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
+    index: torch.Tensor,
     threat: ThreatModel,
     device: torch.device,
     batch_size: int,
     seed: int,
 ) -> _Run:
-    """One toolkit's attack on ``x`` (the clean-correct samples), in batches."""
+    """One toolkit's attack on the samples ``index`` of the n in ``x`` (the clean-correct ones), in batches."""
     attack = spec.build(threat, seed=seed, **params)
-    if x.shape[0]:
+    cell = Cell.empty(x.shape[0])
+    if index.numel():
         # Untimed warm-up on one sample: a toolkit's lazy imports and first-call set-up are not the attack.
-        attack.run(model, x[:1].to(device), y[:1].to(device))
-    broken, finite, dists, queries = [], [], [], []
-    extras = _Extras()
-    seconds = 0.0
-    for i in range(0, x.shape[0], batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        attack.run(model, x[index[:1]].to(device), y[index[:1]].to(device))
+    for i in range(0, index.numel(), batch_size):
+        idx = index[i:i + batch_size]
+        xb, yb = x[idx].to(device), y[idx].to(device)
         start = time.perf_counter()
         result = attack.run(model, xb, yb)
-        seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
         if attack.info.minimal_norm:  # its point read at eps, as the evaluation reads it
             result.x_adv = within_eps(threat, result.x_adv, xb)
         with torch.no_grad():
             logits = model(result.x_adv)
-        ok = torch.isfinite(logits).all(dim=1)
-        broken.append(((logits.argmax(dim=1) != yb) | ~ok).cpu())  # a NaN row is never correct
-        finite.append(ok.cpu())
-        dists.append(threat.distance(result.x_adv, xb).cpu())
-        extras.add(result)
-        if result.queries is not None:
-            queries.append(result.queries.float().cpu())
-    if not broken:
-        empty = torch.zeros(0, dtype=torch.bool)
-        return _Run(empty, 0.0, 0.0, None, empty, {}, {})
-    q = float(torch.cat(queries).mean()) if len(queries) == len(broken) else None
-    passes = {key: total / x.shape[0] for key, total in extras.passes.items()}
-    return _Run(torch.cat(broken), seconds, float(torch.cat(dists).max()), q, torch.cat(finite), extras.joined(),
-                passes)
+        bad = nonfinite_rows(logits).cpu()
+        broken = (logits.argmax(dim=1).cpu() != yb.cpu()) | bad  # a NaN row is never correct
+        cell.record(idx, broken, threat.distance(result.x_adv, xb).cpu(), result, int(bad.sum()), seconds, bad)
+    return _Run(cell, cell.broken[index])
 
 
 def _check_args(registry: Registry, toolkits: Sequence[str] | None, attack: Any, norm: str, eps: float | str,
@@ -281,7 +245,7 @@ def _attack_rows(resolved: Sequence[Resolved], plans: Sequence[Mapped | None], r
             continue
         runs[res.toolkit] = done
         row.update(robust_accuracy=(n_correct - int(done.broken.sum())) / n, seconds=done.seconds,
-                   max_perturbation=done.max_dist, mean_queries=done.queries, **done.passes)
+                   max_perturbation=done.max_dist, **done.summary())
     native = next((r for r in rows if r["toolkit"] == "native" and r["seconds"] is not None), None)
     for row in rows:
         if native is not None and row["seconds"] is not None and native["seconds"] > 0:
@@ -338,28 +302,10 @@ def disagreements(broken: Mapping[str, torch.Tensor], index: torch.Tensor,
 def _checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, threat: ThreatModel,
             resolved: Sequence[Resolved], plans: Sequence[Mapped | None], runs: Mapping[str, _Run],
             device: torch.device, seed: int, disabled: Iterable[str]) -> list[dict[str, str]]:
-    """The report's automatic checks: one cell per toolkit row that ran, on the clean-correct points."""
-    from .evaluation.checking import clean_correct, single_step
-
-    correct = clean_correct(clean_logits, y)
-    cells = []
-    for res, mapped in zip(resolved, plans):
-        done = runs.get(res.toolkit)
-        if done is None or res.spec is None or mapped is None:
-            continue
-        broken, finite = torch.zeros_like(correct), torch.ones_like(correct)
-        broken[correct], finite[correct] = done.broken, done.adv_finite
-        extras = dict(done.extras)
-        if "ever_broken" in extras:
-            ever = torch.zeros_like(correct)
-            ever[correct] = extras["ever_broken"]
-            extras["ever_broken"] = ever
-        if "loss_trace" in extras:
-            trace = torch.full((len(correct), extras["loss_trace"].shape[1]), float("nan"), dtype=torch.float64)
-            trace[correct] = extras["loss_trace"]
-            extras["loss_trace"] = trace
-        cells.append(CellView(res.name, threat.eps, res.spec.info.kind, single_step(res.spec, mapped.kwargs),
-                              broken, correct.clone(), finite, extras))
+    """The report's automatic checks: one cell per toolkit row that ran, seen as the evaluation sees its cells."""
+    cells = [view_of(runs[res.toolkit].cell, res.name, threat.eps, res.spec, mapped.kwargs)
+             for res, mapped in zip(resolved, plans)
+             if res.toolkit in runs and res.spec is not None and mapped is not None]
     ctx = CheckContext(model, x.to(device), y.to(device), clean_logits, norm=threat.norm, cells=cells, device=device,
                        seed=seed, box=threat.box)
     return [result.to_json() for result in run_checks(ctx, disabled=disabled)]
@@ -370,21 +316,18 @@ def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Thre
                 batch_size: int, seed: int, noise: bool, progress: bool,
                 no_check: Iterable[str]) -> tuple[Any, ...]:
     """(clean-correct flags, rows, runs per toolkit, noise, checks) with the model's state restored after."""
-    from .evaluation.checking import clean_correct
-
     state = ModelState(model)
     model_device = next((p.device for p in model.parameters()), None)
     try:
         model.to(device).eval()
         clean_logits = _logits(model, x, device, batch_size)
         correct = clean_correct(clean_logits, y)
-        xs, ys = x[correct], y[correct]
+        index = torch.nonzero(correct, as_tuple=False).flatten()
 
         def run(spec: AttackSpec, kwargs: Mapping[str, Any], run_seed: int = seed) -> _Run:
-            return _run_one(spec, kwargs, model, xs, ys, threat, device, batch_size, run_seed)
+            return _run_one(spec, kwargs, model, x, y, index, threat, device, batch_size, run_seed)
 
         rows, runs = _attack_rows(resolved, plans, run, int(x.shape[0]), int(correct.sum()), progress)
-        index = torch.nonzero(correct, as_tuple=False).flatten()
         broken_by = {toolkit: done.broken for toolkit, done in runs.items()}
         noisy = _noise(resolved, plans, broken_by, run, seed, index) if noise else None
         checks = _checks(model, x, y, clean_logits, threat, resolved, plans, runs, device, seed, no_check)

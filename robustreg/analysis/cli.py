@@ -30,7 +30,7 @@ from ..runtime import resolve_device
 from ..threat import NORMS
 
 __all__ = ["add_analysis_args", "analysis_eps", "attack_names", "attack_params", "load_model_and_data",
-           "load_models", "model_list", "one_attack", "samples"]
+           "load_models", "model_list", "one_attack", "record_inputs", "samples"]
 
 
 def add_analysis_args(p: argparse.ArgumentParser, *, model: bool | str = True, attacks: str | None = "--attacks",
@@ -69,6 +69,14 @@ def add_analysis_args(p: argparse.ArgumentParser, *, model: bool | str = True, a
     g.add_argument("--seed", type=int, default=0, help="seed of the attacks and random directions (default 0)")
     g.add_argument("--out", metavar="DIR", help="report folder (default ./robustreg-out/analyze-NAME)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def record_inputs(args: argparse.Namespace, report: dict[str, Any]) -> str:
+    """Put ``--model --weights --normalize`` and ``--data --split`` into ``report`` (report.json says what
+    it was computed on); return the model's label for titles: ``SPEC (checkpoint file name)``."""
+    report["model"] = {"spec": args.model, "weights": args.weights, "normalize": args.normalize}
+    report["data"] = {"spec": args.data, "split": args.split}
+    return f"{args.model} ({Path(args.weights).name})" if args.weights else str(args.model)
 
 
 def check_common(args: argparse.Namespace) -> None:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..files import write_set_atomic
+from ..tables import format_table
 
 __all__ = ["ANALYSES", "Analysis", "AnalysisOutput", "accuracy", "craft_batched", "figure", "figure_png", "finite",
            "json_params", "labelled_models", "markdown_table", "progress", "register_analysis", "sample_losses",
@@ -120,13 +121,11 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def markdown_table(header: list[str], rows: Iterable[list[Any]]) -> str:
-    """A Markdown table (floats with 4 significant digits)."""
+    """A Markdown table (:func:`robustreg.tables.format_table`), floats with 4 significant digits."""
     def cell(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return format_table(header, [[cell(v) for v in row] for row in rows], markdown=True)
 
 
 def json_params(params: Mapping[str, Any]) -> dict[str, Any]:

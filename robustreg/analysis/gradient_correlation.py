@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cli import add_analysis_args, load_model_and_data
+from .cli import add_analysis_args, load_model_and_data, record_inputs
 from .common import Analysis, AnalysisOutput, figure, figure_png, finite, markdown_table, progress, register_analysis
 from .directions import DEFAULT_EPS, directions, eval_mode, input_gradient, perturb, random_signs, sign_eps
 
@@ -177,10 +177,7 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
     model, x, y = load_model_and_data(args)
     report = gradient_correlation(model, x, y, eps, seed=args.seed, batch_size=args.batch_size,
                                   show_progress=not args.quiet)
-    report["model"] = {"spec": args.model, "weights": args.weights, "normalize": args.normalize}
-    report["data"] = {"spec": args.data, "split": args.split}
-    weights = f" ({str(args.weights).rsplit('/', 1)[-1]})" if args.weights else ""
-    title = f"{args.model}{weights}: gradient correlation, n={report['n']}, +-0.5 std"
+    title = f"{record_inputs(args, report)}: gradient correlation, n={report['n']}, +-0.5 std"
     return AnalysisOutput(report, render_markdown(report), {"gradient_correlation.png": plot(report, title)})
 
 

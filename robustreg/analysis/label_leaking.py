@@ -34,7 +34,7 @@ from ..evaluation import EvalConfig, Mode, make_plan
 from ..evaluation.checking import clean_correct, nonfinite_rows
 from ..runtime import predict
 from ..threat import ThreatModel
-from .cli import add_analysis_args, analysis_eps, attack_names, attack_params, load_model_and_data
+from .cli import add_analysis_args, analysis_eps, attack_names, attack_params, load_model_and_data, record_inputs
 from .common import Analysis, AnalysisOutput, figure, figure_png, json_params, markdown_table, register_analysis
 from .common import progress as _progress
 
@@ -224,9 +224,7 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
     report = label_leaking(model, x, y, eps, attacks=[(name, params[name]) for name in names], norm=args.norm,
                            seed=args.seed, batch_size=args.batch_size, registry=args.registry,
                            progress=not args.quiet)
-    report["model"] = {"spec": args.model, "weights": args.weights, "normalize": args.normalize}
-    report["data"] = {"spec": args.data, "split": args.split}
-    title = f"{args.model}" + (f" ({args.weights.rsplit('/', 1)[-1]})" if args.weights else "")
+    title = record_inputs(args, report)
     return AnalysisOutput(report, label_leaking_markdown(report, title),
                           {"label_leaking.png": label_leaking_png(report, title)})
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..commands.common import UsageError
-from .cli import add_analysis_args, analysis_eps, attack_names, attack_params, load_model_and_data
+from .cli import add_analysis_args, analysis_eps, attack_names, attack_params, load_model_and_data, record_inputs
 from .common import (
     Analysis,
     AnalysisOutput,
@@ -256,10 +256,7 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
     report = logit_scale(model, x, y, [(name, params[name]) for name in names], eps, alphas, norm=args.norm,
                          seed=args.seed, batch_size=args.batch_size, registry=args.registry, device=args.device,
                          show_progress=not args.quiet)
-    report["model"] = {"spec": args.model, "weights": args.weights, "normalize": args.normalize}
-    report["data"] = {"spec": args.data, "split": args.split}
-    weights = f" ({str(args.weights).rsplit('/', 1)[-1]})" if args.weights else ""
-    title = f"{args.model}{weights}\nrobust accuracy vs logit scale alpha (paper 004 Fig. 1), n={report['n']}"
+    title = f"{record_inputs(args, report)}\nrobust accuracy vs logit scale alpha (paper 004 Fig. 1), n={report['n']}"
     return AnalysisOutput(report, render_markdown(report), {"logit_scale.png": plot(report, title)})
 
 

@@ -21,7 +21,8 @@ from .cells import EVER_BROKEN, Cell
 from .config import Plan
 from .state import RunState
 
-__all__ = ["ITERATION_PARAMS", "cell_view", "clean_correct", "evaluation_checks", "nonfinite_rows", "single_step"]
+__all__ = ["ITERATION_PARAMS", "cell_view", "clean_correct", "evaluation_checks", "nonfinite_rows", "single_step",
+           "view_of"]
 
 #: declared parameters that count an attack's iterations (one of them equal to 1: a single step)
 ITERATION_PARAMS = ("steps", "max_iter", "iterations", "n_iter", "nb_iter")
@@ -65,13 +66,18 @@ def _extras(cell: Cell) -> dict[str, Any]:
     return extras
 
 
-def cell_view(plan: Plan, state: RunState, e: int, a: int) -> CellView:
-    """The checks' view of attack ``a`` at eps ``e``: evaluated = the points it ran on."""
-    attack, cell = plan.plans[a], state.cell(e, a)
-    spec = plan.registry.attack(attack.name)
+def view_of(cell: Cell, label: str, eps: float, spec: Any, params: dict[str, Any]) -> CellView:
+    """The checks' view of one recorded cell of attack ``spec`` (its registry entry) with ``params``:
+    evaluated = the points it ran on.  The evaluation's cells and compare's rows alike."""
     finite = None if cell.nonfinite is None else ~cell.nonfinite
-    return CellView(attack.label, plan.eps[e], spec.info.kind, single_step(spec, plan.params(a)),
-                    cell.broken & cell.ran, cell.ran.clone(), finite, _extras(cell))
+    return CellView(label, eps, spec.info.kind, single_step(spec, params), cell.broken & cell.ran, cell.ran.clone(),
+                    finite, _extras(cell))
+
+
+def cell_view(plan: Plan, state: RunState, e: int, a: int) -> CellView:
+    """The checks' view of attack ``a`` at eps ``e``."""
+    attack = plan.plans[a]
+    return view_of(state.cell(e, a), attack.label, plan.eps[e], plan.registry.attack(attack.name), plan.params(a))
 
 
 def evaluation_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, plan: Plan,
