@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from ..evaluation.checking import clean_correct
 from ..files import write_set_atomic
+from ..runtime import predict
 from ..tables import format_table
 
 __all__ = ["ANALYSES", "Analysis", "AnalysisOutput", "accuracy", "craft_batched", "figure", "figure_png", "finite",
@@ -109,15 +111,11 @@ def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", en
     yield from tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    """Fraction of ``x`` that ``model`` classifies as ``y`` (a NaN row is never correct), in batches."""
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        logits = model(x[i:i + batch_size])
-        ok = (logits.argmax(dim=1) == y[i:i + batch_size]) & torch.isfinite(logits).all(dim=1)
-        correct += int(ok.sum())
-    return correct / max(len(x), 1)
+    """Fraction of ``x`` that ``model`` classifies as ``y`` (a NaN row is never correct, as in ``evaluate``)."""
+    if not len(x):
+        return 0.0
+    return float(clean_correct(predict(model, x, x.device, batch_size), y).float().mean())
 
 
 def markdown_table(header: list[str], rows: Iterable[list[Any]]) -> str:

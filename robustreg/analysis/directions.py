@@ -15,35 +15,19 @@ analyses name no plugin attack.  A direction d is the sign tensor, so ``perturb(
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attack import ModelState
 from ..commands.common import UsageError
 from .cli import analysis_eps
 
-__all__ = ["DEFAULT_EPS", "DIRECTIONS", "directions", "eval_mode", "input_gradient", "least_likely", "perturb",
+__all__ = ["DEFAULT_EPS", "DIRECTIONS", "directions", "input_gradient", "least_likely", "perturb",
            "random_signs", "sign_eps"]
 
 DIRECTIONS = ("step_ll", "step_FGSM", "random sign")
 DEFAULT_EPS = "0,1/255,2/255,4/255,6/255,8/255,10/255,12/255,14/255,16/255"  # Figs. 4-6: eps = 0..16 (of 255)
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode with its parameters frozen; its modes, requires_grad and .grad restored after."""
-    state = ModelState(model)
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        yield model
-    finally:
-        state.restore()
 
 
 def least_likely(logits: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..defense import crafting
 from .cli import add_analysis_args, load_model_and_data, record_inputs
 from .common import Analysis, AnalysisOutput, figure, figure_png, finite, markdown_table, progress, register_analysis
-from .directions import DEFAULT_EPS, DIRECTIONS, directions, eval_mode, perturb, random_signs, sign_eps
+from .directions import DEFAULT_EPS, DIRECTIONS, directions, perturb, random_signs, sign_eps
 
 __all__ = ["plot", "render_markdown", "softmax_argument"]
 
@@ -73,7 +74,7 @@ def softmax_argument(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Se
         raise ValueError(f"eps must be a non-empty list of numbers in [0, 1], got {list(eps)!r}")
     signs = random_signs(x.shape, seed)
     parts = []
-    with eval_mode(model):
+    with crafting(model):  # eval mode, frozen parameters, all restored after
         starts = range(0, len(x), batch_size)
         for i in progress(starts, total=len(starts), desc="softmax-argument", enabled=show_progress):
             j = i + batch_size

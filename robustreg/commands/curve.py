@@ -293,19 +293,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 def render_png(report: Mapping[str, Any]) -> bytes:
     """The curve (exact, from the per-sample norms) with the verified points."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from ..analysis.common import figure, figure_png
 
     n = report["n"]
     norms = sorted(v for v in report["norms"] if v is not None)
     top = max([norms[-1] if norms else 0.0] + [p["eps"] for p in report["curve"]]) or 1.0
     xs = [0.0] + norms + [top]
     ys = [sum(1 for v in norms if v > t) / n + report["not_found"] / n for t in xs]
-    fig = Figure(figsize=(6.0, 4.0))
+    fig = figure(6.0, 4.0)
     ax = fig.add_subplot()
     ax.step(xs, ys, where="post", label=f"{report['attack']} (minimal norm)")
     for row in report.get("verification") or []:
@@ -319,10 +314,7 @@ def render_png(report: Mapping[str, Any]) -> bytes:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def write_curve(report: Mapping[str, Any], out: Path) -> list[Path]:
