@@ -7,7 +7,7 @@ entry-point group with the hooks in :mod:`robustreg.hookspecs`.
 from __future__ import annotations
 
 from .adaptive import BPDA, EoT, PassCounter
-from .ascent import draw_seed, pgd_steps, projected_gradient_ascent, seeded_global_rngs
+from .ascent import copy_rows, draw_seed, pgd_steps, projected_gradient_ascent, seeded_global_rngs
 from .attack import (
     Attack,
     AttackError,
@@ -97,6 +97,7 @@ __all__ = [
     "add_run_args",
     "build_model",
     "check_run_args",
+    "copy_rows",
     "crafting",
     "draw_seed",
     "embed",

@@ -14,10 +14,28 @@ from torch import nn
 
 from .threat import ThreatModel
 
-__all__ = ["draw_seed", "pgd_steps", "projected_gradient_ascent", "seeded_global_rngs"]
+__all__ = ["copy_rows", "draw_seed", "pgd_steps", "projected_gradient_ascent", "seeded_global_rngs"]
 
 
 # --- the projected-gradient loop shared by attacks and the defenses' inner loops -----------------
+def copy_rows(dst: torch.Tensor, src: torch.Tensor, rows: torch.Tensor, scratch: torch.Tensor | None = None) -> None:
+    """``dst[rows] = src[rows]`` in place, for a bool mask ``rows`` over the first dimension.
+
+    On the CPU only the selected rows are touched (a full ``torch.where`` reads and writes every
+    element of three image batches, which costs more than the rows an attack step changes), gathered
+    into ``scratch`` (a free tensor shaped like ``src``) when given, so that nothing batch-sized is
+    allocated; on an accelerator it is one ``torch.where`` into ``dst``, which needs no host sync.
+    Same values either way.
+    """
+    if dst.device.type == "cpu":
+        idx = rows.nonzero().squeeze(1)
+        if idx.numel():
+            out = None if scratch is None else scratch[: idx.numel()]
+            dst.index_copy_(0, idx, torch.index_select(src, 0, idx, out=out))
+    else:
+        torch.where(rows.view((-1,) + (1,) * (dst.dim() - 1)), src, dst, out=dst)
+
+
 def _succeeded(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     pred = logits.argmax(dim=1)
     return pred == target if target is not None else pred != y
@@ -34,15 +52,20 @@ def pgd_steps(
 ) -> torch.Tensor:
     """``steps`` projected ascent steps on the scalar ``loss_fn(x_adv)`` from ``x_start`` (detached result).
 
-    linf: x <- clip(x + step_size * sign(g)) (one clamp against bounds computed once); l2:
-    x <- proj(x + step_size * g / |g|_2).  One forward and one input gradient per step
-    (``torch.autograd.grad``: parameter gradients are never filled), no host syncs.  Attacks
+    linf: x <- clip(x + step_size * sign(g)) (one clamp against the ball-and-box bounds computed
+    once per call); l2: x <- proj(x + step_size * g / |g|_2).  One forward and one input gradient per
+    step (``torch.autograd.grad``: parameter gradients are never filled), no host syncs.  Attacks
     and the defenses' inner loops share it.
+
+    linf allocates no image-sized tensor inside the loop (the iterate is updated in place, the sign
+    goes to one buffer made once): on the CPU a fresh batch-sized allocation costs page faults on every
+    step, which measured more than the update's arithmetic.
     """
     linf = threat.norm == "linf"
     if linf:
         lo, hi = threat.clip_bounds(x)
-        x_adv = torch.minimum(torch.maximum(x_start.detach(), lo), hi)
+        x_adv = x_start.detach().clamp(lo, hi)
+        sign = torch.empty_like(x_adv)
     else:
         x_adv = threat.project(x_start.detach(), x)
     view = (-1,) + (1,) * (x.dim() - 1)
@@ -50,10 +73,9 @@ def pgd_steps(
         x_adv.requires_grad_(True)
         (grad,) = torch.autograd.grad(loss_fn(x_adv), x_adv)
         with torch.no_grad():
-            if linf:  # in place: one image-sized temporary per step instead of four
-                x_adv.add_(grad.sign(), alpha=step_size)  # grad may be an expanded view: no sign_()
-                torch.maximum(x_adv, lo, out=x_adv)
-                torch.minimum(x_adv, hi, out=x_adv)
+            if linf:  # grad may be an expanded view or a tensor the loss holds: its sign goes to the buffer
+                torch.sign(grad, out=sign)
+                x_adv.add_(sign, alpha=step_size).clamp_(lo, hi)
             else:
                 g_norm = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(view)
                 x_adv = threat.project(x_adv + step_size * grad / g_norm, x)
@@ -121,7 +143,7 @@ def projected_gradient_ascent(
             values, logits = out
             hit = _succeeded(logits.detach(), ys, ts)
             if random_start or calls > 0:  # the clean start is not an iterate to keep
-                torch.where((hit & ~kept).view(view), xa.detach(), first, out=first)
+                copy_rows(first, xa.detach(), hit & ~kept)
                 kept = kept | hit
             calls += 1
             rows.append(values.detach().float())

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet, ThreatModel, embed
+from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet, ThreatModel, copy_rows, embed
 
 from .pgd import per_sample_loss
 
@@ -117,6 +117,7 @@ class _Run:
     step: torch.Tensor
     n_up: torch.Tensor
     reduced_last: torch.Tensor
+    scratch: tuple[torch.Tensor, torch.Tensor]
     loss_best_last: torch.Tensor
     topk: torch.Tensor
     sparsity_last: torch.Tensor
@@ -163,12 +164,15 @@ class _Run:
         """The next iterate: z = P(x + step * dir(grad)), then P(x + a (z - x) + (1 - a) (x - x_old)).
 
         The operations and their order are AutoAttack's, so that from the same start the iterates are the
-        same to the last bit (linf in place: few image-sized temporaries per step)."""
+        same to the last bit.  linf allocates nothing: the new iterate is written over ``x_old`` once the
+        displacement is taken, the sign and the displacement go to two buffers made once per run (a fresh
+        batch-sized tensor costs page faults on the CPU at every step, more than the arithmetic)."""
         step = self.step.view(self.view)
         if self.norm == "linf":
-            z = torch.addcmul(x_adv, step, grad.sign()).clamp_(self.lo, self.hi)
-            z.sub_(x_adv).mul_(a).add_(x_adv)
-            return z.add_(torch.sub(x_adv, x_old).mul_(1 - a)).clamp_(self.lo, self.hi)
+            shift = torch.sub(x_adv, x_old, out=self.scratch[0]).mul_(1 - a)
+            z = torch.addcmul(x_adv, step, torch.sign(grad, out=self.scratch[1]), out=x_old)
+            z.clamp_(self.lo, self.hi).sub_(x_adv).mul_(a).add_(x_adv)
+            return z.add_(shift).clamp_(self.lo, self.hi)
         if self.norm == "l2":
             z = self._project_l2(x_adv + step * (grad / (_l2(grad) + 1e-12)))
             return self._project_l2(x_adv + (z - x_adv) * a + (x_adv - x_old) * (1 - a))
@@ -214,6 +218,8 @@ class _Run:
         n = len(self.x)
         self.x_best, self.grad_best, self.loss_best = x_adv.clone(), grad.clone(), self.values.clone()
         self.x_found, self.found = x_adv.clone(), self.hit.clone()
+        if self.norm == "linf":
+            self.scratch = (torch.empty_like(x_adv), torch.empty_like(x_adv))
         self.step = torch.full((n,), (1.0 if self.norm == "l1" else 2.0) * self.eps, device=x_adv.device,
                                dtype=x_adv.dtype)
         self.n_up = torch.zeros(n, device=x_adv.device)
@@ -224,13 +230,13 @@ class _Run:
             self.sparsity_last = torch.full_like(self.step, float(self.x[0].numel()))
 
     def _record(self, x_adv: torch.Tensor, grad: torch.Tensor, loss_prev: torch.Tensor) -> None:
-        view = self.view
-        torch.where(self.hit.view(view), x_adv, self.x_found, out=self.x_found)
+        free = self.scratch[0] if self.norm == "linf" else None  # the move's buffers are free until the next move
+        copy_rows(self.x_found, x_adv, self.hit, free)
         self.found |= self.hit
         self.n_up += (self.values > loss_prev).float()
         better = self.values > self.loss_best
-        torch.where(better.view(view), x_adv, self.x_best, out=self.x_best)
-        torch.where(better.view(view), grad, self.grad_best, out=self.grad_best)
+        copy_rows(self.x_best, x_adv, better, free)
+        copy_rows(self.grad_best, grad, better, free)
         self.loss_best = torch.where(better, self.values, self.loss_best)
 
     def run(self, generator: torch.Generator) -> RunResult:
@@ -243,7 +249,7 @@ class _Run:
             checks = {w: every for w in range(every, steps + 1, every)}
         else:
             checks = dict(checkpoints(steps))
-        x_old = x_adv
+        x_old = x_adv.clone()  # its own memory: linf writes the next iterate over it
         for i in range(steps):
             with torch.no_grad():
                 x_new = self._move(x_adv, x_old, grad, 1.0 if i == 0 else self.cfg.momentum)
