@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +41,38 @@ def interleaved_times(
             sync(device)
             times[i].append(time.perf_counter() - start)
     return times
+
+
+def timed_rounds(fns: list[Callable[[], object]], device: torch.device,
+                 repeats: int) -> list[list[tuple[float, float, int]]]:
+    """(wall s, CPU s, minor page faults) of each ``fns[i]()`` per round; each round starts one later (as
+    :func:`interleaved_times`).  CPU time is the steadier of the two on a shared machine; the page faults
+    show how much of a run went to fresh memory (the CPU allocator hands big freed blocks back to the OS)."""
+    times: list[list[tuple[float, float, int]]] = [[] for _ in fns]
+    for r in range(repeats):
+        for i in [(r + j) % len(fns) for j in range(len(fns))]:
+            sync(device)
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            wall, cpu = time.perf_counter(), time.process_time()
+            fns[i]()
+            sync(device)
+            times[i].append((time.perf_counter() - wall, time.process_time() - cpu,
+                             resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
+    return times
+
+
+def ratio_rows(labels: list[str], times: list[list[tuple[float, float, int]]], steps: int) -> list[list[object]]:
+    """Per candidate: median wall s, median of the per-round wall ratios to candidate 0, the same for CPU
+    time, and page faults per step (median)."""
+    rows: list[list[object]] = []
+    for label, per_round in zip(labels, times):
+        rows.append([
+            label, statistics.median(t[0] for t in per_round),
+            statistics.median(t[0] / ref[0] for t, ref in zip(per_round, times[0])),
+            statistics.median(t[1] / ref[1] for t, ref in zip(per_round, times[0])),
+            round(statistics.median(t[2] for t in per_round) / steps),
+        ])
+    return rows
 
 
 def machine() -> str:

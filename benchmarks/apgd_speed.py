@@ -19,29 +19,14 @@ all with seed 0.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from _common import markdown_table, real_model_and_data, sync, write_report
+from _common import markdown_table, ratio_rows, real_model_and_data, timed_rounds, write_report
 from robustreg import Registry, ThreatModel
-
-
-def timed_rounds(fns: list[Callable[[], object]], device: torch.device,
-                 repeats: int) -> list[list[tuple[float, float]]]:
-    """(wall, CPU) seconds of each ``fns[i]()`` per round; each round starts one later (as ``interleaved_times``)."""
-    times: list[list[tuple[float, float]]] = [[] for _ in fns]
-    for r in range(repeats):
-        for i in [(r + j) % len(fns) for j in range(len(fns))]:
-            sync(device)
-            wall, cpu = time.perf_counter(), time.process_time()
-            fns[i]()
-            sync(device)
-            times[i].append((time.perf_counter() - wall, time.process_time() - cpu))
-    return times
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -70,14 +55,9 @@ def speed_table(model, x, y, threat: ThreatModel, registry: Registry, steps: int
     for _ in range(3):
         forward_backward()  # warm-up
     times = timed_rounds(list(runs.values()), x.device, repeats)
-    rows = []
-    for label, per_round in zip(runs, times):
-        wall = [t[0] / ref[0] for t, ref in zip(per_round, times[0])]
-        cpu = [t[1] / ref[1] for t, ref in zip(per_round, times[0])]
-        rows.append([label, statistics.median(t[0] for t in per_round), statistics.median(wall),
-                     statistics.median(t[1] for t in per_round), statistics.median(cpu)])
-    header = [f"what ({steps} steps, {len(x)} points)", "wall s", f"wall ratio to {steps} x fwd+bwd", "CPU s",
-              "CPU ratio"]
+    rows = ratio_rows(list(runs), times, steps)
+    header = [f"what ({steps} steps, {len(x)} points)", "wall s", f"wall ratio to {steps} x fwd+bwd", "CPU ratio",
+              "page faults / step"]
     return markdown_table(header, rows)
 
 
