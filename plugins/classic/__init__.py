@@ -19,7 +19,10 @@ __all__ = ["APGD", "FGSM", "PGD", "PGDCW", "PGDDLR", "robustreg_register_attacks
 
 @robustreg.hookimpl
 def robustreg_register_attacks(registrar) -> None:
-    """Register fgsm, pgd, pgd-cw, pgd-dlr (all but pgd-dlr in the demo's default attack set) and apgd."""
+    """Register fgsm, pgd, pgd-cw, pgd-dlr (all but pgd-dlr in the demo's default attack set) and apgd
+    (the native row of ``compare --attack apgd-ce`` / ``apgd-dlr``)."""
     for cls in (FGSM, PGD, PGDCW, PGDDLR):
         registrar.add_attack(cls.name, cls, summary=cls.info.summary, demo=cls is not PGDDLR)
-    registrar.add_attack(APGD.name, APGD, summary=APGD.info.summary)  # AutoAttack's APGD, native
+    # AutoAttack's APGD, native; compare's apgd-ce / apgd-dlr rows run it with that loss
+    registrar.add_attack(APGD.name, APGD, summary=APGD.info.summary,
+                         same_as={"apgd-ce": {"loss": "ce"}, "apgd-dlr": {"loss": "dlr"}})
