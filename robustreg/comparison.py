@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -32,6 +33,7 @@ from .comparison_render import render_markdown, render_table, write_report
 from .evaluation import first_samples
 from .evaluation.cells import Cell
 from .evaluation.checking import clean_correct, nonfinite_rows, view_of
+from .evaluation.distributed import SINGLE, Group, plain_record, process_group, replay, shard_batches
 from .registry import AttackSpec, Registry
 from .threat import NORMS, ThreatModel, parse_eps
 
@@ -136,6 +138,11 @@ class _Run(NamedTuple):
         ran = self.cell.ran
         return float(self.cell.distance[ran].max()) if bool(ran.any()) else 0.0
 
+    @property
+    def broken_samples(self) -> list[int]:
+        """The indices (among the n samples) of the attacked samples the row broke."""
+        return (self.cell.broken & self.cell.ran).nonzero().flatten().tolist()
+
     def summary(self) -> dict[str, Any]:
         """The row's mean queries and passes per attacked sample (None where the attack reports none)."""
         extras = self.cell.reduced_extras()
@@ -153,15 +160,21 @@ def _run_one(
     device: torch.device,
     batch_size: int,
     seed: int,
-) -> _Run:
-    """One toolkit's attack on the samples ``index`` of the n in ``x`` (the clean-correct ones), in batches."""
+    group: Group = SINGLE,
+) -> tuple[_Run, float]:
+    """One toolkit's attack on the samples ``index`` of the n in ``x`` (the clean-correct ones), in batches
+    shared by the ranks of ``group`` (:func:`~robustreg.evaluation.distributed.shard_batches`) and replayed
+    in batch order into the row's cell, as ``evaluate`` records its batches; and the seconds this rank
+    waited for the others."""
     attack = spec.build(threat, seed=seed, **params)
-    cell = Cell.empty(x.shape[0])
-    if index.numel():
-        # Untimed warm-up on one sample: a toolkit's lazy imports and first-call set-up are not the attack.
-        attack.run(model, x[index[:1]].to(device), y[index[:1]].to(device))
-    for i in range(0, index.numel(), batch_size):
-        idx = index[i:i + batch_size]
+    chunks = list(torch.split(index, batch_size)) if index.numel() else []
+    warm: list[bool] = []
+
+    def batch(k: int) -> dict[str, Any]:
+        if not warm:  # untimed, on one sample: a toolkit's lazy imports and first-call set-up are not the attack
+            attack.run(model, x[index[:1]].to(device), y[index[:1]].to(device))
+            warm.append(True)
+        idx = chunks[k]
         xb, yb = x[idx].to(device), y[idx].to(device)
         start = time.perf_counter()
         result = attack.run(model, xb, yb)
@@ -172,8 +185,13 @@ def _run_one(
             logits = model(result.x_adv)
         bad = nonfinite_rows(logits).cpu()
         broken = (logits.argmax(dim=1).cpu() != yb.cpu()) | bad  # a NaN row is never correct
-        cell.record(idx, broken, threat.distance(result.x_adv, xb).cpu(), result, int(bad.sum()), seconds, bad)
-    return _Run(cell, cell.broken[index])
+        return plain_record(idx, broken, threat.distance(result.x_adv, xb).cpu(), bad, result, seconds)
+
+    records, waited = shard_batches(group, len(chunks), batch)
+    cell = Cell.empty(x.shape[0])
+    for record in records:
+        replay(cell, record)
+    return _Run(cell, cell.broken[index]), waited
 
 
 def _check_args(registry: Registry, toolkits: Sequence[str] | None, attack: Any, norm: str, eps: float | str,
@@ -215,7 +233,8 @@ def _new_row(res: Resolved, mapped: Mapped | None) -> dict[str, Any]:
     row: dict[str, Any] = {"toolkit": res.toolkit, "name": res.name, "available": res.spec is not None,
                            "robust_accuracy": None, "seconds": None, "relative_seconds": None,
                            "forwards": None, "backwards": None,
-                           "max_perturbation": None, "mean_queries": None, "note": res.reason,
+                           "max_perturbation": None, "mean_queries": None, "broken_samples": None,
+                           "note": res.reason,
                            "same_attack": None, "missing": [], "implied": [], "params": {}, "toolkit_params": {}}
     if res.spec is not None and mapped is not None:
         row.update(note=res.spec.summary or res.spec.info.summary, same_attack=mapped.same_attack,
@@ -245,7 +264,7 @@ def _attack_rows(resolved: Sequence[Resolved], plans: Sequence[Mapped | None], r
             continue
         runs[res.toolkit] = done
         row.update(robust_accuracy=(n_correct - int(done.broken.sum())) / n, seconds=done.seconds,
-                   max_perturbation=done.max_dist, **done.summary())
+                   max_perturbation=done.max_dist, broken_samples=done.broken_samples, **done.summary())
     native = next((r for r in rows if r["toolkit"] == "native" and r["seconds"] is not None), None)
     for row in rows:
         if native is not None and row["seconds"] is not None and native["seconds"] > 0:
@@ -314,10 +333,13 @@ def _checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: to
 def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
                 resolved: Sequence[Resolved], plans: Sequence[Mapped | None], *, device: torch.device,
                 batch_size: int, seed: int, noise: bool, progress: bool,
-                no_check: Iterable[str]) -> tuple[Any, ...]:
-    """(clean-correct flags, rows, runs per toolkit, noise, checks) with the model's state restored after."""
+                no_check: Iterable[str], group: Group) -> tuple[Any, ...]:
+    """(clean-correct flags, rows, runs per toolkit, noise, checks, this rank's (seconds, seconds waiting
+    for the others)) with the model's state restored after.  Every rank of ``group`` attacks its share
+    of each row's batches and ends with every row; the checks run on rank 0 (its list on every rank)."""
     state = ModelState(model)
     model_device = next((p.device for p in model.parameters()), None)
+    started, waited = time.perf_counter(), [0.0]
     try:
         model.to(device).eval()
         clean_logits = _logits(model, x, device, batch_size)
@@ -325,17 +347,22 @@ def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Thre
         index = torch.nonzero(correct, as_tuple=False).flatten()
 
         def run(spec: AttackSpec, kwargs: Mapping[str, Any], run_seed: int = seed) -> _Run:
-            return _run_one(spec, kwargs, model, x, y, index, threat, device, batch_size, run_seed)
+            done, wait = _run_one(spec, kwargs, model, x, y, index, threat, device, batch_size, run_seed, group)
+            waited[0] += wait
+            return done
 
-        rows, runs = _attack_rows(resolved, plans, run, int(x.shape[0]), int(correct.sum()), progress)
+        rows, runs = _attack_rows(resolved, plans, run, int(x.shape[0]), int(correct.sum()),
+                                  progress and group.is_main)
         broken_by = {toolkit: done.broken for toolkit, done in runs.items()}
         noisy = _noise(resolved, plans, broken_by, run, seed, index) if noise else None
-        checks = _checks(model, x, y, clean_logits, threat, resolved, plans, runs, device, seed, no_check)
+        seconds = time.perf_counter() - started
+        checks = group.main_run(lambda: _checks(model, x, y, clean_logits, threat, resolved, plans, runs, device,
+                                                seed, no_check))
     finally:
         state.restore()
         if model_device is not None:
             model.to(model_device)
-    return correct, rows, broken_by, noisy, checks
+    return correct, rows, broken_by, noisy, checks, (round(seconds, 4), round(waited[0], 4))
 
 
 def compare(
@@ -356,6 +383,7 @@ def compare(
     out: str | os.PathLike | None = None,
     progress: bool = True,
     no_check: Iterable[str] = (),
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Run ``attack`` from each of ``toolkits`` on the same samples, with the same configuration, and compare.
 
@@ -372,28 +400,39 @@ def compare(
     ``noise``: measure random-start noise (the native attack again with ``seed + 1``).
     ``no_check``: automatic checks to turn off (``robustreg.checks.CHECKS``; docs/checks.md); the others
     run on every row that ran, each row a cell of the attack at ``eps``.
+    ``distributed``: share each row's batches over the torch.distributed ranks, as ``evaluate`` does (call
+    it on every rank of a torchrun launch; the group is initialised from ``WORLD_SIZE`` / ``RANK`` /
+    ``LOCAL_RANK`` if it is not yet; ``device="cuda"`` or ``"auto"`` means ``cuda:LOCAL_RANK``).  Batch k
+    of a row runs on rank ``k % world_size`` and every attack call is seeded afresh, so the report is the
+    one of a single process with the same seed (but for the seconds and ``distributed``); every rank
+    returns it, and only rank 0 writes ``out``, runs the checks and warns.
 
     Returns the report (also written to ``out``/report.json and report.md when ``out`` is given)::
 
         {"attack", "eps", "norm", "n", "clean_accuracy", "params", "native_params", "seed",
          "results": [{"toolkit", "name", "available", "robust_accuracy", "seconds", "relative_seconds",
                       "forwards", "backwards", "max_perturbation", "mean_queries", "note", "same_attack", "missing",
-                      "implied", "params", "toolkit_params"[, "error"]}],
+                      "broken_samples", "implied", "params", "toolkit_params"[, "error"]}],
          "agreement": {"a|b": fraction of the attacked samples where a and b agree, ...},
          "noise": {"toolkit", "seeds", "fraction", "count", "samples"} or None,
          "disagreements": [{"pair", "samples", "count", "fraction", "only_broken_by", "expected_noise",
                             "beyond_noise"}],
-         "checks": [{"name", "status", "message", "doc"}]}
+         "checks": [{"name", "status", "message", "doc"}],
+         "distributed": {"world_size", "seconds_per_rank", "gather_seconds_per_rank"}}
 
     ``robust_accuracy`` counts misclassified clean samples as broken (fraction of the n samples);
-    ``relative_seconds`` is seconds / the native attack's seconds (None without a native row).
+    ``relative_seconds`` is seconds / the native attack's seconds (None without a native row);
+    ``broken_samples``: the indices (among the n) of the attacked samples the row broke;
+    ``distributed``: the number of ranks, each one's seconds in the attacks and of them those spent waiting
+    for the others (a plain call: one rank).
     """
     registry = registry if registry is not None else Registry.create()
     toolkits, attack, threat = _check_args(registry, toolkits, attack, norm, eps, batch_size, seed)
     given = dict(params or {})
-    from .models import resolve_device
+    from .runtime import resolve_device
 
-    dev = resolve_device(device)
+    local = os.environ.get("LOCAL_RANK") if distributed else None  # under torchrun: "cuda" is cuda:LOCAL_RANK
+    dev = resolve_device(device, local_rank=int(local) if local else None)
     x, y, _ = first_samples(data, n)
     resolved = [resolve(registry, attack, t, norm) for t in toolkits]
     if all(r.spec is None for r in resolved):
@@ -403,9 +442,12 @@ def compare(
     from .checks import check_names
 
     disabled = check_names(no_check)  # an unknown name: ValueError with close matches, before any work
-    correct, rows, broken_by, noisy, checks = _attack_all(
-        model, x, y, threat, resolved, plans, device=dev, batch_size=batch_size, seed=seed, noise=noise,
-        progress=progress, no_check=disabled)
+    ranks = process_group(dev) if distributed else nullcontext(SINGLE)
+    with ranks as group:
+        correct, rows, broken_by, noisy, checks, seconds = _attack_all(
+            model, x, y, threat, resolved, plans, device=dev, batch_size=batch_size, seed=seed, noise=noise,
+            progress=progress, no_check=disabled, group=group)
+        timings = group.gather(seconds)
     index = torch.nonzero(correct, as_tuple=False).flatten()
     report = {
         "attack": attack, "eps": threat.eps, "norm": norm, "n": int(x.shape[0]),
@@ -413,8 +455,11 @@ def compare(
         "results": rows, "agreement": agreement(broken_by), "noise": noisy,
         "disagreements": disagreements(broken_by, index, noisy["fraction"] if noisy else None),
         "checks": checks,
+        "distributed": {"world_size": len(timings), "seconds_per_rank": [t[0] for t in timings],
+                        "gather_seconds_per_rank": [t[1] for t in timings]},
     }
-    if out is not None:
-        write_report(report, out)
-    warn_checks(checks)  # one CheckWarning per warning check, naming compare()'s caller
+    if group.is_main:
+        if out is not None:
+            write_report(report, out)
+        warn_checks(checks)  # one CheckWarning per warning check, naming compare()'s caller
     return report

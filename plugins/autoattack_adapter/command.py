@@ -3,11 +3,17 @@ entry, with robust accuracy after each of its sub-attacks.
 
 Registered by this plugin (``robustreg_register_commands``), so ``ROBUSTREG_DISABLE_PLUGINS=autoattack``
 takes the command away with the attacks.  Uses robustreg's public API only.
+
+Under torchrun (``torchrun --nproc_per_node N -m robustreg -- autoattack ...``) the suite runs through
+:func:`robustreg.run_evaluation` like ``evaluate``: the evaluation's batches are shared by the ranks and
+every call of the suite is seeded afresh, so the report is the one of a single process; rank 0 writes it
+and prints the summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 import robustreg
@@ -70,9 +76,15 @@ def run(args: argparse.Namespace) -> int:
         raise robustreg.UsageError(f"--eps takes one value for autoattack, got {args.eps!r}")
     params = robustreg.param_values(args.param, {name: registry.attack(name).params}, where="--version")
     report = robustreg.run_evaluation(args, args.model, args.data, [name], eps, params)
-    print()
-    print(summary(report))
+    if _main_rank():  # every rank returns the report; rank 0 printed its table
+        print()
+        print(summary(report))
     return 0
+
+
+def _main_rank() -> bool:
+    """Is this the process that prints: a plain run, or rank 0 of a torchrun launch?"""
+    return "WORLD_SIZE" not in os.environ or os.environ.get("RANK", "0") == "0"
 
 
 @robustreg.hookimpl

@@ -9,6 +9,7 @@ An analysis's ``configure`` calls :func:`add_analysis_args` (with what it needs)
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,17 @@ def check_common(args: argparse.Namespace) -> None:
     check_device(args.device)
 
 
+def _device(args: argparse.Namespace) -> torch.device:
+    """``--device``; under torchrun plain ``cuda`` (or ``auto`` with CUDA) is this rank's ``cuda:LOCAL_RANK``."""
+    from ..evaluation.distributed import torchrun_env
+
+    local = os.environ.get("LOCAL_RANK") if torchrun_env() else None
+    try:
+        return resolve_device(args.device, local_rank=int(local) if local else None)
+    except ValueError as exc:
+        raise UsageError(f"--device {args.device!r}: {exc}") from None
+
+
 def load_model_and_data(args: argparse.Namespace, spec: str | None = None, weights: str | None = None,
                         *, flag: str = "--model") -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """(model in eval mode on ``--device``, x, y): the first ``--n`` samples of ``--data``.
@@ -105,7 +117,7 @@ def load_model_and_data(args: argparse.Namespace, spec: str | None = None, weigh
     if args.n > len(data):
         raise UsageError(f"--n {args.n}: must be between 1 and the size of {args.data!r} ({len(data)} samples)")
     check_model_fits_data(model, data, spec, args.data, registry=args.registry)
-    device = resolve_device(args.device)
+    device = _device(args)
     x, y = data.tensors(args.n)
     return model.to(device).eval(), x.to(device), y.to(device)
 
@@ -118,7 +130,7 @@ def samples(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     data = load_dataset(args, args.data)
     if args.n > len(data):
         raise UsageError(f"--n {args.n}: must be between 1 and the size of {args.data!r} ({len(data)} samples)")
-    device = resolve_device(args.device)
+    device = _device(args)
     x, y = data.tensors(args.n)
     return x.to(device), y.to(device)
 

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import time
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from ..commands.common import UsageError
 from ..evaluation import EvalConfig, Mode, make_plan
 from ..evaluation.checking import clean_correct, nonfinite_rows
 from ..evaluation.config import Plan
+from ..evaluation.distributed import SINGLE, Group, process_group, shard_batches, torchrun_env
 from ..runtime import predict
 from .cli import add_analysis_args, analysis_eps, attack_names, attack_params, load_model_and_data
 from .common import Analysis, AnalysisOutput, figure, figure_png, finite, json_params, markdown_table, register_analysis
@@ -65,23 +68,33 @@ def _correct(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Te
 
 
 def _craft_and_score(plan: Plan, e: int, a: int, source: nn.Module, targets: Sequence[nn.Module], x: torch.Tensor,
-                     y: torch.Tensor, source_correct: torch.Tensor) -> torch.Tensor:
-    """targets x n (bool): each target right on the source's adversarial example of each point.
+                     y: torch.Tensor, source_correct: torch.Tensor,
+                     group: Group = SINGLE) -> tuple[torch.Tensor, float]:
+    """targets x n (bool): each target right on the source's adversarial example of each point; and the
+    seconds this rank waited for the others.
 
     The source's clean-correct points first, in evaluate's batches and with a freshly built attack,
-    then the rest (its clean mistakes) the same way."""
+    then the rest (its clean mistakes) the same way.  The batches are shared by the ranks of ``group``
+    (:func:`~robustreg.evaluation.distributed.shard_batches`: batch k on rank ``k % world_size``, every
+    attack call seeded afresh), so every rank ends with the flags one process computes."""
+    passes = [points.cpu().nonzero().flatten() for points in (source_correct, ~source_correct)]
+    batches = [(p, idx) for p, idx_all in enumerate(passes) if idx_all.numel()
+               for idx in torch.split(idx_all, plan.batch_size)]
+    attacks: dict[int, Any] = {}
+
+    def batch(k: int) -> torch.Tensor:
+        p, idx = batches[k]
+        if p not in attacks:  # one attack per pass on each rank, as one process builds it
+            attacks[p] = plan.build(e, a)
+        xb, yb = x[idx.to(x.device)], y[idx.to(y.device)]
+        x_adv = attacks[p].run(source, xb, yb).x_adv
+        return torch.stack([_correct(target, x_adv, yb) for target in targets])
+
+    scored, waited = shard_batches(group, len(batches), batch)
     out = torch.zeros(len(targets), x.shape[0], dtype=torch.bool)
-    for points in (source_correct, ~source_correct):
-        idx_all = points.nonzero().flatten()
-        if idx_all.numel() == 0:
-            continue
-        attack = plan.build(e, a)
-        for idx in torch.split(idx_all, plan.batch_size):
-            xb, yb = x[idx.to(x.device)], y[idx.to(y.device)]
-            x_adv = attack.run(source, xb, yb).x_adv
-            for t, target in enumerate(targets):
-                out[t, idx] = _correct(target, x_adv, yb)
-    return out
+    for (_, idx), flags in zip(batches, scored):
+        out[:, idx] = flags
+    return out, waited
 
 
 def _worst_case(names_s: Sequence[str], names_t: Sequence[str], acc: list[list[float]],
@@ -97,7 +110,7 @@ def _worst_case(names_s: Sequence[str], names_t: Sequence[str], acc: list[list[f
 def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
              attacks: Sequence[str | tuple[str, Mapping[str, Any]]], eps: float | Sequence[float], *,
              norm: str = "linf", seed: int | None = 0, batch_size: int = 256, registry: Any = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, distributed: bool = False) -> dict[str, Any]:
     """The transfer matrices of paper 000 Tables 4, 7-10: accuracy of each target on each source's examples.
 
     Args:
@@ -106,12 +119,17 @@ def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module],
         x, y: the n samples (float in [0, 1], int64 labels).
         attacks: registry names or ``(name, params)`` pairs, as :func:`robustreg.evaluation.evaluate` takes.
         eps: one budget or a list, [0, 1] units.  norm, seed, batch_size, registry: as evaluate's.
+        distributed: share the crafting batches over the torch.distributed ranks (call it on every rank of
+            a torchrun launch, the models and ``x`` on the rank's device; the group is initialised from
+            ``WORLD_SIZE`` / ``RANK`` if it is not yet).  Every rank returns the report of one process
+            with the same seed (but for ``distributed``).
 
     Returns the report dict: ``clean_accuracy`` (per target and source), ``matrices`` (one per attack x
     eps: ``{"attack", "label", "eps", "sources", "targets", "accuracy": rows = sources, columns = targets,
-    "white_box": same shape, bool, "worst_case": per target}``) and the run's settings.  Each entry
-    is defined in the module docstring; the white-box entries equal evaluate's independent-mode
-    ``robust_accuracy``.
+    "white_box": same shape, bool, "worst_case": per target}``), the run's settings and ``distributed``
+    (``world_size``, ``seconds_per_rank`` crafting and scoring, ``gather_seconds_per_rank`` of them spent
+    waiting for the other ranks; one rank for a plain call).  Each entry is defined in the module
+    docstring; the white-box entries equal evaluate's independent-mode ``robust_accuracy``.
     """
     if not sources or not targets:
         raise ValueError(f"transfer needs at least one source and one target, got {len(sources)} and {len(targets)}")
@@ -122,11 +140,16 @@ def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module],
     white = [[sources[s] is targets[t] for t in names_t] for s in names_s]
     jobs = [(e, a, i) for e, a in plan.cells() for i in range(len(names_s))]
     rows: dict[tuple[int, int], list[list[float]]] = {}
-    for e, a, i in _progress(jobs, total=len(jobs), desc="transfer", enabled=progress):
-        s = names_s[i]
-        scored = _craft_and_score(plan, e, a, sources[s], list(targets.values()), x, y, correct[f"s:{s}"])
-        rows.setdefault((e, a), []).append([float((correct[f"t:{t}"] & scored[j]).sum()) / x.shape[0]
-                                            for j, t in enumerate(names_t)])
+    with process_group(x.device) if distributed else nullcontext(SINGLE) as group:
+        started, waited = time.perf_counter(), 0.0
+        for e, a, i in _progress(jobs, total=len(jobs), desc="transfer", enabled=progress and group.is_main):
+            s = names_s[i]
+            scored, wait = _craft_and_score(plan, e, a, sources[s], list(targets.values()), x, y, correct[f"s:{s}"],
+                                            group)
+            waited += wait
+            rows.setdefault((e, a), []).append([float((correct[f"t:{t}"].cpu() & scored[j]).sum()) / x.shape[0]
+                                                for j, t in enumerate(names_t)])
+        timings = group.gather((round(time.perf_counter() - started, 4), round(waited, 4)))
     matrices = [{"attack": plan.plans[a].name, "label": plan.plans[a].label, "eps": plan.eps[e],
                  "sources": names_s, "targets": names_t, "accuracy": rows[e, a], "white_box": white,
                  "worst_case": _worst_case(names_s, names_t, rows[e, a], white)} for e, a in plan.cells()]
@@ -143,6 +166,8 @@ def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module],
         "clean_accuracy": {"targets": {t: float(correct[f"t:{t}"].sum()) / n for t in names_t},
                            "sources": {s: float(correct[f"s:{s}"].sum()) / n for s in names_s}},
         "matrices": matrices,
+        "distributed": {"world_size": len(timings), "seconds_per_rank": [t[0] for t in timings],
+                        "gather_seconds_per_rank": [t[1] for t in timings]},
     }
 
 
@@ -306,7 +331,8 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
         if args.norm not in norms:
             raise UsageError(f"--attacks {name!r} supports --norm {' or '.join(norms)}, got --norm {args.norm!r}")
     report = transfer(sources, targets, x, y, [(name, params[name]) for name in names], eps, norm=args.norm,
-                      seed=args.seed, batch_size=args.batch_size, registry=args.registry, progress=not args.quiet)
+                      seed=args.seed, batch_size=args.batch_size, registry=args.registry, progress=not args.quiet,
+                      distributed=torchrun_env())
     report["models"] = info
     report["data"] = {"spec": args.data, "split": args.split}
     for block in report["matrices"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from ..comparison import compare, registered_toolkits, render_markdown, render_table
+from ..evaluation.distributed import Group
 from ..evaluation.inputs import first_samples
 from ..evaluation.state import data_fingerprint, model_fingerprint
 from ..files import write_set_atomic
@@ -114,7 +116,14 @@ def run(args: argparse.Namespace) -> int:
     ``--out`` follows the rules of :mod:`robustreg.commands.outputs`: probed before the model loads,
     stale temporaries removed, no empty folder left by a failure, a finished report of another
     configuration refused unless ``--overwrite``, one of the same configuration not recomputed.
+
+    Under torchrun (``WORLD_SIZE`` and ``RANK`` set) each row's batches are shared by the ranks, as in
+    ``evaluate`` (:func:`robustreg.comparison.compare` with ``distributed=True``); rank 0 probes ``--out``,
+    writes the report and prints.
     """
+    from ..evaluation.distributed import SINGLE, process_group, torchrun_env
+    from ..runtime import resolve_device
+
     registry = getattr(args, "registry", None)
     if registry is None:
         registry = Registry.create()
@@ -126,29 +135,49 @@ def run(args: argparse.Namespace) -> int:
     toolkits = ([t.strip() for t in args.toolkits.split(",") if t.strip()] if args.toolkits is not None
                 else registered_toolkits(registry, attack, args.norm))
     check_device(args.device)
+    args.registry = registry
+    run = (args, attack, eps[0], params, toolkits)
+    if not torchrun_env():
+        return _run(*run, SINGLE)
+    local = os.environ.get("LOCAL_RANK")
+    try:
+        device = resolve_device(args.device, local_rank=int(local) if local else None)
+    except ValueError as exc:
+        raise UsageError(f"--device {args.device!r}: {exc}") from None
+    with process_group(device) as group:
+        return _run(*run, group)
+
+
+def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, Any], toolkits: list[str],
+         group: Group) -> int:
+    """The command on this rank of ``group`` (every rank loads the model and data and attacks its share)."""
     out = Path(args.out) if args.out else None
-    with output_folders([("--out", out, out)] if out is not None else []):
-        args.registry = registry
+    # rank 0 alone probes the folder (and clears stale temporaries, which another rank may be writing)
+    folders = output_folders([("--out", out, out)] if out is not None and group.is_main else [])
+    with folders:
         model = load_model(args, args.model)
         data = load_dataset(args, args.data, "test")
-        check_model_fits_data(model, data, args.model, args.data, registry=registry)
+        check_model_fits_data(model, data, args.model, args.data, registry=args.registry)
         x, y, _ = first_samples(data, args.n)
-        done = None if out is None else existing_report(
-            out, lambda: _identity(attack, eps[0], args, params, toolkits, x, y, model), _saved_identity,
-            overwrite=getattr(args, "overwrite", False))
+        done = None if out is None else group.main_run(lambda: existing_report(
+            out, lambda: _identity(attack, eps, args, params, toolkits, x, y, model), _saved_identity,
+            overwrite=getattr(args, "overwrite", False)))
         if done is not None and out is not None:
-            print(render_table(done))
-            print(f"report already there: {out / 'report.json'} (same configuration, not recomputed; "
-                  f"--overwrite recomputes it)")
+            if group.is_main:
+                print(render_table(done))
+                print(f"report already there: {out / 'report.json'} (same configuration, not recomputed; "
+                      f"--overwrite recomputes it)")
             return 0
         report = compare(
-            model, (x, y), attack, eps[0], toolkits=toolkits, norm=args.norm, params=params,
-            batch_size=args.batch_size, device=args.device, seed=args.seed, registry=registry,
+            model, (x, y), attack, eps, toolkits=toolkits, norm=args.norm, params=params,
+            batch_size=args.batch_size, device=args.device, seed=args.seed, registry=args.registry,
             noise=getattr(args, "noise", True), progress=not args.quiet, no_check=getattr(args, "no_check", ()),
+            distributed=group.world_size > 1,
         )
-        if out is not None:
+        if out is not None and group.is_main:
             _write(report, out, model, x, y, args)
-    print(render_table(report))
-    if out is not None:
-        print(f"report: {out / 'report.json'}")
+    if group.is_main:
+        print(render_table(report))
+        if out is not None:
+            print(f"report: {out / 'report.json'}")
     return 0

@@ -14,6 +14,10 @@ with any world size, reads every such file it can see (each rank reads its own n
 batches recorded there and finishes with the same report.  The files carry the run's fingerprint
 (the world size is not part of it) and one of another configuration is refused.
 
+:func:`shard_batches` is the same split for a job without cells or state (``compare``'s rows, the
+transfer analysis's crafting): batch ``k`` on rank ``k % world_size``, every batch's value gathered to
+every rank in batch order, and an error in a batch raised on every rank.
+
 :func:`process_group` initialises the group under torchrun (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``
 in the environment): NCCL when the evaluation runs on CUDA (``cuda:LOCAL_RANK``), gloo on the CPU.
 """
@@ -21,6 +25,8 @@ in the environment): NCCL when the evaluation runs on CUDA (``cuda:LOCAL_RANK``)
 from __future__ import annotations
 
 import os
+import pickle
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +41,7 @@ from .cells import FLAGS, TRACE, Cell
 from .state import STATE_VERSION, load_state
 
 __all__ = ["SINGLE", "Group", "Shards", "env_world_size", "plain_record", "process_group", "replay",
-           "shard_path", "torchrun_env"]
+           "shard_batches", "shard_path", "torchrun_env"]
 
 T = TypeVar("T")
 
@@ -136,6 +142,50 @@ def process_group(device: torch.device) -> Iterator[Group]:
     finally:
         if own:
             dist.destroy_process_group()
+
+
+# --- batches shared by the ranks (compare, transfer) --------------------------------------------------
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if it survives pickling (the gather sends it), else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def shard_batches(group: Group, count: int, run: Callable[[int], T]) -> tuple[list[T], float]:
+    """``run(k)`` for the batches ``k < count`` of a job split as one process splits it, batch ``k`` on rank
+    ``k % world_size``; every batch's value on every rank, in batch order, and the seconds this rank spent
+    after its own batches (waiting for the others, the gather).
+
+    ``run(k)`` must depend on ``k`` alone (an attack seeded afresh on every call does), so that the values
+    are those of one process.  An error in a batch is raised on every rank: the one of the lowest batch
+    that failed, which is the error one process meets first (a copy on the ranks that did not raise it)."""
+    mine: dict[int, T] = {}
+    failed: tuple[int, Exception] | None = None  # this rank's first failing batch and its error
+    for k in range(group.rank, count, group.world_size):
+        try:
+            mine[k] = run(k)
+        except Exception as exc:
+            if group.world_size == 1:
+                raise
+            failed = (k, exc)
+            break
+    if group.world_size == 1:
+        return [mine[k] for k in range(count)], 0.0
+    ended = time.perf_counter()
+    parts = group.gather((mine, None if failed is None else (failed[0], _portable(failed[1]))))
+    failures = [part[1] for part in parts if part[1] is not None]
+    if failures:
+        first = min(failures, key=lambda f: f[0])
+        if failed is not None and failed[0] == first[0]:
+            raise failed[1]  # this rank's own error, with its traceback
+        raise first[1]
+    merged: dict[int, T] = {}
+    for values, _ in parts:
+        merged.update(values)
+    return [merged[k] for k in range(count)], time.perf_counter() - ended
 
 
 # --- one batch's record, as plain tensors and containers ------------------------------------------
