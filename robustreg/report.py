@@ -114,6 +114,20 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return format_table(header, rows, markdown=True)
 
 
+def _speed_lines(report: Mapping[str, Any]) -> list[str]:
+    """The speed options that were on (none: no line); the verdicts are float32 either way."""
+    speed = report.get("speed") or {}
+    on = [f"amp {speed['amp']}" if speed.get("amp", "off") != "off" else ""]
+    on += [key for key in ("channels_last", "cudnn_benchmark") if speed.get(key)]
+    on += [f"compile ({speed['compile']})"] if speed.get("compile") else []
+    on = [text for text in on if text]
+    if not on:
+        return []
+    idle = speed.get("no_effect") or []
+    note = f"; no effect on {report.get('device', 'this device')}: {', '.join(idle)}" if idle else ""
+    return [f"- speed options on: {', '.join(on)} (verdicts in float32{note})"]
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The report as Markdown: a summary, the results table and the worst case per eps."""
     model, data = report.get("model", {}), report.get("data", {})
@@ -128,6 +142,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         + ", ".join(_eps_text(e, report.get("norm", "linf")) for e in report.get("eps", [])),
         f"- clean accuracy: **{_pct(report.get('clean_accuracy'))}**",
         f"- mode: {_MODE_NOTE.get(report.get('mode', ''), report.get('mode', '?'))}",
+        *_speed_lines(report),
         f"- created {report.get('created', '-')}, robustreg {report.get('robustreg_version', '-')}",
         "",
         "## Robust accuracy per attack",

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import CheckpointError, ModelCodeError, UserError
 from ..params import ParamError, ParamSet, parse_assignment, parse_value
+from ..runtime import AMP_CHOICES, SpeedOptions
 from ..threat import NORMS, parse_eps
 
 __all__ = [
@@ -24,12 +25,14 @@ __all__ = [
     "UsageError",
     "add_model_data_args",
     "add_run_args",
+    "add_speed_args",
     "check_model_fits_data",
     "check_name",
     "check_run_args",
     "eps_list",
     "param_values",
     "run_evaluation",
+    "speed_options",
 ]
 
 DEFAULT_OUT = "robustreg-out"
@@ -62,7 +65,8 @@ def _resume_hint(args: argparse.Namespace) -> str:
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    """``--norm --eps-scale --batch-size --device --seed --out --state --keep-state --overwrite --quiet --no-check``.
+    """``--norm --eps-scale --batch-size --device --seed --out --state --keep-state --overwrite --quiet --no-check``
+    and the speed options (:func:`add_speed_args`).
 
     An interrupted run of a command with these arguments says how to resume it.
     """
@@ -82,7 +86,35 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--no-check", action="append", default=[], metavar="NAME", type=check_name,
                    help="turn off one automatic check (repeatable; reported as skipped; see docs/checks.md)")
+    add_speed_args(p)
     p.set_defaults(on_interrupt=_resume_hint)
+
+
+def add_speed_args(p: argparse.ArgumentParser) -> None:
+    """``--amp --channels-last --compile --cudnn-benchmark`` (:class:`robustreg.runtime.SpeedOptions`; each off
+    by default; the verdicts stay float32)."""
+    g = p.add_argument_group("speed (each off by default; clean and adversarial verdicts are always float32)")
+    g.add_argument("--amp", default="off", choices=AMP_CHOICES,
+                   help="bf16: the attacks' forward/backward under bf16 autocast (CUDA and CPU; default off)")
+    g.add_argument("--channels-last", action="store_true", help="model weights and attack inputs in channels_last")
+    g.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the model for the attack loops (BACKEND default inductor)")
+    g.add_argument("--cudnn-benchmark", action="store_true",
+                   help="torch.backends.cudnn.benchmark during the run (no effect off CUDA)")
+
+
+def speed_options(args: argparse.Namespace) -> SpeedOptions:
+    """The :func:`add_speed_args` values as :class:`robustreg.runtime.SpeedOptions` (all off when a command
+    has none); a bad value is a one-line UsageError naming the flag."""
+    amp = getattr(args, "amp", "off")
+    backend = getattr(args, "compile", None)
+    try:
+        return SpeedOptions(amp, bool(getattr(args, "channels_last", False)),
+                            False if backend is None else backend, bool(getattr(args, "cudnn_benchmark", False)))
+    except ValueError as exc:
+        flag = "--compile" if str(exc).startswith("compile") else "--amp"
+        value = backend if flag == "--compile" else amp
+        raise UsageError(f"{flag} {value!r}: {exc}") from None
 
 
 def check_name(text: str) -> str:
@@ -103,6 +135,7 @@ def check_run_args(args: argparse.Namespace) -> None:
     if args.eps_scale is not None and args.eps_scale <= 0:
         raise UsageError(f"--eps-scale must be > 0, got {args.eps_scale}")
     check_device(args.device)
+    speed_options(args)
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
     check_out_folder("--out", args.out)
@@ -274,7 +307,8 @@ def _finished_report(args: argparse.Namespace, out: Path, model: Any, data: Any,
     def now() -> dict[str, str]:
         x, y, _ = first_samples(data, args.n)
         plans = plan_attacks([(name, {}) for name in attacks], params)
-        return run_identity(plans, eps_values(eps, args.norm), args.norm, mode, args.seed, x, y, model)
+        return run_identity(plans, eps_values(eps, args.norm), args.norm, mode, args.seed, x, y, model,
+                            speed_options(args))
 
     report = existing_report(out, now, report_identity, overwrite=getattr(args, "overwrite", False))
     if report is not None:
@@ -341,6 +375,7 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
             params={name: dict(values) for name, values in params.items()}, no_check=args.no_check,
             model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize},
             data_info={"spec": data_spec, "split": args.split}, distributed=group.world_size > 1,
+            **speed_options(args).to_dict(),
         )
     if group.is_main:
         print(render_table(report))

@@ -19,6 +19,7 @@ import torch
 
 from ..attack import Attack
 from ..checks import check_names
+from ..runtime import SpeedOptions
 from ..threat import ThreatModel
 
 __all__ = ["AttackPlan", "EvalConfig", "Mode", "Plan", "attack_params", "eps_values", "make_plan", "plan_attacks"]
@@ -48,6 +49,9 @@ class Mode(str, Enum):
 class EvalConfig:
     """Every option of one evaluation (see :func:`robustreg.evaluation.evaluate` for each one).
 
+    ``amp``, ``channels_last``, ``compile`` and ``cudnn_benchmark`` are :class:`robustreg.runtime.SpeedOptions`
+    (:attr:`speed`); a bad value is a ValueError naming the option.
+
     ``mode`` also takes its value as text; ``EvalConfig.from_options(config, **options)`` also reads
     the older ``early_exit=True/False`` (cascade / independent).
     """
@@ -68,9 +72,14 @@ class EvalConfig:
     data_info: Mapping[str, Any] | None = None
     no_check: Sequence[str] = ()
     distributed: bool = False
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool | str = False
+    cudnn_benchmark: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.coerce(self.mode))
+        object.__setattr__(self, "compile", self.speed.compile)  # checks all four; True -> "inductor"
         object.__setattr__(self, "no_check", tuple(sorted(check_names(self.no_check))))  # unknown: ValueError
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
@@ -99,6 +108,11 @@ class EvalConfig:
     @property
     def cascade(self) -> bool:
         return self.mode is Mode.CASCADE
+
+    @property
+    def speed(self) -> SpeedOptions:
+        """The speed options (``amp``, ``channels_last``, ``compile``, ``cudnn_benchmark``) as one value."""
+        return SpeedOptions(self.amp, self.channels_last, self.compile, self.cudnn_benchmark)
 
     @property
     def out_dir(self) -> Path | None:

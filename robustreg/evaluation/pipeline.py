@@ -67,10 +67,24 @@ def evaluate(
             ``cuda:LOCAL_RANK``.  The report is the one a single process gives with the same seed
             (except for ``seconds`` and ``distributed``); only rank 0 writes files and runs the checks,
             and every rank returns the same report (broadcast from rank 0).
+        amp: ``"off"`` (default) or ``"bf16"``: the attacks' forward and backward passes under bf16
+            autocast (CUDA and CPU; a native attack runs under it as a whole, a toolkit's attack gets it
+            inside the model's forward, with float32 logits).
+        channels_last: the model's 4-D weights and the attacks' inputs in channels_last memory format.
+        compile: ``torch.compile`` the model for the attack loops: False (default), True (the
+            "inductor" backend) or a backend name; compiled before the first attack, a failure is one
+            clear error (no silent fallback).
+        cudnn_benchmark: ``torch.backends.cudnn.benchmark`` on during the run (no effect off CUDA; the
+            report's ``speed.no_effect`` says so).
+        None of the four touches the verdicts: clean correctness and whether an adversarial point is
+        misclassified are always decided by the model itself in float32, eager, so bf16 or a compiled
+        model can only weaken an attack, never fake a success.  They are part of the run's identity (a
+        state or a finished report of another option set is refused) and of the report (``speed``).
 
     Returns the report dict: ``clean_accuracy``, ``n``, ``norm``, ``mode``, ``eps``, ``results`` (one
     entry per eps x attack), ``worst_case`` (one per eps), ``model``, ``data``, ``created``,
-    ``robustreg_version``, ``schema_version``, ``seconds``, ``distributed`` (``world_size``,
+    ``robustreg_version``, ``schema_version``, ``seconds``, ``speed`` (the four speed options, and
+    ``no_effect``: those on that change nothing on this device), ``distributed`` (``world_size``,
     ``seconds_per_rank``: each rank's seconds in the attacks, ``gather_seconds_per_rank``: of them those
     after its own batches of each cell), ``nan_clean`` (clean points with NaN or inf
     logits, never counted as correct) and ``checks`` (one ``{"name", "status", "message", "doc"}`` per

@@ -1,7 +1,8 @@
 """Report: the finished state of a run -> the report dict (report.json is the source of truth).
 
 One entry per eps x attack (``results``) and one per eps (``worst_case``); see the package docstring
-for what each number means in cascade and independent mode.
+for what each number means in cascade and independent mode.  ``speed`` records the speed options the
+attacks ran under (the verdicts are always the float32 model's).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .cells import EVER_BROKEN, masked_mean
 from .config import EvalConfig, Plan
 from .state import RunState
 
-__all__ = ["REPORT_SCHEMA_VERSION", "build_report", "result_entry", "worst_case_entry"]
+__all__ = ["REPORT_SCHEMA_VERSION", "build_report", "result_entry", "speed_entry", "worst_case_entry"]
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -101,6 +102,16 @@ def worst_case_entry(plan: Plan, state: RunState, e: int) -> dict[str, Any]:
     return entry
 
 
+def speed_entry(config: EvalConfig, device: torch.device) -> dict[str, Any]:
+    """The report's ``speed``: the four options (see :class:`robustreg.runtime.SpeedOptions`) and, when
+    some are on but change nothing on ``device`` (cudnn_benchmark off CUDA), ``no_effect`` naming them."""
+    speed = config.speed
+    entry: dict[str, Any] = speed.to_dict()
+    if speed.no_effect(device):
+        entry["no_effect"] = speed.no_effect(device)
+    return entry
+
+
 def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mapping[str, Any],
                  config: EvalConfig, device: torch.device, seconds: float, *,
                  checks: list[dict[str, str]] | None = None, nan_clean: int | None = None,
@@ -130,6 +141,7 @@ def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mappi
         "data": {**dict(data_info), "n": n, "fingerprint": state.fingerprint["data"],
                  **dict(config.data_info or {})},
         "device": str(device),
+        "speed": speed_entry(config, device),
         "resumed": state.resumed,
         "seconds": round(seconds, 3),
         **({} if seconds_per_rank is None else {"distributed": {

@@ -8,12 +8,19 @@ counts as broken only if its minimal perturbation fits in the eps ball.  The sta
 every batch, so an interrupted run resumes at the batch it stopped in.  Over several torch.distributed
 ranks, :class:`ShardedRunner` runs each cell's batches round-robin and gathers them (see
 :mod:`.distributed`).
+
+Speed options (:class:`robustreg.runtime.SpeedOptions`): the attacks get the model prepared once by
+:func:`robustreg.runtime.fast_model` (bf16 autocast, channels_last, torch.compile), a native attack runs
+under the autocast as a whole; the clean pass, the verdict on every adversarial point and the automatic
+checks use the model itself in float32, so an option can make an attack weaker, never a success that the
+float32 model does not confirm.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +28,7 @@ import torch
 from torch import nn
 
 from ..attack import Attack, AttackError, AttackResult, ModelState, within_eps
-from ..runtime import model_device, predict
+from ..runtime import FastModel, SpeedOptions, fast_model, model_device, predict
 from ..threat import ThreatModel
 from .checking import clean_correct, evaluation_checks, nonfinite_rows
 from .config import EvalConfig, Plan
@@ -45,7 +52,10 @@ class _Batch:
 
 @dataclass
 class Runner:
-    """Runs every cell of ``plan`` on ``x, y`` with the model on ``device``, recording into ``state``."""
+    """Runs every cell of ``plan`` on ``x, y`` with the model on ``device``, recording into ``state``.
+
+    ``attacked``: the model the attacks run (:func:`robustreg.runtime.fast_model`'s; default ``model``);
+    ``model`` judges every adversarial point, in float32."""
 
     model: nn.Module
     x: torch.Tensor
@@ -54,6 +64,8 @@ class Runner:
     device: torch.device
     state: RunState
     bar: Any = None  # a tqdm bar over the attacked points, or None
+    attacked: nn.Module | None = None
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
 
     def to_attack(self, e: int, a: int) -> torch.Tensor:
         """Indices attack ``a`` runs on at eps ``e`` (see :meth:`RunState.standing`)."""
@@ -94,13 +106,19 @@ class Runner:
     def _attack_batch(self, attack: Attack, threat: ThreatModel, idx: torch.Tensor, label: str) -> _Batch:
         x = self.x[idx].to(self.device)
         y = self.y[idx].to(self.device)
+        # a native attack runs under the autocast as a whole; a toolkit's gets it inside the model's forward
+        whole = self.speed.autocast(self.device) if attack.info.toolkit == "native" else nullcontext()
+        model = self.attacked if self.attacked is not None else self.model
+        if attack.info.needs_embedding and isinstance(model, FastModel):
+            model = model.eager()  # its hooks on the head would not run in a compiled graph
         start = time.perf_counter()
-        result = attack.run(self.model, x, y)
+        with whole:
+            result = attack.run(model, x, y)
         seconds = time.perf_counter() - start
         x_adv = within_eps(threat, result.x_adv, x) if attack.info.minimal_norm else result.x_adv
         if not bool(threat.contains(x_adv, x).all()):  # the base checks this too; never trust an attack
             raise AttackError(f"attack {label!r} returned points outside {threat.describe()}")
-        with torch.no_grad():
+        with torch.no_grad():  # the verdict: the model itself, float32 (no autocast, not compiled)
             logits = self.model(x_adv).float()
         nan_rows = nonfinite_rows(logits)
         broken = (logits.argmax(dim=1) != y) | nan_rows  # a NaN output is not a correct prediction
@@ -241,26 +259,44 @@ class Finished:
         return int(nonfinite_rows(self.clean_logits).sum())
 
 
+def _example(x: torch.Tensor, state: RunState, plan: Plan, device: torch.device) -> torch.Tensor:
+    """A first batch as the attacks get it (clean-correct points, ``batch_size`` of them), to compile on."""
+    points = state.clean_correct.nonzero().flatten()
+    points = points if points.numel() else torch.arange(x.shape[0])
+    return x[points[: plan.batch_size]].to(device)
+
+
 def _run_cells(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
                device: torch.device, state: RunState, group: Group, stacklevel: int) -> tuple[float, float]:
     """Every cell (sharded over ``group`` when it has several ranks); this rank's seconds, and of them
     those after its own batches of each cell (waiting for the other ranks, the gather)."""
     show = config.progress and group.is_main
-    bar = _progress_bar(show, len(plan.eps) * len(plan.plans) * state.correct_count)
+    speed = config.speed
     started, gather = time.perf_counter(), 0.0
-    try:
-        if group.world_size == 1 and not config.distributed:
-            Runner(model, x, y, plan, device, state, bar).run_all(stacklevel + 1)
-        else:
-            shards = Shards.open(config.state_file, state.fingerprint, group)
-            runner = ShardedRunner(model, x, y, plan, device, state, bar, group, shards)
-            runner.run_all(stacklevel + 1)
-            gather = runner.gather_seconds
-            shards.remove(group)  # every cell is in rank 0's state now
-    finally:
-        if bar is not None:
-            bar.close()
+    example = _example(x, state, plan, device) if speed.compile else None
+    with fast_model(model, device, speed, example) as attacked:
+        bar = _progress_bar(show, len(plan.eps) * len(plan.plans) * state.correct_count)
+        try:
+            gather = _run_runner(model, x, y, plan, config, device, state, group, bar, attacked, stacklevel + 1)
+        finally:
+            if bar is not None:
+                bar.close()
     return time.perf_counter() - started, gather
+
+
+def _run_runner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
+                device: torch.device, state: RunState, group: Group, bar: Any, attacked: nn.Module,
+                stacklevel: int) -> float:
+    """One :class:`Runner` (a :class:`ShardedRunner` over several ranks) over every cell; the gather's seconds."""
+    common = {"bar": bar, "attacked": attacked, "speed": config.speed}
+    if group.world_size == 1 and not config.distributed:
+        Runner(model, x, y, plan, device, state, **common).run_all(stacklevel + 1)
+        return 0.0
+    shards = Shards.open(config.state_file, state.fingerprint, group)
+    runner = ShardedRunner(model, x, y, plan, device, state, group=group, shards=shards, **common)
+    runner.run_all(stacklevel + 1)
+    shards.remove(group)  # every cell is in rank 0's state now
+    return runner.gather_seconds
 
 
 def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
@@ -273,7 +309,7 @@ def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
     ends with the same state, and the checks run on rank 0 only.
     ``stacklevel``: of the warnings, as ``warnings.warn`` counts it from here (2: this caller).
     """
-    expected = fingerprint(plan, x, y, model)
+    expected = fingerprint(plan, x, y, model, config.speed)
     home = model_device(model)
     snapshot = ModelState(model)
     try:

@@ -1,7 +1,8 @@
 """Resume state: the run's identity (fingerprints) and its per-cell records, saved after every batch.
 
 A state file carries the fingerprint of the configuration that wrote it (attacks and their
-parameters, eps, norm, n, seed, mode, batch size, data -- a hash of every image and label --, model);
+parameters, eps, norm, n, seed, mode, batch size, data -- a hash of every image and label --, model,
+speed options);
 a state written for another configuration, in an older format or unreadable (truncated, corrupted)
 is refused with one line, never silently replaced or reused.  :func:`run_identity` and
 :func:`report_identity` say the same of a finished report.json, so a rerun into the same folder is
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from ..files import save_atomic
+from ..runtime import SPEED_KEYS, SpeedOptions
 from .cells import Cell
 from .config import AttackPlan, Plan
 
@@ -33,6 +35,7 @@ __all__ = [
     "model_fingerprint",
     "report_identity",
     "run_identity",
+    "speed_text",
 ]
 
 STATE_VERSION = 2  # 2: the data fingerprint covers every image (1: the first 64)
@@ -67,7 +70,23 @@ def _canonical(params: Mapping[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=repr)
 
 
-def fingerprint(plan: Plan, x: torch.Tensor, y: torch.Tensor, model: nn.Module) -> dict[str, Any]:
+def speed_text(speed: SpeedOptions | Mapping[str, Any] | None) -> str:
+    """Canonical text of the speed options (None or a mapping without them: every option off)."""
+    if isinstance(speed, SpeedOptions):
+        values = speed.to_dict()
+    else:
+        default = SpeedOptions().to_dict()
+        given = dict(speed or {})
+        values = {key: given.get(key, default[key]) for key in SPEED_KEYS}
+    return json.dumps(values, sort_keys=True)
+
+
+# fingerprint entries a state written before they existed holds implicitly (their value back then)
+_IMPLICIT = {"speed": speed_text(None)}
+
+
+def fingerprint(plan: Plan, x: torch.Tensor, y: torch.Tensor, model: nn.Module,
+                speed: SpeedOptions | None = None) -> dict[str, Any]:
     """What identifies a run: a saved state resumes only under the same values."""
     return {
         "attacks": [f"{p.name} {_canonical(p.params)}" for p in plan.plans],
@@ -79,6 +98,7 @@ def fingerprint(plan: Plan, x: torch.Tensor, y: torch.Tensor, model: nn.Module) 
         "batch_size": int(plan.batch_size),
         "data": data_fingerprint(x, y),
         "model": model_fingerprint(model),
+        "speed": speed_text(speed),
     }
 
 
@@ -88,10 +108,11 @@ def _text(value: Any) -> str:
 
 
 def run_identity(plans: Sequence[AttackPlan], eps: Sequence[float], norm: str, mode: str, seed: int | None,
-                 x: torch.Tensor, y: torch.Tensor, model: nn.Module) -> dict[str, str]:
+                 x: torch.Tensor, y: torch.Tensor, model: nn.Module,
+                 speed: SpeedOptions | None = None) -> dict[str, str]:
     """What a finished report must match to be this run's: :func:`report_identity` of the report it
     would write (``plans`` and ``eps`` as :func:`~robustreg.evaluation.config.plan_attacks` and
-    :func:`~robustreg.evaluation.config.eps_values` give them)."""
+    :func:`~robustreg.evaluation.config.eps_values` give them; ``speed``: None, every option off)."""
     return {
         "model fingerprint": model_fingerprint(model),
         "data fingerprint": data_fingerprint(x, y),
@@ -101,6 +122,7 @@ def run_identity(plans: Sequence[AttackPlan], eps: Sequence[float], norm: str, m
         "mode": mode,
         "seed": _text(seed),
         "n": str(int(x.shape[0])),
+        "speed options": speed_text(speed),
     }
 
 
@@ -116,6 +138,7 @@ def report_identity(report: Mapping[str, Any]) -> dict[str, str]:
         "mode": str(report.get("mode")),
         "seed": _text(report.get("seed")),
         "n": str(report.get("n")),
+        "speed options": speed_text(report.get("speed")),  # a report from before them: every option off
     }
 
 
@@ -149,7 +172,7 @@ def load_state(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
     if version != STATE_VERSION:
         raise ValueError(f"state file {path} is not a robustreg evaluation state (version {STATE_VERSION}); "
                          f"delete it or choose another --out/--state to start fresh")
-    saved = state.get("fingerprint", {})
+    saved = {**_IMPLICIT, **state.get("fingerprint", {})}
     for key in expected:
         if saved.get(key) != expected[key]:
             raise ValueError(
