@@ -14,8 +14,8 @@ others still run):
 - ``blackbox``: native SPSA and RayS (no early stop: the whole budget) against replaying their forward
   passes bare (the same batch sizes, no grad): throughput in queries/s and the ratio;
 - ``training``: PGD-AT (``at``, 10 steps, eps 8/255) steps on ResNet-20, batch 128, in float32 and under
-  bf16 autocast (the defense's loss, its inner attack included, under autocast, where the trainer puts
-  its own ``amp``, which is float16 with a GradScaler): images/s;
+  bf16 autocast (the defense's loss, its inner attack included, under autocast, as the trainer's
+  ``amp: true, amp_dtype: bfloat16`` runs it): images/s;
 - ``options``: ``evaluate`` with pgd-20 on ResNet-4B under each speed option against float32: robust
   accuracy, per-sample agreement of the broken flags, time ratio (compile's first run, with the
   compilation, on its own row).

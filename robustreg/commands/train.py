@@ -165,7 +165,7 @@ _FLAGS: dict[str, str] = {  # argparse dest -> TrainConfig key
     "epochs": "epochs", "iterations": "iterations", "batch_size": "batch_size", "lr": "lr",
     "momentum": "momentum", "weight_decay": "weight_decay", "schedule": "schedule", "gamma": "gamma",
     "milestone_unit": "milestone_unit", "seed": "seed", "device": "device", "checkpoint_every": "checkpoint_every",
-    "log_every": "log_every", "out": "out", "grad_clip": "grad_clip",
+    "log_every": "log_every", "out": "out", "grad_clip": "grad_clip", "amp_dtype": "amp_dtype",
 }
 
 
@@ -198,7 +198,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--no-augment", action="store_true", help="no random crop / flip")
     add("--seed", type=int)
     add("--device", metavar="D", help="auto, cpu, cuda or cuda:N")
-    add("--amp", action="store_true", help="mixed precision (CUDA only)")
+    add("--amp", action="store_true", help="mixed precision (float16: CUDA only; bfloat16: CUDA or CPU)")
+    add("--amp-dtype", choices=("float16", "bfloat16"), help="the autocast dtype of --amp (default float16)")
     add("--channels-last", action="store_true", help="channels_last memory format (CUDA only)")
     add("--checkpoint-every", type=int, metavar="STEPS")
     add("--log-every", type=int, metavar="STEPS")

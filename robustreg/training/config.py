@@ -61,7 +61,8 @@ TRAIN_PARAMS = ParamSet([
     _p("seed", "int", 0, "model init, data order, augmentation and the global RNGs a defense uses", low=0,
        high=2**63 - 1),
     _p("device", "str", "auto", "auto, cpu, cuda or cuda:N"),
-    _p("amp", "bool", False, "mixed precision (CUDA only)"),
+    _p("amp", "bool", False, "mixed precision (float16: CUDA only, with a gradient scaler; bfloat16: CUDA or CPU)"),
+    _p("amp_dtype", "choice", "float16", "the autocast dtype of amp", choices=("float16", "bfloat16")),
     _p("channels_last", "bool", False, "channels_last memory format (CUDA only)"),
     _p("checkpoint_every", "int", 500, "steps between last.pt writes (0: only at the end)", low=0),
     _p("out", "str", "runs/train", "output folder (re-run with the same folder to resume)"),
@@ -155,7 +156,9 @@ class TrainConfig:
         milestone (in ``milestone_unit``) on, e.g. GAT's ``{lam: [[85, 4]]}``
         (:class:`robustreg.schedules.DefenseParamSchedule`).
     seed: model init, data order, augmentation and the global RNGs a defense uses.
-    device: "auto" | "cpu" | "cuda" | "cuda:N".  amp, channels_last: CUDA only (ignored on CPU).
+    device: "auto" | "cpu" | "cuda" | "cuda:N".  amp: autocast of the defense's loss (its attack and the
+    training forward/backward) in ``amp_dtype``: float16 on CUDA only, with a GradScaler (ignored on CPU),
+    bfloat16 on CUDA or CPU, without a scaler (bfloat16 has float32's range).  channels_last: CUDA only.
     checkpoint_every: steps between ``last.pt`` writes (0: only at the end).  out: output folder.
     log_every: steps between log records.  quiet: no progress bar.  tensorboard: also log there.
 
@@ -207,6 +210,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    amp_dtype: str = "float16"
     channels_last: bool = False
     checkpoint_every: int = 500
     out: str = "runs/train"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ class _Run:
     flip: bool
     per_rank: int
     crop: int
-    use_amp: bool
+    amp_dtype: torch.dtype | None  # the autocast dtype, None: no autocast
     channels_last: bool
     params: list[nn.Parameter]
     buffers: list[torch.Tensor]
@@ -78,6 +79,13 @@ class _Run:
         if self.bar is not None:
             self.bar.close()
         self.log.close()
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``cfg.amp`` on ``device``: float16 on CUDA only, bfloat16 anywhere; None: off."""
+    if not cfg.amp or (cfg.amp_dtype == "float16" and device.type != "cuda"):
+        return None
+    return torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
 
 
 class Trainer:
@@ -234,7 +242,7 @@ class Trainer:
         device = distributed.resolve_device(cfg.device, distributed.local_rank(world_size))
         if rank == 0 and device.type != "cuda":
             for key in ("amp", "channels_last"):
-                if getattr(cfg, key):
+                if getattr(cfg, key) and not (key == "amp" and cfg.amp_dtype == "bfloat16"):
                     warnings.warn(f"{key}=true applies to CUDA only; ignored on {device}", stacklevel=4)
         if cfg.batch_size % world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the world size {world_size}")
@@ -272,7 +280,7 @@ class Trainer:
             raise ValueError(f"model {cfg.model!r} has no trainable parameters")
         optimizer = torch.optim.SGD(params, lr=schedule(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                     nesterov=cfg.nesterov)
-        scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+        scaler = torch.amp.GradScaler("cuda") if _amp_dtype(cfg, device) == torch.float16 else None
         return TrainState(cfg, model, optimizer, schedule, defense, torch.Generator().manual_seed(cfg.seed),
                           steps_per_epoch, total, scaler=scaler, device=device, world_size=world_size, rank=rank,
                           head=head, param_schedule=build_param_schedule(defense, cfg, steps_per_epoch))
@@ -292,7 +300,7 @@ class Trainer:
             state.resume(last)
         distributed.broadcast_tensors(state.model.state_dict().values(), world_size)
         run = _Run(Path(cfg.out), x, y, pad, flip, cfg.batch_size // world_size, crop,
-                   use_amp=cfg.amp and device.type == "cuda", channels_last=cfg.channels_last and device.type == "cuda",
+                   amp_dtype=_amp_dtype(cfg, device), channels_last=cfg.channels_last and device.type == "cuda",
                    params=[p for p in state.model.parameters() if p.requires_grad],
                    buffers=[b for b in state.model.buffers() if b.is_floating_point()],
                    log=TrainLog(Path(cfg.out), enabled=rank == 0, tensorboard=cfg.tensorboard,
@@ -360,7 +368,8 @@ class Trainer:
         distributed.broadcast_tensors(run.buffers, state.world_size)
         apply_param_schedule(state.defense, state.param_schedule, state.step)
         model.train()
-        with torch.autocast(state.device.type, enabled=run.use_amp):
+        amp = nullcontext() if run.amp_dtype is None else torch.autocast(state.device.type, dtype=run.amp_dtype)
+        with amp:
             result = state.defense.loss(model, xb, yb, step=state.step)
         if not isinstance(result, DefenseOutput):
             raise TypeError(f"defense {cfg.defense!r} returned {type(result).__name__}, not a DefenseOutput")

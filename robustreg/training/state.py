@@ -137,6 +137,11 @@ def _first_sentence(exc: BaseException, width: int = 100) -> str:
 
 
 def _config_diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The differing keys; a key a checkpoint of an older robustreg lacks counts as its declared default."""
+    from .config import TRAIN_PARAMS
+
+    defaults = _normalised({p.name: p.default for p in TRAIN_PARAMS})
+    saved = {**{k: v for k, v in defaults.items() if k not in saved and k in now}, **saved}
     keys = sorted((set(saved) | set(now)) - RUNTIME_KEYS)
     return [f"{k}: {saved.get(k, '<absent>')!r} in the checkpoint, {now.get(k, '<absent>')!r} now"
             for k in keys if saved.get(k, "<absent>") != now.get(k, "<absent>")]
