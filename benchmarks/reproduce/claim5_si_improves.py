@@ -167,6 +167,9 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
         f"(step schedule at 75/90/100); eps {args.eps:g} (on 8x8 images) instead of 8/255; "
         f"inner PGD-{args.train_steps} "
         "instead of PGD-10;"
+        "\n- ALP and ALP-SI: the pairing as the squared mean of the logit difference (`form=\"mse\"`, Pang et al. "
+        "2020's released code of the Table 1 row paper 004 reproduces), not paper 004's literal unsquared "
+        "lambda ||W^T (z - z')||_2, with which plain ALP collapsed to chance accuracy in this recipe (issue 11);"
         "\n- seeds: the paper reports one run; ours has mean +- std over the listed seeds.",
         f"Seeds: training {args.seeds}; attacks {args.attack_seed}. Training folders: `{args.runs}` (outside the "
         "repository; finished folders are reused, see the 'reused' column, so the wall time may exclude training).",

@@ -4,7 +4,10 @@ Paper 004 (Xu et al. 2022, arXiv:2201.12527), Table 9 (CIFAR-10, ResNet-18, 8/25
 256 / 512, perturbation 0.001, lr 0.01, 100 iterations, early stop) and hard-label RayS (ADBD and robust
 accuracy); "-SI" is higher than the base in every SPSA column.  Here: the digits models of claim 5
 (:mod:`_digits`, trained again if absent) under SPSA (128 samples) and RayS, on the first ``--n`` digits
-test images; the plain ALP run is skipped by default because it collapsed to chance accuracy there.
+test images; ALP is not in the default ``--defenses``: when this claim was run, plain ALP (paper 004's literal
+unsquared pairing) had collapsed to chance accuracy in claim 5; claim 5 now trains ALP and ALP-SI with the
+squared pairing of the released code (``form="mse"``, see :mod:`_digits`), so ``--defenses at,trades,alp,mart``
+would include them.
 
     OMP_NUM_THREADS=1 python benchmarks/reproduce/claim6_blackbox.py --seeds 0
 """
@@ -104,7 +107,8 @@ def main(argv: list[str] | None = None) -> Path:
         f"L_inf eps {args.eps:g}, each attack alone, seed 0, first {args.n} of the 360 digits test images.",
         "## What differs from the paper\n\n- digits and a 2-conv CNN, not CIFAR-10 and ResNet-18;\n- SPSA batch "
         f"128 only (not 256, 512); RayS {args.rays_queries} queries, not 10000, so ADBD is an upper bound;\n- ALP "
-        "left out (our plain ALP collapsed, see claim 5); one seed unless --seeds says more.",
+        "left out by default (plain ALP had collapsed in claim 5 when this was run); one seed unless --seeds "
+        "says more.",
         f"Seeds: training {args.seeds}; attacks 0. Training folders: `{args.runs}`.",
     ]
     numbers = {"claim": "paper 004 Table 9", "verdict": result, "paper": PAPER, "rows": rows, "mean": mean,

@@ -28,12 +28,30 @@ Shared choices, documented once:
   Algorithm 1, step 5.
 - **Loss** (paper eq. in section 3.1)::
 
-      (sum_{clean} CE + lam * sum_{adv} CE) / ((m - k) + lam * k) + lam2 * sum_{i <= k} |E_i^adv - E_i|_N^N
+      (sum_{clean} CE + lam * sum_{adv} CE) / ((m - k) + lam * k) + lam2 * sum_{i <= k} L_dist(E_i^adv, E_i)
 
-  with m - k clean and k adversarial images in B'.  |.|_N^N is the sum over the embedding's
-  coordinates of |difference|^N (N = 2: squared L2, N = 1: L1), summed (not averaged) over pairs.
-  E is the logits (default) or the penultimate features (``embedding="features"``, which needs an
-  ``nn.Linear`` head).  Pivot detaches the clean embedding.
+  with m - k clean and k adversarial images in B', summed (not averaged) over the k pairs.  E is the
+  logits (default; the authors' ``embedding_at=5``) or the penultimate features
+  (``embedding="features"``, which needs an ``nn.Linear`` head).
+- **L_dist's scale** (N = 2): the paper writes |E_i^adv - E_i|^N and "when N = 2, L_dist becomes L2
+  loss"; the authors' released code (github.com/taesikna/cascade_adv_training, ``model.py``,
+  ``_get_similarity_loss`` / ``_get_pivot_loss``) computes it with TensorFlow's ``tf.nn.l2_loss``,
+  i.e. **1/2 sum (E^adv - E)^2**, and lam2 = 1e-4 is tuned for that, so N = 2 here is
+  1/2 sum of squares; N = 1 is sum |E^adv - E| (``reduce_sum(abs)``, no 1/2) in both.
+- **Pivot's gradient** (``detach_pivot``): the paper's text says the pivot loss moves "only the
+  adversarial embeddings" (footnote 4: a non-trainable TensorFlow variable updated with E_i every
+  step).  Its released code creates that variable but then rebinds the name to the slice of the
+  embeddings itself (``pivots = embeddings[offset:offset+num_same_images]``) and never assigns it,
+  so its "pivot" loss passes gradient to the clean embeddings as well: numerically the bidirectional
+  loss, which is what produced the paper's pivot numbers (and matches its "we found not much
+  difference between two distance based losses").  The literal stop-gradient is unstable: with
+  E = W h (last layer), a step on |W h_adv - const|^2 changes the residual r = E^adv - E by
+  -2 lr lam2 r (|h_adv|^2 - h_adv . h_clean), so whenever the clean features are larger than the
+  adversarial ones along h_adv (they are: the attack lowers the true class's activations) the
+  pivot runs away faster than E^adv follows and |r| grows geometrically -- on LeNet-5 / digits28
+  (lr 0.02 and 0.05, momentum 0.9) the logits' norm went from ~10 to ~2000 and the loss to NaN in
+  ~110 steps at lr 0.02, ~75 at lr 0.05, while bidirectional stayed at ~12.  So ``detach_pivot=False``
+  (default) follows the released code; ``detach_pivot=True`` is the text's fixed pivot, kept for study.
 - **Randomness** (eps draws, store sampling) comes from the defense's own ``torch.Generator``
   (``seed``); its state is in ``state_dict()`` so a resumed run is exact.
 """
@@ -135,11 +153,14 @@ def craft_one_step(
 
 
 def similarity_loss(e_adv: torch.Tensor, e_clean: torch.Tensor, power: int, *, pivot: bool) -> torch.Tensor:
-    """sum_i |E_i^adv - E_i|_N^N; pivot: the clean embedding is a constant (no gradient reaches it)."""
+    """sum_i L_dist(E_i^adv, E_i): power 2: 1/2 sum (E^adv - E)^2 (``tf.nn.l2_loss``, the authors' code),
+    power 1: sum |E^adv - E|; ``pivot``: the clean embedding is a constant (no gradient reaches it)."""
+    if power not in (1, 2):
+        raise ValueError(f"power must be 1 or 2, got {power!r}")
     if pivot:
         e_clean = e_clean.detach()
-    diff = (e_adv - e_clean).reshape(e_adv.shape[0], -1).abs()
-    return diff.pow(power).sum()
+    diff = (e_adv - e_clean).reshape(e_adv.shape[0], -1)
+    return diff.abs().sum() if power == 1 else 0.5 * diff.pow(2).sum()
 
 
 def paper_objective(
@@ -216,11 +237,15 @@ COMPOSITION = Param(
     "Algorithm 1, 64 + 64 of 128); added: the trainer's B all clean plus the adversarial copies (B + k)",
     choices=COMPOSITIONS)
 SIMILARITY = ParamSet([
-    _weight("lam2", 1e-4, "weight of the distance sum_i |E_i^adv - E_i|_N^N"),
-    Param("power", "choice", 2, "the N of |E_adv - E|_N^N (2: squared L2, 1: L1)", choices=(1, 2)),
+    _weight("lam2", 1e-4, "weight of the distance sum_i L_dist(E_i^adv, E_i)"),
+    Param("power", "choice", 2, "L_dist: 2: 1/2 |E_adv - E|_2^2 (tf.nn.l2_loss, the authors' code), 1: |E_adv - E|_1",
+          choices=(1, 2)),
     Param("embedding", "choice", "logits", "E: the logits or the penultimate features (needs an nn.Linear head)",
           choices=("logits", "features")),
 ])
+DETACH_PIVOT = Param(
+    "detach_pivot", "bool", False, "pivot loss: True holds E (clean) constant, the paper's text (unstable: the pivot "
+    "runs away); False (default) lets gradient reach it too, as the authors' released code does")
 
 
 class _PaperDefense(Defense):
@@ -323,7 +348,7 @@ def split_counts(m: int, per_clean: float) -> tuple[int, int]:
 
 
 class _Similarity(_PaperDefense):
-    """Adversarial copies of clean images in B' with their clean versions, plus lam2 * sum |E_adv - E|_N^N."""
+    """Adversarial copies of clean images in B' with their clean versions, plus lam2 * sum_i L_dist(E_adv, E)."""
 
     pivot = False
     params = ParamSet([
@@ -341,6 +366,10 @@ class _Similarity(_PaperDefense):
     power: int
     embedding: str
 
+    def detached(self) -> bool:
+        """Whether the clean embedding is held constant in the distance (only Pivot with ``detach_pivot``)."""
+        return False
+
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
         if self.composition == "split":
             k, n_clean = split_counts(x.shape[0], self.adv_fraction)
@@ -350,7 +379,7 @@ class _Similarity(_PaperDefense):
         x_adv, eps = self.adversarial(model, x[:k], y[:k])
         pairs = torch.arange(k, device=x.device)
         out = paper_objective(model, x_adv, y[:k], x, y, lam=self.lam, pairs=pairs, lam2=self.lam2,
-                              power=self.power, embedding=self.embedding, pivot=self.pivot)
+                              power=self.power, embedding=self.embedding, pivot=self.detached())
         out.metrics["mean_eps"] = float(eps.mean()) if k else 0.0
         return out
 
@@ -360,7 +389,7 @@ class Bidirectional(_Similarity):
 
     Paper 000 (Na et al., "Cascade Adversarial Machine Learning Regularized with a Unified
     Embedding", 2018, arXiv:1708.02582) section 3.2, Algorithm 1.  Norm linf.  Loss:
-    (sum_{clean} CE + lam * sum_{adv} CE) / ((m - k) + lam * k) + lam2 * sum_i |E_i^adv - E_i|_N^N,
+    (sum_{clean} CE + lam * sum_{adv} CE) / ((m - k) + lam * k) + lam2 * sum_i L_dist(E_i^adv, E_i),
     gradients through both E^adv and E.
 
     Parameters (keyword-only):
@@ -377,7 +406,8 @@ class Bidirectional(_Similarity):
       k = round(a * B) get an adversarial copy, B' has B + k images (batch_size 64 gives 64 + 64).
     - ``lam`` (float, default 0.3), ``lam2`` (float, default 1e-4): weights of the adversarial CE and
       of the distance.
-    - ``power`` (1 or 2, default 2): the N of |E_adv - E|_N^N.
+    - ``power`` (1 or 2, default 2): L_dist = 1/2 |E_adv - E|_2^2 (the authors' ``tf.nn.l2_loss``) or
+      |E_adv - E|_1.
     - ``embedding`` ("logits" | "features", default "logits"): E; "features" (the input of the
       final ``nn.Linear``) comes from :func:`robustreg.embed`.
     - ``seed`` (int, default 0), ``craft_eval`` (bool, default True): as :class:`Kurakin`.
@@ -394,11 +424,18 @@ class Bidirectional(_Similarity):
 
 
 class Pivot(_Similarity):
-    """Adversarial training with the pivot distance loss: the clean embedding is a fixed target.
+    """Adversarial training with the pivot distance loss: the clean embedding as the target.
 
-    Paper 000 (Na et al. 2018, arXiv:1708.02582) section 3.2: as :class:`Bidirectional` but E_i is
-    detached (the paper's non-trainable copy of the clean embedding), so only E^adv moves.
-    Parameters, defaults and norm: as :class:`Bidirectional`.
+    Paper 000 (Na et al. 2018, arXiv:1708.02582) section 3.2.  The paper's text detaches E_i (a
+    non-trainable copy of the clean embedding) so that only E^adv moves; the authors' released code
+    does not (the copy is never used, see the module docstring), so by default (``detach_pivot=False``)
+    the gradient reaches both embeddings and the loss equals :class:`Bidirectional`'s -- what the
+    paper's pivot numbers were produced with.  ``detach_pivot=True`` is the text's fixed pivot; it is
+    unstable (the pivot runs away from E^adv: the logits grow geometrically and the loss reaches NaN
+    within ~110 steps of LeNet-5 on digits28 at lr 0.02).  Other parameters, defaults and norm: as
+    :class:`Bidirectional`.
+
+    - ``detach_pivot`` (bool, default False): hold E_i constant in the distance.
 
     Example::
 
@@ -408,7 +445,12 @@ class Pivot(_Similarity):
     name = "pivot"
     pivot = True
     info = DefenseInfo(source=_SOURCE, paper="000", single_step=True, needs_embedding=False,
-                       summary="paper 000: adversarial examples added + pivot loss (clean embedding detached)")
+                       summary="paper 000: adversarial examples added + pivot loss (as the authors' code computes it)")
+    params = _Similarity.params + [DETACH_PIVOT]
+    detach_pivot: bool
+
+    def detached(self) -> bool:
+        return self.detach_pivot
 
 
 class Cascade(_PaperDefense):
@@ -431,7 +473,9 @@ class Cascade(_PaperDefense):
     adversarial image has its clean version among the m - k clean images (Algorithm 1's structure).
     The stored images are not
     augmented (the paper does not crop them either).  With ``distance=None`` no similarity term is
-    added (the paper's K_C); "pivot" (default) or "bidirectional" add it (P_C).
+    added (the paper's K_C); "pivot" (default) or "bidirectional" add it (P_C).  As in :class:`Pivot`,
+    "pivot" holds the clean embedding constant only with ``detach_pivot=True``; by default it is the
+    released code's pivot, i.e. the same loss as "bidirectional".
 
     Parameters (keyword-only):
 
@@ -443,7 +487,7 @@ class Cascade(_PaperDefense):
     - ``distance`` ("pivot" | "bidirectional" | None, default "pivot").
     - ``method`` (default "step_ll"), ``max_eps`` (default 16/255), ``lam`` (0.3), ``lam2`` (1e-4),
       ``power`` (2), ``embedding`` ("logits"), ``seed`` (0), ``craft_eval`` (True): as
-      :class:`Bidirectional`.
+      :class:`Bidirectional`; ``detach_pivot`` (False): as :class:`Pivot`.
     - ``expect_source_hash`` (str or None): refuse a store crafted by another source.
 
     Example::
@@ -466,6 +510,7 @@ class Cascade(_PaperDefense):
               choices=("pivot", "bidirectional"), optional=True),
         *COMMON[:3],
         *SIMILARITY,
+        DETACH_PIVOT,
         *COMMON[3:],
         Param("expect_source_hash", "str", None, "refuse a store crafted by a source with other weights (SHA-256)",
               optional=True),
@@ -477,6 +522,7 @@ class Cascade(_PaperDefense):
     lam2: float
     power: int
     embedding: str
+    detach_pivot: bool
     expect_source_hash: str | None
 
     def __init__(self, *, store: CascadeStore | str | os.PathLike | list | tuple | None = None, **params: Any) -> None:
@@ -529,7 +575,8 @@ class Cascade(_PaperDefense):
         if self.distance is not None:
             pairs = torch.cat([torch.arange(k_fresh), torch.arange(b - k_stored, b)]).to(x.device)
         out = paper_objective(model, x_adv, y_adv, x_clean, y_clean, lam=self.lam, pairs=pairs, lam2=self.lam2,
-                              power=self.power, embedding=self.embedding, pivot=self.distance == "pivot")
+                              power=self.power, embedding=self.embedding,
+                              pivot=self.distance == "pivot" and self.detach_pivot)
         out.metrics["mean_eps"] = float(eps.mean()) if k_fresh else 0.0
         out.metrics["stored"] = float(k_stored)
         return out

@@ -27,6 +27,29 @@ vector (about 3.4 at initialisation against about 0.6 for plain logits), the fir
 feature norm up (|z| 4 -> ~500 within 55 steps) and kill ~70-80% of the ReLU units before the head;
 the 1 / |z| gradient then freezes the rest.  Pang et al.'s ResNets put BatchNorm before the features;
 on such nets, or with a smaller lr, HE trains.
+
+Training HE at these defaults on BatchNorm-free nets (issue 11, measured): the defaults (s 15, m 0.2,
+eps 8/255, PGD-10 from x + 0.001 N(0, I)) are Pang et al.'s and stay; what does not carry over is their
+lr 0.1 from the first step.  At initialisation digits-cnn's and LeNet-5's features have |z| ~ 0.6 (a
+WRN's, after BatchNorm + ReLU + pooling, ~10), so the feature gradient s / |z| is ~25, the first steps at
+lr 0.1 with momentum 0.9 throw |z| to ~100 within 10 steps and kill ~75% of the units before the head
+(no BatchNorm re-standardises them).  The same defaults train once the first steps are small.  Test
+accuracy after 15 epochs on scikit-learn digits (trainer defaults otherwise: batch 128, momentum 0.9,
+weight decay 5e-4, augmented; one thread):
+
+===========================================  =======================  =====================
+recipe (``he`` at its defaults)              digits-cnn, clean test   last epoch's adv acc
+===========================================  =======================  =====================
+lr 0.1, step schedule (the trainer default)  27%                      0.24
+lr 0.1, no attack (steps 0): HE loss alone   64%                      --
+lr 0.05, step                                61%                      0.31
+lr 0.02, step                                97%                      0.82
+lr 0.1 peak, ``schedule="cyclic"`` (linear   99%                      0.94
+warm-up over 40% of training, then down)
+===========================================  =======================  =====================
+
+(LeNet-5 on digits28, lr 0.1 step: 57%, the same stall.)  So train HE on such nets with an lr
+warm-up (``schedule="cyclic"``) or lr <= 0.02; the trainer's lr is not the defense's to set.
 """
 
 from __future__ import annotations

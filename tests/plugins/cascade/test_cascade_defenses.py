@@ -112,7 +112,8 @@ def test_similarity_losses_by_hand(cls, pivot, power, embedding):
     logits = model(batch)
     e = logits if embedding == "logits" else model[:-1](batch)
     ce = F.cross_entropy(logits, torch.cat([y, y]), reduction="none")
-    dist = ((e[:k] - e[k:]).abs() ** power).sum()
+    # L_dist as the authors' code computes it: tf.nn.l2_loss = 1/2 sum of squares (N = 2), sum |.| (N = 1)
+    dist = (e[:k] - e[k:]).abs().sum() if power == 1 else 0.5 * ((e[:k] - e[k:]) ** 2).sum()
     expected = (ce[k:].sum() + lam * ce[:k].sum()) / (k + lam * k) + lam2 * dist
     assert torch.allclose(out.loss, expected, rtol=1e-5, atol=1e-6)
     assert out.metrics["distance"] == pytest.approx(float(dist.detach()), rel=1e-4)
@@ -124,28 +125,61 @@ def test_pivot_passes_no_gradient_to_the_clean_embedding():
     e_adv = torch.randn(4, 10, generator=g, requires_grad=True)
     e_clean = torch.randn(4, 10, generator=g, requires_grad=True)
     grads = torch.autograd.grad(similarity_loss(e_adv, e_clean, 2, pivot=True), [e_adv, e_clean], allow_unused=True)
-    assert grads[1] is None and torch.allclose(grads[0], 2 * (e_adv - e_clean).detach())
+    assert grads[1] is None and torch.allclose(grads[0], (e_adv - e_clean).detach())  # d/dE of 1/2 |E - c|^2
     gb = torch.autograd.grad(similarity_loss(e_adv, e_clean, 2, pivot=False), [e_adv, e_clean])
     assert torch.allclose(gb[1], -gb[0])
 
 
-def test_pivot_gradient_reaches_parameters_only_through_adversarial_branch():
-    """With lam = 0 the loss is CE_clean / B + |E(x_adv) - E(x)|^2; pivot's parameter gradient equals
-    the one computed by hand with E(x) held constant in the distance, bidirectional's does not."""
+def test_detached_pivot_gradient_reaches_parameters_only_through_adversarial_branch():
+    """With lam = 0 the loss is CE_clean / B + 1/2 |E(x_adv) - E(x)|^2; with ``detach_pivot`` pivot's
+    parameter gradient equals the one computed by hand with E(x) held constant in the distance; the
+    default pivot's (the authors' released code: no stop-gradient) is bidirectional's, which differs."""
     model, (x, y) = tiny_model().eval(), _batch(4)  # eval: BatchNorm statistics stay put between calls
     head = model[-1].weight
 
-    def grad_of(cls):
+    def grad_of(cls, **kw):
         # "added": every image of the batch stays clean (the default "split" would use only half of it)
-        out = cls(seed=0, lam=0.0, lam2=1.0, adv_fraction=1.0, composition="added").loss(model, x, y)
+        out = cls(seed=0, lam=0.0, lam2=1.0, adv_fraction=1.0, composition="added", **kw).loss(model, x, y)
         return torch.autograd.grad(out.loss, head)[0]
 
     x_adv = craft_one_step(model, x, y, _replay_eps(0, 4), "step_ll")
     both = model(torch.cat([x_adv, x]))
-    by_hand = F.cross_entropy(both[4:], y, reduction="sum") / 4 + ((both[:4] - both[4:].detach()) ** 2).sum()
-    manual = torch.autograd.grad(by_hand, head)[0]
-    assert torch.allclose(grad_of(Pivot), manual, atol=1e-5)
-    assert not torch.allclose(grad_of(Bidirectional), manual, atol=1e-5)
+    ce = F.cross_entropy(both[4:], y, reduction="sum") / 4
+    manual = torch.autograd.grad(ce + 0.5 * ((both[:4] - both[4:].detach()) ** 2).sum(), head, retain_graph=True)[0]
+    through = torch.autograd.grad(ce + 0.5 * ((both[:4] - both[4:]) ** 2).sum(), head)[0]
+    assert torch.allclose(grad_of(Pivot, detach_pivot=True), manual, atol=1e-5)
+    assert torch.allclose(grad_of(Bidirectional), through, atol=1e-5)
+    assert torch.allclose(grad_of(Pivot), through, atol=1e-5)
+    assert not torch.allclose(through, manual, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_pivot_trains_on_the_claim3_recipe_where_the_detached_pivot_blows_up(tmp_path):
+    """Regression (issue 11): LeNet-5 on digits28 at lr 0.05, momentum 0.9 (benchmarks/reproduce claim 3).
+    The former pivot (clean logits detached, L_dist = sum of squares) went to NaN at step ~75: the
+    detached pivot runs away from the adversarial logits and both grow geometrically.  The default
+    pivot (the authors' released code) stays finite with logits of the same size as bidirectional's."""
+    from robustreg import TrainConfig, build_model, load_data, train
+
+    def run(name, **params):
+        cfg = TrainConfig(model="lenet5-mnist", data="digits28", defense="pivot",
+                          defense_params={"method": "step_ll", "max_eps": 32 / 255, "seed": 0, **params},
+                          iterations=90, lr=0.05, momentum=0.9, weight_decay=1e-4, batch_size=64, augment=False,
+                          schedule="constant", seed=0, out=str(tmp_path / name), quiet=True, device="cpu",
+                          checkpoint_every=0)
+        return train(cfg)
+
+    torch.set_num_threads(1)
+    final = run("default")
+    model = build_model("lenet5-mnist", weights=str(final)).eval()
+    x, y = load_data("digits28", "train").tensors(256)
+    with torch.no_grad():
+        logits = model(x)
+    assert torch.isfinite(logits).all()
+    assert float(logits.norm(dim=1).mean()) < 100  # the detached run had passed 2000 before NaN
+    assert float((logits.argmax(1) == y).float().mean()) > 0.5  # far above chance (0.1)
+    with pytest.raises(FloatingPointError):  # the former behaviour, kept as detach_pivot=True (lam2 doubled:
+        run("detached", detach_pivot=True, lam2=2e-4)  # the old sum of squares), still diverges
 
 
 @pytest.mark.parametrize("m, frac, k", [(8, 0.5, 4), (128, 0.5, 64), (10, 0.25, 2), (6, 0.0, 0)])

@@ -163,6 +163,51 @@ def test_alp_objective_as_paper_004_writes_it(model, batch):
     assert close(pairing, (model(x) - model(x_adv)).norm(dim=1).mean())
 
 
+def test_alp_mse_form_is_the_mean_squared_logit_difference_of_two_forward_passes(batch):
+    """form="mse" (Pang et al. 2020's released alp_loss): 0.5 CE + 0.5 CE' + lam * F.mse_loss(f(x), f(x')),
+    x and x' in two train-mode passes (own BatchNorm statistics), unlike "kannan"'s one mixed batch."""
+    x, y = batch
+    model = tiny_model(bn=True)
+    x_adv = (x + 0.05 * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(3)))).clamp(0, 1)
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(5)  # the dropout masks, drawn in the same order by hand
+    out = ALP(form="mse").objective(model, x, x_adv, y)
+    model.load_state_dict(ref)
+    torch.manual_seed(5)
+    lc, la = model(x), model(x_adv)
+    pairing = ((lc - la) ** 2).sum() / (6 * 10)
+    assert close(out.loss, 0.5 * hand_ce(lc, y) + 0.5 * hand_ce(la, y) + 3.0 * pairing)
+    assert out.metrics["loss_pairing"] == pytest.approx(float(pairing.detach()), rel=1e-5)
+    model.load_state_dict(ref)
+    torch.manual_seed(5)
+    assert not close(ALP(form="kannan").objective(model, x, x_adv, y).loss, out.loss)
+
+
+@pytest.mark.slow
+def test_alp_mse_form_trains_where_the_unsquared_norm_collapses(tmp_path):
+    """Regression (issue 11): paper 004's digits recipe (benchmarks/reproduce claim 5: digits-cnn, eps 0.1,
+    PGD-5, lr 0.05 cosine, eps warm-up), shortened to 4 epochs.  The unsquared lam * ||W^T (z - z')||_2
+    (form "paper004", lam 3) pulls the network to a constant output (it stayed at chance over 20 epochs);
+    the squared mean of the released code (form "mse") learns."""
+    from robustreg import TrainConfig, build_model, load_data, train
+
+    torch.set_num_threads(1)
+    x, y = load_data("digits", "test").tensors(360)
+
+    def accuracy(form: str) -> float:
+        final = train(TrainConfig(model="digits-cnn", data="digits", defense="alp",
+                                  defense_params={"eps": 0.1, "steps": 5, "form": form}, epochs=4, eps_warmup_epochs=3,
+                                  batch_size=64, lr=0.05, schedule="cosine", seed=0, out=str(tmp_path / form),
+                                  quiet=True, device="cpu", checkpoint_every=0))
+        net = build_model("digits-cnn", weights=str(final)).eval()
+        with torch.no_grad():
+            return float((net(x).argmax(1) == y).float().mean())
+
+    trained, literal = accuracy("mse"), accuracy("paper004")
+    assert trained > 0.45  # measured 0.62 (chance: 0.1)
+    assert literal < 0.3 and trained > literal + 0.25  # measured 0.14
+
+
 # --- MART ---------------------------------------------------------------------------------------------
 def hand_mart(model, x, x_adv, y, lam=6.0):
     p_adv = F.softmax(model(x_adv), dim=1)
