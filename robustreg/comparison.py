@@ -214,8 +214,8 @@ def _plan(registry: Registry, attack: str, threat: ThreatModel, resolved: Sequen
     """The native configuration (None without a native attack) and each row's mapping of it."""
     if "seed" in given:
         raise ValueError("seed is compare's own argument (seed=, --seed), not an attack parameter")
-    native = resolve(registry, attack, "native", threat.norm).spec
-    config = native_config(native, threat, given) if native is not None else None
+    native = resolve(registry, attack, "native", threat.norm)  # its same_as values select the variant
+    config = native_config(native.spec, threat, {**native.params, **given}) if native.spec is not None else None
     common = {k: v for k, v in given.items() if k in COMMON}
     plans: list[Mapped | None] = []
     for res in resolved:

@@ -202,8 +202,20 @@ def test_compare_adds_alias_params(reg, linear):
     report = compare(model, (x, y), "apgd-dlr", 0.1, toolkits=["torchattacks"], registry=reg, progress=False,
                      params={"steps": 3})
     (row,) = report["results"]
-    assert row["name"] == "torchattacks:apgd" and row["params"] == {"steps": 3, "loss": "dlr"}
+    # the loss comes from the entry's same_as; the rest is native apgd's configuration mapped to the entry
+    assert row["name"] == "torchattacks:apgd" and row["params"] == {"steps": 3, "loss": "dlr", "restarts": 1,
+                                                                     "rho": 0.75}
     assert row["available"] and row["robust_accuracy"] is not None
+
+
+def test_native_apgd_is_the_native_row_of_apgd_ce_and_dlr(reg, linear):
+    model, x, y = linear
+    for name, loss in (("apgd-ce", "ce"), ("apgd-dlr", "dlr")):
+        report = compare(model, (x, y), name, 0.1, toolkits=["native"], registry=reg, progress=False,
+                         params={"steps": 3})
+        (row,) = report["results"]
+        assert row["name"] == "apgd" and row["params"]["loss"] == loss and row["params"]["steps"] == 3
+        assert row["available"] and row["robust_accuracy"] is not None
 
 
 def test_compare_restores_model_and_counts_misclassified_as_broken(reg, linear):
@@ -454,7 +466,7 @@ def test_default_toolkits_are_the_registered_ones():
     assert registered_toolkits(reg) == ["native", "art"]
     builtin = Registry.create()
     assert registered_toolkits(builtin, "pgd") == ["native", "advlib", "art", "foolbox", "torchattacks"]  # have pgd
-    assert registered_toolkits(builtin, "apgd-ce") == ["advlib", "art", "autoattack", "torchattacks"]
+    assert registered_toolkits(builtin, "apgd-ce") == ["native", "advlib", "art", "autoattack", "torchattacks"]
 
 
 # --- real data ----------------------------------------------------------------------------------------

@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import CheckpointError, ModelCodeError, UserError
 from ..params import ParamError, ParamSet, parse_assignment, parse_value
 from ..runtime import AMP_CHOICES, SpeedOptions
 from ..threat import NORMS, parse_eps
+
+T = TypeVar("T")
 
 __all__ = [
     "DEFAULT_OUT",
@@ -30,6 +32,7 @@ __all__ = [
     "check_name",
     "check_run_args",
     "eps_list",
+    "in_process_group",
     "param_values",
     "run_evaluation",
     "speed_options",
@@ -330,20 +333,27 @@ def run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, at
     Under torchrun (``WORLD_SIZE`` and ``RANK`` set) the batches are shared by the ranks
     (:mod:`robustreg.evaluation.distributed`); rank 0 checks the folders, writes the report and prints.
     """
+    check_run_args(args)
+    run = (args, model_spec, data_spec, attacks, eps, params, early_exit)
+    return in_process_group(args.device, lambda group: _run_evaluation(*run, group))
+
+
+def in_process_group(device_arg: Any, fn: Callable[[Any], T]) -> T:
+    """``fn(group)``: the single-process group in a plain run; under torchrun (``WORLD_SIZE`` and ``RANK``
+    set) the torch.distributed group of this rank's device (``--device``, with ``LOCAL_RANK``), opened
+    for the call and closed after it."""
     from ..evaluation.distributed import SINGLE, process_group, torchrun_env
     from ..runtime import resolve_device
 
-    check_run_args(args)
-    run = (args, model_spec, data_spec, attacks, eps, params, early_exit)
     if not torchrun_env():
-        return _run_evaluation(*run, SINGLE)
+        return fn(SINGLE)
     local = os.environ.get("LOCAL_RANK")
     try:
-        device = resolve_device(args.device, local_rank=int(local) if local else None)
+        device = resolve_device(device_arg, local_rank=int(local) if local else None)
     except ValueError as exc:
-        raise UsageError(f"--device {args.device!r}: {exc}") from None
+        raise UsageError(f"--device {device_arg!r}: {exc}") from None
     with process_group(device) as group:
-        return _run_evaluation(*run, group)
+        return fn(group)
 
 
 def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, attacks: list[str],

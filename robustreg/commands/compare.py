@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from .common import (
     check_model_fits_data,
     check_name,
     eps_list,
+    in_process_group,
     load_dataset,
     load_model,
     param_values,
@@ -121,9 +121,6 @@ def run(args: argparse.Namespace) -> int:
     ``evaluate`` (:func:`robustreg.comparison.compare` with ``distributed=True``); rank 0 probes ``--out``,
     writes the report and prints.
     """
-    from ..evaluation.distributed import SINGLE, process_group, torchrun_env
-    from ..runtime import resolve_device
-
     registry = getattr(args, "registry", None)
     if registry is None:
         registry = Registry.create()
@@ -137,15 +134,7 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     args.registry = registry
     run = (args, attack, eps[0], params, toolkits)
-    if not torchrun_env():
-        return _run(*run, SINGLE)
-    local = os.environ.get("LOCAL_RANK")
-    try:
-        device = resolve_device(args.device, local_rank=int(local) if local else None)
-    except ValueError as exc:
-        raise UsageError(f"--device {args.device!r}: {exc}") from None
-    with process_group(device) as group:
-        return _run(*run, group)
+    return in_process_group(args.device, lambda group: _run(*run, group))
 
 
 def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, Any], toolkits: list[str],
