@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_distributed_evaluation import _env, _free_port
+from test_distributed_evaluation import _env, _free_port, rank_records
 
 from robustreg.cli import main
 
@@ -118,8 +118,7 @@ def test_shard_batches_gathers_in_batch_order_and_raises_the_first_failure(tmp_p
     script = tmp_path / "shard.py"
     script.write_text(SHARD_SCRIPT)
     log = _torchrun(3, [], tmp_path, script=script)
-    lines = sorted((json.loads(line) for line in log.splitlines() if line.startswith('{"rank"')),
-                   key=lambda line: line["rank"])
+    lines = sorted(rank_records(log), key=lambda line: line["rank"])
     assert [line["rank"] for line in lines] == [0, 1, 2]
     for line in lines:
         assert line["outcomes"] == [{"values": [{"k": k, "rank": k % 3} for k in range(7)], "waited": True},

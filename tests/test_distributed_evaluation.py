@@ -98,6 +98,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def rank_records(log: str) -> list[dict[str, Any]]:
+    """Every ``{"rank": ...}`` JSON object the ranks printed, in order of appearance: ranks print at
+    the same time, so two objects can share a line (one rank's newline after the other's object)."""
+    decoder, out = json.JSONDecoder(), []
+    at = log.find('{"rank"')
+    while at != -1:
+        record, end = decoder.raw_decode(log, at)
+        out.append(record)
+        at = log.find('{"rank"', end)
+    return out
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "STOP_AT")}
@@ -183,7 +195,7 @@ def test_sharded_evaluation_matches_one_process(world_size, reference, tmp_path)
     out = tmp_path / "out"
     log = _finish(_torchrun(world_size, [str(_script(tmp_path)), str(out), "cascade", json.dumps(ATTACKS)], tmp_path))
     report = _assert_same_run(out, reference, world_size)
-    lines = [json.loads(line) for line in log.splitlines() if line.startswith('{"rank"')]
+    lines = rank_records(log)
     # every rank returns rank 0's report
     assert sorted(line["rank"] for line in lines) == list(range(world_size))
     assert all(line["accuracies"] == [r["robust_accuracy"] for r in report["results"]] for line in lines)
