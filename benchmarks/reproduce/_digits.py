@@ -69,11 +69,11 @@ def train_digits(defense: str, seed: int, recipe: Recipe, runs: Path = RUNS) -> 
     return path, time.perf_counter() - start, reused
 
 
-def digits_test(n: int = 360) -> tuple[Any, Any]:
-    """The first ``n`` of the 360 digits test images and labels."""
+def digits_test(n: int = 360, spec: str = "digits") -> tuple[Any, Any]:
+    """The first ``n`` of the 360 digits test images and labels (``spec="digits28"``: at 28 x 28)."""
     from robustreg import load_data
 
-    data = load_data("digits", "test")
+    data = load_data(spec, "test")
     return data.tensors(min(n, len(data)))
 
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _digits import RUNS
+from _digits import RUNS, digits_test
 from _report import Clock, base_parser, markdown_table, out_dir, pct, write_report
 
 CLAIM = "claim4_transfer_cascade"
@@ -325,13 +325,10 @@ def plot(gaps: list[dict[str, Any]], gains: list[dict[str, Any]]) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from robustreg import load_data
-
     args = parse_args(argv)
     clock = Clock()
     out = out_dir(args, CLAIM)
-    data = load_data("digits28", "test")
-    x, y = data.tensors(min(args.n_test, len(data)))
+    x, y = digits_test(args.n_test, "digits28")
     if args.rerender is not None:
         earlier = json.loads(args.rerender.read_text())
         report, rows, store = earlier["transfer"], earlier["cascade_rows"], earlier["store"]
