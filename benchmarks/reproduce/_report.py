@@ -76,6 +76,29 @@ def pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def grouped_bars(series: dict[str, list[float]], ticks: list[str], title: str, ylabel: str, *,
+                 size: tuple[float, float], errors: dict[str, list[float]] | None = None,
+                 tick_size: float | None = None) -> bytes:
+    """A PNG of grouped bars: one bar per series at every tick (``errors``: the series' error bars)."""
+    from robustreg.analysis.common import figure, figure_png
+
+    fig = figure(*size)
+    ax = fig.subplots()
+    width = 0.8 / max(len(series), 1)
+    for k, (label, values) in enumerate(series.items()):
+        offset = (k - (len(series) - 1) / 2) * width
+        yerr = None if errors is None else errors[label]
+        ax.bar([i + offset for i in range(len(ticks))], values, width, yerr=yerr, capsize=2 if yerr else 0,
+               label=label)
+    ax.set_xticks(range(len(ticks)))
+    ax.set_xticklabels(ticks, fontsize=tick_size)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return figure_png(fig)
+
+
 def write_report(out: Path, title: str, sections: list[str], numbers: dict[str, Any], clock: Clock,
                  png: bytes | None = None, png_name: str = "figure.png") -> Path:
     """report.md (sections + machine + wall time), report.json (numbers + the same) and the PNG."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from _digits import RUNS, Recipe, digits_test, robust_accuracy, train_digits
-from _report import SHARED, Clock, base_parser, markdown_table, out_dir, pct, write_report
+from _report import SHARED, Clock, base_parser, grouped_bars, markdown_table, out_dir, pct, write_report
 
 CLAIM = "claim2_table5_order"
 ATTACKS = ("pgd", "pgd-cw", "pgd-dlr", "si-pgd")
@@ -128,20 +128,10 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, verdict: str) -
 
 
 def plot(rows: list[dict[str, Any]]) -> bytes:
-    from robustreg.analysis.common import figure, figure_png
-
-    fig = figure(max(7.0, 1.6 * len(rows)), 4.0)
-    ax = fig.subplots()
-    width = 0.2
-    for k, a in enumerate(ATTACKS):
-        ax.bar([i + (k - 1.5) * width for i in range(len(rows))], [100 * r[a] for r in rows], width, label=a)
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([f"{r['model']}\n{r['eps'] * 255:.3g}/255" for r in rows], fontsize=7)
-    ax.set_ylabel("robust accuracy (%)")
-    ax.set_title("paper 004 Table 5 order: SI-PGD <= PGD-CW <= PGD?", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return figure_png(fig)
+    return grouped_bars({a: [100 * r[a] for r in rows] for a in ATTACKS},
+                        [f"{r['model']}\n{r['eps'] * 255:.3g}/255" for r in rows],
+                        "paper 004 Table 5 order: SI-PGD <= PGD-CW <= PGD?", "robust accuracy (%)",
+                        size=(max(7.0, 1.6 * len(rows)), 4.0), tick_size=7)
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from _digits import RUNS, digits_test
-from _report import Clock, base_parser, markdown_table, out_dir, write_report
+from _report import Clock, base_parser, grouped_bars, markdown_table, out_dir, write_report
 
 CLAIM = "claim3_table1_mnist"
 DEFENSES = ("standard", "kurakin", "bidirectional", "pivot")
@@ -152,22 +152,11 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, result: str, no
 
 
 def plot(rows: list[dict[str, Any]]) -> bytes:
-    from robustreg.analysis.common import figure, figure_png
-
     summary = summarise(rows)
     cols = [f"{a}@32" for a in ATTACKS]
-    fig = figure(8.0, 3.8)
-    ax = fig.subplots()
-    for k, d in enumerate(summary):
-        ax.bar([i + (k - 1.5) * 0.2 for i in range(len(cols))], [summary[d][c][0] for c in cols], 0.2,
-               yerr=[summary[d][c][1] for c in cols], capsize=2, label=LABEL[d])
-    ax.set_xticks(range(len(cols)))
-    ax.set_xticklabels(cols)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("paper 000 Table 1 at digits28 scale, eps 32/255 (mean +- std over seeds)", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return figure_png(fig)
+    return grouped_bars({LABEL[d]: [summary[d][c][0] for c in cols] for d in summary}, cols,
+                        "paper 000 Table 1 at digits28 scale, eps 32/255 (mean +- std over seeds)", "accuracy (%)",
+                        size=(8.0, 3.8), errors={LABEL[d]: [summary[d][c][1] for c in cols] for d in summary})
 
 
 def main(argv: list[str] | None = None) -> Path:
