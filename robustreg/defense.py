@@ -55,13 +55,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DefenseInfo:
-    """What a defense is: its paper, whether it is single-step, whether it needs the embedding."""
+    """What a defense is: its paper, whether it is single-step, whether it needs the embedding.
+
+    ``lr_warmup_epochs``: the linear lr warm-up the defense needs to train from scratch (0: none), which
+    the trainer applies when the config leaves ``lr_warmup_epochs`` unset; say why in the docstring.
+    """
 
     source: str = ""
     paper: str | None = None
     single_step: bool = False
     needs_embedding: bool = False
     summary: str = ""
+    lr_warmup_epochs: float = 0.0
 
 
 @dataclass

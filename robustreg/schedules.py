@@ -13,6 +13,11 @@ The trainer sets ``lr = schedule(step)`` on every parameter group before optimiz
   linear down to 0 at the end, evaluated at ``(step + 1) / total`` as in the authors' code (the
   first step runs with a small positive lr, the last one with lr 0).
 - ``"constant"``: ``lr``.
+
+``warmup_steps`` > 0 multiplies any of them by ``min(1, (step + 1) / warmup_steps)``: a linear lr
+warm-up (Goyal et al., 2017, arXiv 1706.02677) that reaches the schedule's value on the last warm-up
+step.  Nets whose first steps at the full lr wreck them (hypersphere-embedding heads on BatchNorm-free
+nets) need it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class LRSchedule:
     milestone_unit: str = "epochs"
     gamma: float = 0.1
     peak: float = 0.4
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULES:
@@ -55,6 +61,8 @@ class LRSchedule:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma!r}")
         if not 0 < self.peak < 1:
             raise ValueError(f"cyclic peak must be in (0, 1) (a fraction of training), got {self.peak!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         bad = [m for m in self.milestones if not (isinstance(m, (int, float)) and m > 0)]
         if bad:
             raise ValueError(f"milestones must be positive numbers, got {list(self.milestones)!r}")
@@ -73,9 +81,10 @@ class LRSchedule:
         milestone_unit: str = "epochs",
         gamma: float = 0.1,
         peak: float = 0.4,
+        warmup_steps: int = 0,
     ) -> LRSchedule:
         return cls(float(lr), int(total_steps), int(steps_per_epoch), name, tuple(milestones), milestone_unit,
-                   float(gamma), float(peak))
+                   float(gamma), float(peak), int(warmup_steps))
 
     def milestone_steps(self) -> list[int]:
         """Milestones converted to optimizer steps (epoch ``e`` starts at step ``e * steps_per_epoch``)."""
@@ -85,6 +94,11 @@ class LRSchedule:
     def __call__(self, step: int) -> float:
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
+        if self.warmup_steps and step < self.warmup_steps:
+            return self._base(step) * (step + 1) / self.warmup_steps
+        return self._base(step)
+
+    def _base(self, step: int) -> float:
         if self.name == "constant":
             return self.lr
         if self.name == "step":

@@ -129,3 +129,50 @@ def test_mnist_is_not_augmented_by_default(registry):
     assert t._augmentation(torch.zeros(2, 1, 28, 28)) == (0, False, 0)
     t = Trainer(TrainConfig(model="m", data="mnist:/nowhere", epochs=1, augment=True), registry=registry)
     assert t._augmentation(torch.zeros(2, 1, 28, 28)) == (4, False, 0)
+
+
+# --- the lr warm-up --------------------------------------------------------------------------------
+def test_lr_warmup_by_hand():
+    from robustreg.schedules import LRSchedule
+
+    step = LRSchedule.create("step", lr=0.1, total_steps=20, steps_per_epoch=4, milestones=[3], warmup_steps=4)
+    assert [step(s) for s in range(6)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+    assert step(12) == pytest.approx(0.01)  # the milestone is the schedule's own
+    cosine = LRSchedule.create("cosine", lr=0.1, total_steps=20, steps_per_epoch=4, warmup_steps=5)
+    plain = LRSchedule.create("cosine", lr=0.1, total_steps=20, steps_per_epoch=4)
+    assert [cosine(s) for s in range(8)] == pytest.approx([plain(s) * min(1, (s + 1) / 5) for s in range(8)])
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0, got -1"):
+        LRSchedule.create("step", lr=0.1, total_steps=20, steps_per_epoch=4, warmup_steps=-1)
+
+
+def test_lr_warmup_unset_takes_the_defenses_declared_need(registry, digits, tmp_path):
+    """HE declares a 3-epoch warm-up (its cosine head wrecks a BatchNorm-free net at lr 0.1 from the first
+    step); AT declares none; a number in the config wins over the declaration."""
+    assert registry.defense("he").info.lr_warmup_epochs == 3 and registry.defense("at").info.lr_warmup_epochs == 0
+    lrs = {}
+    for name, given in (("he", None), ("at", None), ("he", 0.0)):
+        trainer = Trainer(_cfg(tmp_path / f"{name}{given}", defense=name, eps_warmup_epochs=0,
+                               defense_params={"steps": 1}, lr_warmup_epochs=given), registry=registry, data=digits)
+        trainer.run(stop_at=2)
+        lrs[name, given] = [group["lr"] for group in trainer.state.optimizer.param_groups]
+        assert trainer.config.lr_warmup_epochs == (3.0 if (name, given) == ("he", None) else 0.0)
+    steps = 3 * (96 // 32)  # 3 epochs of 3 steps: step 1 (the second) runs with 2 / 9 of the lr
+    assert lrs["he", None] == pytest.approx([0.05 * 2 / steps])
+    assert lrs["at", None] == lrs["he", 0.0] == pytest.approx([0.05])
+
+
+def test_lr_warmup_resolved_is_what_the_checkpoint_records(registry, digits, tmp_path):
+    """A run with the warm-up unset resumes its own checkpoint (which records the number), and an older
+    checkpoint without the key counts as no warm-up."""
+    from robustreg.training.state import _config_diff, _normalised
+
+    cfg = _cfg(tmp_path, defense="he", eps_warmup_epochs=0, defense_params={"steps": 1})
+    Trainer(cfg, registry=registry, data=digits).run(stop_at=2)
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)["config"]
+    assert saved["lr_warmup_epochs"] == 3.0
+    Trainer(cfg, registry=registry, data=digits).run(stop_at=3)  # resumes without a config complaint
+    now = _normalised(TrainConfig(model="digits-cnn", epochs=1, lr_warmup_epochs=0.0).to_dict())
+    old = {k: v for k, v in now.items() if k != "lr_warmup_epochs"}
+    assert _config_diff(old, now) == []
+    warm = _normalised(TrainConfig(model="digits-cnn", epochs=1, lr_warmup_epochs=3.0).to_dict())
+    assert any(d.startswith("lr_warmup_epochs: 0.0 in the checkpoint, 3.0 now") for d in _config_diff(old, warm))

@@ -55,6 +55,8 @@ TRAIN_PARAMS = ParamSet([
        low=0, optional=True, unit="pixels"),
     _p("crop_size", "int", None, "side of the random crop (None: the image's; paper 000's CIFAR-10: 24 of 32, "
        "no padding)", low=1, optional=True, unit="pixels"),
+    _p("lr_warmup_epochs", "float", None, "ramp the lr linearly up to the schedule's over the first N epochs (0: "
+       "off; None: the defense's declared lr_warmup_epochs, 0 for most)", low=0, optional=True),
     _p("eps_warmup_epochs", "int", 0, "ramp the defense's pixel-unit parameters (eps, step_size, ...) linearly "
        "up to their values over the first N epochs (0: off)", low=0),
     _p("flip", "bool", None, "horizontal flips (None: the dataset's registered flippable)", optional=True),
@@ -151,6 +153,10 @@ class TrainConfig:
         ``augment`` (True but for MNIST).
     normalize: also ``"pixel-mean"``: subtract the training images' per-pixel mean in a model-front wrapper
         (paper 000's CIFAR-10 pipeline; attacks stay on [0, 1] pixels, the mean is saved in the checkpoint).
+    lr_warmup_epochs: the lr ramps linearly up to the schedule's over the first N epochs (a float); None (the
+        default) takes the defense's declared ``DefenseInfo.lr_warmup_epochs`` (0 for most; 3 for the HE defenses,
+        whose cosine head wrecks a BatchNorm-free net at lr 0.1 from the first step), and the checkpoint records
+        the number.
     eps_warmup_epochs: the defense's pixel-unit parameters ramp linearly up over the first N epochs.
     defense_schedule: ``{param: [[milestone, factor], ...]}`` multiplies a defense parameter from each
         milestone (in ``milestone_unit``) on, e.g. GAT's ``{lam: [[85, 4]]}``
@@ -204,6 +210,7 @@ class TrainConfig:
     augment: bool | None = None
     crop_padding: int | None = None
     crop_size: int | None = None
+    lr_warmup_epochs: float | None = None
     eps_warmup_epochs: int = 0
     defense_schedule: dict[str, Any] = field(default_factory=dict)
     flip: bool | None = None

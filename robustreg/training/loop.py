@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +246,9 @@ class Trainer:
                     warnings.warn(f"{key}=true applies to CUDA only; ignored on {device}", stacklevel=4)
         if cfg.batch_size % world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the world size {world_size}")
-        self._registry_or_default().defense(cfg.defense)  # an unknown name fails before the data loads
+        spec = self._registry_or_default().defense(cfg.defense)  # an unknown name fails before the data loads
+        if cfg.lr_warmup_epochs is None:  # the defense's declared need, recorded as a number in the checkpoint
+            self.config = cfg = replace(cfg, lr_warmup_epochs=float(spec.info.lr_warmup_epochs))
         out = Path(cfg.out)
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
@@ -261,7 +263,8 @@ class Trainer:
         total = cfg.iterations if cfg.iterations is not None else (cfg.epochs or 1) * steps_per_epoch
         schedule = LRSchedule.create(cfg.schedule, lr=cfg.lr, total_steps=total, steps_per_epoch=steps_per_epoch,
                                      milestones=cfg.milestones, milestone_unit=cfg.milestone_unit, gamma=cfg.gamma,
-                                     peak=cfg.cyclic_peak)
+                                     peak=cfg.cyclic_peak,
+                                     warmup_steps=int(round((cfg.lr_warmup_epochs or 0) * steps_per_epoch)))
         seed_global(cfg.seed)
         model = self._build_model()
         if images is not None:  # a pixel-mean model front without a mean image (not from the weights)

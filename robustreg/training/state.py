@@ -136,11 +136,16 @@ def _first_sentence(exc: BaseException, width: int = 100) -> str:
     return (text if len(text) <= width else text[: width - 3] + "...") or type(exc).__name__
 
 
+#: what a key an older checkpoint lacks meant, where that is not the key's declared default (no lr warm-up
+#: before ``lr_warmup_epochs``; its None is resolved to a number before a checkpoint is written)
+_ABSENT_MEANT: dict[str, Any] = {"lr_warmup_epochs": 0.0}
+
+
 def _config_diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """The differing keys; a key a checkpoint of an older robustreg lacks counts as its declared default."""
     from .config import TRAIN_PARAMS
 
-    defaults = _normalised({p.name: p.default for p in TRAIN_PARAMS})
+    defaults = _normalised({**{p.name: p.default for p in TRAIN_PARAMS}, **_ABSENT_MEANT})
     saved = {**{k: v for k, v in defaults.items() if k not in saved and k in now}, **saved}
     keys = sorted((set(saved) | set(now)) - RUNTIME_KEYS)
     return [f"{k}: {saved.get(k, '<absent>')!r} in the checkpoint, {now.get(k, '<absent>')!r} now"
