@@ -33,7 +33,7 @@ from .comparison_render import render_markdown, render_table, write_report
 from .evaluation import first_samples
 from .evaluation.cells import Cell
 from .evaluation.checking import clean_correct, nonfinite_rows, view_of
-from .evaluation.distributed import SINGLE, Group, plain_record, process_group, replay, shard_batches
+from .evaluation.distributed import SINGLE, Group, check_pieces, plain_record, process_group, replay, shard_batches
 from .registry import AttackSpec, Registry
 from .threat import NORMS, ThreatModel, parse_eps
 
@@ -320,13 +320,14 @@ def disagreements(broken: Mapping[str, torch.Tensor], index: torch.Tensor,
 
 def _checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, threat: ThreatModel,
             resolved: Sequence[Resolved], plans: Sequence[Mapped | None], runs: Mapping[str, _Run],
-            device: torch.device, seed: int, disabled: Iterable[str]) -> list[dict[str, str]]:
-    """The report's automatic checks: one cell per toolkit row that ran, seen as the evaluation sees its cells."""
+            device: torch.device, seed: int, disabled: Iterable[str], group: Group) -> list[dict[str, str]]:
+    """The report's automatic checks: one cell per toolkit row that ran, seen as the evaluation sees its cells;
+    every rank of ``group`` runs them, sharing their attacks."""
     cells = [view_of(runs[res.toolkit].cell, res.name, threat.eps, res.spec, mapped.kwargs)
              for res, mapped in zip(resolved, plans)
              if res.toolkit in runs and res.spec is not None and mapped is not None]
     ctx = CheckContext(model, x.to(device), y.to(device), clean_logits, norm=threat.norm, cells=cells, device=device,
-                       seed=seed, box=threat.box)
+                       seed=seed, box=threat.box, shard=check_pieces(group))
     return [result.to_json() for result in run_checks(ctx, disabled=disabled)]
 
 
@@ -336,7 +337,7 @@ def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Thre
                 no_check: Iterable[str], group: Group) -> tuple[Any, ...]:
     """(clean-correct flags, rows, runs per toolkit, noise, checks, this rank's (seconds, seconds waiting
     for the others)) with the model's state restored after.  Every rank of ``group`` attacks its share
-    of each row's batches and ends with every row; the checks run on rank 0 (its list on every rank)."""
+    of each row's batches and ends with every row, then runs the checks (sharing their attacks)."""
     state = ModelState(model)
     model_device = next((p.device for p in model.parameters()), None)
     started, waited = time.perf_counter(), [0.0]
@@ -356,8 +357,7 @@ def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Thre
         broken_by = {toolkit: done.broken for toolkit, done in runs.items()}
         noisy = _noise(resolved, plans, broken_by, run, seed, index) if noise else None
         seconds = time.perf_counter() - started
-        checks = group.main_run(lambda: _checks(model, x, y, clean_logits, threat, resolved, plans, runs, device,
-                                                seed, no_check))
+        checks = _checks(model, x, y, clean_logits, threat, resolved, plans, runs, device, seed, no_check, group)
     finally:
         state.restore()
         if model_device is not None:

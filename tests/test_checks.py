@@ -113,6 +113,24 @@ def test_logit_scale_falls_back_to_dlr_without_a_linear_head(digits):
     assert "DLR" in next(r.message for r in results if r.name == "logit-scale")
 
 
+def test_the_checks_attacks_go_through_the_contexts_shard_in_pieces(digits):
+    """A distributed run passes ``shard`` to spread the checks' own PGD runs over its ranks: the pieces
+    (16 points each, the same on any number of ranks) give exactly the messages of one process."""
+    model, x, y = digits
+    cells = [budget_cell(len(y), 0.1)]
+    calls: list[int] = []
+
+    def shard(count, run):  # as a rank would see them: every piece's value, in order, run out of order here
+        calls.append(count)
+        values = {k: run(k) for k in reversed(range(count))}
+        return [values[k] for k in range(count)]
+
+    plain = run_checks(context(model, x, y, cells))
+    sharded = run_checks(context(model, x, y, cells, shard=shard))
+    assert [r.to_json() for r in sharded] == [r.to_json() for r in plain]
+    assert calls == [4, 4, 4]  # logit-scale's two PGD runs and unbounded-attack's, 64 points in 4 pieces
+
+
 @pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.5)])
 def test_quantised_input_trips_zero_gradients_and_unbounded_attack(digits, norm, eps):
     model, x, y = digits

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,11 @@ class CheckContext:
     ``x``; ``norm``/``box``: the threat model; ``cells``: one :class:`CellView` per (attack, eps);
     ``device``: where the model runs (None: where its first parameter is); ``seed``: draws the
     subsamples; ``subsample``: points per model-running check.
+
+    ``shard``: how the pieces of a check's own work run (:meth:`each`): ``shard(count, run)`` returns
+    ``[run(k) for k < count]``, and the evaluation passes one that spreads the pieces over its
+    torch.distributed ranks (every rank then runs the checks, in the same order).  None: one after the
+    other, here.
     """
 
     model: nn.Module
@@ -99,6 +104,7 @@ class CheckContext:
     seed: int = 0
     subsample: int = 64
     box: tuple[float, float] = (0.0, 1.0)
+    shard: Callable[[int, Callable[[int], Any]], list[Any]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, torch.Tensor) or not self.x.is_floating_point() or self.x.dim() < 2:
@@ -130,6 +136,13 @@ class CheckContext:
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed))
         idx = pool[order[: self.subsample]].sort().values
         return idx, self.x[idx.to(self.x.device)].to(self.device), self.y[idx.to(self.y.device)].to(self.device)
+
+    def each(self, count: int, run: Callable[[int], Any]) -> list[Any]:
+        """``[run(k) for k in range(count)]``, through ``shard`` when there is one.  ``run(k)`` must depend on
+        ``k`` alone, so that the pieces give what one process gives on however many ranks they run."""
+        if self.shard is None:
+            return [run(k) for k in range(count)]
+        return self.shard(count, run)
 
     def threat(self, eps: float) -> ThreatModel:
         return ThreatModel(self.norm, eps, self.box)

@@ -52,15 +52,25 @@ def _dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (other - z_y) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
 
 
-def _pgd(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
-         steps: int, step_size: float) -> torch.Tensor:
-    """The core's PGD from the clean point; per sample: still correctly classified (NaN counts as not)."""
-    x_adv = projected_gradient_ascent(model, lambda m, xa, ya, _t: objective(m, xa, ya).sum(), x, y, None, threat,
-                                      steps=steps, step_size=step_size, random_start=False, restarts=1,
-                                      generator=torch.Generator(device=x.device))
-    with torch.no_grad():
-        logits = model(x_adv).float()
-    return (logits.argmax(dim=1) == y) & torch.isfinite(logits).all(dim=1)
+#: points per piece of a check's PGD: the pieces are the same on any number of ranks (see CheckContext.each)
+PIECE = 16
+
+
+def _pgd(ctx: CheckContext, model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor,
+         threat: ThreatModel, steps: int, step_size: float) -> torch.Tensor:
+    """The core's PGD from the clean point, :data:`PIECE` points at a time through ``ctx.each``; per sample:
+    still correctly classified (NaN counts as not), on the CPU."""
+
+    def piece(k: int) -> torch.Tensor:
+        xs, ys = x[k * PIECE:(k + 1) * PIECE], y[k * PIECE:(k + 1) * PIECE]
+        x_adv = projected_gradient_ascent(model, lambda m, xa, ya, _t: objective(m, xa, ya).sum(), xs, ys, None,
+                                          threat, steps=steps, step_size=step_size, random_start=False, restarts=1,
+                                          generator=torch.Generator(device=xs.device))
+        with torch.no_grad():
+            logits = model(x_adv).float()
+        return ((logits.argmax(dim=1) == ys) & torch.isfinite(logits).all(dim=1)).cpu()
+
+    return torch.cat(ctx.each(-(-len(x) // PIECE), piece))
 
 
 def _largest_eps(ctx: CheckContext) -> float | None:
@@ -153,8 +163,8 @@ def check_logit_scale(ctx: CheckContext) -> Outcome:
         name, objective = _scale_invariant(model, xs)
         if name == "DLR" and ctx.clean_logits.shape[1] < 3:
             return "skipped", "no nn.Linear head and fewer than 3 classes: no scale-invariant loss to compare"
-        ce_standing = _pgd(model, _ce_objective, xs, ys, threat, 20, eps / 4)
-        si_standing = _pgd(model, objective, xs, ys, threat, 20, eps / 4)
+        ce_standing = _pgd(ctx, model, _ce_objective, xs, ys, threat, 20, eps / 4)
+        si_standing = _pgd(ctx, model, objective, xs, ys, threat, 20, eps / 4)
     n = len(xs)
     extra = int((ce_standing & ~si_standing).sum())
     numbers = (f"on {n} clean-correct points at eps={eps:g} (20 steps of eps/4), PGD on cross-entropy leaves "
@@ -173,7 +183,7 @@ def check_unbounded_attack(ctx: CheckContext) -> Outcome:
     eps = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[ctx.norm]
     step = 0.1 if ctx.norm == "linf" else eps / 8
     with _quiet(ctx) as model:
-        standing = int(_pgd(model, _ce_objective, xs, ys, ctx.threat(eps), 20, step).sum())
+        standing = int(_pgd(ctx, model, _ce_objective, xs, ys, ctx.threat(eps), 20, step).sum())
     what = (f"PGD on cross-entropy with {ctx.norm} eps={eps:g} (the whole box, 20 steps) leaves "
             f"{pct(standing, len(xs))}")
     if standing > 0.1 * len(xs):

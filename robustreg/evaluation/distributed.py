@@ -15,8 +15,9 @@ batches recorded there and finishes with the same report.  The files carry the r
 (the world size is not part of it) and one of another configuration is refused.
 
 :func:`shard_batches` is the same split for a job without cells or state (``compare``'s rows, the
-transfer analysis's crafting): batch ``k`` on rank ``k % world_size``, every batch's value gathered to
-every rank in batch order, and an error in a batch raised on every rank.
+transfer analysis's crafting, the automatic checks' own attacks through :func:`check_pieces`): batch
+``k`` on rank ``k % world_size``, every batch's value gathered to every rank in batch order, and an
+error in a batch raised on every rank.
 
 :func:`process_group` initialises the group under torchrun (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``
 in the environment): NCCL when the evaluation runs on CUDA (``cuda:LOCAL_RANK``), gloo on the CPU.
@@ -40,7 +41,7 @@ from ..files import save_atomic
 from .cells import FLAGS, TRACE, Cell
 from .state import STATE_VERSION, load_state
 
-__all__ = ["SINGLE", "Group", "Shards", "env_world_size", "plain_record", "process_group", "replay",
+__all__ = ["SINGLE", "Group", "Shards", "check_pieces", "env_world_size", "plain_record", "process_group", "replay",
            "shard_batches", "shard_path", "torchrun_env"]
 
 T = TypeVar("T")
@@ -186,6 +187,14 @@ def shard_batches(group: Group, count: int, run: Callable[[int], T]) -> tuple[li
     for values, _ in parts:
         merged.update(values)
     return [merged[k] for k in range(count)], time.perf_counter() - ended
+
+
+def check_pieces(group: Group) -> Callable[[int, Callable[[int], Any]], list[Any]] | None:
+    """The automatic checks' ``CheckContext.shard`` for ``group``: their pieces spread over its ranks as
+    batches are (None in one process).  Every rank must then run the checks."""
+    if group.world_size == 1:
+        return None
+    return lambda count, run: shard_batches(group, count, run)[0]
 
 
 # --- one batch's record, as plain tensors and containers ------------------------------------------

@@ -32,7 +32,7 @@ from ..runtime import FastModel, SpeedOptions, fast_model, model_device, predict
 from ..threat import ThreatModel
 from .checking import clean_correct, evaluation_checks, nonfinite_rows
 from .config import EvalConfig, Plan
-from .distributed import SINGLE, Group, Shards, plain_record, replay
+from .distributed import SINGLE, Group, Shards, check_pieces, plain_record, replay
 from .probe import probe_model
 from .state import RunState, fingerprint, load_state
 
@@ -306,7 +306,7 @@ def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
     (``config.no_check`` off) once at the end, on the finished state (a resumed run recomputes them).
 
     ``group``: the torch.distributed ranks sharing the batches (see :mod:`.distributed`); every rank
-    ends with the same state, and the checks run on rank 0 only.
+    ends with the same state and runs the checks, whose own attacks the ranks share; rank 0 reports them.
     ``stacklevel``: of the warnings, as ``warnings.warn`` counts it from here (2: this caller).
     """
     expected = fingerprint(plan, x, y, model, config.speed)
@@ -318,8 +318,9 @@ def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
         state, clean_logits = _open_state(model, x, y, expected, config, device, group)
         state.save()
         seconds, gather = _run_cells(model, x, y, plan, config, device, state, group, stacklevel + 1)
-        found = evaluation_checks(model, x, y, clean_logits, plan, state, device, config.no_check) \
-            if group.is_main else []
+        found = evaluation_checks(model, x, y, clean_logits, plan, state, device, config.no_check,
+                                  check_pieces(group))  # on every rank: their attacks are shared out
+        found = found if group.is_main else []
         timings = group.gather((round(seconds, 4), round(gather, 4)))
     finally:
         model.to(home)
