@@ -4,17 +4,16 @@ Paper 004 (Xu et al. 2022, arXiv:2201.12527), Table 9 (CIFAR-10, ResNet-18, 8/25
 256 / 512, perturbation 0.001, lr 0.01, 100 iterations, early stop) and hard-label RayS (ADBD and robust
 accuracy); "-SI" is higher than the base in every SPSA column.  Here: the digits models of claim 5
 (:mod:`_digits`, trained again if absent) under SPSA (128 samples) and RayS, on the first ``--n`` digits
-test images; ALP is not in the default ``--defenses``: when this claim was run, plain ALP (paper 004's literal
-unsquared pairing) had collapsed to chance accuracy in claim 5; claim 5 now trains ALP and ALP-SI with the
-squared pairing of the released code (``form="mse"``, see :mod:`_digits`), so ``--defenses at,trades,alp,mart``
-would include them.
+test images.  ALP and ALP-SI are claim 5's, with the squared pairing of the released code (``form="mse"``, see
+:mod:`_digits`; paper 004's literal unsquared pairing had collapsed plain ALP to chance).
 
-    OMP_NUM_THREADS=1 python benchmarks/reproduce/claim6_blackbox.py --seeds 0
+    OMP_NUM_THREADS=1 python benchmarks/reproduce/claim6_blackbox.py --seeds 0,1 --rays-queries 1000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ PAPER = {"at": (59.81, 57.85, 56.00, 0.0370, 53.91), "at-si": (60.51, 58.29, 56.
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="0", help="training seeds (the models of claim 5)")
-    p.add_argument("--defenses", default="at,trades,mart", help="base defenses (each also with -si)")
+    p.add_argument("--seeds", default="0,1", help="training seeds (the models of claim 5)")
+    p.add_argument("--defenses", default="at,trades,alp,mart", help="base defenses (each also with -si)")
     p.add_argument("--n", type=int, default=100, help="digits test images")
     p.add_argument("--spsa-steps", type=int, default=100, help="paper: 100")
     p.add_argument("--rays-queries", type=int, default=2000, help="paper: 10000 (RayS' default)")
@@ -41,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, default=5)
     p.add_argument("--eps", type=float, default=Recipe.eps)
     p.add_argument("--runs", type=Path, default=RUNS)
+    p.add_argument("--rerender", type=Path, default=None, metavar="REPORT_JSON",
+                   help="rewrite the report from an earlier run's report.json (no training, no attacks)")
     args = p.parse_args(argv)
     if args.smoke:
         args.seeds, args.defenses, args.n, args.spsa_steps, args.rays_queries, args.epochs = "0", "at", 4, 2, 20, 1
@@ -64,12 +65,10 @@ def evaluate_blackbox(model: Any, x: Any, y: Any, args: argparse.Namespace) -> d
     return out
 
 
-def main(argv: list[str] | None = None) -> Path:
+def run_models(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per (defense, seed): claim 5's model (trained here if absent) under SPSA and RayS."""
     from robustreg import build_model
 
-    args = parse_args(argv)
-    clock = Clock()
-    out = out_dir(args, CLAIM)
     recipe = Recipe(eps=args.eps, epochs=args.epochs, steps=2 if args.smoke else args.train_steps,
                     n_train=128 if args.smoke else None)
     x, y = digits_test(args.n)
@@ -81,25 +80,72 @@ def main(argv: list[str] | None = None) -> Path:
                 acc = evaluate_blackbox(build_model("digits-cnn", weights=str(path)).eval(), x, y, args)
                 rows.append({"defense": defense, "base": base, "seed": seed, "reused": reused, **acc})
                 print(defense, seed, acc, flush=True)
-    mean = {d: {c: statistics.fmean(r[c] for r in rows if r["defense"] == d) for c in ("clean", "spsa", "rays", "adbd")}
-            for d in dict.fromkeys(r["defense"] for r in rows)}
-    bases = args.defenses.split(",")
-    spsa_better = [b for b in bases if mean[f"{b}-si"]["spsa"] > mean[b]["spsa"]]
-    rays_better = [b for b in bases if mean[f"{b}-si"]["rays"] > mean[b]["rays"]]
-    n_ok = len(spsa_better) + len(rays_better)
-    result = "held" if n_ok == 2 * len(bases) else ("did not hold" if n_ok == 0 else "partly")
-    ours = [[d, f"{100 * m['clean']:.1f}", f"{100 * m['spsa']:.1f}", f"{m['adbd']:.4f}", f"{100 * m['rays']:.1f}"]
-            for d, m in mean.items()]
-    paper = [[d, PAPER[d][0], PAPER[d][3], PAPER[d][4]] for d in mean]
+    return rows
+
+
+def compare(summary: dict[str, dict[str, tuple[float, float]]], bases: list[str]) -> list[dict[str, Any]]:
+    """Per base x attack (robust accuracy, %): SI minus base, 'better' / 'worse' beyond the seeds' spread
+    (the two stds combined; with one seed, any difference), else 'within noise'."""
+    out = []
+    for base in bases:
+        for attack in ("spsa", "rays"):
+            (m0, s0), (m1, s1) = summary[base][attack], summary[f"{base}-si"][attack]
+            diff, noise = m1 - m0, (s0 ** 2 + s1 ** 2) ** 0.5
+            label = "better" if diff > noise else ("worse" if diff < -noise else "within noise")
+            out.append({"base": base, "attack": attack, "diff": diff, "noise": noise, "ours": label})
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    from claim5_si_improves import summarise
+
+    args = parse_args(argv)
+    clock = Clock()
+    out = out_dir(args, CLAIM)
+    if args.rerender is not None:
+        earlier = json.loads(args.rerender.read_text())
+        rows = earlier["rows"]
+        clock.start -= earlier["wall_seconds"]  # the run's time, plus this re-render
+    else:
+        rows = run_models(args)
+    bases = list(dict.fromkeys(r["base"] for r in rows))
+    summary = summarise(rows, ["clean", "spsa", "rays"])
+    adbd = {d: statistics.fmean(r["adbd"] for r in rows if r["defense"] == d) for d in summary}
+    comparisons = compare(summary, bases)
+    better = [c for c in comparisons if c["ours"] == "better"]
+    worse = [c for c in comparisons if c["ours"] == "worse"]
+    result = "held" if len(better) == len(comparisons) else ("did not hold" if not better else "partly")
+    seeds = sorted({r["seed"] for r in rows})
+
+    def cell(ms: tuple[float, float]) -> str:
+        return f"{ms[0]:.1f} +- {ms[1]:.1f}"
+
+    ours = [[d, cell(summary[d]["clean"]), cell(summary[d]["spsa"]), f"{adbd[d]:.4f}", cell(summary[d]["rays"])]
+            for d in summary]
+    paper = [[d, PAPER[d][0], PAPER[d][3], PAPER[d][4]] for d in summary]
+    column = {"spsa": 0, "rays": 4}  # the paper's SPSA-128 and RayS robust-accuracy columns
+    cmp_rows = [[c["base"], {"spsa": "SPSA-128", "rays": "RayS"}[c["attack"]],
+                 f"{PAPER[c['base'] + '-si'][column[c['attack']]] - PAPER[c['base']][column[c['attack']]]:+.2f}",
+                 f"{c['diff']:+.1f}", f"{c['noise']:.1f}", c["ours"]] for c in comparisons]
+
+    def names(cells: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{c['base']} {c['attack']}" for c in cells) or "none"
+
     sections = [
-        f"**Verdict: {result}.** SI above the base under SPSA for {', '.join(spsa_better) or 'none'} of "
-        f"{', '.join(bases)}; under RayS (robust accuracy) for {', '.join(rays_better) or 'none'}. With "
-        f"{args.n} images one image is {100 / args.n:.1f} points, and one seed: no spread is available, so small "
-        "differences are not evidence either way.",
+        f"**Verdict: {result}.** SI is more robust than its base beyond the seeds' spread in {len(better)} of "
+        f"{len(comparisons)} defense x attack cells ({names(better)}); worse beyond it in {len(worse)} "
+        f"({names(worse)}); the rest within noise. Training seeds {', '.join(map(str, seeds))}; with {args.n} "
+        f"images one image is {100 / args.n:.1f} points.",
         "## Paper (Table 9, CIFAR-10, ResNet-18, 8/255)\n\n" + markdown_table(
             ["defense", "SPSA-128 %", "RayS ADBD", "RayS rob. acc %"], paper),
-        f"## Ours (digits, eps {args.eps:g}, mean over training seeds {args.seeds})\n\n" + markdown_table(
-            ["defense", "clean %", "SPSA-128 %", "RayS ADBD", "RayS rob. acc %"], ours),
+        f"## Ours (digits, eps {args.eps:g}; mean +- std over training seeds {', '.join(map(str, seeds))})\n\n"
+        + markdown_table(["defense", "clean %", "SPSA-128 %", "RayS ADBD", "RayS rob. acc %"], ours),
+        "## SI minus base\n\n" + markdown_table(
+            ["base", "attack", "paper (points)", "ours (points)", "seeds' spread", "ours"], cmp_rows),
+        "## Per seed\n\n" + markdown_table(
+            ["defense", "seed", "clean %", "SPSA-128 %", "RayS ADBD", "RayS rob. acc %"],
+            [[r["defense"], r["seed"], f"{100 * r['clean']:.0f}", f"{100 * r['spsa']:.0f}", f"{r['adbd']:.4f}",
+              f"{100 * r['rays']:.0f}"] for r in rows]),
         "## Protocol\n\nModels: claim 5's recipe, "
         f"{Recipe(eps=args.eps, epochs=args.epochs, steps=args.train_steps).describe()}. "
         f"SPSA: 128 samples, delta 0.001, Adam lr 0.01, {args.spsa_steps} steps, early stop; RayS: "
@@ -107,12 +153,16 @@ def main(argv: list[str] | None = None) -> Path:
         f"L_inf eps {args.eps:g}, each attack alone, seed 0, first {args.n} of the 360 digits test images.",
         "## What differs from the paper\n\n- digits and a 2-conv CNN, not CIFAR-10 and ResNet-18;\n- SPSA batch "
         f"128 only (not 256, 512); RayS {args.rays_queries} queries, not 10000, so ADBD is an upper bound;\n- ALP "
-        "left out by default (plain ALP had collapsed in claim 5 when this was run); one seed unless --seeds "
-        "says more.",
-        f"Seeds: training {args.seeds}; attacks 0. Training folders: `{args.runs}`.",
+        "and ALP-SI with the squared pairing (`form=\"mse\"`, as in claim 5), not paper 004's literal unsquared one.",
+        f"Seeds: training {', '.join(map(str, seeds))}; attacks 0. Training folders: `{args.runs}`.",
     ]
+    if args.rerender is not None:
+        sections.append(f"Re-rendered from `{args.rerender.name}` of the run (the same rows; the wall time is the "
+                        "run's plus the re-render's).")
+    mean = {d: {"clean": summary[d]["clean"][0] / 100, "spsa": summary[d]["spsa"][0] / 100,
+                "rays": summary[d]["rays"][0] / 100, "adbd": adbd[d]} for d in summary}
     numbers = {"claim": "paper 004 Table 9", "verdict": result, "paper": PAPER, "rows": rows, "mean": mean,
-               "args": vars(args)}
+               "summary": summary, "comparisons": comparisons, "args": vars(args)}
     return write_report(out, "Claim 6 -- paper 004 Table 9: SI under black-box SPSA and RayS", sections, numbers,
                         clock, plot(mean), "blackbox.png")
 
