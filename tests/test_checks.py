@@ -115,7 +115,7 @@ def test_logit_scale_falls_back_to_dlr_without_a_linear_head(digits):
 
 def test_the_checks_attacks_go_through_the_contexts_shard_in_pieces(digits):
     """A distributed run passes ``shard`` to spread the checks' own PGD runs over its ranks: the pieces
-    (16 points each, the same on any number of ranks) give exactly the messages of one process."""
+    (32 points each, the same on any number of ranks) give exactly the messages of one process."""
     model, x, y = digits
     cells = [budget_cell(len(y), 0.1)]
     calls: list[int] = []
@@ -128,7 +128,7 @@ def test_the_checks_attacks_go_through_the_contexts_shard_in_pieces(digits):
     plain = run_checks(context(model, x, y, cells))
     sharded = run_checks(context(model, x, y, cells, shard=shard))
     assert [r.to_json() for r in sharded] == [r.to_json() for r in plain]
-    assert calls == [4, 4, 4]  # logit-scale's two PGD runs and unbounded-attack's, 64 points in 4 pieces
+    assert calls == [2, 2, 2]  # logit-scale's two PGD runs and unbounded-attack's, 64 points in 2 pieces
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.5)])

@@ -53,7 +53,7 @@ def _dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 #: points per piece of a check's PGD: the pieces are the same on any number of ranks (see CheckContext.each)
-PIECE = 16
+PIECE = 32
 
 
 def _pgd(ctx: CheckContext, model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor,
