@@ -72,6 +72,30 @@ class Clock:
         return time.perf_counter() - self.start
 
 
+
+def add_rerender(parser: argparse.ArgumentParser) -> None:
+    """``--rerender REPORT_JSON``: rewrite the report from an earlier run's numbers (no training, no attacks)."""
+    parser.add_argument("--rerender", type=Path, default=None, metavar="REPORT_JSON",
+                        help="rewrite the report from the numbers of an earlier report.json (no training, no attacks)")
+
+
+def earlier_run(args: argparse.Namespace, clock: Clock) -> dict[str, Any] | None:
+    """The ``--rerender`` run's report.json, with ``clock`` set back by that run's wall time (the report then
+    gives the run's time plus the re-render's); None without ``--rerender``."""
+    if args.rerender is None:
+        return None
+    earlier: dict[str, Any] = json.loads(args.rerender.read_text())
+    clock.start -= earlier["wall_seconds"]
+    return earlier
+
+
+def rerender_note(args: argparse.Namespace) -> list[str]:
+    """The report's line saying it was re-rendered (none for a run)."""
+    if args.rerender is None:
+        return []
+    return [f"Re-rendered from `{args.rerender.name}` of the run (the same numbers; the wall time is the run's plus "
+            "the re-render's)."]
+
 def pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 

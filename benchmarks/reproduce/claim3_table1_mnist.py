@@ -14,14 +14,23 @@ table (``standard``, ``kurakin``, ``bidirectional``, ``pivot``, all with method 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from _digits import RUNS, digits_test
-from _report import Clock, base_parser, grouped_bars, markdown_table, out_dir, write_report
+from _report import (
+    Clock,
+    add_rerender,
+    base_parser,
+    earlier_run,
+    grouped_bars,
+    markdown_table,
+    out_dir,
+    rerender_note,
+    write_report,
+)
 
 CLAIM = "claim3_table1_mnist"
 DEFENSES = ("standard", "kurakin", "bidirectional", "pivot")
@@ -44,8 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.02, help="paper: 0.1 (ResNet-20 with batch norm)")
     p.add_argument("--n-test", type=int, default=360)
     p.add_argument("--runs", type=Path, default=RUNS)
-    p.add_argument("--rerender", type=Path, default=None, metavar="REPORT_JSON",
-                   help="rewrite the report from the rows of an earlier report.json (no training, no attacks)")
+    add_rerender(p)
     args = p.parse_args(argv)
     if args.smoke:
         args.seeds, args.iterations, args.n_test = "0", 2, 8
@@ -164,12 +172,9 @@ def main(argv: list[str] | None = None) -> Path:
     clock = Clock()
     out = out_dir(args, CLAIM)
     x, y = digits_test(args.n_test, "digits28")
-    rows = []
-    if args.rerender is not None:
-        earlier = json.loads(args.rerender.read_text())
-        rows = earlier["rows"]
-        clock.start -= earlier["wall_seconds"]  # the run's time, plus this re-render
-    for d in DEFENSES if args.rerender is None else ():
+    earlier = earlier_run(args, clock)
+    rows = [] if earlier is None else earlier["rows"]
+    for d in DEFENSES if earlier is None else ():
         for seed in (int(s) for s in args.seeds.split(",")):
             try:
                 path, seconds, reused = train_one(d, seed, args)
@@ -184,10 +189,7 @@ def main(argv: list[str] | None = None) -> Path:
     result, notes = verdict(summarise(rows))
     numbers = {"claim": "paper 000 Table 1 (MNIST)", "verdict": result, "notes": notes, "paper": PAPER,
                "columns": COLUMNS, "rows": rows, "summary": summarise(rows), "args": vars(args)}
-    sections = render(rows, args, result, notes)
-    if args.rerender is not None:
-        sections.append(f"Re-rendered from `{args.rerender.name}` of the run (the same rows; the wall time is the "
-                        "run's plus the re-render's).")
+    sections = render(rows, args, result, notes) + rerender_note(args)
     return write_report(out, "Claim 3 -- paper 000 Table 1 at digits28 scale", sections,
                         numbers, clock, plot(rows), "table1.png")
 

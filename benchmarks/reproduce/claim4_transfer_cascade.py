@@ -27,14 +27,23 @@ pivot cascade training (``cascade``, distance None / pivot) from two initialisat
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from _digits import RUNS, digits_test
-from _report import Clock, base_parser, markdown_table, out_dir, pct, write_report
+from _report import (
+    Clock,
+    add_rerender,
+    base_parser,
+    earlier_run,
+    markdown_table,
+    out_dir,
+    pct,
+    rerender_note,
+    write_report,
+)
 
 CLAIM = "claim4_transfer_cascade"
 TRANSFER_ATTACKS = ("step-fgsm", "iter-ll", "iter-fgsm")
@@ -67,8 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.02, help="claim 3's; paper: 0.1")
     p.add_argument("--n-test", type=int, default=360)
     p.add_argument("--runs", type=Path, default=RUNS)
-    p.add_argument("--rerender", type=Path, default=None, metavar="REPORT_JSON",
-                   help="rewrite the report from an earlier report.json (no training, no attacks)")
+    add_rerender(p)
     args = p.parse_args(argv)
     if args.smoke:
         args.iterations, args.n_test, args.cascade_seeds = 2, 8, "0"
@@ -329,10 +337,9 @@ def main(argv: list[str] | None = None) -> Path:
     clock = Clock()
     out = out_dir(args, CLAIM)
     x, y = digits_test(args.n_test, "digits28")
-    if args.rerender is not None:
-        earlier = json.loads(args.rerender.read_text())
+    earlier = earlier_run(args, clock)
+    if earlier is not None:
         report, rows, store = earlier["transfer"], earlier["cascade_rows"], earlier["store"]
-        clock.start -= earlier["wall_seconds"]  # the run's time, plus this re-render
     else:
         report = transfer_part(args, x, y)
         rows, store = cascade_part(args, x, y)
@@ -342,10 +349,7 @@ def main(argv: list[str] | None = None) -> Path:
     numbers = {"claim": "paper 000 Tables 4-5 (transfer, cascade)", "verdict": result, **parts,
                "paper_table4": PAPER_T4, "paper_table5": PAPER_T5, "transfer": report, "same_strategy": gaps,
                "cascade_rows": rows, "cascade_gains": gains, "store": store, "args": vars(args)}
-    sections = render(report, gaps, rows, gains, store, args, result, parts)
-    if args.rerender is not None:
-        sections.append(f"Re-rendered from `{args.rerender.name}` of the run (the same matrices and rows; the wall "
-                        "time is the run's plus the re-render's).")
+    sections = render(report, gaps, rows, gains, store, args, result, parts) + rerender_note(args)
     return write_report(out, "Claim 4 -- paper 000 Tables 4-5 at digits28 scale: transfer and cascade training",
                         sections, numbers, clock,
                         plot(gaps, gains), "transfer_cascade.png")

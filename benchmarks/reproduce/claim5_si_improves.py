@@ -11,13 +11,12 @@ on the 360 digits test images under PGD, PGD-CW and SI-PGD (20 steps) and AutoAt
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from _digits import RUNS, Recipe, digits_test, robust_accuracy, train_digits, worst_case_accuracy
-from _report import Clock, base_parser, markdown_table, out_dir, write_report
+from _report import Clock, add_rerender, base_parser, earlier_run, markdown_table, out_dir, rerender_note, write_report
 
 CLAIM = "claim5_si_improves"
 BASES = ("at", "trades", "alp", "mart")
@@ -43,8 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attack-seed", type=int, default=0)
     p.add_argument("--n-digits", type=int, default=360)
     p.add_argument("--runs", type=Path, default=RUNS)
-    p.add_argument("--rerender", type=Path, default=None, metavar="REPORT_JSON",
-                   help="rewrite the report from the rows of an earlier report.json (no training, no attacks)")
+    add_rerender(p)
     args = p.parse_args(argv)
     if args.smoke:
         args.seeds, args.defenses, args.epochs, args.steps, args.n_digits = "0", "at", 1, 2, 8
@@ -203,12 +201,8 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     clock = Clock()
     out = out_dir(args, CLAIM)
-    if args.rerender is not None:
-        earlier = json.loads(args.rerender.read_text())
-        rows = earlier["rows"]
-        clock.start -= earlier["wall_seconds"]  # the run's time, plus this re-render
-    else:
-        rows = train_and_evaluate(args)
+    earlier = earlier_run(args, clock)
+    rows = train_and_evaluate(args) if earlier is None else earlier["rows"]
     columns = list(COLUMNS if args.aa else COLUMNS[:-1])
     bases = args.defenses.split(",")
     comparisons = compare(summarise(rows, columns), bases, columns)
@@ -216,10 +210,7 @@ def main(argv: list[str] | None = None) -> Path:
     result = verdict(comparisons, key)
     numbers = {"claim": "paper 004 Table 6 (SI improves)", "verdict": result, "key_attack": key, "paper": PAPER,
                "rows": rows, "summary": summarise(rows, columns), "comparisons": comparisons, "args": vars(args)}
-    sections = render(rows, args, columns, result, comparisons, key)
-    if args.rerender is not None:
-        sections.append(f"Re-rendered from `{args.rerender.name}` of the run (the same rows; the wall time is the "
-                        "run's plus the re-render's).")
+    sections = render(rows, args, columns, result, comparisons, key) + rerender_note(args)
     return write_report(out, "Claim 5 -- paper 004 Table 6: the SI mechanism improves robustness", sections,
                         numbers, clock,
                         plot(rows, columns), "si_improves.png")

@@ -13,13 +13,12 @@ test images.  ALP and ALP-SI are claim 5's, with the squared pairing of the rele
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from _digits import RUNS, Recipe, digits_test, train_digits
-from _report import Clock, base_parser, markdown_table, out_dir, write_report
+from _report import Clock, add_rerender, base_parser, earlier_run, markdown_table, out_dir, rerender_note, write_report
 
 CLAIM = "claim6_blackbox"
 # Table 9 (SPSA 128, SPSA 256, SPSA 512, RayS ADBD, RayS Rob.Acc).
@@ -40,8 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, default=5)
     p.add_argument("--eps", type=float, default=Recipe.eps)
     p.add_argument("--runs", type=Path, default=RUNS)
-    p.add_argument("--rerender", type=Path, default=None, metavar="REPORT_JSON",
-                   help="rewrite the report from an earlier run's report.json (no training, no attacks)")
+    add_rerender(p)
     args = p.parse_args(argv)
     if args.smoke:
         args.seeds, args.defenses, args.n, args.spsa_steps, args.rays_queries, args.epochs = "0", "at", 4, 2, 20, 1
@@ -102,12 +100,8 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     clock = Clock()
     out = out_dir(args, CLAIM)
-    if args.rerender is not None:
-        earlier = json.loads(args.rerender.read_text())
-        rows = earlier["rows"]
-        clock.start -= earlier["wall_seconds"]  # the run's time, plus this re-render
-    else:
-        rows = run_models(args)
+    earlier = earlier_run(args, clock)
+    rows = run_models(args) if earlier is None else earlier["rows"]
     bases = list(dict.fromkeys(r["base"] for r in rows))
     summary = summarise(rows, ["clean", "spsa", "rays"])
     adbd = {d: statistics.fmean(r["adbd"] for r in rows if r["defense"] == d) for d in summary}
@@ -156,9 +150,7 @@ def main(argv: list[str] | None = None) -> Path:
         "and ALP-SI with the squared pairing (`form=\"mse\"`, as in claim 5), not paper 004's literal unsquared one.",
         f"Seeds: training {', '.join(map(str, seeds))}; attacks 0. Training folders: `{args.runs}`.",
     ]
-    if args.rerender is not None:
-        sections.append(f"Re-rendered from `{args.rerender.name}` of the run (the same rows; the wall time is the "
-                        "run's plus the re-render's).")
+    sections += rerender_note(args)
     mean = {d: {"clean": summary[d]["clean"][0] / 100, "spsa": summary[d]["spsa"][0] / 100,
                 "rays": summary[d]["rays"][0] / 100, "adbd": adbd[d]} for d in summary}
     numbers = {"claim": "paper 004 Table 9", "verdict": result, "paper": PAPER, "rows": rows, "mean": mean,
