@@ -16,6 +16,24 @@ HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("ROBUSTREG_SHARED", HERE.parent.parent / "shared"))
 
 
+def retain_freed_memory() -> bool:
+    """Keep glibc malloc from handing freed memory back to the OS (no mmap for big blocks, no trimming):
+    the same as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`` in the environment.  A freed
+    activation is then reused without page faults, which on a VM cost more than an attack's own update.
+    False where there is no glibc (the setting does not apply)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None or platform.system() != "Linux":
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt"):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -8,6 +8,7 @@ rounds of that round's time over the reference's, for wall and for CPU time, wit
 
     python benchmarks/attack_speed.py --model mnist --n 300 --threads 1
     python benchmarks/attack_speed.py --model cifar --n 500 --threads 2
+    python benchmarks/attack_speed.py --model cifar --n 500 --threads 2 --malloc retain
     python benchmarks/attack_speed.py --model cifar --n 256 --device cuda
 """
 
@@ -18,7 +19,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from _common import markdown_table, ratio_rows, real_model_and_data, timed_rounds, write_report
+from _common import markdown_table, ratio_rows, real_model_and_data, retain_freed_memory, timed_rounds, write_report
 from robustreg import Registry, ThreatModel
 
 STEPS = 20
@@ -31,9 +32,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--malloc", default="default", choices=["default", "retain"],
+                        help="retain: glibc keeps freed memory (no page faults on reuse), for every candidate alike")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.malloc == "retain" and not retain_freed_memory():
+        raise SystemExit("--malloc retain needs glibc (Linux)")
     device = torch.device(args.device)
     model, x, y = real_model_and_data(args.model, args.n, device)
     eps = 0.3 if args.model == "mnist" else 8 / 255
@@ -86,10 +91,11 @@ def main() -> None:
     table = markdown_table(["what (20 steps)", "wall s", "wall ratio to 20 x fwd+bwd", "CPU ratio",
                             "page faults / step"], rows)
     body = (f"Model: {args.model}, batch {len(x)}, eps {eps:.4g}, device {device}, torch threads "
-            f"{torch.get_num_threads()}; ratios: median over {args.repeats} interleaved rounds (after one "
-            f"warm-up round) of each round's time over the reference's.\n\n{table}")
+            f"{torch.get_num_threads()}, malloc {args.malloc}; ratios: median over {args.repeats} interleaved rounds "
+            f"(after one warm-up round) of each round's time over the reference's.\n\n{table}")
     print(body)
     name = f"attack_speed_{args.model}_{device.type}_{torch.get_num_threads()}t"
+    name += "" if args.malloc == "default" else f"_{args.malloc}"
     print(f"\nwritten to {write_report(name, 'Attack speed', body)}")
 
 
