@@ -10,7 +10,7 @@ list is the same for the same seed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -82,7 +82,8 @@ def cell_view(plan: Plan, state: RunState, e: int, a: int) -> CellView:
 
 def evaluation_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, plan: Plan,
                       state: RunState, device: torch.device, disabled: Iterable[str] = (),
-                      shard: Any = None) -> list[dict[str, str]]:
+                      shard: Callable[[int, Callable[[int], Any]], list[Any]] | None = None
+                      ) -> list[dict[str, str]]:
     """The report's ``checks`` list (``disabled``: names from ``--no-check``); the model on ``device``;
     ``shard``: the context's :attr:`~robustreg.checks.CheckContext.shard` (a distributed run's ranks)."""
     cells = [cell_view(plan, state, e, a) for e, a in plan.cells()]
