@@ -168,7 +168,7 @@ def test_lr_warmup_resolved_is_what_the_checkpoint_records(registry, digits, tmp
 
     cfg = _cfg(tmp_path, defense="he", eps_warmup_epochs=0, defense_params={"steps": 1})
     Trainer(cfg, registry=registry, data=digits).run(stop_at=2)
-    saved = torch.load(tmp_path / "last.pt", weights_only=False)["config"]
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["config"]
     assert saved["lr_warmup_epochs"] == 3.0
     Trainer(cfg, registry=registry, data=digits).run(stop_at=3)  # resumes without a config complaint
     now = _normalised(TrainConfig(model="digits-cnn", epochs=1, lr_warmup_epochs=0.0).to_dict())
