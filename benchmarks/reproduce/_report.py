@@ -96,18 +96,15 @@ def rerender_note(args: argparse.Namespace) -> list[str]:
     return [f"Re-rendered from `{args.rerender.name}` of the run (the same numbers; the wall time is the run's plus "
             "the re-render's)."]
 
+
 def pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
-def grouped_bars(series: dict[str, list[float]], ticks: list[str], title: str, ylabel: str, *,
-                 size: tuple[float, float], errors: dict[str, list[float]] | None = None,
-                 tick_size: float | None = None) -> bytes:
-    """A PNG of grouped bars: one bar per series at every tick (``errors``: the series' error bars)."""
-    from robustreg.analysis.common import figure, figure_png
-
-    fig = figure(*size)
-    ax = fig.subplots()
+def draw_bars(ax: Any, series: dict[str, list[float]], ticks: list[str], title: str, ylabel: str, *,
+              errors: dict[str, list[float]] | None = None, tick_size: float | None = None,
+              rotation: float = 0) -> None:
+    """Grouped bars on ``ax``: one bar per series at every tick (``errors``: the series' error bars)."""
     width = 0.8 / max(len(series), 1)
     for k, (label, values) in enumerate(series.items()):
         offset = (k - (len(series) - 1) / 2) * width
@@ -115,11 +112,21 @@ def grouped_bars(series: dict[str, list[float]], ticks: list[str], title: str, y
         ax.bar([i + offset for i in range(len(ticks))], values, width, yerr=yerr, capsize=2 if yerr else 0,
                label=label)
     ax.set_xticks(range(len(ticks)))
-    ax.set_xticklabels(ticks, fontsize=tick_size)
+    ax.set_xticklabels(ticks, fontsize=tick_size, rotation=rotation)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+
+
+def grouped_bars(series: dict[str, list[float]], ticks: list[str], title: str, ylabel: str, *,
+                 size: tuple[float, float], errors: dict[str, list[float]] | None = None,
+                 tick_size: float | None = None) -> bytes:
+    """A PNG of one :func:`draw_bars` panel."""
+    from robustreg.analysis.common import figure, figure_png
+
+    fig = figure(*size)
+    draw_bars(fig.subplots(), series, ticks, title, ylabel, errors=errors, tick_size=tick_size)
     return figure_png(fig)
 
 

@@ -45,14 +45,20 @@ PAPER = {"standard": (99.6, 95.7, 30.2, 92.6, 29.7, 98.1, 66.2, 86.6, 7.5),
 COLUMNS = ["clean", *(f"{a}@{e}" for a in ATTACKS for e in EPS)]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="0,1", help="training seeds (also the defenses' own seeds)")
+def add_recipe(p: argparse.ArgumentParser) -> None:
+    """The digits28 training recipe's options, read by :func:`train_one` (claim 4 trains with it and reuses
+    these models, so it takes the same options)."""
     p.add_argument("--iterations", type=int, default=250, help="training steps (paper: 8000)")
     p.add_argument("--batch-size", type=int, default=64, help="paper: 128 (k = half of it adversarial)")
     p.add_argument("--lr", type=float, default=0.02, help="paper: 0.1 (ResNet-20 with batch norm)")
     p.add_argument("--n-test", type=int, default=360)
     p.add_argument("--runs", type=Path, default=RUNS)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="0,1", help="training seeds (also the defenses' own seeds)")
+    add_recipe(p)
     add_rerender(p)
     args = p.parse_args(argv)
     if args.smoke:

@@ -32,11 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _digits import RUNS, digits_test
+from _digits import digits_test
 from _report import (
     Clock,
     add_rerender,
     base_parser,
+    draw_bars,
     earlier_run,
     markdown_table,
     out_dir,
@@ -44,6 +45,7 @@ from _report import (
     rerender_note,
     write_report,
 )
+from claim3_table1_mnist import add_recipe
 
 CLAIM = "claim4_transfer_cascade"
 TRANSFER_ATTACKS = ("step-fgsm", "iter-ll", "iter-fgsm")
@@ -71,11 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source-seed", type=int, default=1, help="the pivot network whose iter_FGSM images are stored")
     p.add_argument("--cascade-seeds", default="0,2", help="initialisations of the cascade trainings (not the source)")
     p.add_argument("--store-eps", default="1,32", help="eps range of the stored iter_FGSM images, 255 scale")
-    p.add_argument("--iterations", type=int, default=250, help="training steps (claim 3's recipe; paper: 8000)")
-    p.add_argument("--batch-size", type=int, default=64, help="claim 3's; paper: 128")
-    p.add_argument("--lr", type=float, default=0.02, help="claim 3's; paper: 0.1")
-    p.add_argument("--n-test", type=int, default=360)
-    p.add_argument("--runs", type=Path, default=RUNS)
+    add_recipe(p)  # claim 3's: its models are reused
     add_rerender(p)
     args = p.parse_args(argv)
     if args.smoke:
@@ -306,28 +304,17 @@ def plot(gaps: list[dict[str, Any]], gains: list[dict[str, Any]]) -> bytes:
     fig = figure(9.0, 3.6)
     left, right = fig.subplots(1, 2)
     it = [g for g in gaps if g["attack"] == "iter-fgsm"]
-    labels = [f"{g['target']}@{g['eps']}" for g in it]
-    xs = range(len(it))
-    left.bar([i - 0.2 for i in xs], [g["same"] for g in it], 0.4, label="same-strategy sources")
-    left.bar([i + 0.2 for i in xs], [g["other"] for g in it], 0.4, label="other-strategy sources")
-    left.set_xticks(list(xs))
-    left.set_xticklabels(labels, rotation=60, fontsize=7)
-    left.set_ylabel("black-box iter_FGSM accuracy (%)")
-    left.set_title("Table 4: transfer by training strategy", fontsize=9)
-    left.legend(fontsize=7, loc="upper right")
+    draw_bars(left, {"same-strategy sources": [g["same"] for g in it],
+                     "other-strategy sources": [g["other"] for g in it]},
+              [f"{g['target']}@{g['eps']}" for g in it], "Table 4: transfer by training strategy",
+              "black-box iter_FGSM accuracy (%)", tick_size=7, rotation=60)
     ic = [g for g in gains if g["column"].startswith("iter-fgsm@")]
-    labels = [f"{g['model']}{g['seed']} {g['column'][-2:]}" for g in ic]
-    xs = range(len(ic))
-    right.bar([i - 0.2 for i in xs], [g["plain"] for g in ic], 0.4, label="without the store")
-    right.bar([i + 0.2 for i in xs], [g["cascade"] for g in ic], 0.4, label="cascade (stored iter_FGSM)")
-    right.set_xticks(list(xs))
-    right.set_xticklabels(labels, rotation=60, fontsize=7)
-    right.set_ylabel("white-box iter_FGSM accuracy (%)")
-    right.set_title("Table 5: cascade training", fontsize=9)
-    right.legend(fontsize=7, loc="upper right")
+    draw_bars(right, {"without the store": [g["plain"] for g in ic],
+                      "cascade (stored iter_FGSM)": [g["cascade"] for g in ic]},
+              [f"{g['model']}{g['seed']} {g['column'][-2:]}" for g in ic], "Table 5: cascade training",
+              "white-box iter_FGSM accuracy (%)", tick_size=7, rotation=60)
     for ax in (left, right):
         ax.set_ylim(0, 110)
-        ax.grid(axis="y", alpha=0.3)
     fig.suptitle("paper 000 Tables 4-5 at digits28 scale (LeNet-5)", fontsize=10)
     return figure_png(fig)
 
