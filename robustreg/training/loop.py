@@ -235,6 +235,13 @@ class Trainer:
         pad = cfg.crop_padding if cfg.crop_padding is not None else default_pad
         return pad, self._flippable(x), cfg.crop_size or 0
 
+    def _resolve_defaults(self) -> None:
+        """The config with what the defense declares in place of the keys left unset (``lr_warmup_epochs``),
+        so that the checkpoint records numbers; an unknown defense name fails here, before the data loads."""
+        spec = self._registry_or_default().defense(self.config.defense)
+        if self.config.lr_warmup_epochs is None:
+            self.config = replace(self.config, lr_warmup_epochs=float(spec.info.lr_warmup_epochs))
+
     def _environment(self, world_size: int) -> tuple[int, torch.device]:
         """This process's rank and device; checks that need neither data nor model; the output folder."""
         cfg = self.config
@@ -246,9 +253,6 @@ class Trainer:
                     warnings.warn(f"{key}=true applies to CUDA only; ignored on {device}", stacklevel=4)
         if cfg.batch_size % world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the world size {world_size}")
-        spec = self._registry_or_default().defense(cfg.defense)  # an unknown name fails before the data loads
-        if cfg.lr_warmup_epochs is None:  # the defense's declared need, recorded as a number in the checkpoint
-            self.config = cfg = replace(cfg, lr_warmup_epochs=float(spec.info.lr_warmup_epochs))
         out = Path(cfg.out)
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
@@ -289,6 +293,7 @@ class Trainer:
                           head=head, param_schedule=build_param_schedule(defense, cfg, steps_per_epoch))
 
     def _setup(self, world_size: int) -> tuple[TrainState, _Run]:
+        self._resolve_defaults()
         cfg = self.config
         rank, device = self._environment(world_size)
         x, y = self._load_tensors()
