@@ -49,7 +49,7 @@ class ThreatModel:
         """Per-sample distance ||x_adv - x|| in this threat model's norm (shape N)."""
         d = _flat(x_adv - x)
         if self.norm == "linf":
-            return d.abs().amax(dim=1)
+            return torch.linalg.vector_norm(d, ord=math.inf, dim=1)  # max |d| in one pass
         if self.norm == "l2":
             return d.norm(p=2, dim=1)
         return d.abs().sum(dim=1)
@@ -110,9 +110,13 @@ class ThreatModel:
             ** (1.0 / flat.shape[1])
         return (x + direction * radius.view(view)).clamp(*self.box)
 
+    def ball_limit(self, atol: float = 1e-5) -> float:
+        """The largest distance :meth:`contains` accepts as inside the ball (float rounding allowed)."""
+        return self.eps * (1 + 1e-5) + atol
+
     def contains(self, x_adv: torch.Tensor, x: torch.Tensor, atol: float = 1e-5) -> torch.Tensor:
         """Boolean per sample: inside the eps ball (up to ``atol``) and inside the box."""
-        in_ball = self.distance(x_adv, x) <= self.eps * (1 + 1e-5) + atol
+        in_ball = self.distance(x_adv, x) <= self.ball_limit(atol)
         lo, hi = self.box
         flat = _flat(x_adv)
         in_box = (flat >= lo - atol).all(dim=1) & (flat <= hi + atol).all(dim=1)
