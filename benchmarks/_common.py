@@ -8,6 +8,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -61,35 +62,144 @@ def interleaved_times(
     return times
 
 
-def timed_rounds(fns: list[Callable[[], object]], device: torch.device,
-                 repeats: int) -> list[list[tuple[float, float, int]]]:
-    """(wall s, CPU s, minor page faults) of each ``fns[i]()`` per round; each round starts one later (as
+class ModelClock:
+    """Seconds inside the model's own forward and backward passes, and the samples they ran on, counted by
+    hooks while any code calls it.
+
+    It makes a timing robust to the machine's speed drifting: a call's model work (its passes) is the same
+    whatever the attack around it, so the time the model took per sample in one call against another tells
+    how much faster the machine ran then, and a call's wall time can be corrected by it (see
+    :func:`corrected_ratio`).  A forward: the root module's pre- and post-hooks.  A backward: from the
+    gradient reaching the input of the last ``nn.Linear`` (the head's features, which every loss reaches,
+    the logits' or SI-PGD's cosine) to the gradient reaching the model's input (tensor hooks).  ``model``
+    must be called as a whole (a toolkit that runs an ``nn.Sequential``'s children one by one bypasses
+    the root's hooks: wrap it, see :class:`Whole`).  One backward per forward, before the next forward
+    (an attack step's pattern): a forward drops the tensor hooks the previous one left."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.forward_s = self.backward_s = 0.0
+        self.forward_n = self.backward_n = 0
+        self._forward_start = self._backward_start = 0.0
+        self._pending: list[torch.utils.hooks.RemovableHandle] = []  # the last forward's tensor hooks
+        heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        if not heads:
+            raise ValueError("ModelClock needs a model with an nn.Linear head")
+        model.register_forward_pre_hook(self._forward_begins)
+        model.register_forward_hook(self._forward_ends)
+        heads[-1].register_forward_pre_hook(self._head_runs)
+
+    def _forward_begins(self, _m: object, args: tuple) -> None:
+        for handle in self._pending:  # an attack reuses its iterate: its hooks would pile up
+            handle.remove()
+        self._pending.clear()
+        x = args[0]
+        if torch.is_grad_enabled() and x.requires_grad:
+            self._pending.append(x.register_hook(self._backward_ends))
+        self._forward_start = time.perf_counter()
+
+    def _forward_ends(self, _m: object, args: tuple, _out: object) -> None:
+        self.forward_s += time.perf_counter() - self._forward_start
+        self.forward_n += int(args[0].shape[0])
+
+    def _head_runs(self, _m: object, args: tuple) -> None:
+        if torch.is_grad_enabled() and args[0].requires_grad:
+            self._pending.append(args[0].register_hook(self._backward_begins))
+
+    def _backward_begins(self, _grad: torch.Tensor) -> None:
+        self._backward_start = time.perf_counter()
+
+    def _backward_ends(self, grad: torch.Tensor) -> None:
+        self.backward_s += time.perf_counter() - self._backward_start
+        self.backward_n += int(grad.shape[0])
+
+    def reading(self) -> tuple[float, float, int, int]:
+        return self.forward_s, self.backward_s, self.forward_n, self.backward_n
+
+
+class Whole(torch.nn.Module):
+    """``model`` called as one module, for a toolkit that would run an ``nn.Sequential``'s children one by
+    one (ART does, to collect layer outputs): the same computation, seen by :class:`ModelClock`'s hooks."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One call: wall s, CPU s, minor page faults, and (with a :class:`ModelClock`) the model's seconds and
+    samples in forward and backward passes during it."""
+
+    wall: float
+    cpu: float
+    faults: int
+    model: tuple[float, float, int, int] | None = None
+
+
+def timed_rounds(fns: list[Callable[[], object]], device: torch.device, repeats: int,
+                 clock: ModelClock | None = None) -> list[list[Timing]]:
+    """A :class:`Timing` of each ``fns[i]()`` per round; each round starts one later (as
     :func:`interleaved_times`).  CPU time is the steadier of the two on a shared machine; the page faults
     show how much of a run went to fresh memory (the CPU allocator hands big freed blocks back to the OS)."""
-    times: list[list[tuple[float, float, int]]] = [[] for _ in fns]
+    times: list[list[Timing]] = [[] for _ in fns]
     for r in range(repeats):
         for i in [(r + j) % len(fns) for j in range(len(fns))]:
             sync(device)
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            before = None if clock is None else clock.reading()
             wall, cpu = time.perf_counter(), time.process_time()
             fns[i]()
             sync(device)
-            times[i].append((time.perf_counter() - wall, time.process_time() - cpu,
-                             resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            model = None
+            if clock is not None and before is not None:
+                model = tuple(a - b for a, b in zip(clock.reading(), before))  # type: ignore[assignment]
+            times[i].append(Timing(wall, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults, model))
     return times
 
 
-def ratio_rows(labels: list[str], times: list[list[tuple[float, float, int]]], steps: int) -> list[list[object]]:
-    """Per candidate: median wall s, median of the per-round wall ratios to candidate 0, the same for CPU
-    time, and page faults per step (median)."""
+def corrected_ratio(t: Timing, ref: Timing) -> float | None:
+    """``t.wall / ref.wall`` as if the machine had run ``t``'s call at the speed it ran ``ref``'s.
+
+    The speed of each call is read from the model's own passes in it (:class:`ModelClock`): ``t``'s
+    model seconds against what its forward and backward samples cost per sample in ``ref``'s call.  A
+    slowdown of the machine (another tenant, the memory bus) slows the model and the code around it
+    alike, so it cancels; what is left is the work outside the model.  None without model passes."""
+    if t.model is None or ref.model is None:
+        return None
+    f_s, b_s, f_n, b_n = t.model
+    rf_s, rb_s, rf_n, rb_n = ref.model
+    if not (f_n and b_n and rf_n and rb_n):
+        return None
+    expected = f_n * rf_s / rf_n + b_n * rb_s / rb_n  # t's passes at ref's per-sample speed
+    speed = (f_s + b_s) / expected  # > 1: the machine ran t's call slower
+    return t.wall / speed / ref.wall
+
+
+def ratio_rows(labels: list[str], times: list[list[Timing]], steps: int) -> list[list[object]]:
+    """Per candidate: median wall s, the median of the per-round wall ratios to candidate 0, the same for
+    CPU time, page faults per step (median), and (when the rounds were clocked) the median and the
+    quartiles of the per-round :func:`corrected_ratio`."""
+    clocked = all(t.model is not None for t in times[0])
     rows: list[list[object]] = []
     for label, per_round in zip(labels, times):
-        rows.append([
-            label, statistics.median(t[0] for t in per_round),
-            statistics.median(t[0] / ref[0] for t, ref in zip(per_round, times[0])),
-            statistics.median(t[1] / ref[1] for t, ref in zip(per_round, times[0])),
-            round(statistics.median(t[2] for t in per_round) / steps),
-        ])
+        row: list[object] = [
+            label, statistics.median(t.wall for t in per_round),
+            statistics.median(t.wall / ref.wall for t, ref in zip(per_round, times[0])),
+            statistics.median(t.cpu / ref.cpu for t, ref in zip(per_round, times[0])),
+            round(statistics.median(t.faults for t in per_round) / steps),
+        ]
+        if clocked:
+            fixed = [c for t, ref in zip(per_round, times[0]) if (c := corrected_ratio(t, ref)) is not None]
+            if len(fixed) == len(per_round):
+                q1, med, q3 = statistics.quantiles(fixed, n=4, method="inclusive")
+                row.append(f"{med:.3f} [{q1:.3f}, {q3:.3f}]")
+            else:
+                row.append("n/a (the model's passes are not seen)")
+        rows.append(row)
     return rows
 
 
