@@ -14,8 +14,8 @@ with any world size, reads every such file it can see (each rank reads its own n
 batches recorded there and finishes with the same report.  The files carry the run's fingerprint
 (the world size is not part of it) and one of another configuration is refused.
 
-:func:`shard_batches` is the same split for a job without cells or state (``compare``'s rows, the
-transfer analysis's crafting, the automatic checks' own attacks through :func:`check_pieces`): batch
+:func:`shard_batches` is the same split for a job without cells or state (the clean pass, ``compare``'s
+rows, the transfer analysis's crafting, the automatic checks' own attacks through :func:`check_pieces`): batch
 ``k`` on rank ``k % world_size``, every batch's value gathered to every rank in batch order, and an
 error in a batch raised on every rank.
 

@@ -32,7 +32,7 @@ from ..runtime import FastModel, SpeedOptions, fast_model, model_device, predict
 from ..threat import ThreatModel
 from .checking import clean_correct, evaluation_checks, nonfinite_rows
 from .config import EvalConfig, Plan
-from .distributed import SINGLE, Group, Shards, check_pieces, plain_record, replay
+from .distributed import SINGLE, Group, Shards, check_pieces, plain_record, replay, shard_batches
 from .probe import probe_model
 from .state import RunState, fingerprint, load_state
 
@@ -221,24 +221,24 @@ def _open_state(model: nn.Module, x: torch.Tensor, y: torch.Tensor, expected: di
                 config: EvalConfig, device: torch.device, group: Group = SINGLE) -> tuple[RunState, torch.Tensor]:
     """The saved state if there is one for this configuration, else a fresh one from the clean pass;
     and the clean logits (recomputed on resume: the checks read them).  Over several ranks rank 0
-    opens it and the others get a copy (without a path: only rank 0 saves it, and no clean logits)."""
-    if group.world_size == 1:
-        return _open_own_state(model, x, y, expected, config, device)
-    state, clean_logits = group.main_run(lambda: _open_own_state(model, x, y, expected, config, device))
-    if not group.is_main:
-        state.path = None
-    return state, clean_logits
-
-
-def _open_own_state(model: nn.Module, x: torch.Tensor, y: torch.Tensor, expected: dict[str, Any],
-                    config: EvalConfig, device: torch.device) -> tuple[RunState, torch.Tensor]:
+    reads the state file and the others get a copy (without a path: only rank 0 saves it); the clean
+    pass is shared out in its batches (:func:`shard_batches`: the logits of one process)."""
     path = config.state_file
-    saved = load_state(path, expected) if path is not None else None
-    probe_model(model, x, y, device=device)  # a model that does not fit the data: one clear error, before any work
-    clean_logits = predict(model, x, device, config.batch_size)
+
+    def read() -> dict[str, Any] | None:
+        saved = load_state(path, expected) if path is not None else None
+        probe_model(model, x, y, device=device)  # a model that does not fit the data: one clear error, before any work
+        return saved
+
+    saved = group.main_run(read)
+    size = config.batch_size
+    parts, _ = shard_batches(group, -(-x.shape[0] // size),
+                             lambda k: predict(model, x[k * size:(k + 1) * size], device, size))
+    clean_logits = torch.cat(parts)
+    own = path if group.is_main else None
     if saved is not None:
-        return RunState.from_saved(saved, path), clean_logits
-    return RunState(expected, clean_correct(clean_logits, y), path), clean_logits
+        return RunState.from_saved(saved, own), clean_logits
+    return RunState(expected, clean_correct(clean_logits, y), own), clean_logits
 
 
 @dataclass
