@@ -46,20 +46,12 @@ def interleaved_times(
     """Wall times of each ``fns[i]()`` over ``repeats`` rounds, after ``warmup`` rounds (device synchronised).
 
     Each round runs every function once, starting one later each round, so a drift in the machine's
-    load hits them all alike and none always runs first.
+    load hits them all alike and none always runs first (:func:`timed_rounds`, its wall times only).
     """
     for _ in range(warmup):
         for fn in fns:
             fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for r in range(repeats):
-        for i in [(r + j) % len(fns) for j in range(len(fns))]:
-            sync(device)
-            start = time.perf_counter()
-            fns[i]()
-            sync(device)
-            times[i].append(time.perf_counter() - start)
-    return times
+    return [[t.wall for t in per_round] for per_round in timed_rounds(fns, device, repeats)]
 
 
 class ModelClock:
@@ -115,6 +107,11 @@ class ModelClock:
     def reading(self) -> tuple[float, float, int, int]:
         return self.forward_s, self.backward_s, self.forward_n, self.backward_n
 
+    def since(self, before: tuple[float, float, int, int]) -> tuple[float, float, int, int]:
+        """What was counted after ``before`` (an earlier :meth:`reading`)."""
+        f_s, b_s, f_n, b_n = self.reading()
+        return f_s - before[0], b_s - before[1], f_n - before[2], b_n - before[3]
+
 
 class Whole(torch.nn.Module):
     """``model`` called as one module, for a toolkit that would run an ``nn.Sequential``'s children one by
@@ -149,15 +146,13 @@ def timed_rounds(fns: list[Callable[[], object]], device: torch.device, repeats:
         for i in [(r + j) % len(fns) for j in range(len(fns))]:
             sync(device)
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            before = None if clock is None else clock.reading()
+            before = clock.reading() if clock is not None else (0.0, 0.0, 0, 0)
             wall, cpu = time.perf_counter(), time.process_time()
             fns[i]()
             sync(device)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            model = None
-            if clock is not None and before is not None:
-                model = tuple(a - b for a, b in zip(clock.reading(), before))  # type: ignore[assignment]
-            times[i].append(Timing(wall, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults, model))
+            times[i].append(Timing(wall, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults,
+                                   clock.since(before) if clock is not None else None))
     return times
 
 
