@@ -13,6 +13,7 @@ from torch import nn
 
 import robustreg
 from robustreg.checks import CHECKS, CellView, CheckContext, CheckResult, check_names, run_checks, traced_ascent
+from robustreg.checks.context import paired_noise
 from robustreg.testing import tiny_model
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "checks.md"
@@ -111,6 +112,26 @@ def test_logit_scale_falls_back_to_dlr_without_a_linear_head(digits):
     results = run_checks(context(widened, x, y, [budget_cell(len(y), 0.1)]), disabled=MODEL_CHECKS[:4])
     assert status(results, "logit-scale") == "warn"
     assert "DLR" in next(r.message for r in results if r.name == "logit-scale")
+
+
+def test_paired_noise_is_about_the_discordant_points():
+    # as many points broken by each side alone: no difference, however many there are
+    assert all(0 <= paired_noise(k, k, 64) for k in range(65))
+    assert (2 - 2) / 64 < paired_noise(2, 2, 64)
+    # 2 of 64 more for one side and none for the other: within noise (one point is already 1/64)
+    assert 2 / 64 < paired_noise(2, 0, 64)
+    # a quarter of the points broken by one side alone: far beyond
+    assert 16 / 64 > paired_noise(16, 0, 64)
+
+
+def test_logit_scale_is_quiet_on_the_embedded_default():
+    """The model `robustreg evaluate` runs with no arguments: cross-entropy and the scale-invariant loss
+    leave as many points standing, so no warning (issue 23: a warning whose two numbers are equal)."""
+    model = robustreg.build_model("digits-cnn-pretrained")
+    test = robustreg.load_data("digits", "test")
+    results = run_checks(context(model, test.x, test.y, [budget_cell(len(test.y), 0.15)]),
+                         disabled=[c for c in MODEL_CHECKS if c != "logit-scale"])
+    assert status(results, "logit-scale") == "ok", message(results, "logit-scale")
 
 
 def test_the_checks_attacks_go_through_the_contexts_shard_in_pieces(digits):

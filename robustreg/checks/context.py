@@ -13,7 +13,8 @@ from torch import nn
 from ..attack import KINDS
 from ..threat import NORMS, ThreatModel
 
-__all__ = ["DOC", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Outcome", "noise", "pct"]
+__all__ = ["DOC", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Outcome", "noise",
+           "paired_noise", "pct"]
 
 STATUSES = ("ok", "warn", "skipped")
 DOC = "docs/checks.md"
@@ -151,6 +152,17 @@ class CheckContext:
 def noise(p: float, n: int) -> float:
     """Sampling noise of an accuracy p measured on n points: two standard errors plus one point."""
     return 2 * math.sqrt(max(p * (1 - p), 0.0) / n) + 1 / n
+
+
+def paired_noise(only_a: int, only_b: int, n: int) -> float:
+    """Sampling noise of the difference of two accuracies measured on the same n points, where ``only_a``
+    points are counted by the first alone and ``only_b`` by the second alone (the discordant pairs):
+    two standard errors of the paired difference plus one point, as :func:`noise` for one accuracy.
+    Points on which both agree carry no information about the difference, so two attacks that break
+    different points but as many of them are within noise however many there are."""
+    d = (only_a - only_b) / n
+    variance = max((only_a + only_b) / n - d * d, 0.0) / n
+    return 2 * math.sqrt(variance) + 1 / n
 
 
 def pct(count: int, n: int) -> str:
