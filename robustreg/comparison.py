@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .attack import PASS_EXTRAS, ModelState, within_eps
-from .checks import CheckContext, run_checks, warn_checks
+from .checks import CheckContext, Checks, check_names, registered, run_checks, warn_checks
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
 from .evaluation import first_samples
@@ -320,7 +320,8 @@ def disagreements(broken: Mapping[str, torch.Tensor], index: torch.Tensor,
 
 def _checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, threat: ThreatModel,
             resolved: Sequence[Resolved], plans: Sequence[Mapped | None], runs: Mapping[str, _Run],
-            device: torch.device, seed: int, disabled: Iterable[str], group: Group) -> list[dict[str, str]]:
+            device: torch.device, seed: int, disabled: Iterable[str], group: Group,
+            checks: Checks) -> list[dict[str, str]]:
     """The report's automatic checks: one cell per toolkit row that ran, seen as the evaluation sees its cells;
     every rank of ``group`` runs them, sharing their attacks."""
     cells = [view_of(runs[res.toolkit].cell, res.name, threat.eps, res.spec, mapped.kwargs)
@@ -328,13 +329,13 @@ def _checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: to
              if res.toolkit in runs and res.spec is not None and mapped is not None]
     ctx = CheckContext(model, x.to(device), y.to(device), clean_logits, norm=threat.norm, cells=cells, device=device,
                        seed=seed, box=threat.box, shard=check_pieces(group))
-    return [result.to_json() for result in run_checks(ctx, disabled=disabled)]
+    return [result.to_json() for result in run_checks(ctx, disabled=disabled, checks=checks)]
 
 
 def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
                 resolved: Sequence[Resolved], plans: Sequence[Mapped | None], *, device: torch.device,
                 batch_size: int, seed: int, noise: bool, progress: bool,
-                no_check: Iterable[str], group: Group) -> tuple[Any, ...]:
+                no_check: Iterable[str], checks: Checks, group: Group) -> tuple[Any, ...]:
     """(clean-correct flags, rows, runs per toolkit, noise, checks, this rank's (seconds, seconds waiting
     for the others)) with the model's state restored after.  Every rank of ``group`` attacks its share
     of each row's batches and ends with every row, then runs the checks (sharing their attacks)."""
@@ -357,12 +358,12 @@ def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Thre
         broken_by = {toolkit: done.broken for toolkit, done in runs.items()}
         noisy = _noise(resolved, plans, broken_by, run, seed, index) if noise else None
         seconds = time.perf_counter() - started
-        checks = _checks(model, x, y, clean_logits, threat, resolved, plans, runs, device, seed, no_check, group)
+        found = _checks(model, x, y, clean_logits, threat, resolved, plans, runs, device, seed, no_check, group, checks)
     finally:
         state.restore()
         if model_device is not None:
             model.to(model_device)
-    return correct, rows, broken_by, noisy, checks, (round(seconds, 4), round(waited[0], 4))
+    return correct, rows, broken_by, noisy, found, (round(seconds, 4), round(waited[0], 4))
 
 
 def compare(
@@ -439,14 +440,13 @@ def compare(
         raise ValueError(f"no toolkit among {', '.join(toolkits)} has attack {attack!r} for {norm} "
                          "(`robustreg list attacks` shows every registered name)")
     config, plans = _plan(registry, attack, threat, resolved, given)
-    from .checks import check_names
-
-    disabled = check_names(no_check)  # an unknown name: ValueError with close matches, before any work
+    checks = registered(registry.checks())
+    disabled = check_names(no_check, [name for name, _, _ in checks])  # unknown: ValueError, before any work
     ranks = process_group(dev) if distributed else nullcontext(SINGLE)
     with ranks as group:
         correct, rows, broken_by, noisy, checks, seconds = _attack_all(
             model, x, y, threat, resolved, plans, device=dev, batch_size=batch_size, seed=seed, noise=noise,
-            progress=progress, no_check=disabled, group=group)
+            progress=progress, no_check=disabled, checks=checks, group=group)
         timings = group.gather(seconds)
     index = torch.nonzero(correct, as_tuple=False).flatten()
     report = {

@@ -76,3 +76,25 @@ def robustreg_register_commands(registrar: Registrar) -> None:
     a plugin's (``autoattack``, ``cascade-store``) alike, so the core imports no plugin.  Called once
     per registry build.
     """
+
+
+@hookspec
+def robustreg_register_checks(registrar: Registrar) -> None:
+    """Register automatic checks of an evaluation with ``registrar.add_check(name, check, doc=...)``.
+
+    ``check(ctx)`` receives a :class:`robustreg.checks.CheckContext` (the model, the points, the clean
+    logits, one view per evaluated cell) and returns ``(status, message)`` with status ``"ok"``,
+    ``"warn"`` or ``"skipped"``.  Checks run in registration order (the core's first), once at the end
+    of every evaluation; one that raises is reported as skipped.  Called once per registry build.
+    """
+
+
+@hookspec
+def robustreg_register_remedies(registrar: Registrar) -> None:
+    """Register remedies with ``registrar.add_remedy(name, run, answers=("check-name", ...))``.
+
+    A remedy answers the warnings of the checks it names: with ``--adaptive`` (``adaptive=True``) the
+    evaluation calls ``run(ctx)`` with a :class:`robustreg.remedies.RemedyContext` for each warning
+    check it answers; ``run`` attacks the points still standing through ``ctx.attack(...)`` and
+    returns nothing (what it broke is recorded by the context).  Called once per registry build.
+    """

@@ -14,7 +14,18 @@ from typing import Any
 from .attack import Attack, AttackInfo
 from .defense import Defense, DefenseInfo
 from .params import ParamSet
-from .specs import AttackSpec, CommandSpec, DatasetSpec, DefenseSpec, ModelSpec, declared, summary_of, validated
+from .specs import (
+    AttackSpec,
+    CheckSpec,
+    CommandSpec,
+    DatasetSpec,
+    DefenseSpec,
+    ModelSpec,
+    RemedySpec,
+    declared,
+    summary_of,
+    validated,
+)
 
 __all__ = ["DuplicateNameError", "PluginLoadError", "Registrar", "RegistryError", "UnknownNameError"]
 
@@ -174,3 +185,23 @@ class Registrar:
     ) -> None:
         """Register a ``robustreg NAME`` subcommand: ``configure(parser)`` then ``run(args) -> int``."""
         self._add("commands", CommandSpec(name, configure, run, self.plugin, help))
+
+    def add_check(self, name: str, check: Callable[[Any], tuple[str, str]], *, doc: str = "",
+                  summary: str | None = None) -> None:
+        """Register an automatic check ``check(ctx) -> (status, message)`` (see the hook's docstring);
+        ``doc``: where a user reads what a warning means and what to do (a URL or ``path#anchor``)."""
+        if not callable(check):
+            raise TypeError(f"check {name!r} of plugin {self.plugin!r}: check must be callable, got {check!r}")
+        self._add("checks", CheckSpec(name, check, self.plugin, summary_of(check, summary), str(doc)))
+
+    def add_remedy(self, name: str, run: Callable[[Any], None], *, answers: tuple[str, ...] | list[str],
+                   summary: str | None = None) -> None:
+        """Register a remedy ``run(ctx)`` for the warnings of the checks named in ``answers`` (see the
+        hook's docstring); a check of another plugin may be named (it is looked up when evaluating)."""
+        if not callable(run):
+            raise TypeError(f"remedy {name!r} of plugin {self.plugin!r}: run must be callable, got {run!r}")
+        names = (answers,) if isinstance(answers, str) else tuple(answers)
+        if not names or not all(isinstance(a, str) and _NAME.match(a) for a in names):
+            raise ValueError(f"remedy {name!r} of plugin {self.plugin!r}: answers must name one or more checks, "
+                             f"got {answers!r}")
+        self._add("remedies", RemedySpec(name, run, names, self.plugin, summary_of(run, summary)))

@@ -25,13 +25,14 @@ from . import hookspecs
 from .attack import Attack
 from .defense import Defense
 from .registrar import DuplicateNameError, PluginLoadError, Registrar, RegistryError, UnknownNameError
-from .specs import AttackSpec, CommandSpec, DatasetSpec, DefenseSpec, ModelSpec
+from .specs import AttackSpec, CheckSpec, CommandSpec, DatasetSpec, DefenseSpec, ModelSpec, RemedySpec
 from .threat import ThreatModel
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "DISABLE_ENV",
     "AttackSpec",
+    "CheckSpec",
     "CommandSpec",
     "DatasetSpec",
     "DefenseSpec",
@@ -40,6 +41,7 @@ __all__ = [
     "PluginLoadError",
     "Registrar",
     "Registry",
+    "RemedySpec",
     "RegistryError",
     "UnknownNameError",
     "builtin_plugins",
@@ -48,8 +50,10 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "robustreg"
 DISABLE_ENV = "ROBUSTREG_DISABLE_PLUGINS"
-CORE_PLUGINS = ("robustreg.models", "robustreg.data", "robustreg.commands")
-KINDS = ("attacks", "defenses", "models", "datasets", "commands")
+CORE_PLUGINS = ("robustreg.models", "robustreg.data", "robustreg.checks", "robustreg.commands")
+KINDS = ("attacks", "defenses", "models", "datasets", "commands", "checks", "remedies")
+
+
 def disabled_from_env(environ: Mapping[str, str] | None = None) -> set[str]:
     raw = (environ if environ is not None else os.environ).get(DISABLE_ENV, "")
     return {part.strip() for part in raw.split(",") if part.strip()}
@@ -243,6 +247,20 @@ class Registry:
 
     def dataset(self, name: str) -> DatasetSpec:
         return self._get("datasets", name)
+
+    def check(self, name: str) -> CheckSpec:
+        return self._get("checks", name)
+
+    def remedy(self, name: str) -> RemedySpec:
+        return self._get("remedies", name)
+
+    def checks(self) -> builtins.list[CheckSpec]:
+        """Every registered check, in the order they run: the core's, then each plugin's as registered."""
+        return sorted(self._entries["checks"].values(), key=lambda spec: spec.plugin not in CORE_PLUGINS)
+
+    def remedies_for(self, check: str) -> builtins.list[RemedySpec]:
+        """The remedies that answer ``check``'s warnings, in registration order."""
+        return [spec for spec in self._entries["remedies"].values() if check in spec.answers]
 
     def build_attack(self, name: str, threat: ThreatModel, **params: Any) -> Attack:
         return self.attack(name).build(threat, **params)

@@ -20,6 +20,8 @@ from .files import write_atomic, write_set_atomic
 from .tables import format_table
 
 __all__ = [
+    "adaptive_block",
+    "adaptive_markdown",
     "checks_block",
     "checks_markdown",
     "load_report",
@@ -157,6 +159,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if any(r.get("nan_detected") for r in report.get("results", [])):
         parts += ["**Warning:** the model returned NaN logits on some adversarial points (counted as broken).", ""]
     parts += checks_markdown(report)
+    parts += adaptive_markdown(report)
     return "\n".join(parts)
 
 
@@ -191,9 +194,12 @@ def checks_block(report: Mapping[str, Any], width: int = 100) -> str:
     if not checks:
         return ""
     lines = []
+    adaptive = bool(report.get("adaptive"))
     for c in checks:
         if c.get("status") == "warn":
             text = f"WARN {c.get('name')}: {c.get('message', '')}"
+            if c.get("remedies") and not adaptive:
+                text += f" [remedy: {', '.join(c['remedies'])}; run the same command with --adaptive]"
             lines += textwrap.wrap(text, width, subsequent_indent="     ") or [text]
     for status in ("ok", "skipped"):
         names = [str(c.get("name")) for c in checks if c.get("status") == status]
@@ -202,6 +208,49 @@ def checks_block(report: Mapping[str, Any], width: int = 100) -> str:
     if any(c.get("status") == "warn" for c in checks):
         lines.append("(what to do: docs/checks.md#<name>)")
     return "checks:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _remedy_lines(report: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Per remedy run and eps: (remedy and the check it answered, what ran, before -> after, points and cost)."""
+    norm = report.get("norm", "linf")
+    out = []
+    for run in (report.get("adaptive") or {}).get("runs", []):
+        out.append((f"{run['remedy']} ({run['check']})", f"{run['label']} at eps {_eps_text(run['eps'], norm)}",
+                    f"{_pct(run['before'])} -> {_pct(run['after'])}",
+                    f"broke {len(run['broken'])} of {run['attacked']}, {run['passes']:g} passes/sample"))
+    return out
+
+
+def adaptive_block(report: Mapping[str, Any]) -> str:
+    """The terminal's "diagnosed and fixed" block: one before -> after line per remedy run; empty without one."""
+    adaptive = report.get("adaptive")
+    if not adaptive:
+        return ""
+    lines = [f"{who}: {what}: {change} ({cost})" for who, what, change, cost in _remedy_lines(report)]
+    lines += [f"{f['remedy']} ({f['check']}): failed: {f['error']}" for f in adaptive.get("failed", [])]
+    if not lines:
+        lines = ["no check warned: no remedy ran"]
+    return "diagnosed and fixed (--adaptive):\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def adaptive_markdown(report: Mapping[str, Any]) -> list[str]:
+    """The "Diagnosed and fixed" section of report.md (empty without ``adaptive``)."""
+    adaptive = report.get("adaptive")
+    if not adaptive:
+        return []
+    rows = [list(line) for line in _remedy_lines(report)]
+    lines = ["## Diagnosed and fixed", "",
+             f"The remedies of the checks that warned ran on the points still standing (budget "
+             f"{adaptive.get('budget', 0):g} forward + backward passes per sample at each eps; "
+             f"used {', '.join(f'{u:g}' for u in adaptive.get('budget_used', []))}); the worst case above "
+             "includes what they broke (`remedy:NAME`).", ""]
+    lines += [_md_table(["remedy (check)", "ran", "robust accuracy", "points, cost"], rows), ""] if rows else \
+        ["No check warned, so no remedy ran.", ""]
+    lines += [f"- {f['remedy']} ({f['check']}) failed: {f['error']}" for f in adaptive.get("failed", [])]
+    after = [c for c in adaptive.get("checks_after", []) if c.get("status") == "warn"]
+    if after:
+        lines += ["", "Still warning after the remedies: " + ", ".join(str(c.get("name")) for c in after), ""]
+    return lines
 
 
 def render_csv(report: Mapping[str, Any]) -> str:
@@ -230,8 +279,8 @@ def render_table(report: Mapping[str, Any]) -> str:
     out = [f"clean accuracy: {_pct(report.get('clean_accuracy'))}  (n = {report.get('n')}, "
            f"norm = {report.get('norm')}, mode = {report.get('mode')})", ""]
     out += [format_table(*_rows(report)), "", format_table(*_worst_rows(report))]
-    block = checks_block(report)
-    return "\n".join(out + (["", block] if block else []))
+    blocks = [block for block in (checks_block(report), adaptive_block(report)) if block]
+    return "\n".join(out + [part for block in blocks for part in ("", block)])
 
 
 def _plot_png(report: Mapping[str, Any]) -> bytes:

@@ -15,8 +15,8 @@ from .defense import Defense, DefenseInfo
 from .params import ParamSet
 from .threat import ThreatModel
 
-__all__ = ["AttackSpec", "CommandSpec", "DatasetSpec", "DefenseSpec", "ModelSpec", "declared", "summary_of",
-           "validated"]
+__all__ = ["AttackSpec", "CheckSpec", "CommandSpec", "DatasetSpec", "DefenseSpec", "ModelSpec", "RemedySpec",
+           "declared", "summary_of", "validated"]
 
 
 def validated(name: str, params: ParamSet, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,6 +97,30 @@ class CommandSpec:
     name: str
     configure: Callable[[Any], None]
     run: Callable[[Any], int]
+    plugin: str
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A registered automatic check: ``check(ctx) -> (status, message)``; ``doc``: where its explanation
+    is (a URL or ``path#anchor``)."""
+
+    name: str
+    check: Callable[[Any], tuple[str, str]]
+    plugin: str
+    summary: str = ""
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class RemedySpec:
+    """A registered remedy: ``run(ctx)`` attacks what a warning check says the evaluation missed.
+    ``answers``: the names of the checks whose warnings it answers."""
+
+    name: str
+    run: Callable[[Any], None]
+    answers: tuple[str, ...]
     plugin: str
     summary: str = ""
 

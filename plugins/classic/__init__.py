@@ -1,4 +1,5 @@
-"""Classic gradient attacks (FGSM, PGD linf/l2 and its C&W-margin and DLR variants, APGD) and defenses.
+"""Classic gradient attacks (FGSM, PGD linf/l2 and its C&W-margin and DLR variants, APGD), defenses, and
+the remedies built on them that ``--adaptive`` runs when a check warns (``remedies.py``).
 
 The defenses (paper 004 Table 1, left column) live in ``defenses*.py``, plain training in
 ``standard.py``; each module registers through its own hook implementation, imported here.
@@ -12,6 +13,7 @@ from .apgd import APGD
 from .defenses import robustreg_register_defenses  # noqa: F401
 from .fgsm import FGSM
 from .pgd import PGD, PGDCW, PGDDLR
+from .remedies import robustreg_register_remedies  # noqa: F401
 from .standard import register_standard  # noqa: F401
 
 __all__ = ["APGD", "FGSM", "PGD", "PGDCW", "PGDDLR", "robustreg_register_attacks"]

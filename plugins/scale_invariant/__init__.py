@@ -19,3 +19,4 @@ def robustreg_register_attacks(registrar) -> None:
     """Register si-pgd (in the demo's default attack set)."""
     registrar.add_attack(SIPGD.name, SIPGD, summary=SIPGD.info.summary, demo=True)
 from .defenses import robustreg_register_defenses  # noqa: E402, F401
+from .remedy import robustreg_register_remedies  # noqa: E402, F401

@@ -26,7 +26,9 @@ from __future__ import annotations
 import difflib
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
+from ..hookspecs import hookimpl
 from .cells import (
     check_attack_flags,
     check_black_box_beats_white_box,
@@ -46,8 +48,12 @@ from .model import (
 )
 from .trace import Trace, traced_ascent
 
-__all__ = ["CHECKS", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Trace", "check_names",
-           "run_checks", "traced_ascent", "warn_checks"]
+if TYPE_CHECKING:
+    from ..registrar import Registrar
+    from ..specs import CheckSpec
+
+__all__ = ["CHECKS", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Checks", "Trace",
+           "check_names", "registered", "robustreg_register_checks", "run_checks", "traced_ascent", "warn_checks"]
 
 
 # --- running them --------------------------------------------------------------------------------
@@ -69,21 +75,49 @@ _REGISTRY: tuple[tuple[str, Callable[[CheckContext], Outcome]], ...] = (
 CHECKS = tuple(name for name, _ in _REGISTRY)
 
 
-def check_names(names: Iterable[str]) -> frozenset[str]:
-    """Validate check names (e.g. from ``--no-check``); an unknown one is a one-line ValueError."""
+@hookimpl
+def robustreg_register_checks(registrar: Registrar) -> None:
+    """The core's checks, registered like any plugin's (the core is a plugin of its own registry)."""
+    for name, check in _REGISTRY:
+        registrar.add_check(name, check, doc=f"{DOC}#{name}")
+
+
+Checks = Sequence[tuple[str, Callable[[CheckContext], Outcome], str]]  # (name, check, doc)
+
+
+def _builtin() -> Checks:
+    return [(name, check, f"{DOC}#{name}") for name, check in _REGISTRY]
+
+
+def registered(specs: Iterable[CheckSpec]) -> Checks:
+    """The ``(name, check, doc)`` triples :func:`run_checks` takes, from a registry's check specs."""
+    return [(spec.name, spec.check, spec.doc) for spec in specs]
+
+
+def check_names(names: Iterable[str], known: Iterable[str] | None = CHECKS) -> frozenset[str]:
+    """Validate check names (e.g. from ``--no-check``) against ``known`` (default the core's; None: any
+    string, to be checked once the registry is known); an unknown one is a one-line ValueError."""
     chosen = frozenset([names] if isinstance(names, str) else names)
-    for name in sorted(chosen - set(CHECKS)):
-        close = difflib.get_close_matches(name, CHECKS, n=3)
+    bad = sorted(repr(name) for name in chosen if not isinstance(name, str))
+    if bad:
+        raise ValueError(f"check names must be strings, got {', '.join(bad)}")
+    if known is None:
+        return chosen
+    known = tuple(known)
+    for name in sorted(chosen - set(known)):
+        close = difflib.get_close_matches(name, known, n=3)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown check {name!r}{hint} (checks: {', '.join(CHECKS)})")
+        raise ValueError(f"unknown check {name!r}{hint} (checks: {', '.join(known)})")
     return chosen
 
 
-def run_checks(ctx: CheckContext, *, disabled: Iterable[str] = ()) -> list[CheckResult]:
-    """Every check in :data:`CHECKS` order; a disabled one or one that raises is ``"skipped"``."""
-    off = check_names(disabled)
+def run_checks(ctx: CheckContext, *, disabled: Iterable[str] = (), checks: Checks | None = None) -> list[CheckResult]:
+    """Every check, in order; a disabled one or one that raises is ``"skipped"``.  ``checks``: ``(name,
+    check, doc)`` triples (a registry's, through :func:`registered`); default the core's, :data:`CHECKS`."""
+    checks = _builtin() if checks is None else checks
+    off = check_names(disabled, [name for name, _, _ in checks])
     results = []
-    for name, check in _REGISTRY:
+    for name, check, doc in checks:
         if name in off:
             status, message = "skipped", "disabled by the user (--no-check)"
         else:
@@ -91,7 +125,7 @@ def run_checks(ctx: CheckContext, *, disabled: Iterable[str] = ()) -> list[Check
                 status, message = check(ctx)
             except Exception as exc:  # a check must never crash the report
                 status, message = "skipped", f"the check failed: {type(exc).__name__}: {exc}"
-        results.append(CheckResult(name, status, message, f"{DOC}#{name}"))
+        results.append(CheckResult(name, status, message, doc))
     return results
 
 
@@ -100,5 +134,7 @@ def warn_checks(checks: Sequence[Mapping[str, str]], stacklevel: int = 2) -> Non
     ``warnings.warn`` counts it from the caller of this function)."""
     for check in checks:
         if check.get("status") == "warn":
-            warnings.warn(f"{check['name']}: {check['message']} (see {check['doc']})", CheckWarning,
+            remedy = f"; remedy: {', '.join(check['remedies'])} (adaptive=True / --adaptive)" if check.get(
+                "remedies") else ""
+            warnings.warn(f"{check['name']}: {check['message']} (see {check['doc']}{remedy})", CheckWarning,
                           stacklevel=stacklevel + 1)

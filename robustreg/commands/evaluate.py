@@ -11,7 +11,15 @@ import argparse
 from typing import Any
 
 from ..registry import Registry
-from .common import UsageError, add_model_data_args, add_run_args, eps_list, param_values, run_evaluation
+from .common import (
+    UsageError,
+    add_adaptive_args,
+    add_model_data_args,
+    add_run_args,
+    eps_list,
+    param_values,
+    run_evaluation,
+)
 
 __all__ = ["DEFAULT_DATA", "DEFAULT_EPS", "DEFAULT_MODEL", "DEMO_STEPS", "configure", "demo_attacks", "run"]
 
@@ -37,6 +45,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(Expectation over Transformation; the eot parameter of each; default 1: off)")
     g.add_argument("--no-early-exit", action="store_true",
                    help="run every attack on all clean-correct points (standalone numbers) instead of a cascade")
+    add_adaptive_args(p)
     add_run_args(p)
 
 

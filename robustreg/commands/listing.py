@@ -20,7 +20,7 @@ from .common import UsageError
 
 __all__ = ["LIST_KINDS", "configure", "run"]
 
-LIST_KINDS = ("attacks", "defenses", "models", "datasets", "plugins", "commands")
+LIST_KINDS = ("attacks", "defenses", "models", "datasets", "plugins", "commands", "checks", "remedies")
 _TERMINAL_CELL = 70  # the terminal table cuts longer cells; --markdown and --json never do
 
 _COLUMNS = {
@@ -35,6 +35,8 @@ _COLUMNS = {
     "datasets": [("name", "name"), ("needs-root", "needs_root"), ("plugin", "plugin"), ("summary", "summary")],
     "plugins": [("name", "name"), ("source", "source")],
     "commands": [("name", "name"), ("plugin", "plugin"), ("summary", "summary")],
+    "checks": [("name", "name"), ("plugin", "plugin"), ("doc", "doc")],
+    "remedies": [("name", "name"), ("answers", "answers"), ("plugin", "plugin"), ("summary", "summary")],
 }
 _PARAM_COLUMNS = [("name", "name"), ("type", "type"), ("default", "default"), ("allowed", "allowed"),
                   ("unit", "unit"), ("doc", "doc"), ("toolkit name", "toolkit")]
@@ -81,6 +83,10 @@ def _row(kind: str, spec: Any) -> dict[str, Any]:
         row.update(num_classes=spec.num_classes, input_shape=list(spec.input_shape) if spec.input_shape else None)
     elif kind == "datasets":
         row.update(needs_root=spec.needs_root)
+    elif kind == "checks":
+        row.update(doc=spec.doc)
+    elif kind == "remedies":
+        row.update(answers=list(spec.answers))
     row["summary"] = spec.summary
     if kind == "defenses":
         row.update(_declared(spec))

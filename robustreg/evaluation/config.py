@@ -22,7 +22,11 @@ from ..checks import check_names
 from ..runtime import SpeedOptions
 from ..threat import ThreatModel
 
-__all__ = ["AttackPlan", "EvalConfig", "Mode", "Plan", "attack_params", "eps_values", "make_plan", "plan_attacks"]
+__all__ = ["ADAPTIVE_BUDGET", "AttackPlan", "EvalConfig", "Mode", "Plan", "attack_params", "eps_values", "make_plan",
+           "plan_attacks"]
+
+#: forward + backward passes per sample the remedies of ``adaptive=True`` may spend at each eps by default
+ADAPTIVE_BUDGET = 5000
 
 
 class Mode(str, Enum):
@@ -76,14 +80,23 @@ class EvalConfig:
     channels_last: bool = False
     compile: bool | str = False
     cudnn_benchmark: bool = False
+    adaptive: bool = False
+    adaptive_budget: float = ADAPTIVE_BUDGET
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.coerce(self.mode))
         object.__setattr__(self, "compile", self.speed.compile)  # checks all four; True -> "inductor"
-        object.__setattr__(self, "no_check", tuple(sorted(check_names(self.no_check))))  # unknown: ValueError
+        # the names are checked against the registry's checks in make_plan (a plugin may add checks)
+        object.__setattr__(self, "no_check", tuple(sorted(check_names(self.no_check, known=None))))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
         ThreatModel(self.norm, 0.0)  # validates the norm
+        if not isinstance(self.adaptive, bool):
+            raise ValueError(f"adaptive must be True or False, got {self.adaptive!r}")
+        budget = self.adaptive_budget
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < float("inf"):
+            raise ValueError(f"adaptive_budget must be a positive finite number of forward + backward passes per "
+                             f"sample, got {budget!r}")
 
     @classmethod
     def from_options(cls, config: EvalConfig | None = None, **options: Any) -> EvalConfig:
@@ -230,6 +243,7 @@ def make_plan(attacks: Sequence[Any], eps: Any, config: EvalConfig) -> Plan:
     values = eps_values(eps, config.norm)
     registry = config.registry if config.registry is not None else Registry.create()
     plan = Plan(plans, values, config.norm, config.seed, config.mode, config.batch_size, registry)
+    check_names(config.no_check, [spec.name for spec in registry.checks()])  # an unknown name: ValueError
     for a, attack in enumerate(plans):
         spec = registry.attack(attack.name)
         if config.norm not in spec.info.norms:

@@ -11,10 +11,12 @@ import torch
 from torch import nn
 
 from ..checks import warn_checks
+from ..remedies import suggestions
 from ..runtime import resolve_device
 from .config import EvalConfig, Plan, make_plan
 from .distributed import SINGLE, Group, process_group
 from .inputs import first_samples
+from .remedying import adaptive_report, apply_remedies
 from .report import build_report
 from .run import run_and_check
 
@@ -76,7 +78,11 @@ def evaluate(
             clear error (no silent fallback).
         cudnn_benchmark: ``torch.backends.cudnn.benchmark`` on during the run (no effect off CUDA; the
             report's ``speed.no_effect`` says so).
-        None of the four touches the verdicts: clean correctness and whether an adversarial point is
+        adaptive: after the checks, run the remedies of the checks that warned (see
+            :mod:`robustreg.remedies`) on the points still standing, run the checks again and repeat for
+            new warnings; the worst case includes what they broke and ``adaptive`` lists every remedy run.
+        adaptive_budget: forward + backward passes per sample the remedies may spend at each eps.
+        None of the four speed options touches the verdicts: clean correctness and whether an adversarial point is
         misclassified are always decided by the model itself in float32, eager, so bf16 or a compiled
         model can only weaken an attack, never fake a success.  They are part of the run's identity (a
         state or a finished report of another option set is refused) and of the report (``speed``).
@@ -109,9 +115,13 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dic
     run = run_and_check(model, x, y, plan, cfg, device, stacklevel=4, group=group)  # warnings name evaluate()'s caller
 
     def finish() -> dict[str, Any]:
+        adaptive = apply_remedies(model, x, y, plan, run, cfg, device) if cfg.adaptive else None
+        checks = suggestions(run.checks, plan.registry)
         report = build_report(plan, run.state, model, data_info, cfg, device, time.perf_counter() - started,
-                              checks=run.checks, nan_clean=run.nan_clean, seconds_per_rank=run.seconds_per_rank,
+                              checks=checks, nan_clean=run.nan_clean, seconds_per_rank=run.seconds_per_rank,
                               gather_seconds_per_rank=run.gather_seconds_per_rank)
+        if adaptive is not None:
+            report = adaptive_report(report, adaptive)
         if cfg.out_dir is not None:
             from ..report import write_report
 
@@ -119,7 +129,8 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dic
         path = cfg.state_file
         if path is not None and not cfg.keep_state and path.exists():
             path.unlink()
-        warn_checks(run.checks, stacklevel=5)  # one CheckWarning per warning check, naming evaluate()'s caller
+        if adaptive is None:  # one CheckWarning per warning check, naming evaluate()'s caller
+            warn_checks(checks, stacklevel=5)
         return report
 
     return group.main_run(finish)

@@ -109,10 +109,11 @@ def _text(value: Any) -> str:
 
 def run_identity(plans: Sequence[AttackPlan], eps: Sequence[float], norm: str, mode: str, seed: int | None,
                  x: torch.Tensor, y: torch.Tensor, model: nn.Module,
-                 speed: SpeedOptions | None = None) -> dict[str, str]:
+                 speed: SpeedOptions | None = None, adaptive_budget: float | None = None) -> dict[str, str]:
     """What a finished report must match to be this run's: :func:`report_identity` of the report it
     would write (``plans`` and ``eps`` as :func:`~robustreg.evaluation.config.plan_attacks` and
-    :func:`~robustreg.evaluation.config.eps_values` give them; ``speed``: None, every option off)."""
+    :func:`~robustreg.evaluation.config.eps_values` give them; ``speed``: None, every option off;
+    ``adaptive_budget``: the remedies' budget of an ``adaptive`` run, None for a plain one)."""
     return {
         "model fingerprint": model_fingerprint(model),
         "data fingerprint": data_fingerprint(x, y),
@@ -123,7 +124,12 @@ def run_identity(plans: Sequence[AttackPlan], eps: Sequence[float], norm: str, m
         "seed": _text(seed),
         "n": str(int(x.shape[0])),
         "speed options": speed_text(speed),
+        "adaptive": _adaptive_text(adaptive_budget),
     }
+
+
+def _adaptive_text(budget: Any) -> str:
+    return "off" if budget is None else f"on, budget {float(budget):g}"
 
 
 def report_identity(report: Mapping[str, Any]) -> dict[str, str]:
@@ -139,6 +145,7 @@ def report_identity(report: Mapping[str, Any]) -> dict[str, str]:
         "seed": _text(report.get("seed")),
         "n": str(report.get("n")),
         "speed options": speed_text(report.get("speed")),  # a report from before them: every option off
+        "adaptive": _adaptive_text((report.get("adaptive") or {}).get("budget")),
     }
 
 

@@ -1,0 +1,78 @@
+"""``adaptive=True``: after the cells and the checks, the remedies of the checks that warned.
+
+:func:`apply_remedies` hands :func:`robustreg.remedies.run_remedies` the points each eps leaves standing
+(clean-correct and unbroken by every attack), and a way to run the checks again with each remedy attack
+as a cell of its own; :func:`adaptive_report` folds the result into the report: the worst case per eps
+includes the points the remedies broke (``broken_only_by["remedy:NAME"]``, the accuracy before them in
+``robust_accuracy_before_adaptive``), and ``adaptive`` lists every remedy run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..attack import ModelState
+from ..checks import CellView
+from ..remedies import ARGMAX, Adaptive, Attempt, run_remedies
+from ..runtime import model_device
+from .checking import evaluation_checks
+from .config import EvalConfig, Plan
+from .run import Finished
+
+__all__ = ["adaptive_report", "apply_remedies"]
+
+
+def _view(attempt: Attempt, registry: Any, n: int) -> CellView:
+    broken = torch.zeros(n, dtype=torch.bool)
+    broken[attempt.broken] = True
+    ran = attempt.ran if attempt.ran is not None else broken.clone()
+    return CellView(f"remedy:{attempt.remedy}:{attempt.label}", attempt.eps, registry.attack(attempt.attack).info.kind,
+                    False, broken, ran)
+
+
+def apply_remedies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, run: Finished,
+                   config: EvalConfig, device: torch.device) -> Adaptive:
+    """The remedies for ``run.checks`` on the points ``run`` leaves standing; the model's placement, modes
+    and gradients are restored after."""
+    everything = len(plan.plans)
+    standing = [run.state.standing(e, everything, cascade=True) for e in range(len(plan.eps))]
+
+    def recheck(attempts: list[Attempt]) -> list[dict[str, Any]]:
+        extra = [_view(a, plan.registry, run.state.n) for a in attempts]
+        return evaluation_checks(model, x, y, run.clean_logits, plan, run.state, device, config.no_check,
+                                 extra=extra)
+
+    home, snapshot = model_device(model), ModelState(model)
+    try:
+        model.to(device).eval()
+        return run_remedies(model, x, y, eps=plan.eps, norm=plan.norm, standing=standing, checks=run.checks,
+                            recheck=recheck, registry=plan.registry, device=device, seed=plan.seed,
+                            batch_size=plan.batch_size, budget=config.adaptive_budget,
+                            evaluated=[(p.name, plan.params(a)) for a, p in enumerate(plan.plans)])
+    finally:
+        model.to(home)
+        snapshot.restore()
+
+
+def adaptive_report(report: dict[str, Any], adaptive: Adaptive) -> dict[str, Any]:
+    """``report`` with the remedies' points in its worst case and the ``adaptive`` entry."""
+    n, eps = int(report["n"]), list(report["eps"])
+    before = [float(w["robust_accuracy"]) for w in report["worst_case"]]
+    for k, entry in enumerate(report["worst_case"]):
+        counts: dict[str, int] = {}
+        taken: set[int] = set()
+        for a in adaptive.attempts:
+            reaches = a.eps == eps[k] or (a.verdict == ARGMAX and a.eps <= eps[k])
+            if reaches:
+                new = set(a.broken) - taken
+                taken |= new
+                key = f"remedy:{a.remedy}"
+                counts[key] = counts.get(key, 0) + len(new)
+        entry["robust_accuracy_before_adaptive"] = entry["robust_accuracy"]
+        entry["robust_accuracy"] = float(adaptive.standing[k].sum()) / n
+        entry["broken_only_by"] = {**entry["broken_only_by"], **{key: c for key, c in counts.items() if c}}
+    report["adaptive"] = adaptive.to_json(eps, before, n)
+    return report

@@ -1,0 +1,184 @@
+"""What a remedy is handed: the points still standing, a budget, and one way to attack them.
+
+A remedy never judges its own success: :meth:`RemedyContext.attack` runs a registered attack on the
+points still standing, checks every adversarial point against the ball and the box, and asks the
+model itself (float32, eval mode) whether it is misclassified -- or, for a randomised model, whether
+it is misclassified in the majority of several draws (:func:`majority`).  What it breaks is removed
+from the standing points and recorded as an :class:`Attempt`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..threat import ThreatModel
+
+__all__ = ["ARGMAX", "Attempt", "Budget", "RemedyContext", "Verdict", "majority", "misclassified"]
+
+Verdict = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, x_adv, y) -> broken (bool N)
+
+#: how the default verdict decides, as the report says it
+ARGMAX = "the model's argmax on the adversarial point differs from the label (or its output is not finite)"
+
+
+def misclassified(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The evaluation's own verdict: wrong argmax or a non-finite output row."""
+    with torch.no_grad():
+        logits = model(x_adv).float()
+    return (logits.argmax(dim=1) != y) | ~torch.isfinite(logits).all(dim=1)
+
+
+def majority(draws: int) -> tuple[Verdict, str]:
+    """A verdict for a randomised model: broken when misclassified in more than half of ``draws`` forwards."""
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+
+    def verdict(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        wrong = torch.stack([misclassified(model, x_adv, y) for _ in range(draws)]).sum(dim=0)
+        return wrong * 2 > draws
+
+    return verdict, f"misclassified in the majority of {draws} forwards of the randomised model"
+
+
+@dataclass
+class Budget:
+    """Forward + backward passes per sample the remedies may spend at each eps (``limit``); ``used``: per eps."""
+
+    limit: float
+    used: list[float] = field(default_factory=list)
+
+    def left(self, e: int) -> float:
+        return max(self.limit - self.used[e], 0.0)
+
+
+@dataclass
+class Attempt:
+    """One attack a remedy ran at one eps: on how many points, what it broke (sample indices), the robust
+    accuracy (fraction of n) before and after, its cost in passes per attacked sample."""
+
+    remedy: str
+    check: str
+    attack: str
+    label: str
+    params: dict[str, Any]
+    eps: float
+    attacked: int
+    broken: list[int]
+    before: float
+    after: float
+    passes: float
+    verdict: str
+    ran: torch.Tensor | None = field(default=None, repr=False)  # bool n: the points it attacked (not reported)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "ran"}
+
+
+@dataclass
+class RemedyContext:
+    """The evaluation as a remedy sees it.
+
+    ``model``: the model under evaluation (eval mode, on ``device``); ``x``, ``y``: all n points (CPU);
+    ``eps``: the evaluated budgets, ascending; ``standing[e]``: per eps, the points clean-correct and
+    unbroken so far (bool n, CPU; updated as remedies break points); ``check`` and ``message``: the
+    warning being answered; ``remedy``: the running remedy's name; ``evaluated``: the evaluation's own
+    attacks as ``(name, resolved params)``, in run order.  Read the rest as given.
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    eps: Sequence[float]
+    norm: str
+    standing: list[torch.Tensor]
+    registry: Any
+    device: torch.device
+    seed: int | None
+    batch_size: int
+    budget: Budget
+    check: str
+    message: str
+    remedy: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
+    evaluated: Sequence[tuple[str, dict[str, Any]]] = ()
+    box: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def n(self) -> int:
+        return int(self.y.shape[0])
+
+    def threat(self, e: int) -> ThreatModel:
+        return ThreatModel(self.norm, self.eps[e], self.box)
+
+    @property
+    def num_classes(self) -> int:
+        """Outputs of the model (one forward of one point)."""
+        with torch.no_grad():
+            return int(self.model(self.x[:1].to(self.device)).shape[1])
+
+    def accuracy(self, e: int) -> float:
+        """Robust accuracy at eps ``e`` so far (fraction of n)."""
+        return float(self.standing[e].sum()) / self.n
+
+    def sample(self, count: int = 32, e: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to ``count`` points still standing at eps ``e`` (default the largest), on the device."""
+        e = len(self.eps) - 1 if e is None else e
+        idx = self.standing[e].nonzero().flatten()[:count]
+        return self.x[idx].to(self.device), self.y[idx].to(self.device)
+
+    def attack(self, name: str, params: Mapping[str, Any] | None = None, *, model: nn.Module | None = None,
+               label: str | None = None, eps: Sequence[int] | None = None,
+               points: Callable[[int], torch.Tensor] | None = None,
+               verdict: tuple[Verdict, str] | None = None) -> int:
+        """Run the registered attack ``name`` with ``params`` at each eps index in ``eps`` (default all) on the
+        points still standing there (``points(e)``: another bool mask of points to attack at ``e``), against
+        ``model`` (default the evaluated model; e.g. a wrapper whose backward goes around a masking layer);
+        every point is judged on the evaluated model by ``verdict`` (default :func:`misclassified`).  With
+        the default verdict a point broken at one eps is also broken at every larger eps (its adversarial
+        point lies in their balls).  Returns the number of (point, eps) pairs broken; nothing runs at an eps
+        whose budget is spent."""
+        judge, rule = verdict if verdict is not None else (misclassified, ARGMAX)
+        spec = self.registry.attack(name)
+        values = dict(params or {})
+        if self.seed is not None and "seed" in spec.params and "seed" not in values:
+            values["seed"] = self.seed
+        total = 0
+        for e in (range(len(self.eps)) if eps is None else eps):
+            mask = (self.standing[e] if points is None else points(e)).clone()
+            idx = mask.nonzero().flatten()
+            if idx.numel() == 0 or self.budget.left(e) <= 0:
+                continue
+            before = self.accuracy(e)
+            built = spec.build(self.threat(e), **values)
+            broken, passes = self._run(built, model if model is not None else self.model, e, idx, judge)
+            hit = idx[broken]
+            later = range(e, len(self.eps)) if verdict is None else range(e, e + 1)
+            for k in later:
+                self.standing[k][hit] = False
+            self.budget.used[e] += passes
+            total += int(hit.numel())
+            self.attempts.append(Attempt(self.remedy, self.check, name, label or name, dict(values), self.eps[e],
+                                         int(idx.numel()), hit.tolist(), before, self.accuracy(e), round(passes, 2),
+                                         rule, mask.clone()))
+        return total
+
+    def _run(self, attack: Any, attacked: nn.Module, e: int, idx: torch.Tensor,
+             judge: Verdict) -> tuple[torch.Tensor, float]:
+        """Per point of ``idx``: broken; and the passes per attacked point."""
+        threat = self.threat(e)
+        broken, passes = [], 0.0
+        for chunk in idx.split(self.batch_size):
+            x, y = self.x[chunk].to(self.device), self.y[chunk].to(self.device)
+            result = attack.run(attacked, x, y)
+            inside = threat.contains(result.x_adv, x)  # never trust an attack: outside the ball is not broken
+            broken.append((judge(self.model, result.x_adv, y) & inside).cpu())
+            for key in ("forwards", "backwards"):
+                value = result.extras.get(key)
+                if isinstance(value, torch.Tensor):
+                    passes += float(value.double().sum())
+        return torch.cat(broken), passes / max(int(idx.numel()), 1)

@@ -1,0 +1,105 @@
+""":func:`run_remedies`: the remedies of the checks that warned, then the checks again, until none is left.
+
+Each round runs, for every warning check, the registered remedies that answer it (each remedy once per
+evaluation, answering the first warning check it names); then the checks run again on the evaluation
+with every remedy attack added as a cell of its own, and a check that now warns for the first time gets
+its remedies in the next round.  It stops when a round has nothing new to run, after ``rounds`` rounds,
+or when the budget is spent at every eps.  A remedy that raises is recorded with its error and the
+others go on (a remedy, like a check, never crashes the report).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .context import Attempt, Budget, RemedyContext
+
+__all__ = ["Adaptive", "run_remedies"]
+
+Checks = list[dict[str, Any]]
+
+
+@dataclass
+class Adaptive:
+    """What the remedies did: ``attempts`` in order, ``failed`` (remedy, check, error), ``standing`` per eps
+    after them, the budget, ``checks_after`` (the checks' list on the result) and the rounds run."""
+
+    attempts: list[Attempt]
+    failed: list[dict[str, str]]
+    standing: list[torch.Tensor]
+    budget: Budget
+    checks_after: Checks
+    rounds: int
+    remedies: list[dict[str, str]] = field(default_factory=list)  # (remedy, check) in the order they ran
+
+    def to_json(self, eps: Sequence[float], before: Sequence[float], n: int) -> dict[str, Any]:
+        """The report's ``adaptive`` entry (``before``: the robust accuracy per eps before any remedy)."""
+        return {
+            "enabled": True,
+            "budget": self.budget.limit,
+            "budget_used": [round(u, 2) for u in self.budget.used],
+            "rounds": self.rounds,
+            "remedies": self.remedies,
+            "runs": [a.to_json() for a in self.attempts],
+            "failed": self.failed,
+            "robust_accuracy": [{"eps": e, "before": b, "after": float(s.sum()) / n}
+                                for e, b, s in zip(eps, before, self.standing)],
+            "checks_after": self.checks_after,
+        }
+
+
+def run_remedies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[float], norm: str,
+                 standing: Sequence[torch.Tensor], checks: Checks, recheck: Callable[[list[Attempt]], Checks],
+                 registry: Any, device: torch.device, seed: int | None, batch_size: int, budget: float,
+                 evaluated: Sequence[tuple[str, dict[str, Any]]] = (), rounds: int = 3) -> Adaptive:
+    """Run the remedies for ``checks`` (the evaluation's list) on ``standing`` (per eps, copied); ``recheck``
+    gives the checks' list again with the remedies' attempts as extra cells; ``evaluated``: the evaluation's
+    attacks, ``(name, resolved params)``."""
+    left = [s.clone() for s in standing]
+    spent = Budget(float(budget), [0.0] * len(eps))
+    attempts: list[Attempt] = []
+    failed: list[dict[str, str]] = []
+    ran: list[dict[str, str]] = []
+    current, done = checks, 0
+    for _ in range(rounds):
+        todo = _todo(current, registry, {r["remedy"] for r in ran})
+        if not todo or all(spent.left(e) <= 0 for e in range(len(eps))):
+            break
+        done += 1
+        for check, spec in todo:
+            ctx = RemedyContext(model, x, y, eps, norm, left, registry, device, seed, batch_size, spent,
+                                check["name"], check["message"], spec.name, attempts, evaluated)
+            ran.append({"remedy": spec.name, "check": check["name"]})
+            try:
+                spec.run(ctx)
+            except Exception as exc:  # a remedy must never crash the report
+                failed.append({"remedy": spec.name, "check": check["name"], "error": f"{type(exc).__name__}: {exc}"})
+        current = recheck(attempts)
+    return Adaptive(attempts, failed, left, spent, current, done, ran)
+
+
+def _todo(checks: Checks, registry: Any, ran: set[str]) -> list[tuple[dict[str, Any], Any]]:
+    """(warning check, remedy spec) pairs not yet run, each remedy once (for the first check it answers)."""
+    todo, taken = [], set(ran)
+    for check in checks:
+        if check.get("status") != "warn":
+            continue
+        for spec in registry.remedies_for(check["name"]):
+            if spec.name not in taken:
+                taken.add(spec.name)
+                todo.append((check, spec))
+    return todo
+
+
+def suggestions(checks: Checks, registry: Any) -> Checks:
+    """``checks`` with, on each warning, ``remedies``: the names of the remedies ``--adaptive`` would run."""
+    out = []
+    for check in checks:
+        names = [spec.name for spec in registry.remedies_for(check["name"])] if check.get("status") == "warn" else []
+        out.append({**check, "remedies": names} if names else dict(check))
+    return out

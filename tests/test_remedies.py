@@ -1,0 +1,240 @@
+"""--adaptive: each remedy on a small real model with the break it answers, a plugin's own check and remedy,
+and no remedy (an identical report) where no check warns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import robustreg
+from robustreg.cli import main
+from robustreg.evaluation import evaluate
+from robustreg.remedies import ARGMAX, Budget, RemedyContext
+from robustreg_plugins.classic.remedies import masking_modules, warm_start
+
+EPS = 0.1
+N = 96
+
+
+class Scaled(nn.Module):
+    def __init__(self, model: nn.Module, k: float) -> None:
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.k
+
+
+class Softmaxed(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
+
+
+class Quantise(nn.Module):
+    """Rounds pixels to 5 levels: no gradient through it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 4) / 4
+
+
+class Noisy(nn.Module):
+    """Gaussian noise on the input at every call: a randomised model."""
+
+    def __init__(self, model: nn.Module, sigma: float) -> None:
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x + self.sigma * torch.randn_like(x))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    model = robustreg.build_model("digits-cnn-pretrained")
+    test = robustreg.load_data("digits", "test")
+    return model, (test.x[:N], test.y[:N])
+
+
+def run(model: nn.Module, data, attacks=(("pgd", {"steps": 10}),), eps=(EPS,), **kw):
+    return evaluate(model, data, list(attacks), list(eps), progress=False, **kw)
+
+
+def worst(report) -> float:
+    return report["worst_case"][-1]["robust_accuracy"]
+
+
+def ran(report) -> set[str]:
+    return {r["remedy"] for r in report["adaptive"]["runs"]}
+
+
+def warned(report) -> set[str]:
+    return {c["name"] for c in report["checks"] if c["status"] == "warn"}
+
+
+def test_scaled_logits_get_the_unbroken_models_robustness(digits):
+    base, data = digits
+    honest = worst(run(base, data))
+    broken = Scaled(base, 1e4)
+    plain = run(broken, data)
+    assert {"logit-scale", "zero-gradients"} <= warned(plain)
+    assert worst(plain) > honest + 0.3  # the overestimate: cross-entropy PGD is blind
+    adaptive = run(broken, data, adaptive=True)
+    assert {"temperature", "si-pgd", "margin-loss"} <= ran(adaptive)
+    assert worst(adaptive) <= honest + 0.04  # within 4 points of the unbroken model (96 points, 10-step PGD)
+    entry = adaptive["worst_case"][-1]
+    assert entry["robust_accuracy_before_adaptive"] == worst(plain)
+    assert sum(v for k, v in entry["broken_only_by"].items() if k.startswith("remedy:")) > 0
+    for r in adaptive["adaptive"]["runs"]:
+        assert r["after"] <= r["before"] and r["passes"] > 0 and r["verdict"] == ARGMAX
+
+
+def test_softmax_outputs_are_attacked_through_their_log(digits):
+    base, data = digits
+    adaptive = run(Softmaxed(base), data, adaptive=True)
+    assert "softmax-output" in warned(adaptive)
+    assert {"margin-loss", "log-outputs"} <= ran(adaptive)
+    assert worst(adaptive) <= worst(run(base, data)) + 0.04
+
+
+def test_a_quantiser_is_found_and_attacked_through_bpda(digits):
+    base, data = digits
+    broken = nn.Sequential(Quantise(), base)
+    x, _ = data
+    assert masking_modules(broken, x[:8]) == [broken[0]]
+    assert masking_modules(base, x[:8]) == []
+    plain = run(broken, data)
+    assert "zero-gradients" in warned(plain)
+    adaptive = run(broken, data, adaptive=True)
+    assert "bpda" in ran(adaptive)
+    bpda = [r for r in adaptive["adaptive"]["runs"] if r["remedy"] == "bpda"]
+    assert any("Quantise" in r["label"] for r in bpda)
+    assert sum(len(r["broken"]) for r in bpda) > 0
+    # as good as BPDA written by hand (the same forward, so the same verdicts), within 4 points
+    by_hand = nn.Sequential(robustreg.BPDA(Quantise()), base)
+    assert worst(adaptive) <= worst(run(by_hand, data, [("apgd", {"steps": 100})])) + 0.04 < worst(plain)
+
+
+def test_a_randomised_model_gets_eot_and_a_majority_verdict(digits):
+    base, data = digits
+    torch.manual_seed(0)
+    adaptive = run(Noisy(base, 0.1), data, adaptive=True)
+    assert "randomized-model" in warned(adaptive)
+    eot = [r for r in adaptive["adaptive"]["runs"] if r["remedy"] == "eot"]
+    assert eot and "majority of 9" in eot[0]["verdict"] and "EoT over" in eot[0]["label"]
+    draws = int(eot[0]["label"].split("EoT over ")[1].split()[0])
+    assert 2 <= draws <= 64
+
+
+def test_single_step_beating_a_bad_pgd_runs_the_step_size_sweep(digits):
+    base, data = digits
+    attacks = [("fgsm", {}), ("pgd", {"steps": 2, "step_size": EPS / 50, "random_start": False})]
+    adaptive = run(base, data, attacks, mode="independent", adaptive=True)
+    assert "iterative-beats-single-step" in warned(adaptive)
+    assert "step-size-sweep" in ran(adaptive)
+
+
+def test_a_loss_still_rising_gets_more_steps(digits):
+    base, data = digits
+    attacks = [("pgd", {"steps": 5, "step_size": EPS / 40, "random_start": False})]
+    adaptive = run(base, data, attacks, adaptive=True)
+    assert "incomplete-optimization" in warned(adaptive)
+    steps = [r for r in adaptive["adaptive"]["runs"] if r["remedy"] == "more-steps"]
+    assert steps and steps[0]["label"].startswith("apgd-ce")
+    assert worst(adaptive) < adaptive["worst_case"][-1]["robust_accuracy_before_adaptive"]
+
+
+def test_warm_start_credits_a_larger_eps_with_a_smaller_eps_adversarial_point(digits):
+    """The eps-monotonic remedy, on a context built by hand: 5 points broken at eps 0.1 but left standing at
+    0.2 are attacked at 0.1 again, and what breaks there counts at 0.2 too."""
+    base, (x, y) = digits
+    registry = robustreg.Registry.create()
+    with torch.no_grad():
+        correct = base(x).argmax(1) == y
+    small = correct.clone()
+    idx = correct.nonzero().flatten()[:5]
+    small[idx] = False  # "broken" at 0.1 by the evaluation
+    large = correct.clone()  # ... but standing at 0.2
+    ctx = RemedyContext(base, x, y, [0.1, 0.2], "linf", [small, large], registry, torch.device("cpu"), 0, 64,
+                        Budget(1e9, [0.0, 0.0]), "eps-monotonic", "", "warm-start", [], [("pgd", {"steps": 10})])
+    warm_start(ctx)
+    assert ctx.attempts and all(a.eps == 0.1 for a in ctx.attempts)
+    broken = {i for a in ctx.attempts for i in a.broken}
+    assert broken <= set(idx.tolist()) and broken
+    assert not ctx.standing[1][sorted(broken)].any()
+
+
+def test_no_break_no_remedy_and_the_same_report(digits):
+    base, data = digits
+    plain, adaptive = run(base, data), run(base, data, adaptive=True)
+    assert warned(plain) == set() and adaptive["adaptive"]["runs"] == []
+    for key in ("results", "worst_case", "checks", "clean_accuracy"):
+        if key == "worst_case":
+            for p, a in zip(plain[key], adaptive[key]):
+                assert a.pop("robust_accuracy_before_adaptive") == p["robust_accuracy"]
+        strip = (lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]) if key == "results" else None
+        assert (strip(plain[key]) if strip else plain[key]) == (strip(adaptive[key]) if strip else adaptive[key])
+
+
+def test_no_false_alarm_on_the_pgd_trained_lenet5(lenet_mnist):
+    model, x, y = lenet_mnist
+    report = evaluate(model, (x[:100], y[:100]), [("pgd", {"steps": 20})], [0.3], progress=False, adaptive=True)
+    assert report["adaptive"]["runs"] == [] and warned(report) == set()
+
+
+# --- a plugin's own check and remedy ---------------------------------------------------------------
+class _Plugin:
+    """Registers a check that warns while fgsm at the largest eps left points standing, and its remedy (pgd)."""
+
+    @robustreg.hookimpl
+    def robustreg_register_checks(self, registrar) -> None:
+        def standing(ctx):
+            left = [c for c in ctx.cells if c.eps == max(x.eps for x in ctx.cells) and not c.broken.all()]
+            return ("warn", "points still standing") if left else ("ok", "every point broken")
+
+        registrar.add_check("my-check", standing, doc="https://example.org/my-check")
+
+    @robustreg.hookimpl
+    def robustreg_register_remedies(self, registrar) -> None:
+        registrar.add_remedy("my-remedy", lambda ctx: ctx.attack("pgd", {"steps": 5}), answers=("my-check",),
+                             summary="pgd-5 on what is left")
+
+
+def test_a_plugin_registers_a_check_and_its_remedy(digits, tmp_path, capsys):
+    base, data = digits
+    registry = robustreg.Registry.create(plugins=[("mine", _Plugin())])
+    assert [c.name for c in registry.checks()][-1] == "my-check"
+    assert [r.name for r in registry.remedies_for("my-check")] == ["my-remedy"]
+    plain = run(base, data, [("fgsm", {})], registry=registry, no_check=["logit-scale"])
+    mine = next(c for c in plain["checks"] if c["name"] == "my-check")
+    assert mine["status"] == "warn" and mine["remedies"] == ["my-remedy"] and mine["doc"].endswith("my-check")
+    adaptive = run(base, data, [("fgsm", {})], registry=registry, adaptive=True, out=tmp_path / "out")
+    assert ran(adaptive) == {"my-remedy"}
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["adaptive"]["runs"][0]["check"] == "my-check"
+    assert "## Diagnosed and fixed" in (tmp_path / "out" / "report.md").read_text()
+    assert main(["list", "remedies"], registry=registry) == 0
+    assert "my-remedy" in capsys.readouterr().out
+
+
+def test_cli_adaptive_prints_before_and_after_and_a_plain_run_names_the_remedy(tmp_path, capsys):
+    common = ["evaluate", "--model", "digits-cnn-pretrained", "--data", "digits", "--n", "48", "--attacks", "pgd",
+              "--param", "pgd.steps=5", "--param", "pgd.step_size=0.0025", "--param", "pgd.random_start=false",
+              "--eps", "0.1", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    out = capsys.readouterr().out
+    assert "WARN incomplete-optimization" in out and "--adaptive" in out and "more-steps" in out
+    assert main([*common, "--out", str(tmp_path / "adaptive"), "--adaptive", "--adaptive-budget", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "diagnosed and fixed (--adaptive):" in out and "more-steps (incomplete-optimization): apgd-ce" in out
+    report = json.loads((tmp_path / "adaptive" / "report.json").read_text())
+    assert report["adaptive"]["budget"] == 1000 and max(report["adaptive"]["budget_used"]) > 0
+    # a plain report in the folder is not taken for the adaptive run's
+    assert main([*common, "--out", str(tmp_path / "plain"), "--adaptive"]) == 2
+    assert "adaptive" in capsys.readouterr().err
