@@ -256,3 +256,13 @@ def test_the_command_line_shows_each_deprecation_once(legacy_site):
     assert proc.stderr.count("plugin 'legacy', attack 'legacy-bim': defaults=") == 1, proc.stderr
     assert proc.stderr.count("plugin 'legacy', defense 'legacy-noise': defaults=") == 1, proc.stderr
     assert "failed to load" not in proc.stderr
+
+
+def test_the_legacy_entries_pass_the_conformance_kit(legacy):
+    """Loaded through the deprecation path, they meet the 1.1 contract the built-ins are held to."""
+    from robustreg.testing import check_attack, check_defense
+
+    with pytest.warns(RobustregDeprecationWarning):
+        reg = Registry.create(entry_points=False, plugins=[("legacy", legacy)])
+    check_attack(reg.attack("legacy-bim"))
+    check_defense(reg.defense("legacy-noise"))

@@ -53,7 +53,7 @@ class NoisyTraining(robustreg.Defense):
     def loss(self, model, x, y, *, step=0):
         logits = model((x + self.sigma * torch.randn_like(x)).clamp(0, 1))
         loss = nn.functional.cross_entropy(logits, y)
-        return robustreg.DefenseOutput(loss, {"loss": float(loss)}, logits_adv=logits.detach())
+        return robustreg.DefenseOutput(loss, {"loss": float(loss.detach())}, logits_adv=logits.detach())
 
 
 def linear_digits():
