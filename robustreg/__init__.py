@@ -1,7 +1,8 @@
 """robustreg: a plugin-based registry of adversarial attacks and defenses for PyTorch.
 
 The public API; everything else is private.  Plugins register through the ``robustreg``
-entry-point group with the hooks in :mod:`robustreg.hookspecs`.
+entry-point group with the hooks in :mod:`robustreg.hookspecs`, against plugin API ``PLUGIN_API``
+(its deprecation policy: :mod:`robustreg.plugin_api`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .files import save_atomic, write_atomic
 from .hookspecs import hookimpl
 from .models import build_model
 from .params import Param, ParamError, ParamSet, ParamTypeError, UnknownParamError
+from .plugin_api import PLUGIN_API, PluginContractError, RobustregDeprecationWarning
 from .registry import (
     AttackSpec,
     DatasetSpec,
@@ -53,6 +55,7 @@ from .training import TrainConfig, Trainer, train
 __version__ = "0.1.0"
 
 __all__ = [
+    "PLUGIN_API",
     "BPDA",
     "Attack",
     "AttackError",
@@ -81,10 +84,12 @@ __all__ = [
     "PassCounter",
     "ParamSet",
     "ParamTypeError",
+    "PluginContractError",
     "PluginLoadError",
     "Registrar",
     "Registry",
     "RegistryError",
+    "RobustregDeprecationWarning",
     "ThreatModel",
     "TrainConfig",
     "Trainer",

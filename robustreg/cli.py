@@ -23,6 +23,7 @@ from typing import NoReturn
 from .checks import CheckWarning
 from .commands import UsageError
 from .errors import UserError
+from .plugin_api import show_deprecations
 from .registry import CORE_PLUGINS, Registry, RegistryError
 
 __all__ = ["PROG", "UsageError", "UserError", "build_parser", "debug_enabled", "main", "user_error_message"]
@@ -129,6 +130,7 @@ def main(argv: Sequence[str] | None = None, *, registry: Registry | None = None)
     # --debug is accepted anywhere on the line (before or after the subcommand)
     debug = debug_enabled(argv)
     argv = [a for a in argv if a != "--debug"]
+    show_deprecations()  # Python hides DeprecationWarnings outside __main__; a plugin's show once per entry
     try:
         registry = registry if registry is not None else Registry.create()
     except RegistryError as exc:

@@ -12,8 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .attack import Attack, AttackInfo
+from .declare import declared
 from .defense import Defense, DefenseInfo
 from .params import ParamSet
+from .plugin_api import PLUGIN_API
 from .specs import (
     AttackSpec,
     CheckSpec,
@@ -22,7 +24,6 @@ from .specs import (
     DefenseSpec,
     ModelSpec,
     RemedySpec,
-    declared,
     summary_of,
     validated,
 )
@@ -60,8 +61,10 @@ class Registrar:
 
     def __init__(self, plugin: str, sink: dict[str, dict[str, Any]], *,
                  deferred: list[Callable[[Registrar], None]] | None = None,
-                 lookup: Callable[[str, str], Any] | None = None) -> None:
+                 lookup: Callable[[str, str], Any] | None = None, api: str = PLUGIN_API) -> None:
         self.plugin = plugin
+        #: the plugin API version whose rules this registrar applies (:mod:`robustreg.plugin_api`)
+        self.api = api
         self._sink = sink
         self._deferred = deferred if deferred is not None else []
         self._lookup = lookup
@@ -113,9 +116,11 @@ class Registrar:
         """Register ``factory(threat, **params) -> Attack``; ``info`` defaults to ``factory.info``.
 
         ``params``: the declaration; defaults to ``factory.declaration()`` (an Attack subclass's
-        ``params`` plus ``seed`` and ``eval_mode``).  ``defaults``: other default values, applied
-        whenever the attack is built by name (and shown by ``robustreg list``); a caller's
-        parameters override them.  ``demo``: run by ``robustreg evaluate`` when no attacks are given.
+        ``params`` plus ``seed``, ``eval_mode`` and ``eot``).  ``defaults``: other default values of
+        declared parameters, applied whenever the attack is built by name (and shown by ``robustreg
+        list``); a caller's parameters override them.  (Deprecated since plugin API 1.1: ``defaults``
+        for an entry that declares no parameters declare them, typed by their values, with a warning;
+        see :mod:`robustreg.declare`.)  ``demo``: run by ``robustreg evaluate`` when no attacks are given.
         ``same_as``: the common names
         this entry implements under a name of its own, each with the parameters that select it,
         for ``robustreg compare`` -- e.g. a toolkit's generic APGD registered as
@@ -130,7 +135,7 @@ class Registrar:
         if bad:
             raise ValueError(f"same_as of attack {name!r} (plugin {self.plugin!r}) must map attack names to "
                              f"parameter dicts, got keys {bad!r}")
-        decl = declared("attack", name, self.plugin, factory, params, defaults)
+        decl = declared("attack", name, self.plugin, factory, params, defaults, api=self.api)
         for key, value in same_as.items():
             validated(f"same_as[{key!r}] of attack {name!r}", decl, value)
         self._add("attacks", AttackSpec(name, factory, info, self.plugin, summary_of(factory, summary or info.summary),
@@ -152,7 +157,7 @@ class Registrar:
         """
         self._check_class("defense", name, factory, Defense)
         info = info if info is not None else getattr(factory, "info", DefenseInfo())
-        decl = declared("defense", name, self.plugin, factory, params, defaults)
+        decl = declared("defense", name, self.plugin, factory, params, defaults, api=self.api)
         text = summary_of(factory, summary or info.summary)
         self._add("defenses", DefenseSpec(name, factory, info, self.plugin, text, dict(defaults or {}), decl))
 

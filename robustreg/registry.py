@@ -16,6 +16,7 @@ import importlib
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "DuplicateNameError",
     "ModelSpec",
     "PluginLoadError",
+    "PluginState",
     "Registrar",
     "Registry",
     "RemedySpec",
@@ -312,12 +314,43 @@ class Registry:
 
     def plugins(self) -> builtins.list[tuple[str, str]]:
         """``[(plugin name, distribution and version, or module)]`` of every plugin loaded."""
-        dists = {}
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = getattr(ep, "dist", None)
-            dists[ep.name] = f"{dist.name} {dist.version}" if dist is not None else ep.value
+        dists = _distributions()
         out = []
         for name, plugin in self.plugin_manager.list_name_plugin():
             if plugin is not None:
                 out.append((name, dists.get(name, getattr(plugin, "__name__", type(plugin).__name__))))
         return sorted(out)
+
+    def plugin_states(self) -> builtins.list[PluginState]:
+        """Every plugin loaded or tried, by name: where it comes from and, for one that failed (to import,
+        to register, or in a deferred registration), its error -- it then contributes no entry."""
+        errors: dict[str, builtins.list[str]] = {}
+        for name, message in self.load_errors:
+            errors.setdefault(name, []).append(message)
+        sources = dict(self.plugins())
+        dists = _distributions()
+        names = sorted(set(sources) | set(errors))
+        return [PluginState(n, sources.get(n) or dists.get(n, "-"), "; ".join(errors.get(n, [])) or None)
+                for n in names]
+
+
+@dataclass(frozen=True)
+class PluginState:
+    """One plugin as ``robustreg list plugins`` shows it: ``error`` is None for a plugin that loaded."""
+
+    name: str
+    source: str
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.error is None else f"failed: {self.error}"
+
+
+def _distributions() -> dict[str, str]:
+    """Entry-point name -> ``"distribution version"`` (or the entry point's module) of every plugin installed."""
+    dists = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        dists[ep.name] = f"{dist.name} {dist.version}" if dist is not None else ep.value
+    return dists

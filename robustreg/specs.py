@@ -16,7 +16,7 @@ from .params import ParamSet
 from .threat import ThreatModel
 
 __all__ = ["AttackSpec", "CheckSpec", "CommandSpec", "DatasetSpec", "DefenseSpec", "ModelSpec", "RemedySpec",
-           "declared", "summary_of", "validated"]
+           "summary_of", "validated"]
 
 
 def validated(name: str, params: ParamSet, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,19 +141,6 @@ class DatasetSpec:
 
     def load(self, split: str = "test", root: str | None = None) -> Any:
         return self.loader(split, root)
-
-
-def declared(kind: str, name: str, plugin: str, factory: Any, params: Any,
-              defaults: Mapping[str, Any] | None) -> ParamSet:
-    """The entry's declaration: ``params`` if given, else the factory's ``declaration()``; ``defaults`` applied."""
-    if params is None:
-        declare = getattr(factory, "declaration", None)
-        params = declare() if callable(declare) else getattr(factory, "params", None)
-    if params is None:
-        raise TypeError(f"{kind} {name!r} of plugin {plugin!r} declares no parameters: give params=ParamSet([...]) "
-                        "or register a class with a `params` declaration")
-    decl = params if isinstance(params, ParamSet) else ParamSet(params)
-    return decl.with_defaults(**dict(defaults or {}))
 
 
 def summary_of(obj: Any, given: str | None) -> str:

@@ -79,6 +79,20 @@ def _params(registry: Registry, attack: str, texts: list[str]) -> dict[str, Any]
     return param_values(texts, {attack: declared}, where="--attack").get(attack, {})
 
 
+def _check_toolkits(registry: Registry, toolkits: list[str]) -> None:
+    """A toolkit no registered attack belongs to is a usage error naming it, and the plugins that failed to
+    load (the likely reason), before any model is loaded.  A toolkit without this attack is a row instead."""
+    known = registered_toolkits(registry)
+    missing = [t for t in dict.fromkeys(toolkits) if t not in known]
+    if not missing:
+        return
+    failed = sorted({name for name, _ in registry.load_errors})
+    why = (f"; plugin(s) that failed to load: {', '.join(failed)} (`robustreg list plugins` shows why)"
+           if failed else "")
+    raise UsageError(f"--toolkits: {', '.join(repr(t) for t in missing)} not available: no registered attack "
+                     f"belongs to it (registered toolkits: {', '.join(known)}){why}")
+
+
 def _identity(attack: str, eps: float, args: argparse.Namespace, params: Mapping[str, Any],
               toolkits: list[str], x: torch.Tensor, y: torch.Tensor, model: nn.Module) -> dict[str, str]:
     """What a comparison report in ``--out`` must match to be this run's (see :func:`_saved_identity`)."""
@@ -131,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--eps takes one value for compare, got {args.eps!r}")
     toolkits = ([t.strip() for t in args.toolkits.split(",") if t.strip()] if args.toolkits is not None
                 else registered_toolkits(registry, attack, args.norm))
+    _check_toolkits(registry, toolkits)
     check_device(args.device)
     args.registry = registry
     run = (args, attack, eps[0], params, toolkits)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..attack import COMMON_PARAMS
 from ..params import ParamSet
+from ..plugin_api import PLUGIN_API
 from ..registry import Registry
 from ..tables import format_table
 from ..threat import NORMS
@@ -33,7 +34,7 @@ _COLUMNS = {
     "models": [("name", "name"), ("classes", "num_classes"), ("input", "input_shape"), ("plugin", "plugin"),
                ("summary", "summary")],
     "datasets": [("name", "name"), ("needs-root", "needs_root"), ("plugin", "plugin"), ("summary", "summary")],
-    "plugins": [("name", "name"), ("source", "source")],
+    "plugins": [("name", "name"), ("source", "source"), ("status", "_status")],
     "commands": [("name", "name"), ("plugin", "plugin"), ("summary", "summary")],
     "checks": [("name", "name"), ("plugin", "plugin"), ("doc", "doc")],
     "remedies": [("name", "name"), ("answers", "answers"), ("plugin", "plugin"), ("summary", "summary")],
@@ -101,8 +102,8 @@ def _rows_for(registry: Registry, kind: str, args: argparse.Namespace) -> list[d
     if any(v is not None for v in (args.norm, args.toolkit, args.paper, args.kind)):
         raise UsageError(f"--norm/--toolkit/--paper/--kind filter attacks only, not {kind}")
     if kind == "plugins":
-        plugins: Any = registry.plugins()  # (Registry.list shadows the builtin in its annotations)
-        return [{"name": n, "source": s} for n, s in plugins if fnmatch.fnmatchcase(n, pattern)]
+        return [{"name": p.name, "source": p.source, "status": "ok" if p.error is None else "failed", "error": p.error}
+                for p in registry.plugin_states() if fnmatch.fnmatchcase(p.name, pattern)]
     return [_row(kind, spec) for spec in registry.list(kind, pattern)]
 
 
@@ -124,6 +125,8 @@ def _cell(row: dict[str, Any], key: str) -> str:
         return ", ".join(p for p in (tag, source) if p) or "-"
     if key == "_params":
         return _params_cell(row)
+    if key == "_status":
+        return "ok" if row["error"] is None else f"failed: {row['error']}"
     value = row.get(key)
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -172,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
     rows = _rows_for(registry, kind, args)
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        print(_render(rows, _COLUMNS[kind], args.markdown))
+        return 0
+    if kind == "plugins":  # a failed plugin's error is shown whole
+        from .. import __version__  # (robustreg/__init__ imports this module)
+
+        print(f"plugin API {PLUGIN_API} (robustreg {__version__}; see README, \"Migrating a plugin\")\n")
+    print(_render(rows, _COLUMNS[kind], args.markdown, max_cell=None if kind == "plugins" else _TERMINAL_CELL))
     return 0

@@ -1,0 +1,90 @@
+"""The plugin API's version and its deprecation policy.
+
+``PLUGIN_API`` is the version of the contract between robustreg and its plugins (the hooks, the
+:class:`~robustreg.Registrar`, the Attack and Defense bases, declared parameters); ``robustreg list
+plugins`` shows it.  A change that breaks a plugin written against the previous minor version keeps
+the old form working for one minor version (pytest's policy): in the version that introduces it the
+old form still loads, with one :class:`RobustregDeprecationWarning` per entry naming the plugin, the
+entry and the new form; from ``removed_in`` on it fails, with an error naming the entry and the fix.
+
+Deprecations in force:
+
+- 1.1 (removed in 1.2): ``defaults=`` for an entry that declares no parameters.  The values become
+  declared parameters typed by their values (``steps=10`` -> ``Param("steps", "int", 10, ...)``).
+- 1.1 (removed in 1.2): a factory function with neither ``params=`` nor a declaration: it takes the
+  parameters every attack takes (``robustreg.Attack.declaration()``; none for a defense).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass
+
+from .errors import UserError
+
+__all__ = [
+    "PLUGIN_API",
+    "UNDECLARED_DEFAULTS",
+    "UNDECLARED_FACTORY",
+    "Deprecation",
+    "PluginContractError",
+    "RobustregDeprecationWarning",
+    "api_version",
+    "show_deprecations",
+]
+
+PLUGIN_API = "1.1"
+
+
+class RobustregDeprecationWarning(DeprecationWarning):
+    """A plugin uses a form the plugin API still accepts but will not in its next minor version."""
+
+
+class PluginContractError(UserError, TypeError):
+    """A plugin breaks the plugin API (a form no longer accepted, or never valid); the message names the
+    entry and the fix.  The registry reports the plugin as failed and loads the others."""
+
+
+def api_version(text: str) -> tuple[int, int]:
+    """``"1.2"`` -> ``(1, 2)``; anything else is a ValueError naming the text."""
+    major, dot, minor = text.partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        raise ValueError(f"plugin API version must be MAJOR.MINOR, got {text!r}")
+    return int(major), int(minor)
+
+
+@dataclass(frozen=True)
+class Deprecation:
+    """An old form of the plugin API: accepted with a warning from ``since``, refused from ``removed_in``."""
+
+    what: str
+    since: str
+    removed_in: str
+
+    def expired(self, api: str) -> bool:
+        return api_version(api) >= api_version(self.removed_in)
+
+    def apply(self, owner: str, fix: str, *, used: str | None = None, api: str = PLUGIN_API,
+              stacklevel: int = 2) -> None:
+        """Warn that ``owner`` (``plugin 'p', attack 'a'``) uses the old form, or raise
+        :class:`PluginContractError` where ``api`` no longer accepts it.  ``fix``: what to write instead;
+        ``used``: the old form as the plugin wrote it (default :attr:`what`)."""
+        used = used or self.what
+        if self.expired(api):
+            raise PluginContractError(f"{owner}: {used} is no longer accepted since plugin API "
+                                      f"{self.removed_in} (deprecated since {self.since}); {fix}")
+        warnings.warn(RobustregDeprecationWarning(
+            f"{owner}: {used} is deprecated since plugin API {self.since} and stops working in "
+            f"{self.removed_in}; {fix}"), stacklevel=stacklevel + 1)
+
+
+UNDECLARED_DEFAULTS = Deprecation("defaults= without declared params", since="1.1", removed_in="1.2")
+UNDECLARED_FACTORY = Deprecation("a factory without declared params", since="1.1", removed_in="1.2")
+
+
+def show_deprecations() -> None:
+    """Show each plugin deprecation once per entry (Python hides DeprecationWarnings outside ``__main__``);
+    a user's own ``-W`` / ``PYTHONWARNINGS`` filters are left to decide."""
+    if not sys.warnoptions:
+        warnings.filterwarnings("default", category=RobustregDeprecationWarning)
