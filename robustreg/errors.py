@@ -7,23 +7,32 @@ else is a bug in robustreg or a plugin (one line saying so, the traceback with `
 
 :class:`ParamError` (:mod:`robustreg.params`) and the commands' :class:`~robustreg.UsageError` are
 UserErrors.  :class:`ModelCodeError` is the user's own model code raising (its factory, its import,
-its forward); :class:`CheckpointError` a weights file that cannot be read.
+its forward); :class:`CheckpointError` a weights file that cannot be read; :class:`StorageError` a file that
+cannot be written because of where it goes (a full disk, a quota, a read-only or failing device).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "CheckpointError",
     "ModelCodeError",
     "ModelSpecError",
     "ModelTypeError",
+    "StorageError",
     "UserError",
     "code_location",
     "describe_exception",
+    "storage_error",
+    "storage_errors",
 ]
 
 
@@ -45,6 +54,61 @@ class ModelTypeError(UserError, TypeError):
 
 class CheckpointError(UserError):
     """A weights / checkpoint file that cannot be read (empty, truncated, not a checkpoint)."""
+
+
+class StorageError(UserError, OSError):
+    """A file that cannot be written because of the environment, not robustreg: ENOSPC, EDQUOT, EROFS or EIO
+    (also an OSError with that errno).  The message names the file and, on a full disk, the bytes free."""
+
+    def __init__(self, code: int, message: str, filename: str) -> None:
+        super().__init__(message)  # ValueError's init (first in the MRO) leaves OSError's fields unset
+        self.errno, self.strerror, self.filename = code, message, filename
+
+    def __str__(self) -> str:  # the message alone, not OSError's "[Errno 28] ...: 'path'"
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[type[StorageError], tuple[Any, ...]]:
+        return type(self), (self.errno, self.strerror, self.filename)
+
+
+#: the errors of the disk a file goes to, not of robustreg or of what the user asked for
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def _free_bytes(folder: Path) -> int | None:
+    for place in (folder, *folder.parents):  # the folder itself may not exist (mkdir was what failed)
+        try:
+            return shutil.disk_usage(place).free
+        except OSError:
+            continue
+    return None
+
+
+def storage_error(exc: BaseException, path: str | os.PathLike[str]) -> StorageError | None:
+    """``cannot write PATH: no space left on device (N bytes free)`` as a :class:`StorageError` when ``exc`` is
+    an OSError of the disk (:data:`STORAGE_ERRNOS`) met writing ``path``; None for any other exception."""
+    if not isinstance(exc, OSError) or isinstance(exc, StorageError) or exc.errno not in STORAGE_ERRNOS:
+        return None
+    target = Path(path)
+    reason = os.strerror(exc.errno)
+    reason = reason[:1].lower() + reason[1:]
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = _free_bytes(target.parent)
+        reason += f" ({free} bytes free)" if free is not None else ""
+    return StorageError(exc.errno, f"cannot write {target}: {reason}", str(target))
+
+
+@contextlib.contextmanager
+def storage_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Raise the disk's errors met in the body as a :class:`StorageError` naming ``path`` (:func:`storage_error`);
+    any other exception passes unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        mapped = storage_error(exc, path)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 def _library_dirs() -> tuple[str, str]:
