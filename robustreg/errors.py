@@ -31,6 +31,7 @@ __all__ = [
     "UserError",
     "code_location",
     "describe_exception",
+    "model_code_file",
     "storage_error",
     "storage_errors",
 ]
@@ -136,6 +137,42 @@ def code_location(exc: BaseException, path: str | os.PathLike[str] | None = None
 
     outside = [f for f in frames if not library(f.filename)]
     return f"{outside[-1].filename}:{outside[-1].lineno}" if outside else None
+
+
+_OWN_PACKAGES = ("robustreg", "robustreg_plugins")
+
+
+def _frames(exc: BaseException) -> list[Any]:
+    """The frames of ``exc``'s traceback, innermost first."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return frames[::-1]
+
+
+def model_code_file(exc: BaseException) -> str | None:
+    """The file of the user's model code ``exc`` came out of, None if robustreg's own code raised it.
+
+    The innermost frame outside torch and the standard library is not robustreg's (nor a robustreg plugin's),
+    and it or a frame around it, before any of robustreg's, is a method of an ``nn.Module`` that is not
+    robustreg's or torch's: the user's model (from ``file.py:factory``, ``pkg.mod:factory`` or a model source)
+    raised in its forward, on the 25th call as well as the first.  A plugin's own attack raising is not this.
+    """
+    from torch import nn
+
+    torch_dir, stdlib_dir = _library_dirs()
+    for frame in _frames(exc):
+        name = frame.f_code.co_filename
+        if name.startswith(("<", torch_dir)) or (name.startswith(stdlib_dir) and "-packages" not in name):
+            continue
+        if str(frame.f_globals.get("__name__", "")).split(".")[0] in _OWN_PACKAGES:
+            return None  # robustreg's code raised, or called what raised without a user module in between
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and type(owner).__module__.split(".")[0] not in (*_OWN_PACKAGES, "torch"):
+            return str(name)
+    return None
 
 
 def describe_exception(exc: BaseException, path: str | os.PathLike[str] | None = None) -> str:
