@@ -65,7 +65,8 @@ def add_model_data_args(p: argparse.ArgumentParser) -> None:
 
 def _resume_hint(args: argparse.Namespace) -> str:
     state = Path(args.state or Path(args.out or DEFAULT_OUT) / "state.pt")
-    if state.is_file():
+    shards = state.parent.glob(f"{state.stem}.rank*{state.suffix}")  # a torchrun run's per-rank records
+    if state.is_file() or any(shards):
         return f"run the same command again to resume from {state}"
     return f"no state in {state} yet (it is written after each batch); run the same command again to start over"
 
