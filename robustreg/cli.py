@@ -6,23 +6,28 @@ cascade plugin's ``cascade-store``) -- is registered through ``robustreg_registe
 
 User errors (:class:`robustreg.UserError`: an unknown name, a bad value, a file that is not what it
 should be, a model that does not fit the data; a registry error; an OSError on a path) exit with
-status 2 and one line on stderr, ``robustreg: error: ...``.  Anything else is a bug: one line saying
-so, exit status 1.  ``--debug`` (or ``ROBUSTREG_DEBUG=1``) shows the traceback instead.
+status 2 and one line on stderr, ``robustreg: error: ...``; so do the user's model code raising and a
+full or read-only disk.  Anything else is a bug: one line saying so, exit status 1.  ``--debug`` (or
+``ROBUSTREG_DEBUG=1``) shows the traceback instead.  Ctrl-C (status 130) and SIGTERM (143) end with one
+line, ``robustreg: interrupted; ...``, saying how to resume.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from .checks import CheckWarning
 from .commands import UsageError
-from .errors import UserError
+from .errors import UserError, describe_exception, model_code_file
 from .plugin_api import show_deprecations
 from .registry import CORE_PLUGINS, Registry, RegistryError
 
@@ -78,12 +83,16 @@ def _raised_by_us(exc: BaseException) -> bool:
 def user_error_message(exc: BaseException) -> str | None:
     """The one-line message of a user error, None for an internal error (a bug).
 
-    User errors: a :class:`~robustreg.UserError` (ParamError, UsageError, ...), a registry error, an
+    User errors: a :class:`~robustreg.UserError` (ParamError, UsageError, StorageError, ...), a registry
+    error, any exception out of the user's model code (:func:`robustreg.errors.model_code_file`), an
     OSError on a path, and a ValueError raised by robustreg's own checks (the API's bad-value error);
-    not a ValueError from inside torch, nor a TypeError, KeyError, RuntimeError, ...
+    not a ValueError from inside torch, nor a TypeError, KeyError, RuntimeError, ... from robustreg.
     """
     if isinstance(exc, (UserError, RegistryError)):
         return str(exc) or type(exc).__name__
+    model_file = model_code_file(exc)
+    if model_file is not None:  # the user's model raised mid-run, as the probe says when it raises at the start
+        return f"the model's forward raised {describe_exception(exc, model_file)}"
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, ValueError) and _raised_by_us(exc):
@@ -100,13 +109,46 @@ def _bug(exc: BaseException) -> int:
     return 1
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's kill, ``timeout``, torchrun stopping its workers), raised where the run is so
+    that it unwinds as Ctrl-C does: atomic writes drop their temporaries, the state of the last batch stays."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises :class:`_Terminated` in the body (main thread only: elsewhere Python has no handlers);
+    the caller's handler is put back after (``main`` may be called from tests or notebooks)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)  # None: set outside Python
+
+
+def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> int:
+    """``robustreg: interrupted (SIGTERM); run the same command again to resume from ...``: the command's
+    ``on_interrupt(args)`` says how to go on; status 143 for SIGTERM (128 + 15), 130 for Ctrl-C."""
+    terminated = isinstance(exc, _Terminated)
+    hint = getattr(args, "on_interrupt", None)
+    advice = hint(args) if callable(hint) else None
+    sys.stderr.write(f"{PROG}: interrupted{' (SIGTERM)' if terminated else ''}{'; ' + advice if advice else ''}\n")
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+
+
 def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        hint = getattr(args, "on_interrupt", None)
-        sys.stderr.write(f"{PROG}: {hint(args) if callable(hint) else 'interrupted'}\n")
-        return 130
+        with _sigterm_unwinds():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        return _interrupted(args, exc)
     except Exception as exc:
         if debug:
             raise

@@ -15,7 +15,7 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
-from .common import DEFAULT_OUT, UsageError
+from .common import DEFAULT_OUT, UsageError, start_over_hint
 
 __all__ = ["HELP", "configure", "run"]
 
@@ -30,6 +30,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     for analysis in ANALYSES.values():
         q = sub.add_parser(analysis.name, help=analysis.summary, description=analysis.summary)
         analysis.configure(q)
+        q.set_defaults(on_interrupt=start_over_hint)
 
 
 def run(args: argparse.Namespace) -> int:

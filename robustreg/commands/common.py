@@ -36,6 +36,7 @@ __all__ = [
     "param_values",
     "run_evaluation",
     "speed_options",
+    "start_over_hint",
 ]
 
 DEFAULT_OUT = "robustreg-out"
@@ -63,8 +64,16 @@ def add_model_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
-    state = args.state or Path(args.out or DEFAULT_OUT) / "state.pt"
-    return f"interrupted; run the same command again to resume from {state}"
+    state = Path(args.state or Path(args.out or DEFAULT_OUT) / "state.pt")
+    shards = state.parent.glob(f"{state.stem}.rank*{state.suffix}")  # a torchrun run's per-rank records
+    if state.is_file() or any(shards):
+        return f"run the same command again to resume from {state}"
+    return f"no state in {state} yet (it is written after each batch); run the same command again to start over"
+
+
+def start_over_hint(args: argparse.Namespace) -> str:
+    """What an interrupted command that keeps no state says (its ``on_interrupt``)."""
+    return "this command keeps no state between runs; run the same command again to start over"
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:

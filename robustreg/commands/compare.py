@@ -28,6 +28,7 @@ from .common import (
     load_dataset,
     load_model,
     param_values,
+    start_over_hint,
 )
 from .outputs import existing_report, output_folders
 
@@ -62,6 +63,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--no-check", action="append", default=[], metavar="NAME", type=check_name,
                    help="turn off one automatic check (repeatable; reported as skipped; see docs/checks.md)")
+    p.set_defaults(on_interrupt=start_over_hint)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

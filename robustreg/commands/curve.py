@@ -47,6 +47,7 @@ from .common import (
     load_dataset,
     load_model,
     param_values,
+    start_over_hint,
 )
 
 __all__ = ["GRID_POINTS", "HELP", "configure", "curve_report", "minimal_norms", "robust_accuracy_at", "run",
@@ -79,6 +80,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     r.add_argument("--out", metavar="DIR", help=f"report folder (default ./{DEFAULT_OUT}/curve)")
     r.add_argument("--overwrite", action="store_true", help="replace a finished report of another configuration")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(on_interrupt=start_over_hint)
 
 
 # --------------------------------------------------------------------------------------------

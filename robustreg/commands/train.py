@@ -32,7 +32,7 @@ from .common import (
 )
 
 __all__ = ["HELP", "apply_overrides", "config_from_args", "configure", "configure_parser", "expand_variables",
-           "load_config", "main", "parse_set_value", "run"]
+           "load_config", "main", "parse_set_value", "resume_hint", "run"]
 
 HELP = "train a model with a registered defense (checkpoints, exact resume, DDP)"
 DESCRIPTION = "Train MODEL on DATA with DEFENSE; re-run with the same --out to resume from last.pt."
@@ -206,6 +206,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--tensorboard", action="store_true", help="also log to DIR/tensorboard")
     add("--quiet", action="store_true", help="no progress bar")
     add("--out", metavar="DIR", help="output folder (re-run with the same DIR to resume)")
+    parser.set_defaults(on_interrupt=resume_hint)
+
+
+def resume_hint(args: argparse.Namespace) -> str:
+    """What an interrupted ``train`` says: where the same command resumes from (``OUT/last.pt``, written every
+    ``checkpoint_every`` steps), or that no checkpoint was written yet."""
+    try:
+        out = Path(config_from_args(args).out)
+    except Exception:  # the interrupt came before the config could be read: nothing was written
+        return "run the same command again to start"
+    last = out / "last.pt"
+    if last.is_file():
+        return f"run the same command again to resume from {last}"
+    return (f"no checkpoint in {out} yet (one every checkpoint_every steps); run the same command again to "
+            f"start over")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..defense import DefenseOutput
+from ..errors import storage_errors
 
 __all__ = ["FINAL_IMAGES", "TIMING_KEYS", "Meter", "TrainLog", "final_accuracy", "make_record"]
 
@@ -137,7 +138,7 @@ class TrainLog:
         if not enabled:
             return
         records = self._kept(resume_step)
-        with self.jsonl.open("w") as fh:
+        with storage_errors(self.jsonl), self.jsonl.open("w") as fh:
             for rec in records:
                 fh.write(json.dumps(rec) + "\n")
         if self.csv.exists():
@@ -165,7 +166,7 @@ class TrainLog:
         new = self.columns is None
         if self.columns is None:
             self.columns = list(rec)
-        with self.csv.open("a", newline="") as fh:
+        with storage_errors(self.csv), self.csv.open("a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore", restval="")
             if new:
                 writer.writeheader()
@@ -174,7 +175,7 @@ class TrainLog:
     def write(self, rec: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.jsonl.open("a") as fh:
+        with storage_errors(self.jsonl), self.jsonl.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
         self._csv_row(rec)
         if self.writer is not None:
