@@ -32,6 +32,7 @@ from .errors import UserError
 from .evaluation import EvalConfig, Mode, evaluate
 from .files import save_atomic, write_atomic
 from .hookspecs import hookimpl
+from .lock import FolderInUse, folder_lock
 from .models import build_model
 from .params import Param, ParamError, ParamSet, ParamTypeError, UnknownParamError
 from .registry import (
@@ -69,6 +70,7 @@ __all__ = [
     "Embedding",
     "EvalConfig",
     "ExtraTerm",
+    "FolderInUse",
     "Head",
     "ForwardPass",
     "LabeledData",
@@ -103,6 +105,7 @@ __all__ = [
     "embed",
     "eps_list",
     "evaluate",
+    "folder_lock",
     "hookimpl",
     "load_data",
     "param_values",

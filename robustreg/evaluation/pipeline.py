@@ -11,12 +11,14 @@ import torch
 from torch import nn
 
 from ..checks import warn_checks
+from ..lock import ReportGuard
 from ..runtime import resolve_device
 from .config import EvalConfig, Plan, make_plan
 from .distributed import SINGLE, Group, process_group
 from .inputs import first_samples
 from .report import build_report
 from .run import run_and_check
+from .state import report_identity
 
 __all__ = ["evaluate"]
 
@@ -106,17 +108,21 @@ def evaluate(
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dict[str, Any], plan: Plan,
               cfg: EvalConfig, device: torch.device, group: Group) -> dict[str, Any]:
     started = time.perf_counter()
+    # report.json as found now, looked at again just before this run writes its own (see ReportGuard)
+    guard = ReportGuard.take(cfg.out_dir, report_identity) if cfg.out_dir is not None and group.is_main else None
     run = run_and_check(model, x, y, plan, cfg, device, stacklevel=4, group=group)  # warnings name evaluate()'s caller
 
     def finish() -> dict[str, Any]:
         report = build_report(plan, run.state, model, data_info, cfg, device, time.perf_counter() - started,
                               checks=run.checks, nan_clean=run.nan_clean, seconds_per_rank=run.seconds_per_rank,
                               gather_seconds_per_rank=run.gather_seconds_per_rank)
+        path = cfg.state_file
         if cfg.out_dir is not None:
             from ..report import write_report
 
+            if guard is not None:
+                guard.check(report, kept=f" (its state is kept in {path})" if path is not None else "")
             write_report(report, cfg.out_dir)
-        path = cfg.state_file
         if path is not None and not cfg.keep_state and path.exists():
             path.unlink()
         warn_checks(run.checks, stacklevel=5)  # one CheckWarning per warning check, naming evaluate()'s caller
