@@ -33,6 +33,7 @@ from .errors import UserError
 from .evaluation import EvalConfig, Mode, evaluate
 from .files import save_atomic, write_atomic
 from .hookspecs import hookimpl
+from .lock import FolderInUse, folder_lock
 from .models import build_model
 from .params import Param, ParamError, ParamSet, ParamTypeError, UnknownParamError
 from .plugin_api import PLUGIN_API, PluginContractError, RobustregDeprecationWarning
@@ -72,6 +73,7 @@ __all__ = [
     "Embedding",
     "EvalConfig",
     "ExtraTerm",
+    "FolderInUse",
     "Head",
     "ForwardPass",
     "LabeledData",
@@ -108,6 +110,7 @@ __all__ = [
     "embed",
     "eps_list",
     "evaluate",
+    "folder_lock",
     "hookimpl",
     "load_data",
     "param_values",

@@ -25,16 +25,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustreg import build_model, load_data, resolve_device
+    from robustreg import build_model, folder_lock, load_data, resolve_device
 
     from .store import build_cascade_store, load_cascade_store
 
-    device = resolve_device(args.device)
-    model = build_model(args.source, weights=args.weights).to(device)
-    data = load_data(args.data, split=args.split)
-    source_id = args.source_id or (f"{args.source}@{args.weights}" if args.weights else args.source)
-    path = build_cascade_store(model, data, args.out, source_id=source_id, eps_range=(args.eps_min, args.eps_max),
-                               n=args.n, seed=args.seed, center_crop=args.center_crop, batch_size=args.batch_size)
+    with folder_lock(args.out, "--out"):  # held from the start: a second cascade-store into --out is refused at once
+        device = resolve_device(args.device)
+        model = build_model(args.source, weights=args.weights).to(device)
+        data = load_data(args.data, split=args.split)
+        source_id = args.source_id or (f"{args.source}@{args.weights}" if args.weights else args.source)
+        path = build_cascade_store(model, data, args.out, source_id=source_id,
+                                   eps_range=(args.eps_min, args.eps_max), n=args.n, seed=args.seed,
+                                   center_crop=args.center_crop, batch_size=args.batch_size)
     store = load_cascade_store(path)
     print(f"wrote {len(store)} iter_FGSM images from {source_id!r} (weights {store.source_hash[:12]}) to {path}")
     return 0

@@ -16,6 +16,7 @@ from ..evaluation.distributed import Group
 from ..evaluation.inputs import first_samples
 from ..evaluation.state import data_fingerprint, model_fingerprint
 from ..files import write_set_atomic
+from ..lock import ReportGuard
 from ..registry import Registry
 from ..threat import NORMS, ThreatModel
 from .common import (
@@ -117,11 +118,12 @@ def _text(value: Any) -> str:
 
 
 def _write(report: dict[str, Any], out: Path, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-           args: argparse.Namespace) -> None:
+           args: argparse.Namespace, guard: ReportGuard) -> None:
     """report.json (with the model's and data's fingerprints, so a rerun is recognised) and report.md,
-    as one set with report.json last."""
+    as one set with report.json last; first ``guard``'s last look at the report.json there."""
     report["model"] = {"spec": args.model, "weights": args.weights, "fingerprint": model_fingerprint(model)}
     report["data"] = {"spec": args.data, "fingerprint": data_fingerprint(x, y)}
+    guard.check(report)
     write_set_atomic(out, {"report.md": render_markdown(report),
                            "report.json": json.dumps(report, indent=2) + "\n"}, last="report.json")
 
@@ -174,14 +176,15 @@ def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, An
                 print(f"report already there: {out / 'report.json'} (same configuration, not recomputed; "
                       f"--overwrite recomputes it)")
             return 0
+        guard = ReportGuard.take(out, _saved_identity) if out is not None and group.is_main else None
         report = compare(
             model, (x, y), attack, eps, toolkits=toolkits, norm=args.norm, params=params,
             batch_size=args.batch_size, device=args.device, seed=args.seed, registry=args.registry,
             noise=getattr(args, "noise", True), progress=not args.quiet, no_check=getattr(args, "no_check", ()),
             distributed=group.world_size > 1,
         )
-        if out is not None and group.is_main:
-            _write(report, out, model, x, y, args)
+        if out is not None and guard is not None:
+            _write(report, out, model, x, y, args, guard)
     if group.is_main:
         print(render_table(report))
         if out is not None:

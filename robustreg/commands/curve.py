@@ -383,8 +383,14 @@ def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: torch.Tens
             "params": json.dumps(_plain(params), sort_keys=True)}
 
 
+def _saved_identity(report: Mapping[str, Any]) -> dict[str, str]:
+    """The identity a finished curve report.json was written under (see :func:`_identity`)."""
+    return dict(report.get("identity", {}))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.inputs import first_samples
+    from ..lock import ReportGuard
     from ..runtime import resolve_device
     from .outputs import existing_report, output_folders
 
@@ -404,12 +410,13 @@ def run(args: argparse.Namespace) -> int:
         check_model_fits_data(model, data, args.model, args.data, registry=registry)
         x, y, data_info = first_samples(data, args.n)
         identity = _identity(args, params, x, y, model)
-        done = existing_report(out, lambda: identity, lambda r: r.get("identity", {}), overwrite=args.overwrite)
+        done = existing_report(out, lambda: identity, _saved_identity, overwrite=args.overwrite)
         if done is not None:
             print(render_markdown(done))
             print(f"report already there: {out / 'report.json'} (same configuration, not recomputed; --overwrite "
                   "recomputes it)")
             return 0
+        guard = ReportGuard.take(out, _saved_identity)  # looked at again just before write_curve
         report = curve_report(model, x, y, registry, args.attack, args.norm, params=params.get(args.attack, {}),
                               eps=eps or None, verifier=args.verify, at=at,
                               verify_params=params.get(args.verify, {}) if args.verify else None, seed=args.seed,
@@ -418,6 +425,7 @@ def run(args: argparse.Namespace) -> int:
         report.update(identity=identity, model={"spec": args.model, "weights": args.weights,
                                                 "normalize": args.normalize},
                       data={"spec": args.data, "split": args.split, **_plain(data_info)})
+        guard.check(report)
         write_curve(report, out)
     print(render_markdown(report))
     print(f"report: {out / 'report.json'} (also report.md, {REPORT_FILES['plot']})")

@@ -4,7 +4,8 @@ silently reused.
 - :func:`output_folders` finds a folder that cannot be written before any work starts (it creates the
   folder, then creates and removes a temporary file in it), removes the ``.NAME.PID.tmp`` files a
   killed write left (:func:`robustreg.files.remove_stale_temporaries`), and, should the run fail, removes
-  the folders it created that are still empty.
+  the folders it created that are still empty; it holds each folder's lock meanwhile
+  (:func:`robustreg.lock.folder_lock`), so a second run into the same folder is refused at once.
 - :func:`existing_report` refuses a finished report.json of another configuration (one line naming
   the folder and what differs) unless ``--overwrite``, and hands back the report of the same
   configuration, so a rerun says the report is already there instead of recomputing it.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import remove_stale_temporaries
+from ..lock import folder_lock
 from .common import UsageError
 
 __all__ = ["existing_report", "output_folders", "probe_folder", "refresh_rendered"]
@@ -67,15 +69,18 @@ def probe_folder(folder: Path, flag: str, given: Path | None = None) -> list[Pat
 
 @contextlib.contextmanager
 def output_folders(folders: Sequence[tuple[str, Path, Path]]) -> Iterator[None]:
-    """Probe each ``(flag, what it gave, folder)`` and clear its stale temporaries before the body runs;
-    if the body fails (an error or an interrupt), remove the folders created here that are still empty."""
+    """Probe each ``(flag, what it gave, folder)``, hold its lock for the body (:func:`robustreg.lock.folder_lock`:
+    a second run into it is refused) and clear its stale temporaries before the body runs; if the body
+    fails (an error or an interrupt), remove the folders created here that are still empty."""
     created: list[Path] = []
     try:
         unique = {Path(os.path.abspath(folder)): (flag, given, folder) for flag, given, folder in reversed(folders)}
-        for flag, given, folder in reversed(unique.values()):
-            created += probe_folder(folder, flag, given)
-            remove_stale_temporaries(folder)
-        yield
+        with contextlib.ExitStack() as locks:  # released before the empty folders are removed
+            for flag, given, folder in reversed(unique.values()):
+                created += probe_folder(folder, flag, given)
+                locks.enter_context(folder_lock(folder, flag, given))
+                remove_stale_temporaries(folder)
+            yield
     except BaseException:
         _remove_empty(created)
         raise

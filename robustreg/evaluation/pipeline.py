@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..checks import warn_checks
+from ..lock import ReportGuard
 from ..remedies import suggestions
 from ..runtime import resolve_device
 from .config import EvalConfig, Plan, make_plan
@@ -19,6 +20,7 @@ from .inputs import first_samples
 from .remedying import adaptive_report, apply_remedies
 from .report import build_report
 from .run import run_and_check
+from .state import report_identity
 
 __all__ = ["evaluate"]
 
@@ -112,6 +114,8 @@ def evaluate(
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dict[str, Any], plan: Plan,
               cfg: EvalConfig, device: torch.device, group: Group) -> dict[str, Any]:
     started = time.perf_counter()
+    # report.json as found now, looked at again just before this run writes its own (see ReportGuard)
+    guard = ReportGuard.take(cfg.out_dir, report_identity) if cfg.out_dir is not None and group.is_main else None
     run = run_and_check(model, x, y, plan, cfg, device, stacklevel=4, group=group)  # warnings name evaluate()'s caller
 
     def finish() -> dict[str, Any]:
@@ -122,11 +126,13 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dic
                               gather_seconds_per_rank=run.gather_seconds_per_rank)
         if adaptive is not None:
             report = adaptive_report(report, adaptive)
+        path = cfg.state_file
         if cfg.out_dir is not None:
             from ..report import write_report
 
+            if guard is not None:
+                guard.check(report, kept=f" (its state is kept in {path})" if path is not None else "")
             write_report(report, cfg.out_dir)
-        path = cfg.state_file
         if path is not None and not cfg.keep_state and path.exists():
             path.unlink()
         if adaptive is None:  # one CheckWarning per warning check, naming evaluate()'s caller

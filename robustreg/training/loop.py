@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from torch import nn
 
 from ..defense import Defense, DefenseOutput
 from ..files import remove_stale_temporaries, save_atomic
+from ..lock import folder_lock
 from ..schedules import LRSchedule
 from . import distributed
 from .config import TrainConfig
@@ -140,7 +141,8 @@ class Trainer:
         """
         if stop_at is not None and (not isinstance(stop_at, int) or isinstance(stop_at, bool) or stop_at < 1):
             raise ValueError(f"stop_at must be None or an integer >= 1, got {stop_at!r}")
-        with distributed.process_group(self.config.device) as world_size, preserve_global_rng():
+        with distributed.process_group(self.config.device) as world_size, preserve_global_rng(), \
+                self._out_lock(world_size):
             state, run = self._setup(world_size)
             try:
                 stop = state.total_steps if stop_at is None else min(stop_at, state.total_steps)
@@ -152,6 +154,11 @@ class Trainer:
                 run.close()
 
     # .. setup ..
+    def _out_lock(self, world_size: int) -> AbstractContextManager[Any]:
+        """Rank 0 holds the lock of ``out`` for the run (a second run into it is refused: two runs would
+        interleave their log rows and overwrite each other's checkpoints); the other ranks write nothing there."""
+        return folder_lock(self.config.out, "--out") if distributed.rank(world_size) == 0 else nullcontext()
+
     def _registry_or_default(self) -> Any:
         if self._registry is None:
             from ..registry import Registry
