@@ -4,6 +4,8 @@ One real run (the embedded digits, digits-cnn-pretrained, fgsm at two eps, 60 po
 and a report.json whose version and fingerprints are right; each case copies the folder, damages one
 field as a hand edit or a cut-short tool would, and runs the same command again: exit status 2, one
 line naming the file and what is wrong, and the damaged file left as it was (nothing overwritten).
+The same for the report.json of one real ``compare`` and one real ``curve`` run, an npz whose
+``num_classes`` is an array, and a distributed run's per-rank batch file.
 """
 
 from __future__ import annotations
@@ -149,6 +151,60 @@ def test_intact_report_is_already_there(finished: Path, tmp_path: Path, capsys: 
     capsys.readouterr()
     assert main(_evaluate(out)) == 0
     assert "report already there" in capsys.readouterr().out
+
+
+# --- the report.json of compare and of curve (the same rule, their own fields) ----------------------------
+COMPARE = ["compare", "--model", "digits-cnn-pretrained", "--data", "digits", "--attack", "fgsm", "--eps", "0.1",
+           "--toolkits", "native", "--n", str(N), "--quiet"]
+CURVE = ["curve", "--model", "digits-cnn-pretrained", "--data", "digits", "--n", str(N), "--attack", "fmn",
+         "--param", "fmn.steps=5", "--verify", "fgsm", "--at", "0.1", "--quiet"]
+
+
+def _duplicate_row(report: dict[str, Any]) -> None:
+    report["results"].append(dict(report["results"][0]))
+
+
+OTHER_DAMAGE: dict[str, tuple[list[str], Callable[[dict[str, Any]], None], str]] = {
+    "compare: results deleted": (COMPARE, lambda r: r.pop("results"), "results is missing"),
+    "compare: model as a name": (COMPARE, lambda r: r.update(model="lenet"), "model is a str ('lenet'), not a mapping"),
+    "compare: a toolkit's row twice": (COMPARE, _duplicate_row,
+                                       "results[1] repeats the toolkit 'native' (one row per toolkit)"),
+    "compare: available as text": (COMPARE, lambda r: r["results"][0].update(available="yes"),
+                                   "results[0]: available is 'yes', not true or false"),
+    "curve: identity null": (CURVE, lambda r: r.update(identity=None), "identity is None, not a mapping"),
+    "curve: norms cut": (CURVE, lambda r: r.update(norms=r["norms"][:40]),
+                         "norms holds 40 per-sample values, expected 60"),
+    "curve: curve deleted": (CURVE, lambda r: r.pop("curve"), "curve is missing"),
+    "curve: verification count as text": (CURVE, lambda r: r["verification"][0].update(count="6"),
+                                          "verification[0]: count is a str ('6'), not an integer"),
+}
+
+
+@pytest.fixture(scope="module")
+def other_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The folders of one real compare run and one real curve run."""
+    folders = {}
+    for name, argv in (("compare", COMPARE), ("curve", CURVE)):
+        folders[name] = tmp_path_factory.mktemp(name) / "out"
+        assert main([*argv, "--out", str(folders[name])]) == 0
+    return folders
+
+
+@pytest.mark.parametrize("case", list(OTHER_DAMAGE))
+def test_damaged_compare_and_curve_reports_are_refused(other_reports: dict[str, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str], case: str) -> None:
+    argv, damage, what = OTHER_DAMAGE[case]
+    out = tmp_path / "out"
+    shutil.copytree(other_reports[argv[0]], out)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 0  # the intact copy: the same configuration, already there
+    assert "report already there" in capsys.readouterr().out
+    path = out / "report.json"
+    report = json.loads(path.read_text())
+    damage(report)
+    path.write_text(json.dumps(report, indent=2))
+    line = _refused([*argv, "--out", str(out)], path, capsys)
+    assert f"holds a damaged report.json: {what}; delete it, pass --overwrite" in line
 
 
 # --- an npz whose num_classes is an array ------------------------------------------------------------

@@ -384,6 +384,7 @@ def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: torch.Tens
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.inputs import first_samples
     from ..runtime import resolve_device
+    from .curve_check import saved_identity
     from .outputs import existing_report, output_folders
 
     registry = args.registry
@@ -402,7 +403,7 @@ def run(args: argparse.Namespace) -> int:
         check_model_fits_data(model, data, args.model, args.data, registry=registry)
         x, y, data_info = first_samples(data, args.n)
         identity = _identity(args, params, x, y, model)
-        done = existing_report(out, lambda: identity, lambda r: r.get("identity", {}), overwrite=args.overwrite)
+        done = existing_report(out, lambda: identity, saved_identity, overwrite=args.overwrite)
         if done is not None:
             print(render_markdown(done))
             print(f"report already there: {out / 'report.json'} (same configuration, not recomputed; --overwrite "

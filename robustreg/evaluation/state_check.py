@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..readback import Damage, described, field, integer, mapping, number, per_sample, rows, text
+from ..readback import Damage, described, field, integer, mapping, number, optional, per_sample, required, rows, text
 
 __all__ = ["StateCheck", "check_batch_records", "check_fingerprint", "check_run_state"]
 
@@ -40,8 +40,14 @@ def _cells(state: Mapping[str, Any], names: Mapping[str, str]) -> Mapping[str, A
 
 
 def _mapping_of(value: Any, where: str, check: Callable[[Any, str], Any]) -> None:
+    """A mapping whose every value passes ``check``."""
     for key, item in mapping(value, where).items():
         check(item, f"{where}[{key!r}]")
+
+
+def _samples(n: int | None, kind: str) -> Callable[[Any, str], Any]:
+    """The check of a tensor of ``n`` per-sample values of ``kind`` (see :func:`~robustreg.readback.per_sample`)."""
+    return lambda value, where: per_sample(value, where, n, kind)
 
 
 def _pair(value: Any, where: str) -> None:
@@ -55,26 +61,27 @@ def _pair(value: Any, where: str) -> None:
 def _cell(cell: Any, where: str, n: int) -> bool:
     """One cell of a state (what :meth:`.cells.Cell.from_state` reads); whether it is done."""
     cell = mapping(cell, where)
-    for key, kind in (("ran", "bool"), ("broken", "bool"), ("distance", "float")):
-        per_sample(field(cell, key, f"{where}: {key}"), f"{where}: {key}", n, kind)
-    for key, kind in (("queries", "float"), ("nonfinite", "bool")):
-        if cell.get(key) is not None:
-            per_sample(cell[key], f"{where}: {key}", n, kind)
-    _mapping_of(field(cell, "extras", f"{where}: extras"), f"{where}: extras",
-                lambda value, at: per_sample(value, at, n, "float"))
-    _mapping_of(field(cell, "scalars", f"{where}: scalars"), f"{where}: scalars", _pair)
-    _mapping_of(cell.get("reductions", {}), f"{where}: reductions", text)
-    _mapping_of(cell.get("flags", {}), f"{where}: flags", integer)
-    for i, value in enumerate(rows(cell.get("trace", []), f"{where}: trace")):
-        number(value, f"{where}: trace[{i}]")
-    number(cell.get("trace_count", 0.0), f"{where}: trace_count")
-    integer(field(cell, "nan", f"{where}: nan"), f"{where}: nan")
-    number(field(cell, "seconds", f"{where}: seconds"), f"{where}: seconds")
-    integer(field(cell, "chunks_done", f"{where}: chunks_done"), f"{where}: chunks_done")
-    done = field(cell, "done", f"{where}: done")
-    if not isinstance(done, bool):
-        raise Damage(f"{where}: done is {described(done)}, not a bool")
-    return done
+    flags, values = _samples(n, "bool"), _samples(n, "float")
+    for key, check in (("ran", flags), ("broken", flags), ("distance", values)):
+        required(cell, key, where, check)
+    optional(cell, "queries", where, values)
+    optional(cell, "nonfinite", where, flags)
+    required(cell, "extras", where, lambda v, at: _mapping_of(v, at, values))
+    required(cell, "scalars", where, lambda v, at: _mapping_of(v, at, _pair))
+    optional(cell, "reductions", where, lambda v, at: _mapping_of(v, at, text))
+    optional(cell, "flags", where, lambda v, at: _mapping_of(v, at, integer))
+    optional(cell, "trace", where, lambda v, at: [number(item, f"{at}[{i}]") for i, item in enumerate(rows(v, at))])
+    optional(cell, "trace_count", where, number)
+    required(cell, "nan", where, integer)
+    required(cell, "seconds", where, number)
+    required(cell, "chunks_done", where, integer)
+    return required(cell, "done", where, _flag)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise Damage(f"{where} is {described(value)}, not a bool")
+    return value
 
 
 def check_run_state(state: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
@@ -98,17 +105,15 @@ def check_run_state(state: Mapping[str, Any], expected: Mapping[str, Any]) -> No
 def _record(record: Any, where: str, n: int) -> None:
     """One batch's :func:`.distributed.plain_record`."""
     record = mapping(record, where)
-    idx = field(record, "idx", f"{where}: idx")
-    size = int(idx.shape[0]) if hasattr(idx, "shape") and len(idx.shape) == 1 else -1
-    per_sample(idx, f"{where}: idx", size, "int")
-    if size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+    idx = required(record, "idx", where, _samples(None, "int"))
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise Damage(f"{where}: idx holds sample indices outside 0..{n - 1}")
+    size = int(idx.numel())
     for key, kind in (("broken", "bool"), ("distance", "float"), ("nan_rows", "bool")):
-        per_sample(field(record, key, f"{where}: {key}"), f"{where}: {key}", size, kind)
-    number(field(record, "seconds", f"{where}: seconds"), f"{where}: seconds")
-    mapping(field(record, "extras", f"{where}: extras"), f"{where}: extras")
-    for i, name in enumerate(rows(field(record, "sums", f"{where}: sums"), f"{where}: sums")):
-        text(name, f"{where}: sums[{i}]")
+        required(record, key, where, _samples(size, kind))
+    required(record, "seconds", where, number)
+    required(record, "extras", where, mapping)
+    required(record, "sums", where, lambda v, at: [text(name, f"{at}[{i}]") for i, name in enumerate(rows(v, at))])
 
 
 def check_batch_records(state: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
