@@ -4,8 +4,8 @@ One real run (the embedded digits, digits-cnn-pretrained, fgsm at two eps, 60 po
 and a report.json whose version and fingerprints are right; each case copies the folder, damages one
 field as a hand edit or a cut-short tool would, and runs the same command again: exit status 2, one
 line naming the file and what is wrong, and the damaged file left as it was (nothing overwritten).
-The same for the report.json of one real ``compare`` and one real ``curve`` run, an npz whose
-``num_classes`` is an array, and a distributed run's per-rank batch file.
+The same for the report.json of one real ``compare`` and one real ``curve`` run, the last.pt of one
+real training run, an npz whose ``num_classes`` is an array, and a distributed run's per-rank batch file.
 """
 
 from __future__ import annotations
@@ -215,6 +215,59 @@ def test_npz_num_classes_array_is_refused(tmp_path: Path, capsys: pytest.Capture
     line = _refused(_evaluate(tmp_path / "out", data=f"npz:{path}"), path, capsys)
     assert "num_classes must be one integer >= 1, got an array of shape (2,) (int64)" in line
     assert "--data" in line
+
+
+# --- a training checkpoint (last.pt) ------------------------------------------------------------------
+TRAIN = ["train", "--model", "digits-cnn", "--data", "digits", "--defense", "standard", "--iterations", "2",
+         "--batch-size", "64", "--quiet"]
+
+
+def _cut_weight(c: dict[str, Any]) -> None:
+    c["model"]["conv1.weight"] = c["model"]["conv1.weight"][:2].clone()
+
+
+CHECKPOINT_DAMAGE: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "config missing": (lambda c: c.pop("config"), "config is missing"),
+    "a weight cut": (_cut_weight,
+                     "model['conv1.weight'] is a {cut} torch.float32 tensor, expected {shape} torch.float32"),
+    "a weight missing": (lambda c: c["model"].pop("conv2.bias"), "model lacks conv2.bias"),
+    "optimizer groups emptied": (lambda c: c["optimizer"].update(param_groups=[]),
+                                 "optimizer: param_groups holds 0 groups, expected 1"),
+    "ranks emptied": (lambda c: c.update(ranks=[]), "ranks holds 0 entries, expected 1 (one per process)"),
+    "step as text": (lambda c: c.update(step="2"), "step is a str ('2'), not an integer"),
+    "python rng cut": (lambda c: c["ranks"][0]["rng"]["python"].update(state=[1] * 9),
+                       "ranks[0]: rng: python: state holds 9 values, expected 625 integers"),
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of one real (two-step) training run, its last.pt among the files."""
+    out = tmp_path_factory.mktemp("trained") / "out"
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINT_DAMAGE))
+def test_damaged_checkpoint_is_refused(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       case: str) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    last = out / "last.pt"
+    checkpoint = torch.load(last, weights_only=True)
+    shape = tuple(checkpoint["model"]["conv1.weight"].shape)  # the architecture's, whatever it is
+    damage, what = CHECKPOINT_DAMAGE[case]
+    what = what.format(shape=shape, cut=(2, *shape[1:]))
+    damage(checkpoint)
+    torch.save(checkpoint, last)
+    line = _refused([*TRAIN, "--out", str(out)], last, capsys)
+    assert f"checkpoint {last}: {what}; delete it to start over or use another --out" in line
+
+
+def test_intact_checkpoint_resumes(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    assert main([*TRAIN, "--out", str(out)]) == 0  # every step done: nothing to train, the checkpoint accepted
 
 
 # --- a per-rank batch file of a distributed run ----------------------------------------------------------
