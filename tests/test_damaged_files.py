@@ -196,9 +196,6 @@ def test_damaged_compare_and_curve_reports_are_refused(other_reports: dict[str, 
     argv, damage, what = OTHER_DAMAGE[case]
     out = tmp_path / "out"
     shutil.copytree(other_reports[argv[0]], out)
-    capsys.readouterr()
-    assert main([*argv, "--out", str(out)]) == 0  # the intact copy: the same configuration, already there
-    assert "report already there" in capsys.readouterr().out
     path = out / "report.json"
     report = json.loads(path.read_text())
     damage(report)
@@ -215,6 +212,16 @@ def test_npz_num_classes_array_is_refused(tmp_path: Path, capsys: pytest.Capture
     line = _refused(_evaluate(tmp_path / "out", data=f"npz:{path}"), path, capsys)
     assert "num_classes must be one integer >= 1, got an array of shape (2,) (int64)" in line
     assert "--data" in line
+
+
+@pytest.mark.parametrize("argv", [COMPARE, CURVE], ids=["compare", "curve"])
+def test_intact_other_reports_are_already_there(other_reports: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(other_reports[argv[0]], out)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "report already there" in capsys.readouterr().out
 
 
 # --- a training checkpoint (last.pt) ------------------------------------------------------------------
