@@ -39,8 +39,10 @@ def _result(row: Any, where: str, attack: str, eps: float) -> None:
     required(row, "robust_accuracy", where, fraction)
     optional(row, "label", where, text)
     for key in ("attacked", "broken"):
-        optional(row, key, where, integer)
-    for key in ("seconds", "max_perturbation", "mean_perturbation", "queries", "forwards", "backwards"):
+        required(row, key, where, integer)
+    for key in ("seconds", "max_perturbation"):  # every row has them (the autoattack summary reads them)
+        required(row, key, where, number)
+    for key in ("mean_perturbation", "queries", "forwards", "backwards"):  # None or left out: not measured
         optional(row, key, where, number)
     optional(row, "extras", where, mapping)
     optional(row, "flags", where, mapping)

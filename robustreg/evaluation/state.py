@@ -2,11 +2,12 @@
 
 A state file carries the fingerprint of the configuration that wrote it (attacks and their
 parameters, eps, norm, n, seed, mode, batch size, data -- a hash of every image and label --, model,
-speed options);
-a state written for another configuration, in an older format or unreadable (truncated, corrupted)
-is refused with one line, never silently replaced or reused.  :func:`run_identity` and
-:func:`report_identity` say the same of a finished report.json, so a rerun into the same folder is
-told apart from a run of another configuration.
+speed options); a state written for another configuration, in an older format, unreadable (truncated,
+corrupted) or damaged (a field missing or of another type, a per-sample tensor not of length n, a cell
+not of the plan: :mod:`.state_check`) is refused with one line, never silently replaced or reused.
+:func:`run_identity` and :func:`report_identity` say the same of a finished report.json (checked by
+:mod:`.report_check` first), so a rerun into the same folder is told apart from a run of another
+configuration.
 """
 
 from __future__ import annotations
