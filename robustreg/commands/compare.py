@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..comparison import compare, registered_toolkits, render_markdown, render_table
+from ..comparison_check import check_comparison_report
 from ..evaluation.distributed import Group
 from ..evaluation.inputs import first_samples
 from ..evaluation.state import data_fingerprint, model_fingerprint
@@ -106,6 +107,7 @@ def _identity(attack: str, eps: float, args: argparse.Namespace, params: Mapping
 
 
 def _saved_identity(report: Mapping[str, Any]) -> dict[str, str]:
+    check_comparison_report(report)  # a damaged report is refused, never trusted (robustreg.readback.Damage)
     return {"attack": str(report.get("attack")), "eps": repr(float(report.get("eps", "nan"))),
             "norm": str(report.get("norm")), "toolkits": _text([r.get("toolkit") for r in report.get("results", [])]),
             "params": _text(report.get("params", {})), "seed": _text(report.get("seed")), "n": str(report.get("n")),

@@ -383,15 +383,11 @@ def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: torch.Tens
             "params": json.dumps(_plain(params), sort_keys=True)}
 
 
-def _saved_identity(report: Mapping[str, Any]) -> dict[str, str]:
-    """The identity a finished curve report.json was written under (see :func:`_identity`)."""
-    return dict(report.get("identity", {}))
-
-
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.inputs import first_samples
     from ..lock import ReportGuard
     from ..runtime import resolve_device
+    from .curve_check import saved_identity
     from .outputs import existing_report, output_folders
 
     registry = args.registry
@@ -410,13 +406,13 @@ def run(args: argparse.Namespace) -> int:
         check_model_fits_data(model, data, args.model, args.data, registry=registry)
         x, y, data_info = first_samples(data, args.n)
         identity = _identity(args, params, x, y, model)
-        done = existing_report(out, lambda: identity, _saved_identity, overwrite=args.overwrite)
+        done = existing_report(out, lambda: identity, saved_identity, overwrite=args.overwrite)
         if done is not None:
             print(render_markdown(done))
             print(f"report already there: {out / 'report.json'} (same configuration, not recomputed; --overwrite "
                   "recomputes it)")
             return 0
-        guard = ReportGuard.take(out, _saved_identity)  # looked at again just before write_curve
+        guard = ReportGuard.take(out, saved_identity)  # looked at again just before write_curve
         report = curve_report(model, x, y, registry, args.attack, args.norm, params=params.get(args.attack, {}),
                               eps=eps or None, verifier=args.verify, at=at,
                               verify_params=params.get(args.verify, {}) if args.verify else None, seed=args.seed,

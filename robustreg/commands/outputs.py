@@ -24,6 +24,7 @@ from typing import Any
 
 from ..files import remove_stale_temporaries
 from ..lock import folder_lock
+from ..readback import Damage
 from .common import UsageError
 
 __all__ = ["existing_report", "output_folders", "probe_folder", "refresh_rendered"]
@@ -100,7 +101,8 @@ def existing_report(out: Path, now: Callable[[], Mapping[str, str]],
                     flag: str = "--out") -> dict[str, Any] | None:
     """The finished report in ``out`` when this configuration wrote it; None when there is none (or
     ``overwrite``).  ``now()``: this run's identity (computed only when there is a report);
-    ``saved(report)``: the report's.  Another configuration's report is a :class:`UsageError`."""
+    ``saved(report)``: the report's, a :class:`~robustreg.readback.Damage` when the report holds what no run
+    writes.  A damaged report or another configuration's is a :class:`UsageError`."""
     path = out / "report.json"
     if overwrite or not path.is_file():
         return None
@@ -111,7 +113,11 @@ def existing_report(out: Path, now: Callable[[], Mapping[str, str]],
             raise ValueError(f"a JSON {type(report).__name__}, not a report")
     except (OSError, ValueError) as exc:
         raise UsageError(f"{flag} {str(out)!r} holds a report.json that cannot be read ({exc}); {hint}") from None
-    differ = _differences(saved(report), now())
+    try:
+        identity = saved(report)
+    except Damage as exc:  # version and fingerprints may be right, the rest edited or cut: never trusted
+        raise UsageError(f"{flag} {str(out)!r} holds a damaged report.json: {exc}; delete it, {hint}") from None
+    differ = _differences(identity, now())
     if differ:
         raise UsageError(f"{flag} {str(out)!r} already holds a finished report of another configuration: "
                          f"{'; '.join(differ)}; {hint}")

@@ -59,6 +59,14 @@ def _npz_labels(y: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
+def _npz_num_classes(value: np.ndarray, path: Path) -> int:
+    """The optional ``num_classes``: one integer >= 1 (a 0-d array, as ``np.savez(num_classes=10)`` stores it)."""
+    if value.ndim != 0 or not np.issubdtype(value.dtype, np.integer) or int(value) < 1:
+        shown = f"{value.item()!r}" if value.ndim == 0 else f"an array of shape {value.shape}"
+        raise UserError(f"{str(path)!r}: num_classes must be one integer >= 1, got {shown} ({value.dtype})")
+    return int(value)
+
+
 def _check_npz_file(path: Path) -> None:
     """A ``.npz`` is a zip archive of ``.npy`` arrays: say what the file is instead when it is not one."""
     with path.open("rb") as fh:
@@ -111,5 +119,5 @@ def load_npz(split: str = "test", root: str | os.PathLike | None = None) -> Labe
             raise UserError(f"{str(path)!r}: {xk} holds no samples (shape {z[xk].shape})")
         x = _npz_images(z[xk], path, xk)
         y = _npz_labels(z[yk], x.shape[0], path, yk)
-        num_classes = int(z["num_classes"]) if "num_classes" in files else None
+        num_classes = _npz_num_classes(z["num_classes"], path) if "num_classes" in files else None
     return LabeledData(x, y, num_classes, path.stem, split)

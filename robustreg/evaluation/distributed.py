@@ -40,6 +40,7 @@ from ..attack import AttackResult
 from ..files import save_atomic
 from .cells import FLAGS, TRACE, Cell
 from .state import STATE_VERSION, load_state
+from .state_check import check_batch_records
 
 __all__ = ["SINGLE", "Group", "Shards", "check_pieces", "env_world_size", "plain_record", "process_group", "replay",
            "shard_batches", "shard_path", "torchrun_env"]
@@ -286,7 +287,7 @@ class Shards:
             found: Records = {}
             own: Records = {}
             for number, path in sorted(_shard_files(state_file).items()):
-                saved = load_state(path, fingerprint)
+                saved = load_state(path, fingerprint, check_batch_records)
                 cells = {} if saved is None else saved.get("cells", {})
                 _merge(found, cells)
                 if number == group.rank or (group.is_main and number >= group.world_size):

@@ -2,11 +2,12 @@
 
 A state file carries the fingerprint of the configuration that wrote it (attacks and their
 parameters, eps, norm, n, seed, mode, batch size, data -- a hash of every image and label --, model,
-speed options);
-a state written for another configuration, in an older format or unreadable (truncated, corrupted)
-is refused with one line, never silently replaced or reused.  :func:`run_identity` and
-:func:`report_identity` say the same of a finished report.json, so a rerun into the same folder is
-told apart from a run of another configuration.
+speed options); a state written for another configuration, in an older format, unreadable (truncated,
+corrupted) or damaged (a field missing or of another type, a per-sample tensor not of length n, a cell
+not of the plan: :mod:`.state_check`) is refused with one line, never silently replaced or reused.
+:func:`run_identity` and :func:`report_identity` say the same of a finished report.json (checked by
+:mod:`.report_check` first), so a rerun into the same folder is told apart from a run of another
+configuration.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..files import save_atomic
+from ..readback import Damage
 from ..runtime import SPEED_KEYS, SpeedOptions
 from .cells import Cell
 from .config import AttackPlan, Plan
+from .report_check import check_report
+from .state_check import StateCheck, check_fingerprint, check_run_state
 
 __all__ = [
     "STATE_VERSION",
@@ -133,7 +138,9 @@ def _adaptive_text(budget: Any) -> str:
 
 
 def report_identity(report: Mapping[str, Any]) -> dict[str, str]:
-    """The values of a report.json that say which configuration wrote it (see :func:`run_identity`)."""
+    """The values of a report.json that say which configuration wrote it (see :func:`run_identity`); a
+    report that holds what no run writes is a :class:`~robustreg.readback.Damage` (:mod:`.report_check`)."""
+    check_report(report)
     return {
         "model fingerprint": str(report.get("model", {}).get("fingerprint")),
         "data fingerprint": str(report.get("data", {}).get("fingerprint")),
@@ -156,37 +163,49 @@ def _first_sentence(exc: BaseException, width: int = 100) -> str:
 
 
 def _read(path: Path, what: str) -> Any:
-    """``torch.load`` of ``path`` (weights only); a truncated or corrupted file is a one-line ValueError."""
+    """``torch.load`` of ``path`` (weights only); a truncated or corrupted file is a one-line UserError."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip, pickle and OS errors alike: the file cannot be read back
         reason = _first_sentence(exc)
-        raise ValueError(f"{what} {path} cannot be read (truncated or corrupted? {reason}); delete it or "
+        raise UserError(f"{what} {path} cannot be read (truncated or corrupted? {reason}); delete it or "
                          f"use another --out/--state to start fresh") from exc
 
 
-def load_state(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
-    """The state saved at ``path`` (None when there is none); ValueError if it cannot be read, is of
-    another format or was written for another run."""
+def _refused(path: Path, what: str) -> UserError:
+    return UserError(f"state file {path}: {what}; delete it or use another --out/--state to start fresh")
+
+
+def load_state(path: Path, expected: dict[str, Any], check: StateCheck = check_run_state) -> dict[str, Any] | None:
+    """The state saved at ``path`` (None when there is none); a UserError if it cannot be read, is of
+    another format, was written for another run or holds what no run writes (``check``: what the rest
+    must hold, see :mod:`.state_check`; default a run's ``state.pt``)."""
     if not path.exists():
         return None
     state = _read(path, "state file")
     version = state.get("version") if isinstance(state, dict) else None
     if version == 1:
-        raise ValueError(f"state file {path} was written by an older robustreg whose data fingerprint covered "
-                         f"only the first 64 images, so it cannot be checked against this data; delete it or "
-                         f"use another --out/--state to start fresh")
+        raise UserError(f"state file {path} was written by an older robustreg whose data fingerprint covered "
+                        f"only the first 64 images, so it cannot be checked against this data; delete it or "
+                        f"use another --out/--state to start fresh")
     if version != STATE_VERSION:
-        raise ValueError(f"state file {path} is not a robustreg evaluation state (version {STATE_VERSION}); "
-                         f"delete it or choose another --out/--state to start fresh")
-    saved = {**_IMPLICIT, **state.get("fingerprint", {})}
+        raise UserError(f"state file {path} is not a robustreg evaluation state (version {STATE_VERSION}); "
+                        f"delete it or choose another --out/--state to start fresh")
+    try:
+        saved = {**_IMPLICIT, **check_fingerprint(state)}
+    except Damage as exc:
+        raise _refused(path, str(exc)) from None
     for key in expected:
         if saved.get(key) != expected[key]:
-            raise ValueError(
+            raise UserError(
                 f"state file {path} was written for a different configuration: {key} differs "
                 f"(saved {saved.get(key)!r}, now {expected[key]!r}); delete {path} or use another "
                 f"--out/--state to start fresh"
             )
+    try:
+        check(state, expected)
+    except Damage as exc:
+        raise _refused(path, str(exc)) from None
     return state
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +26,12 @@ from torch import nn
 
 from ..defense import Defense
 from ..embedding import Head, apply_head, model_head
+from ..errors import UserError
 from ..files import save_atomic
+from ..readback import Damage
 from ..schedules import DefenseParamSchedule, LRSchedule
 from . import distributed
+from .checkpoint_check import check_checkpoint, check_header
 from .config import RUNTIME_KEYS, TrainConfig
 from .logging import Meter
 
@@ -152,6 +155,14 @@ def _config_diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
             for k in keys if saved.get(k, "<absent>") != now.get(k, "<absent>")]
 
 
+def _damaged(check: Callable[[Mapping[str, Any]], None], state: Mapping[str, Any], origin: str) -> None:
+    """``check(state)`` (:mod:`.checkpoint_check`); what it finds is one line naming the checkpoint."""
+    try:
+        check(state)
+    except Damage as exc:
+        raise UserError(f"checkpoint {origin}: {exc}; delete it to start over or use another --out") from None
+
+
 # --- the state --------------------------------------------------------------------------------------
 
 @dataclass
@@ -254,6 +265,7 @@ class TrainState:
     def _check(self, state: Any, origin: str) -> None:
         if not isinstance(state, dict) or state.get("format") not in _READABLE:
             raise ValueError(f"{origin} is not a robustreg training checkpoint (format {CHECKPOINT_FORMAT!r})")
+        _damaged(check_header, state, origin)
         diff = _config_diff(state["config"], _normalised(self.config.to_dict()))
         if diff:
             raise ValueError(f"{origin} was written by a different configuration; refusing to resume "
@@ -268,6 +280,7 @@ class TrainState:
         if state["total_steps"] != self.total_steps:
             raise ValueError(f"{origin} was written for {state['total_steps']} steps, now {self.total_steps} "
                              "(different data?)")
+        _damaged(lambda saved: check_checkpoint(saved, self), state, origin)
 
     def load_state_dict(self, state: Mapping[str, Any], *, origin: str = "the checkpoint") -> None:
         """Continue from ``state`` (a :meth:`state_dict`); another configuration is refused (ValueError)."""

@@ -1,0 +1,104 @@
+"""What a finished evaluation report.json must hold before it is trusted as "report already there".
+
+:func:`check_report` walks what :func:`~.report.build_report` writes and the renderers and
+:func:`~.state.report_identity` read: ``n``, the accuracies, ``eps``, ``attacks``, ``model`` and ``data``
+with their fingerprints, and one ``results`` row per cell (eps x attack, in run order, naming that attack
+and that eps) and one ``worst_case`` row per eps.  Whether the report is this run's is then a matter of
+its identity; the first field that is wrong raises :class:`~robustreg.readback.Damage`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..readback import (
+    Damage,
+    fingerprinted,
+    fraction,
+    integer,
+    mapping,
+    number,
+    optional,
+    required,
+    row_count,
+    rows,
+    text,
+)
+
+__all__ = ["check_report"]
+
+
+def _result(row: Any, where: str, attack: str, eps: float) -> None:
+    """One ``results`` row, expected for ``attack`` at ``eps``."""
+    row = mapping(row, where)
+    name, at = required(row, "attack", where, text), required(row, "eps", where, number)
+    if name != attack or at != eps:
+        raise Damage(f"{where} is {name!r} at eps {at:g}, expected {attack!r} at eps {eps:g}: one row per eps "
+                     f"and attack, in run order")
+    required(row, "robust_accuracy", where, fraction)
+    optional(row, "label", where, text)
+    for key in ("attacked", "broken"):
+        required(row, key, where, integer)
+    for key in ("seconds", "max_perturbation"):  # every row has them (the autoattack summary reads them)
+        required(row, key, where, number)
+    for key in ("mean_perturbation", "queries", "forwards", "backwards"):  # None or left out: not measured
+        optional(row, key, where, number)
+    optional(row, "extras", where, mapping)
+    optional(row, "flags", where, mapping)
+
+
+def _results(report: Mapping[str, Any], names: list[str], eps: list[float]) -> None:
+    results = required(report, "results", "", rows)
+    if len(results) != len(eps) * len(names):
+        raise Damage(f"results holds {row_count(len(results))}, expected {len(eps) * len(names)}: one per eps and "
+                     f"attack ({len(eps)} x {len(names)})")
+    cells = [(e, name) for e in eps for name in names]  # the run order of :meth:`.config.Plan.cells`
+    for i, (row, (e, name)) in enumerate(zip(results, cells)):
+        _result(row, f"results[{i}]", name, e)
+
+
+def _worst_case(report: Mapping[str, Any], eps: list[float]) -> None:
+    worst = required(report, "worst_case", "", rows)
+    if len(worst) != len(eps):
+        raise Damage(f"worst_case holds {row_count(len(worst))}, expected {len(eps)}: one per eps")
+    for i, (row, e) in enumerate(zip(worst, eps)):
+        where = f"worst_case[{i}]"
+        row = mapping(row, where)
+        if required(row, "eps", where, number) != e:
+            raise Damage(f"{where} is at eps {row['eps']:g}, expected {e:g}")
+        required(row, "robust_accuracy", where, fraction)
+        optional(row, "broken_only_by", where, mapping)
+
+
+def _attack_names(report: Mapping[str, Any]) -> list[str]:
+    names = []
+    for i, entry in enumerate(required(report, "attacks", "", rows)):
+        entry = mapping(entry, f"attacks[{i}]")
+        names.append(required(entry, "name", f"attacks[{i}]", text))
+        optional(entry, "params", f"attacks[{i}]", mapping)
+        optional(entry, "label", f"attacks[{i}]", text)
+    if not names:
+        raise Damage("attacks is empty")
+    return names
+
+
+def check_report(report: Mapping[str, Any]) -> None:
+    """A finished evaluation report (the dict of :func:`~.report.build_report`, read back from JSON)."""
+    required(report, "n", "", lambda value, at: integer(value, at, low=1))
+    required(report, "clean_accuracy", "", fraction)
+    required(report, "norm", "", text)
+    required(report, "mode", "", text)
+    optional(report, "seed", "", lambda value, at: integer(value, at, low=None))
+    eps = [number(e, f"eps[{i}]") for i, e in enumerate(required(report, "eps", "", rows))]
+    if not eps:
+        raise Damage("eps is empty")
+    names = _attack_names(report)
+    fingerprinted(report, "model")
+    fingerprinted(report, "data")
+    _results(report, names, eps)
+    _worst_case(report, eps)
+    for key in ("speed", "distributed"):
+        optional(report, key, "", mapping)
+    for i, check in enumerate(rows(report.get("checks") or [], "checks")):
+        mapping(check, f"checks[{i}]")
