@@ -19,6 +19,7 @@ from .attack import (
 )
 from .commands import (
     UsageError,
+    add_adaptive_args,
     add_model_data_args,
     add_run_args,
     check_run_args,
@@ -101,6 +102,7 @@ __all__ = [
     "UserError",
     "add_model_data_args",
     "apply_head",
+    "add_adaptive_args",
     "add_run_args",
     "build_model",
     "check_run_args",

@@ -14,10 +14,21 @@ from .command import robustreg_register_commands
 
 SAME_AS = {"autoattack:standard": {"autoattack": {}}}  # for robustreg compare
 
-__all__ = ["robustreg_register_attacks", "robustreg_register_commands"]
+__all__ = ["robustreg_register_attacks", "robustreg_register_commands", "robustreg_register_remedies"]
 
 
 @robustreg.hookimpl
 def robustreg_register_attacks(registrar):
     for cls in ENTRIES:
         registrar.add_attack(cls.name, cls, same_as=SAME_AS.get(cls.name))
+
+
+def _square(ctx) -> None:
+    """AutoAttack's Square (score-based: it needs no gradient, so a masking layer cannot hide from it)."""
+    ctx.attack("autoattack:square", label="autoattack:square (5000 queries)")
+
+
+@robustreg.hookimpl
+def robustreg_register_remedies(registrar):
+    registrar.add_remedy("square", _square, answers=("zero-gradients", "unbounded-attack"),
+                         summary="AutoAttack's Square, score-based: no gradient to mask")

@@ -32,6 +32,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--param", action="append", default=[], metavar="[autoattack:VERSION.]KEY=VALUE",
                    help="suite parameter, e.g. verbose=true (repeatable; `robustreg list attacks "
                         "autoattack:standard` shows them)")
+    robustreg.add_adaptive_args(p)
     robustreg.add_run_args(p)
 
 

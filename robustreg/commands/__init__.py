@@ -19,6 +19,7 @@ from . import train as train_command
 from .common import (
     DEFAULT_OUT,
     UsageError,
+    add_adaptive_args,
     add_model_data_args,
     add_run_args,
     check_run_args,
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_OUT",
     "UsageError",
     "add_model_data_args",
+    "add_adaptive_args",
     "add_run_args",
     "check_run_args",
     "eps_list",
