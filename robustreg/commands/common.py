@@ -8,6 +8,7 @@ API, exactly as the core's own ``evaluate`` does.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -135,8 +136,8 @@ def check_run_args(args: argparse.Namespace) -> None:
     """The :func:`add_run_args` values argparse cannot check itself."""
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.eps_scale is not None and args.eps_scale <= 0:
-        raise UsageError(f"--eps-scale must be > 0, got {args.eps_scale}")
+    if args.eps_scale is not None and not (math.isfinite(args.eps_scale) and args.eps_scale > 0):
+        raise UsageError(f"--eps-scale must be a finite number > 0, got {args.eps_scale}")
     check_device(args.device)
     speed_options(args)
     if not 0 <= args.seed <= MAX_SEED:
@@ -172,7 +173,12 @@ def check_out_folder(flag: str, out: str | None) -> None:
 # values
 # --------------------------------------------------------------------------------------------
 def eps_list(text: str, scale: float | None = None, *, flag: str = "--eps") -> list[float]:
-    """``"8/255,0.1"`` -> budgets in [0, 1] units; ``scale`` divides plain numbers (not fractions)."""
+    """``"8/255,0.1"`` -> budgets in [0, 1] units; ``scale`` divides plain numbers (not fractions).
+
+    ``scale`` (``--eps-scale``) must be a finite number > 0: ``inf`` would turn every budget into 0.
+    """
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise UsageError(f"--eps-scale must be a finite number > 0, got {scale}")
     values = []
     for part in text.split(","):
         if part.strip():
