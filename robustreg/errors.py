@@ -12,8 +12,10 @@ its forward); :class:`CheckpointError` a weights file that cannot be read.
 
 from __future__ import annotations
 
+import difflib
 import os
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "ModelSpecError",
     "ModelTypeError",
     "UserError",
+    "close_matches",
     "code_location",
     "describe_exception",
 ]
@@ -82,3 +85,13 @@ def describe_exception(exc: BaseException, path: str | os.PathLike[str] | None =
         text = exc.msg or text
     where = code_location(exc, path)
     return f"{type(exc).__name__}{': ' + text if text else ''}{f' (at {where})' if where else ''}"
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """The candidates closest to ``name`` for a "did you mean" hint, ignoring case (``PGD`` finds ``pgd``);
+    an exact match but for case comes first."""
+    by_lower: dict[str, list[str]] = {}
+    for candidate in candidates:
+        by_lower.setdefault(candidate.lower(), []).append(candidate)
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=cutoff)
+    return [original for lower in close for original in by_lower[lower]][:n]
