@@ -20,6 +20,7 @@ from ..registry import Registry
 from ..threat import NORMS, ThreatModel
 from .common import (
     UsageError,
+    add_any_input_size,
     check_device,
     check_model_fits_data,
     check_name,
@@ -50,6 +51,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="parameter of the attack compared, in robustreg's vocabulary (the native attack's "
                         "declaration; repeatable), e.g. steps=10")
     p.add_argument("--n", type=int, default=None, help="use the first N samples (default all)")
+    add_any_input_size(p)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -146,7 +148,8 @@ def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, An
     with folders:
         model = load_model(args, args.model)
         data = load_dataset(args, args.data, "test")
-        check_model_fits_data(model, data, args.model, args.data, registry=args.registry)
+        check_model_fits_data(model, data, args.model, args.data, registry=args.registry,
+                              any_input_size=args.any_input_size)
         x, y, _ = first_samples(data, args.n)
         done = None if out is None else group.main_run(lambda: existing_report(
             out, lambda: _identity(attack, eps, args, params, toolkits, x, y, model), _saved_identity,
