@@ -23,10 +23,10 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from ..errors import close_matches
 from .cells import (
     check_attack_flags,
     check_black_box_beats_white_box,
@@ -73,7 +73,7 @@ def check_names(names: Iterable[str]) -> frozenset[str]:
     """Validate check names (e.g. from ``--no-check``); an unknown one is a one-line ValueError."""
     chosen = frozenset([names] if isinstance(names, str) else names)
     for name in sorted(chosen - set(CHECKS)):
-        close = difflib.get_close_matches(name, CHECKS, n=3)
+        close = close_matches(name, CHECKS, n=3)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"unknown check {name!r}{hint} (checks: {', '.join(CHECKS)})")
     return chosen

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..comparison import compare, registered_toolkits, render_markdown, render_table
+from ..comparison import compare, default_toolkits, render_markdown, render_table
 from ..evaluation.distributed import Group
 from ..evaluation.inputs import first_samples
 from ..evaluation.state import data_fingerprint, model_fingerprint
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if len(eps) != 1:
         raise UsageError(f"--eps takes one value for compare, got {args.eps!r}")
     toolkits = ([t.strip() for t in args.toolkits.split(",") if t.strip()] if args.toolkits is not None
-                else registered_toolkits(registry, attack, args.norm))
+                else default_toolkits(registry, attack, args.norm))
     check_device(args.device)
     args.registry = registry
     run = (args, attack, eps[0], params, toolkits)
