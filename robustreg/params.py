@@ -172,6 +172,7 @@ class Param:
         return self._number(owner, value)
 
     def _number(self, owner: str, value: Any) -> int | float:
+        value = self._plain(value)
         is_int = isinstance(value, int) and not isinstance(value, bool)
         if self.type == "int" and not is_int:
             if isinstance(value, float) and value.is_integer():
@@ -195,6 +196,19 @@ class Param:
             raise ParamError(f"{owner}: {self.name} must be at most {self.sane_high:g} (the declared sane maximum; "
                              f"set {ALLOW_LARGE}=1 to go above it), got {value!r}")
         return number
+
+    def _plain(self, value: Any) -> Any:
+        """A 0-d tensor or numpy number as the Python number it holds; for a pixel-unit float, text like
+        ``"8/255"`` read as the command line reads it.  Anything else unchanged (for the type check)."""
+        if isinstance(value, str) and self.type == "float" and self.unit.startswith("pixels"):
+            parsed = parse_value(value)
+            return parsed if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else value
+        item, dtype = getattr(value, "item", None), str(getattr(value, "dtype", ""))
+        numel = getattr(value, "numel", None) or getattr(value, "size", None)
+        count = numel() if callable(numel) else numel
+        if callable(item) and count == 1 and getattr(value, "ndim", 0) == 0 and ("int" in dtype or "float" in dtype):
+            return item()
+        return value
 
     def _type_error(self, owner: str, value: Any) -> ParamTypeError:
         return ParamTypeError(f"{owner}: {self.name} must be {self.allowed()}, got {value!r} "

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import robustreg
-from robustreg import ParamSet, Registry, ThreatModel, build_model, evaluate, parse_eps
+from robustreg import ParamSet, Registry, ThreatModel, evaluate, parse_eps
 from robustreg.cli import main
 from robustreg.comparison import compare
 from robustreg.data import LabeledData, load_data
@@ -174,6 +174,15 @@ def test_eps_as_text_or_tensor(eps):
     assert eps_values(eps, "linf") == [pytest.approx(8 / 255, rel=1e-7)]
     single = eps[0] if isinstance(eps, list) else eps
     assert ThreatModel("linf", single).eps == pytest.approx(8 / 255, rel=1e-7)
+
+
+def test_pixel_parameters_take_eps_text_and_tensors(registry):
+    eps = registry.defense("at").params["eps"]
+    assert eps.validate("at", "8/255") == pytest.approx(8 / 255, rel=1e-15)
+    assert eps.validate("at", torch.tensor(0.25)) == 0.25  # 0.25 is exact in float32
+    assert registry.attack("pgd").params["steps"].validate("pgd", np.int64(10)) == 10
+    with pytest.raises(robustreg.ParamTypeError, match=r"steps must be an int >= 1, got '10' \(str\)"):
+        registry.attack("pgd").params["steps"].validate("pgd", "10")  # text is for pixel budgets only
 
 
 def test_eps_text_runs_an_evaluation(model, digits):
