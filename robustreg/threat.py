@@ -150,8 +150,9 @@ def parse_eps(value: str | float, scale: float | None = None) -> float:
 
     ``scale=255`` reads paper 000's integer budgets: ``parse_eps("16", scale=255) == 16/255``.
     Range checks belong to :class:`ThreatModel` (an L2 eps may exceed 1; a linf one may not).
-    The text is read exactly (as a fraction), so a budget that is not 0 but rounds to 0 as a float
-    (``1e-400``, or ``8`` with ``scale=inf``) is refused rather than run as eps 0.
+    A budget whose text is not 0 but whose float is (``1e-400``; ``1e-300`` with ``scale=1e30``) is refused
+    rather than run as eps 0, and so is a ``scale`` that is not a finite number > 0 (``inf`` makes every
+    budget 0).
     """
     text = str(value).strip()
     try:
