@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Iterator, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn, TextIO
 
 from .checks import CheckWarning
 from .commands import UsageError
@@ -161,6 +162,25 @@ def debug_enabled(argv: Sequence[str] = ()) -> bool:
     return "--debug" in argv or os.environ.get("ROBUSTREG_DEBUG", "") not in ("", "0")
 
 
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` on the command line: one ``robustreg: warning: ...`` line, without Python's
+    installation path and source line."""
+    (file or sys.stderr).write(f"{PROG}: warning: {' '.join(str(message).split())}\n")
+
+
+def _one_line_warnings(fn: Callable[..., int]) -> Callable[..., int]:
+    """Run ``fn`` with every warning shown as :func:`_warning_line` (restored afterwards: the Python API keeps
+    Python's own format)."""
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> int:
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line
+            return fn(*args, **kwargs)
+    return wrapped
+
+
+@_one_line_warnings
 def main(argv: Sequence[str] | None = None, *, registry: Registry | None = None) -> int:
     """Entry point of the ``robustreg`` console script; returns the exit status.
 

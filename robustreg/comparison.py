@@ -30,16 +30,21 @@ from .attack import PASS_EXTRAS, ModelState, within_eps
 from .checks import CheckContext, Checks, check_names, registered, run_checks, warn_checks
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
+from .errors import close_matches
 from .evaluation import first_samples
 from .evaluation.cells import Cell
 from .evaluation.checking import clean_correct, nonfinite_rows, view_of
 from .evaluation.distributed import SINGLE, Group, check_pieces, plain_record, process_group, replay, shard_batches
+from .registrar import UnknownNameError
 from .registry import AttackSpec, Registry
 from .threat import NORMS, ThreatModel, parse_eps
 
 __all__ = [
     "agreement",
+    "attack_names",
+    "check_attack_name",
     "compare",
+    "default_toolkits",
     "disagreements",
     "registered_toolkits",
     "render_markdown",
@@ -71,10 +76,42 @@ def registered_toolkits(registry: Registry, attack: str | None = None, norm: str
     return sorted(found, key=lambda t: (t != "native", t))
 
 
+def attack_names(registry: Registry) -> set[str]:
+    """Every name ``compare`` knows an attack by: the native names, the toolkits' names without their
+    ``<toolkit>:`` prefix, and the common names the entries declare with ``same_as``."""
+    names: set[str] = set()
+    for name, spec in registry.entries("attacks").items():
+        names.add(name.split(":", 1)[-1])
+        names.update(spec.same_as)
+    return names
+
+
+def check_attack_name(registry: Registry, attack: str) -> None:
+    """An attack name no toolkit has is an UnknownNameError with the close matches (case ignored)."""
+    known = attack_names(registry)
+    if attack in known:
+        return
+    close = close_matches(attack, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UnknownNameError(f"unknown attack {attack!r}{hint} (`robustreg list attacks` shows all)")
+
+
+def default_toolkits(registry: Registry, attack: str, norm: str) -> list[str]:
+    """Every registered toolkit that has ``attack`` for ``norm`` (native first); an unknown attack, or one no
+    toolkit has for ``norm``, is a one-line error instead of an empty list."""
+    check_attack_name(registry, attack)
+    found = registered_toolkits(registry, attack, norm)
+    if not found:
+        raise ValueError(f"no toolkit has attack {attack!r} for the {norm} norm "
+                         f"(`robustreg list attacks` shows each attack's norms)")
+    return found
+
+
 def _toolkit_names(registry: Registry, toolkits: Sequence[str] | str | None, attack: str, norm: str) -> list[str]:
     """``toolkits`` (a list or ``"a,b"``) checked, each once; None: every registered toolkit that has ``attack``."""
     if toolkits is None:
-        return registered_toolkits(registry, attack, norm)
+        return default_toolkits(registry, attack, norm)
+    check_attack_name(registry, attack)
     if isinstance(toolkits, str):
         toolkits = [t.strip() for t in toolkits.split(",")]
     names = list(dict.fromkeys(toolkits))
@@ -198,9 +235,9 @@ def _check_args(registry: Registry, toolkits: Sequence[str] | None, attack: Any,
                 batch_size: Any, seed: Any) -> tuple[list[str], str, ThreatModel]:
     if not isinstance(attack, str) or not attack.strip():
         raise ValueError(f"attack must be a non-empty name such as 'pgd', got {attack!r}")
-    names = _toolkit_names(registry, toolkits, attack.strip(), norm)
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    names = _toolkit_names(registry, toolkits, attack.strip(), norm)
     threat = ThreatModel(norm, parse_eps(eps) if isinstance(eps, str) else eps)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -14,11 +14,12 @@ cannot be written because of where it goes (a full disk, a quota, a read-only or
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import os
 import shutil
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "ModelTypeError",
     "StorageError",
     "UserError",
+    "close_matches",
     "code_location",
     "describe_exception",
     "model_code_file",
@@ -183,3 +185,13 @@ def describe_exception(exc: BaseException, path: str | os.PathLike[str] | None =
         text = exc.msg or text
     where = code_location(exc, path)
     return f"{type(exc).__name__}{': ' + text if text else ''}{f' (at {where})' if where else ''}"
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """The candidates closest to ``name`` for a "did you mean" hint, ignoring case (``PGD`` finds ``pgd``);
+    an exact match but for case comes first."""
+    by_lower: dict[str, list[str]] = {}
+    for candidate in candidates:
+        by_lower.setdefault(candidate.lower(), []).append(candidate)
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=cutoff)
+    return [original for lower in close for original in by_lower[lower]][:n]

@@ -14,14 +14,15 @@ allowed.  An unknown name lists close matches (``pgd: unknown parameter 'stepz';
 
 from __future__ import annotations
 
-import difflib
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, close_matches
 
 __all__ = [
     "TYPES",
@@ -38,6 +39,7 @@ TYPES = ("int", "float", "bool", "str", "choice")
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 _NONE = ("none", "null", "~")
+ALLOW_LARGE = "ROBUSTREG_ALLOW_LARGE"  # set to 1: iteration counts may go above their declared sane_high
 
 
 class ParamError(UserError):
@@ -97,6 +99,8 @@ class Param:
     for numbers, inclusive unless ``low_open`` / ``high_open``.  ``choices``: the allowed values
     (``choice``).  ``optional``: None is allowed too.  ``unit``: e.g. ``"pixels [0, 1]"``, ``"logits"``.
     ``toolkit``: the wrapped toolkit's keyword for this parameter (adapters), when it differs.
+    ``sane_high``: for an iteration or query count, the most a run is allowed without
+    ``ROBUSTREG_ALLOW_LARGE=1`` in the environment (``steps=1e9`` would run for hours without a word).
     """
 
     name: str
@@ -111,6 +115,7 @@ class Param:
     optional: bool = False
     unit: str = ""
     toolkit: str | None = None
+    sane_high: float | None = None
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -157,7 +162,7 @@ class Param:
             for choice in self.choices:  # True == 1, but a bool is no int choice (and vice versa)
                 if value == choice and isinstance(value, bool) == isinstance(choice, bool):
                     return choice
-            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1, cutoff=0.6)
+            close = close_matches(str(value), [str(c) for c in self.choices], n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ParamError(f"{owner}: {self.name} must be {self.allowed()}, got {value!r}{hint}")
         if self.type == "str":
@@ -167,6 +172,7 @@ class Param:
         return self._number(owner, value)
 
     def _number(self, owner: str, value: Any) -> int | float:
+        value = self._plain(value)
         is_int = isinstance(value, int) and not isinstance(value, bool)
         if self.type == "int" and not is_int:
             if isinstance(value, float) and value.is_integer():
@@ -186,7 +192,23 @@ class Param:
             if self.unit.startswith("pixels") and isinstance(value, (int, float)) and 1 < value <= 255:
                 hint = f"; did you mean {value:g}/255?"
             raise ParamError(f"{owner}: {self.name} must be {self.allowed()}, got {value!r}{hint}")
+        if self.sane_high is not None and number > self.sane_high and not _large_allowed():
+            raise ParamError(f"{owner}: {self.name} must be at most {self.sane_high:g} (the declared sane maximum; "
+                             f"set {ALLOW_LARGE}=1 to go above it), got {value!r}")
         return number
+
+    def _plain(self, value: Any) -> Any:
+        """A 0-d tensor or numpy number as the Python number it holds; for a pixel-unit float, text like
+        ``"8/255"`` read as the command line reads it.  Anything else unchanged (for the type check)."""
+        if isinstance(value, str) and self.type == "float" and self.unit.startswith("pixels"):
+            parsed = parse_value(value)
+            return parsed if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else value
+        item, dtype = getattr(value, "item", None), str(getattr(value, "dtype", ""))
+        numel = getattr(value, "numel", None) or getattr(value, "size", None)
+        count = numel() if callable(numel) else numel
+        if callable(item) and count == 1 and getattr(value, "ndim", 0) == 0 and ("int" in dtype or "float" in dtype):
+            return item()
+        return value
 
     def _type_error(self, owner: str, value: Any) -> ParamTypeError:
         return ParamTypeError(f"{owner}: {self.name} must be {self.allowed()}, got {value!r} "
@@ -203,7 +225,11 @@ class Param:
             if low not in _TRUE + _FALSE:
                 raise ParamTypeError(f"{owner}: {self.name} must be true or false, got {text!r}")
             value = low in _TRUE
-        elif self.type in ("int", "float"):
+        elif self.type == "int":
+            value = _exact_int(t)
+            if value is None:
+                raise ParamTypeError(f"{owner}: {self.name} must be {self.allowed()}, got {text!r}")
+        elif self.type == "float":
             value = parse_value(t)
             if isinstance(value, str) or isinstance(value, bool) or value is None:
                 raise ParamTypeError(f"{owner}: {self.name} must be {self.allowed()}, got {text!r}")
@@ -216,7 +242,7 @@ class Param:
         """The declaration as JSON-ready values (``robustreg list --json``)."""
         out: dict[str, Any] = {"name": self.name, "type": self.type, "default": _jsonable(self.default),
                                "doc": self.doc, "allowed": self.allowed()}
-        for key in ("low", "high", "unit", "toolkit"):
+        for key in ("low", "high", "unit", "toolkit", "sane_high"):
             value = getattr(self, key)
             if value not in (None, ""):
                 out[key] = _jsonable(value)
@@ -228,6 +254,30 @@ class Param:
             out["choices"] = [_jsonable(c) for c in self.choices]
         out["optional"] = self.optional
         return out
+
+
+def _large_allowed() -> bool:
+    return os.environ.get(ALLOW_LARGE, "") not in ("", "0")
+
+
+def _exact_int(text: str) -> int | None:
+    """The int that ``text`` names exactly (``40``, ``1e3``, ``100/2``); None when it names no whole number
+    (``2.5``, ``abc``) or one past 2**63 (``1e400``: read exactly, a float would silently round it)."""
+    try:
+        if "/" in text:
+            number = Fraction(text)
+        else:
+            dec = Decimal(text)
+            # a finite value below 2**63 has at most 19 digits before the point: a larger adjusted exponent is
+            # out of range, and an exponent far below -19 cannot name a whole number (Fraction would build 10**n)
+            if not dec.is_finite() or dec.adjusted() > 19 or (dec != 0 and dec.adjusted() < -1):
+                return None
+            number = Fraction(dec)
+    except (ValueError, ZeroDivisionError, InvalidOperation, OverflowError):
+        return None
+    if number.denominator != 1 or abs(number.numerator) >= 2**63:
+        return None
+    return int(number)
 
 
 def _jsonable(value: Any) -> Any:
@@ -299,7 +349,7 @@ class ParamSet(Sequence[Param]):
 
     # --- use --------------------------------------------------------------------------------------
     def unknown_error(self, owner: str, name: str) -> UnknownParamError:
-        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        close = close_matches(name, self.names(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         allowed = ", ".join(self.names()) or "none"
         return UnknownParamError(f"{owner}: unknown parameter {name!r}{hint} (allowed: {allowed})")

@@ -25,6 +25,7 @@ import pluggy
 from . import hookspecs
 from .attack import Attack
 from .defense import Defense
+from .errors import close_matches
 from .registrar import DuplicateNameError, PluginLoadError, Registrar, RegistryError, UnknownNameError
 from .specs import AttackSpec, CheckSpec, CommandSpec, DatasetSpec, DefenseSpec, ModelSpec, RemedySpec
 from .threat import ThreatModel
@@ -231,8 +232,8 @@ class Registry:
         entries = self._entries[kind]
         if name in entries:
             return entries[name]
-        close = difflib.get_close_matches(name, list(entries), n=5, cutoff=0.5)
-        close += [n for n in entries if n.split(":")[-1] == name and n not in close]
+        close = close_matches(name, entries, n=5, cutoff=0.5)
+        close += [n for n in entries if n.split(":")[-1].lower() == name.lower() and n not in close]
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownNameError(
             f"unknown {kind[:-1]} {name!r}{hint} (`robustreg list {kind}` shows all {len(entries)})"

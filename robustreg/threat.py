@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import torch
 
-__all__ = ["NORMS", "ThreatModel", "parse_eps"]
+__all__ = ["NORMS", "ThreatModel", "as_eps", "parse_eps"]
 
 NORMS = ("linf", "l2", "l1")
 
@@ -32,8 +32,7 @@ class ThreatModel:
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if not isinstance(self.eps, (int, float)) or not math.isfinite(self.eps) or self.eps < 0:
-            raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
+        object.__setattr__(self, "eps", as_eps(self.eps))
         if self.norm == "linf" and self.eps > 1:
             raise ValueError(
                 f"eps must be in [0, 1] for the linf norm (pixels are in [0, 1]), got {self.eps}; "
@@ -151,18 +150,63 @@ def parse_eps(value: str | float, scale: float | None = None) -> float:
 
     ``scale=255`` reads paper 000's integer budgets: ``parse_eps("16", scale=255) == 16/255``.
     Range checks belong to :class:`ThreatModel` (an L2 eps may exceed 1; a linf one may not).
+    A budget whose text is not 0 but whose float is (``1e-400``; ``1e-300`` with ``scale=1e30``) is refused
+    rather than run as eps 0, and so is a ``scale`` that is not a finite number > 0 (``inf`` makes every
+    budget 0).
     """
     text = str(value).strip()
     try:
         number = float(Fraction(text)) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise ValueError(
             f"eps must be a number, a fraction like '8/255', or a 255-scale value with scale=255; got {value!r}"
         ) from None
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"eps must be a finite number >= 0, got {value!r}")
     if scale is not None:
-        if scale <= 0:
-            raise ValueError(f"scale must be > 0, got {scale!r}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
         number /= scale
+    if number == 0 and _names_nonzero(text):
+        shown = f"{text!r}" + (f" / {scale:g}" if scale is not None else "")
+        raise ValueError(f"eps {shown} is not 0 but rounds to 0 as a float; give 0 or a budget a float holds "
+                         f"(>= {_TINY:.0e})")
     return number
+
+
+def _names_nonzero(text: str) -> bool:
+    """Does the text of a number name a value other than 0 (a non-zero digit before any exponent)?"""
+    head = text.split("/")[0].lower().partition("e")[0]
+    return any(c in "123456789" for c in head)
+
+
+_TINY = 5e-324  # the smallest positive float64 (subnormal)
+
+
+def as_eps(value: object) -> float:
+    """An eps in any form Python code gives it, as a float >= 0: a number, text (``"8/255"``, read by
+    :func:`parse_eps`), a 0-d tensor or numpy scalar.  Anything else is a one-line ValueError."""
+    if isinstance(value, str):
+        return parse_eps(value)
+    if isinstance(value, bool):
+        raise ValueError(f"eps must be a number, a fraction like '8/255' or a 0-d tensor, got {value!r}")
+    number = float(value) if isinstance(value, (int, float)) else _scalar(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def _scalar(value: object) -> float:
+    """A 0-d (or one-element) tensor or numpy number as a float; else the one-line error."""
+    item = getattr(value, "item", None)
+    size = getattr(value, "numel", None) or getattr(value, "size", None)
+    count = size() if callable(size) else size
+    dtype = str(getattr(value, "dtype", ""))
+    if callable(item) and count == 1 and "bool" not in dtype and "complex" not in dtype:
+        try:
+            return float(item())
+        except (TypeError, ValueError):
+            pass
+    shape = tuple(getattr(value, "shape", ()))
+    what = f"{type(value).__name__} of shape {shape}" if shape else repr(value)
+    raise ValueError(f"eps must be a number, a fraction like '8/255' or a 0-d tensor, got {what}")

@@ -149,7 +149,7 @@ CASES = [
     ("28x28-model-on-8x8", _evaluate, ["--model", "lenet5-mnist", "--data", "digits"],
      ("--model", "expects input 1x28x28", "--data", "1x8x8")),
     ("3-channel-into-1", _evaluate, ["--model", "digits-cnn", "--data", "npz:{d}/rgb.npz"],
-     ("--model", "--data", "3x8x8", "forward raised")),
+     ("--model", "--data", "3x8x8", "expects input 1x8x8")),  # the registered input_shape, before any forward
     ("fewer-outputs", _evaluate, ["--model", M + ":five", "--data", "digits"], ("--model", "5 outputs", "10 classes")),
     ("label-beyond-outputs", _evaluate, ["--model", "digits-cnn", "--data", "npz:{d}/biglabel.npz"],
      ("--model", "10 outputs", "13 classes")),

@@ -320,14 +320,17 @@ def test_autoattack_summary_from_sub_attack_extras(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    attacked, n = report["results"][0]["attacked"], report["n"]
+    attacked = report["results"][0]["attacked"]
     assert attacked > 0
-    expect_a = 100 * sum(1 for i in range(attacked) if i % 2 == 1) / n
-    expect_b = 100 * sum(1 for i in range(attacked) if i % 4 == 1) / n
-    lines = dict(line.split(":", 1) for line in out.splitlines()[-6:])
+    # one basis, the attacked points (as the table's robust_after columns), said in the header line
+    expect_a = 100 * sum(1 for i in range(attacked) if i % 2 == 1) / attacked
+    expect_b = 100 * sum(1 for i in range(attacked) if i % 4 == 1) / attacked
+    lines = dict(line.split(":", 1) for line in out.splitlines()[-7:])
+    assert f"of the {attacked} attacked" in lines["robust after each sub-attack"]
     assert lines["robust after a"].split()[0] == f"{expect_a:.2f}%" and "(1.0 s)" in lines["robust after a"]
     assert lines["robust after b"].split()[0] == f"{expect_b:.2f}%" and "(2.0 s)" in lines["robust after b"]
-    assert lines["clean accuracy"].strip() == f"{100 * report['clean_accuracy']:.2f}%"
+    assert f"{report['results'][0]['extras']['robust_after:a']:.4g}" in out  # the table's column, same number
+    assert lines["clean accuracy"].split()[0] == f"{100 * report['clean_accuracy']:.2f}%"
 
 
 # --- declared parameters: list NAME, --param coercion, the registry's defaults ------------------

@@ -133,7 +133,7 @@ def test_demo_attack_set(registry):
 # --- the same for defenses: errors name the defense -----------------------------------------------
 @pytest.mark.parametrize(("name", "key", "out_of_range", "wrong_type"), [
     ("at", "steps", -1, "3"),                   # int
-    ("at", "eps", 8, "8/255"),                  # float (pixel units)
+    ("at", "eps", 8, "eight"),                  # float (pixel units; "8/255" text is read, as eps everywhere)
     ("at", "step_size", -0.1, "big"),           # optional float
     ("at", "random_start", None, 1),            # bool
     ("bidirectional", "embedding", "pixels", 2),  # choice

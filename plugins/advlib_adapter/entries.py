@@ -31,7 +31,7 @@ _DF = ("DeepFool: a simple and accurate method to fool deep neural networks (Moo
 
 
 def _steps(default: int, toolkit: str | None = None, low: int = 1, doc: str = "number of iterations") -> Param:
-    return Param("steps", "int", default, doc, low=low, toolkit=toolkit)
+    return Param("steps", "int", default, doc, low=low, toolkit=toolkit, sane_high=100_000)
 
 
 def _positive(name: str, default: float | None, doc: str, toolkit: str | None = None) -> Param:

@@ -183,9 +183,10 @@ def one_hot(y: torch.Tensor, num_classes: int) -> np.ndarray:
 _FINITE = {"high": math.inf, "high_open": True}
 
 
-def count(name: str, default: int | None, doc: str, *, low: int = 1, toolkit: str | None = None) -> Param:
-    """An int parameter >= ``low`` (1 unless given)."""
-    return Param(name, "int", default, doc, low=low, toolkit=toolkit, optional=default is None)
+def count(name: str, default: int | None, doc: str, *, low: int = 1, toolkit: str | None = None,
+          sane_high: int | None = None) -> Param:
+    """An int parameter >= ``low`` (1 unless given); ``sane_high`` for an iteration or query count."""
+    return Param(name, "int", default, doc, low=low, toolkit=toolkit, optional=default is None, sane_high=sane_high)
 
 
 def positive(name: str, default: float | None, doc: str, *, toolkit: str | None = None, unit: str = "") -> Param:

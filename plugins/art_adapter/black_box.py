@@ -46,7 +46,7 @@ def _source(what: str) -> str:
 
 
 def _budget(name: str, default: int, doc: str, low: int = 1, toolkit: str = "max_iter") -> Param:
-    return count(name, default, doc, low=low, toolkit=toolkit)
+    return count(name, default, doc, low=low, toolkit=toolkit, sane_high=1_000_000)
 
 
 _BATCH = count("batch_size", 64, "samples per ART batch (of queries)")

@@ -18,11 +18,11 @@ def _source(what: str) -> str:
 
 
 # Our vocabulary for ART's keywords (each entry sets its own default for steps).
-_STEPS = count("steps", 10, "iterations", toolkit="max_iter")
+_STEPS = count("steps", 10, "iterations", toolkit="max_iter", sane_high=100_000)
 _STEP_SIZE = positive("step_size", None, "step per iteration; None = eps / 4", toolkit="eps_step",
                       unit="pixels [0, 1]")
 _RESTARTS = count("restarts", 1, "random restarts; every restart starts at random",
-                  toolkit="nb_random_init")
+                  toolkit="nb_random_init", sane_high=100_000)
 _AA_STEP = positive("step_size", 0.1, "initial step of the APGDs", toolkit="eps_step",
                     unit="pixels [0, 1]")
 

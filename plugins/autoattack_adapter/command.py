@@ -37,20 +37,26 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def summary(report: dict[str, Any]) -> str:
-    """Clean accuracy, robust accuracy after each sub-attack (fraction of all n), final, max perturbation,
-    time and AutoAttack's own flags (its warnings about the evaluation)."""
+    """Clean accuracy, robust accuracy after each sub-attack, final, max perturbation, time and AutoAttack's
+    own flags (its warnings about the evaluation).
+
+    "Robust after" each sub-attack has one basis, the points attacked (the clean-correct ones), as the
+    table's ``robust_after:<sub>`` columns: a header line says so.  The final robust accuracy is of all n.
+    """
     result = report["results"][0]
     extras = result.get("extras", {})
     n, attacked = report["n"], result.get("attacked", 0)
-    rows = [("clean accuracy", f"{100 * report['clean_accuracy']:.2f}%")]
-    for key, value in extras.items():
-        if key.startswith("robust_after:") and value is not None:
-            sub = key.split(":", 1)[1]
-            seconds = extras.get(f"seconds:{sub}")
-            shown = f"  ({seconds:.1f} s)" if isinstance(seconds, (int, float)) else ""
-            # the extra is the mean over the attacked (clean-correct) points; rescale to all n samples
-            rows.append((f"robust after {sub}", f"{100 * value * attacked / n:.2f}%{shown}"))
-    rows.append(("robust accuracy", f"{100 * result['robust_accuracy']:.2f}%"))
+    rows = [("clean accuracy", f"{100 * report['clean_accuracy']:.2f}% (of all {n} samples)")]
+    after = [(key.split(":", 1)[1], value) for key, value in extras.items()
+             if key.startswith("robust_after:") and value is not None]
+    if after:
+        rows.append(("robust after each sub-attack", f"% of the {attacked} attacked (clean-correct) points, as the "
+                                                     f"table's robust_after columns"))
+    for sub, value in after:
+        seconds = extras.get(f"seconds:{sub}")
+        shown = f"  ({seconds:.1f} s)" if isinstance(seconds, (int, float)) else ""
+        rows.append((f"robust after {sub}", f"{100 * value:.2f}%{shown}"))
+    rows.append(("robust accuracy", f"{100 * result['robust_accuracy']:.2f}% (of all {n} samples)"))
     rows.append(("max perturbation", f"{result['max_perturbation']:.6g} ({report['norm']})"))
     rows.append(("total time", f"{result['seconds']:.1f} s"))
     flags = result.get("flags") or {}

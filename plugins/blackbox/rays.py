@@ -75,7 +75,7 @@ class RayS(Attack):
 
     params = ParamSet([
         Param("max_queries", "int", 10000, "model queries per image (the clean check included)", low=1,
-              unit="queries"),
+              unit="queries", sane_high=10_000_000),
         Param("early_stop", "bool", True, "stop on an image once its boundary distance is <= eps (fast mode)"),
         Param("adbd_mode", "choice", "fast", "fast: early_stop as given, ADBD over the images classified correctly; "
               "full: the whole query budget on every image (no early stop) and ADBD over all evaluated images "

@@ -72,7 +72,7 @@ class SPSA(Attack):
               high_open=True, unit="pixels [0, 1]"),
         Param("learning_rate", "float", 0.01, "Adam's step size", low=0, low_open=True, high=math.inf,
               high_open=True, unit="pixels [0, 1]"),
-        Param("steps", "int", 100, "Adam iterations", low=0),
+        Param("steps", "int", 100, "Adam iterations", low=0, sane_high=100_000),
         Param("early_stop", "bool", True, "stop on an image as soon as it is misclassified"),
         Param("random_start", "bool", True, "start from a uniform point of the eps ball (as the original code)"),
         Param("max_batch", "int", 1024, "the most inputs in one forward pass (bounds memory)", low=2),

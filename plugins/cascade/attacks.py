@@ -112,7 +112,7 @@ class _Iterative(Attack):
         Param("alpha", "float", 1 / 255, "step size (the paper's alpha = 1 on the 255 scale is 1/255)",
               low=0, low_open=True, high=math.inf, high_open=True, unit="pixels [0, 1]"),
         Param("steps", "int", None, "iterations; None = int(min(eps*255 + 4, 1.25 eps*255)), at least 1",
-              low=1, optional=True),
+              low=1, optional=True, sane_high=100_000),
     ])
     alpha: float
     steps: int | None

@@ -313,9 +313,10 @@ class APGD(Attack):
     )
 
     params = ParamSet([
-        Param("steps", "int", 100, "iterations per run (each one forward and one input gradient)", low=1),
+        Param("steps", "int", 100, "iterations per run (each one forward and one input gradient)", low=1,
+              sane_high=100_000),
         Param("restarts", "int", 1, "runs from new random starts; each later run attacks the points still standing",
-              low=1),
+              low=1, sane_high=100_000),
         Param("loss", "choice", "ce", "the loss ascended: cross-entropy, DLR, C&W margin or paper 004's SI",
               choices=APGD_LOSSES),
         Param("rho", "float", 0.75, "halve the step where at most this fraction of steps raised the loss (linf, l2)",

@@ -123,7 +123,7 @@ class AdversarialDefense(Defense):
 
     params = ParamSet([
         Param("eps", "float", 8 / 255, "linf radius of the inner attack", low=0, high=1, unit=PIXELS),
-        Param("steps", "int", 10, "the inner attack's iterations", low=0),
+        Param("steps", "int", 10, "the inner attack's iterations", low=0, sane_high=100_000),
         step_size_param("eps / 4"),
         Param("random_start", "bool", True, "start the inner attack from a random point of the ball"),
         Param("seed", "int", None, "None: torch's global RNG; an int: a local generator seeded with (seed, step)",

@@ -63,11 +63,12 @@ class PGD(Attack):
     )
 
     params = ParamSet([
-        Param("steps", "int", 20, "gradient steps per restart", low=1),
+        Param("steps", "int", 20, "gradient steps per restart", low=1, sane_high=100_000),
         Param("step_size", "float", None, "absolute step (l2: the l2 length of a step); None = eps / 4",
               low=0, low_open=True, high=math.inf, high_open=True, optional=True, unit="pixels [0, 1]"),
         Param("random_start", "bool", True, "start from a uniform point of the eps ball"),
-        Param("restarts", "int", 1, "independent runs; a sample broken by any run stays broken", low=1),
+        Param("restarts", "int", 1, "independent runs; a sample broken by any run stays broken", low=1,
+              sane_high=100_000),
         Param("loss", "choice", "ce", "the loss ascended: cross-entropy, C&W margin or DLR", choices=LOSSES),
         Param("kappa", "float", 50.0, "cap of the C&W margin (loss='cw' only); inf = no cap", low=0, low_open=True,
               unit="logits"),

@@ -26,7 +26,7 @@ _DF = ("DeepFool: a simple and accurate method to fool deep neural networks (Moo
 
 
 def _steps(default: int | None, doc: str = "number of iterations") -> Param:
-    return Param("steps", "int", default, doc, low=1, optional=default is None)
+    return Param("steps", "int", default, doc, low=1, optional=default is None, sane_high=100_000)
 
 
 def _positive(name: str, default: float | None, doc: str, toolkit: str | None = None, unit: str = "") -> Param:

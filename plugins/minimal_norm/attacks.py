@@ -146,7 +146,8 @@ class FMN(Attack):
     )
     params = ParamSet([
         # the authors' code defaults to 10 steps; 100 is a closer search (the paper runs up to 1000)
-        Param("steps", "int", 100, "optimisation steps (each one forward and one input gradient)", low=1),
+        Param("steps", "int", 100, "optimisation steps (each one forward and one input gradient)", low=1,
+              sane_high=100_000),
         Param("alpha_init", "float", 1.0, "initial step: l2 length of the normalised-gradient step", low=0,
               low_open=True, unit="pixels [0, 1]"),
         Param("alpha_final", "float", None, "step after cosine annealing; None = alpha_init / 100", low=0,
@@ -222,7 +223,8 @@ class DDN(Attack):
         summary="Decoupled Direction and Norm (Rony 2019): smallest l2 perturbation",
     )
     params = ParamSet([
-        Param("steps", "int", 100, "optimisation steps (each one forward and one input gradient)", low=1),
+        Param("steps", "int", 100, "optimisation steps (each one forward and one input gradient)", low=1,
+              sane_high=100_000),
         Param("gamma", "float", 0.05, "factor of the norm update eps * (1 -/+ gamma)", low=0, low_open=True,
               high=1, high_open=True),
         Param("init_norm", "float", 1.0, "initial l2 norm eps_0 of the perturbation", low=0, low_open=True,

@@ -121,7 +121,7 @@ class _HEDefense(Defense):
 
     params = ParamSet([
         Param("eps", "float", 8 / 255, "linf radius of the inner attack", low=0, high=1, unit=PIXELS),
-        Param("steps", "int", 10, "the inner attack's iterations", low=0),
+        Param("steps", "int", 10, "the inner attack's iterations", low=0, sane_high=100_000),
         Param("step_size", "float", None, "the inner attack's absolute step; None = eps / 4", low=0, high=math.inf,
               high_open=True, optional=True, unit=PIXELS),
         Param("random_start", "bool", True, "start the inner attack from a random point (see init)"),

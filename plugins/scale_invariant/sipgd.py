@@ -49,11 +49,12 @@ class SIPGD(Attack):
     params = ParamSet([
         Param("s", "float", 15.0, "the scale multiplying cos(theta) (paper: s = 15), unitless",
               low=0, low_open=True, high=math.inf, high_open=True),
-        Param("steps", "int", 20, "gradient steps per restart", low=1),
+        Param("steps", "int", 20, "gradient steps per restart", low=1, sane_high=100_000),
         Param("step_size", "float", None, "absolute step; None = eps / 4", low=0, low_open=True, high=math.inf,
               high_open=True, optional=True, unit="pixels [0, 1]"),
         Param("random_start", "bool", True, "start from a uniform point of the eps ball"),
-        Param("restarts", "int", 1, "independent runs; a sample broken by any run stays broken", low=1),
+        Param("restarts", "int", 1, "independent runs; a sample broken by any run stays broken", low=1,
+              sane_high=100_000),
     ])
     s: float
     steps: int

@@ -22,7 +22,7 @@ _FAB = ("Minimally distorted Adversarial Examples with a Fast Adaptive Boundary 
 
 
 def _steps(default: int, low: int = 1) -> Param:
-    return Param("steps", "int", default, "number of iterations", low=low)
+    return Param("steps", "int", default, "number of iterations", low=low, sane_high=100_000)
 
 
 def _step_size(default: float) -> Param:
@@ -31,7 +31,7 @@ def _step_size(default: float) -> Param:
 
 
 def _restarts(default: int = 1) -> Param:
-    return Param("restarts", "int", default, "number of restarts", low=1, toolkit="n_restarts")
+    return Param("restarts", "int", default, "number of restarts", low=1, toolkit="n_restarts", sane_high=100_000)
 
 
 def _positive(name: str, default: float, doc: str) -> Param:

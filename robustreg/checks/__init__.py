@@ -23,11 +23,11 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from ..errors import close_matches
 from ..hookspecs import hookimpl
 from .cells import (
     check_attack_flags,
@@ -105,7 +105,7 @@ def check_names(names: Iterable[str], known: Iterable[str] | None = CHECKS) -> f
         return chosen
     known = tuple(known)
     for name in sorted(chosen - set(known)):
-        close = difflib.get_close_matches(name, known, n=3)
+        close = close_matches(name, known, n=3)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"unknown check {name!r}{hint} (checks: {', '.join(known)})")
     return chosen

@@ -8,6 +8,7 @@ API, exactly as the core's own ``evaluate`` does.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -61,6 +62,13 @@ def add_model_data_args(p: argparse.ArgumentParser) -> None:
                                                  "svhn:DIR, npz:PATH or a registered name")
     g.add_argument("--split", default="test", choices=("test", "train"), help="data split (default test)")
     g.add_argument("--n", type=int, metavar="N", help="evaluate the first N samples (default all)")
+    add_any_input_size(g)
+
+
+def add_any_input_size(p: Any) -> None:
+    """``--any-input-size``: run a registered model on data of another shape than it is registered for."""
+    p.add_argument("--any-input-size", action="store_true",
+                   help="allow data of another shape than the registered model's input (a model that takes any size)")
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
@@ -139,8 +147,8 @@ def check_run_args(args: argparse.Namespace) -> None:
     """The :func:`add_run_args` values argparse cannot check itself."""
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.eps_scale is not None and args.eps_scale <= 0:
-        raise UsageError(f"--eps-scale must be > 0, got {args.eps_scale}")
+    if args.eps_scale is not None and not (math.isfinite(args.eps_scale) and args.eps_scale > 0):
+        raise UsageError(f"--eps-scale must be a finite number > 0, got {args.eps_scale}")
     check_device(args.device)
     speed_options(args)
     if not 0 <= args.seed <= MAX_SEED:
@@ -176,7 +184,12 @@ def check_out_folder(flag: str, out: str | None) -> None:
 # values
 # --------------------------------------------------------------------------------------------
 def eps_list(text: str, scale: float | None = None, *, flag: str = "--eps") -> list[float]:
-    """``"8/255,0.1"`` -> budgets in [0, 1] units; ``scale`` divides plain numbers (not fractions)."""
+    """``"8/255,0.1"`` -> budgets in [0, 1] units; ``scale`` divides plain numbers (not fractions).
+
+    ``scale`` (``--eps-scale``) must be a finite number > 0: ``inf`` would turn every budget into 0.
+    """
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise UsageError(f"--eps-scale must be a finite number > 0, got {scale}")
     values = []
     for part in text.split(","):
         if part.strip():
@@ -266,16 +279,25 @@ def load_dataset(args: argparse.Namespace, data_spec: str, split: str | None = N
 
 
 def check_model_fits_data(model: Any, data: Any, model_spec: str, data_spec: str, *, trainable: bool = False,
-                          registry: Any = None) -> None:
+                          registry: Any = None, any_input_size: bool = False) -> None:
     """:func:`robustreg.evaluation.probe.probe_model` on the first samples of ``data``, before any work; a
-    mismatch is a UsageError naming ``--model`` and ``--data`` (and the input shape a registered model expects)."""
+    mismatch is a UsageError naming ``--model`` and ``--data`` (and the input shape a registered model expects).
+
+    A registered model's ``input_shape`` must be the data's (a model with adaptive pooling runs on 31x31
+    images as well, silently evaluating something else) unless ``any_input_size`` (``--any-input-size``).
+    """
     from ..evaluation.probe import probe_model
 
-    x, y = data.tensors(2) if hasattr(data, "tensors") else (data[0][:2], data[1][:2])
+    count = min(2, len(data[0]) if isinstance(data, (tuple, list)) else len(data))
+    x, y = data.tensors(count) if hasattr(data, "tensors") else (data[0][:count], data[1][:count])
+    expects = _expected_input(model_spec, registry)
+    if expects and not any_input_size and expects != _shape(x):
+        raise UsageError(f"--model {model_spec!r} expects input {expects} (its registered input_shape), got --data "
+                         f"{data_spec!r} of shape {_shape(x)}; give data of that shape, or --any-input-size for a "
+                         f"model that takes any size")
     try:
         probe_model(model, x, y, num_classes=getattr(data, "num_classes", None), trainable=trainable)
     except (UserError, ValueError, TypeError) as exc:
-        expects = _expected_input(model_spec, registry)
         if expects and isinstance(exc, ModelCodeError) and expects != _shape(x):
             raise UsageError(f"--model {model_spec!r} expects input {expects}, got --data {data_spec!r} of shape "
                              f"{_shape(x)}: {exc}") from exc
@@ -298,7 +320,8 @@ def _load_model_and_data(args: argparse.Namespace, model_spec: str, data_spec: s
     data = load_dataset(args, data_spec)
     if args.n is not None and (args.n < 1 or args.n > len(data)):
         raise UsageError(f"--n {args.n}: must be between 1 and the size of {data_spec!r} ({len(data)} samples)")
-    check_model_fits_data(model, data, model_spec, data_spec, registry=args.registry)
+    check_model_fits_data(model, data, model_spec, data_spec, registry=args.registry,
+                          any_input_size=getattr(args, "any_input_size", False))
     return model, data
 
 

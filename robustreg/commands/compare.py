@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..comparison import compare, registered_toolkits, render_markdown, render_table
+from ..comparison import compare, default_toolkits, registered_toolkits, render_markdown, render_table
 from ..comparison_check import check_comparison_report
 from ..evaluation.distributed import Group
 from ..evaluation.inputs import first_samples
@@ -22,6 +22,7 @@ from ..registry import Registry
 from ..threat import NORMS, ThreatModel
 from .common import (
     UsageError,
+    add_any_input_size,
     check_device,
     check_model_fits_data,
     check_name,
@@ -53,6 +54,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="parameter of the attack compared, in robustreg's vocabulary (the native attack's "
                         "declaration; repeatable), e.g. steps=10")
     p.add_argument("--n", type=int, default=None, help="use the first N samples (default all)")
+    add_any_input_size(p)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -150,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if len(eps) != 1:
         raise UsageError(f"--eps takes one value for compare, got {args.eps!r}")
     toolkits = ([t.strip() for t in args.toolkits.split(",") if t.strip()] if args.toolkits is not None
-                else registered_toolkits(registry, attack, args.norm))
+                else default_toolkits(registry, attack, args.norm))
     _check_toolkits(registry, toolkits)
     check_device(args.device)
     args.registry = registry
@@ -167,7 +169,8 @@ def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, An
     with folders:
         model = load_model(args, args.model)
         data = load_dataset(args, args.data, "test")
-        check_model_fits_data(model, data, args.model, args.data, registry=args.registry)
+        check_model_fits_data(model, data, args.model, args.data, registry=args.registry,
+                              any_input_size=args.any_input_size)
         x, y, _ = first_samples(data, args.n)
         done = None if out is None else group.main_run(lambda: existing_report(
             out, lambda: _identity(attack, eps, args, params, toolkits, x, y, model), _saved_identity,

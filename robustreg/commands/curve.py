@@ -403,7 +403,8 @@ def run(args: argparse.Namespace) -> int:
         model, data = load_model(args, args.model), load_dataset(args, args.data)
         if args.n is not None and not 1 <= args.n <= len(data):
             raise UsageError(f"--n {args.n}: must be between 1 and the size of {args.data!r} ({len(data)} samples)")
-        check_model_fits_data(model, data, args.model, args.data, registry=registry)
+        check_model_fits_data(model, data, args.model, args.data, registry=registry,
+                              any_input_size=args.any_input_size)
         x, y, data_info = first_samples(data, args.n)
         identity = _identity(args, params, x, y, model)
         done = existing_report(out, lambda: identity, saved_identity, overwrite=args.overwrite)

@@ -23,6 +23,7 @@ from ..training.loop import train
 from .common import (
     MAX_SEED,
     UsageError,
+    add_any_input_size,
     check_device,
     check_model_fits_data,
     check_out_folder,
@@ -180,6 +181,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--normalize", metavar="MEAN,...:STD,...", help="wrap the model in Normalize(mean, std) ('cifar10' also works)")
     add("--data", metavar="SPEC", help="dataset spec (train split), e.g. digits, cifar10:DIR")
     add("--n-train", type=int, metavar="N", help="use the first N training samples")
+    add_any_input_size(parser)
     add("--defense", metavar="NAME", help="registered defense (plain training: standard)")
     add("--param", dest="params", action="append", default=[], metavar="[DEFENSE.]KEY=VALUE",
         help="a defense parameter, e.g. at.steps=10 or eps=8/255; repeatable")
@@ -288,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
         from ..registry import Registry
 
         registry = Registry.create()
-    _check_before_training(config, registry)
+    _check_before_training(config, registry, getattr(args, "any_input_size", False))
     try:
         final = train(config, registry=registry)
     except FloatingPointError as exc:  # the loss became NaN / inf: the run's hyperparameters, not a bug
@@ -298,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_before_training(config: TrainConfig, registry: Any) -> None:
+def _check_before_training(config: TrainConfig, registry: Any, any_input_size: bool = False) -> None:
     """``--device``, ``--out`` and the model against the data (one forward, trainable parameters) before any
     work, each a one-line UsageError naming the flag."""
     check_device(config.device if config.device != "auto" else None)
@@ -306,7 +308,8 @@ def _check_before_training(config: TrainConfig, registry: Any) -> None:
     given = argparse.Namespace(weights=config.weights, normalize=config.normalize, registry=registry)
     model = load_model(given, config.model, **config.model_params)
     data = load_dataset(given, config.data, "train")
-    check_model_fits_data(model, data, config.model, config.data, trainable=True, registry=registry)
+    check_model_fits_data(model, data, config.model, config.data, trainable=True, registry=registry,
+                          any_input_size=any_input_size)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

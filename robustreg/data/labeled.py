@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from .checks import check_images, check_labels
+
 __all__ = ["CIFAR10_CLASSES", "SPLITS", "LabeledData"]
 
 SPLITS = ("train", "test")
@@ -36,12 +38,11 @@ class LabeledData(Dataset):
         if y.is_floating_point() or y.dtype == torch.bool:
             raise ValueError(f"{name}: y must hold integer class indices, got dtype {y.dtype}")
         y = y.to(torch.int64)
-        if len(y) and int(y.min()) < 0:
-            raise ValueError(f"{name}: labels must be >= 0, got min {int(y.min())}")
+        check_images(x, f"{name}: x")
+        check_labels(y, f"{name}: y")
         if num_classes is None:
             num_classes = int(y.max()) + 1 if len(y) else 0
-        if len(y) and int(y.max()) >= num_classes:
-            raise ValueError(f"{name}: label {int(y.max())} out of range for num_classes={num_classes}")
+        check_labels(y, f"{name}: y", num_classes)
         self.x = x
         self.y = y
         self.num_classes = int(num_classes)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from .checks import check_images, check_labels
 from .labeled import LabeledData, _check_split, _need_root
 
 __all__ = ["load_npz"]
@@ -33,13 +34,9 @@ def _npz_images(x: np.ndarray, path: Path, key: str) -> torch.Tensor:
     if x.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(x))
     if np.issubdtype(x.dtype, np.floating):
-        if not np.isfinite(x).all():
-            raise ValueError(f"{str(path)!r}: {key} holds NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            hint = "; uint8-range values? store them as uint8" if hi > 1.0 and hi <= 255.0 else ""
-            raise ValueError(f"{str(path)!r}: float {key} must be in [0, 1], got values in [{lo}, {hi}]{hint}")
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        check_images(images, f"{str(path)!r}: {key}")
+        return images
     raise ValueError(f"{str(path)!r}: {key} must be uint8 (0..255) or float in [0, 1], got dtype {x.dtype}")
 
 
@@ -54,9 +51,9 @@ def _npz_labels(y: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
             y = y.astype(np.int64)
         else:
             raise ValueError(f"{str(path)!r}: {key} must hold integer class indices, got dtype {y.dtype}")
-    if n and int(y.min()) < 0:
-        raise ValueError(f"{str(path)!r}: {key} has negative labels (min {int(y.min())})")
-    return torch.from_numpy(y.astype(np.int64))
+    labels = torch.from_numpy(y.astype(np.int64))
+    check_labels(labels, f"{str(path)!r}: {key}")
+    return labels
 
 
 def _npz_num_classes(value: np.ndarray, path: Path) -> int:

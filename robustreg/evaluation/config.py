@@ -20,7 +20,7 @@ import torch
 from ..attack import Attack
 from ..checks import check_names
 from ..runtime import SpeedOptions
-from ..threat import ThreatModel
+from ..threat import ThreatModel, as_eps
 
 __all__ = ["ADAPTIVE_BUDGET", "AttackPlan", "EvalConfig", "Mode", "Plan", "attack_params", "eps_values", "make_plan",
            "plan_attacks"]
@@ -177,16 +177,26 @@ def plan_attacks(attacks: Sequence[Any], params: Mapping[str, Mapping[str, Any]]
 
 
 def eps_values(eps: Any, norm: str) -> list[float]:
-    """One eps or a list -> the sorted distinct values, each checked against the norm's range."""
-    values = [eps] if isinstance(eps, (int, float)) else list(eps)
+    """One eps or a list -> the sorted distinct values, each checked against the norm's range.
+
+    Each value may be a number, text (``"8/255"``) or a 0-d tensor / numpy scalar (:func:`robustreg.threat.as_eps`).
+    """
+    values = [eps] if _one_eps(eps) else _listed(eps)
     if not values:
         raise ValueError("eps must hold at least one value")
-    out = []
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"eps values must be numbers (use robustreg.parse_eps for '8/255'), got {value!r}")
-        out.append(ThreatModel(norm, float(value)).eps)  # validates range for the norm
-    return sorted(set(out))
+    return sorted({ThreatModel(norm, as_eps(value)).eps for value in values})  # validates range for the norm
+
+
+def _one_eps(eps: Any) -> bool:
+    return isinstance(eps, (str, int, float)) or getattr(eps, "ndim", None) == 0
+
+
+def _listed(eps: Any) -> list[Any]:
+    try:
+        return list(eps)
+    except TypeError:
+        raise ValueError(f"eps must be a number, a fraction like '8/255', a 0-d tensor or a list of them, "
+                         f"got {type(eps).__name__}") from None
 
 
 def attack_params(registry: Any, plan: AttackPlan, seed: int | None) -> dict[str, Any]:

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from ..data.checks import check_images, check_labels
+
 __all__ = ["first_samples"]
 
 
@@ -35,8 +37,8 @@ def _check(x: Any, y: Any) -> None:
         raise ValueError(f"data x must be N x C x H x W, got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError("the data holds no samples")
-    if float(x.min()) < 0 or float(x.max()) > 1:
-        raise ValueError(f"data x must be in [0, 1], got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+    check_images(x, "data x")  # the loaders' own check: a NaN pixel or a negative label is refused, not scored
+    check_labels(y, "data y")
 
 
 def first_samples(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:

@@ -186,6 +186,10 @@ class Trainer:
         if not (torch.is_tensor(y) and y.dtype == torch.int64 and y.shape == x.shape[:1]):
             raise ValueError(f"training labels must be int64 of shape ({x.shape[0]},), got "
                              f"{getattr(y, 'dtype', type(y))} of shape {tuple(getattr(y, 'shape', ()))}")
+        from ..data.checks import check_images, check_labels
+
+        check_images(x, "training images")
+        check_labels(y, "training labels")
         return x.contiguous(), y.contiguous()
 
     def _build_model(self) -> nn.Module:
