@@ -94,6 +94,16 @@ def train_plain(defense: str, seed: int, args: argparse.Namespace) -> Path:
     return path
 
 
+def _store_law(store: dict[str, Any], eps_range: str) -> str:
+    """The protocol's sentence on the store's eps law (runs before issue 24 had one uniform eps per image)."""
+    span = eps_range.replace(",", "..")
+    if store.get("eps_mode") == "all":
+        return (f"of all 1437 digits28 train images at every eps {span} of 255, each use drawing its eps from "
+                "clip(|N(0, max_e/2)|, 0, max_e) floored to 1..max_e (the authors' released code, get_batch), ")
+    return (f"of all 1437 digits28 train images, each with ONE eps drawn uniformly from {span} of 255 and drawn "
+            "uniformly at use (the run predates issue 24's released-code law: every eps stored, clipped-normal draw), ")
+
+
 def build_store(args: argparse.Namespace) -> tuple[Path, str]:
     """(store directory, source weights' SHA-256): iter_FGSM images of the digits28 train split from P2."""
     from robustreg import build_model, load_data
@@ -102,13 +112,14 @@ def build_store(args: argparse.Namespace) -> tuple[Path, str]:
 
     source = build_model("lenet5-mnist", weights=str(train_plain("pivot", args.source_seed, args))).eval()
     lo, hi = _seeds(args.store_eps)
+    # "-all": every image at every eps, the authors' released code (issue 24); earlier stores had one uniform eps each
     folder = args.runs / (f"p000-store-pivot-it{args.iterations}-b{args.batch_size}-lr{args.lr:g}-s{args.source_seed}"
-                          f"-eps{lo}-{hi}" + ("-smoke" if args.smoke else ""))
+                          f"-eps{lo}-{hi}-all" + ("-smoke" if args.smoke else ""))
     digest = weights_hash(source)
     if not (folder / STORE_FILE).exists():
         start = time.perf_counter()
         build_cascade_store(source, load_data("digits28", "train"), folder, source_id=f"P{args.source_seed}",
-                            eps_range=(lo, hi), n=64 if args.smoke else None, seed=0)
+                            eps_range=(lo, hi), n=4 if args.smoke else None, seed=0, eps_mode="all")
         print("store built in", round(time.perf_counter() - start), "s", flush=True)
     return folder, digest
 
@@ -183,7 +194,7 @@ def cascade_part(args: argparse.Namespace, x: Any, y: Any) -> tuple[list[dict[st
             acc = evaluate_one(path, x, y, args.device, not args.smoke)
             rows.append({"model": label, "seed": seed, **acc})
             print(label, seed, {k: round(v, 3) for k, v in acc.items()}, flush=True)
-    return rows, {"store": str(store), "source": f"P{args.source_seed}", "source_sha256": digest}
+    return rows, {"store": str(store), "source": f"P{args.source_seed}", "source_sha256": digest, "eps_mode": "all"}
 
 
 def cascade_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -279,7 +290,7 @@ def render(report: dict[str, Any], gaps: list[dict[str, Any]], rows: list[dict[s
         "authors' released code's loss, see claim 3). Cascade: `cascade` with composition split, fresh_fraction = "
         "stored_fraction = 0.5 (of a batch of 64: 16 step_ll + 16 stored + 32 clean, the paper's 32 + 32 + 64 of "
         f"128), distance None (K_C) or pivot (P_C). Store: iter_FGSM (alpha 1/255, min(eps + 4, 1.25 eps) steps) "
-        f"of all 1437 digits28 train images, each with an eps drawn from {args.store_eps.replace(',', '..')} of 255, "
+        + _store_law(store, args.store_eps) +
         f"crafted once by {store['source']} (SHA-256 {store['source_sha256'][:12]}..., checked by the defense). "
         "Evaluation: the first "
         f"{args.n_test} of the 360 digits28 test images; transfer: step_FGSM, iter_ll, iter_FGSM at eps 16/255 and "
