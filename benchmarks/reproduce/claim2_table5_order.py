@@ -20,7 +20,19 @@ from _deviations import deviation_lines
 from _digits import RUNS, Recipe, digits_test, robust_accuracy, train_digits
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
-from _report import SHARED, Clock, base_parser, grouped_bars, markdown_table, out_dir, pct, write_report
+from _report import (
+    SHARED,
+    Clock,
+    add_rerender,
+    base_parser,
+    earlier_run,
+    grouped_bars,
+    markdown_table,
+    out_dir,
+    pct,
+    rerender_note,
+    write_report,
+)
 from _verdict import best_case_p, mcnemar, paired_outcome, verdict, verdict_lines
 
 CLAIM = "claim2_table5_order"
@@ -41,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=Recipe.epochs)
     p.add_argument("--eps", type=float, default=Recipe.eps, help="digits: train and test eps")
     p.add_argument("--runs", type=Path, default=RUNS, help="training folders (reused when finished)")
+    add_rerender(p)
     args = p.parse_args(argv)
     if args.smoke:
         args.n_mnist = args.n_cifar = args.n_digits = 4
@@ -170,13 +183,15 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     clock = Clock()
     out = out_dir(args, CLAIM)
-    rows = evaluate_all(args)
+    earlier = earlier_run(args, clock)
+    rows = evaluate_all(args) if earlier is None else earlier["rows"]
     result = verdict([c["outcome"] for c in cells(rows)])
     numbers = {"claim": "paper 004 Table 5 order", "verdict": result, "test": "McNemar exact, per setting and pair",
                "cells": cells(rows), "paper": PAPER, "paper_source": PAPER_TABLES["004-table5"].source,
                "rows": rows, "args": vars(args), "seeds": {"attack": [args.seed], "training": [args.train_seed]}}
     return write_report(out, "Claim 2 -- paper 004 Table 5: SI-PGD <= PGD-CW <= PGD",
-                        render(rows, args, result), numbers, clock, plot(rows), "table5_order.png")
+                        render(rows, args, result) + rerender_note(args), numbers, clock, plot(rows),
+                        "table5_order.png")
 
 
 if __name__ == "__main__":
