@@ -30,8 +30,12 @@ def _images(n: int, channels: int, side: int, seed: int = 0) -> tuple[torch.Tens
 def test_there_are_configs_for_both_papers():
     names = {p.stem for p in CONFIGS}
     assert {"mnist-resnet20-pivot", "cifar10-resnet20-cascade", "cifar10-resnet110-cascade"} <= names
-    for d in ("at", "trades", "alp", "mart", "free-at", "rfgsm-at", "gat", "grad-align"):
+    for d in ("at", "trades", "alp", "mart", "free-at", "gat"):
         assert {f"cifar10-resnet18-{d}", f"cifar10-resnet18-{d}-si"} <= names
+    for d in ("rfgsm-at", "grad-align"):  # paper 004 Table 8 trains these two on PreActResNet-18
+        assert {f"cifar10-preact-resnet18-{d}", f"cifar10-preact-resnet18-{d}-si"} <= names
+        assert load_config(next(p for p in CONFIGS if p.stem == f"cifar10-preact-resnet18-{d}"))["model"] == (
+            "preact-resnet18")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

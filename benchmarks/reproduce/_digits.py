@@ -77,16 +77,51 @@ def digits_test(n: int = 360, spec: str = "digits") -> tuple[Any, Any]:
     return data.tensors(min(n, len(data)))
 
 
-def robust_accuracy(model: Any, x: Any, y: Any, attacks: list[tuple[str, dict[str, Any]]], eps: float,
-                    seed: int, device: str = "cpu", checks: bool = True) -> dict[str, Any]:
-    """{"clean": acc, attack name: robust acc, ...}: each attack alone on all clean-correct points.
+def evaluate_samples(model: Any, x: Any, y: Any, attacks: list[Any], eps: Any, seed: int, device: str = "cpu",
+                     checks: bool = True, mode: str = "independent") -> tuple[dict[str, Any], dict[str, str]]:
+    """``robustreg.evaluate`` plus the per-sample results: ``(report, {"clean": bits, label: bits, ...})``.
 
+    A bit is 1 where the model is correct on that image (clean, or under that attack: clean-correct and not
+    broken), as :func:`_verdict.bits` writes it; read from the run's own state file (kept for this), so the
+    numbers are the report's (in cascade mode cumulative: correct under this attack and every earlier one).
+    Each attack's key is its label in the report (its name unless repeated), with ``@<eps * 255>`` when
+    ``eps`` is a list of several.
     ``checks=False`` turns off the automatic evaluation checks (smoke runs only: they cost more than the run)."""
+    import torch
+    from _verdict import bits
+
     from robustreg import evaluate
     from robustreg.checks import CHECKS
 
-    report = evaluate(model, (x, y), attacks, eps, seed=seed, mode="independent", device=device, progress=False,
-                      no_check=() if checks else CHECKS)
+    with tempfile.TemporaryDirectory() as tmp:
+        state_path = Path(tmp) / "state.pt"
+        report = evaluate(model, (x, y), attacks, eps, seed=seed, mode=mode, device=device, progress=False,
+                          no_check=() if checks else CHECKS, state_path=state_path, keep_state=True)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    clean = state["clean_correct"].bool()
+    samples, standing = {"clean": bits(clean)}, clean.clone()
+    per_eps = len(report["attacks"])
+    for i, entry in enumerate(report["results"]):  # eps-major: cell "e:a" (the state's key) is entry e * A + a
+        e, a = divmod(i, per_eps)
+        if a == 0:
+            standing = clean.clone()
+        broken = state["cells"][f"{e}:{a}"]["broken"].bool()
+        # cascade: cumulative, as the report's numbers are (an attack runs only on what the earlier ones left)
+        standing = (standing if mode == "cascade" else clean) & ~broken
+        key = entry["label"] if len(report["eps"]) == 1 else f"{entry['label']}@{round(entry['eps'] * 255)}"
+        samples[key] = bits(standing)
+    return report, samples
+
+
+def robust_accuracy(model: Any, x: Any, y: Any, attacks: list[tuple[str, dict[str, Any]]], eps: float,
+                    seed: int, device: str = "cpu", checks: bool = True,
+                    samples: dict[str, str] | None = None) -> dict[str, Any]:
+    """{"clean": acc, attack name: robust acc, ...}: each attack alone on all clean-correct points.
+
+    ``samples``: filled with the per-sample results (:func:`evaluate_samples`)."""
+    report, per_sample = evaluate_samples(model, x, y, attacks, eps, seed, device, checks)
+    if samples is not None:
+        samples.update(per_sample)
     out: dict[str, Any] = {"clean": report["clean_accuracy"]}
     for entry in report["results"]:
         out[entry["attack"]] = entry["robust_accuracy"]
@@ -94,10 +129,13 @@ def robust_accuracy(model: Any, x: Any, y: Any, attacks: list[tuple[str, dict[st
 
 
 def worst_case_accuracy(model: Any, x: Any, y: Any, attacks: list[str], eps: float, seed: int,
-                        device: str = "cpu") -> float:
+                        device: str = "cpu", samples: dict[str, str] | None = None) -> float:
     """Robust accuracy against all ``attacks`` together: each runs on the points the previous ones left standing
-    (cascade mode, as AutoAttack does), so a point counts as robust only if it survives every one."""
-    from robustreg import evaluate
+    (cascade mode, as AutoAttack does), so a point counts as robust only if it survives every one.
 
-    report = evaluate(model, (x, y), attacks, eps, seed=seed, mode="cascade", device=device, progress=False)
+    ``samples``: filled with ``{"worst-case": bits}`` (correct under every attack)."""
+    report, per_sample = evaluate_samples(model, x, y, attacks, eps, seed, device, mode="cascade")
+    if samples is not None:
+        last = report["results"][-1]["label"]
+        samples["worst-case"] = per_sample[last]
     return report["results"][-1]["robust_accuracy"]

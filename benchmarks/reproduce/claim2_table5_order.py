@@ -16,19 +16,29 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from _deviations import deviation_lines
 from _digits import RUNS, Recipe, digits_test, robust_accuracy, train_digits
-from _report import SHARED, Clock, base_parser, grouped_bars, markdown_table, out_dir, pct, write_report
+from _paper import PAPER as PAPER_TABLES
+from _paper import paper_section
+from _report import (
+    SHARED,
+    Clock,
+    add_rerender,
+    base_parser,
+    earlier_run,
+    grouped_bars,
+    markdown_table,
+    out_dir,
+    pct,
+    rerender_note,
+    write_report,
+)
+from _verdict import best_case_p, mcnemar, paired_outcome, verdict, verdict_lines
 
 CLAIM = "claim2_table5_order"
 ATTACKS = ("pgd", "pgd-cw", "pgd-dlr", "si-pgd")
-# Table 5, single run (Natural, PGD, PGDCW, PGDLR, SI-PGD), %.
-PAPER = {"AT RN-50": (85.46, 56.64, 54.95, 57.47, 54.65),
-         "TRADES W-34-10": (84.92, 57.16, 55.45, 57.15, 55.27),
-         "Pre-training W-28-10": (87.11, 59.60, 58.27, 60.39, 57.09),
-         "RST W-28-10": (89.69, 65.05, 63.09, 64.73, 62.34),
-         "MART RN-18": (83.07, 55.41, 51.50, 53.42, 51.32),
-         "MART W-28-10": (87.50, 64.77, 61.04, 62.65, 60.60),
-         "HYDRA W-28-10": (88.98, 62.84, 60.54, 62.41, 60.13)}
+PAPER = PAPER_TABLES["004-table5"].rows  # (Natural, PGD, PGDCW, PGDLR, SI-PGD), %
+PAIRS = (("si-pgd", "pgd-cw"), ("pgd-cw", "pgd"))  # (claimed stronger, weaker): each a cell per setting
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=Recipe.epochs)
     p.add_argument("--eps", type=float, default=Recipe.eps, help="digits: train and test eps")
     p.add_argument("--runs", type=Path, default=RUNS, help="training folders (reused when finished)")
+    add_rerender(p)
     args = p.parse_args(argv)
     if args.smoke:
         args.n_mnist = args.n_cifar = args.n_digits = 4
@@ -73,21 +84,45 @@ def evaluate_all(args: argparse.Namespace) -> list[dict[str, Any]]:
         model = build_model(spec, weights=str(SHARED / "models" / weights)).eval()
         data = load_data(data_spec)
         x, y = data.tensors(min(n, len(data)))
-        acc = robust_accuracy(model, x, y, attacks, eps, args.seed, args.device, not args.smoke)
-        rows.append({"model": label, "source": f"shared checkpoint {weights}", "n": len(x), "eps": eps, **acc})
+        samples: dict[str, str] = {}
+        acc = robust_accuracy(model, x, y, attacks, eps, args.seed, args.device, not args.smoke, samples)
+        rows.append({"model": label, "source": f"shared checkpoint {weights}", "n": len(x), "eps": eps, **acc,
+                     "samples": samples})
     recipe = Recipe(eps=args.eps, epochs=args.epochs, steps=2 if args.smoke else Recipe.steps,
                     n_train=128 if args.smoke else None)
     x, y = digits_test(args.n_digits)
     for defense in args.defenses.split(","):
         path, seconds, reused = train_digits(defense, args.train_seed, recipe, args.runs)
         model = build_model("digits-cnn", weights=str(path)).eval()
-        acc = robust_accuracy(model, x, y, attacks, args.eps, args.seed, args.device, not args.smoke)
+        samples = {}
+        acc = robust_accuracy(model, x, y, attacks, args.eps, args.seed, args.device, not args.smoke, samples)
         rows.append({"model": f"ours: {defense} digits-cnn", "source": f"robustreg.train seed {args.train_seed}, "
                      f"{'reused' if reused else 'trained'} in {seconds:.0f} s", "n": len(x), "eps": args.eps,
-                     "recipe": recipe.describe(), **acc})
+                     "recipe": recipe.describe(), **acc, "samples": samples})
     for row in rows:
         row.update(order_check(row, row["n"]))
     return rows
+
+
+def cells(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One cell per setting and pair of :data:`PAIRS`: McNemar's exact test on the same images; the claim is that
+    the first attack leaves fewer images correct.  A row without per-sample results (a run before issue 24) is
+    judged by the best case (every discordant image one way): inconclusive when even that is not significant."""
+    out = []
+    for r in rows:
+        for strong, weak in PAIRS:
+            cell: dict[str, Any] = {"model": r["model"], "eps": r["eps"], "pair": f"{strong} < {weak}"}
+            if "samples" in r:
+                test = mcnemar(r["samples"][strong], r["samples"][weak])
+                cell.update(only_strong=test.only_a, only_weak=test.only_b, p=test.p,
+                            outcome=paired_outcome(test, "a"))
+            else:
+                diff = round((r[weak] - r[strong]) * r["n"])
+                # without the pairs a significant-looking difference cannot be confirmed: inconclusive either way
+                cell.update(only_strong=None, only_weak=None, p=best_case_p(diff), outcome="inconclusive",
+                            note="no per-sample results; p is the best case")
+            out.append(cell)
+    return out
 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace, verdict: str) -> list[str]:
@@ -102,18 +137,28 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, verdict: str) -
         if not (r["si<=cw"] and r["cw<=pgd"])]
     recipe = next((r["recipe"] for r in rows if "recipe" in r), "")
     held = sum(r["si<=cw"] and r["cw<=pgd"] for r in rows)
+    judged = cells(rows)
+    cell_rows = [[c["model"], f"{c['eps'] * 255:.3g}/255", c["pair"],
+                  "-" if c["only_strong"] is None else f"{c['only_strong']} / {c['only_weak']}", f"{c['p']:.3g}",
+                  c["outcome"]] for c in judged]
     return [
-        f"**Verdict: {verdict}.** The order SI-PGD <= PGD-CW <= PGD holds in {held} of {len(rows)} settings."
+        verdict_lines(verdict, [c["outcome"] for c in judged], "McNemar's exact test (two-sided, 5%) per setting "
+                      "and pair, on the same images: the stronger attack must leave significantly fewer correct")
+        + f"\n\nThe order SI-PGD <= PGD-CW <= PGD holds on the means in {held} of {len(rows)} settings."
         + ("" if not broken else " Where it does not: " + "; ".join(broken) + "."),
-        "## Paper (Table 5, single run, CIFAR-10, 8/255, %)\n\n" + markdown_table(
-            ["defense", "natural", "PGD", "PGDCW", "PGDLR", "SI-PGD", "SI <= CW <= PGD"], paper_rows),
+        "## Cells (discordant images: correct only under the claimed-stronger attack / only under the other)\n\n"
+        + markdown_table(["model", "eps", "claim", "discordant", "p", "outcome"], cell_rows),
+        paper_section("004-table5", paper_rows,
+                      ["defense", "natural", "PGD", "PGDCW", "PGDLR", "SI-PGD", "SI <= CW <= PGD"]),
         "## Ours (robust accuracy %, each attack alone)\n\n" + markdown_table(
             ["model", "n", "eps", "clean", "PGD", "PGD-CW", "PGD-DLR", "SI-PGD", "SI-PGD <= PGD-CW",
              "PGD-CW <= PGD"], ours),
         f"## Protocol\n\nEvery attack: L_inf, {args.steps} steps, the attack's default step size, random start, "
         f"1 restart, seed {args.seed} (the same for all), run alone on every clean-correct point "
         "(`robustreg.evaluate(..., mode='independent')`); PGD-CW with kappa 50, SI-PGD with s 15 (defaults). "
-        "The samples in brackets are how many more images survived the attack that should be stronger.",
+        "The samples in brackets are how many more images survived the attack that should be stronger. Per-sample "
+        "results are in report.json (`rows[].samples`, 1 = correct).\n\n"
+        + deviation_lines(["pgd-first-success", "pgd-cw-logits"]),
         "## What differs from the paper\n\n- models: no paper model is available here; the shared PGD-trained "
         "LeNet-5 (MNIST, eps 0.3) and resnet4b (CIFAR-10) checkpoints, and our own small digits models, "
         f"stand in for the paper's ResNet-18 / WideResNets;\n- data: the first {args.n_mnist} MNIST test images, the "
@@ -138,13 +183,15 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     clock = Clock()
     out = out_dir(args, CLAIM)
-    rows = evaluate_all(args)
-    held = sum(r["si<=cw"] and r["cw<=pgd"] for r in rows)
-    verdict = "held" if held == len(rows) else ("did not hold" if held == 0 else "partly")
-    numbers = {"claim": "paper 004 Table 5 order", "verdict": verdict, "paper": PAPER, "rows": rows,
-               "args": vars(args)}
+    earlier = earlier_run(args, clock)
+    rows = evaluate_all(args) if earlier is None else earlier["rows"]
+    result = verdict([c["outcome"] for c in cells(rows)])
+    numbers = {"claim": "paper 004 Table 5 order", "verdict": result, "test": "McNemar exact, per setting and pair",
+               "cells": cells(rows), "paper": PAPER, "paper_source": PAPER_TABLES["004-table5"].source,
+               "rows": rows, "args": vars(args), "seeds": {"attack": [args.seed], "training": [args.train_seed]}}
     return write_report(out, "Claim 2 -- paper 004 Table 5: SI-PGD <= PGD-CW <= PGD",
-                        render(rows, args, verdict), numbers, clock, plot(rows), "table5_order.png")
+                        render(rows, args, result) + rerender_note(args), numbers, clock, plot(rows),
+                        "table5_order.png")
 
 
 if __name__ == "__main__":

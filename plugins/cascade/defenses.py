@@ -8,13 +8,14 @@ Embedding", ICLR 2018, arXiv:1708.02582, sections 3.1-3.2 (Algorithm 1) and 6; K
 Shared choices, documented once:
 
 - **Adversarial examples are one-step** (step_ll, step_FGSM, or half of each: "step_both") from
-  the current network, each with its own eps drawn from |N(0, max_eps / 2)| restricted to
-  [0, max_eps].  Paper 000 calls this a "clipped normal distribution N(mu = 0, sigma = max_e / 2)";
-  the source it follows (Kurakin et al. 2017, section 4.1) draws eps "from a truncated normal
-  distribution defined in interval [0, 16] with underlying normal distribution N(0, 8)", so the
-  default ``eps_distribution="truncated"`` resamples draws above max_eps (no point mass at max_eps);
-  ``"clipped"`` clamps them to max_eps, the literal reading of paper 000 (P(eps = max_eps) =
-  P(|Z| > 2) = 4.55%).
+  the current network, each with its own eps drawn from |N(0, max_eps / 2)| kept in [0, max_eps].
+  Paper 000 calls this a "clipped normal distribution N(mu = 0, sigma = max_e / 2)", and the
+  authors' released code (github.com/taesikna/cascade_adv_training, ``utils.py``, ``get_intensity``,
+  ``adver_option=2``) clips: ``np.clip(abs(np.random.normal(0, max_e/2)), 0, max_e)``, so
+  P(eps = max_eps) = P(|Z| > 2) = 4.55%.  That is the default, ``eps_distribution="clipped"``.
+  Kurakin et al. 2017 (section 4.1), the source paper 000 follows, draw "from a truncated normal
+  distribution defined in interval [0, 16]": ``"truncated"`` resamples draws above max_eps (no point
+  mass at max_eps), kept as an option.
 - **Batch composition** (``composition``, the similarity defenses and cascade): ``"split"`` (default)
   is Algorithm 1 of paper 000: a trainer batch of m images becomes B' of m images, k adversarial +
   m - k clean, the adversarial ones crafted from k of the clean ones (paper: m = 128, k = 64).
@@ -79,7 +80,7 @@ from robustreg import (
 )
 
 from .attacks import least_likely
-from .store import CascadeStore, load_cascade_store
+from .store import LAWS, CascadeStore, load_cascade_store
 
 __all__ = [
     "METHODS",
@@ -98,14 +99,15 @@ _SOURCE = "paper 000 (Na et al. 2018, arXiv:1708.02582); Kurakin et al. 2017, ar
 
 
 # --- pieces, each checkable against the paper --------------------------------------------------
-EPS_DISTRIBUTIONS = ("truncated", "clipped")
+EPS_DISTRIBUTIONS = ("clipped", "truncated")
 
 
-def draw_eps(n: int, max_eps: float, generator: torch.Generator, distribution: str = "truncated") -> torch.Tensor:
+def draw_eps(n: int, max_eps: float, generator: torch.Generator, distribution: str = "clipped") -> torch.Tensor:
     """n per-example budgets |N(0, max_eps / 2)| on [0, max_eps] (CPU, float32).
 
-    ``"truncated"``: draws above max_eps are drawn again (from ``generator``) until every one is inside,
-    Kurakin et al.'s truncated normal; ``"clipped"``: they are set to max_eps.
+    ``"clipped"`` (default): draws above max_eps are set to max_eps, as the authors' released code
+    does (``utils.py``, ``get_intensity``); ``"truncated"``: they are drawn again (from ``generator``)
+    until every one is inside, Kurakin et al.'s truncated normal.
     """
     if distribution not in EPS_DISTRIBUTIONS:
         raise ValueError(f"eps distribution must be one of {', '.join(EPS_DISTRIBUTIONS)}, got {distribution!r}")
@@ -227,9 +229,9 @@ COMMON = ParamSet([
     _weight("lam", 0.3, "weight of the adversarial examples' CE"),
     Param("seed", "int", 0, "seeds the defense's own generator (eps draws, store sampling)"),
     Param("craft_eval", "bool", True, "craft the adversarial examples with the model in eval mode"),
-    Param("eps_distribution", "choice", "truncated", "how |N(0, max_eps / 2)| is kept in [0, max_eps]: "
-          "truncated (resampled, Kurakin et al. 2017, the source paper 000 cites) or clipped (clamped, 4.55% at "
-          "max_eps: paper 000's literal 'clipped normal')", choices=EPS_DISTRIBUTIONS),
+    Param("eps_distribution", "choice", "clipped", "how |N(0, max_eps / 2)| is kept in [0, max_eps]: "
+          "clipped (clamped, 4.55% at max_eps: paper 000's 'clipped normal' and its released code, get_intensity) "
+          "or truncated (resampled, Kurakin et al. 2017, the source paper 000 cites)", choices=EPS_DISTRIBUTIONS),
 ])
 COMPOSITIONS = ("split", "added")
 COMPOSITION = Param(
@@ -307,7 +309,7 @@ class Kurakin(_PaperDefense):
     - ``method`` ("step_ll" | "step_fgsm" | "step_both", default "step_ll").
     - ``max_eps`` (float, default 16/255): the largest eps, [0, 1] units; eps ~ |N(0, max_eps/2)|
       on [0, max_eps] per example.
-    - ``eps_distribution`` ("truncated" | "clipped", default "truncated"): see the module docstring.
+    - ``eps_distribution`` ("clipped" | "truncated", default "clipped", the released code): see the module docstring.
     - ``k_fraction`` (float, default 0.5): k / m, the share of the batch replaced (paper: 64 of 128);
       k = round(k_fraction * m), the first k images of the batch.
     - ``lam`` (float, default 0.3): the weight of the adversarial examples' CE.
@@ -396,7 +398,7 @@ class Bidirectional(_Similarity):
 
     - ``method`` ("step_ll" | "step_fgsm" | "step_both", default "step_ll").
     - ``max_eps`` (float, default 16/255): eps ~ |N(0, max_eps/2)| on [0, max_eps], [0, 1] units;
-      ``eps_distribution`` ("truncated" | "clipped", default "truncated"): see the module docstring.
+      ``eps_distribution`` ("clipped" | "truncated", default "clipped", the released code): see the module docstring.
     - ``adv_fraction`` (float, default 1.0): k / (m - k), adversarial copies per clean image of B'.
     - ``composition`` ("split" | "added", default "split"): how the trainer's batch becomes B'.
       "split" (paper 000's Algorithm 1): the trainer's ``batch_size`` is m; k = round(m * a / (1 + a))
@@ -489,6 +491,14 @@ class Cascade(_PaperDefense):
       ``power`` (2), ``embedding`` ("logits"), ``seed`` (0), ``craft_eval`` (True): as
       :class:`Bidirectional`; ``detach_pivot`` (False): as :class:`Pivot`.
     - ``expect_source_hash`` (str or None): refuse a store crafted by another source.
+    - ``stored_eps`` ("normal" | "uniform", default "normal"): the eps law of the stored images.
+      "normal" is the authors' released code (``utils.py``, ``get_batch``): the store holds every
+      image at every eps 1..16 and each use draws the eps from the training's clipped normal
+      clip(|N(0, max_eps / 2)|, 0, max_eps), floored to 1..max_eps (mean 6.73/255 for 16/255), via
+      :meth:`~robustreg_plugins.cascade.store.CascadeStore.draw`; it needs a store built with
+      ``eps_mode="all"`` (the default).  "uniform" draws stored entries uniformly -- with an
+      ``eps_mode="uniform"`` store, robustreg's earlier reading (one eps per image, uniform on 1..16,
+      mean 8.5/255).
 
     Example::
 
@@ -514,6 +524,10 @@ class Cascade(_PaperDefense):
         *COMMON[3:],
         Param("expect_source_hash", "str", None, "refuse a store crafted by a source with other weights (SHA-256)",
               optional=True),
+        Param("stored_eps", "choice", "normal", "how stored images are drawn: normal = each slot's eps from "
+              "clip(|N(0, max_eps/2)|) floored to 1..max_eps, then an image at that eps (the released code's "
+              "get_batch; needs a store with every eps); uniform = entries uniformly, whatever their eps",
+              choices=LAWS),
     ])
     fresh_fraction: float
     stored_fraction: float
@@ -524,6 +538,7 @@ class Cascade(_PaperDefense):
     embedding: str
     detach_pivot: bool
     expect_source_hash: str | None
+    stored_eps: str
 
     def __init__(self, *, store: CascadeStore | str | os.PathLike | list | tuple | None = None, **params: Any) -> None:
         self._store_arg = store
@@ -535,6 +550,10 @@ class Cascade(_PaperDefense):
             raise ParamError(f"cascade: fresh_fraction + stored_fraction must be <= 1, got {self.fresh_fraction} + "
                              f"{self.stored_fraction}")
         self.store = self._open_store()
+        self.max_eps255 = int(round(self.max_eps * 255))
+        if self.stored_eps == "normal" and abs(self.max_eps * 255 - self.max_eps255) > 1e-4:
+            raise ParamError(f"cascade: stored_eps='normal' draws integer eps 1..max_eps on the 255 scale, so max_eps "
+                             f"must be k/255, got {self.max_eps}; use stored_eps='uniform' otherwise")
 
     def _open_store(self) -> CascadeStore:
         store, expect = self._store_arg, self.expect_source_hash
@@ -562,7 +581,7 @@ class Cascade(_PaperDefense):
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
         k_fresh, k_stored, b = self.counts(x.shape[0])
         x, y = x[:b], y[:b]
-        index = torch.randint(0, len(self.store), (k_stored,), generator=self.generator)
+        index = self.store.draw(k_stored, self.generator, law=self.stored_eps, max_eps255=self.max_eps255)
         s_clean, s_adv, s_y = self.store.get(index, x.device)
         if s_clean.shape[1:] != x.shape[1:]:
             raise ValueError(f"stored images have shape {tuple(s_clean.shape[1:])}, the batch {tuple(x.shape[1:])}")

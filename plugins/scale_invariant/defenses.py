@@ -11,6 +11,12 @@ entries found through the registry being built (``registrar.defense(name)``).  T
 type) with ``mechanisms=[SIMechanism(...)]``.  When a base is not registered (the classic plugin
 disabled or broken), its ``-si`` entry stays listed and building it raises an UnknownNameError
 that says so.
+
+The inner attack's start (a documented difference): each ``<defense>-si`` keeps its base's start.
+TRADES-SI and MART-SI therefore start SI-PGD from x + 0.001 N(0, I) (Zhang et al.'s and Wang et al.'s
+released code, where the KL has no gradient at x' = x), while SI-PGD as paper 004 writes it (eq. 8,
+after eq. 2) starts from x + U(-eps, eps), as AT-SI's and ALP-SI's inner attacks do here.  Paper 004
+does not say which start its SI defenses use.
 """
 
 from __future__ import annotations

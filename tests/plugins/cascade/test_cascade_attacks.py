@@ -61,18 +61,47 @@ def test_iter_fgsm_by_hand():
     assert torch.allclose(IterFGSM(ThreatModel("linf", eps))(model, x, y), xa, atol=1e-6)
 
 
-def test_iter_ll_rechooses_target_each_iteration():
-    model, (x, y) = tiny_model().eval(), tiny_batch(16)
-    eps, alpha = 0.3, 0.05
+def _iter_ll_by_hand(model, x, eps, alpha, steps, *, repick):
+    """iter_ll written out: the targets used at each step and the final iterate."""
     xa, targets = x.clone(), []
-    for _ in range(6):
+    with torch.no_grad():
+        y_clean_ll = model(x).argmin(1)
+    for _ in range(steps):
         with torch.no_grad():
-            y_ll = model(xa).argmin(1)
+            y_ll = model(xa).argmin(1) if repick else y_clean_ll
         targets.append(y_ll)
         xa = _clip(xa - alpha * _grad(model, xa, y_ll).sign(), x, eps)
+    return xa, targets
+
+
+def test_iter_ll_default_target_is_the_clean_least_likely_class_at_every_step():
+    """The authors' released code (utils.py, get_adver_image) fixes y_LL at the clean image."""
+    model, (x, y) = tiny_model().eval(), tiny_batch(16)
+    eps, alpha, steps = 0.3, 0.05, 6
+    fixed, targets = _iter_ll_by_hand(model, x, eps, alpha, steps, repick=False)
+    with torch.no_grad():
+        clean_ll = model(x).argmin(1)
+    assert all(torch.equal(t, clean_ll) for t in targets)
+    repicked, moving = _iter_ll_by_hand(model, x, eps, alpha, steps, repick=True)
+    # the fixture must tell the two rules apart, or this test could not fail
+    assert any(not torch.equal(t, clean_ll) for t in moving[1:]), "the re-picked target never changed: weak test"
+    assert not torch.allclose(fixed, repicked, atol=1e-3)
+    attack = IterLL(ThreatModel("linf", eps), alpha=alpha, steps=steps)
+    assert attack.target == "clean"
+    # atol 1e-6: the same float32 ops in the same order; sign() only flips on exact zeros
+    assert torch.allclose(attack(model, x, y), fixed, atol=1e-6)
+
+
+def test_iter_ll_every_step_option_rechooses_target_each_iteration():
+    """Paper 000's text ("we change the target every iteration"), kept as target="every-step"."""
+    model, (x, y) = tiny_model().eval(), tiny_batch(16)
+    eps, alpha = 0.3, 0.05
+    xa, targets = _iter_ll_by_hand(model, x, eps, alpha, 6, repick=True)
     assert any(not torch.equal(t, targets[0]) for t in targets[1:]), "the target never changed: weak test"
-    got = IterLL(ThreatModel("linf", eps), alpha=alpha, steps=6)(model, x, y)
+    got = IterLL(ThreatModel("linf", eps), alpha=alpha, steps=6, target="every-step")(model, x, y)
     assert torch.allclose(got, xa, atol=1e-6)
+    with pytest.raises(ValueError, match="target"):
+        IterLL(ThreatModel("linf", eps), target="moving")
 
 
 @pytest.mark.parametrize("cls", [IterFGSM, IterLL])

@@ -22,7 +22,7 @@ from robustreg_plugins.cascade import (
     load_cascade_store,
 )
 from robustreg_plugins.cascade.defenses import craft_one_step, draw_eps, similarity_loss
-from robustreg_plugins.cascade.store import STORE_FILE, weights_hash
+from robustreg_plugins.cascade.store import STORE_FILE, stored_eps_law, weights_hash
 
 MAX_E = 16 / 255
 
@@ -40,7 +40,7 @@ def _replay_eps(seed: int, n: int) -> torch.Tensor:
 def test_eps_are_clipped_half_normal():
     """|N(0, max_e/2)| clipped to [0, max_e]: range, point mass at max_e, mean, and the CDF (KS)."""
     n, sigma = 40_000, MAX_E / 2
-    # "clipped" is no longer the default (Kurakin et al.'s truncated normal is); this checks the option
+    # "clipped" is the default again (issue 24: the authors' released code clips); checked explicitly
     eps = draw_eps(n, MAX_E, torch.Generator().manual_seed(0), "clipped").double()
     top = float(torch.tensor(MAX_E))  # max_e as float32
     assert float(eps.min()) >= 0 and float(eps.max()) <= top
@@ -226,12 +226,13 @@ def test_store_round_trip(store_dir):
     path, source, x, y = store_dir
     assert (path / STORE_FILE).is_file() and not list(path.glob(".cascade_store.*"))  # atomic: no temp left
     store = load_cascade_store(path)
-    assert len(store) == 24 and store.source_id == "tiny-7" and store.source_hash == weights_hash(source)
+    # eps_mode="all" (the released code's one dataset per eps): every image at every eps 1..16, eps-major
+    assert len(store) == 24 * 16 and store.source_id == "tiny-7" and store.source_hash == weights_hash(source)
     assert store.x_adv.dtype == torch.uint8  # on the 1/255 grid: stored exactly
-    clean, adv, labels = store.get(torch.arange(24))
-    assert torch.equal(clean, x) and torch.equal(labels, y)
+    clean, adv, labels = store.get(torch.arange(24 * 16))
+    assert torch.equal(clean, x.repeat(16, 1, 1, 1)) and torch.equal(labels, y.repeat(16))
     eps255 = (store.eps * 255).round()
-    assert float(eps255.min()) >= 1 and float(eps255.max()) <= 16
+    assert torch.equal(eps255, torch.arange(1, 17).repeat_interleave(24).float())
     assert bool(((adv - clean).abs().amax(dim=(1, 2, 3)) <= store.eps + 1e-6).all())
     assert bool(((adv - clean).abs().amax(dim=(1, 2, 3)) > 0).all())
 
@@ -242,17 +243,56 @@ def test_store_images_are_iter_fgsm_of_the_source(store_dir):
 
     path, source, x, y = store_dir
     store = load_cascade_store(path)
-    i = 5
+    i = 11 * 24 + 5  # image 5 at eps 12/255
     e = float(store.eps[i])
-    expected = IterFGSM(ThreatModel("linf", e))(source, x[i:i + 1], y[i:i + 1])
+    assert round(e * 255) == 12
+    expected = IterFGSM(ThreatModel("linf", e))(source, x[5:6], y[5:6])
     assert torch.allclose(store.get(torch.tensor([i]))[1], expected, atol=1 / 510)
+
+
+def test_stored_eps_follow_the_released_code_law():
+    """P(eps = e) = P(e - 1 <= |N(0, 8)| < e) for e < 16, the rest (|N(0, 8)| >= 15) at 16; mean 6.73."""
+    n = 40_000
+    eps = stored_eps_law(n, 16, torch.Generator().manual_seed(0))
+    assert int(eps.min()) >= 1 and int(eps.max()) <= 16
+
+    def half_normal_cdf(v):
+        return math.erf(v / (8 * math.sqrt(2)))
+
+    p = [half_normal_cdf(e) - half_normal_cdf(e - 1) for e in range(1, 16)] + [1 - half_normal_cdf(15)]
+    mean = sum(e * q for e, q in zip(range(1, 17), p))
+    assert 6.7 < mean < 6.76  # 6.73 (the issue said ~6.9), against 8.5 for uniform 1..16
+    # 4 standard errors of a mean of n draws of sd < 4.5
+    assert abs(float(eps.double().mean()) - mean) < 4 * 4.5 / math.sqrt(n)
+    for e in (1, 8, 16):
+        share = float((eps == e).double().mean())
+        assert abs(share - p[e - 1]) < 4 * math.sqrt(p[e - 1] * (1 - p[e - 1]) / n)
+
+
+def test_store_draw_laws_and_a_store_missing_an_eps(store_dir, tmp_path):
+    path, source, x, y = store_dir
+    store = load_cascade_store(path)
+    index = store.draw(4000, torch.Generator().manual_seed(1))
+    eps255 = (store.eps[index] * 255).round()
+    assert 6.5 < float(eps255.mean()) < 7.3  # the released code's law, not uniform's 8.5
+    uniform = store.draw(4000, torch.Generator().manual_seed(1), law="uniform")
+    assert 8.1 < float((store.eps[uniform] * 255).round().mean()) < 8.9
+    build_cascade_store(source, (x[:4], y[:4]), tmp_path / "one", source_id="tiny-7", eps_mode="uniform")
+    one = load_cascade_store(tmp_path / "one")
+    assert len(one) == 4 and one.meta["eps_mode"] == "uniform"
+    with pytest.raises(ValueError, match="eps_mode='all'"):
+        one.draw(64, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="law"):
+        store.draw(4, torch.Generator(), law="beta")
+    with pytest.raises(ValueError, match="eps_mode"):
+        build_cascade_store(source, (x, y), tmp_path / "bad", source_id="tiny-7", eps_mode="some")
 
 
 def test_refuses_mixed_sources(store_dir, tmp_path):
     path, _, x, y = store_dir
     build_cascade_store(tiny_model(seed=8).eval(), (x, y), tmp_path / "other", source_id="tiny-8")
     build_cascade_store(tiny_model(seed=7).eval(), (x[:4], y[:4]), tmp_path / "same", source_id="tiny-7")
-    assert len(load_cascade_store([path, tmp_path / "same"])) == 28
+    assert len(load_cascade_store([path, tmp_path / "same"])) == (24 + 4) * 16
     with pytest.raises(ValueError, match="different sources"):
         load_cascade_store([path, tmp_path / "other"])
     with pytest.raises(ValueError, match="expected"):
@@ -272,7 +312,11 @@ def test_cascade_batch_composition_and_loss(store_dir):
     # B = 8 clean: 4 fresh step_ll + 4 stored adversarial; the stored clean images replace x[4:]
     assert out.logits_adv.shape[0] == 8 and out.logits_clean.shape[0] == 8
     gen = torch.Generator().manual_seed(2)
-    index = torch.randint(0, 24, (4,), generator=gen)
+    # the released code's law, written out: eps = clip(floor(clip(|N(0, 8)|, 0, 16)), 0, 15) + 1, then image
+    # floor(u * 24) at that eps (entry (eps - 1) * 24 + image in the eps-major store)
+    eps255 = ((torch.randn(4, generator=gen, dtype=torch.float64) * 8).abs().clamp(0, 16).floor().clamp(0, 15) + 1)
+    image = (torch.rand(4, generator=gen, dtype=torch.float64) * 24).floor()
+    index = ((eps255 - 1) * 24 + image).long()
     eps = draw_eps(4, MAX_E, gen)
     store = load_cascade_store(path)
     s_clean, s_adv, s_y = store.get(index)
@@ -304,10 +348,10 @@ def test_cascade_store_argument_forms(store_dir, registry):
     """A directory, a list of them (config: joined with os.pathsep, which builds the same), a CascadeStore."""
     path, _, _, _ = store_dir
     single = Cascade(store=path)
-    assert single.config["store"] == str(path) and len(single.store) == 24
+    assert single.config["store"] == str(path) and len(single.store) == 24 * 16
     double = Cascade(store=[path, str(path)])
-    assert double.config["store"] == os.pathsep.join([str(path)] * 2) and len(double.store) == 48
-    assert len(registry.build_defense("cascade", store=double.config["store"]).store) == 48
+    assert double.config["store"] == os.pathsep.join([str(path)] * 2) and len(double.store) == 2 * 24 * 16
+    assert len(registry.build_defense("cascade", store=double.config["store"]).store) == 2 * 24 * 16
     assert Cascade(store=load_cascade_store(path)).config["store"].startswith("<CascadeStore of 'tiny-7'")
     with pytest.raises(TypeError, match="store is required"):
         Cascade()
@@ -328,10 +372,13 @@ def test_cascade_store_command(tmp_path, registry):
 
     out = tmp_path / "cmd"
     status = main(["cascade-store", "--source", "digits-cnn", "--data", "digits", "--split", "test", "--out", str(out),
-                   "--n", "12", "--seed", "1"], registry=registry)
+                   "--n", "12", "--seed", "1", "--eps-max", "4"], registry=registry)
     assert status == 0
     store = load_cascade_store(out)
-    assert len(store) == 12 and store.source_id == "digits-cnn"
+    assert len(store) == 12 * 4 and store.source_id == "digits-cnn" and store.meta["eps_mode"] == "all"
+    status = main(["cascade-store", "--source", "digits-cnn", "--data", "digits", "--split", "test", "--out",
+                   str(tmp_path / "uni"), "--n", "12", "--seed", "1", "--eps-mode", "uniform"], registry=registry)
+    assert status == 0 and len(load_cascade_store(tmp_path / "uni")) == 12
 
 
 def test_trainer_runs_every_paper_defense(tmp_path, registry):

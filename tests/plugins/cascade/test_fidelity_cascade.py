@@ -1,5 +1,5 @@
-"""Paper 000 fidelity options: Kurakin et al.'s truncated eps draw, and Algorithm 1's batch composition
-(m images in B', k of them adversarial) for bidirectional, pivot and cascade."""
+"""Paper 000 fidelity options: the released code's clipped eps draw and Kurakin et al.'s truncated one, and
+Algorithm 1's batch composition (m images in B', k of them adversarial) for bidirectional, pivot and cascade."""
 
 from __future__ import annotations
 
@@ -44,11 +44,12 @@ def test_clipped_eps_put_455_percent_on_max():
     assert abs(share - math.erfc(math.sqrt(2))) < 0.006  # P(|Z| > 2) = 0.0455
 
 
-def test_defaults_follow_kurakin_and_the_option_reaches_the_draw():
-    assert Kurakin().eps_distribution == "truncated" and Pivot().eps_distribution == "truncated"
+def test_defaults_follow_the_released_code_and_the_option_reaches_the_draw():
+    # the default changed from "truncated" to "clipped" (issue 24): the released code's get_intensity clips
+    assert Kurakin().eps_distribution == "clipped" and Pivot().eps_distribution == "clipped"
     model, (x, y) = tiny_model(), _batch(8)
-    out = Kurakin(seed=3, eps_distribution="clipped").loss(model, x, y)
-    expected = draw_eps(4, MAX_E, torch.Generator().manual_seed(3), "clipped").mean()
+    out = Kurakin(seed=3, eps_distribution="truncated").loss(model, x, y)
+    expected = draw_eps(4, MAX_E, torch.Generator().manual_seed(3), "truncated").mean()
     assert out.metrics["mean_eps"] == pytest.approx(float(expected))
     with pytest.raises(ValueError, match="eps_distribution"):
         Kurakin(eps_distribution="uniform")

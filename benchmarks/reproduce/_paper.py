@@ -1,0 +1,90 @@
+"""The papers' numbers every reproduction prints beside its own: one table, each entry naming its source.
+
+Papers: 000 = Na et al. 2018, cascade adversarial training (arXiv:1708.02582); 004 = Xu et al. 2022,
+scale-invariant attack and defense (arXiv:2201.12527).  Values are copied from the papers' tables as
+printed (accuracy in %, ADBD as a fraction of the [0, 1] range); :data:`PAPER` maps a key to a
+:class:`PaperTable` whose ``source`` names the paper, table and setting.  A script takes its rows from
+here and :func:`paper_section` renders them with that source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from _report import markdown_table  # _report puts benchmarks/ (its _common) on sys.path
+
+__all__ = ["PAPER", "PaperTable", "paper_section"]
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """``rows``: row label -> the values of ``columns``; ``source``: paper, table / figure, setting."""
+
+    source: str
+    columns: tuple[str, ...]
+    rows: dict[str, Any]
+
+
+PAPER: dict[str, PaperTable] = {
+    "004-table5": PaperTable(
+        "paper 004 Table 5 (single run of each attack, CIFAR-10, L_inf 8/255, 20 steps), %",
+        ("natural", "PGD", "PGDCW", "PGDLR", "SI-PGD"),
+        {"AT RN-50": (85.46, 56.64, 54.95, 57.47, 54.65),
+         "TRADES W-34-10": (84.92, 57.16, 55.45, 57.15, 55.27),
+         "Pre-training W-28-10": (87.11, 59.60, 58.27, 60.39, 57.09),
+         "RST W-28-10": (89.69, 65.05, 63.09, 64.73, 62.34),
+         "MART RN-18": (83.07, 55.41, 51.50, 53.42, 51.32),
+         "MART W-28-10": (87.50, 64.77, 61.04, 62.65, 60.60),
+         "HYDRA W-28-10": (88.98, 62.84, 60.54, 62.41, 60.13)}),
+    "004-table6": PaperTable(
+        "paper 004 Table 6 (ResNet-18, CIFAR-10, L_inf 8/255), %",
+        ("natural", "PGD", "PGDCW", "SI-PGD", "AA"),
+        {"at": (85.57, 54.12, 53.15, 52.47, 48.49), "at-si": (83.03, 55.76, 52.93, 52.89, 48.15),
+         "trades": (84.15, 55.23, 52.67, 52.24, 50.06), "trades-si": (84.05, 58.73, 53.56, 54.77, 50.60),
+         "alp": (84.25, 56.11, 53.26, 53.06, 50.30), "alp-si": (85.70, 57.64, 53.06, 52.66, 49.30),
+         "mart": (80.99, 57.11, 52.38, 52.27, 48.71), "mart-si": (81.46, 61.02, 52.49, 53.90, 49.09)}),
+    "004-table9": PaperTable(
+        "paper 004 Table 9 (black-box, ResNet-18, CIFAR-10, L_inf 8/255): SPSA accuracy % at batch 128 / 256 / "
+        "512, RayS ADBD and robust accuracy %",
+        ("SPSA 128", "SPSA 256", "SPSA 512", "RayS ADBD", "RayS Rob.Acc"),
+        {"at": (59.81, 57.85, 56.00, 0.0370, 53.91), "at-si": (60.51, 58.29, 56.40, 0.0373, 54.43),
+         "trades": (59.67, 57.67, 55.97, 0.0393, 54.95), "trades-si": (60.35, 58.38, 56.71, 0.0394, 54.25),
+         "alp": (60.48, 58.27, 56.55, 0.0388, 54.79), "alp-si": (61.02, 58.62, 56.65, 0.0386, 55.39),
+         "mart": (58.16, 56.20, 54.91, 0.0376, 53.42), "mart-si": (59.16, 56.90, 55.23, 0.0380, 53.88)}),
+    "000-table1": PaperTable(
+        "paper 000 Table 1 (MNIST test set; clean, then step_ll, step_FGSM, iter_ll, iter_FGSM at eps 16 and 32 "
+        "of 255; training with step_ll), %",
+        ("clean", "step-ll@16", "step-ll@32", "step-fgsm@16", "step-fgsm@32", "iter-ll@16", "iter-ll@32",
+         "iter-fgsm@16", "iter-fgsm@32"),
+        {"standard": (99.6, 95.7, 30.2, 92.6, 29.7, 98.1, 66.2, 86.6, 7.5),
+         "kurakin": (99.6, 99.2, 96.7, 98.5, 94.1, 99.5, 97.9, 98.2, 87.9),
+         "bidirectional": (99.5, 99.3, 98.8, 99.1, 98.4, 99.4, 99.1, 98.9, 96.5),
+         "pivot": (99.6, 99.4, 98.8, 99.1, 98.1, 99.5, 99.3, 98.8, 96.4)}),
+    "000-table4": PaperTable(
+        "paper 000 Table 4 (black-box transfer, CIFAR-10, eps 16 of 255; targets B1 K1 P1 (rows) x sources B2 K2 "
+        "P2 (columns), per attack), %",
+        ("B2", "K2", "P2"),
+        {"step-fgsm": ((16.2, 31.6, 29.1), (66.7, 82.7, 79.4), (57.2, 89.2, 85.4)),
+         "iter-ll": ((69.7, 82.6, 78.3), (87.7, 83.5, 82.5), (87.8, 83.3, 82.3)),
+         "iter-fgsm": ((2.7, 60.1, 54.4), (55.8, 28.5, 28.5), (52.0, 24.3, 21.7))}),
+    "000-table5": PaperTable(
+        "paper 000 Table 5 (ResNet-20, CIFAR-10, white-box; P: pivot trained with step_ll; P_C / K_C: pivot / "
+        "Kurakin's trained with step_ll + stored iter_FGSM of P2; each attack at eps 2, 4, 8, 16 of 255), %",
+        ("clean", "step-ll", "step-fgsm", "iter-ll", "iter-fgsm"),
+        {"P": {"clean": 90.9, "step-ll": (86.2, 88.0, 89.0, 88.3), "step-fgsm": (79.7, 84.8, 90.0, 91.7),
+               "iter-ll": (76.3, 69.4, 41.3, 22.2), "iter-fgsm": (52.0, 11.3, 0.2, 0.0)},
+         "P_C": {"clean": 90.7, "step-ll": (84.6, 82.8, 79.4, 73.9), "step-fgsm": (80.5, 77.6, 72.7, 65.7),
+                 "iter-ll": (82.2, 75.8, 67.1, 58.7), "iter-fgsm": (67.0, 37.9, 20.1, 9.7)},
+         "K_C": {"clean": 91.3, "step-ll": (85.3, 83.6, 80.7, 73.8), "step-fgsm": (80.2, 79.1, 75.4, 67.6),
+                 "iter-ll": (81.4, 69.0, 41.3, 19.2), "iter-fgsm": (60.7, 18.9, 1.7, 0.1)}}),
+}
+
+
+def paper_section(key: str, rows: list[list[Any]] | None = None, head: list[str] | None = None) -> str:
+    """``## Paper`` with the table's source and its rows (or the caller's ``rows`` under ``head``)."""
+    table = PAPER[key]
+    if rows is None:
+        rows = [[label, *values] for label, values in table.rows.items()]
+        head = ["", *table.columns]
+    return f"## Paper: {table.source}\n\n" + markdown_table(head or ["", *table.columns], rows)

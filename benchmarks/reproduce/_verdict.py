@@ -1,0 +1,184 @@
+"""The one verdict rule of every reproduction, and the statistics it rests on.
+
+A claim is split into *cells* (a setting, a defense x attack pair, ...).  Each cell is judged by one
+test at the 5% level, two-sided:
+
+- the same images under two attacks or two models: McNemar's exact test on the discordant samples
+  (:func:`mcnemar`), from the per-sample results every evaluation saves;
+- trainings over seeds: the 95% Student-t interval of the per-seed difference (:func:`t_interval`),
+  from at least 3 seeds (issue 24 asks for 5 where one training takes under 5 minutes).
+
+A cell **supports** the claim when the difference goes the claimed way and is significant,
+**contradicts** it when it goes the other way and is significant, and is **inconclusive** otherwise.
+The claim's verdict (:func:`verdict`), defined here once and in ``benchmarks/reproduce/README.md``:
+
+- **held**: every cell supports it;
+- **partly**: at least half of the cells support it, not all;
+- **did not hold**: fewer than half support it;
+- **not testable at this scale**: a precondition the claim needs fails in our setting (the report says
+  which, e.g. the white-box attack leaves an undefended net mostly correct, so no transfer attack can
+  show anything), whatever the cells say.
+
+No correction for multiple cells: each cell is its own 5% test, and the report lists them all.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ALPHA", "MIN_SEEDS", "OUTCOMES", "RULE_TEXT", "VERDICTS", "Interval", "Paired", "best_case_p", "bits",
+           "mcnemar", "mcnemar_p", "paired_outcome", "seeds_outcome", "t_interval", "unbits", "verdict",
+           "verdict_lines"]
+
+ALPHA = 0.05
+OUTCOMES = ("supports", "contradicts", "inconclusive")
+VERDICTS = ("held", "partly", "did not hold", "not testable at this scale")
+RULE_TEXT = ("One rule (benchmarks/reproduce/README.md): each cell supports the claim when the difference goes the "
+             "claimed way at the 5% level (two-sided McNemar exact test on the same images, or a 95% t-interval "
+             "over at least 3 training seeds that excludes 0), contradicts it when significant the other way, else is "
+             "inconclusive; held = every cell supports, partly = at least half, did not hold = fewer than half, "
+             "not testable at this scale = a precondition of the claim fails here.")
+
+# Student t 0.975 quantiles for 1..30 degrees of freedom (beyond: the normal's 1.960 within 0.05)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: the binomial(b + c, 1/2) test of the discordant counts b and c."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def best_case_p(diff_samples: int) -> float:
+    """The smallest p McNemar can give for a net difference of ``diff_samples`` (all discordant pairs one
+    way): for an old run without per-sample results, a cell whose best case is >= 5% is inconclusive."""
+    return mcnemar_p(abs(diff_samples), 0)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Same images, A vs B: ``only_a`` correct under A only, ``only_b`` under B only; the exact p."""
+
+    n: int
+    only_a: int
+    only_b: int
+    p: float
+
+    def text(self) -> str:
+        return f"{self.only_a} vs {self.only_b} discordant of {self.n}, p = {self.p:.3g}"
+
+
+def bits(correct: Sequence[bool] | Any) -> str:
+    """Per-sample correctness as a '0'/'1' string (compact in report.json)."""
+    return "".join("1" if bool(v) else "0" for v in (correct.tolist() if hasattr(correct, "tolist") else correct))
+
+
+def unbits(text: str) -> list[bool]:
+    if set(text) - {"0", "1"}:
+        raise ValueError(f"per-sample results must be a string of 0 and 1, got {text[:20]!r}...")
+    return [c == "1" for c in text]
+
+
+def mcnemar(a: Sequence[bool] | str, b: Sequence[bool] | str) -> Paired:
+    """McNemar's exact test of two per-sample correctness vectors on the same images."""
+    xa = unbits(a) if isinstance(a, str) else [bool(v) for v in a]
+    xb = unbits(b) if isinstance(b, str) else [bool(v) for v in b]
+    if len(xa) != len(xb):
+        raise ValueError(f"paired results must cover the same images, got {len(xa)} and {len(xb)}")
+    only_a = sum(p and not q for p, q in zip(xa, xb))
+    only_b = sum(q and not p for p, q in zip(xa, xb))
+    return Paired(len(xa), only_a, only_b, mcnemar_p(only_a, only_b))
+
+
+def paired_outcome(test: Paired, claimed_lower: str) -> str:
+    """``claimed_lower``: "a" when the claim says A leaves fewer images correct than B, "b" the reverse."""
+    if claimed_lower not in ("a", "b"):
+        raise ValueError(f"claimed_lower must be 'a' or 'b', got {claimed_lower!r}")
+    if test.p >= ALPHA or test.only_a == test.only_b:
+        return "inconclusive"
+    a_lower = test.only_b > test.only_a
+    return "supports" if a_lower == (claimed_lower == "a") else "contradicts"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean and 95% Student-t interval of ``n`` values (a zero-width interval for n = 1 is not a test)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, digits: int = 1) -> str:
+        if self.n < 2:
+            return f"{self.mean:+.{digits}f} (1 seed: no interval)"
+        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+
+
+def t_interval(values: Sequence[float]) -> Interval:
+    """The mean and 95% t-interval (t_{0.975, n-1} * s / sqrt(n)) of ``values``."""
+    xs = [float(v) for v in values]
+    if not xs:
+        raise ValueError("t_interval needs at least one value")
+    mean = statistics.fmean(xs)
+    if len(xs) < 2:
+        return Interval(mean, math.nan, math.nan, 1)
+    t = _T975[len(xs) - 2] if len(xs) - 1 <= len(_T975) else 1.960
+    half = t * statistics.stdev(xs) / math.sqrt(len(xs))
+    return Interval(mean, mean - half, mean + half, len(xs))
+
+
+MIN_SEEDS = 3
+
+
+def seeds_outcome(diffs: Sequence[float], claimed_sign: int = 1) -> str:
+    """Per-seed differences (claimed direction ``claimed_sign``): supports when the 95% interval lies on the
+    claimed side of 0, contradicts when it lies on the other side, else inconclusive.
+
+    Fewer than :data:`MIN_SEEDS` seeds, or differences that are all equal, are inconclusive: with two seeds
+    (t = 12.7) only nearly equal differences pass, and equal ones -- a coincidence of a few images on a few
+    hundred -- give a zero-width interval that says nothing of the noise."""
+    if claimed_sign not in (1, -1):
+        raise ValueError(f"claimed_sign must be 1 or -1, got {claimed_sign!r}")
+    iv = t_interval(diffs)
+    if iv.n < MIN_SEEDS or iv.high - iv.low <= 0:
+        return "inconclusive"
+    low, high = (iv.low, iv.high) if claimed_sign == 1 else (-iv.high, -iv.low)
+    if low > 0:
+        return "supports"
+    if high < 0:
+        return "contradicts"
+    return "inconclusive"
+
+
+def verdict(outcomes: Sequence[str], untestable: str | None = None) -> str:
+    """The claim's verdict from its cells' outcomes; ``untestable``: why the setting cannot test it."""
+    bad = [o for o in outcomes if o not in OUTCOMES]
+    if bad:
+        raise ValueError(f"cell outcomes must be in {OUTCOMES}, got {bad[0]!r}")
+    if untestable:
+        return "not testable at this scale"
+    if not outcomes:
+        raise ValueError("a verdict needs at least one cell")
+    support = sum(o == "supports" for o in outcomes)
+    if support == len(outcomes):
+        return "held"
+    return "partly" if 2 * support >= len(outcomes) else "did not hold"
+
+
+def verdict_lines(result: str, outcomes: Sequence[str], test: str, untestable: str | None = None) -> str:
+    """The report's verdict paragraph: the verdict, the cell counts, the test used and the rule."""
+    counts = ", ".join(f"{sum(o == k for o in outcomes)} {k}" for k in OUTCOMES)
+    why = f" Not testable: {untestable}." if untestable else ""
+    return (f"**Verdict: {result}.** {len(outcomes)} cells: {counts}; test: {test}.{why}\n\n_{RULE_TEXT}_")

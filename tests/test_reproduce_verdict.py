@@ -1,0 +1,86 @@
+"""The one verdict rule of benchmarks/reproduce (``_verdict.py``): McNemar's exact test, the seeds' t-interval,
+and the four verdicts."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce" / "_verdict.py"
+_SPEC = importlib.util.spec_from_file_location("reproduce_verdict", _PATH)
+assert _SPEC is not None and _SPEC.loader is not None
+v = importlib.util.module_from_spec(_SPEC)
+sys.modules[_SPEC.name] = v  # dataclasses look their module up there
+_SPEC.loader.exec_module(v)  # stdlib only: no sys.path change needed
+
+
+@pytest.mark.parametrize("b, c, p", [
+    (0, 6, 2 / 64),                        # all 6 discordant one way: 2 * 0.5^6
+    (6, 0, 2 / 64),
+    (2, 8, 2 * (1 + 10 + 45) / 1024),      # 2 * P(Bin(10, 1/2) <= 2)
+    (5, 5, 1.0), (0, 0, 1.0), (0, 1, 1.0),
+    (1, 12, 2 * (1 + 13) / 2 ** 13),
+])
+def test_mcnemar_exact_p(b, c, p):
+    assert v.mcnemar_p(b, c) == pytest.approx(p, rel=1e-12)
+
+
+def test_mcnemar_pairs_the_same_images_and_judges_the_direction():
+    a = "1111111100"   # attack A leaves 8 correct
+    b = "1111111111"   # attack B leaves 10 correct
+    test = v.mcnemar(a, b)
+    assert (test.n, test.only_a, test.only_b) == (10, 0, 2) and test.p == pytest.approx(0.5)
+    assert v.paired_outcome(test, "a") == "inconclusive"  # 2 samples: no test can tell
+    strong = v.mcnemar("0" * 8 + "1" * 12, "1" * 20)
+    assert strong.p == pytest.approx(2 / 256)
+    assert v.paired_outcome(strong, "a") == "supports" and v.paired_outcome(strong, "b") == "contradicts"
+    with pytest.raises(ValueError, match="same images"):
+        v.mcnemar("101", "10")
+    with pytest.raises(ValueError, match="0 and 1"):
+        v.unbits("10x")
+
+
+def test_t_interval_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")  # the table's reference; absent scipy = a missing resource
+    for df in range(1, 31):
+        assert v._T975[df - 1] == pytest.approx(float(stats.t.ppf(0.975, df)), abs=6e-4)
+
+
+def test_t_interval_and_seed_outcomes():
+    iv = v.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    half = 2.776 * math.sqrt(2.5) / math.sqrt(5)  # t_{0.975, 4} * s / sqrt(n)
+    assert (iv.mean, iv.low, iv.high, iv.n) == (3.0, pytest.approx(3 - half), pytest.approx(3 + half), 5)
+    assert v.seeds_outcome([4.0, 5.0, 6.0, 5.5, 4.5]) == "supports"
+    assert v.seeds_outcome([4.0, 5.0, 6.0, 5.5, 4.5], claimed_sign=-1) == "contradicts"
+    assert v.seeds_outcome([4.0, -3.0, 6.0]) == "inconclusive"
+    assert v.seeds_outcome([9.0]) == "inconclusive"  # one seed is no interval
+    # two seeds are too few even when they agree (t_{0.975, 1} = 12.7 passes only near-equal differences)
+    assert v.seeds_outcome([5.0, 5.2]) == "inconclusive" and v.seeds_outcome([5.0, 5.2, 5.1]) == "supports"
+    assert v.seeds_outcome([1.7, 1.7, 1.7]) == "inconclusive"  # a zero-width interval estimates no noise
+
+
+@pytest.mark.parametrize("outcomes, expected", [
+    (["supports"] * 4, "held"),
+    (["supports", "supports", "inconclusive", "contradicts"], "partly"),
+    (["supports", "inconclusive", "inconclusive"], "did not hold"),
+    (["supports"] + ["inconclusive"] * 4, "did not hold"),
+    (["contradicts"], "did not hold"),
+])
+def test_one_verdict_rule(outcomes, expected):
+    assert v.verdict(outcomes) == expected
+    assert v.verdict(outcomes, untestable="the attack cannot break an undefended net") == (
+        "not testable at this scale")
+
+
+def test_bad_outcomes_and_the_verdict_text():
+    with pytest.raises(ValueError, match="outcomes"):
+        v.verdict(["maybe"])
+    with pytest.raises(ValueError, match="at least one"):
+        v.verdict([])
+    text = v.verdict_lines("partly", ["supports", "inconclusive"], "McNemar")
+    assert text.startswith("**Verdict: partly.**") and "1 supports" in text and "held = every cell" in text
+    assert v.best_case_p(5) == pytest.approx(2 / 32) and v.best_case_p(6) < v.ALPHA
