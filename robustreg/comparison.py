@@ -34,9 +34,11 @@ from .errors import close_matches
 from .evaluation import first_samples
 from .evaluation.cells import Cell
 from .evaluation.checking import clean_correct, nonfinite_rows, view_of
+from .evaluation.config import ADAPTIVE_BUDGET
 from .evaluation.distributed import SINGLE, Group, check_pieces, plain_record, process_group, replay, shard_batches
 from .registrar import UnknownNameError
 from .registry import AttackSpec, Registry
+from .remedies import run_remedies, suggestions
 from .threat import NORMS, ThreatModel, parse_eps
 
 __all__ = [
@@ -403,6 +405,28 @@ def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Thre
     return correct, rows, broken_by, noisy, found, (round(seconds, 4), round(waited[0], 4))
 
 
+def _remedied(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, correct: torch.Tensor,
+              broken_by: Mapping[str, torch.Tensor], checks: list[dict[str, Any]], registry: Registry,
+              device: torch.device, seed: int, batch_size: int, budget: float) -> dict[str, Any]:
+    """The report's ``adaptive`` entry: the remedies of ``checks`` on the points no row broke (``broken_by``:
+    per row, flags over the clean-correct points)."""
+    standing, index = correct.clone(), correct.nonzero().flatten()
+    for broken in broken_by.values():
+        standing[index[broken.cpu()]] = False
+    n = int(x.shape[0])
+    state, home = ModelState(model), next((p.device for p in model.parameters()), None)
+    try:
+        model.to(device).eval()
+        done = run_remedies(model, x, y, eps=[threat.eps], norm=threat.norm, standing=[standing], checks=checks,
+                            recheck=lambda _attempts: checks, registry=registry, device=device, seed=seed,
+                            batch_size=batch_size, budget=budget)
+    finally:
+        state.restore()
+        if home is not None:
+            model.to(home)
+    return done.to_json([threat.eps], [float(standing.sum()) / n], n)
+
+
 def compare(
     model: nn.Module,
     data: Any,
@@ -422,6 +446,8 @@ def compare(
     progress: bool = True,
     no_check: Iterable[str] = (),
     distributed: bool = False,
+    adaptive: bool = False,
+    adaptive_budget: float = ADAPTIVE_BUDGET,
 ) -> dict[str, Any]:
     """Run ``attack`` from each of ``toolkits`` on the same samples, with the same configuration, and compare.
 
@@ -438,6 +464,10 @@ def compare(
     ``noise``: measure random-start noise (the native attack again with ``seed + 1``).
     ``no_check``: automatic checks to turn off (``robustreg.checks.CHECKS``; docs/checks.md); the others
     run on every row that ran, each row a cell of the attack at ``eps``.
+    ``adaptive``: as for ``evaluate``, the remedies of the checks that warned run on the points no row broke
+    (within ``adaptive_budget`` passes per sample), on rank 0; the report gains ``adaptive`` (its
+    ``robust_accuracy`` gives the worst case over the rows before and after them).  The checks are not
+    run again on the result here.
     ``distributed``: share each row's batches over the torch.distributed ranks, as ``evaluate`` does (call
     it on every rank of a torchrun launch; the group is initialised from ``WORLD_SIZE`` / ``RANK`` /
     ``LOCAL_RANK`` if it is not yet; ``device="cuda"`` or ``"auto"`` means ``cuda:LOCAL_RANK``).  Batch k
@@ -477,14 +507,16 @@ def compare(
         raise ValueError(f"no toolkit among {', '.join(toolkits)} has attack {attack!r} for {norm} "
                          "(`robustreg list attacks` shows every registered name)")
     config, plans = _plan(registry, attack, threat, resolved, given)
-    checks = registered(registry.checks())
-    disabled = check_names(no_check, [name for name, _, _ in checks])  # unknown: ValueError, before any work
+    known = registered(registry.checks())
+    disabled = check_names(no_check, [name for name, _, _ in known])  # unknown: ValueError, before any work
     ranks = process_group(dev) if distributed else nullcontext(SINGLE)
     with ranks as group:
         correct, rows, broken_by, noisy, checks, seconds = _attack_all(
             model, x, y, threat, resolved, plans, device=dev, batch_size=batch_size, seed=seed, noise=noise,
-            progress=progress, no_check=disabled, checks=checks, group=group)
+            progress=progress, no_check=disabled, checks=known, group=group)
         timings = group.gather(seconds)
+        remedied = None if not adaptive else group.main_run(lambda: _remedied(
+            model, x, y, threat, correct, broken_by, checks, registry, dev, seed, batch_size, adaptive_budget))
     index = torch.nonzero(correct, as_tuple=False).flatten()
     report = {
         "attack": attack, "eps": threat.eps, "norm": norm, "n": int(x.shape[0]),
@@ -495,8 +527,12 @@ def compare(
         "distributed": {"world_size": len(timings), "seconds_per_rank": [t[0] for t in timings],
                         "gather_seconds_per_rank": [t[1] for t in timings]},
     }
+    if remedied is not None:
+        report["adaptive"] = remedied
     if group.is_main:
+        report["checks"] = checks = suggestions(checks, registry)
         if out is not None:
             write_report(report, out)
-        warn_checks(checks)  # one CheckWarning per warning check, naming compare()'s caller
+        if not adaptive:
+            warn_checks(checks)  # one CheckWarning per warning check, naming compare()'s caller
     return report

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import write_set_atomic
-from .report import checks_block, checks_markdown
+from .report import adaptive_block, adaptive_markdown, checks_block, checks_markdown
 from .tables import format_table, shorten
 
 __all__ = ["render_markdown", "render_table", "write_report"]
@@ -125,6 +125,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     checks = checks_markdown(report)
     if checks:
         lines += ["", *checks]
+    lines += adaptive_markdown(report)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -141,9 +142,7 @@ def render_table(report: Mapping[str, Any], note_width: int = 60) -> str:
     lines += [f"DISAGREEMENT: {line}" for line in found]
     if noise and not found and len(report["results"]) > 1:
         lines.append("no pair of toolkits disagrees by more than the random-start noise")
-    block = checks_block(report)
-    if block:
-        lines.append(block)
+    lines += [block for block in (checks_block(report), adaptive_block(report)) if block]
     return "\n".join(lines)
 
 

@@ -182,6 +182,15 @@ def test_no_break_no_remedy_and_the_same_report(digits):
         assert (strip(plain[key]) if strip else plain[key]) == (strip(adaptive[key]) if strip else adaptive[key])
 
 
+def test_compare_runs_the_remedies_on_the_points_no_toolkit_broke(digits):
+    base, data = digits
+    report = robustreg.comparison.compare(Scaled(base, 1e4), data, "pgd", EPS, toolkits=["native"],
+                                          params={"steps": 10}, noise=False, progress=False, adaptive=True)
+    entry = report["adaptive"]["robust_accuracy"][0]
+    assert "temperature" in ran(report)
+    assert entry["after"] < entry["before"] - 0.3  # the saturated logits hid most of the breaks
+
+
 def test_no_false_alarm_on_the_pgd_trained_lenet5(lenet_mnist):
     model, x, y = lenet_mnist
     report = evaluate(model, (x[:100], y[:100]), [("pgd", {"steps": 20})], [0.3], progress=False, adaptive=True)

@@ -26,6 +26,9 @@ T = TypeVar("T")
 __all__ = [
     "DEFAULT_OUT",
     "UsageError",
+    "adaptive_budget",
+    "adaptive_options",
+    "add_adaptive_args",
     "add_model_data_args",
     "add_run_args",
     "add_speed_args",
@@ -338,7 +341,7 @@ def _finished_report(args: argparse.Namespace, out: Path, model: Any, data: Any,
         x, y, _ = first_samples(data, args.n)
         plans = plan_attacks([(name, {}) for name in attacks], params)
         return run_identity(plans, eps_values(eps, args.norm), args.norm, mode, args.seed, x, y, model,
-                            speed_options(args), _adaptive_budget(args))
+                            speed_options(args), adaptive_budget(args))
 
     report = existing_report(out, now, report_identity, overwrite=getattr(args, "overwrite", False))
     if report is not None:
@@ -359,12 +362,12 @@ def add_adaptive_args(p: argparse.ArgumentParser) -> None:
                         f"(default {ADAPTIVE_BUDGET})")
 
 
-def _adaptive_options(args: argparse.Namespace) -> dict[str, Any]:
-    budget = _adaptive_budget(args)
+def adaptive_options(args: argparse.Namespace) -> dict[str, Any]:
+    budget = adaptive_budget(args)
     return {} if budget is None else {"adaptive": True, "adaptive_budget": budget}
 
 
-def _adaptive_budget(args: argparse.Namespace) -> float | None:
+def adaptive_budget(args: argparse.Namespace) -> float | None:
     """The remedies' budget when ``--adaptive`` is on (checked), else None."""
     if not getattr(args, "adaptive", False):
         return None
@@ -440,7 +443,7 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
             params={name: dict(values) for name, values in params.items()}, no_check=args.no_check,
             model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize},
             data_info={"spec": data_spec, "split": args.split}, distributed=group.world_size > 1,
-            **speed_options(args).to_dict(), **_adaptive_options(args),
+            **speed_options(args).to_dict(), **adaptive_options(args),
         )
     if group.is_main:
         print(render_table(report))

@@ -15,13 +15,16 @@ from ..comparison import compare, default_toolkits, registered_toolkits, render_
 from ..comparison_check import check_comparison_report
 from ..evaluation.distributed import Group
 from ..evaluation.inputs import first_samples
-from ..evaluation.state import data_fingerprint, model_fingerprint
+from ..evaluation.state import adaptive_text, data_fingerprint, model_fingerprint
 from ..files import write_set_atomic
 from ..lock import ReportGuard
 from ..registry import Registry
 from ..threat import NORMS, ThreatModel
 from .common import (
     UsageError,
+    adaptive_budget,
+    adaptive_options,
+    add_adaptive_args,
     add_any_input_size,
     check_device,
     check_model_fits_data,
@@ -67,6 +70,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--no-check", action="append", default=[], metavar="NAME", type=check_name,
                    help="turn off one automatic check (repeatable; reported as skipped; see docs/checks.md)")
+    add_adaptive_args(p)
     p.set_defaults(on_interrupt=start_over_hint)
 
 
@@ -105,7 +109,7 @@ def _identity(attack: str, eps: float, args: argparse.Namespace, params: Mapping
     return {"attack": attack, "eps": repr(float(ThreatModel(args.norm, eps).eps)), "norm": args.norm,
             "toolkits": _text(list(dict.fromkeys(toolkits))), "params": _text(params), "seed": _text(args.seed),
             "n": str(int(x.shape[0])), "model fingerprint": model_fingerprint(model),
-            "data fingerprint": data_fingerprint(x, y)}
+            "data fingerprint": data_fingerprint(x, y), "adaptive": adaptive_text(adaptive_budget(args))}
 
 
 def _saved_identity(report: Mapping[str, Any]) -> dict[str, str]:
@@ -114,7 +118,8 @@ def _saved_identity(report: Mapping[str, Any]) -> dict[str, str]:
             "norm": str(report.get("norm")), "toolkits": _text([r.get("toolkit") for r in report.get("results", [])]),
             "params": _text(report.get("params", {})), "seed": _text(report.get("seed")), "n": str(report.get("n")),
             "model fingerprint": str(report.get("model", {}).get("fingerprint")),
-            "data fingerprint": str(report.get("data", {}).get("fingerprint"))}
+            "data fingerprint": str(report.get("data", {}).get("fingerprint")),
+            "adaptive": adaptive_text((report.get("adaptive") or {}).get("budget"))}
 
 
 def _text(value: Any) -> str:
@@ -186,7 +191,7 @@ def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, An
             model, (x, y), attack, eps, toolkits=toolkits, norm=args.norm, params=params,
             batch_size=args.batch_size, device=args.device, seed=args.seed, registry=args.registry,
             noise=getattr(args, "noise", True), progress=not args.quiet, no_check=getattr(args, "no_check", ()),
-            distributed=group.world_size > 1,
+            distributed=group.world_size > 1, **adaptive_options(args),
         )
         if out is not None and guard is not None:
             _write(report, out, model, x, y, args, guard)

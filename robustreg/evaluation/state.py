@@ -34,6 +34,7 @@ from .state_check import StateCheck, check_fingerprint, check_run_state
 __all__ = [
     "STATE_VERSION",
     "RunState",
+    "adaptive_text",
     "data_fingerprint",
     "fingerprint",
     "load_state",
@@ -129,11 +130,12 @@ def run_identity(plans: Sequence[AttackPlan], eps: Sequence[float], norm: str, m
         "seed": _text(seed),
         "n": str(int(x.shape[0])),
         "speed options": speed_text(speed),
-        "adaptive": _adaptive_text(adaptive_budget),
+        "adaptive": adaptive_text(adaptive_budget),
     }
 
 
-def _adaptive_text(budget: Any) -> str:
+def adaptive_text(budget: Any) -> str:
+    """An identity's ``adaptive`` value: ``off``, or on with the remedies' budget."""
     return "off" if budget is None else f"on, budget {float(budget):g}"
 
 
@@ -152,7 +154,7 @@ def report_identity(report: Mapping[str, Any]) -> dict[str, str]:
         "seed": _text(report.get("seed")),
         "n": str(report.get("n")),
         "speed options": speed_text(report.get("speed")),  # a report from before them: every option off
-        "adaptive": _adaptive_text((report.get("adaptive") or {}).get("budget")),
+        "adaptive": adaptive_text((report.get("adaptive") or {}).get("budget")),
     }
 
 
