@@ -376,7 +376,7 @@ def compare(
     params: Mapping[str, Any] | None = None,
     n: int | None = None,
     batch_size: int = 256,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     seed: int = 0,
     noise: bool = True,
     registry: Registry | None = None,
@@ -388,6 +388,7 @@ def compare(
     """Run ``attack`` from each of ``toolkits`` on the same samples, with the same configuration, and compare.
 
     ``toolkits``: default every toolkit with a registered attack (:func:`registered_toolkits`).
+    ``device``: where to run ("cpu", "cuda", "cuda:N", "auto"; default None: where the model is).
     ``data``: a :class:`robustreg.data.LabeledData` or an ``(x, y)`` pair; its first ``n`` samples
     are used (all if None).  Every toolkit attacks the clean-correct ones among them with the same
     ThreatModel(norm, eps) and ``seed``.  ``params`` (robustreg's vocabulary) override the native
@@ -432,7 +433,7 @@ def compare(
     from .runtime import resolve_device
 
     local = os.environ.get("LOCAL_RANK") if distributed else None  # under torchrun: "cuda" is cuda:LOCAL_RANK
-    dev = resolve_device(device, local_rank=int(local) if local else None)
+    dev = resolve_device(device, model, local_rank=int(local) if local else None)  # None: where the model is
     x, y, _ = first_samples(data, n)
     resolved = [resolve(registry, attack, t, norm) for t in toolkits]
     if all(r.spec is None for r in resolved):

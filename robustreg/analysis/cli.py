@@ -66,7 +66,8 @@ def add_analysis_args(p: argparse.ArgumentParser, *, model: bool | str = True, a
     g = p.add_argument_group("run")
     g.add_argument("--norm", default="linf", choices=NORMS, help="threat-model norm (default linf)")
     g.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per batch (default 256)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (CUDA when present); default: where "
+                   "the model is (the CPU for a model loaded from a spec)")
     g.add_argument("--seed", type=int, default=0, help="seed of the attacks and random directions (default 0)")
     g.add_argument("--out", metavar="DIR", help="report folder (default ./robustreg-out/analyze-NAME)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -94,7 +95,8 @@ def _device(args: argparse.Namespace) -> torch.device:
 
     local = os.environ.get("LOCAL_RANK") if torchrun_env() else None
     try:
-        return resolve_device(args.device, local_rank=int(local) if local else None)
+        # no --device: where a loaded model is, the CPU (resolve_device(None) alone would mean "auto")
+        return resolve_device(args.device or "cpu", local_rank=int(local) if local else None)
     except ValueError as exc:
         raise UsageError(f"--device {args.device!r}: {exc}") from None
 

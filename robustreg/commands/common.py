@@ -78,7 +78,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eps-scale", type=float, metavar="S",
                    help="divide plain --eps numbers (not fractions) by S: --eps 8 --eps-scale 255")
     g.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per attack call (default 256)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    g.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or auto (CUDA when present); default: where the model is "
+                        "(the CPU for a model loaded from a spec)")
     g.add_argument("--seed", type=int, default=0, help="seed passed to every attack (default 0)")
     g.add_argument("--out", metavar="DIR", help=f"report folder (default ./{DEFAULT_OUT})")
     g.add_argument("--state", metavar="PATH", help="state file for resuming (default OUT/state.pt)")
@@ -349,7 +351,8 @@ def in_process_group(device_arg: Any, fn: Callable[[Any], T]) -> T:
         return fn(SINGLE)
     local = os.environ.get("LOCAL_RANK")
     try:
-        device = resolve_device(device_arg, local_rank=int(local) if local else None)
+        # no --device: where the loaded model is, the CPU (resolve_device(None) alone would mean "auto")
+        device = resolve_device("cpu" if device_arg is None else device_arg, local_rank=int(local) if local else None)
     except ValueError as exc:
         raise UsageError(f"--device {device_arg!r}: {exc}") from None
     with process_group(device) as group:

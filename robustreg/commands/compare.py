@@ -51,7 +51,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "declaration; repeatable), e.g. steps=10")
     p.add_argument("--n", type=int, default=None, help="use the first N samples (default all)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or auto (CUDA when present); default: where the model is "
+                        "(the CPU for a model loaded from a spec)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="write report.json and report.md here")
     p.add_argument("--overwrite", action="store_true",

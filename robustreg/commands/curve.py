@@ -74,7 +74,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eps-scale", type=float, metavar="S", help="divide plain --eps / --at numbers by S")
     r = p.add_argument_group("run")
     r.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per attack call (default 256)")
-    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    r.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or auto (CUDA when present); default: where the model is "
+                        "(the CPU for a model loaded from a spec)")
     r.add_argument("--seed", type=int, default=0, help="seed passed to both attacks (default 0)")
     r.add_argument("--out", metavar="DIR", help=f"report folder (default ./{DEFAULT_OUT}/curve)")
     r.add_argument("--overwrite", action="store_true", help="replace a finished report of another configuration")
@@ -200,13 +202,14 @@ def _lower_median(norms: torch.Tensor) -> float:
 def curve_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: Any, attack: str, norm: str, *,
                  params: Mapping[str, Any] | None = None, eps: Sequence[float] | None = None,
                  verifier: str | None = None, at: Sequence[float] = (), verify_params: Mapping[str, Any] | None = None,
-                 seed: int = 0, batch_size: int = 256, device: torch.device | str = "cpu",
+                 seed: int = 0, batch_size: int = 256, device: torch.device | str | None = None,
                  progress: bool = False) -> dict[str, Any]:
     """The report dict of one curve (see the module docstring); the model's modes, gradients and device are
-    restored afterwards."""
-    from ..runtime import model_device
+    restored afterwards.  ``device``: where to run (default None: where the model is)."""
+    from ..runtime import model_device, resolve_device
 
-    started, device, home, snapshot = time.perf_counter(), torch.device(device), model_device(model), ModelState(model)
+    started, device, home, snapshot = time.perf_counter(), resolve_device(device, model), model_device(model), \
+        ModelState(model)
     try:
         model.to(device).eval()
         norms, correct = minimal_norms(model, x, y, registry, attack, norm, dict(params or {}), seed=seed,

@@ -59,7 +59,7 @@ class EvalConfig:
     norm: str = "linf"
     n: int | None = None
     batch_size: int = 256
-    device: str | torch.device | None = "cpu"
+    device: str | torch.device | None = None  # None: where the model is (runtime.resolve_device)
     seed: int | None = 0
     mode: Mode = Mode.CASCADE
     out: str | os.PathLike[str] | None = None

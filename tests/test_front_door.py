@@ -1,0 +1,75 @@
+"""The front door: what `evaluate` and the attacks take from a user as they come (issue 22).
+
+Devices (the model's own by default), non-contiguous batches, the Python data forms (pairs, numpy,
+Dataset, DataLoader), norm and parameter spellings, one-call attacks, notebook hygiene and model outputs.
+Every test runs real attacks on a small real model; all of it takes seconds on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robustreg import Registry
+from robustreg.cli import build_parser
+from robustreg.evaluation import EvalConfig, evaluate
+from robustreg.runtime import model_device, resolve_device
+
+N = 24
+
+
+def _net(seed: int = 0, k: int = 10) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, k)).eval()
+
+
+def _data(seed: int = 1, n: int = N) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def reg() -> Registry:
+    return Registry.create()
+
+
+def _numbers(report: dict) -> list:
+    """What a report says about the model, without timings."""
+    return [report["clean_accuracy"], report["n"],
+            [(r["attack"], r["eps"], r["robust_accuracy"]) for r in report["results"]]]
+
+
+# --------------------------------------------------------------------------------------------
+# 1. devices: the model's own device is the default
+# --------------------------------------------------------------------------------------------
+def test_device_resolution_rule() -> None:
+    cpu_model = _net()
+    assert EvalConfig().device is None
+    assert resolve_device(None, cpu_model) == torch.device("cpu")
+    with torch.device("meta"):  # a model that is not on the CPU: None follows it there
+        meta_model = nn.Linear(2, 2)
+    assert resolve_device(None, meta_model) == torch.device("meta")
+    assert model_device(meta_model) == torch.device("meta")
+    expected = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    assert resolve_device("auto", cpu_model) == expected
+    assert resolve_device("cpu", cpu_model) == torch.device("cpu")
+
+
+def test_cli_device_defaults_to_the_model(reg: Registry) -> None:
+    parser = build_parser(reg)
+    for argv in (["evaluate", "--model", "m", "--data", "d", "--attacks", "fgsm", "--eps", "0.1"],
+                 ["compare", "--model", "m", "--data", "d", "--attack", "pgd", "--eps", "0.1"]):
+        args, _ = parser.parse_known_args(argv)
+        assert args.device is None, argv
+
+
+def test_evaluate_leaves_a_float64_model_where_it_is(reg: Registry) -> None:
+    """A model in float64 (not torch's default tensor type) is run as it is: the same parameter storage
+    before and after, still float64, and the report names the model's device."""
+    model = _net().double()
+    before = [(p.data_ptr(), p.dtype, p.device) for p in model.parameters()]
+    x, y = _data()
+    report = evaluate(model, (x.double(), y), ["fgsm"], 0.05, registry=reg, progress=False)
+    assert [(p.data_ptr(), p.dtype, p.device) for p in model.parameters()] == before
+    assert report["device"] == "cpu"
