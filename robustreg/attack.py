@@ -180,6 +180,12 @@ class ModelState:
             p.grad = grad
 
 
+def _private(t: torch.Tensor) -> torch.Tensor:
+    """The attack's own copy of a caller's tensor, contiguous: a permuted numpy batch (NHWC -> NCHW) is not,
+    and toolkits ``.view`` their inputs (AutoAttack's APGD-DLR and L2 code fail on one)."""
+    return t.detach().clone(memory_format=torch.contiguous_format)
+
+
 class Attack:
     """Base class of every attack.
 
@@ -249,7 +255,7 @@ class Attack:
         generator: torch.Generator,
         target: torch.Tensor | None = None,
     ) -> torch.Tensor | AttackResult:
-        """Return adversarial examples for the validated batch (x is a private copy).
+        """Return adversarial examples for the validated batch (x is a private, contiguous copy).
 
         The result must lie in the eps ball and the box (up to float rounding): the base verifies it
         and raises :class:`AttackError` otherwise; it does not project.  An attack projects inside
@@ -288,8 +294,8 @@ class Attack:
             generator = self._generator(x.device)
             attacked = model if self.eot == 1 else EoT(model, self.eot)
             with torch.enable_grad(), PassCounter(model) as passes:
-                out = self.perturb(attacked, x.detach().clone(), y.detach().clone(), generator,
-                                   None if target is None else target.detach().clone())
+                out = self.perturb(attacked, _private(x), _private(y), generator,
+                                   None if target is None else _private(target))
             result = out if isinstance(out, AttackResult) else AttackResult(out)
             n = x.shape[0]  # counted by hooks on the model, never declared by the attack: toolkits' too
             result.extras["forwards"] = torch.full((n,), passes.forwards / n, dtype=torch.float64)

@@ -7,10 +7,12 @@ Every test runs real attacks on a small real model; all of it takes seconds on o
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import robustreg
 from robustreg import Registry
 from robustreg.cli import build_parser
 from robustreg.evaluation import EvalConfig, evaluate
@@ -73,3 +75,33 @@ def test_evaluate_leaves_a_float64_model_where_it_is(reg: Registry) -> None:
     report = evaluate(model, (x.double(), y), ["fgsm"], 0.05, registry=reg, progress=False)
     assert [(p.data_ptr(), p.dtype, p.device) for p in model.parameters()] == before
     assert report["device"] == "cpu"
+
+
+# --------------------------------------------------------------------------------------------
+# 2. non-contiguous batches (the usual numpy NHWC -> NCHW permute) reach every toolkit contiguous
+# --------------------------------------------------------------------------------------------
+def _nhwc_batch(n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _data(n=n)
+    nhwc = np.ascontiguousarray((x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy())  # N x H x W x C
+    return torch.from_numpy(nhwc).permute(0, 3, 1, 2) / 255, y  # how numpy images usually arrive
+
+
+ONE_PER_TOOLKIT = ["pgd", "autoattack:apgd-dlr", "torchattacks:pgd", "art:pgd", "advlib:pgd", "foolbox:pgd"]
+
+
+@pytest.mark.parametrize("name", ONE_PER_TOOLKIT)
+def test_non_contiguous_batch_through_each_toolkit(reg: Registry, name: str) -> None:
+    x, y = _nhwc_batch()
+    assert not x.is_contiguous()
+    attack = reg.build_attack(name, robustreg.ThreatModel("linf", 8 / 255), seed=0,
+                              **({"steps": 2} if name in ("pgd", "torchattacks:pgd", "advlib:pgd", "foolbox:pgd")
+                                 else {}))
+    x_adv = attack(_net(), x, y)
+    assert x_adv.shape == x.shape
+    assert float((x_adv - x).abs().max()) <= 8 / 255 + 1e-6  # the base's own float-rounding slack
+
+
+def test_non_contiguous_batch_through_evaluate(reg: Registry) -> None:
+    x, y = _nhwc_batch(n=N)
+    report = evaluate(_net(), (x, y), ["autoattack:apgd-dlr"], 8 / 255, registry=reg, progress=False)
+    assert report["n"] == N

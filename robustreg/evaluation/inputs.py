@@ -56,4 +56,4 @@ def first_samples(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor,
         x, y = x[:count], y[:count]
     _check(x, y)
     info["size"] = size
-    return x, y, info
+    return x.contiguous(), y.contiguous(), info  # a permuted numpy batch is not; toolkits .view their inputs
