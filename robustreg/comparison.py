@@ -389,7 +389,8 @@ def compare(
 
     ``toolkits``: default every toolkit with a registered attack (:func:`registered_toolkits`).
     ``device``: where to run ("cpu", "cuda", "cuda:N", "auto"; default None: where the model is).
-    ``data``: a :class:`robustreg.data.LabeledData` or an ``(x, y)`` pair; its first ``n`` samples
+    ``data``: as :func:`robustreg.evaluate` takes it (LabeledData, (x, y) tensors or numpy arrays, Dataset,
+    DataLoader); its first ``n`` samples
     are used (all if None).  Every toolkit attacks the clean-correct ones among them with the same
     ThreatModel(norm, eps) and ``seed``.  ``params`` (robustreg's vocabulary) override the native
     attack's declared defaults (an unknown name is an error with close matches); that full native

@@ -105,3 +105,44 @@ def test_non_contiguous_batch_through_evaluate(reg: Registry) -> None:
     x, y = _nhwc_batch(n=N)
     report = evaluate(_net(), (x, y), ["autoattack:apgd-dlr"], 8 / 255, registry=reg, progress=False)
     assert report["n"] == N
+
+
+# --------------------------------------------------------------------------------------------
+# 3. the Python data forms: pair, numpy pair, Dataset, TensorDataset, DataLoader
+# --------------------------------------------------------------------------------------------
+class _ItemDataset(torch.utils.data.Dataset):
+    """A plain map-style dataset whose items are (numpy image, Python int) pairs."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x.numpy(), y.tolist()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.x[i], self.y[i]
+
+
+def test_data_forms_give_the_same_report(reg: Registry) -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = _data()
+    run = {"attacks": ["fgsm", ("pgd", {"steps": 3})], "eps": 0.05, "registry": reg, "progress": False, "n": 20}
+    reference = _numbers(evaluate(_net(), (x, y), **run))
+    forms = {"numpy pair": (x.numpy(), y.numpy()),
+             "TensorDataset": TensorDataset(x, y),
+             "Dataset": _ItemDataset(x, y),
+             "DataLoader": DataLoader(TensorDataset(x, y), batch_size=7)}
+    for name, data in forms.items():
+        assert _numbers(evaluate(_net(), data, **run)) == reference, name
+
+
+@pytest.mark.parametrize("data, words", [
+    ([(torch.zeros(2, 3, 8, 8), torch.zeros(2).long())] * 3, "a list of 3; a list of batches is not read"),
+    ("images/", "got str"),
+    ({"x": 1}, "got dict"),
+])
+def test_other_data_is_refused_in_one_line(reg: Registry, data: object, words: str) -> None:
+    with pytest.raises(TypeError, match="data must be an \\(x, y\\) pair of tensors or numpy arrays") as info:
+        evaluate(_net(), data, ["fgsm"], 0.05, registry=reg, progress=False)
+    assert words in str(info.value) and "\n" not in str(info.value)

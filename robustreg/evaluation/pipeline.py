@@ -35,7 +35,11 @@ def evaluate(
         model: an ``nn.Module`` taking [0, 1] images and returning logits N x K.  Its train/eval
             flags and parameters' requires_grad/.grad are restored afterwards; it is moved to
             ``device`` for the run and moved back to where it was at the end.
-        data: a ``robustreg.data.LabeledData`` or an ``(x, y)`` pair (x float in [0, 1], y int64).
+        data: a ``robustreg.data.LabeledData``, an ``(x, y)`` pair of tensors or numpy arrays (x float in
+            [0, 1], y integer labels), any map-style ``torch.utils.data.Dataset`` of (image, label) items
+            (``TensorDataset`` included) or a ``DataLoader`` of (x, y) batches.  The first ``n`` samples are
+            collected into memory at the boundary for now (streaming them through the engine is a later
+            change); anything else is a TypeError saying what is accepted.
         attacks: registry names or ``(name, params)`` pairs, run in this order at each eps.
         eps: one eps or a list, in [0, 1] pixel units (sorted ascending in the report).
         config: an :class:`EvalConfig`; ``options`` (its field names, as keywords) replace its fields.
