@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .adaptive import EoT, PassCounter
-from .params import Param, ParamSet
+from .params import Param, ParamSet, canonical_names
 from .threat import NORMS, ThreatModel
 
 __all__ = [
@@ -232,7 +232,8 @@ class Attack:
             raise ValueError(
                 f"{self.label()} supports norm(s) {', '.join(self.info.norms)}, got norm={threat.norm!r}"
             )
-        values = self.declaration().resolve(self.label(), params)
+        declared = self.declaration()
+        values = declared.resolve(self.label(), canonical_names(declared, self.label(), params))
         self.threat = threat
         self.seed: int | None = values.pop("seed")
         self.eval_mode: bool = values.pop("eval_mode")

@@ -35,7 +35,7 @@ from .evaluation.cells import Cell
 from .evaluation.checking import clean_correct, nonfinite_rows, view_of
 from .evaluation.distributed import SINGLE, Group, check_pieces, plain_record, process_group, replay, shard_batches
 from .registry import AttackSpec, Registry
-from .threat import NORMS, ThreatModel, parse_eps
+from .threat import ThreatModel, canonical_norm, parse_eps
 
 __all__ = [
     "agreement",
@@ -199,8 +199,6 @@ def _check_args(registry: Registry, toolkits: Sequence[str] | None, attack: Any,
     if not isinstance(attack, str) or not attack.strip():
         raise ValueError(f"attack must be a non-empty name such as 'pgd', got {attack!r}")
     names = _toolkit_names(registry, toolkits, attack.strip(), norm)
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     threat = ThreatModel(norm, parse_eps(eps) if isinstance(eps, str) else eps)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -429,6 +427,7 @@ def compare(
     for the others (a plain call: one rank).
     """
     registry = registry if registry is not None else Registry.create()
+    norm = canonical_norm(norm)  # "Linf", np.inf, ... -> "linf"; reported canonical
     toolkits, attack, threat = _check_args(registry, toolkits, attack, norm, eps, batch_size, seed)
     given = dict(params or {})
     from .runtime import resolve_device

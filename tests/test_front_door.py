@@ -146,3 +146,62 @@ def test_other_data_is_refused_in_one_line(reg: Registry, data: object, words: s
     with pytest.raises(TypeError, match="data must be an \\(x, y\\) pair of tensors or numpy arrays") as info:
         evaluate(_net(), data, ["fgsm"], 0.05, registry=reg, progress=False)
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. spellings: norms and the toolkits' names of parameters
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("spelling, canonical", [
+    ("Linf", "linf"), ("LINF", "linf"), ("inf", "linf"), ("L_inf", "linf"), (np.inf, "linf"), (float("inf"), "linf"),
+    ("L2", "l2"), (2, "l2"), ("L1", "l1"), (1, "l1"), ("linf", "linf"),
+])
+def test_norm_spellings(spelling: object, canonical: str) -> None:
+    assert robustreg.ThreatModel(spelling, 0.1).norm == canonical  # type: ignore[arg-type]
+    assert EvalConfig(norm=spelling).norm == canonical  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["l3", "max", 3, None, True])
+def test_bad_norm_is_one_line(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"norm must be one of linf, l2, l1 .*got") as info:
+        robustreg.ThreatModel(bad, 0.1)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+
+
+def test_report_names_the_canonical_norm_and_parameter(reg: Registry) -> None:
+    x, y = _data()
+    run = {"registry": reg, "progress": False, "n": 12}
+    given = evaluate(_net(), (x, y), [("pgd", {"alpha": 0.01, "steps": 3})], 0.05, norm="Linf", **run)
+    ours = evaluate(_net(), (x, y), [("pgd", {"step_size": 0.01, "steps": 3})], 0.05, norm="linf", **run)
+    assert given["norm"] == "linf"
+    assert given["results"][0]["params"]["step_size"] == 0.01 and "alpha" not in given["results"][0]["params"]
+    assert _numbers(given) == _numbers(ours)
+
+
+def test_toolkit_names_are_aliases(reg: Registry) -> None:
+    threat = robustreg.ThreatModel("linf", 0.1)
+    assert reg.build_attack("torchattacks:pgd", threat, alpha=0.02).config["step_size"] == 0.02  # its own name
+    assert reg.build_attack("pgd", threat, alpha=0.02, max_iter=4).config == \
+        reg.build_attack("pgd", threat, step_size=0.02, steps=4).config  # other toolkits' names of the same
+    with pytest.raises(robustreg.ParamError, match="'alpha' and 'step_size' are the same parameter"):
+        reg.build_attack("pgd", threat, alpha=0.02, step_size=0.01)
+
+
+def test_ambiguous_alias_names_both(reg: Registry) -> None:
+    from robustreg.params import Param, ParamSet, canonical_name
+
+    declared = ParamSet([Param("steps", "int", 10, "iterations", toolkit="max_iter"),
+                         Param("n_queries", "int", 100, "query budget", toolkit="max_iter")])
+    with pytest.raises(robustreg.ParamError, match="'max_iter' is ambiguous.*'n_queries' and 'steps'"):
+        canonical_name(declared, "x", "max_iter")
+    assert canonical_name(declared, "x", "steps") == "steps"
+    assert canonical_name(declared, "x", "stepz") == "stepz"  # unknown: left for the declaration's own error
+
+
+def test_cli_param_alias(reg: Registry) -> None:
+    from robustreg.commands.common import param_values
+
+    owners = {"pgd": reg.attack("pgd").params}
+    assert param_values(["pgd.alpha=2/255"], owners, where="--attacks", aliases=reg.param_aliases()) == \
+        {"pgd": {"step_size": pytest.approx(2 / 255)}}
+    args, _ = build_parser(reg).parse_known_args(["evaluate", "--norm", "Linf"])
+    assert args.norm == "linf"

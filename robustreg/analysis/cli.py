@@ -25,6 +25,7 @@ from ..commands.common import (
     eps_list,
     load_dataset,
     load_model,
+    norm_arg,
     param_values,
 )
 from ..runtime import resolve_device
@@ -64,7 +65,7 @@ def add_analysis_args(p: argparse.ArgumentParser, *, model: bool | str = True, a
         g.add_argument("--eps", default=eps, metavar="E[,E...]", help=f"budgets in [0, 1] units (default {eps})")
         g.add_argument("--eps-scale", type=float, metavar="S", help="divide plain --eps numbers by S")
     g = p.add_argument_group("run")
-    g.add_argument("--norm", default="linf", choices=NORMS, help="threat-model norm (default linf)")
+    g.add_argument("--norm", default="linf", type=norm_arg, choices=NORMS, help="threat-model norm (default linf)")
     g.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per batch (default 256)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (CUDA when present); default: where "
                    "the model is (the CPU for a model loaded from a spec)")

@@ -74,7 +74,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     An interrupted run of a command with these arguments says how to resume it.
     """
     g = p.add_argument_group("run")
-    g.add_argument("--norm", default="linf", choices=NORMS, help="threat-model norm (default linf)")
+    g.add_argument("--norm", default="linf", type=norm_arg, choices=NORMS, help="threat-model norm (default linf)")
     g.add_argument("--eps-scale", type=float, metavar="S",
                    help="divide plain --eps numbers (not fractions) by S: --eps 8 --eps-scale 255")
     g.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per attack call (default 256)")
@@ -149,6 +149,17 @@ def check_run_args(args: argparse.Namespace) -> None:
 MAX_SEED = 2**63 - 1
 
 
+def norm_arg(text: str) -> str:
+    """``--norm``'s type: any spelling of a norm (Linf, inf, L2, ...) as its canonical name; anything else
+    unchanged, for argparse's ``choices`` to refuse with the list."""
+    from ..threat import canonical_norm
+
+    try:
+        return canonical_norm(text)
+    except ValueError:
+        return text
+
+
 def check_device(device: str | None, flag: str = "--device") -> None:
     """``cpu``, ``auto``, ``cuda`` or ``cuda:N`` -- and CUDA (device N) present when asked for."""
     if device is None or device in ("cpu", "auto"):
@@ -195,8 +206,15 @@ def _typed(params: ParamSet | None, owner: str, key: str, text: str) -> Any:
     raise params.unknown_error(owner, key)
 
 
+def _declared_name(params: ParamSet | None, owner: str, key: str, aliases: Mapping[str, Any] | None) -> str:
+    """``key`` under its declared name: a toolkit's name (``alpha``) is read as ours (``step_size``)."""
+    from ..params import canonical_name
+
+    return key if params is None else canonical_name(params, owner, key, aliases)
+
+
 def param_values(texts: Iterable[str], owners: Mapping[str, ParamSet | None], *, where: str,
-                 flag: str = "--param") -> dict[str, dict[str, Any]]:
+                 flag: str = "--param", aliases: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """``--param [NAME.]KEY=VALUE`` texts -> ``{owner: {key: typed value}}``.
 
     The grammar is :func:`robustreg.params.parse_assignment`; each value is coerced by its owner's
@@ -204,7 +222,10 @@ def param_values(texts: Iterable[str], owners: Mapping[str, ParamSet | None], *,
     ``owners``: the declaration of every name a text may give (None: none to check against, values
     read by :func:`robustreg.params.parse_value`); a text without ``NAME.`` belongs to the only owner
     (it must name one when there are several).  ``where``: the flag that chose the
-    owners, for the error when a text names another (``--attacks``).  Every error is a UsageError.
+    owners, for the error when a text names another (``--attacks``).  A key may be a toolkit's name of a
+    declared parameter (``pgd.alpha`` is ``pgd.step_size``; ``aliases``: :meth:`robustreg.Registry.param_aliases`,
+    besides the owner's own ``Param.toolkit`` names); the value is keyed by the declared name.  Every error is a
+    UsageError.
     """
     out: dict[str, dict[str, Any]] = {}
     for text in texts:
@@ -217,6 +238,9 @@ def param_values(texts: Iterable[str], owners: Mapping[str, ParamSet | None], *,
                                  f"{', '.join(owners)}")
             if owner not in owners:
                 raise UsageError(f"{flag} {text!r}: {owner!r} is not in {where} ({', '.join(owners)})")
+            key = _declared_name(owners[owner], owner, key, aliases)
+            if key in out.get(owner, {}):
+                raise UsageError(f"{flag} {text!r}: {owner}.{key} is already given (under this or another name)")
             out.setdefault(owner, {})[key] = _typed(owners[owner], owner, key, value)
         except ParamError as exc:
             raise UsageError(f"{flag} {text!r}: {exc}") from None

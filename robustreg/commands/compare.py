@@ -27,6 +27,7 @@ from .common import (
     in_process_group,
     load_dataset,
     load_model,
+    norm_arg,
     param_values,
 )
 from .outputs import existing_report, output_folders
@@ -43,7 +44,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="SPEC", help="dataset spec, e.g. mnist:DIR, cifar10:DIR, digits")
     p.add_argument("--attack", required=True, help="attack name in robustreg's vocabulary, e.g. pgd, fgsm, apgd-ce")
     p.add_argument("--eps", required=True, help="budget, e.g. 8/255 or 0.3")
-    p.add_argument("--norm", default="linf", choices=NORMS)
+    p.add_argument("--norm", default="linf", type=norm_arg, choices=NORMS)
     p.add_argument("--toolkits", metavar="T[,T...]",
                    help="comma-separated (default: every toolkit with a registered attack, native first)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -78,7 +79,7 @@ def _params(registry: Registry, attack: str, texts: list[str]) -> dict[str, Any]
     """``--param`` texts typed by the native attack's declaration (best-guess values without a native attack)."""
     native = registry.entries("attacks").get(attack)
     declared = native.params if native is not None else None
-    return param_values(texts, {attack: declared}, where="--attack").get(attack, {})
+    return param_values(texts, {attack: declared}, where="--attack", aliases=registry.param_aliases()).get(attack, {})
 
 
 def _identity(attack: str, eps: float, args: argparse.Namespace, params: Mapping[str, Any],

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..attack import AttackError, ModelState, ball_slack
-from ..threat import NORMS, ThreatModel
+from ..threat import NORMS, ThreatModel, canonical_norm
 from .common import (
     DEFAULT_OUT,
     UsageError,
@@ -46,6 +46,7 @@ from .common import (
     eps_list,
     load_dataset,
     load_model,
+    norm_arg,
     param_values,
 )
 
@@ -63,7 +64,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("curve")
     g.add_argument("--attack", required=True, metavar="NAME",
                    help="a registered minimal-norm attack (`robustreg list attacks` shows them)")
-    g.add_argument("--norm", default="linf", choices=NORMS, help="norm of the curve (default linf)")
+    g.add_argument("--norm", default="linf", type=norm_arg, choices=NORMS, help="norm of the curve (default linf)")
     g.add_argument("--eps", metavar="E[,E...]",
                    help=f"eps to report the curve at (default {GRID_POINTS} points from 0 to the largest norm found)")
     g.add_argument("--verify", metavar="NAME", help="a fixed-budget attack run at every --at eps to check the curve")
@@ -208,6 +209,7 @@ def curve_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: A
     restored afterwards.  ``device``: where to run (default None: where the model is)."""
     from ..runtime import model_device, resolve_device
 
+    norm = canonical_norm(norm)  # "Linf", np.inf, ... -> "linf"
     started, device, home, snapshot = time.perf_counter(), resolve_device(device, model), model_device(model), \
         ModelState(model)
     try:
@@ -395,7 +397,8 @@ def run(args: argparse.Namespace) -> int:
     owners = {args.attack: registry.attack(args.attack).params}
     if args.verify is not None:
         owners[args.verify] = _attack_spec(registry, "--verify", args.verify, args.norm, minimal=False).params
-    params = param_values(args.param, owners, where="--attack and --verify")
+    params = param_values(args.param, owners, where="--attack and --verify",
+                          aliases=registry.param_aliases())
     eps, at = _eps_values(args, "--eps", args.eps), _eps_values(args, "--at", args.at)
     out = Path(args.out or Path(DEFAULT_OUT) / "curve")
     with output_folders([("--out", out, out)]):

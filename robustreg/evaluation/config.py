@@ -19,8 +19,9 @@ import torch
 
 from ..attack import Attack
 from ..checks import check_names
+from ..params import canonical_names
 from ..runtime import SpeedOptions
-from ..threat import ThreatModel
+from ..threat import ThreatModel, canonical_norm
 
 __all__ = ["AttackPlan", "EvalConfig", "Mode", "Plan", "attack_params", "eps_values", "make_plan", "plan_attacks"]
 
@@ -83,7 +84,7 @@ class EvalConfig:
         object.__setattr__(self, "no_check", tuple(sorted(check_names(self.no_check))))  # unknown: ValueError
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        ThreatModel(self.norm, 0.0)  # validates the norm
+        object.__setattr__(self, "norm", canonical_norm(self.norm))  # "Linf", np.inf, ... -> "linf" (a ValueError)
 
     @classmethod
     def from_options(cls, config: EvalConfig | None = None, **options: Any) -> EvalConfig:
@@ -226,9 +227,11 @@ def make_plan(attacks: Sequence[Any], eps: Any, config: EvalConfig) -> Plan:
     """Plan the grid and fail early: every attack is looked up, checked for the norm and built once."""
     from ..registry import Registry
 
-    plans = plan_attacks(attacks, config.params)
     values = eps_values(eps, config.norm)
     registry = config.registry if config.registry is not None else Registry.create()
+    aliases = registry.param_aliases()  # a toolkit's name (alpha) is read as ours (step_size), in the report too
+    plans = [replace(p, params=canonical_names(registry.attack(p.name).params, p.name, p.params, aliases))
+             for p in plan_attacks(attacks, config.params)]
     plan = Plan(plans, values, config.norm, config.seed, config.mode, config.batch_size, registry)
     for a, attack in enumerate(plans):
         spec = registry.attack(attack.name)
