@@ -154,6 +154,15 @@ class AttackResult:
         """How extra ``key`` is reduced over batches: "sum" if declared so, else "mean"."""
         return self.reductions.get(key, "mean")
 
+    def __repr__(self) -> str:
+        """One line: the batch's shape, dtype and device, mean queries, the extras' names (not the tensors)."""
+        x = self.x_adv
+        shape = "x".join(str(d) for d in x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        where = f" {str(x.dtype).removeprefix('torch.')} {x.device}" if isinstance(x, torch.Tensor) else ""
+        queries = "" if self.queries is None else f", queries: mean {float(self.queries.float().mean()):.4g}"
+        extras = f", extras: {', '.join(self.extras)}" if self.extras else ""
+        return f"AttackResult(x_adv: {shape}{where}{queries}{extras})"
+
 
 class ModelState:
     """Snapshot of a model's train/eval flags and its parameters' ``requires_grad`` and ``.grad``.

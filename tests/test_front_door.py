@@ -205,3 +205,37 @@ def test_cli_param_alias(reg: Registry) -> None:
         {"pgd": {"step_size": pytest.approx(2 / 255)}}
     args, _ = build_parser(reg).parse_known_args(["evaluate", "--norm", "Linf"])
     assert args.norm == "linf"
+
+
+# --------------------------------------------------------------------------------------------
+# 5. one-call attacks and short summaries
+# --------------------------------------------------------------------------------------------
+def test_one_call_attack(reg: Registry) -> None:
+    from robustreg.attack import Attack  # the module still serves the contract
+
+    x, y = _data(n=8)
+    atk = robustreg.attack("pgd", eps="8/255", norm="Linf", steps=10, seed=0, registry=reg)
+    assert isinstance(atk, Attack) and atk.config["steps"] == 10
+    assert atk.threat == robustreg.ThreatModel("linf", 8 / 255)
+    x_adv = atk(_net(), x, y)
+    same = reg.build_attack("pgd", robustreg.ThreatModel("linf", 8 / 255), steps=10, seed=0)(_net(), x, y)
+    assert torch.equal(x_adv, same)  # the same attack, the same seed: the same points
+    with pytest.raises(robustreg.UnknownNameError, match="pgdd"):
+        robustreg.attack("pgdd", eps=0.1, registry=reg)
+
+
+def test_attack_result_repr_is_short(reg: Registry) -> None:
+    x, y = _data(n=64)
+    result = reg.build_attack("pgd", robustreg.ThreatModel("linf", 0.05), steps=2, seed=0).run(_net(), x, y)
+    text = repr(result)
+    assert text.startswith("AttackResult(x_adv: 64x3x8x8 float32 cpu") and "forwards" in text
+    assert len(text) < 200 and "tensor(" not in text
+
+
+def test_report_repr_is_a_summary(reg: Registry) -> None:
+    x, y = _data()
+    report = evaluate(_net(), (x, y), ["fgsm", ("pgd", {"steps": 2})], [0.02, 0.05], registry=reg, progress=False)
+    text = repr(report)
+    assert text.startswith(f"EvalReport(n={N}, linf, cascade, clean ") and text.count("worst") == 2
+    assert len(text) < 400 and "fingerprint" not in text
+    assert isinstance(report, dict) and report["results"][0]["attack"] == "fgsm"  # still the whole dict
