@@ -61,7 +61,7 @@ def _pair(data: tuple[Any, ...] | list[Any], n: int | None) -> tuple[torch.Tenso
                            if all(isinstance(v, (tuple, list)) and len(v) == 2 for v in data) else ""))
     name = "numpy" if isinstance(data[0], np.ndarray) else "tensors"
     x, y = _array(data[0], "x"), _labels(data[1], "y")
-    count = _count(n, int(x.shape[0]), "data")
+    count = _count(n, int(x.shape[0]), "dataset")
     return x[:count], y[:count], int(x.shape[0]), {"name": name}
 
 
