@@ -230,6 +230,20 @@ class Attack:
             raise TypeError(f"{cls.__name__} declares reserved parameter name(s) {', '.join(reserved)}")
 
     @classmethod
+    def toolkit_versions(cls) -> dict[str, str]:
+        """``{distribution: version}`` of the toolkit this attack wraps, for the report's ``environment``;
+        ``{}`` for a native attack.  The default reads the distribution named ``info.toolkit``; an adapter
+        whose distribution has another name (or several candidates) overrides this."""
+        from importlib import metadata
+
+        if cls.info.toolkit == "native":
+            return {}
+        try:
+            return {cls.info.toolkit: metadata.version(cls.info.toolkit)}
+        except metadata.PackageNotFoundError:
+            return {}
+
+    @classmethod
     def declaration(cls) -> ParamSet:
         """Every parameter the attack takes: its own, then ``seed`` and ``eval_mode``."""
         return cls.params + COMMON_PARAMS

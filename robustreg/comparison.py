@@ -30,6 +30,7 @@ from .attack import PASS_EXTRAS, ModelState, within_eps
 from .checks import CheckContext, run_checks, warn_checks
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
+from .environment import environment
 from .evaluation import first_samples
 from .evaluation.cells import Cell
 from .evaluation.checking import clean_correct, nonfinite_rows, view_of
@@ -458,6 +459,8 @@ def compare(
         "checks": checks,
         "distributed": {"world_size": len(timings), "seconds_per_rank": [t[0] for t in timings],
                         "gather_seconds_per_rank": [t[1] for t in timings]},
+        "environment": environment([r.spec.factory for r in resolved  # the entries registered as classes
+                                    if r.spec is not None and isinstance(r.spec.factory, type)], dev),
     }
     if group.is_main:
         if out is not None:

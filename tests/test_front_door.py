@@ -239,3 +239,36 @@ def test_report_repr_is_a_summary(reg: Registry) -> None:
     assert text.startswith(f"EvalReport(n={N}, linf, cascade, clean ") and text.count("worst") == 2
     assert len(text) < 400 and "fingerprint" not in text
     assert isinstance(report, dict) and report["results"][0]["attack"] == "fgsm"  # still the whole dict
+
+
+# --------------------------------------------------------------------------------------------
+# 6. notebook hygiene: the user's matplotlib backend; the report's environment
+# --------------------------------------------------------------------------------------------
+def test_out_leaves_the_matplotlib_backend_alone(reg: Registry, tmp_path) -> None:
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a backend that is not Agg, as a notebook's inline one is not
+    try:
+        x, y = _data()
+        evaluate(_net(), (x, y), ["fgsm"], 0.05, registry=reg, progress=False, out=tmp_path)
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "robust_accuracy.png").read_bytes().startswith(b"\x89PNG")
+    finally:
+        matplotlib.use(before)
+
+
+def test_report_environment_is_recorded_outside_the_identity(reg: Registry, tmp_path) -> None:
+    import json
+
+    from robustreg.evaluation.state import report_identity
+
+    x, y = _data()
+    run = {"registry": reg, "progress": False, "n": 12}
+    report = evaluate(_net(), (x, y), ["fgsm", "torchattacks:fgsm"], 0.05, out=tmp_path, **run)
+    env = json.loads((tmp_path / "report.json").read_text())["environment"]
+    assert env["torch"] == torch.__version__ and env["robustreg"] == robustreg.__version__
+    assert list(env["toolkits"]) == ["torchattacks"] and env["toolkits"]["torchattacks"]
+    assert env["device"].startswith("cpu") and env["threads"] == torch.get_num_threads() and "command" in env
+    other = dict(report, environment={"command": "another machine"})
+    assert report_identity(other) == report_identity(report)

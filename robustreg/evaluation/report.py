@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..attack import PASS_EXTRAS
+from ..environment import environment
 from .cells import EVER_BROKEN, masked_mean
 from .config import EvalConfig, Plan
 from .state import RunState
@@ -181,4 +182,6 @@ def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mappi
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "robustreg_version": __version__,
         **({} if checks is None else {"checks": checks}),
+        # versions, device, threads, command line: for the reader, not the run's identity (resume still matches)
+        "environment": environment([type(plan.build(0, a)) for a in range(len(plan.plans))], device),
     })
