@@ -379,7 +379,8 @@ class Attack:
                 module.training = training
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             raise ValueError(
-                f"model must return logits of shape N x K, got {getattr(logits, 'shape', type(logits).__name__)}"
+                f"model must return logits of shape N x K, got {getattr(logits, 'shape', type(logits).__name__)} "
+                "(a dict, tuple or .logits output: robustreg.models.outputs.LogitsOf picks the logits)"
             )
         num_classes = logits.shape[1]
         for name, labels in (("y", y), ("target", target)):

@@ -35,6 +35,7 @@ from .evaluation import first_samples
 from .evaluation.cells import Cell
 from .evaluation.checking import clean_correct, nonfinite_rows, view_of
 from .evaluation.distributed import SINGLE, Group, check_pieces, plain_record, process_group, replay, shard_batches
+from .models.outputs import logits_model
 from .registry import AttackSpec, Registry
 from .threat import ThreatModel, canonical_norm, parse_eps
 
@@ -383,6 +384,7 @@ def compare(
     progress: bool = True,
     no_check: Iterable[str] = (),
     distributed: bool = False,
+    output: str | int | None = None,
 ) -> dict[str, Any]:
     """Run ``attack`` from each of ``toolkits`` on the same samples, with the same configuration, and compare.
 
@@ -398,6 +400,7 @@ def compare(
     with what it takes).  Without a native attack, ``params`` go to the entries that take them.
     A toolkit without the attack gets ``available: False`` and the reason as its note; an attack that
     raises gets ``available: False`` and the error in ``error`` (the other toolkits still run).
+    ``output``: the logits in a model output that is not a tensor, as :func:`robustreg.evaluate` reads it.
     ``noise``: measure random-start noise (the native attack again with ``seed + 1``).
     ``no_check``: automatic checks to turn off (``robustreg.checks.CHECKS``; docs/checks.md); the others
     run on every row that ran, each row a cell of the attack at ``eps``.
@@ -436,6 +439,8 @@ def compare(
     local = os.environ.get("LOCAL_RANK") if distributed else None  # under torchrun: "cuda" is cuda:LOCAL_RANK
     dev = resolve_device(device, model, local_rank=int(local) if local else None)  # None: where the model is
     x, y, _ = first_samples(data, n)
+    home = next((p.device for p in model.parameters()), torch.device("cpu"))
+    model = logits_model(model, output, x[:1].to(home))  # a dict / tuple / .logits output reduced to logits
     resolved = [resolve(registry, attack, t, norm) for t in toolkits]
     if all(r.spec is None for r in resolved):
         raise ValueError(f"no toolkit among {', '.join(toolkits)} has attack {attack!r} for {norm} "

@@ -272,3 +272,93 @@ def test_report_environment_is_recorded_outside_the_identity(reg: Registry, tmp_
     assert env["device"].startswith("cpu") and env["threads"] == torch.get_num_threads() and "command" in env
     other = dict(report, environment={"command": "another machine"})
     assert report_identity(other) == report_identity(report)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. model outputs: dict, tuple, a Hugging Face-style .logits; factory arguments
+# --------------------------------------------------------------------------------------------
+class _Output(dict):
+    """Shaped like transformers' ModelOutput (an ordered dict whose fields are also attributes); transformers
+    is not installed here, and robustreg duck-types on ``.logits``, so this stands for ImageClassifierOutput."""
+
+    def __init__(self, logits: torch.Tensor, hidden: torch.Tensor) -> None:
+        super().__init__(logits=logits, hidden_states=hidden)
+        self.logits, self.hidden_states = logits, hidden
+
+
+class _Returns(nn.Module):
+    """The same network as :func:`_net`, its logits returned inside a dict, a tuple or a ModelOutput."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.net, self.kind = _net(), kind
+
+    def forward(self, x: torch.Tensor) -> object:
+        logits = self.net(x)
+        features = x.flatten(1)
+        return {"features": features, "logits": logits} if self.kind == "dict" else \
+            (features, logits) if self.kind == "tuple" else _Output(logits, features)
+
+
+@pytest.mark.parametrize("kind, output", [("dict", "logits"), ("tuple", 1), ("tuple", "1"), ("hf", None)])
+def test_outputs_reduced_to_logits(reg: Registry, kind: str, output: object) -> None:
+    x, y = _data()
+    run = {"registry": reg, "progress": False, "n": 12}
+    reference = _numbers(evaluate(_net(), (x, y), ["fgsm", ("pgd", {"steps": 2})], 0.05, **run))
+    model = _Returns(kind)
+    report = evaluate(model, (x, y), ["fgsm", ("pgd", {"steps": 2})], 0.05, output=output, **run)
+    assert _numbers(report) == reference
+    assert report["model"]["class"] == "_Returns"
+    assert report["model"]["output"] == (".logits" if output is None else int(output) if kind == "tuple" else output)
+
+
+@pytest.mark.parametrize("kind, output, words", [
+    ("dict", None, "got a dict (keys: features, logits); pick the logits with --output KEY|INDEX"),
+    ("tuple", None, "got a tuple of 2; pick the logits with --output KEY|INDEX"),
+    ("dict", "logit", "has no key 'logit'; pick another with --output KEY|INDEX"),
+    ("tuple", 5, "has no index 5"),
+])
+def test_other_outputs_refused_naming_the_flag(reg: Registry, kind: str, output: object, words: str) -> None:
+    x, y = _data()
+    with pytest.raises(robustreg.UserError) as info:
+        evaluate(_Returns(kind), (x, y), ["fgsm"], 0.05, output=output, registry=reg, progress=False)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_selector_is_part_of_the_model_identity() -> None:
+    from robustreg.evaluation import model_fingerprint
+    from robustreg.models.outputs import LogitsOf
+
+    inner = _Returns("tuple")
+    assert model_fingerprint(LogitsOf(inner, 0)) != model_fingerprint(LogitsOf(inner, 1))
+    assert model_fingerprint(LogitsOf(inner, 1)) == model_fingerprint(LogitsOf(_Returns("tuple"), 1))
+
+
+def test_cli_model_arg_and_output(reg: Registry, tmp_path, capsys) -> None:
+    import json
+
+    from robustreg.cli import main
+
+    factory = tmp_path / "net.py"
+    factory.write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, width, classes):\n"
+        "        super().__init__()\n"
+        "        torch.manual_seed(0)\n"
+        "        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, classes))\n"
+        "    def forward(self, x):\n"
+        "        return {'logits': self.body(x), 'width': self.body[1].out_features}\n\n"
+        "def make(width=4, classes=3):\n"
+        "    return Net(width, classes)\n")
+    out = tmp_path / "out"
+    argv = ["evaluate", "--model", f"{factory}:make", "--model-arg", "width=16", "--model-arg", "classes=10",
+            "--output", "logits", "--data", "digits", "--n", "16", "--attacks", "fgsm", "--eps", "0.1",
+            "--out", str(out), "--quiet"]
+    assert main(argv, registry=reg) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["args"] == {"width": 16, "classes": 10} and report["model"]["output"] == "logits"
+    assert report["model"]["parameters"] == 64 * 16 + 16 + 16 * 10 + 10  # the factory got both arguments
+    without = [a for a in argv if a not in ("--output", "logits")] + ["--overwrite"]
+    assert main(without, registry=reg) == 2
+    assert "--output KEY|INDEX" in capsys.readouterr().err

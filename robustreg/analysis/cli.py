@@ -119,7 +119,8 @@ def load_model_and_data(args: argparse.Namespace, spec: str | None = None, weigh
     data = load_dataset(args, args.data)
     if args.n > len(data):
         raise UsageError(f"--n {args.n}: must be between 1 and the size of {args.data!r} ({len(data)} samples)")
-    check_model_fits_data(model, data, spec, args.data, registry=args.registry)
+    model = check_model_fits_data(model, data, spec, args.data, registry=args.registry,
+                                  output=getattr(args, "output", None))
     device = _device(args)
     x, y = data.tensors(args.n)
     return model.to(device).eval(), x.to(device), y.to(device)

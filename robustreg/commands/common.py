@@ -60,6 +60,31 @@ def add_model_data_args(p: argparse.ArgumentParser) -> None:
                                                  "svhn:DIR, npz:PATH or a registered name")
     g.add_argument("--split", default="test", choices=("test", "train"), help="data split (default test)")
     g.add_argument("--n", type=int, metavar="N", help="evaluate the first N samples (default all)")
+    add_model_output_args(g)
+
+
+def add_model_output_args(g: Any) -> None:
+    """``--model-arg NAME=VALUE`` (repeatable: the model factory's keyword arguments) and ``--output KEY|INDEX``
+    (where the logits are in a model's dict or tuple output), on a parser or an argument group."""
+    g.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="keyword argument of the model's factory, read like --param values (repeatable), "
+                        "e.g. --model-arg num_classes=10")
+    g.add_argument("--output", metavar="KEY|INDEX",
+                   help="the logits in a model output that is a dict (KEY) or a tuple (INDEX); a Hugging Face "
+                        "output's .logits are used without it")
+
+
+def model_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``--model-arg NAME=VALUE`` texts -> keyword arguments (values read as ``--param`` values are)."""
+    out: dict[str, Any] = {}
+    for text in getattr(args, "model_arg", None) or []:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise UsageError(f"--model-arg must be NAME=VALUE with NAME a Python identifier, got {text!r}")
+        if name.strip() in out:
+            raise UsageError(f"--model-arg {text!r}: {name.strip()} is given twice")
+        out[name.strip()] = parse_value(value)
+    return out
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
@@ -261,6 +286,7 @@ def load_model(args: argparse.Namespace, model_spec: str, **params: Any) -> Any:
     from ..models import build_model
 
     _check_file("--weights", args.weights)
+    params = {**model_args(args), **params}
     try:
         return build_model(model_spec, weights=args.weights, normalize=args.normalize, registry=args.registry,
                            **params)
@@ -288,13 +314,19 @@ def load_dataset(args: argparse.Namespace, data_spec: str, split: str | None = N
 
 
 def check_model_fits_data(model: Any, data: Any, model_spec: str, data_spec: str, *, trainable: bool = False,
-                          registry: Any = None) -> None:
+                          registry: Any = None, output: Any = None) -> Any:
     """:func:`robustreg.evaluation.probe.probe_model` on the first samples of ``data``, before any work; a
-    mismatch is a UsageError naming ``--model`` and ``--data`` (and the input shape a registered model expects)."""
+    mismatch is a UsageError naming ``--model`` and ``--data`` (and the input shape a registered model expects).
+
+    Returns the model as the run uses it: reduced to its logits by ``output`` (``--output``) or, for a
+    Hugging Face-style output, its ``.logits`` (:func:`robustreg.models.outputs.logits_model`)."""
     from ..evaluation.probe import probe_model
+    from ..models.outputs import logits_model
+    from ..runtime import model_device
 
     x, y = data.tensors(2) if hasattr(data, "tensors") else (data[0][:2], data[1][:2])
     try:
+        model = logits_model(model, output, x[:1].to(model_device(model)))
         probe_model(model, x, y, num_classes=getattr(data, "num_classes", None), trainable=trainable)
     except (UserError, ValueError, TypeError) as exc:
         expects = _expected_input(model_spec, registry)
@@ -302,6 +334,7 @@ def check_model_fits_data(model: Any, data: Any, model_spec: str, data_spec: str
             raise UsageError(f"--model {model_spec!r} expects input {expects}, got --data {data_spec!r} of shape "
                              f"{_shape(x)}: {exc}") from exc
         raise UsageError(f"--model {model_spec!r} does not fit --data {data_spec!r}: {exc}") from exc
+    return model
 
 
 def _shape(x: Any) -> str:
@@ -320,7 +353,8 @@ def _load_model_and_data(args: argparse.Namespace, model_spec: str, data_spec: s
     data = load_dataset(args, data_spec)
     if args.n is not None and (args.n < 1 or args.n > len(data)):
         raise UsageError(f"--n {args.n}: must be between 1 and the size of {data_spec!r} ({len(data)} samples)")
-    check_model_fits_data(model, data, model_spec, data_spec, registry=args.registry)
+    model = check_model_fits_data(model, data, model_spec, data_spec, registry=args.registry,
+                                  output=getattr(args, "output", None))
     return model, data
 
 
@@ -410,7 +444,8 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
             batch_size=args.batch_size, device=args.device, seed=args.seed, early_exit=early_exit, out=out,
             state_path=args.state, keep_state=args.keep_state, registry=args.registry, progress=not args.quiet,
             params={name: dict(values) for name, values in params.items()}, no_check=args.no_check,
-            model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize},
+            model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize,
+                        **({"args": model_args(args)} if getattr(args, "model_arg", None) else {})},
             data_info={"spec": data_spec, "split": args.split}, distributed=group.world_size > 1,
             **speed_options(args).to_dict(),
         )

@@ -20,6 +20,7 @@ from ..registry import Registry
 from ..threat import NORMS, ThreatModel
 from .common import (
     UsageError,
+    add_model_output_args,
     check_device,
     check_model_fits_data,
     check_name,
@@ -41,6 +42,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="SPEC", help="registered model name, file.py:factory or pkg.mod:f")
     p.add_argument("--weights", metavar="PATH", help="checkpoint to load into the model")
     p.add_argument("--normalize", metavar="MEAN/STD", help="wrap the model with Normalize (e.g. cifar10)")
+    add_model_output_args(p)
     p.add_argument("--data", required=True, metavar="SPEC", help="dataset spec, e.g. mnist:DIR, cifar10:DIR, digits")
     p.add_argument("--attack", required=True, help="attack name in robustreg's vocabulary, e.g. pgd, fgsm, apgd-ce")
     p.add_argument("--eps", required=True, help="budget, e.g. 8/255 or 0.3")
@@ -149,7 +151,7 @@ def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, An
     with folders:
         model = load_model(args, args.model)
         data = load_dataset(args, args.data, "test")
-        check_model_fits_data(model, data, args.model, args.data, registry=args.registry)
+        model = check_model_fits_data(model, data, args.model, args.data, registry=args.registry, output=args.output)
         x, y, _ = first_samples(data, args.n)
         done = None if out is None else group.main_run(lambda: existing_report(
             out, lambda: _identity(attack, eps, args, params, toolkits, x, y, model), _saved_identity,

@@ -405,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
         model, data = load_model(args, args.model), load_dataset(args, args.data)
         if args.n is not None and not 1 <= args.n <= len(data):
             raise UsageError(f"--n {args.n}: must be between 1 and the size of {args.data!r} ({len(data)} samples)")
-        check_model_fits_data(model, data, args.model, args.data, registry=registry)
+        model = check_model_fits_data(model, data, args.model, args.data, registry=registry, output=args.output)
         x, y, data_info = first_samples(data, args.n)
         identity = _identity(args, params, x, y, model)
         done = existing_report(out, lambda: identity, lambda r: r.get("identity", {}), overwrite=args.overwrite)

@@ -77,6 +77,7 @@ class EvalConfig:
     channels_last: bool = False
     compile: bool | str = False
     cudnn_benchmark: bool = False
+    output: str | int | None = None  # the logits in a dict / tuple output (robustreg.models.outputs)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.coerce(self.mode))

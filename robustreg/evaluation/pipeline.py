@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -32,7 +33,8 @@ def evaluate(
     """Evaluate ``model`` on ``data`` under every attack at every eps; return the report dict.
 
     Args:
-        model: an ``nn.Module`` taking [0, 1] images and returning logits N x K.  Its train/eval
+        model: an ``nn.Module`` taking [0, 1] images and returning logits N x K (or a dict / tuple /
+            Hugging Face output holding them, see ``output``).  Its train/eval
             flags and parameters' requires_grad/.grad are restored afterwards; it is moved to
             ``device`` for the run and moved back to where it was at the end.
         data: a ``robustreg.data.LabeledData``, an ``(x, y)`` pair of tensors or numpy arrays (x float in
@@ -63,6 +65,9 @@ def evaluate(
         progress: show a tqdm bar over the attacked samples.
         params: extra parameters per attack name, ``{"pgd": {"steps": 40}}``, merged under the pair's own.
         model_info, data_info: extra descriptions copied into the report's "model" / "data" entries.
+        output: where the logits are in a model's output that is not a tensor: a dict key or a tuple index
+            (the command line's ``--output KEY|INDEX``).  A Hugging Face-style output (an object with a tensor
+            ``.logits``) needs none: its ``.logits`` are used.  The report's ``model`` entry names the choice.
         no_check: names of automatic checks to turn off (``robustreg.checks.CHECKS``; an unknown name
             is a ValueError with close matches); they are reported as "skipped".
         distributed: share the batches over the torch.distributed ranks (call it on every rank of a
@@ -99,12 +104,27 @@ def evaluate(
     cfg = EvalConfig.from_options(config, **options)
     plan = make_plan(attacks, eps, cfg)
     x, y, data_info = first_samples(data, cfg.n)
+    model, cfg = _with_logits(model, x, cfg)
     if not cfg.distributed:
         return _evaluate(model, x, y, data_info, plan, cfg, resolve_device(cfg.device, model), SINGLE)
     local = os.environ.get("LOCAL_RANK")
     device = resolve_device(cfg.device, model, local_rank=int(local) if local else None)
     with process_group(device) as group:
         return _evaluate(model, x, y, data_info, plan, cfg, device, group)
+
+
+def _with_logits(model: nn.Module, x: torch.Tensor, cfg: EvalConfig) -> tuple[nn.Module, EvalConfig]:
+    """The model reduced to its logits (``cfg.output``, or a Hugging Face-style ``.logits``) and the report's
+    model entry saying so; the model itself when it returns logits."""
+    from ..models.outputs import LogitsOf, logits_model
+    from ..runtime import model_device
+
+    used = logits_model(model, cfg.output, x[:1].to(model_device(model)))
+    if not isinstance(used, LogitsOf):
+        return model, cfg
+    info = {"class": type(used.model).__name__, "output": ".logits" if used.selector is None else used.selector}
+    # the logits are picked once, here; the engine below sees a model that returns them
+    return used, replace(cfg, model_info={**info, **dict(cfg.model_info or {})})
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dict[str, Any], plan: Plan,
