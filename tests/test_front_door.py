@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import robustreg
+import robustreg.checks
 from robustreg import Registry
 from robustreg.cli import build_parser
 from robustreg.evaluation import EvalConfig, evaluate
@@ -362,3 +363,43 @@ def test_cli_model_arg_and_output(reg: Registry, tmp_path, capsys) -> None:
     without = [a for a in argv if a not in ("--output", "logits")] + ["--overwrite"]
     assert main(without, registry=reg) == 2
     assert "--output KEY|INDEX" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# 8. more outputs than classes: allowed, never silent
+# --------------------------------------------------------------------------------------------
+def test_more_outputs_than_classes_warns_first_and_is_checked(reg: Registry) -> None:
+    import warnings
+
+    from robustreg.checks import CheckWarning
+    from robustreg.data import LabeledData
+
+    x, y = _data()
+    data = LabeledData(x, y % 10, num_classes=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = evaluate(_net(k=20), data, ["fgsm"], 0.05, registry=reg, progress=False)
+    first = caught[0]
+    assert first.category is UserWarning and "\n" not in str(first.message)
+    assert "the model has 20 outputs but the data has 10 classes" in str(first.message)
+    check = next(c for c in report["checks"] if c["name"] == "more-outputs-than-classes")
+    assert check["status"] == "warn" and "20 outputs" in check["message"]
+    assert any(w.category is CheckWarning and "more-outputs-than-classes" in str(w.message) for w in caught[1:])
+
+
+def test_as_many_outputs_as_classes_is_quiet(reg: Registry) -> None:
+    import warnings
+
+    from robustreg.data import LabeledData
+
+    x, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no warning of any kind (CheckWarning is a UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        report = evaluate(_net(), LabeledData(x, y, num_classes=10), ["fgsm"], 0.05, registry=reg, progress=False,
+                          no_check=[c for c in robustreg.checks.CHECKS if c != "more-outputs-than-classes"])
+    assert next(c for c in report["checks"] if c["name"] == "more-outputs-than-classes")["status"] == "ok"
+    # a bare pair does not say how many classes: its labels reaching the last output are enough, else skipped
+    for labels, status in ((torch.arange(N) % 10, "ok"), (torch.arange(N) % 5, "skipped")):
+        bare = evaluate(_net(), (x, labels), ["fgsm"], 0.05, registry=reg, progress=False)
+        assert next(c for c in bare["checks"] if c["name"] == "more-outputs-than-classes")["status"] == status

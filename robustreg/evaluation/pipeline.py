@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -105,6 +106,7 @@ def evaluate(
     plan = make_plan(attacks, eps, cfg)
     x, y, data_info = first_samples(data, cfg.n)
     model, cfg = _with_logits(model, x, cfg)
+    cfg = _warn_more_outputs(model, x, data_info, cfg)
     if not cfg.distributed:
         return _evaluate(model, x, y, data_info, plan, cfg, resolve_device(cfg.device, model), SINGLE)
     local = os.environ.get("LOCAL_RANK")
@@ -125,6 +127,24 @@ def _with_logits(model: nn.Module, x: torch.Tensor, cfg: EvalConfig) -> tuple[nn
     info = {"class": type(used.model).__name__, "output": ".logits" if used.selector is None else used.selector}
     # the logits are picked once, here; the engine below sees a model that returns them
     return used, replace(cfg, model_info={**info, **dict(cfg.model_info or {})})
+
+
+def _warn_more_outputs(model: nn.Module, x: torch.Tensor, data_info: Mapping[str, Any],
+                       cfg: EvalConfig) -> EvalConfig:
+    """One warning line before any work when the model has more outputs than the data has classes (the
+    report's more-outputs-than-classes check records it too); the config carrying the class count to it."""
+    from ..checks.classes import more_outputs_message
+    from ..models.outputs import output_on
+    from ..runtime import model_device
+
+    num_classes = (cfg.data_info or {}).get("num_classes", data_info.get("num_classes"))
+    if num_classes is None:
+        return cfg
+    out = output_on(model, x[:1].to(model_device(model)))
+    message = more_outputs_message(out.shape[-1], int(num_classes)) if isinstance(out, torch.Tensor) else None
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=4)  # names evaluate()'s caller
+    return replace(cfg, data_info={"num_classes": int(num_classes), **dict(cfg.data_info or {})})
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dict[str, Any], plan: Plan,

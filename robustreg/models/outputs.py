@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import UserError
 
-__all__ = ["FLAG", "LogitsOf", "describe_output", "logits_model", "parse_selector", "select_logits"]
+__all__ = ["FLAG", "LogitsOf", "describe_output", "logits_model", "output_on", "parse_selector", "select_logits"]
 
 #: how the selector is named in messages
 FLAG = "--output KEY|INDEX (output= in Python)"
@@ -100,7 +100,7 @@ class LogitsOf(nn.Module):
         return f"output={'.logits' if self.selector is None else repr(self.selector)}"
 
 
-def _output_on(model: nn.Module, example: torch.Tensor) -> Any:
+def output_on(model: nn.Module, example: torch.Tensor) -> Any:
     """The model's output on ``example`` (eval mode, no grad; its modes restored); None if the forward raises
     (the probe that follows reports that with the model's own file and line)."""
     modes = [(m, m.training) for m in model.modules()]
@@ -124,7 +124,7 @@ def logits_model(model: nn.Module, output: str | int | None, example: torch.Tens
         return model
     if selector is not None:
         return LogitsOf(model, selector)
-    out = _output_on(model, example)
+    out = output_on(model, example)
     if out is not None and not isinstance(out, torch.Tensor) and _hf_logits(out) is not None:
         return LogitsOf(model, None)
     return model
