@@ -408,7 +408,7 @@ def compare(
     it on every rank of a torchrun launch; the group is initialised from ``WORLD_SIZE`` / ``RANK`` /
     ``LOCAL_RANK`` if it is not yet; ``device="cuda"`` or ``"auto"`` means ``cuda:LOCAL_RANK``).  Batch k
     of a row runs on rank ``k % world_size`` and every attack call is seeded afresh, so the report is the
-    one of a single process with the same seed (but for the seconds and ``distributed``); every rank
+    one of a single process with the same seed (but for the seconds, ``distributed`` and ``environment``); every rank
     returns it, and only rank 0 writes ``out``, runs the checks and warns.
 
     Returns the report (also written to ``out``/report.json and report.md when ``out`` is given)::

@@ -75,8 +75,8 @@ def evaluate(
             torchrun launch; the group is initialised from ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` if it is
             not yet, and destroyed again at the end).  ``device="cuda"`` or ``"auto"`` means
             ``cuda:LOCAL_RANK``.  The report is the one a single process gives with the same seed
-            (except for ``seconds`` and ``distributed``); only rank 0 writes files and runs the checks,
-            and every rank returns the same report (broadcast from rank 0).
+            (except for ``seconds``, ``distributed`` and ``environment``); only rank 0 writes files and runs
+            the checks, and every rank returns the same report (broadcast from rank 0).
         amp: ``"off"`` (default) or ``"bf16"``: the attacks' forward and backward passes under bf16
             autocast (CUDA and CPU; a native attack runs under it as a whole, a toolkit's attack gets it
             inside the model's forward, with float32 logits).
