@@ -191,7 +191,7 @@ class ModelState:
 
 def _private(t: torch.Tensor) -> torch.Tensor:
     """The attack's own copy of a caller's tensor, contiguous: a permuted numpy batch (NHWC -> NCHW) is not,
-    and toolkits ``.view`` their inputs (AutoAttack's APGD-DLR and L2 code fail on one)."""
+    and toolkits ``.view`` their inputs, which fails on one ("view size is not compatible")."""
     return t.detach().clone(memory_format=torch.contiguous_format)
 
 

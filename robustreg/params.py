@@ -343,7 +343,7 @@ def canonical_name(declared: ParamSet, owner: str, name: str,
                    aliases: Mapping[str, Iterable[str]] | None = None) -> str:
     """The declared parameter ``name`` stands for: itself when declared; else the one parameter whose
     toolkit name it is (``Param.toolkit`` in ``declared`` first, then ``aliases``: toolkit name -> declared
-    names, what the registry's other entries declare, so ``pgd``'s ``alpha`` is torchattacks' name of its
+    names, what the registry's other entries declare, so ``pgd``'s ``alpha`` is a toolkit's name of its
     ``step_size``); else ``name`` unchanged (the declaration's unknown-name error follows).  A name that is
     the toolkit name of two declared parameters is a ParamError naming both."""
     if name in declared:

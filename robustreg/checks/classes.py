@@ -1,4 +1,4 @@
-"""A model with more outputs than the data has classes (torchvision's 1000-class resnet18 on CIFAR-10).
+"""A model with more outputs than the data has classes (an ImageNet model's 1000 outputs on CIFAR-10).
 
 Allowed, never silent: :func:`robustreg.evaluate` warns in one line before any work, and the report's
 ``more-outputs-than-classes`` check records it.  Predictions and the attacks' losses range over every
@@ -19,8 +19,8 @@ def more_outputs_message(outputs: int, num_classes: int | None) -> str | None:
         return None
     return (f"the model has {outputs} outputs but the data has {num_classes} classes: predictions and attacks "
             f"range over all {outputs} outputs, so a point classified as one of classes {num_classes}.."
-            f"{outputs - 1} counts as wrong (is the model's head the data's? a Hugging Face/timm/torchvision "
-            f"model may need its head replaced)")
+            f"{outputs - 1} counts as wrong (is the model's head the data's? a model pretrained on other data "
+            f"needs its head replaced)")
 
 
 def check_more_outputs_than_classes(ctx: CheckContext) -> Outcome:
