@@ -56,6 +56,12 @@ from .training import TrainConfig, Trainer, train
 
 __version__ = "0.1.0"
 
+from . import attack as _attack_module
+from .oneshot import CallableModule, make_attack
+
+# robustreg.attack("pgd", eps=8/255, norm="Linf", steps=10) -> a ready attack; the module stays importable
+_attack_module.__class__ = CallableModule
+
 __all__ = [
     "PLUGIN_API",
     "BPDA",
@@ -115,6 +121,7 @@ __all__ = [
     "folder_lock",
     "hookimpl",
     "load_data",
+    "make_attack",
     "param_values",
     "parse_eps",
     "pgd_steps",

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .adaptive import EoT, PassCounter
-from .params import Param, ParamSet
+from .params import Param, ParamSet, canonical_names
 from .threat import NORMS, ThreatModel
 
 __all__ = [
@@ -154,6 +154,15 @@ class AttackResult:
         """How extra ``key`` is reduced over batches: "sum" if declared so, else "mean"."""
         return self.reductions.get(key, "mean")
 
+    def __repr__(self) -> str:
+        """One line: the batch's shape, dtype and device, mean queries, the extras' names (not the tensors)."""
+        x = self.x_adv
+        shape = "x".join(str(d) for d in x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        where = f" {str(x.dtype).removeprefix('torch.')} {x.device}" if isinstance(x, torch.Tensor) else ""
+        queries = "" if self.queries is None else f", queries: mean {float(self.queries.float().mean()):.4g}"
+        extras = f", extras: {', '.join(self.extras)}" if self.extras else ""
+        return f"AttackResult(x_adv: {shape}{where}{queries}{extras})"
+
 
 class ModelState:
     """Snapshot of a model's train/eval flags and its parameters' ``requires_grad`` and ``.grad``.
@@ -178,6 +187,12 @@ class ModelState:
         for p, requires_grad, grad in self.params:
             p.requires_grad_(requires_grad)
             p.grad = grad
+
+
+def _private(t: torch.Tensor) -> torch.Tensor:
+    """The attack's own copy of a caller's tensor, contiguous: a permuted numpy batch (NHWC -> NCHW) is not,
+    and toolkits ``.view`` their inputs, which fails on one ("view size is not compatible")."""
+    return t.detach().clone(memory_format=torch.contiguous_format)
 
 
 class Attack:
@@ -215,6 +230,20 @@ class Attack:
             raise TypeError(f"{cls.__name__} declares reserved parameter name(s) {', '.join(reserved)}")
 
     @classmethod
+    def toolkit_versions(cls) -> dict[str, str]:
+        """``{distribution: version}`` of the toolkit this attack wraps, for the report's ``environment``;
+        ``{}`` for a native attack.  The default reads the distribution named ``info.toolkit``; an adapter
+        whose distribution has another name (or several candidates) overrides this."""
+        from importlib import metadata
+
+        if cls.info.toolkit == "native":
+            return {}
+        try:
+            return {cls.info.toolkit: metadata.version(cls.info.toolkit)}
+        except metadata.PackageNotFoundError:
+            return {}
+
+    @classmethod
     def declaration(cls) -> ParamSet:
         """Every parameter the attack takes: its own, then ``seed`` and ``eval_mode``."""
         return cls.params + COMMON_PARAMS
@@ -226,7 +255,8 @@ class Attack:
             raise ValueError(
                 f"{self.label()} supports norm(s) {', '.join(self.info.norms)}, got norm={threat.norm!r}"
             )
-        values = self.declaration().resolve(self.label(), params)
+        declared = self.declaration()
+        values = declared.resolve(self.label(), canonical_names(declared, self.label(), params))
         self.threat = threat
         self.seed: int | None = values.pop("seed")
         self.eval_mode: bool = values.pop("eval_mode")
@@ -249,7 +279,7 @@ class Attack:
         generator: torch.Generator,
         target: torch.Tensor | None = None,
     ) -> torch.Tensor | AttackResult:
-        """Return adversarial examples for the validated batch (x is a private copy).
+        """Return adversarial examples for the validated batch (x is a private, contiguous copy).
 
         The result must lie in the eps ball and the box (up to float rounding): the base verifies it
         and raises :class:`AttackError` otherwise; it does not project.  An attack projects inside
@@ -288,8 +318,8 @@ class Attack:
             generator = self._generator(x.device)
             attacked = model if self.eot == 1 else EoT(model, self.eot)
             with torch.enable_grad(), PassCounter(model) as passes:
-                out = self.perturb(attacked, x.detach().clone(), y.detach().clone(), generator,
-                                   None if target is None else target.detach().clone())
+                out = self.perturb(attacked, _private(x), _private(y), generator,
+                                   None if target is None else _private(target))
             result = out if isinstance(out, AttackResult) else AttackResult(out)
             n = x.shape[0]  # counted by hooks on the model, never declared by the attack: toolkits' too
             result.extras["forwards"] = torch.full((n,), passes.forwards / n, dtype=torch.float64)
@@ -349,7 +379,8 @@ class Attack:
                 module.training = training
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             raise ValueError(
-                f"model must return logits of shape N x K, got {getattr(logits, 'shape', type(logits).__name__)}"
+                f"model must return logits of shape N x K, got {getattr(logits, 'shape', type(logits).__name__)} "
+                "(a dict, tuple or .logits output: robustreg.models.outputs.LogitsOf picks the logits)"
             )
         num_classes = logits.shape[1]
         for name, labels in (("y", y), ("target", target)):

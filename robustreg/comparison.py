@@ -30,16 +30,18 @@ from .attack import PASS_EXTRAS, ModelState, within_eps
 from .checks import CheckContext, Checks, check_names, registered, run_checks, warn_checks
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
+from .environment import environment
 from .errors import close_matches
 from .evaluation import first_samples
 from .evaluation.cells import Cell
 from .evaluation.checking import clean_correct, nonfinite_rows, view_of
 from .evaluation.config import ADAPTIVE_BUDGET
 from .evaluation.distributed import SINGLE, Group, check_pieces, plain_record, process_group, replay, shard_batches
+from .models.outputs import logits_model
 from .registrar import UnknownNameError
 from .registry import AttackSpec, Registry
 from .remedies import run_remedies, suggestions
-from .threat import NORMS, ThreatModel, parse_eps
+from .threat import ThreatModel, canonical_norm, parse_eps
 
 __all__ = [
     "agreement",
@@ -237,8 +239,6 @@ def _check_args(registry: Registry, toolkits: Sequence[str] | None, attack: Any,
                 batch_size: Any, seed: Any) -> tuple[list[str], str, ThreatModel]:
     if not isinstance(attack, str) or not attack.strip():
         raise ValueError(f"attack must be a non-empty name such as 'pgd', got {attack!r}")
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     names = _toolkit_names(registry, toolkits, attack.strip(), norm)
     threat = ThreatModel(norm, parse_eps(eps) if isinstance(eps, str) else eps)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -438,7 +438,7 @@ def compare(
     params: Mapping[str, Any] | None = None,
     n: int | None = None,
     batch_size: int = 256,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     seed: int = 0,
     noise: bool = True,
     registry: Registry | None = None,
@@ -448,11 +448,14 @@ def compare(
     distributed: bool = False,
     adaptive: bool = False,
     adaptive_budget: float = ADAPTIVE_BUDGET,
+    output: str | int | None = None,
 ) -> dict[str, Any]:
     """Run ``attack`` from each of ``toolkits`` on the same samples, with the same configuration, and compare.
 
     ``toolkits``: default every toolkit with a registered attack (:func:`registered_toolkits`).
-    ``data``: a :class:`robustreg.data.LabeledData` or an ``(x, y)`` pair; its first ``n`` samples
+    ``device``: where to run ("cpu", "cuda", "cuda:N", "auto"; default None: where the model is).
+    ``data``: as :func:`robustreg.evaluate` takes it (LabeledData, (x, y) tensors or numpy arrays, Dataset,
+    DataLoader); its first ``n`` samples
     are used (all if None).  Every toolkit attacks the clean-correct ones among them with the same
     ThreatModel(norm, eps) and ``seed``.  ``params`` (robustreg's vocabulary) override the native
     attack's declared defaults (an unknown name is an error with close matches); that full native
@@ -461,6 +464,7 @@ def compare(
     with what it takes).  Without a native attack, ``params`` go to the entries that take them.
     A toolkit without the attack gets ``available: False`` and the reason as its note; an attack that
     raises gets ``available: False`` and the error in ``error`` (the other toolkits still run).
+    ``output``: the logits in a model output that is not a tensor, as :func:`robustreg.evaluate` reads it.
     ``noise``: measure random-start noise (the native attack again with ``seed + 1``).
     ``no_check``: automatic checks to turn off (``robustreg.checks.CHECKS``; docs/checks.md); the others
     run on every row that ran, each row a cell of the attack at ``eps``.
@@ -472,7 +476,7 @@ def compare(
     it on every rank of a torchrun launch; the group is initialised from ``WORLD_SIZE`` / ``RANK`` /
     ``LOCAL_RANK`` if it is not yet; ``device="cuda"`` or ``"auto"`` means ``cuda:LOCAL_RANK``).  Batch k
     of a row runs on rank ``k % world_size`` and every attack call is seeded afresh, so the report is the
-    one of a single process with the same seed (but for the seconds and ``distributed``); every rank
+    one of a single process with the same seed (but for the seconds, ``distributed`` and ``environment``); every rank
     returns it, and only rank 0 writes ``out``, runs the checks and warns.
 
     Returns the report (also written to ``out``/report.json and report.md when ``out`` is given)::
@@ -495,13 +499,16 @@ def compare(
     for the others (a plain call: one rank).
     """
     registry = registry if registry is not None else Registry.create()
+    norm = canonical_norm(norm)  # "Linf", np.inf, ... -> "linf"; reported canonical
     toolkits, attack, threat = _check_args(registry, toolkits, attack, norm, eps, batch_size, seed)
     given = dict(params or {})
     from .runtime import resolve_device
 
     local = os.environ.get("LOCAL_RANK") if distributed else None  # under torchrun: "cuda" is cuda:LOCAL_RANK
-    dev = resolve_device(device, local_rank=int(local) if local else None)
+    dev = resolve_device(device, model, local_rank=int(local) if local else None)  # None: where the model is
     x, y, _ = first_samples(data, n)
+    home = next((p.device for p in model.parameters()), torch.device("cpu"))
+    model = logits_model(model, output, x[:1].to(home))  # a dict / tuple / .logits output reduced to logits
     resolved = [resolve(registry, attack, t, norm) for t in toolkits]
     if all(r.spec is None for r in resolved):
         raise ValueError(f"no toolkit among {', '.join(toolkits)} has attack {attack!r} for {norm} "
@@ -526,6 +533,8 @@ def compare(
         "checks": checks,
         "distributed": {"world_size": len(timings), "seconds_per_rank": [t[0] for t in timings],
                         "gather_seconds_per_rank": [t[1] for t in timings]},
+        "environment": environment([r.spec.factory for r in resolved  # the entries registered as classes
+                                    if r.spec is not None and isinstance(r.spec.factory, type)], dev),
     }
     if remedied is not None:
         report["adaptive"] = remedied

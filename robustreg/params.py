@@ -31,6 +31,8 @@ __all__ = [
     "ParamSet",
     "ParamTypeError",
     "UnknownParamError",
+    "canonical_name",
+    "canonical_names",
     "parse_assignment",
     "parse_value",
 ]
@@ -384,3 +386,36 @@ class ParamSet(Sequence[Param]):
         """One ``- name (allowed, default d): doc`` line per parameter (generated docstrings, --help)."""
         return [f"- ``{p.name}`` ({p.allowed()}; default {p.default!r}{', ' + p.unit if p.unit else ''}): {p.doc}"
                 for p in self._params]
+
+
+# --- the toolkits' names of a parameter, read as aliases --------------------------------------------
+def canonical_name(declared: ParamSet, owner: str, name: str,
+                   aliases: Mapping[str, Iterable[str]] | None = None) -> str:
+    """The declared parameter ``name`` stands for: itself when declared; else the one parameter whose
+    toolkit name it is (``Param.toolkit`` in ``declared`` first, then ``aliases``: toolkit name -> declared
+    names, what the registry's other entries declare, so ``pgd``'s ``alpha`` is a toolkit's name of its
+    ``step_size``); else ``name`` unchanged (the declaration's unknown-name error follows).  A name that is
+    the toolkit name of two declared parameters is a ParamError naming both."""
+    if name in declared:
+        return name
+    found = sorted({p.name for p in declared if p.toolkit == name})
+    if not found and aliases is not None:
+        found = sorted(set(aliases.get(name, ())) & set(declared.names()))
+    if len(found) > 1:
+        raise ParamError(f"{owner}: parameter {name!r} is ambiguous: it is a toolkit's name of both "
+                         f"{found[0]!r} and {found[1]!r}; give one of those")
+    return found[0] if found else name
+
+
+def canonical_names(declared: ParamSet, owner: str, values: Mapping[str, Any],
+                    aliases: Mapping[str, Iterable[str]] | None = None) -> dict[str, Any]:
+    """``values`` with every key under its declared name (:func:`canonical_name`); a parameter given under
+    two names (``alpha`` and ``step_size``) is a ParamError."""
+    out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # declared name -> the name it was given under
+    for key, value in values.items():
+        name = canonical_name(declared, owner, key, aliases)
+        if name in out:
+            raise ParamError(f"{owner}: {given[name]!r} and {key!r} are the same parameter ({name}); give it once")
+        out[name], given[name] = value, key
+    return out

@@ -26,6 +26,7 @@ from . import hookspecs
 from .attack import Attack
 from .defense import Defense
 from .errors import close_matches
+from .params import canonical_names
 from .registrar import DuplicateNameError, PluginLoadError, Registrar, RegistryError, UnknownNameError
 from .specs import AttackSpec, CheckSpec, CommandSpec, DatasetSpec, DefenseSpec, ModelSpec, RemedySpec
 from .threat import ThreatModel
@@ -266,7 +267,22 @@ class Registry:
         return [spec for spec in self._entries["remedies"].values() if check in spec.answers]
 
     def build_attack(self, name: str, threat: ThreatModel, **params: Any) -> Attack:
-        return self.attack(name).build(threat, **params)
+        """Attack ``name`` for ``threat``; a toolkit's name of a parameter (``alpha``) is read as the declared
+        one (``step_size``), see :meth:`param_aliases`."""
+        spec = self.attack(name)
+        return spec.build(threat, **canonical_names(spec.params, name, params, self.param_aliases()))
+
+    def param_aliases(self) -> dict[str, set[str]]:
+        """Toolkit name -> the declared names it stands for, over every registered attack (``{"alpha":
+        {"step_size"}, "max_iter": {"steps", "n_queries", ...}}``): what :func:`robustreg.params.canonical_name`
+        reads for an entry that does not declare that name itself.  "eps" and "epsilon" are left out: they
+        name the threat's budget to a user, whatever one toolkit calls its step."""
+        table: dict[str, set[str]] = {}
+        for spec in self._entries["attacks"].values():
+            for p in spec.params:
+                if p.toolkit and p.toolkit != p.name and p.toolkit not in ("eps", "epsilon"):
+                    table.setdefault(p.toolkit, set()).add(p.name)
+        return table
 
     def build_defense(self, name: str, **params: Any) -> Defense:
         return self.defense(name).build(**params)

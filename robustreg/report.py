@@ -284,13 +284,10 @@ def render_table(report: Mapping[str, Any]) -> str:
 
 
 def _plot_png(report: Mapping[str, Any]) -> bytes:
-    """The robust-accuracy-vs-eps plot as PNG bytes."""
-    import matplotlib
+    """The robust-accuracy-vs-eps plot as PNG bytes (the user's matplotlib backend is left alone)."""
+    from .figures import figure, figure_png
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4), dpi=100)
+    fig = figure(6, 4)
     ax = fig.add_subplot(1, 1, 1)
     labels: list[str] = []
     for r in report.get("results", []):
@@ -312,10 +309,7 @@ def _plot_png(report: Mapping[str, Any]) -> bytes:
     ax.set_title(f"robust accuracy vs eps, {title}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def plot_robust_accuracy(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .attack import Attack, AttackInfo
 from .defense import Defense, DefenseInfo
-from .params import ParamSet
+from .params import ParamSet, canonical_names
 from .threat import ThreatModel
 
 __all__ = ["AttackSpec", "CheckSpec", "CommandSpec", "DatasetSpec", "DefenseSpec", "ModelSpec", "RemedySpec",
@@ -20,7 +20,9 @@ __all__ = ["AttackSpec", "CheckSpec", "CommandSpec", "DatasetSpec", "DefenseSpec
 
 
 def validated(name: str, params: ParamSet, values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` checked against ``params`` (errors name the registered entry), not filled with defaults."""
+    """``values`` checked against ``params`` (errors name the registered entry), not filled with defaults; a
+    toolkit's name of a parameter (``Param.toolkit``) is read as the declared name."""
+    values = canonical_names(params, name, values)
     resolved = params.resolve(name, values)
     return {key: resolved[key] for key in values}
 

@@ -8,9 +8,26 @@ from fractions import Fraction
 
 import torch
 
-__all__ = ["NORMS", "ThreatModel", "as_eps", "parse_eps"]
+__all__ = ["NORMS", "ThreatModel", "as_eps", "canonical_norm", "parse_eps"]
 
 NORMS = ("linf", "l2", "l1")
+#: other spellings of each norm (compared lower-cased, blanks and "_" dropped): the toolkits' and papers'
+_SPELLINGS = {"linf": "linf", "inf": "linf", "l∞": "linf", "l2": "l2", "2": "l2", "l1": "l1", "1": "l1"}
+
+
+def canonical_norm(norm: object) -> str:
+    """A norm's canonical name ("linf", "l2", "l1") from any common spelling: ``"Linf"``, ``"L_inf"``,
+    ``"inf"``, ``math.inf`` / ``np.inf``, ``"L2"``, ``2``, ``"L1"``, ``1``; a ValueError otherwise."""
+    if isinstance(norm, (int, float)) and not isinstance(norm, bool):
+        key = "inf" if norm == math.inf else (str(int(norm)) if float(norm).is_integer() else "")
+    elif isinstance(norm, str):
+        key = norm.strip().lower().replace("_", "").replace(" ", "")
+    else:
+        key = ""
+    if key not in _SPELLINGS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)} (or Linf, inf, np.inf, L2, 2, L1, 1), "
+                         f"got {norm!r}")
+    return _SPELLINGS[key]
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -30,8 +47,7 @@ class ThreatModel:
     box: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        object.__setattr__(self, "norm", canonical_norm(self.norm))  # "Linf", np.inf, ... -> "linf"
         object.__setattr__(self, "eps", as_eps(self.eps))
         if self.norm == "linf" and self.eps > 1:
             raise ValueError(

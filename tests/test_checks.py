@@ -297,7 +297,7 @@ def test_silent_success():
 # --- run_checks itself ---------------------------------------------------------------------------
 def test_results_order_json_and_doc_anchors():
     results = cell_checks([], 4)
-    assert [r.name for r in results] == list(CHECKS) and len(CHECKS) == 12
+    assert [r.name for r in results] == list(CHECKS) and len(CHECKS) == 13
     assert all(r.status == "skipped" and "--no-check" in r.message for r in results if r.name in MODEL_CHECKS)
     assert results[0].to_json() == {"name": "softmax-output", "status": "skipped", "message": results[0].message,
                                     "doc": "docs/checks.md#softmax-output"}

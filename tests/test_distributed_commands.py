@@ -27,7 +27,7 @@ from test_distributed_evaluation import _env, _free_port, rank_records
 
 from robustreg.cli import main
 
-TIMING = ("seconds", "relative_seconds", "created", "resumed", "distributed")
+TIMING = ("seconds", "relative_seconds", "created", "resumed", "distributed", "environment")
 
 
 def _launch(nproc: int, args: list[str], cwd: Path, *, script: Path | None = None,
@@ -64,7 +64,7 @@ def _torchrun(nproc: int, args: list[str], cwd: Path, *, script: Path | None = N
 
 def _numbers(value: Any) -> Any:
     """A report without what differs from run to run: wall times (``seconds``, AutoAttack's
-    ``seconds:<sub>``), creation time, resumed, the ranks' layout."""
+    ``seconds:<sub>``), creation time, resumed, the ranks' layout, the environment (command line, threads)."""
     if isinstance(value, dict):
         return {k: _numbers(v) for k, v in value.items() if k not in TIMING and not str(k).startswith("seconds:")}
     if isinstance(value, list):

@@ -153,7 +153,7 @@ def _one_process(out: Path, mode: str = "cascade", attacks: list[Any] = ATTACKS)
 
 def _numbers(report: dict[str, Any]) -> dict[str, Any]:
     """The report without what differs from run to run (wall times, creation time, resumed, ranks)."""
-    out = {k: v for k, v in report.items() if k not in ("seconds", "created", "resumed", "distributed")}
+    out = {k: v for k, v in report.items() if k not in ("seconds", "created", "resumed", "distributed", "environment")}
     out["results"] = [{k: v for k, v in r.items() if k != "seconds"} for r in report["results"]]
     return out
 

@@ -116,6 +116,11 @@ class AdvlibAttack(Attack):
     #: the toolkit minimises the norm without bounding it by eps; the adapter projects into the ball
     minimal_norm: ClassVar[bool] = False
 
+    @classmethod
+    def toolkit_versions(cls) -> dict[str, str]:
+        """adv-lib's distribution and version, for the report's environment."""
+        return {DISTRIBUTION: toolkit_version()}
+
     def setup(self) -> None:
         if self.threat.box != (0.0, 1.0):
             raise ValueError(f"{self.label()}: adv-lib attacks work in the [0, 1] pixel box only, "

@@ -259,6 +259,11 @@ class ArtAttack(Attack):
     #: ``...``: does not apply to what it does (see :mod:`robustreg.comparison_params`)
     implied: ClassVar[Mapping[str, Any]] = {}
 
+    @classmethod
+    def toolkit_versions(cls) -> dict[str, str]:
+        """ART's distribution and version, for the report's environment."""
+        return {"adversarial-robustness-toolbox": art_version()}
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         missing = sorted(set(cls.own) - set(cls.params.names()))

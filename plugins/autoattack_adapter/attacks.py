@@ -228,6 +228,12 @@ class AutoAttackEntry(Attack):
     batch_size: int
     verbose: bool
 
+    @classmethod
+    def toolkit_versions(cls) -> dict[str, str]:
+        """The AutoAttack distribution found (official ``autoattack`` or ``pyautoattack``) and its version."""
+        dist, _, version = installed_version().partition(" ")
+        return {dist: version} if version and not version.startswith("(") else {}
+
     def perturb(
         self,
         model: nn.Module,

@@ -25,7 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--center-crop", type=int, default=None, help="centre-crop images to this size first")
     parser.add_argument("--source-id", default=None, help="name saved with the store (default: --source + weights)")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda or auto (CUDA when present); default: where the model is (the CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from .store import build_cascade_store, load_cascade_store
 
     with folder_lock(args.out, "--out"):  # held from the start: a second cascade-store into --out is refused at once
-        device = resolve_device(args.device)
-        model = build_model(args.source, weights=args.weights).to(device)
+        model = build_model(args.source, weights=args.weights)
+        model = model.to(resolve_device(args.device, model))  # no --device: where the model is
         data = load_data(args.data, split=args.split)
         source_id = args.source_id or (f"{args.source}@{args.weights}" if args.weights else args.source)
         path = build_cascade_store(model, data, args.out, source_id=source_id,

@@ -25,6 +25,7 @@ from ..commands.common import (
     eps_list,
     load_dataset,
     load_model,
+    norm_arg,
     param_values,
 )
 from ..runtime import resolve_device
@@ -64,9 +65,10 @@ def add_analysis_args(p: argparse.ArgumentParser, *, model: bool | str = True, a
         g.add_argument("--eps", default=eps, metavar="E[,E...]", help=f"budgets in [0, 1] units (default {eps})")
         g.add_argument("--eps-scale", type=float, metavar="S", help="divide plain --eps numbers by S")
     g = p.add_argument_group("run")
-    g.add_argument("--norm", default="linf", choices=NORMS, help="threat-model norm (default linf)")
+    g.add_argument("--norm", default="linf", type=norm_arg, choices=NORMS, help="threat-model norm (default linf)")
     g.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per batch (default 256)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (CUDA when present); default: where "
+                   "the model is (the CPU for a model loaded from a spec)")
     g.add_argument("--seed", type=int, default=0, help="seed of the attacks and random directions (default 0)")
     g.add_argument("--out", metavar="DIR", help="report folder (default ./robustreg-out/analyze-NAME)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -94,7 +96,8 @@ def _device(args: argparse.Namespace) -> torch.device:
 
     local = os.environ.get("LOCAL_RANK") if torchrun_env() else None
     try:
-        return resolve_device(args.device, local_rank=int(local) if local else None)
+        # no --device: where a loaded model is, the CPU (resolve_device(None) alone would mean "auto")
+        return resolve_device(args.device or "cpu", local_rank=int(local) if local else None)
     except ValueError as exc:
         raise UsageError(f"--device {args.device!r}: {exc}") from None
 
@@ -116,8 +119,9 @@ def load_model_and_data(args: argparse.Namespace, spec: str | None = None, weigh
     data = load_dataset(args, args.data)
     if args.n > len(data):
         raise UsageError(f"--n {args.n}: must be between 1 and the size of {args.data!r} ({len(data)} samples)")
-    check_model_fits_data(model, data, spec, args.data, registry=args.registry,
-                          any_input_size=getattr(args, "any_input_size", False))
+    model = check_model_fits_data(model, data, spec, args.data, registry=args.registry,
+                                  any_input_size=getattr(args, "any_input_size", False),
+                                  output=getattr(args, "output", None))
     device = _device(args)
     x, y = data.tensors(args.n)
     return model.to(device).eval(), x.to(device), y.to(device)

@@ -13,7 +13,6 @@ returns an :class:`AnalysisOutput`, which ``robustreg analyze`` writes with :fun
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from ..evaluation.checking import clean_correct
+from ..figures import figure, figure_png
 from ..files import write_set_atomic
 from ..runtime import predict
 from ..tables import format_table
@@ -81,24 +81,6 @@ def write_analysis(output: AnalysisOutput, out: str | Path) -> list[Path]:
     files: dict[str, bytes | str] = {"report.md": output.markdown, **output.pngs}
     files["report.json"] = json.dumps(output.report, indent=2, allow_nan=False) + "\n"
     return write_set_atomic(out, files, last="report.json")
-
-
-def figure(width: float = 6.0, height: float = 4.0) -> Any:
-    """A matplotlib ``Figure`` (no pyplot, no display: safe in threads and on headless machines)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100)
-
-
-def figure_png(fig: Any) -> bytes:
-    """``fig`` rendered to PNG bytes (tight layout)."""
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", enabled: bool = True) -> Iterator[T]:

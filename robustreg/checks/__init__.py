@@ -37,6 +37,7 @@ from .cells import (
     check_iterative_beats_single_step,
     check_silent_success,
 )
+from .classes import check_more_outputs_than_classes
 from .context import DOC, STATUSES, CellView, CheckContext, CheckResult, CheckWarning, Outcome
 from .model import (
     check_logit_scale,
@@ -70,6 +71,7 @@ _REGISTRY: tuple[tuple[str, Callable[[CheckContext], Outcome]], ...] = (
     ("silent-success", check_silent_success),
     ("unbounded-attack", check_unbounded_attack),
     ("attack-flags", check_attack_flags),
+    ("more-outputs-than-classes", check_more_outputs_than_classes),
 )
 #: every check's name, in the order :func:`run_checks` runs them
 CHECKS = tuple(name for name, _ in _REGISTRY)

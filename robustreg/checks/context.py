@@ -106,6 +106,7 @@ class CheckContext:
     subsample: int = 64
     box: tuple[float, float] = (0.0, 1.0)
     shard: Callable[[int, Callable[[int], Any]], list[Any]] | None = None
+    num_classes: int | None = None  # the data's class count, when it says (more-outputs-than-classes)
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, torch.Tensor) or not self.x.is_floating_point() or self.x.dim() < 2:

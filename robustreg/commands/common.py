@@ -66,12 +66,37 @@ def add_model_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split", default="test", choices=("test", "train"), help="data split (default test)")
     g.add_argument("--n", type=int, metavar="N", help="evaluate the first N samples (default all)")
     add_any_input_size(g)
+    add_model_output_args(g)
 
 
 def add_any_input_size(p: Any) -> None:
     """``--any-input-size``: run a registered model on data of another shape than it is registered for."""
     p.add_argument("--any-input-size", action="store_true",
                    help="allow data of another shape than the registered model's input (a model that takes any size)")
+
+
+def add_model_output_args(g: Any) -> None:
+    """``--model-arg NAME=VALUE`` (repeatable: the model factory's keyword arguments) and ``--output KEY|INDEX``
+    (where the logits are in a model's dict or tuple output), on a parser or an argument group."""
+    g.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="keyword argument of the model's factory, read like --param values (repeatable), "
+                        "e.g. --model-arg num_classes=10")
+    g.add_argument("--output", metavar="KEY|INDEX",
+                   help="the logits in a model output that is a dict (KEY) or a tuple (INDEX); a Hugging Face "
+                        "output's .logits are used without it")
+
+
+def model_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``--model-arg NAME=VALUE`` texts -> keyword arguments (values read as ``--param`` values are)."""
+    out: dict[str, Any] = {}
+    for text in getattr(args, "model_arg", None) or []:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise UsageError(f"--model-arg must be NAME=VALUE with NAME a Python identifier, got {text!r}")
+        if name.strip() in out:
+            raise UsageError(f"--model-arg {text!r}: {name.strip()} is given twice")
+        out[name.strip()] = parse_value(value)
+    return out
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
@@ -94,11 +119,13 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     An interrupted run of a command with these arguments says how to resume it.
     """
     g = p.add_argument_group("run")
-    g.add_argument("--norm", default="linf", choices=NORMS, help="threat-model norm (default linf)")
+    g.add_argument("--norm", default="linf", type=norm_arg, choices=NORMS, help="threat-model norm (default linf)")
     g.add_argument("--eps-scale", type=float, metavar="S",
                    help="divide plain --eps numbers (not fractions) by S: --eps 8 --eps-scale 255")
     g.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per attack call (default 256)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    g.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or auto (CUDA when present); default: where the model is "
+                        "(the CPU for a model loaded from a spec)")
     g.add_argument("--seed", type=int, default=0, help="seed passed to every attack (default 0)")
     g.add_argument("--out", metavar="DIR", help=f"report folder (default ./{DEFAULT_OUT})")
     g.add_argument("--state", metavar="PATH", help="state file for resuming (default OUT/state.pt)")
@@ -162,6 +189,17 @@ def check_run_args(args: argparse.Namespace) -> None:
 MAX_SEED = 2**63 - 1
 
 
+def norm_arg(text: str) -> str:
+    """``--norm``'s type: any spelling of a norm (Linf, inf, L2, ...) as its canonical name; anything else
+    unchanged, for argparse's ``choices`` to refuse with the list."""
+    from ..threat import canonical_norm
+
+    try:
+        return canonical_norm(text)
+    except ValueError:
+        return text
+
+
 def check_device(device: str | None, flag: str = "--device") -> None:
     """``cpu``, ``auto``, ``cuda`` or ``cuda:N`` -- and CUDA (device N) present when asked for."""
     if device is None or device in ("cpu", "auto"):
@@ -213,8 +251,15 @@ def _typed(params: ParamSet | None, owner: str, key: str, text: str) -> Any:
     raise params.unknown_error(owner, key)
 
 
+def _declared_name(params: ParamSet | None, owner: str, key: str, aliases: Mapping[str, Any] | None) -> str:
+    """``key`` under its declared name: a toolkit's name (``alpha``) is read as ours (``step_size``)."""
+    from ..params import canonical_name
+
+    return key if params is None else canonical_name(params, owner, key, aliases)
+
+
 def param_values(texts: Iterable[str], owners: Mapping[str, ParamSet | None], *, where: str,
-                 flag: str = "--param") -> dict[str, dict[str, Any]]:
+                 flag: str = "--param", aliases: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """``--param [NAME.]KEY=VALUE`` texts -> ``{owner: {key: typed value}}``.
 
     The grammar is :func:`robustreg.params.parse_assignment`; each value is coerced by its owner's
@@ -222,7 +267,10 @@ def param_values(texts: Iterable[str], owners: Mapping[str, ParamSet | None], *,
     ``owners``: the declaration of every name a text may give (None: none to check against, values
     read by :func:`robustreg.params.parse_value`); a text without ``NAME.`` belongs to the only owner
     (it must name one when there are several).  ``where``: the flag that chose the
-    owners, for the error when a text names another (``--attacks``).  Every error is a UsageError.
+    owners, for the error when a text names another (``--attacks``).  A key may be a toolkit's name of a
+    declared parameter (``pgd.alpha`` is ``pgd.step_size``; ``aliases``: :meth:`robustreg.Registry.param_aliases`,
+    besides the owner's own ``Param.toolkit`` names); the value is keyed by the declared name.  Every error is a
+    UsageError.
     """
     out: dict[str, dict[str, Any]] = {}
     for text in texts:
@@ -235,6 +283,9 @@ def param_values(texts: Iterable[str], owners: Mapping[str, ParamSet | None], *,
                                  f"{', '.join(owners)}")
             if owner not in owners:
                 raise UsageError(f"{flag} {text!r}: {owner!r} is not in {where} ({', '.join(owners)})")
+            key = _declared_name(owners[owner], owner, key, aliases)
+            if key in out.get(owner, {}):
+                raise UsageError(f"{flag} {text!r}: {owner}.{key} is already given (under this or another name)")
             out.setdefault(owner, {})[key] = _typed(owners[owner], owner, key, value)
         except ParamError as exc:
             raise UsageError(f"{flag} {text!r}: {exc}") from None
@@ -255,6 +306,7 @@ def load_model(args: argparse.Namespace, model_spec: str, **params: Any) -> Any:
     from ..models import build_model
 
     _check_file("--weights", args.weights)
+    params = {**model_args(args), **params}
     try:
         return build_model(model_spec, weights=args.weights, normalize=args.normalize, registry=args.registry,
                            **params)
@@ -282,14 +334,17 @@ def load_dataset(args: argparse.Namespace, data_spec: str, split: str | None = N
 
 
 def check_model_fits_data(model: Any, data: Any, model_spec: str, data_spec: str, *, trainable: bool = False,
-                          registry: Any = None, any_input_size: bool = False) -> None:
+                          registry: Any = None, any_input_size: bool = False, output: Any = None) -> Any:
     """:func:`robustreg.evaluation.probe.probe_model` on the first samples of ``data``, before any work; a
     mismatch is a UsageError naming ``--model`` and ``--data`` (and the input shape a registered model expects).
 
     A registered model's ``input_shape`` must be the data's (a model with adaptive pooling runs on 31x31
     images as well, silently evaluating something else) unless ``any_input_size`` (``--any-input-size``).
-    """
+    Returns the model as the run uses it: reduced to its logits by ``output`` (``--output``) or, for a
+    Hugging Face-style output, its ``.logits`` (:func:`robustreg.models.outputs.logits_model`)."""
     from ..evaluation.probe import probe_model
+    from ..models.outputs import logits_model
+    from ..runtime import model_device
 
     count = min(2, len(data[0]) if isinstance(data, (tuple, list)) else len(data))
     x, y = data.tensors(count) if hasattr(data, "tensors") else (data[0][:count], data[1][:count])
@@ -299,12 +354,14 @@ def check_model_fits_data(model: Any, data: Any, model_spec: str, data_spec: str
                          f"{data_spec!r} of shape {_shape(x)}; give data of that shape, or --any-input-size for a "
                          f"model that takes any size")
     try:
+        model = logits_model(model, output, x[:1].to(model_device(model)))
         probe_model(model, x, y, num_classes=getattr(data, "num_classes", None), trainable=trainable)
     except (UserError, ValueError, TypeError) as exc:
         if expects and isinstance(exc, ModelCodeError) and expects != _shape(x):
             raise UsageError(f"--model {model_spec!r} expects input {expects}, got --data {data_spec!r} of shape "
                              f"{_shape(x)}: {exc}") from exc
         raise UsageError(f"--model {model_spec!r} does not fit --data {data_spec!r}: {exc}") from exc
+    return model
 
 
 def _shape(x: Any) -> str:
@@ -323,8 +380,9 @@ def _load_model_and_data(args: argparse.Namespace, model_spec: str, data_spec: s
     data = load_dataset(args, data_spec)
     if args.n is not None and (args.n < 1 or args.n > len(data)):
         raise UsageError(f"--n {args.n}: must be between 1 and the size of {data_spec!r} ({len(data)} samples)")
-    check_model_fits_data(model, data, model_spec, data_spec, registry=args.registry,
-                          any_input_size=getattr(args, "any_input_size", False))
+    model = check_model_fits_data(model, data, model_spec, data_spec, registry=args.registry,
+                                  any_input_size=getattr(args, "any_input_size", False),
+                                  output=getattr(args, "output", None))
     return model, data
 
 
@@ -407,7 +465,8 @@ def in_process_group(device_arg: Any, fn: Callable[[Any], T]) -> T:
         return fn(SINGLE)
     local = os.environ.get("LOCAL_RANK")
     try:
-        device = resolve_device(device_arg, local_rank=int(local) if local else None)
+        # no --device: where the loaded model is, the CPU (resolve_device(None) alone would mean "auto")
+        device = resolve_device("cpu" if device_arg is None else device_arg, local_rank=int(local) if local else None)
     except ValueError as exc:
         raise UsageError(f"--device {device_arg!r}: {exc}") from None
     with process_group(device) as group:
@@ -441,7 +500,8 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
             batch_size=args.batch_size, device=args.device, seed=args.seed, early_exit=early_exit, out=out,
             state_path=args.state, keep_state=args.keep_state, registry=args.registry, progress=not args.quiet,
             params={name: dict(values) for name, values in params.items()}, no_check=args.no_check,
-            model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize},
+            model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize,
+                        **({"args": model_args(args)} if getattr(args, "model_arg", None) else {})},
             data_info={"spec": data_spec, "split": args.split}, distributed=group.world_size > 1,
             **speed_options(args).to_dict(), **adaptive_options(args),
         )

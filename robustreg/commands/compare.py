@@ -26,6 +26,7 @@ from .common import (
     adaptive_options,
     add_adaptive_args,
     add_any_input_size,
+    add_model_output_args,
     check_device,
     check_model_fits_data,
     check_name,
@@ -33,6 +34,7 @@ from .common import (
     in_process_group,
     load_dataset,
     load_model,
+    norm_arg,
     param_values,
     start_over_hint,
 )
@@ -47,10 +49,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="SPEC", help="registered model name, file.py:factory or pkg.mod:f")
     p.add_argument("--weights", metavar="PATH", help="checkpoint to load into the model")
     p.add_argument("--normalize", metavar="MEAN/STD", help="wrap the model with Normalize (e.g. cifar10)")
+    add_model_output_args(p)
     p.add_argument("--data", required=True, metavar="SPEC", help="dataset spec, e.g. mnist:DIR, cifar10:DIR, digits")
     p.add_argument("--attack", required=True, help="attack name in robustreg's vocabulary, e.g. pgd, fgsm, apgd-ce")
     p.add_argument("--eps", required=True, help="budget, e.g. 8/255 or 0.3")
-    p.add_argument("--norm", default="linf", choices=NORMS)
+    p.add_argument("--norm", default="linf", type=norm_arg, choices=NORMS)
     p.add_argument("--toolkits", metavar="T[,T...]",
                    help="comma-separated (default: every toolkit with a registered attack, native first)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -59,7 +62,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="use the first N samples (default all)")
     add_any_input_size(p)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or auto (CUDA when present); default: where the model is "
+                        "(the CPU for a model loaded from a spec)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="write report.json and report.md here")
     p.add_argument("--overwrite", action="store_true",
@@ -86,7 +91,7 @@ def _params(registry: Registry, attack: str, texts: list[str]) -> dict[str, Any]
     """``--param`` texts typed by the native attack's declaration (best-guess values without a native attack)."""
     native = registry.entries("attacks").get(attack)
     declared = native.params if native is not None else None
-    return param_values(texts, {attack: declared}, where="--attack").get(attack, {})
+    return param_values(texts, {attack: declared}, where="--attack", aliases=registry.param_aliases()).get(attack, {})
 
 
 def _check_toolkits(registry: Registry, toolkits: list[str]) -> None:
@@ -174,8 +179,8 @@ def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, An
     with folders:
         model = load_model(args, args.model)
         data = load_dataset(args, args.data, "test")
-        check_model_fits_data(model, data, args.model, args.data, registry=args.registry,
-                              any_input_size=args.any_input_size)
+        model = check_model_fits_data(model, data, args.model, args.data, registry=args.registry,
+                                      any_input_size=args.any_input_size, output=args.output)
         x, y, _ = first_samples(data, args.n)
         done = None if out is None else group.main_run(lambda: existing_report(
             out, lambda: _identity(attack, eps, args, params, toolkits, x, y, model), _saved_identity,

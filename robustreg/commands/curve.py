@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..attack import AttackError, ModelState, ball_slack
-from ..threat import NORMS, ThreatModel
+from ..threat import NORMS, ThreatModel, canonical_norm
 from .common import (
     DEFAULT_OUT,
     UsageError,
@@ -46,6 +46,7 @@ from .common import (
     eps_list,
     load_dataset,
     load_model,
+    norm_arg,
     param_values,
     start_over_hint,
 )
@@ -64,7 +65,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("curve")
     g.add_argument("--attack", required=True, metavar="NAME",
                    help="a registered minimal-norm attack (`robustreg list attacks` shows them)")
-    g.add_argument("--norm", default="linf", choices=NORMS, help="norm of the curve (default linf)")
+    g.add_argument("--norm", default="linf", type=norm_arg, choices=NORMS, help="norm of the curve (default linf)")
     g.add_argument("--eps", metavar="E[,E...]",
                    help=f"eps to report the curve at (default {GRID_POINTS} points from 0 to the largest norm found)")
     g.add_argument("--verify", metavar="NAME", help="a fixed-budget attack run at every --at eps to check the curve")
@@ -75,7 +76,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eps-scale", type=float, metavar="S", help="divide plain --eps / --at numbers by S")
     r = p.add_argument_group("run")
     r.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per attack call (default 256)")
-    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    r.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or auto (CUDA when present); default: where the model is "
+                        "(the CPU for a model loaded from a spec)")
     r.add_argument("--seed", type=int, default=0, help="seed passed to both attacks (default 0)")
     r.add_argument("--out", metavar="DIR", help=f"report folder (default ./{DEFAULT_OUT}/curve)")
     r.add_argument("--overwrite", action="store_true", help="replace a finished report of another configuration")
@@ -202,13 +205,15 @@ def _lower_median(norms: torch.Tensor) -> float:
 def curve_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: Any, attack: str, norm: str, *,
                  params: Mapping[str, Any] | None = None, eps: Sequence[float] | None = None,
                  verifier: str | None = None, at: Sequence[float] = (), verify_params: Mapping[str, Any] | None = None,
-                 seed: int = 0, batch_size: int = 256, device: torch.device | str = "cpu",
+                 seed: int = 0, batch_size: int = 256, device: torch.device | str | None = None,
                  progress: bool = False) -> dict[str, Any]:
     """The report dict of one curve (see the module docstring); the model's modes, gradients and device are
-    restored afterwards."""
-    from ..runtime import model_device
+    restored afterwards.  ``device``: where to run (default None: where the model is)."""
+    from ..runtime import model_device, resolve_device
 
-    started, device, home, snapshot = time.perf_counter(), torch.device(device), model_device(model), ModelState(model)
+    norm = canonical_norm(norm)  # "Linf", np.inf, ... -> "linf"
+    started, device, home, snapshot = time.perf_counter(), resolve_device(device, model), model_device(model), \
+        ModelState(model)
     try:
         model.to(device).eval()
         norms, correct = minimal_norms(model, x, y, registry, attack, norm, dict(params or {}), seed=seed,
@@ -396,15 +401,16 @@ def run(args: argparse.Namespace) -> int:
     owners = {args.attack: registry.attack(args.attack).params}
     if args.verify is not None:
         owners[args.verify] = _attack_spec(registry, "--verify", args.verify, args.norm, minimal=False).params
-    params = param_values(args.param, owners, where="--attack and --verify")
+    params = param_values(args.param, owners, where="--attack and --verify",
+                          aliases=registry.param_aliases())
     eps, at = _eps_values(args, "--eps", args.eps), _eps_values(args, "--at", args.at)
     out = Path(args.out or Path(DEFAULT_OUT) / "curve")
     with output_folders([("--out", out, out)]):
         model, data = load_model(args, args.model), load_dataset(args, args.data)
         if args.n is not None and not 1 <= args.n <= len(data):
             raise UsageError(f"--n {args.n}: must be between 1 and the size of {args.data!r} ({len(data)} samples)")
-        check_model_fits_data(model, data, args.model, args.data, registry=registry,
-                              any_input_size=args.any_input_size)
+        model = check_model_fits_data(model, data, args.model, args.data, registry=registry,
+                                      any_input_size=args.any_input_size, output=args.output)
         x, y, data_info = first_samples(data, args.n)
         identity = _identity(args, params, x, y, model)
         done = existing_report(out, lambda: identity, saved_identity, overwrite=args.overwrite)

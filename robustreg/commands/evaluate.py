@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         for name in attacks:
             if registry.attack(name).info.kind == "white-box":
                 params[name]["eot"] = args.eot
-    for name, values in param_values(args.param, owners, where="--attacks").items():
+    for name, values in param_values(args.param, owners, where="--attacks", aliases=registry.param_aliases()).items():
         params[name].update(values)
     run_evaluation(args, args.model or DEFAULT_MODEL, args.data or DEFAULT_DATA, attacks, eps,
                    {name: values for name, values in params.items() if values},

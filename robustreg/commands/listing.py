@@ -17,7 +17,7 @@ from ..plugin_api import PLUGIN_API
 from ..registry import Registry
 from ..tables import format_table
 from ..threat import NORMS
-from .common import UsageError
+from .common import UsageError, norm_arg
 
 __all__ = ["LIST_KINDS", "configure", "run"]
 
@@ -50,7 +50,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "its declared parameters")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--markdown", action="store_true", help="GitHub Markdown table")
-    p.add_argument("--norm", choices=NORMS, help="attacks supporting this norm")
+    p.add_argument("--norm", type=norm_arg, choices=NORMS, help="attacks supporting this norm")
     p.add_argument("--toolkit", help="attacks from this toolkit (native, or an adapter's prefix such as 'art')")
     p.add_argument("--paper", help="attacks from this paper id (e.g. 000, 004)")
     p.add_argument("--kind", choices=("white-box", "score", "decision", "transfer"), help="attack kind")

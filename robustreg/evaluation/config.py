@@ -19,8 +19,9 @@ import torch
 
 from ..attack import Attack
 from ..checks import check_names
+from ..params import canonical_names
 from ..runtime import SpeedOptions
-from ..threat import ThreatModel, as_eps
+from ..threat import ThreatModel, as_eps, canonical_norm
 
 __all__ = ["ADAPTIVE_BUDGET", "AttackPlan", "EvalConfig", "Mode", "Plan", "attack_params", "eps_values", "make_plan",
            "plan_attacks"]
@@ -63,7 +64,7 @@ class EvalConfig:
     norm: str = "linf"
     n: int | None = None
     batch_size: int = 256
-    device: str | torch.device | None = "cpu"
+    device: str | torch.device | None = None  # None: where the model is (runtime.resolve_device)
     seed: int | None = 0
     mode: Mode = Mode.CASCADE
     out: str | os.PathLike[str] | None = None
@@ -82,6 +83,7 @@ class EvalConfig:
     cudnn_benchmark: bool = False
     adaptive: bool = False
     adaptive_budget: float = ADAPTIVE_BUDGET
+    output: str | int | None = None  # the logits in a dict / tuple output (robustreg.models.outputs)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.coerce(self.mode))
@@ -90,7 +92,7 @@ class EvalConfig:
         object.__setattr__(self, "no_check", tuple(sorted(check_names(self.no_check, known=None))))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        ThreatModel(self.norm, 0.0)  # validates the norm
+        object.__setattr__(self, "norm", canonical_norm(self.norm))  # "Linf", np.inf, ... -> "linf" (a ValueError)
         if not isinstance(self.adaptive, bool):
             raise ValueError(f"adaptive must be True or False, got {self.adaptive!r}")
         budget = self.adaptive_budget
@@ -249,9 +251,11 @@ def make_plan(attacks: Sequence[Any], eps: Any, config: EvalConfig) -> Plan:
     """Plan the grid and fail early: every attack is looked up, checked for the norm and built once."""
     from ..registry import Registry
 
-    plans = plan_attacks(attacks, config.params)
     values = eps_values(eps, config.norm)
     registry = config.registry if config.registry is not None else Registry.create()
+    aliases = registry.param_aliases()  # a toolkit's name (alpha) is read as ours (step_size), in the report too
+    plans = [replace(p, params=canonical_names(registry.attack(p.name).params, p.name, p.params, aliases))
+             for p in plan_attacks(attacks, config.params)]
     plan = Plan(plans, values, config.norm, config.seed, config.mode, config.batch_size, registry)
     check_names(config.no_check, [spec.name for spec in registry.checks()])  # an unknown name: ValueError
     for a, attack in enumerate(plans):

@@ -11,20 +11,17 @@ from ..data.checks import check_images, check_labels
 __all__ = ["first_samples"]
 
 
-def _source(data: Any) -> tuple[torch.Tensor | None, torch.Tensor | None, int, dict[str, Any]]:
-    """(x, y) when data is a pair (else None, None), the dataset size and its description."""
-    if isinstance(data, (tuple, list)):
-        if len(data) != 2:
-            raise ValueError(f"data must be a LabeledData or an (x, y) pair, got a sequence of {len(data)}")
-        x, y = data
-        return x, y, int(x.shape[0]), {"name": "tensors"}
-    if hasattr(data, "tensors") and hasattr(data, "__len__"):
-        info: dict[str, Any] = {"name": getattr(data, "name", type(data).__name__)}
-        num_classes = getattr(data, "num_classes", None)
-        if num_classes is not None:
-            info["num_classes"] = int(num_classes)
-        return None, None, len(data), info
-    raise TypeError(f"data must be a robustreg.data.LabeledData or an (x, y) pair, got {type(data).__name__}")
+def _labeled(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
+    """A ``robustreg.data.LabeledData`` (read with ``data.tensors(n)``): its first n samples, size, description."""
+    info: dict[str, Any] = {"name": getattr(data, "name", type(data).__name__)}
+    num_classes = getattr(data, "num_classes", None)
+    if num_classes is not None:
+        info["num_classes"] = int(num_classes)
+    size = len(data)
+    if n is not None and n > size:
+        raise ValueError(f"n={n} is larger than the dataset ({size} samples)")
+    x, y = data.tensors(size if n is None else n)
+    return x, y, size, info
 
 
 def _check(x: Any, y: Any) -> None:
@@ -44,18 +41,16 @@ def _check(x: Any, y: Any) -> None:
 def first_samples(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """(x float [0,1], y int64, data description) of the first n samples (all when n is None).
 
-    ``data``: a ``robustreg.data.LabeledData`` (read with ``data.tensors(n)``) or an ``(x, y)`` pair.
+    ``data``: a ``robustreg.data.LabeledData`` (read with ``data.tensors(n)``), an ``(x, y)`` pair of tensors
+    or numpy arrays, a map-style torch ``Dataset`` or a ``DataLoader`` (see :mod:`robustreg.data.collect`:
+    collected into memory here for now; streaming is a later engine change).
     """
-    x, y, size, info = _source(data)
+    from ..data.collect import collect_samples
+
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n must be a positive int or None, got {n!r}")
-    if n is not None and n > size:
-        raise ValueError(f"n={n} is larger than the dataset ({size} samples)")
-    count = size if n is None else n
-    if x is None or y is None:
-        x, y = data.tensors(count)
-    else:
-        x, y = x[:count], y[:count]
+    collected = collect_samples(data, n)
+    x, y, size, info = collected if collected is not None else _labeled(data, n)
     _check(x, y)
     info["size"] = size
-    return x, y, info
+    return x.contiguous(), y.contiguous(), info  # a permuted numpy batch is not; toolkits .view their inputs

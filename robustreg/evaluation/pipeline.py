@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -36,10 +38,15 @@ def evaluate(
     """Evaluate ``model`` on ``data`` under every attack at every eps; return the report dict.
 
     Args:
-        model: an ``nn.Module`` taking [0, 1] images and returning logits N x K.  Its train/eval
+        model: an ``nn.Module`` taking [0, 1] images and returning logits N x K (or a dict / tuple /
+            Hugging Face output holding them, see ``output``).  Its train/eval
             flags and parameters' requires_grad/.grad are restored afterwards; it is moved to
             ``device`` for the run and moved back to where it was at the end.
-        data: a ``robustreg.data.LabeledData`` or an ``(x, y)`` pair (x float in [0, 1], y int64).
+        data: a ``robustreg.data.LabeledData``, an ``(x, y)`` pair of tensors or numpy arrays (x float in
+            [0, 1], y integer labels), any map-style ``torch.utils.data.Dataset`` of (image, label) items
+            (``TensorDataset`` included) or a ``DataLoader`` of (x, y) batches.  The first ``n`` samples are
+            collected into memory at the boundary for now (streaming them through the engine is a later
+            change); anything else is a TypeError saying what is accepted.
         attacks: registry names or ``(name, params)`` pairs, run in this order at each eps.
         eps: one eps or a list, in [0, 1] pixel units (sorted ascending in the report).
         config: an :class:`EvalConfig`; ``options`` (its field names, as keywords) replace its fields.
@@ -63,14 +70,17 @@ def evaluate(
         progress: show a tqdm bar over the attacked samples.
         params: extra parameters per attack name, ``{"pgd": {"steps": 40}}``, merged under the pair's own.
         model_info, data_info: extra descriptions copied into the report's "model" / "data" entries.
+        output: where the logits are in a model's output that is not a tensor: a dict key or a tuple index
+            (the command line's ``--output KEY|INDEX``).  A Hugging Face-style output (an object with a tensor
+            ``.logits``) needs none: its ``.logits`` are used.  The report's ``model`` entry names the choice.
         no_check: names of automatic checks to turn off (``robustreg.checks.CHECKS``; an unknown name
             is a ValueError with close matches); they are reported as "skipped".
         distributed: share the batches over the torch.distributed ranks (call it on every rank of a
             torchrun launch; the group is initialised from ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` if it is
             not yet, and destroyed again at the end).  ``device="cuda"`` or ``"auto"`` means
             ``cuda:LOCAL_RANK``.  The report is the one a single process gives with the same seed
-            (except for ``seconds`` and ``distributed``); only rank 0 writes files and runs the checks,
-            and every rank returns the same report (broadcast from rank 0).
+            (except for ``seconds``, ``distributed`` and ``environment``); only rank 0 writes files and runs
+            the checks, and every rank returns the same report (broadcast from rank 0).
         amp: ``"off"`` (default) or ``"bf16"``: the attacks' forward and backward passes under bf16
             autocast (CUDA and CPU; a native attack runs under it as a whole, a toolkit's attack gets it
             inside the model's forward, with float32 logits).
@@ -103,12 +113,46 @@ def evaluate(
     cfg = EvalConfig.from_options(config, **options)
     plan = make_plan(attacks, eps, cfg)
     x, y, data_info = first_samples(data, cfg.n)
+    model, cfg = _with_logits(model, x, cfg)
+    cfg = _warn_more_outputs(model, x, data_info, cfg)
     if not cfg.distributed:
         return _evaluate(model, x, y, data_info, plan, cfg, resolve_device(cfg.device, model), SINGLE)
     local = os.environ.get("LOCAL_RANK")
     device = resolve_device(cfg.device, model, local_rank=int(local) if local else None)
     with process_group(device) as group:
         return _evaluate(model, x, y, data_info, plan, cfg, device, group)
+
+
+def _with_logits(model: nn.Module, x: torch.Tensor, cfg: EvalConfig) -> tuple[nn.Module, EvalConfig]:
+    """The model reduced to its logits (``cfg.output``, or a Hugging Face-style ``.logits``) and the report's
+    model entry saying so; the model itself when it returns logits."""
+    from ..models.outputs import LogitsOf, logits_model
+    from ..runtime import model_device
+
+    used = logits_model(model, cfg.output, x[:1].to(model_device(model)))
+    if not isinstance(used, LogitsOf):
+        return model, cfg
+    info = {"class": type(used.model).__name__, "output": ".logits" if used.selector is None else used.selector}
+    # the logits are picked once, here; the engine below sees a model that returns them
+    return used, replace(cfg, model_info={**info, **dict(cfg.model_info or {})})
+
+
+def _warn_more_outputs(model: nn.Module, x: torch.Tensor, data_info: Mapping[str, Any],
+                       cfg: EvalConfig) -> EvalConfig:
+    """One warning line before any work when the model has more outputs than the data has classes (the
+    report's more-outputs-than-classes check records it too); the config carrying the class count to it."""
+    from ..checks.classes import more_outputs_message
+    from ..models.outputs import output_on
+    from ..runtime import model_device
+
+    num_classes = (cfg.data_info or {}).get("num_classes", data_info.get("num_classes"))
+    if num_classes is None:
+        return cfg
+    out = output_on(model, x[:1].to(model_device(model)))
+    message = more_outputs_message(out.shape[-1], int(num_classes)) if isinstance(out, torch.Tensor) else None
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=4)  # names evaluate()'s caller
+    return replace(cfg, data_info={"num_classes": int(num_classes), **dict(cfg.data_info or {})})
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dict[str, Any], plan: Plan,
@@ -125,7 +169,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dic
                               checks=checks, nan_clean=run.nan_clean, seconds_per_rank=run.seconds_per_rank,
                               gather_seconds_per_rank=run.gather_seconds_per_rank)
         if adaptive is not None:
-            report = adaptive_report(report, adaptive)
+            adaptive_report(report, adaptive)  # in place: the report stays an EvalReport
         path = cfg.state_file
         if cfg.out_dir is not None:
             from ..report import write_report

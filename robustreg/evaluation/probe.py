@@ -52,7 +52,10 @@ def _check_inputs(model: nn.Module, x: Any, y: Any, trainable: bool) -> None:
 
 def _check_logits(out: Any, n: int, y: torch.Tensor, num_classes: int | None) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
-        raise UserError(f"the model must return a tensor of logits N x K, got {type(out).__name__}")
+        from ..models.outputs import FLAG, describe_output
+
+        raise UserError(f"the model must return a tensor of logits N x K, got a {describe_output(out)}; pick the "
+                        f"logits with {FLAG}")
     if out.dim() != 2 or out.shape[0] != n:
         raise UserError(f"the model returned shape {tuple(out.shape)} for a batch of {n} samples; it must return "
                         f"logits N x K, one row per sample")

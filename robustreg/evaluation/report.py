@@ -16,13 +16,44 @@ import torch
 from torch import nn
 
 from ..attack import PASS_EXTRAS
+from ..environment import environment
 from .cells import EVER_BROKEN, masked_mean
 from .config import EvalConfig, Plan
 from .state import RunState
 
-__all__ = ["REPORT_SCHEMA_VERSION", "build_report", "result_entry", "speed_entry", "worst_case_entry"]
+__all__ = ["REPORT_SCHEMA_VERSION", "EvalReport", "build_report", "result_entry", "speed_entry", "worst_case_entry"]
 
 REPORT_SCHEMA_VERSION = 1
+
+
+class EvalReport(dict[str, Any]):
+    """The report dict of :func:`robustreg.evaluate`, whose repr is a short summary (a notebook cell or a
+    ``print`` shows the numbers, not a page of nested dicts); ``dict(report)`` or ``report["results"]`` give
+    everything, and it is written and read as a plain dict."""
+
+    def __repr__(self) -> str:
+        try:
+            return _summary(self)
+        except (KeyError, TypeError, ValueError):  # a hand-edited or partial report: show it whole
+            return dict.__repr__(self)
+
+    __str__ = __repr__
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * float(value):.1f}%"
+
+
+def _summary(report: Mapping[str, Any]) -> str:
+    """``EvalReport(n=24, linf, cascade, clean 41.7%; eps 0.05: fgsm 12.5%, pgd 8.3%, worst 8.3%; checks: ...)``."""
+    parts = [f"n={report['n']}, {report['norm']}, {report['mode']}, clean {_percent(report['clean_accuracy'])}"]
+    for worst in report["worst_case"]:
+        cells = [f"{r['label']} {_percent(r['robust_accuracy'])}" for r in report["results"]
+                 if r["eps"] == worst["eps"]]
+        parts.append(f"eps {worst['eps']:.4g}: {', '.join(cells)}, worst {_percent(worst['robust_accuracy'])}")
+    warned = [c["name"] for c in report.get("checks", []) if c.get("status") == "warn"]
+    parts.append(f"checks: {len(warned)} warning(s){' (' + ', '.join(warned) + ')' if warned else ''}")
+    return f"EvalReport({'; '.join(parts)})"
 
 
 def _plain(value: Any) -> Any:
@@ -116,15 +147,16 @@ def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mappi
                  config: EvalConfig, device: torch.device, seconds: float, *,
                  checks: list[dict[str, str]] | None = None, nan_clean: int | None = None,
                  seconds_per_rank: list[float] | None = None,
-                 gather_seconds_per_rank: list[float] | None = None) -> dict[str, Any]:
-    """The report dict of a finished run (``data_info``: the description :func:`first_samples` gave;
+                 gather_seconds_per_rank: list[float] | None = None) -> EvalReport:
+    """The report dict (an :class:`EvalReport`: its repr is a short summary) of a finished run (``data_info``:
+    the description :func:`first_samples` gave;
     ``checks``: the automatic checks' list, ``nan_clean``: clean points with non-finite logits;
     ``seconds_per_rank``: each torch.distributed rank's seconds in the attacks, one per rank, and
     ``gather_seconds_per_rank`` of them those after its own batches: waiting for the others, the gather)."""
     from .. import __version__
 
     n = state.n
-    return {
+    return EvalReport({
         "schema_version": REPORT_SCHEMA_VERSION,
         "clean_accuracy": float(state.correct_count) / n,
         "n": n,
@@ -150,4 +182,6 @@ def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mappi
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "robustreg_version": __version__,
         **({} if checks is None else {"checks": checks}),
-    }
+        # versions, device, threads, command line: for the reader, not the run's identity (resume still matches)
+        "environment": environment([type(plan.build(0, a)) for a in range(len(plan.plans))], device),
+    })

@@ -319,7 +319,8 @@ def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
         state.save()
         seconds, gather = _run_cells(model, x, y, plan, config, device, state, group, stacklevel + 1)
         found = evaluation_checks(model, x, y, clean_logits, plan, state, device, config.no_check,
-                                  check_pieces(group))  # on every rank: their attacks are shared out
+                                  check_pieces(group),  # on every rank: their attacks are shared out
+                                  num_classes=(config.data_info or {}).get("num_classes"))
         found = found if group.is_main else []
         timings = group.gather((round(seconds, 4), round(gather, 4)))
     finally:

@@ -89,8 +89,10 @@ def test_missing_toolkit_one_line_error(registry, monkeypatch):
 
 def test_unknown_and_bad_parameters(registry):
     threat = ThreatModel("linf", 0.1)
-    with pytest.raises(TypeError, match=r"unknown parameter 'random_init'.*allowed: steps, step_size"):
-        registry.build_attack("advlib:pgd", threat, random_init=False)
+    with pytest.raises(TypeError, match=r"unknown parameter 'random_restart'.*allowed: steps, step_size"):
+        registry.build_attack("advlib:pgd", threat, random_restart=False)
+    # a toolkit's name of a declared parameter is read as ours (issue 22): random_init is random_start
+    assert registry.build_attack("advlib:pgd", threat, random_init=False).config["random_start"] is False
     with pytest.raises(ValueError, match="steps must be an int >= 1, got 0") as info:
         registry.build_attack("advlib:pgd", threat, steps=0)
     assert "\n" not in str(info.value)

@@ -118,9 +118,11 @@ def test_missing_multiprocess_is_named(monkeypatch):
 
 def test_unknown_and_conflicting_parameters(reg):
     threat = ThreatModel("linf", 0.1)
-    with pytest.raises(TypeError, match="nb_iter") as info:
-        reg.build_attack("art:pgd", threat, nb_iter=3)
+    with pytest.raises(TypeError, match="n_iterations") as info:
+        reg.build_attack("art:pgd", threat, n_iterations=3)
     assert "steps" in str(info.value) and "max_iter" in str(info.value)  # the allowed names are listed
+    # another toolkit's name of steps (nb_iter) is read as ours (issue 22)
+    assert reg.build_attack("art:pgd", threat, nb_iter=3).config["steps"] == 3
     with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
         reg.build_attack("art:pgd", threat, steps=0)
     with pytest.raises(ValueError, match="restarts must be 1 when random_start=False"):

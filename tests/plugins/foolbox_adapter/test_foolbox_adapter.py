@@ -86,8 +86,10 @@ def test_missing_toolkit_one_line_error(registry, monkeypatch):
 
 def test_unknown_and_bad_parameters(registry):
     threat = ThreatModel("linf", 0.1)
-    with pytest.raises(TypeError, match=r"unknown parameter 'abs_stepsize'.*allowed: steps, step_size"):
-        registry.build_attack("foolbox:pgd", threat, abs_stepsize=0.01)
+    with pytest.raises(TypeError, match=r"unknown parameter 'abs_step'.*allowed: steps, step_size"):
+        registry.build_attack("foolbox:pgd", threat, abs_step=0.01)
+    # foolbox's own name of step_size is read as ours (issue 22)
+    assert registry.build_attack("foolbox:pgd", threat, abs_stepsize=0.01).config["step_size"] == 0.01
     with pytest.raises(ValueError, match="steps must be an int >= 1 or None, got 0") as info:
         registry.build_attack("foolbox:pgd", threat, steps=0)
     assert "\n" not in str(info.value)

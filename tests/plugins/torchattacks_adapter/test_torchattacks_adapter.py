@@ -70,8 +70,10 @@ def test_missing_toolkit_one_line_error(registry, monkeypatch):
 
 def test_unknown_and_bad_parameters(registry):
     threat = ThreatModel("linf", 0.1)
-    with pytest.raises(TypeError, match=r"'alpha'.*allowed: steps, step_size, random_start, seed, eval_mode"):
-        registry.build_attack("torchattacks:pgd", threat, alpha=0.01)
+    with pytest.raises(TypeError, match=r"'alpah'.*allowed: steps, step_size, random_start, seed, eval_mode"):
+        registry.build_attack("torchattacks:pgd", threat, alpah=0.01)
+    # torchattacks' own name of step_size is read as ours (issue 22)
+    assert registry.build_attack("torchattacks:pgd", threat, alpha=0.01).config["step_size"] == 0.01
     with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
         registry.build_attack("torchattacks:pgd", threat, steps=0)
     with pytest.raises(ValueError, match=r"loss must be one of ce, dlr, got 'hinge'"):
