@@ -200,13 +200,18 @@ class Registrar:
         self._add("checks", CheckSpec(name, check, self.plugin, summary_of(check, summary), str(doc)))
 
     def add_remedy(self, name: str, run: Callable[[Any], None], *, answers: tuple[str, ...] | list[str],
-                   summary: str | None = None) -> None:
+                   summary: str | None = None, cost: float = 0.0) -> None:
         """Register a remedy ``run(ctx)`` for the warnings of the checks named in ``answers`` (see the
-        hook's docstring); a check of another plugin may be named (it is looked up when evaluating)."""
+        hook's docstring); a check of another plugin may be named (it is looked up when evaluating).
+        ``cost``: about how many forward + backward passes per sample its first attack spends at each eps;
+        the cheaper remedies run first, and one whose cost exceeds what is left of the budget is skipped."""
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost < float("inf"):
+            raise ValueError(f"remedy {name!r} of plugin {self.plugin!r}: cost must be a finite number >= 0 of "
+                             f"passes per sample, got {cost!r}")
         if not callable(run):
             raise TypeError(f"remedy {name!r} of plugin {self.plugin!r}: run must be callable, got {run!r}")
         names = (answers,) if isinstance(answers, str) else tuple(answers)
         if not names or not all(isinstance(a, str) and _NAME.match(a) for a in names):
             raise ValueError(f"remedy {name!r} of plugin {self.plugin!r}: answers must name one or more checks, "
                              f"got {answers!r}")
-        self._add("remedies", RemedySpec(name, run, names, self.plugin, summary_of(run, summary)))
+        self._add("remedies", RemedySpec(name, run, names, self.plugin, summary_of(run, summary), float(cost)))

@@ -228,6 +228,7 @@ def adaptive_block(report: Mapping[str, Any]) -> str:
         return ""
     lines = [f"{who}: {what}: {change} ({cost})" for who, what, change, cost in _remedy_lines(report)]
     lines += [f"{f['remedy']} ({f['check']}): failed: {f['error']}" for f in adaptive.get("failed", [])]
+    lines += [f"{f['remedy']} ({f['check']}): skipped: {f['reason']}" for f in adaptive.get("skipped", [])]
     if not lines:
         lines = ["no check warned: no remedy ran"]
     return "diagnosed and fixed (--adaptive):\n" + "\n".join(f"  {line}" for line in lines)
@@ -247,6 +248,7 @@ def adaptive_markdown(report: Mapping[str, Any]) -> list[str]:
     lines += [_md_table(["remedy (check)", "ran", "robust accuracy", "points, cost"], rows), ""] if rows else \
         ["No check warned, so no remedy ran.", ""]
     lines += [f"- {f['remedy']} ({f['check']}) failed: {f['error']}" for f in adaptive.get("failed", [])]
+    lines += [f"- {f['remedy']} ({f['check']}) skipped: {f['reason']}" for f in adaptive.get("skipped", [])]
     after = [c for c in adaptive.get("checks_after", []) if c.get("status") == "warn"]
     if after:
         lines += ["", "Still warning after the remedies: " + ", ".join(str(c.get("name")) for c in after), ""]

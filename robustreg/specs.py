@@ -118,13 +118,15 @@ class CheckSpec:
 @dataclass(frozen=True)
 class RemedySpec:
     """A registered remedy: ``run(ctx)`` attacks what a warning check says the evaluation missed.
-    ``answers``: the names of the checks whose warnings it answers."""
+    ``answers``: the names of the checks whose warnings it answers; ``cost``: about how many forward +
+    backward passes per sample its first attack spends at each eps (cheaper remedies run first)."""
 
     name: str
     run: Callable[[Any], None]
     answers: tuple[str, ...]
     plugin: str
     summary: str = ""
+    cost: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -30,5 +30,5 @@ def _square(ctx) -> None:
 
 @robustreg.hookimpl
 def robustreg_register_remedies(registrar):
-    registrar.add_remedy("square", _square, answers=("zero-gradients", "unbounded-attack"),
+    registrar.add_remedy("square", _square, answers=("zero-gradients", "unbounded-attack"), cost=5000,
                          summary="AutoAttack's Square, score-based: no gradient to mask")

@@ -270,19 +270,27 @@ def bpda(ctx: RemedyContext) -> None:
 @robustreg.hookimpl
 def robustreg_register_remedies(registrar) -> None:
     registrar.add_remedy("margin-loss", margin_loss, answers=("logit-scale", "softmax-output"),
+                         cost=2 * APGD_STEPS,
                          summary="APGD with the C&W margin and DLR losses (scale-invariant, no softmax)")
     registrar.add_remedy("log-outputs", log_outputs, answers=("softmax-output",),
+                         cost=2 * APGD_STEPS,
                          summary="APGD-CE and -DLR on log(outputs): the logits of a softmax-output model")
     registrar.add_remedy("temperature", temperature, answers=("logit-scale", "zero-gradients"),
+                         cost=2 * APGD_STEPS,
                          summary="APGD-CE on logits / T, T from the logit margins (decisive logits only)")
     registrar.add_remedy("eot", eot, answers=("randomized-model",),
+                         cost=2 * APGD_STEPS * 8,
                          summary="APGD with EoT, draws from the gradient's variance; verdict by majority of 9")
     registrar.add_remedy("more-steps", more_steps,
                          answers=("incomplete-optimization", "black-box-beats-white-box", "attack-flags"),
+                         cost=2 * APGD_STEPS,
                          summary="APGD-CE, APGD-DLR, APGD-T, APGD-CE x4 until the accuracy stops falling")
     registrar.add_remedy("step-size-sweep", step_size_sweep, answers=("iterative-beats-single-step",),
+                         cost=2 * 10,
                          summary="PGD with steps eps/2, eps/4, eps/10, eps/25")
     registrar.add_remedy("warm-start", warm_start, answers=("eps-monotonic",),
+                         cost=2 * APGD_STEPS,
                          summary="re-attack at the smaller eps the points a larger eps left standing")
     registrar.add_remedy("bpda", bpda, answers=("zero-gradients", "unbounded-attack"),
+                         cost=2 * APGD_STEPS,
                          summary="BPDA through the modules whose backward masks the gradient, and transfer")

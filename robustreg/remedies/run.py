@@ -1,11 +1,12 @@
 """:func:`run_remedies`: the remedies of the checks that warned, then the checks again, until none is left.
 
 Each round runs, for every warning check, the registered remedies that answer it (each remedy once per
-evaluation, answering the first warning check it names); then the checks run again on the evaluation
-with every remedy attack added as a cell of its own, and a check that now warns for the first time gets
-its remedies in the next round.  It stops when a round has nothing new to run, after ``rounds`` rounds,
-or when the budget is spent at every eps.  A remedy that raises is recorded with its error and the
-others go on (a remedy, like a check, never crashes the report).
+evaluation, answering the first warning check it names), the cheapest first (their declared ``cost``);
+one whose cost exceeds what is left of the budget is skipped (``skipped`` in the report).  Then the
+checks run again on the evaluation with every remedy attack added as a cell of its own, and a check that
+now warns for the first time gets its remedies in the next round.  It stops when a round has nothing new
+to run, after ``rounds`` rounds, or when the budget is spent at every eps.  A remedy that raises is
+recorded with its error and the others go on (a remedy, like a check, never crashes the report).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Adaptive:
     checks_after: Checks
     rounds: int
     remedies: list[dict[str, str]] = field(default_factory=list)  # (remedy, check) in the order they ran
+    skipped: list[dict[str, str]] = field(default_factory=list)  # (remedy, check, reason): not run
 
     def to_json(self, eps: Sequence[float], before: Sequence[float], n: int) -> dict[str, Any]:
         """The report's ``adaptive`` entry (``before``: the robust accuracy per eps before any remedy)."""
@@ -47,6 +49,7 @@ class Adaptive:
             "remedies": self.remedies,
             "runs": [a.to_json() for a in self.attempts],
             "failed": self.failed,
+            "skipped": self.skipped,
             "robust_accuracy": [{"eps": e, "before": b, "after": float(s.sum()) / n}
                                 for e, b, s in zip(eps, before, self.standing)],
             "checks_after": self.checks_after,
@@ -65,13 +68,19 @@ def run_remedies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Seq
     attempts: list[Attempt] = []
     failed: list[dict[str, str]] = []
     ran: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = []
     current, done = checks, 0
     for _ in range(rounds):
-        todo = _todo(current, registry, {r["remedy"] for r in ran})
+        todo = _todo(current, registry, {r["remedy"] for r in ran + skipped})
         if not todo or all(spent.left(e) <= 0 for e in range(len(eps))):
             break
         done += 1
         for check, spec in todo:
+            room = max(spent.left(e) for e in range(len(eps)))
+            if spec.cost > room:
+                skipped.append({"remedy": spec.name, "check": check["name"],
+                                "reason": f"costs about {spec.cost:g} passes per sample, {room:g} left of the budget"})
+                continue
             ctx = RemedyContext(model, x, y, eps, norm, left, registry, device, seed, batch_size, spent,
                                 check["name"], check["message"], spec.name, attempts, evaluated)
             ran.append({"remedy": spec.name, "check": check["name"]})
@@ -80,7 +89,7 @@ def run_remedies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Seq
             except Exception as exc:  # a remedy must never crash the report
                 failed.append({"remedy": spec.name, "check": check["name"], "error": f"{type(exc).__name__}: {exc}"})
         current = recheck(attempts)
-    return Adaptive(attempts, failed, left, spent, current, done, ran)
+    return Adaptive(attempts, failed, left, spent, current, done, ran, skipped)
 
 
 def _todo(checks: Checks, registry: Any, ran: set[str]) -> list[tuple[dict[str, Any], Any]]:
@@ -93,7 +102,7 @@ def _todo(checks: Checks, registry: Any, ran: set[str]) -> list[tuple[dict[str, 
             if spec.name not in taken:
                 taken.add(spec.name)
                 todo.append((check, spec))
-    return todo
+    return sorted(todo, key=lambda pair: pair[1].cost)  # stable: registration order among equal costs
 
 
 def suggestions(checks: Checks, registry: Any) -> Checks:
