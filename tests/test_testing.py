@@ -45,6 +45,13 @@ FAST = {
     "advlib:pgd": {"relative_step_size": 1.0},
     "advlib:cw": {"lr": 0.1, "initial_const": 10.0, "binary_search_steps": 2, "steps": 20},
     "advlib:cw-linf": {"steps": 10},
+    # FMN (native and both toolkits' ports) returns the clean input until an iterate is adversarial, and its
+    # first move lands on the linearised boundary itself: with 2 steps (one move) whether a point crosses is
+    # decided by rounding (issue 20: on AVX-512 the l1 run broke none of raises_loss's 8 points, "0.007275 on
+    # x_adv, 0.007275 on the clean batch"; on AVX2 one).  With 10 steps it breaks all 8 in every norm, with
+    # the AVX2 and the scalar kernels and with the model's weights perturbed by 1e-5, each mean loss raised
+    # by more than 0.8.
+    "*fmn": {"steps": 10},
 }
 
 # Randomised attacks whose randomness cannot show on the tiny batch, with why (the other checks still run).
@@ -232,7 +239,9 @@ class _LowersLoss(_Good):
     def perturb(self, model, x, y, generator, target=None):  # gradient descent: a white-box attack backwards
         x_adv = x.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_adv), y), x_adv)
-        return (x - self.threat.eps * g.sign()).clamp(0, 1)
+        # a tenth of eps: a whole eps (0.3 in raises_loss) overshoots the minimum along -sign(g) and raises
+        # the trained model's loss again (0.0037 -> 0.011); a tenth lowers it 14x (-> 0.00027)
+        return (x - self.threat.eps / 10 * g.sign()).clamp(0, 1)
 
 
 @pytest.mark.parametrize("broken, check, message", [
