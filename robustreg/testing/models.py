@@ -106,10 +106,11 @@ def _trained_state(num_classes: int, in_shape: tuple[int, int, int], steps: int)
     # relative across those kernels).
     opt = torch.optim.SGD(model.parameters(), lr=0.07, momentum=0.9)
     model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+    with torch.enable_grad():  # the first call may come from inside a caller's torch.no_grad()
+        for _ in range(steps):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
