@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-# One thread: tests use tiny batches, where a second OpenMP thread only adds synchronisation, and
-# under any other load (the DDP test's second process, a parallel job) two threads spin-wait badly.
+# One thread by default: tests use tiny batches, where a second OpenMP thread only adds synchronisation,
+# and under any other load (the DDP test's second process, a parallel job) two threads spin-wait badly.
+# `--torch-threads N` runs them with N threads instead: a result that depends on how a reduction is split
+# between threads then shows (.ci/run runs the numerics-marked tests with 1 and with 2).
 torch.set_num_threads(1)
+
+
+def _thread_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--torch-threads must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--torch-threads", type=_thread_count, default=1, metavar="N",
+                     help="torch's intra-op threads for the tests (default 1)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    torch.set_num_threads(config.getoption("--torch-threads"))
 
 SHARED = Path(os.environ.get("ROBUSTREG_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 

@@ -97,6 +97,7 @@ def test_nan_on_some_inputs_is_never_correct(cnn, digits):
 
 
 # --- a sane model and the report's form -------------------------------------------------------------
+@pytest.mark.numerics  # bit-exact reruns: .ci/run repeats them on other kernels and threads
 def test_every_report_has_checks_deterministic_and_rendered(cnn, digits, tmp_path):
     first = run(cnn, digits, ["fgsm", PGD], out=tmp_path / "a", mode="independent")
     second = run(cnn, digits, ["fgsm", PGD], out=tmp_path / "b", mode="independent")
@@ -113,6 +114,7 @@ def test_every_report_has_checks_deterministic_and_rendered(cnn, digits, tmp_pat
     assert block.startswith("checks:") and "ok (" in block
 
 
+@pytest.mark.numerics  # bit-exact reruns: .ci/run repeats them on other kernels and threads
 def test_resumed_run_recomputes_the_checks(cnn, digits, tmp_path):
     state = tmp_path / "state.pt"
     whole = run(cnn, digits, [PGD], state_path=state, keep_state=True, batch_size=40)

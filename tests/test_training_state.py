@@ -73,6 +73,7 @@ def _records(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in recs]
 
 
+@pytest.mark.numerics  # bit-exact reruns: .ci/run repeats them on other kernels and threads
 def test_stop_at_a_checkpoint_then_resume_gives_the_uninterrupted_log_and_weights(tmp_path: Path) -> None:
     # 8 steps an epoch, 24 in all; logs every 3 steps and checkpoints every 5, so every resume point
     # (5, 10) falls inside a log window and inside an epoch: the meters must come back with the state.

@@ -13,6 +13,9 @@ from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
 
+# an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
+pytestmark = pytest.mark.numerics
+
 EPS = [0.0, 0.01, 0.05, 0.2]
 N = 40
 
@@ -51,7 +54,9 @@ def test_numbers_and_shapes(report):
         assert r["defined"] == N
         assert -1.0 <= r["mean"] <= 1.0 + 1e-9 and 0.0 <= r["std"] <= 1.0 and np.isfinite(r["mean"])
     for pair in report["pairs"]:
-        assert _mean(report, pair, 0.0) == pytest.approx(1.0, abs=1e-9)  # eps = 0: the clean image itself
+        # eps = 0: the clean image itself, its gradient computed again in the same batch by the same kernels,
+        # so rho is that of a vector with itself: 1 up to float64 rounding
+        assert _mean(report, pair, 0.0) == pytest.approx(1.0, abs=1e-9)
     json.dumps(report, allow_nan=False)
 
 
@@ -70,8 +75,14 @@ def test_batch_size_and_model_state_do_not_matter(cnn_digits, report):
         assert model.training  # restored
     finally:
         model.eval()
+    # Another batch size may run other kernels (AVX-512's differ between batches of 16 and 40), and float32
+    # gradients are only as good as their rounding: for an image the model is sure of (1 - p_y down to 1.4e-6
+    # here) the CE gradient's true-class entry p_y - 1 is mostly rounding, so its rho moves in the third
+    # decimal (AVX2 vs scalar kernels: up to 4.3e-3 per image, 1.1e-4 on a mean over the 40).  1e-3 holds
+    # that.  What this test guards against, random signs that depend on the batch, moves the means at eps
+    # 0.05 and 0.2 by 2e-3 and 3e-2 (seed 4 for seed 3 on the same images): still a failure.
     for a, b in zip(report["results"], again["results"]):
-        assert a["mean"] == pytest.approx(b["mean"], abs=1e-9)
+        assert a["mean"] == pytest.approx(b["mean"], abs=1e-3), (a, b)
 
 
 def test_cli_writes_report_and_plot(tmp_path):
