@@ -11,6 +11,7 @@ from robustreg import Registry, ThreatModel
 from robustreg.adaptive import BPDA, EoT, PassCounter
 from robustreg.data import load_data
 from robustreg.models import build_model
+from robustreg.testing.breaks import Noisy, Quantise
 
 
 @pytest.fixture(scope="module")
@@ -26,24 +27,6 @@ def digits():
     with torch.no_grad():
         ok = model(x).argmax(1) == y
     return model, x[ok], y[ok]
-
-
-class Noisy(nn.Module):
-    """Fresh Gaussian input noise on every call (a randomised defense)."""
-
-    def __init__(self, model: nn.Module, sigma: float) -> None:
-        super().__init__()
-        self.model, self.sigma = model, sigma
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x + self.sigma * torch.randn_like(x))
-
-
-class Quantise(nn.Module):
-    """Rounds the input to 5 grey levels: piecewise constant, zero input gradient almost everywhere."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x * 4) / 4
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 5) -> float:

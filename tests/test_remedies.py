@@ -13,46 +13,11 @@ import robustreg
 from robustreg.cli import main
 from robustreg.evaluation import evaluate
 from robustreg.remedies import ARGMAX, Budget, RemedyContext
+from robustreg.testing.breaks import Noisy, Quantise, Scaled, Softmaxed
 from robustreg_plugins.classic.remedies import masking_modules, warm_start
 
 EPS = 0.1
 N = 96
-
-
-class Scaled(nn.Module):
-    def __init__(self, model: nn.Module, k: float) -> None:
-        super().__init__()
-        self.model, self.k = model, k
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x) * self.k
-
-
-class Softmaxed(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x), dim=1)
-
-
-class Quantise(nn.Module):
-    """Rounds pixels to 5 levels: no gradient through it."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x * 4) / 4
-
-
-class Noisy(nn.Module):
-    """Gaussian noise on the input at every call: a randomised model."""
-
-    def __init__(self, model: nn.Module, sigma: float) -> None:
-        super().__init__()
-        self.model, self.sigma = model, sigma
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x + self.sigma * torch.randn_like(x))
 
 
 @pytest.fixture(scope="module")
