@@ -27,7 +27,16 @@ from .attack import Attack
 from .defense import Defense
 from .errors import close_matches
 from .registrar import DuplicateNameError, PluginLoadError, Registrar, RegistryError, UnknownNameError
-from .specs import AttackSpec, CheckSpec, CommandSpec, DatasetSpec, DefenseSpec, ModelSpec, RemedySpec
+from .specs import (
+    AttackSpec,
+    CheckSpec,
+    CommandSpec,
+    DatasetSpec,
+    DefenseSpec,
+    ModelSourceSpec,
+    ModelSpec,
+    RemedySpec,
+)
 from .threat import ThreatModel
 
 __all__ = [
@@ -39,6 +48,7 @@ __all__ = [
     "DatasetSpec",
     "DefenseSpec",
     "DuplicateNameError",
+    "ModelSourceSpec",
     "ModelSpec",
     "PluginLoadError",
     "PluginState",
@@ -54,7 +64,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "robustreg"
 DISABLE_ENV = "ROBUSTREG_DISABLE_PLUGINS"
 CORE_PLUGINS = ("robustreg.models", "robustreg.data", "robustreg.checks", "robustreg.commands")
-KINDS = ("attacks", "defenses", "models", "datasets", "commands", "checks", "remedies")
+KINDS = ("attacks", "defenses", "models", "model_sources", "datasets", "commands", "checks", "remedies")
 
 
 def disabled_from_env(environ: Mapping[str, str] | None = None) -> set[str]:
@@ -247,6 +257,9 @@ class Registry:
 
     def model(self, name: str) -> ModelSpec:
         return self._get("models", name)
+
+    def model_source(self, prefix: str) -> ModelSourceSpec:
+        return self._get("model_sources", prefix)
 
     def dataset(self, name: str) -> DatasetSpec:
         return self._get("datasets", name)
