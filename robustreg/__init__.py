@@ -30,7 +30,7 @@ from .commands import (
 from .data import LabeledData, load_data
 from .defense import Defense, DefenseInfo, DefenseOutput, ExtraTerm, ForwardPass, Mechanism, crafting, unwrap
 from .embedding import Embedding, Head, apply_head, embed
-from .errors import UserError
+from .errors import MissingPackageError, UserError
 from .evaluation import EvalConfig, Mode, evaluate
 from .files import save_atomic, write_atomic
 from .hookspecs import hookimpl
@@ -85,6 +85,7 @@ __all__ = [
     "ForwardPass",
     "LabeledData",
     "Mechanism",
+    "MissingPackageError",
     "Mode",
     "ModelSpec",
     "ModelState",

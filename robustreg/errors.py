@@ -25,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "CheckpointError",
+    "MissingPackageError",
     "ModelCodeError",
     "ModelSpecError",
     "ModelTypeError",
@@ -53,6 +54,11 @@ class ModelSpecError(ModuleNotFoundError, UserError):
 
 class ModelTypeError(UserError, TypeError):
     """A model factory that returned something other than an ``nn.Module`` (also a TypeError)."""
+
+
+class MissingPackageError(UserError, ImportError):
+    """An optional package a plugin's entry needs is not installed; the message says how to install it
+    (also an ImportError)."""
 
 
 class CheckpointError(UserError):

@@ -57,6 +57,18 @@ def robustreg_register_models(registrar: Registrar) -> None:
 
 
 @hookspec
+def robustreg_register_model_sources(registrar: Registrar) -> None:
+    """Register model sources with ``registrar.add_model_source(prefix, builder, requires=..., install=...)``.
+
+    A model spec ``PREFIX:REST`` (``timm:resnet18``, ``hf:./my-vit``) is then built by
+    ``builder(REST, **params)``, which returns an ``nn.Module``; a source registered with
+    ``loads_weights=True`` also receives ``weights=`` (a path or None) and loads it itself.  A name
+    registered with :meth:`add_model <robustreg.Registrar.add_model>` wins over a source of its prefix.
+    Called once per registry build; the return value is ignored.
+    """
+
+
+@hookspec
 def robustreg_register_datasets(registrar: Registrar) -> None:
     """Register datasets with ``registrar.add_dataset(name, loader, ...)``.
 

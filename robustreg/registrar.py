@@ -22,6 +22,7 @@ from .specs import (
     CommandSpec,
     DatasetSpec,
     DefenseSpec,
+    ModelSourceSpec,
     ModelSpec,
     RemedySpec,
     summary_of,
@@ -173,6 +174,25 @@ class Registrar:
         """Register ``factory(**params) -> nn.Module`` (an architecture or a zoo entry)."""
         text = summary_of(factory, summary)
         self._add("models", ModelSpec(name, factory, self.plugin, text, num_classes, input_shape))
+
+    def add_model_source(
+        self, prefix: str, builder: Callable[..., Any], *, summary: str | None = None,
+        requires: str | tuple[str, ...] | list[str] = (), install: str = "", loads_weights: bool = False,
+    ) -> None:
+        """Register ``builder(rest, **params) -> nn.Module`` for the model specs ``PREFIX:REST`` (see the hook).
+
+        ``requires``: the distributions the builder imports (``"timm"``); when one is missing, building says so
+        in one line ending with ``install`` (``"pip install 'robustreg[timm]'"``).  ``loads_weights``: the
+        builder takes ``weights=`` and loads the checkpoint itself."""
+        if not callable(builder):
+            raise TypeError(f"model source {prefix!r} of plugin {self.plugin!r}: builder must be callable, "
+                            f"got {builder!r}")
+        if not isinstance(prefix, str) or ":" in prefix:
+            raise ValueError(f"model source prefix must be a name without ':', got {prefix!r} "
+                             f"(plugin {self.plugin!r})")
+        names = (requires,) if isinstance(requires, str) else tuple(requires)
+        self._add("model_sources", ModelSourceSpec(prefix, builder, self.plugin, summary_of(builder, summary),
+                                                   names, str(install), bool(loads_weights)))
 
     def add_dataset(
         self, name: str, loader: Callable[..., Any], *, summary: str | None = None, needs_root: bool = False,

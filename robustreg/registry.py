@@ -28,7 +28,16 @@ from .defense import Defense
 from .errors import close_matches
 from .params import canonical_names
 from .registrar import DuplicateNameError, PluginLoadError, Registrar, RegistryError, UnknownNameError
-from .specs import AttackSpec, CheckSpec, CommandSpec, DatasetSpec, DefenseSpec, ModelSpec, RemedySpec
+from .specs import (
+    AttackSpec,
+    CheckSpec,
+    CommandSpec,
+    DatasetSpec,
+    DefenseSpec,
+    ModelSourceSpec,
+    ModelSpec,
+    RemedySpec,
+)
 from .threat import ThreatModel
 
 __all__ = [
@@ -40,6 +49,7 @@ __all__ = [
     "DatasetSpec",
     "DefenseSpec",
     "DuplicateNameError",
+    "ModelSourceSpec",
     "ModelSpec",
     "PluginLoadError",
     "PluginState",
@@ -55,7 +65,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "robustreg"
 DISABLE_ENV = "ROBUSTREG_DISABLE_PLUGINS"
 CORE_PLUGINS = ("robustreg.models", "robustreg.data", "robustreg.checks", "robustreg.commands")
-KINDS = ("attacks", "defenses", "models", "datasets", "commands", "checks", "remedies")
+KINDS = ("attacks", "defenses", "models", "model_sources", "datasets", "commands", "checks", "remedies")
 
 
 def disabled_from_env(environ: Mapping[str, str] | None = None) -> set[str]:
@@ -248,6 +258,9 @@ class Registry:
 
     def model(self, name: str) -> ModelSpec:
         return self._get("models", name)
+
+    def model_source(self, prefix: str) -> ModelSourceSpec:
+        return self._get("model_sources", prefix)
 
     def dataset(self, name: str) -> DatasetSpec:
         return self._get("datasets", name)

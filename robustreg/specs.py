@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 from .attack import Attack, AttackInfo
 from .defense import Defense, DefenseInfo
+from .errors import MissingPackageError
 from .params import ParamSet, canonical_names
 from .threat import ThreatModel
 
-__all__ = ["AttackSpec", "CheckSpec", "CommandSpec", "DatasetSpec", "DefenseSpec", "ModelSpec", "RemedySpec",
-           "summary_of", "validated"]
+__all__ = ["AttackSpec", "CheckSpec", "CommandSpec", "DatasetSpec", "DefenseSpec", "ModelSourceSpec", "ModelSpec",
+           "RemedySpec", "summary_of", "validated"]
 
 
 def validated(name: str, params: ParamSet, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -92,6 +94,46 @@ class ModelSpec:
 
     def build(self, **params: Any) -> Any:
         return self.factory(**params)
+
+
+@dataclass(frozen=True)
+class ModelSourceSpec:
+    """A registered model source: a model spec ``PREFIX:REST`` is built by ``builder(REST, **params)``.
+
+    ``requires``: the distributions the builder imports (an optional extra); a missing one is reported
+    before building, as one line with ``install``.  ``loads_weights``: the builder reads ``weights=`` itself
+    (a checkpoint layout of its own) instead of :func:`robustreg.models.load_checkpoint`.
+    """
+
+    name: str
+    builder: Callable[..., Any]
+    plugin: str
+    summary: str = ""
+    requires: tuple[str, ...] = ()
+    install: str = ""
+    loads_weights: bool = False
+
+    def missing(self) -> list[str]:
+        """The required distributions that are not installed (by their metadata, not by a module on the path:
+        a folder another package bundles under the same name is not the distribution)."""
+        out = []
+        for dist in self.requires:
+            try:
+                metadata.distribution(dist)
+            except metadata.PackageNotFoundError:
+                out.append(dist)
+        return out
+
+    def build(self, rest: str, **params: Any) -> Any:
+        missing = self.missing()
+        if missing:
+            hint = self.install or "pip install " + " ".join(missing)
+            raise MissingPackageError(f"model source {self.name!r} needs {', '.join(missing)}, which is not "
+                                      f"installed: {hint}")
+        if not rest.strip():
+            raise ValueError(f"model spec {self.name + ':'!r} names no model after {self.name + ':'!r} "
+                             f"({self.summary or 'see robustreg list model_sources'})")
+        return self.builder(rest.strip(), **params)
 
 
 @dataclass(frozen=True)

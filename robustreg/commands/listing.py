@@ -21,7 +21,7 @@ from .common import UsageError, norm_arg
 
 __all__ = ["LIST_KINDS", "configure", "run"]
 
-LIST_KINDS = ("attacks", "defenses", "models", "datasets", "plugins", "commands", "checks", "remedies")
+LIST_KINDS = ("attacks", "defenses", "models", "model_sources", "datasets", "plugins", "commands", "checks", "remedies")
 _TERMINAL_CELL = 70  # the terminal table cuts longer cells; --markdown and --json never do
 
 _COLUMNS = {
@@ -33,6 +33,7 @@ _COLUMNS = {
                  ("params", "_params")],
     "models": [("name", "name"), ("classes", "num_classes"), ("input", "input_shape"), ("plugin", "plugin"),
                ("summary", "summary")],
+    "model_sources": [("prefix", "name"), ("requires", "requires"), ("plugin", "plugin"), ("summary", "summary")],
     "datasets": [("name", "name"), ("needs-root", "needs_root"), ("plugin", "plugin"), ("summary", "summary")],
     "plugins": [("name", "name"), ("source", "source"), ("status", "_status")],
     "commands": [("name", "name"), ("plugin", "plugin"), ("summary", "summary")],
@@ -82,6 +83,8 @@ def _row(kind: str, spec: Any) -> dict[str, Any]:
                    needs_embedding=spec.info.needs_embedding)
     elif kind == "models":
         row.update(num_classes=spec.num_classes, input_shape=list(spec.input_shape) if spec.input_shape else None)
+    elif kind == "model_sources":
+        row.update(requires=list(spec.requires), install=spec.install, missing=spec.missing())
     elif kind == "datasets":
         row.update(needs_root=spec.needs_root)
     elif kind == "checks":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -16,6 +17,7 @@ from torch import nn
 from .. import runtime
 from ..embedding import Head, apply_head
 from ..errors import CheckpointError, ModelCodeError, ModelSpecError, ModelTypeError, describe_exception
+from .sources import model_source
 
 if TYPE_CHECKING:
     from ..registry import Registry
@@ -387,7 +389,8 @@ def build_model(
     """Build a model from a SPEC and return it in eval mode on the CPU.
 
     ``spec``: a registered model name (``"resnet20"``, ``"lenet5-mnist"``, ...), a Python file and
-    factory ``"path/to/net.py:make_net"``, or an importable ``"package.module:factory"``.
+    factory ``"path/to/net.py:make_net"``, an importable ``"package.module:factory"``, or ``"PREFIX:REST"`` for
+    a registered model source (``"timm:resnet18"``; ``robustreg list model_sources``).
     ``weights``: a checkpoint loaded with :func:`load_checkpoint` (with the prediction head it records, if
     any: the model then returns that head's logits, e.g. ``s * cos(theta)``).  ``normalize``: ``(mean, std)``
     (or the string form of :func:`parse_normalize`) wraps the model as ``nn.Sequential(Normalize, model)``
@@ -405,7 +408,13 @@ def build_model(
         raise ValueError(f"model spec must be a non-empty string, got {spec!r}")
     spec = spec.strip()
     user_code = False
-    if ":" in spec or spec.endswith(".py"):
+    source = model_source(spec, registry)
+    if source is not None:
+        # a source that reads its own checkpoint layouts takes the weights; build_model then loads none
+        extra = {"weights": weights} if source[0].loads_weights else {}
+        weights = None if source[0].loads_weights else weights
+        factory = functools.partial(source[0].build, source[1], **extra)
+    elif ":" in spec or spec.endswith(".py"):
         factory, user_code = _factory_or_prefixed_name(spec, registry)
     else:
         factory = _lookup_model(spec, registry).factory
