@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from robustreg import Registry
-from robustreg.analysis.label_leaking import label_leaking, label_leaking_png, step_fgsm
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
 from robustreg.training import TrainConfig, Trainer
+from robustreg_plugins.cascade.analyses.label_leaking import label_leaking, label_leaking_png, step_fgsm
 
 EPS = [0.05, 0.1, 0.2, 0.3]
 # FGSM adversarial training with true labels, no random start, one fixed eps (label leaking's recipe)

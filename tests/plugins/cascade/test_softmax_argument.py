@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from robustreg import Registry, ThreatModel
-from robustreg.analysis.softmax_argument import softmax_argument
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
+from robustreg_plugins.cascade.analyses.softmax_argument import softmax_argument
 
 EPS = [0.0, 0.02, 0.1, 0.25]
 N = 40

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from robustreg import Registry, ThreatModel
-from robustreg.analysis.transfer import transfer, transfer_png
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.evaluation import evaluate
 from robustreg.models import build_model
 from robustreg.training import TrainConfig, Trainer
+from robustreg_plugins.cascade.analyses.transfer import transfer, transfer_png
 
 N = 90
 BATCH = 32  # several uneven batches, so that the property also checks the batching

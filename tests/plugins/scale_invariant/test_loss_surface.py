@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from robustreg import ThreatModel
-from robustreg.analysis.loss_surface import _pngs, loss_surface, random_sign_direction
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
+from robustreg_plugins.scale_invariant.analyses.loss_surface import _pngs, loss_surface, random_sign_direction
 
 N, GRID, SPAN = 12, 5, 2.0  # d1, d2 in {-2, -1, 0, 1, 2}: the clean point and the attack's point are on it
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from robustreg import embed
-from robustreg.analysis.logit_scale import ScaledLogits, logit_scale
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
+from robustreg_plugins.scale_invariant.analyses.logit_scale import ScaledLogits, logit_scale
 
 N, EPS, ALPHAS = 60, 0.1, (1e-3, 1.0, 1e3)
 ATTACKS = [("pgd", {"steps": 5}), ("si-pgd", {"steps": 5})]
