@@ -29,5 +29,6 @@ def robustreg_register_analyses(registrar) -> None:
     analyses.register(registrar)
 
 
+from .check import robustreg_register_checks  # noqa: E402, F401
 from .defenses import robustreg_register_defenses  # noqa: E402, F401
 from .remedy import robustreg_register_remedies  # noqa: E402, F401

@@ -46,13 +46,13 @@ _PARAM_COLUMNS = [("name", "name"), ("type", "type"), ("default", "default"), ("
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="?", metavar="KIND", help=f"one of {', '.join(LIST_KINDS)} (default attacks)")
     p.add_argument("pattern", nargs="?", metavar="PATTERN",
-                   help="fnmatch pattern on the name, e.g. 'art:*'; an exact attack or defense name shows "
+                   help="fnmatch pattern on the name, e.g. 'TOOLKIT:*'; an exact attack or defense name shows "
                         "its declared parameters")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--markdown", action="store_true", help="GitHub Markdown table")
     p.add_argument("--norm", choices=NORMS, help="attacks supporting this norm")
-    p.add_argument("--toolkit", help="attacks from this toolkit (native, or an adapter's prefix such as 'art')")
-    p.add_argument("--paper", help="attacks from this paper id (e.g. 000, 004)")
+    p.add_argument("--toolkit", help="attacks from this toolkit (native, or an adapter's prefix, the text before ':')")
+    p.add_argument("--paper", help="attacks from this paper id (the paper column of `robustreg list`)")
     p.add_argument("--kind", choices=("white-box", "score", "decision", "transfer"), help="attack kind")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustreg import crafting
 from robustreg.analysis import (
     AnalysisOutput,
     add_analysis_args,
@@ -33,7 +34,6 @@ from robustreg.analysis import (
     progress,
     record_inputs,
 )
-from robustreg.defense import crafting
 
 from .directions import DEFAULT_EPS, directions, input_gradient, perturb, random_signs, sign_eps
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import UsageError
+from robustreg import ModelState, ThreatModel, UsageError
 from robustreg.analysis import (
     AnalysisOutput,
     add_analysis_args,
@@ -43,11 +43,9 @@ from robustreg.analysis import (
     record_inputs,
 )
 from robustreg.analysis import progress as _progress
-from robustreg.attack import ModelState
 from robustreg.evaluation import EvalConfig, Mode, make_plan
 from robustreg.evaluation.checking import clean_correct, nonfinite_rows
 from robustreg.runtime import predict
-from robustreg.threat import ThreatModel
 
 NAME = "label-leaking"
 SUMMARY = "step_FGSM accuracy above clean accuracy: label leaking (paper 000 section 4.2)"

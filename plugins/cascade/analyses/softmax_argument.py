@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustreg import crafting
 from robustreg.analysis import (
     AnalysisOutput,
     add_analysis_args,
@@ -29,7 +30,6 @@ from robustreg.analysis import (
     progress,
     record_inputs,
 )
-from robustreg.defense import crafting
 
 from .directions import DEFAULT_EPS, DIRECTIONS, directions, perturb, random_signs, sign_eps
 

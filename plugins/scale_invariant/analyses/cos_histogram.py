@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustreg import UsageError
+from robustreg import UsageError, embed
 from robustreg.analysis import (
     AnalysisOutput,
     add_analysis_args,
@@ -41,7 +41,6 @@ from robustreg.analysis import (
     unique_names,
 )
 from robustreg.analysis import progress as _progress
-from robustreg.embedding import embed
 from robustreg.evaluation import EvalConfig, Mode, make_plan
 
 NAME = "cos-histogram"

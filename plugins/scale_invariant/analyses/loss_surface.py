@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustreg import UsageError
+from robustreg import Attack, ThreatModel, UsageError
 from robustreg.analysis import (
     AnalysisOutput,
     accuracy,
@@ -42,8 +42,6 @@ from robustreg.analysis import (
     progress,
     sample_losses,
 )
-from robustreg.attack import Attack
-from robustreg.threat import ThreatModel
 
 NAME = "loss-surface"
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustreg import UsageError
+from robustreg import Attack, UsageError
 from robustreg.analysis import (
     AnalysisOutput,
     accuracy,
@@ -45,7 +45,6 @@ from robustreg.analysis import (
     progress,
     sample_losses,
 )
-from robustreg.attack import Attack
 
 NAME = "weight-surface"
 
