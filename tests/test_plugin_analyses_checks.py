@@ -119,3 +119,35 @@ def test_the_check_runs_in_every_evaluation_and_reaches_report_json(extras_site,
                    "message": "only 30 points evaluated: the robust accuracy is +-18 points"}
     assert next(c for c in checks if c["name"] == "logit-scale")["status"] in ("ok", "warn")  # a plugin's, too
     assert "few-points" in capsys.readouterr().out  # the terminal summary names it, as it names the core's
+
+
+BROKEN = textwrap.dedent(
+    '''
+    import robustreg
+
+    @robustreg.hookimpl
+    def robustreg_register_checks(registrar):
+        registrar.add_check("half-done", lambda ctx: ("ok", "a check of a plugin that fails elsewhere"))
+
+    @robustreg.hookimpl
+    def robustreg_register_analyses(registrar):
+        registrar.add_analysis("not-runnable", configure=print, run="not a function")
+    '''
+)
+
+
+def test_a_plugin_whose_analysis_is_wrong_is_reported_and_leaves_nothing(extras_site, capsys):
+    site = extras_site / "site"
+    (site / "fake_broken_extras.py").write_text(BROKEN)
+    info = site / "robustreg_fakebrokenextras-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: robustreg-fakebrokenextras\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[robustreg]\nfakebroken = fake_broken_extras\n")
+    reg = Registry.create()
+    errors = dict(reg.load_errors)
+    assert "analysis 'not-runnable' of plugin 'fakebroken': run must be callable" in errors["fakebroken"]
+    assert "half-done" not in [spec.name for spec in reg.checks()]  # none of its entries, its check neither
+    assert reg.analysis("class-accuracy").plugin == "fakeextras"  # the other plugin is untouched
+    assert main(["list", "analyses"]) == 0
+    listed = capsys.readouterr().out
+    assert "class-accuracy" in listed and "not-runnable" not in listed

@@ -21,7 +21,7 @@ from .common import UsageError
 
 __all__ = ["LIST_KINDS", "configure", "run"]
 
-LIST_KINDS = ("attacks", "defenses", "models", "datasets", "plugins", "commands", "checks", "remedies")
+LIST_KINDS = ("attacks", "defenses", "models", "datasets", "plugins", "commands", "analyses", "checks", "remedies")
 _TERMINAL_CELL = 70  # the terminal table cuts longer cells; --markdown and --json never do
 
 _COLUMNS = {
@@ -36,6 +36,7 @@ _COLUMNS = {
     "datasets": [("name", "name"), ("needs-root", "needs_root"), ("plugin", "plugin"), ("summary", "summary")],
     "plugins": [("name", "name"), ("source", "source"), ("status", "_status")],
     "commands": [("name", "name"), ("plugin", "plugin"), ("summary", "summary")],
+    "analyses": [("name", "name"), ("plugin", "plugin"), ("torchrun-shared", "distributed"), ("summary", "summary")],
     "checks": [("name", "name"), ("plugin", "plugin"), ("doc", "doc")],
     "remedies": [("name", "name"), ("answers", "answers"), ("plugin", "plugin"), ("summary", "summary")],
 }
@@ -84,6 +85,8 @@ def _row(kind: str, spec: Any) -> dict[str, Any]:
         row.update(num_classes=spec.num_classes, input_shape=list(spec.input_shape) if spec.input_shape else None)
     elif kind == "datasets":
         row.update(needs_root=spec.needs_root)
+    elif kind == "analyses":
+        row.update(distributed=spec.distributed)
     elif kind == "checks":
         row.update(doc=spec.doc)
     elif kind == "remedies":
