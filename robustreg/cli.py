@@ -57,6 +57,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     specs = sorted(registry.entries("commands").values(), key=lambda spec: spec.plugin not in CORE_PLUGINS)
     for spec in specs:
         p = sub.add_parser(spec.name, help=spec.summary)
+        p.set_defaults(registry=registry)  # a command whose arguments depend on the registry reads it here
         spec.configure(p)
         p.set_defaults(func=spec.run)
     return parser

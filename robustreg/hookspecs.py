@@ -91,6 +91,18 @@ def robustreg_register_commands(registrar: Registrar) -> None:
 
 
 @hookspec
+def robustreg_register_analyses(registrar: Registrar) -> None:
+    """Add ``robustreg analyze`` subcommands with ``registrar.add_analysis(name, configure, run, summary=...)``.
+
+    ``configure(parser)`` adds the analysis's arguments (the shared model, data, attack and run arguments
+    with :func:`robustreg.analysis.add_analysis_args`); ``run(args)`` computes it and returns a
+    :class:`robustreg.analysis.AnalysisOutput` (report.json, report.md, PNGs), which ``robustreg analyze``
+    writes atomically to ``--out``.  The core registers none: every analysis is a plugin's.  Called once
+    per registry build; the return value is ignored.
+    """
+
+
+@hookspec
 def robustreg_register_checks(registrar: Registrar) -> None:
     """Register automatic checks of an evaluation with ``registrar.add_check(name, check, doc=...)``.
 

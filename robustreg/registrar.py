@@ -17,6 +17,7 @@ from .defense import Defense, DefenseInfo
 from .params import ParamSet
 from .plugin_api import PLUGIN_API
 from .specs import (
+    AnalysisSpec,
     AttackSpec,
     CheckSpec,
     CommandSpec,
@@ -32,6 +33,11 @@ from .specs import (
 __all__ = ["DuplicateNameError", "PluginLoadError", "Registrar", "RegistryError", "UnknownNameError"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*(:[a-z0-9][a-z0-9_.-]*)?$")
+
+
+def singular(kind: str) -> str:
+    """``"attacks"`` -> ``"attack"``, ``"analyses"`` -> ``"analysis"`` (for messages)."""
+    return kind[:-2] + "is" if kind.endswith("ses") else kind[:-1]
 
 
 class RegistryError(Exception):
@@ -88,11 +94,11 @@ class Registrar:
     def _add(self, kind: str, spec: Any) -> None:
         if not isinstance(spec.name, str) or not _NAME.match(spec.name):
             raise ValueError(
-                f"{kind[:-1]} name must be lower-case letters, digits, '-', '_' or '.', optionally "
+                f"{singular(kind)} name must be lower-case letters, digits, '-', '_' or '.', optionally "
                 f"prefixed 'toolkit:', got {spec.name!r} (plugin {self.plugin!r})"
             )
         if spec.name in self._sink[kind]:
-            raise DuplicateNameError(f"plugin {self.plugin!r} registers {kind[:-1]} {spec.name!r} twice")
+            raise DuplicateNameError(f"plugin {self.plugin!r} registers {singular(kind)} {spec.name!r} twice")
         self._sink[kind][spec.name] = spec
 
     def _check_class(self, kind: str, name: str, factory: Any, base: type) -> None:
@@ -210,6 +216,18 @@ class Registrar:
     ) -> None:
         """Register a ``robustreg NAME`` subcommand: ``configure(parser)`` then ``run(args) -> int``."""
         self._add("commands", CommandSpec(name, configure, run, self.plugin, help))
+
+    def add_analysis(self, name: str, configure: Callable[[Any], None], run: Callable[[Any], Any], *,
+                     summary: str = "", distributed: bool = False) -> None:
+        """Register ``robustreg analyze NAME``: ``configure(parser)`` adds its arguments (the shared ones with
+        :func:`robustreg.analysis.add_analysis_args`), ``run(args)`` returns a
+        :class:`robustreg.analysis.AnalysisOutput`, which the command writes to ``--out``.  ``distributed``:
+        ``run`` shares its work over torchrun's ranks itself (otherwise several ranks are refused)."""
+        for what, value in (("configure", configure), ("run", run)):
+            if not callable(value):
+                raise TypeError(f"analysis {name!r} of plugin {self.plugin!r}: {what} must be callable, got {value!r}")
+        self._add("analyses", AnalysisSpec(name, configure, run, self.plugin, summary_of(run, summary or None),
+                                           bool(distributed)))
 
     def add_check(self, name: str, check: Callable[[Any], tuple[str, str]], *, doc: str = "",
                   summary: str | None = None) -> None:

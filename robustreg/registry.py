@@ -27,8 +27,9 @@ from .attack import Attack
 from .defense import Defense
 from .errors import close_matches
 from .params import canonical_names
-from .registrar import DuplicateNameError, PluginLoadError, Registrar, RegistryError, UnknownNameError
+from .registrar import DuplicateNameError, PluginLoadError, Registrar, RegistryError, UnknownNameError, singular
 from .specs import (
+    AnalysisSpec,
     AttackSpec,
     CheckSpec,
     CommandSpec,
@@ -43,6 +44,7 @@ from .threat import ThreatModel
 __all__ = [
     "ENTRY_POINT_GROUP",
     "DISABLE_ENV",
+    "AnalysisSpec",
     "AttackSpec",
     "CheckSpec",
     "CommandSpec",
@@ -65,7 +67,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "robustreg"
 DISABLE_ENV = "ROBUSTREG_DISABLE_PLUGINS"
 CORE_PLUGINS = ("robustreg.models", "robustreg.data", "robustreg.checks", "robustreg.commands")
-KINDS = ("attacks", "defenses", "models", "model_sources", "datasets", "commands", "checks", "remedies")
+KINDS = ("attacks", "defenses", "models", "model_sources", "datasets", "commands", "analyses", "checks", "remedies")
 
 
 def disabled_from_env(environ: Mapping[str, str] | None = None) -> set[str]:
@@ -220,7 +222,7 @@ class Registry:
         if existing is not None:
             culprit = spec.plugin if spec.plugin not in builtin or existing.plugin in builtin else existing.plugin
             raise DuplicateNameError(
-                f"{kind[:-1]} {spec.name!r} is registered by both plugin {existing.plugin!r} and plugin "
+                f"{singular(kind)} {spec.name!r} is registered by both plugin {existing.plugin!r} and plugin "
                 f"{spec.plugin!r}; disable one with {DISABLE_ENV}={culprit}"
             )
         self._entries[kind][spec.name] = spec
@@ -247,7 +249,7 @@ class Registry:
         close += [n for n in entries if n.split(":")[-1].lower() == name.lower() and n not in close]
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownNameError(
-            f"unknown {kind[:-1]} {name!r}{hint} (`robustreg list {kind}` shows all {len(entries)})"
+            f"unknown {singular(kind)} {name!r}{hint} (`robustreg list {kind}` shows all {len(entries)})"
         )
 
     def attack(self, name: str) -> AttackSpec:
@@ -264,6 +266,13 @@ class Registry:
 
     def dataset(self, name: str) -> DatasetSpec:
         return self._get("datasets", name)
+
+    def analysis(self, name: str) -> AnalysisSpec:
+        return self._get("analyses", name)
+
+    def analyses(self) -> builtins.list[AnalysisSpec]:
+        """The registered analyses, in registration order (``robustreg analyze --help``)."""
+        return list(self._entries["analyses"].values())
 
     def check(self, name: str) -> CheckSpec:
         return self._get("checks", name)

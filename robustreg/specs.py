@@ -146,6 +146,20 @@ class CommandSpec:
 
 
 @dataclass(frozen=True)
+class AnalysisSpec:
+    """A registered analysis, the subcommand ``robustreg analyze NAME``: ``configure(parser)`` adds its
+    arguments, ``run(args)`` computes it and returns a :class:`robustreg.analysis.AnalysisOutput`.
+    ``distributed``: under torchrun it shares its work over the ranks itself (the others run in one process)."""
+
+    name: str
+    configure: Callable[[Any], None]
+    run: Callable[[Any], Any]
+    plugin: str
+    summary: str = ""
+    distributed: bool = False
+
+
+@dataclass(frozen=True)
 class CheckSpec:
     """A registered automatic check: ``check(ctx) -> (status, message)``; ``doc``: where its explanation
     is (a URL or ``path#anchor``)."""

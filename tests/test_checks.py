@@ -12,13 +12,22 @@ import torch.nn.functional as F
 from torch import nn
 
 import robustreg
-from robustreg.checks import CHECKS, CellView, CheckContext, CheckResult, check_names, run_checks, traced_ascent
+from robustreg.checks import CellView, CheckContext, CheckResult, check_names, registered, traced_ascent
+from robustreg.checks import run_checks as run_checks_of
 from robustreg.checks.context import paired_noise
 from robustreg.testing import tiny_model
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "checks.md"
+# the installed checks: the core's, then the plugins' (the scale-invariant plugin's logit-scale)
+INSTALLED = registered(robustreg.Registry.create().checks())
+CHECKS = tuple(name for name, _, _ in INSTALLED)
 MODEL_CHECKS = ("softmax-output", "randomized-model", "zero-gradients", "nan-logits", "logit-scale",
                 "unbounded-attack")
+
+
+def run_checks(ctx: CheckContext, **kw) -> list[CheckResult]:
+    """Every installed check, as an evaluation runs them."""
+    return run_checks_of(ctx, checks=INSTALLED, **kw)
 
 
 def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -308,8 +317,9 @@ def test_results_order_json_and_doc_anchors():
 def test_unknown_check_name_has_close_matches():
     with pytest.raises(ValueError, match=r"unknown check 'zero-gradient'; did you mean 'zero-gradients'\?"):
         check_names(["zero-gradient"])
-    assert check_names(["logit-scale"]) == {"logit-scale"}
-    assert check_names("logit-scale") == {"logit-scale"}  # one name, not its letters
+    assert check_names(["zero-gradients"]) == {"zero-gradients"}
+    assert check_names("zero-gradients") == {"zero-gradients"}  # one name, not its letters
+    assert check_names(["logit-scale"], CHECKS) == {"logit-scale"}  # a plugin's, among the installed ones
 
 
 def test_a_check_that_raises_is_skipped_with_its_error():

@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustreg import ThreatModel
-from robustreg.checks import CHECKS
+from robustreg import Registry, ThreatModel
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.evaluation import evaluate
@@ -20,6 +19,8 @@ from robustreg.models import build_model
 from robustreg.report import checks_block, render_markdown
 
 N, EPS = 100, 0.1
+# the installed checks, in the order a report lists them: the core's, then the plugins' (logit-scale)
+CHECKS = tuple(spec.name for spec in Registry.create().checks())
 PGD = ("pgd", {"steps": 10})
 
 
@@ -101,7 +102,7 @@ def test_nan_on_some_inputs_is_never_correct(cnn, digits):
 def test_every_report_has_checks_deterministic_and_rendered(cnn, digits, tmp_path):
     first = run(cnn, digits, ["fgsm", PGD], out=tmp_path / "a", mode="independent")
     second = run(cnn, digits, ["fgsm", PGD], out=tmp_path / "b", mode="independent")
-    assert [c["name"] for c in first["checks"]] == list(CHECKS)
+    assert [c["name"] for c in first["checks"]] == list(CHECKS) and "logit-scale" in CHECKS
     assert all(set(c) == {"name", "status", "message", "doc"} for c in first["checks"])
     assert first["checks"] == second["checks"]  # same seed, same list
     assert json.loads((tmp_path / "a" / "report.json").read_text())["checks"] == first["checks"]

@@ -90,13 +90,13 @@ def evaluate_samples(model: Any, x: Any, y: Any, attacks: list[Any], eps: Any, s
     import torch
     from _verdict import bits
 
-    from robustreg import evaluate
-    from robustreg.checks import CHECKS
+    from robustreg import Registry, evaluate
 
+    every_check = tuple(spec.name for spec in Registry.create().checks())  # the core's and the plugins'
     with tempfile.TemporaryDirectory() as tmp:
         state_path = Path(tmp) / "state.pt"
         report = evaluate(model, (x, y), attacks, eps, seed=seed, mode=mode, device=device, progress=False,
-                          no_check=() if checks else CHECKS, state_path=state_path, keep_state=True)
+                          no_check=() if checks else every_check, state_path=state_path, keep_state=True)
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     clean = state["clean_correct"].bool()
     samples, standing = {"clean": bits(clean)}, clean.clone()

@@ -123,7 +123,7 @@ def grouped_bars(series: dict[str, list[float]], ticks: list[str], title: str, y
                  size: tuple[float, float], errors: dict[str, list[float]] | None = None,
                  tick_size: float | None = None) -> bytes:
     """A PNG of one :func:`draw_bars` panel."""
-    from robustreg.analysis.common import figure, figure_png
+    from robustreg.analysis import figure, figure_png
 
     fig = figure(*size)
     draw_bars(fig.subplots(), series, ticks, title, ylabel, errors=errors, tick_size=tick_size)

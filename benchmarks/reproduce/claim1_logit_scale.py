@@ -4,8 +4,8 @@ Paper 004 (Xu et al., "Scale-Invariant Adversarial Attack for Evaluating and Enh
 Defenses", 2022, arXiv:2201.12527), Fig. 1: a TRADES model whose logits are multiplied by alpha in
 1e-3 .. 1e3; PGD's accuracy "changes obviously", SI-PGD's is "stable".  Here on the real robust
 checkpoints: the PGD-trained LeNet-5 on MNIST at eps 0.3 and resnet4b on the first CIFAR-10 test images at
-2/255 and 8/255, through :func:`robustreg.analysis.logit_scale.logit_scale` (same seed at every alpha,
-independent mode).
+2/255 and 8/255, through :func:`robustreg_plugins.scale_invariant.analyses.logit_scale.logit_scale` (same seed
+at every alpha, independent mode).
 
     OMP_NUM_THREADS=1 python benchmarks/reproduce/claim1_logit_scale.py --n 100 \
         --reuse benchmarks/results/analyses
@@ -70,10 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_fresh(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One evaluation per alpha of :class:`~robustreg.analysis.logit_scale.ScaledLogits` (what the logit-scale
-    analysis runs), with the per-sample results kept (``samples``: ``"<attack>@<eps*255>@<alpha>"`` -> bits)."""
+    """One evaluation per alpha of :class:`~robustreg_plugins.scale_invariant.analyses.logit_scale.ScaledLogits`
+    (what the logit-scale analysis runs), with the per-sample results kept (``samples``:
+    ``"<attack>@<eps*255>@<alpha>"`` -> bits)."""
     from robustreg import build_model, load_data
-    from robustreg.analysis.logit_scale import ScaledLogits
+    from robustreg_plugins.scale_invariant.analyses.logit_scale import ScaledLogits
 
     spec, weights, data_spec, eps, _ = SETTINGS[name]
     model = build_model(spec, weights=str(SHARED / "models" / weights)).eval()
@@ -221,7 +222,7 @@ def render(runs: list[dict[str, Any]], args: argparse.Namespace, result: str, no
 
 
 def plot(runs: list[dict[str, Any]]) -> bytes:
-    from robustreg.analysis.common import figure, figure_png
+    from robustreg.analysis import figure, figure_png
 
     panels = [(run, e) for run in runs for e in run["eps"]]
     fig = figure(4.2 * len(panels), 3.8)

@@ -15,9 +15,9 @@ Embedding", ICLR 2018, arXiv:1708.02582), CIFAR-10, ResNet-20:
 Here at digits scale, the recipe of claim 3 (:mod:`claim3_table1_mnist`, LeNet-5 on digits28, 250 iterations,
 step_ll, max_e 32/255, whose training folders are shared): seeds 0 and 1 are the two initialisations (B1 / K1 /
 P1 = seed 0, B2 / K2 / P2 = seed 1; a seed fixes the initial weights and the data order), the transfer matrix
-among the six by ``robustreg.analysis.transfer`` (step_FGSM, iter_ll, iter_FGSM at eps 16/255 and 32/255), read
-in both directions (1 -> 2 and 2 -> 1).  Then a cascade store of iter_FGSM images of the digits28 train split
-crafted by P2 (eps 1..32 of 255, the training's max_e, as the paper's 1..16 is its max_e), and Kurakin's and
+among the six by ``robustreg_plugins.cascade.analyses.transfer`` (step_FGSM, iter_ll, iter_FGSM at eps 16/255 and
+32/255), read in both directions (1 -> 2 and 2 -> 1).  Then a cascade store of iter_FGSM images of the digits28
+train split crafted by P2 (eps 1..32 of 255, the training's max_e, as the paper's 1..16 is its max_e), and Kurakin's and
 pivot cascade training (``cascade``, distance None / pivot) from two initialisations other than the source's
 (seeds 0 and 2), against the same trainings without the store, white-box.
 
@@ -147,7 +147,7 @@ def train_cascade(distance: str | None, seed: int, store: Path, digest: str, arg
 # --- part 1: the transfer matrix -----------------------------------------------------------------------
 def transfer_part(args: argparse.Namespace, x: Any, y: Any) -> dict[str, Any]:
     from robustreg import build_model
-    from robustreg.analysis.transfer import transfer
+    from robustreg_plugins.cascade.analyses.transfer import transfer
 
     models = {}
     for seed in _seeds(args.transfer_seeds):
@@ -314,7 +314,8 @@ def render(report: dict[str, Any], gaps: list[dict[str, Any]], rows: list[dict[s
         "targets; the digit is the initialisation (training seed "
         f"{args.transfer_seeds}: our 0 and 1 are the paper's 1 and 2, so our P1 is its P2); **bold**: white-box. "
         "Entry = fraction of all n test images the target gets right "
-        "both clean and on the source's adversarial example (`robustreg.analysis.transfer`). Clean accuracy: "
+        "both clean and on the source's adversarial example (`robustreg_plugins.cascade.analyses.transfer`). "
+        "Clean accuracy: "
         + ", ".join(f"{t} {pct(v)}" for t, v in report["clean_accuracy"]["targets"].items()) + ".\n\n"
         + "\n\n".join(blocks),
         "## Same strategy vs other strategy (black-box, the other initialisation's sources only)\n\n"
@@ -358,7 +359,7 @@ def render(report: dict[str, Any], gaps: list[dict[str, Any]], rows: list[dict[s
 
 
 def plot(gaps: list[dict[str, Any]], gains: list[dict[str, Any]]) -> bytes:
-    from robustreg.analysis.common import figure, figure_png
+    from robustreg.analysis import figure, figure_png
 
     fig = figure(9.0, 3.6)
     left, right = fig.subplots(1, 2)

@@ -181,7 +181,7 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
 
 
 def plot(rows: list[dict[str, Any]], columns: list[str]) -> bytes:
-    from robustreg.analysis.common import figure, figure_png
+    from robustreg.analysis import figure, figure_png
 
     summary = summarise(rows, columns)
     attacks = columns[1:]

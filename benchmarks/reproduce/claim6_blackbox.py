@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def plot(mean: dict[str, dict[str, float]]) -> bytes:
-    from robustreg.analysis.common import figure, figure_png
+    from robustreg.analysis import figure, figure_png
 
     fig = figure(7.0, 3.6)
     axes = fig.subplots(1, 2)

@@ -1,6 +1,7 @@
 """Paper 000 (Na et al., "Cascade Adversarial Machine Learning Regularized with a Unified Embedding",
 2018, arXiv:1708.02582): the attacks step_ll, step_FGSM, iter_FGSM, iter_ll; the defenses kurakin,
-bidirectional, pivot and cascade; the ``cascade-store`` command.
+bidirectional, pivot and cascade; the ``cascade-store`` command; the paper's four analyses
+(:mod:`.analyses`: transfer, gradient-correlation, softmax-argument, label-leaking).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "StepLL",
     "build_cascade_store",
     "load_cascade_store",
+    "robustreg_register_analyses",
     "robustreg_register_attacks",
     "robustreg_register_commands",
     "robustreg_register_defenses",
@@ -49,3 +51,11 @@ def robustreg_register_commands(registrar) -> None:
     """Register the ``cascade-store`` command."""
     registrar.add_command("cascade-store", command.configure, command.run,
                           help="craft iter_FGSM images of a source network once and save them for cascade training")
+
+
+@robustreg.hookimpl
+def robustreg_register_analyses(registrar) -> None:
+    """Register transfer, gradient-correlation, softmax-argument and label-leaking."""
+    from . import analyses  # imported when the registry is built, not with the attacks' module
+
+    analyses.register(registrar)

@@ -1,16 +1,48 @@
-"""The papers' analyses, on any classifier and any registered attack.
+"""The analysis machinery: what every ``robustreg analyze NAME`` shares, and no analysis of its own.
 
-Each analysis is a module of this package with a function that computes it (the Python API) and an
-:class:`Analysis` entry in :data:`ANALYSES` that ``robustreg analyze NAME`` runs: its ``configure``
-adds the analysis's arguments, its ``run`` returns an :class:`AnalysisOutput` -- report.json (the
-source of truth), report.md and PNGs -- which the command writes atomically to ``--out``.
+A plugin registers an analysis in ``robustreg_register_analyses`` with ``registrar.add_analysis(name,
+configure, run, summary=...)``: its ``configure`` adds the analysis's arguments (the shared ones with
+:func:`add_analysis_args`), its ``run`` returns an :class:`AnalysisOutput` -- report.json (the source of
+truth), report.md and PNGs -- which the command writes atomically to ``--out`` (:func:`write_analysis`).
+The helpers here (loading the models and the data, the attacks by name, figures, tables) are the plugins'
+public kit.
 """
 
 from __future__ import annotations
 
-from .common import ANALYSES, Analysis, AnalysisOutput, figure_png, register_analysis, write_analysis
+from .cli import (
+    ModelArg,
+    add_analysis_args,
+    analysis_eps,
+    attack_names,
+    attack_params,
+    load_model_and_data,
+    load_model_arg,
+    load_models,
+    model_list,
+    one_attack,
+    parse_model_arg,
+    record_inputs,
+    samples,
+    unique_names,
+)
+from .common import (
+    AnalysisOutput,
+    accuracy,
+    craft_batched,
+    figure,
+    figure_png,
+    finite,
+    json_params,
+    labelled_models,
+    markdown_table,
+    progress,
+    sample_losses,
+    write_analysis,
+)
 
-__all__ = ["ANALYSES", "Analysis", "AnalysisOutput", "figure_png", "register_analysis", "write_analysis"]
-
-# the analyses register themselves on import (the order of ``robustreg analyze --help``)
-from . import _registered  # noqa: F401
+__all__ = ["AnalysisOutput", "ModelArg", "accuracy", "add_analysis_args", "analysis_eps", "attack_names",
+           "attack_params", "craft_batched", "figure", "figure_png", "finite", "json_params", "labelled_models",
+           "load_model_and_data", "load_model_arg", "load_models", "markdown_table", "model_list", "one_attack",
+           "parse_model_arg", "progress", "record_inputs", "sample_losses", "samples", "unique_names",
+           "write_analysis"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ from ..commands.common import (
 from ..runtime import resolve_device
 from ..threat import NORMS
 
-__all__ = ["add_analysis_args", "analysis_eps", "attack_names", "attack_params", "load_model_and_data",
-           "load_models", "model_list", "one_attack", "record_inputs", "samples"]
+__all__ = ["ModelArg", "add_analysis_args", "analysis_eps", "attack_names", "attack_params", "load_model_and_data",
+           "load_model_arg", "load_models", "model_list", "one_attack", "parse_model_arg", "record_inputs", "samples",
+           "unique_names"]
 
 
 def add_analysis_args(p: argparse.ArgumentParser, *, model: bool | str = True, attacks: str | None = "--attacks",
@@ -227,3 +229,51 @@ def one_attack(args: argparse.Namespace, analysis: str, flag: str = "--attacks")
         return name, args.registry.build_attack(name, ThreatModel(args.norm, eps[0]), **params)
     except ValueError as exc:
         raise UsageError(f"{flag} {name!r} at --eps {args.eps!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ModelArg:
+    """One ``SPEC[@WEIGHTS]`` value: the model spec, its checkpoint (or None) and the text as given."""
+
+    spec: str
+    weights: str | None
+    text: str
+
+    @property
+    def name(self) -> str:
+        """The model's short name in tables: the checkpoint's file stem, else the spec."""
+        return Path(self.weights).stem if self.weights else self.spec
+
+
+def parse_model_arg(text: str, flag: str) -> ModelArg:
+    """``SPEC[@WEIGHTS]`` (a registered model, file.py:factory or pkg.mod:factory; a checkpoint path)."""
+    spec, at, weights = text.strip().partition("@")
+    if not spec or (at and not weights):
+        raise UsageError(f"{flag} {text!r}: must be SPEC or SPEC@WEIGHTS (a model spec, then a checkpoint path)")
+    if weights and not Path(weights).is_file():
+        raise UsageError(f"{flag} {text!r}: weights file {weights!r} does not exist")
+    return ModelArg(spec, weights or None, text.strip())
+
+
+def load_model_arg(args: argparse.Namespace, model: ModelArg,
+                   flag: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """(model, x, y) of one ``SPEC[@WEIGHTS]`` (:func:`load_model_and_data`), its errors
+    naming ``flag``."""
+    try:
+        return load_model_and_data(args, model.spec, model.weights, flag=flag)
+    except UsageError as exc:
+        if str(exc).startswith(("--n ", "--data ", "--batch-size ", "--device ")):
+            raise
+        raise UsageError(f"{flag} {model.text!r}: {exc}") from None
+
+
+def unique_names(models: Sequence[ModelArg]) -> list[str]:
+    """Short names, made distinct with "#2", "#3" where two differ only in their folder."""
+    names: list[str] = []
+    for m in models:
+        name, k = m.name, 1
+        while name in names:
+            k += 1
+            name = f"{m.name}#{k}"
+        names.append(name)
+    return names

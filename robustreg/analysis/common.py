@@ -1,10 +1,9 @@
-"""What every analysis shares: its entry in :data:`ANALYSES`, its output, PNG rendering and batched helpers.
+"""What every analysis shares: its output, PNG rendering and batched helpers.
 
-An analysis module defines a function computing the analysis (the API, returning report.json's dict),
-then registers its command side::
+An analysis module (a plugin's) defines a function computing the analysis (the API, returning report.json's
+dict), and its plugin registers the command side in ``robustreg_register_analyses``::
 
-    register_analysis(Analysis("logit-scale", "robust accuracy vs a scale of the logits (paper 004 Fig. 1)",
-                               configure, run))
+    registrar.add_analysis("my-analysis", configure, run, summary="what it shows")
 
 ``configure(parser)`` adds its arguments (the shared ones: :func:`add_analysis_args`); ``run(args)``
 returns an :class:`AnalysisOutput`, which ``robustreg analyze`` writes with :func:`write_analysis`.
@@ -12,7 +11,6 @@ returns an :class:`AnalysisOutput`, which ``robustreg analyze`` writes with :fun
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,8 +27,8 @@ from ..files import write_set_atomic
 from ..runtime import predict
 from ..tables import format_table
 
-__all__ = ["ANALYSES", "Analysis", "AnalysisOutput", "accuracy", "craft_batched", "figure", "figure_png", "finite",
-           "json_params", "labelled_models", "markdown_table", "progress", "register_analysis", "sample_losses",
+__all__ = ["AnalysisOutput", "accuracy", "craft_batched", "figure", "figure_png", "finite",
+           "json_params", "labelled_models", "markdown_table", "progress", "sample_losses",
            "write_analysis"]
 
 T = TypeVar("T")
@@ -44,27 +42,6 @@ class AnalysisOutput:
     report: dict[str, Any]
     markdown: str
     pngs: dict[str, bytes] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """``robustreg analyze NAME``: ``configure(parser)`` adds its arguments, ``run(args)`` computes it."""
-
-    name: str
-    summary: str
-    configure: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], AnalysisOutput]
-
-
-ANALYSES: dict[str, Analysis] = {}
-
-
-def register_analysis(analysis: Analysis) -> Analysis:
-    """Add ``analysis`` to :data:`ANALYSES` (a second one of the same name is a bug)."""
-    if analysis.name in ANALYSES:
-        raise ValueError(f"analysis {analysis.name!r} is registered twice")
-    ANALYSES[analysis.name] = analysis
-    return analysis
 
 
 def finite(value: float) -> float | None:

@@ -2,10 +2,11 @@
 
 After the cells (attack x eps) have run, :func:`run_checks` looks at what the evaluation already has
 (a :class:`CheckContext`: the model, the points, their clean logits, a :class:`CellView` per cell) and
-returns one :class:`CheckResult` per check, in the fixed order of :data:`CHECKS`.  Checks that need the
-model again run it on a small seeded subsample only.  A check is ``"ok"``, ``"warn"`` (read its doc
-section) or ``"skipped"`` (disabled, nothing to look at, or it raised: the report never crashes).
-Each result links to its section of ``docs/checks.md``.
+returns one :class:`CheckResult` per registered check: the core's (:data:`CHECKS`), then the plugins' (e.g.
+the scale-invariant plugin's ``logit-scale``), in registration order.  Checks that need the model again run
+it on a small seeded subsample only (with :mod:`.kit`'s pieces, which plugins' checks share).  A check is
+``"ok"``, ``"warn"`` (read its doc section) or ``"skipped"`` (disabled, nothing to look at, or it raised:
+the report never crashes).  Each result links to its section of ``docs/checks.md``.
 
 Attacks can feed three checks through :attr:`AttackResult.extras`: ``"loss_trace"`` (per sample, the
 attack's loss at the start and after each step) and ``"ever_broken"`` (per sample: misclassified at
@@ -38,9 +39,9 @@ from .cells import (
     check_silent_success,
 )
 from .classes import check_more_outputs_than_classes
-from .context import DOC, STATUSES, CellView, CheckContext, CheckResult, CheckWarning, Outcome
+from .context import DOC, STATUSES, CellView, CheckContext, CheckResult, CheckWarning, Outcome, paired_noise, pct
+from .kit import PIECE, Objective, ce_loss, dlr_loss, largest_eps, quiet_model, standing_after_pgd
 from .model import (
-    check_logit_scale,
     check_nan_logits,
     check_randomized_model,
     check_softmax_output,
@@ -53,8 +54,10 @@ if TYPE_CHECKING:
     from ..registrar import Registrar
     from ..specs import CheckSpec
 
-__all__ = ["CHECKS", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Checks", "Trace",
-           "check_names", "registered", "robustreg_register_checks", "run_checks", "traced_ascent", "warn_checks"]
+__all__ = ["CHECKS", "DOC", "PIECE", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Checks",
+           "Objective", "Outcome", "Trace", "ce_loss", "check_names", "dlr_loss", "largest_eps", "paired_noise", "pct",
+           "quiet_model", "registered", "robustreg_register_checks", "run_checks", "standing_after_pgd",
+           "traced_ascent", "warn_checks"]
 
 
 # --- running them --------------------------------------------------------------------------------
@@ -63,7 +66,6 @@ _REGISTRY: tuple[tuple[str, Callable[[CheckContext], Outcome]], ...] = (
     ("randomized-model", check_randomized_model),
     ("zero-gradients", check_zero_gradients),
     ("nan-logits", check_nan_logits),
-    ("logit-scale", check_logit_scale),
     ("black-box-beats-white-box", check_black_box_beats_white_box),
     ("iterative-beats-single-step", check_iterative_beats_single_step),
     ("eps-monotonic", check_eps_monotonic),
@@ -73,7 +75,7 @@ _REGISTRY: tuple[tuple[str, Callable[[CheckContext], Outcome]], ...] = (
     ("attack-flags", check_attack_flags),
     ("more-outputs-than-classes", check_more_outputs_than_classes),
 )
-#: every check's name, in the order :func:`run_checks` runs them
+#: the core's checks, in the order :func:`run_checks` runs them (a plugin's come after, from the registry)
 CHECKS = tuple(name for name, _ in _REGISTRY)
 
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from ..hookspecs import hookimpl
 from . import analyze, compare, evaluate, listing
-from . import curve as curve_command
 from . import train as train_command
 from .common import (
     DEFAULT_OUT,
@@ -59,4 +58,3 @@ def robustreg_register_commands(registrar: Registrar) -> None:
     registrar.add_command("compare", compare.configure, compare.run, help=compare.HELP)
     registrar.add_command("train", _configure_train, train_command.run, help=train_command.HELP)
     registrar.add_command("analyze", analyze.configure, analyze.run, help=analyze.HELP)
-    registrar.add_command("curve", curve_command.configure, curve_command.run, help=curve_command.HELP)

@@ -1,11 +1,11 @@
-"""``robustreg analyze NAME``: the papers' analyses (:mod:`robustreg.analysis`) on any model.
+"""``robustreg analyze NAME``: the analyses the installed plugins registered, on any model.
 
-Each registered :class:`robustreg.analysis.Analysis` is a sub-command; its report (report.json, report.md,
-PNGs) is written atomically to ``--out`` (default ``robustreg-out/analyze-NAME``).
+Each analysis registered through ``robustreg_register_analyses`` is a sub-command; its report (report.json,
+report.md, PNGs) is written atomically to ``--out`` (default ``robustreg-out/analyze-NAME``).
 
-Under torchrun (``WORLD_SIZE`` and ``RANK`` set), ``analyze transfer`` shares its crafting batches over the
-ranks (:func:`robustreg.analysis.transfer.transfer` with ``distributed=True``) and rank 0 alone probes
-``--out``, writes the report and prints; the other analyses run in one process (several ranks: refused).
+Under torchrun (``WORLD_SIZE`` and ``RANK`` set), an analysis registered with ``distributed=True`` shares its
+work over the ranks itself and rank 0 alone probes ``--out``, writes the report and prints; the other analyses
+run in one process (several ranks: refused).
 """
 
 from __future__ import annotations
@@ -14,41 +14,53 @@ import argparse
 import os
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import DEFAULT_OUT, UsageError, start_over_hint
 
+if TYPE_CHECKING:
+    from ..registry import Registry
+
 __all__ = ["HELP", "configure", "run"]
 
-HELP = "the papers' analyses (transfer, gradient correlation, logit scale, loss surfaces, ...) on any model"
-SHARDED = ("transfer",)  # the analyses that share their work over torchrun ranks
+HELP = "the analyses the installed plugins registered (`robustreg analyze --help`), on any model"
+
+
+def _registry(p: argparse.ArgumentParser) -> Registry:
+    """The registry ``robustreg.cli.build_parser`` put into the command's defaults (else the installed one)."""
+    from ..registry import Registry
+
+    registry = p.get_default("registry")
+    return registry if isinstance(registry, Registry) else Registry.create()
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from ..analysis import ANALYSES
-
     sub = p.add_subparsers(dest="analysis", metavar="ANALYSIS", parser_class=type(p))
-    for analysis in ANALYSES.values():
+    for analysis in _registry(p).analyses():
         q = sub.add_parser(analysis.name, help=analysis.summary, description=analysis.summary)
         analysis.configure(q)
         q.set_defaults(on_interrupt=start_over_hint)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import ANALYSES, write_analysis
+    from ..analysis import write_analysis
     from ..evaluation.distributed import env_world_size, torchrun_env
     from .outputs import output_folders
 
+    analyses = args.registry.analyses()
     if args.analysis is None:
-        raise UsageError(f"analyze needs an analysis: one of {', '.join(ANALYSES)}")
-    if torchrun_env() and env_world_size() > 1 and args.analysis not in SHARDED:
-        raise UsageError(f"analyze {args.analysis} runs in one process (under torchrun only "
-                         f"{', '.join(f'analyze {name}' for name in SHARDED)} shares its work over the ranks); "
-                         f"got WORLD_SIZE={env_world_size()}")
+        names = ", ".join(a.name for a in analyses) or "none installed"
+        raise UsageError(f"analyze needs an analysis: one of {names}")
+    spec = args.registry.analysis(args.analysis)
+    if torchrun_env() and env_world_size() > 1 and not spec.distributed:
+        shared = ", ".join(f"analyze {a.name}" for a in analyses if a.distributed) or "no analysis"
+        raise UsageError(f"analyze {args.analysis} runs in one process (under torchrun only {shared} shares its "
+                         f"work over the ranks); got WORLD_SIZE={env_world_size()}")
     main = not torchrun_env() or int(os.environ["RANK"]) == 0
     out = Path(args.out or Path(DEFAULT_OUT) / f"analyze-{args.analysis}")
     # rank 0 alone probes the folder (and clears stale temporaries) and writes the report
     with output_folders([("--out", out, out)]) if main else nullcontext():
-        output = ANALYSES[args.analysis].run(args)
+        output = spec.run(args)
         if not main:
             return 0
         paths = write_analysis(output, out)

@@ -21,7 +21,8 @@ from .common import UsageError, norm_arg
 
 __all__ = ["LIST_KINDS", "configure", "run"]
 
-LIST_KINDS = ("attacks", "defenses", "models", "model_sources", "datasets", "plugins", "commands", "checks", "remedies")
+LIST_KINDS = ("attacks", "defenses", "models", "model_sources", "datasets", "plugins", "commands", "analyses", "checks",
+              "remedies")
 _TERMINAL_CELL = 70  # the terminal table cuts longer cells; --markdown and --json never do
 
 _COLUMNS = {
@@ -37,6 +38,7 @@ _COLUMNS = {
     "datasets": [("name", "name"), ("needs-root", "needs_root"), ("plugin", "plugin"), ("summary", "summary")],
     "plugins": [("name", "name"), ("source", "source"), ("status", "_status")],
     "commands": [("name", "name"), ("plugin", "plugin"), ("summary", "summary")],
+    "analyses": [("name", "name"), ("plugin", "plugin"), ("torchrun-shared", "distributed"), ("summary", "summary")],
     "checks": [("name", "name"), ("plugin", "plugin"), ("doc", "doc")],
     "remedies": [("name", "name"), ("answers", "answers"), ("plugin", "plugin"), ("summary", "summary")],
 }
@@ -47,13 +49,13 @@ _PARAM_COLUMNS = [("name", "name"), ("type", "type"), ("default", "default"), ("
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="?", metavar="KIND", help=f"one of {', '.join(LIST_KINDS)} (default attacks)")
     p.add_argument("pattern", nargs="?", metavar="PATTERN",
-                   help="fnmatch pattern on the name, e.g. 'art:*'; an exact attack or defense name shows "
+                   help="fnmatch pattern on the name, e.g. 'TOOLKIT:*'; an exact attack or defense name shows "
                         "its declared parameters")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--markdown", action="store_true", help="GitHub Markdown table")
     p.add_argument("--norm", type=norm_arg, choices=NORMS, help="attacks supporting this norm")
-    p.add_argument("--toolkit", help="attacks from this toolkit (native, or an adapter's prefix such as 'art')")
-    p.add_argument("--paper", help="attacks from this paper id (e.g. 000, 004)")
+    p.add_argument("--toolkit", help="attacks from this toolkit (native, or an adapter's prefix, the text before ':')")
+    p.add_argument("--paper", help="attacks from this paper id (the paper column of `robustreg list`)")
     p.add_argument("--kind", choices=("white-box", "score", "decision", "transfer"), help="attack kind")
 
 
@@ -87,6 +89,8 @@ def _row(kind: str, spec: Any) -> dict[str, Any]:
         row.update(requires=list(spec.requires), install=spec.install, missing=spec.missing())
     elif kind == "datasets":
         row.update(needs_root=spec.needs_root)
+    elif kind == "analyses":
+        row.update(distributed=spec.distributed)
     elif kind == "checks":
         row.update(doc=spec.doc)
     elif kind == "remedies":

@@ -88,11 +88,12 @@ _MODELS: dict[str, tuple[Any, str, int, tuple[int, ...]]] = {
         10,
         (1, 8, 8),
     ),
-    "resnet20": (resnet20, "ResNet-20 for CIFAR (He et al. 2016), 16-32-64 channels", 10, _CIFAR),
-    "resnet110": (resnet110, "ResNet-110 for CIFAR (He et al. 2016), 16-32-64 channels", 10, _CIFAR),
-    "preact-resnet18": (preact_resnet18, "PreAct-ResNet-18, CIFAR layout (He et al. 2016)", 10, _CIFAR),
+    # the ResNets for CIFAR: He et al. 2016 (arXiv:1512.03385; pre-activation: arXiv:1603.05027)
+    "resnet20": (resnet20, "ResNet-20 for CIFAR, 16-32-64 channels", 10, _CIFAR),
+    "resnet110": (resnet110, "ResNet-110 for CIFAR, 16-32-64 channels", 10, _CIFAR),
+    "preact-resnet18": (preact_resnet18, "PreAct-ResNet-18, CIFAR layout", 10, _CIFAR),
     "resnet18": (resnet18, "ResNet-18, CIFAR variant with a 3x3 stem", 10, _CIFAR),
-    "wrn-34-10": (wrn_34_10, "WideResNet-34-10, the Madry/TRADES CIFAR layout", 10, _CIFAR),
+    "wrn-34-10": (wrn_34_10, "WideResNet-34-10, the usual adversarial-training CIFAR layout", 10, _CIFAR),
     "wrn-28-10": (wrn_28_10, "WideResNet-28-10, CIFAR layout", 10, _CIFAR),
 }
 

@@ -50,11 +50,11 @@ TRAIN_PARAMS = ParamSet([
     _p("cyclic_peak", "float", 0.4, "fraction of training at the top of the cyclic schedule", low=0, high=1,
        low_open=True, high_open=True),
     _p("augment", "bool", None, "random crop and (where the dataset allows) horizontal flip (None: the dataset's "
-       "registered default; off for MNIST, which paper 000 and Madry et al. train un-augmented)", optional=True),
+       "registered default; off for MNIST, which the usual recipes train un-augmented)", optional=True),
     _p("crop_padding", "int", None, "zero padding of the random crop (None: round(H / 8), or 0 with crop_size)",
        low=0, optional=True, unit="pixels"),
-    _p("crop_size", "int", None, "side of the random crop (None: the image's; paper 000's CIFAR-10: 24 of 32, "
-       "no padding)", low=1, optional=True, unit="pixels"),
+    _p("crop_size", "int", None, "side of the random crop (None: the image's; e.g. 24 of CIFAR-10's 32, with "
+       "crop_padding 0)", low=1, optional=True, unit="pixels"),
     _p("lr_warmup_epochs", "float", None, "ramp the lr linearly up to the schedule's over the first N epochs (0: "
        "off; None: the defense's declared lr_warmup_epochs, 0 for most)", low=0, optional=True),
     _p("eps_warmup_epochs", "int", 0, "ramp the defense's pixel-unit parameters (eps, step_size, ...) linearly "

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from robustreg import Attack, AttackError, AttackInfo, AttackResult, ThreatModel
-from robustreg.commands.curve import minimal_norms, robust_accuracy_at
 from robustreg.data import load_data
 from robustreg.evaluation import evaluate
 from robustreg.models import build_model
 from robustreg.testing import check_attack, tiny_batch, tiny_model
 from robustreg_plugins.minimal_norm.attacks import logit_margin, project_ball
+from robustreg_plugins.minimal_norm.curve import minimal_norms, robust_accuracy_at
 
 CASES = [("fmn", "linf"), ("fmn", "l2"), ("fmn", "l1"), ("ddn", "l2")]
 NO_BUDGET = {"linf": 1.0, "l2": 8.0, "l1": 64.0}  # the diameter of the 1 x 8 x 8 box: eps is no budget

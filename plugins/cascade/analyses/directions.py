@@ -7,9 +7,10 @@ arXiv:1708.02582), sec. 2 and Figs. 4-6, perturbs a clean image x by eps along
 - ``step_FGSM``:  x + eps * sign(grad_x CE(f(x), y)) (eq. 1),
 - ``random sign``: x + eps * sign(N(0, I)) (one draw per image, the same for every eps),
 
-each clipped to [0, 1].  These are generic formulas of the model's input gradient, computed here: the
-analyses name no plugin attack.  A direction d is the sign tensor, so ``perturb(x, d, eps)`` is
-``clip(x + eps * d, 0, 1)``.
+each clipped to [0, 1].  The two gradient directions are this plugin's own attacks (:class:`StepLL`,
+:class:`StepFGSM`) run once at eps = 1: d = sign(attack(x) - x).  A direction d is a sign tensor, so
+``perturb(x, d, eps)`` is ``clip(x + eps * d, 0, 1)``; where the attack's step was clipped to zero, x already
+sits on the box in that direction, so clip(x + eps * d) is x there whatever the sign.
 """
 
 from __future__ import annotations
@@ -20,19 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..commands.common import UsageError
-from .cli import analysis_eps
+from robustreg import ThreatModel, UsageError
+from robustreg.analysis import analysis_eps
 
-__all__ = ["DEFAULT_EPS", "DIRECTIONS", "directions", "input_gradient", "least_likely", "perturb",
-           "random_signs", "sign_eps"]
+from ..attacks import StepFGSM, StepLL, least_likely
+
+__all__ = ["DEFAULT_EPS", "DIRECTIONS", "directions", "input_gradient", "perturb", "random_signs", "sign_eps"]
 
 DIRECTIONS = ("step_ll", "step_FGSM", "random sign")
 DEFAULT_EPS = "0,1/255,2/255,4/255,6/255,8/255,10/255,12/255,14/255,16/255"  # Figs. 4-6: eps = 0..16 (of 255)
-
-
-def least_likely(logits: torch.Tensor) -> torch.Tensor:
-    """y_LL: the class of the lowest logit (equivalently of the lowest softmax probability)."""
-    return logits.argmin(dim=1)
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None, *,
@@ -62,9 +59,10 @@ def random_signs(shape: torch.Size | tuple[int, ...], seed: int) -> torch.Tensor
 def directions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, signs: torch.Tensor) -> dict[str, torch.Tensor]:
     """The sign tensors of :data:`DIRECTIONS` at the clean ``x`` (labels ``y``) for one batch;
     ``signs``: this batch's rows of :func:`random_signs`."""
-    grad_ll, _ = input_gradient(model, x, least_likely_class=True)
-    grad_y, _ = input_gradient(model, x, y)
-    return {"step_ll": -grad_ll.sign(), "step_FGSM": grad_y.sign(), "random sign": signs.to(x.device)}
+    unit = ThreatModel("linf", 1.0)  # one full step: its sign is the direction, for every eps in [0, 1]
+    step = {name: (attack(model, x, y) - x).sign() for name, attack in
+            (("step_ll", StepLL(unit)), ("step_FGSM", StepFGSM(unit)))}
+    return {**step, "random sign": signs.to(x.device)}
 
 
 def perturb(x: torch.Tensor, direction: torch.Tensor, eps: float) -> torch.Tensor:

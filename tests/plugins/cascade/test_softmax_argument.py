@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from robustreg import Registry, ThreatModel
-from robustreg.analysis.softmax_argument import softmax_argument
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
+from robustreg_plugins.cascade.analyses.softmax_argument import softmax_argument
 
 # an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
 pytestmark = pytest.mark.numerics

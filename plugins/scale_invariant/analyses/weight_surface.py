@@ -28,28 +28,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attack import Attack
-from ..commands.common import UsageError
-from .cli import add_analysis_args, load_models, one_attack
-from .common import (
-    Analysis,
+from robustreg import Attack, UsageError
+from robustreg.analysis import (
     AnalysisOutput,
     accuracy,
+    add_analysis_args,
     craft_batched,
     figure,
     figure_png,
     finite,
     json_params,
     labelled_models,
+    load_models,
     markdown_table,
+    one_attack,
     progress,
-    register_analysis,
     sample_losses,
 )
+
+NAME = "weight-surface"
 
 __all__ = ["filter_normalized_direction", "weight_surface"]
 
 PAPER = "paper 004 Fig. 4"
+SUMMARY = f"adversarial loss along a filter-normalised weight direction ({PAPER})"
 
 
 def filter_normalized_direction(model: nn.Module, seed: int) -> list[torch.Tensor]:
@@ -214,6 +216,3 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
                             show_progress=not args.quiet, attack_name=name)
     return AnalysisOutput(report, _markdown(report), {"weight_surface.png": _png(report)})
 
-
-register_analysis(Analysis("weight-surface", f"adversarial loss along a filter-normalised weight direction ({PAPER})",
-                           configure, run))

@@ -25,13 +25,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..commands.common import UsageError
-from ..embedding import embed
-from ..evaluation import EvalConfig, Mode, make_plan
-from .cli import add_analysis_args, analysis_eps, attack_names, attack_params
-from .common import Analysis, AnalysisOutput, figure, figure_png, json_params, markdown_table, register_analysis
-from .common import progress as _progress
-from .transfer import load_model_arg, parse_model_arg, unique_names
+from robustreg import UsageError, embed
+from robustreg.analysis import (
+    AnalysisOutput,
+    add_analysis_args,
+    analysis_eps,
+    attack_names,
+    attack_params,
+    figure,
+    figure_png,
+    json_params,
+    load_model_arg,
+    markdown_table,
+    parse_model_arg,
+    unique_names,
+)
+from robustreg.analysis import progress as _progress
+from robustreg.evaluation import EvalConfig, Mode, make_plan
+
+NAME = "cos-histogram"
+SUMMARY = "distribution of cos(theta_y) on adversarial examples, models overlaid (paper 004 Fig. 5)"
 
 __all__ = ["QUANTILES", "cos_histogram", "cos_histogram_markdown", "cos_histogram_png", "cos_theta_y"]
 
@@ -228,6 +241,3 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
     report["data"] = {"spec": args.data, "split": args.split}
     return AnalysisOutput(report, cos_histogram_markdown(report), {"cos_histogram.png": cos_histogram_png(report)})
 
-
-register_analysis(Analysis("cos-histogram", "distribution of cos(theta_y) on adversarial examples, models overlaid "
-                                            "(paper 004 Fig. 5)", configure, run))

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from robustreg import Registry, ThreatModel
-from robustreg.analysis.cos_histogram import QUANTILES, cos_histogram, cos_histogram_png
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
+from robustreg_plugins.scale_invariant.analyses.cos_histogram import QUANTILES, cos_histogram, cos_histogram_png
 
 # an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
 pytestmark = pytest.mark.numerics

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from robustreg import Registry
-from robustreg.analysis.label_leaking import label_leaking, label_leaking_png, step_fgsm
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
 from robustreg.training import TrainConfig, Trainer
+from robustreg_plugins.cascade.analyses.label_leaking import label_leaking, label_leaking_png, step_fgsm
 
 # an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
 pytestmark = pytest.mark.numerics

@@ -22,10 +22,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..defense import crafting
-from .cli import add_analysis_args, load_model_and_data, record_inputs
-from .common import Analysis, AnalysisOutput, figure, figure_png, finite, markdown_table, progress, register_analysis
+from robustreg import crafting
+from robustreg.analysis import (
+    AnalysisOutput,
+    add_analysis_args,
+    figure,
+    figure_png,
+    finite,
+    load_model_and_data,
+    markdown_table,
+    progress,
+    record_inputs,
+)
+
 from .directions import DEFAULT_EPS, directions, input_gradient, perturb, random_signs, sign_eps
+
+NAME = "gradient-correlation"
+SUMMARY = "correlation of input gradients along step_ll / step_FGSM / random sign (paper 000 Fig. 5)"
 
 __all__ = ["PAIRS", "gradient_correlation", "pearson", "plot", "render_markdown"]
 
@@ -181,7 +194,3 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
     title = f"{record_inputs(args, report)}: gradient correlation, n={report['n']}, +-0.5 std"
     return AnalysisOutput(report, render_markdown(report), {"gradient_correlation.png": plot(report, title)})
 
-
-register_analysis(Analysis("gradient-correlation",
-                           "correlation of input gradients along step_ll / step_FGSM / random sign (paper 000 Fig. 5)",
-                           configure, run))

@@ -18,10 +18,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..defense import crafting
-from .cli import add_analysis_args, load_model_and_data, record_inputs
-from .common import Analysis, AnalysisOutput, figure, figure_png, finite, markdown_table, progress, register_analysis
+from robustreg import crafting
+from robustreg.analysis import (
+    AnalysisOutput,
+    add_analysis_args,
+    figure,
+    figure_png,
+    finite,
+    load_model_and_data,
+    markdown_table,
+    progress,
+    record_inputs,
+)
+
 from .directions import DEFAULT_EPS, DIRECTIONS, directions, perturb, random_signs, sign_eps
+
+NAME = "softmax-argument"
+SUMMARY = "true vs false-class logits along step_ll / step_FGSM / random sign (paper 000 Figs. 4, 6)"
 
 __all__ = ["plot", "render_markdown", "softmax_argument"]
 
@@ -165,7 +178,3 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
     title = f"{record_inputs(args, report)}: argument to the softmax, n={report['n']}, +-1 std"
     return AnalysisOutput(report, render_markdown(report), {"softmax_argument.png": plot(report, title)})
 
-
-register_analysis(Analysis("softmax-argument",
-                           "true vs false-class logits along step_ll / step_FGSM / random sign (paper 000 Figs. 4, 6)",
-                           configure, run))

@@ -25,18 +25,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..commands.common import UsageError
-from .cli import add_analysis_args, analysis_eps, attack_names, attack_params, load_model_and_data, record_inputs
-from .common import (
-    Analysis,
+from robustreg import UsageError
+from robustreg.analysis import (
     AnalysisOutput,
+    add_analysis_args,
+    analysis_eps,
+    attack_names,
+    attack_params,
     figure,
     figure_png,
     json_params,
+    load_model_and_data,
     markdown_table,
     progress,
-    register_analysis,
+    record_inputs,
 )
+
+NAME = "logit-scale"
+SUMMARY = "robust accuracy vs a scale of the logits (paper 004 Fig. 1)"
 
 __all__ = ["DEFAULT_ALPHAS", "ScaledLogits", "check_alphas", "logit_scale", "parse_alphas", "plot",
            "render_markdown"]
@@ -138,9 +144,11 @@ def logit_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     every alpha: the decisions do not change) and each attack's resolved ``params``.
     The automatic evaluation checks are off (each cell would run them again).
     """
-    from ..checks import CHECKS
-    from ..evaluation import evaluate
+    from robustreg import Registry
+    from robustreg.evaluation import evaluate
 
+    registry = registry if registry is not None else Registry.create()
+    every_check = [spec.name for spec in registry.checks()]
     scales = check_alphas(alphas)
     plans = _attack_list(attacks)
     cells = [(alpha, plan) for alpha in scales for plan in plans]
@@ -150,7 +158,7 @@ def logit_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     for alpha, (name, attack_params_) in progress(cells, total=len(cells), desc="logit-scale", enabled=show_progress):
         report = evaluate(ScaledLogits(model, alpha), (x, y), [(name, attack_params_)], eps, norm=norm, seed=seed,
                           batch_size=batch_size, device=device, mode="independent", registry=registry,
-                          progress=False, no_check=CHECKS)
+                          progress=False, no_check=every_check)
         clean[alpha] = report["clean_accuracy"]
         for entry in report["results"]:
             results.append({"attack": name, "alpha": alpha, "eps": entry["eps"],
@@ -259,6 +267,3 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
     title = f"{record_inputs(args, report)}\nrobust accuracy vs logit scale alpha (paper 004 Fig. 1), n={report['n']}"
     return AnalysisOutput(report, render_markdown(report), {"logit_scale.png": plot(report, title)})
 
-
-register_analysis(Analysis("logit-scale", "robust accuracy vs a scale of the logits (paper 004 Fig. 1)",
-                           configure, run))

@@ -34,9 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attack import AttackError, ModelState, ball_slack
-from ..threat import NORMS, ThreatModel, canonical_norm
-from .common import (
+from robustreg.attack import AttackError, ModelState, ball_slack
+from robustreg.commands.common import (
     DEFAULT_OUT,
     UsageError,
     add_model_data_args,
@@ -50,6 +49,7 @@ from .common import (
     param_values,
     start_over_hint,
 )
+from robustreg.threat import NORMS, ThreatModel, canonical_norm
 
 __all__ = ["GRID_POINTS", "HELP", "configure", "curve_report", "minimal_norms", "robust_accuracy_at", "run",
            "verify"]
@@ -209,7 +209,7 @@ def curve_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: A
                  progress: bool = False) -> dict[str, Any]:
     """The report dict of one curve (see the module docstring); the model's modes, gradients and device are
     restored afterwards.  ``device``: where to run (default None: where the model is)."""
-    from ..runtime import model_device, resolve_device
+    from robustreg.runtime import model_device, resolve_device
 
     norm = canonical_norm(norm)  # "Linf", np.inf, ... -> "linf"
     started, device, home, snapshot = time.perf_counter(), resolve_device(device, model), model_device(model), \
@@ -300,7 +300,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 def render_png(report: Mapping[str, Any]) -> bytes:
     """The curve (exact, from the per-sample norms) with the verified points."""
-    from ..analysis.common import figure, figure_png
+    from robustreg.analysis import figure, figure_png
 
     n = report["n"]
     norms = sorted(v for v in report["norms"] if v is not None)
@@ -326,7 +326,7 @@ def render_png(report: Mapping[str, Any]) -> bytes:
 
 def write_curve(report: Mapping[str, Any], out: Path) -> list[Path]:
     """report.md, the PNG and report.json, atomically as a set (report.json renamed last)."""
-    from ..files import write_set_atomic
+    from robustreg.files import write_set_atomic
 
     files: dict[str, bytes | str] = {REPORT_FILES["markdown"]: render_markdown(report),
                                      REPORT_FILES["plot"]: render_png(report),
@@ -380,7 +380,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: torch.Tensor, y: torch.Tensor,
               model: nn.Module) -> dict[str, str]:
     """What makes two runs the same configuration (strings, compared with a finished report's)."""
-    from ..evaluation.state import data_fingerprint, model_fingerprint
+    from robustreg.evaluation.state import data_fingerprint, model_fingerprint
 
     return {"model": model_fingerprint(model), "data": data_fingerprint(x, y), "attack": args.attack,
             "norm": args.norm, "verify": str(args.verify), "at": str(args.at), "eps": str(args.eps),
@@ -389,11 +389,12 @@ def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: torch.Tens
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.inputs import first_samples
-    from ..lock import ReportGuard
-    from ..runtime import resolve_device
+    from robustreg.commands.outputs import existing_report, output_folders
+    from robustreg.evaluation.inputs import first_samples
+    from robustreg.lock import ReportGuard
+    from robustreg.runtime import resolve_device
+
     from .curve_check import saved_identity
-    from .outputs import existing_report, output_folders
 
     registry = args.registry
     _check_args(args)

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from robustreg import Registry, ThreatModel
-from robustreg.analysis.transfer import transfer, transfer_png
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.evaluation import evaluate
 from robustreg.models import build_model
 from robustreg.training import TrainConfig, Trainer
+from robustreg_plugins.cascade.analyses.transfer import transfer, transfer_png
 
 # an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
 pytestmark = pytest.mark.numerics

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from robustreg.analysis.gradient_correlation import PAIRS, gradient_correlation, pearson
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
+from robustreg_plugins.cascade.analyses.gradient_correlation import PAIRS, gradient_correlation, pearson
 
 # an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
 pytestmark = pytest.mark.numerics

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from robustreg import embed
-from robustreg.analysis.logit_scale import ScaledLogits, logit_scale
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
+from robustreg_plugins.scale_invariant.analyses.logit_scale import ScaledLogits, logit_scale
 
 # an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
 pytestmark = pytest.mark.numerics

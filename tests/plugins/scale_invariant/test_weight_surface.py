@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from robustreg import ThreatModel
-from robustreg.analysis.weight_surface import filter_normalized_direction, weight_surface
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
+from robustreg_plugins.scale_invariant.analyses.weight_surface import filter_normalized_direction, weight_surface
 
 # an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
 pytestmark = pytest.mark.numerics

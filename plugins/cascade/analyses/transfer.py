@@ -31,24 +31,38 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..commands.common import UsageError
-from ..evaluation import EvalConfig, Mode, make_plan
-from ..evaluation.checking import clean_correct, nonfinite_rows
-from ..evaluation.config import Plan
-from ..evaluation.distributed import SINGLE, Group, process_group, shard_batches, torchrun_env
-from ..runtime import predict
-from .cli import add_analysis_args, analysis_eps, attack_names, attack_params, load_model_and_data
-from .common import Analysis, AnalysisOutput, figure, figure_png, finite, json_params, markdown_table, register_analysis
-from .common import progress as _progress
+from robustreg import UsageError
+from robustreg.analysis import (
+    AnalysisOutput,
+    add_analysis_args,
+    analysis_eps,
+    attack_names,
+    attack_params,
+    figure,
+    figure_png,
+    finite,
+    json_params,
+    load_model_arg,
+    markdown_table,
+    parse_model_arg,
+    unique_names,
+)
+from robustreg.analysis import progress as _progress
+from robustreg.evaluation import EvalConfig, Mode, make_plan
+from robustreg.evaluation.checking import clean_correct, nonfinite_rows
+from robustreg.evaluation.config import Plan
+from robustreg.evaluation.distributed import SINGLE, Group, process_group, shard_batches, torchrun_env
+from robustreg.runtime import predict
 
-__all__ = ["ModelArg", "load_model_arg", "parse_model_arg", "transfer", "transfer_markdown", "transfer_png"]
+NAME = "transfer"
+SUMMARY = "accuracy of target models on adversarial examples crafted on source models (paper 000 Tables 4, 7-10)"
+
+__all__ = ["transfer", "transfer_markdown", "transfer_png"]
 
 
 # --- the computation ---------------------------------------------------------------------------------
@@ -242,54 +256,6 @@ def _outline(j: int, i: int) -> Any:
 
 
 # --- the command -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelArg:
-    """One ``SPEC[@WEIGHTS]`` value: the model spec, its checkpoint (or None) and the text as given."""
-
-    spec: str
-    weights: str | None
-    text: str
-
-    @property
-    def name(self) -> str:
-        """The model's short name in tables: the checkpoint's file stem, else the spec."""
-        return Path(self.weights).stem if self.weights else self.spec
-
-
-def parse_model_arg(text: str, flag: str) -> ModelArg:
-    """``SPEC[@WEIGHTS]`` (a registered model, file.py:factory or pkg.mod:factory; a checkpoint path)."""
-    spec, at, weights = text.strip().partition("@")
-    if not spec or (at and not weights):
-        raise UsageError(f"{flag} {text!r}: must be SPEC or SPEC@WEIGHTS (a model spec, then a checkpoint path)")
-    if weights and not Path(weights).is_file():
-        raise UsageError(f"{flag} {text!r}: weights file {weights!r} does not exist")
-    return ModelArg(spec, weights or None, text.strip())
-
-
-def load_model_arg(args: argparse.Namespace, model: ModelArg,
-                   flag: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """(model, x, y) of one ``SPEC[@WEIGHTS]`` (:func:`~robustreg.analysis.cli.load_model_and_data`), its errors
-    naming ``flag``."""
-    try:
-        return load_model_and_data(args, model.spec, model.weights, flag=flag)
-    except UsageError as exc:
-        if str(exc).startswith(("--n ", "--data ", "--batch-size ", "--device ")):
-            raise
-        raise UsageError(f"{flag} {model.text!r}: {exc}") from None
-
-
-def unique_names(models: Sequence[ModelArg]) -> list[str]:
-    """Short names, made distinct with "#2", "#3" where two differ only in their folder."""
-    names: list[str] = []
-    for m in models:
-        name, k = m.name, 1
-        while name in names:
-            k += 1
-            name = f"{m.name}#{k}"
-        names.append(name)
-    return names
-
-
 def configure(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
     g.add_argument("--source", action="append", default=[], metavar="SPEC[@WEIGHTS]",
@@ -339,6 +305,3 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
         block["accuracy"] = [[finite(v) for v in row] for row in block["accuracy"]]
     return AnalysisOutput(report, transfer_markdown(report), {"transfer.png": transfer_png(report)})
 
-
-register_analysis(Analysis("transfer", "accuracy of target models on adversarial examples crafted on source models "
-                                       "(paper 000 Tables 4, 7-10)", configure, run))

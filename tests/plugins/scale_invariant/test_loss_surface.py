@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from robustreg import ThreatModel
-from robustreg.analysis.loss_surface import _pngs, loss_surface, random_sign_direction
 from robustreg.cli import main
 from robustreg.data import load_data
 from robustreg.models import build_model
+from robustreg_plugins.scale_invariant.analyses.loss_surface import _pngs, loss_surface, random_sign_direction
 
 # an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
 pytestmark = pytest.mark.numerics

@@ -28,15 +28,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attack import ModelState
-from ..commands.common import UsageError
-from ..evaluation import EvalConfig, Mode, make_plan
-from ..evaluation.checking import clean_correct, nonfinite_rows
-from ..runtime import predict
-from ..threat import ThreatModel
-from .cli import add_analysis_args, analysis_eps, attack_names, attack_params, load_model_and_data, record_inputs
-from .common import Analysis, AnalysisOutput, figure, figure_png, json_params, markdown_table, register_analysis
-from .common import progress as _progress
+from robustreg import ModelState, ThreatModel, UsageError
+from robustreg.analysis import (
+    AnalysisOutput,
+    add_analysis_args,
+    analysis_eps,
+    attack_names,
+    attack_params,
+    figure,
+    figure_png,
+    json_params,
+    load_model_and_data,
+    markdown_table,
+    record_inputs,
+)
+from robustreg.analysis import progress as _progress
+from robustreg.evaluation import EvalConfig, Mode, make_plan
+from robustreg.evaluation.checking import clean_correct, nonfinite_rows
+from robustreg.runtime import predict
+
+NAME = "label-leaking"
+SUMMARY = "step_FGSM accuracy above clean accuracy: label leaking (paper 000 section 4.2)"
 
 __all__ = ["STEP_FGSM", "label_leaking", "label_leaking_markdown", "label_leaking_png", "step_fgsm"]
 
@@ -228,6 +240,3 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
     return AnalysisOutput(report, label_leaking_markdown(report, title),
                           {"label_leaking.png": label_leaking_png(report, title)})
 
-
-register_analysis(Analysis("label-leaking", "step_FGSM accuracy above clean accuracy: label leaking "
-                                            "(paper 000 section 4.2)", configure, run))

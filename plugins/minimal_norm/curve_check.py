@@ -1,6 +1,6 @@
 """What a finished ``curve`` report.json must hold before it is trusted as "report already there".
 
-:func:`saved_identity` checks what :func:`~robustreg.commands.curve.curve_report` and the command write
+:func:`saved_identity` checks what :func:`~robustreg_plugins.minimal_norm.curve.curve_report` and the command write
 and what the renderers read -- the identity (strings), n, the counts, one norm per sample (n of them),
 the curve's points, the verification rows, the flagged eps -- and returns the identity; the first field
 that is wrong raises :class:`~robustreg.readback.Damage`.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..readback import Damage, fraction, integer, mapping, nullable, number, optional, required, rows, text
+from robustreg.readback import Damage, fraction, integer, mapping, nullable, number, optional, required, rows, text
 
 __all__ = ["check_curve_report", "saved_identity"]
 

@@ -25,29 +25,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attack import Attack
-from ..commands.common import UsageError
-from ..threat import ThreatModel
-from .cli import add_analysis_args, load_models, one_attack
-from .common import (
-    Analysis,
+from robustreg import Attack, ThreatModel, UsageError
+from robustreg.analysis import (
     AnalysisOutput,
     accuracy,
+    add_analysis_args,
     craft_batched,
     figure,
     figure_png,
     finite,
     json_params,
     labelled_models,
+    load_models,
     markdown_table,
+    one_attack,
     progress,
-    register_analysis,
     sample_losses,
 )
+
+NAME = "loss-surface"
 
 __all__ = ["loss_surface", "random_sign_direction"]
 
 PAPER = "paper 004 Fig. 3"
+SUMMARY = f"cross-entropy on x + d1 v + d2 r around the attack's direction ({PAPER})"
 
 
 def random_sign_direction(x: torch.Tensor, threat: ThreatModel, seed: int) -> torch.Tensor:
@@ -242,6 +243,3 @@ def run(args: argparse.Namespace) -> AnalysisOutput:
     pngs = _pngs(report)
     return AnalysisOutput(report, _markdown(report, pngs), pngs)
 
-
-register_analysis(Analysis("loss-surface", f"cross-entropy on x + d1 v + d2 r around the attack's direction ({PAPER})",
-                           configure, run))
