@@ -7,6 +7,7 @@ entry-point group with the hooks in :mod:`robustreg.hookspecs`, against plugin A
 
 from __future__ import annotations
 
+from .adapters import AdapterEntry, Toolkit, ToolkitAttack, entry_docstring, make_entry_class
 from .adaptive import BPDA, EoT, PassCounter
 from .ascent import copy_rows, draw_seed, pgd_steps, projected_gradient_ascent, seeded_global_rngs
 from .attack import (
@@ -58,6 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PLUGIN_API",
+    "AdapterEntry",
     "BPDA",
     "Attack",
     "AttackError",
@@ -94,6 +96,8 @@ __all__ = [
     "RegistryError",
     "RobustregDeprecationWarning",
     "ThreatModel",
+    "Toolkit",
+    "ToolkitAttack",
     "TrainConfig",
     "Trainer",
     "UnknownNameError",
@@ -110,11 +114,13 @@ __all__ = [
     "crafting",
     "draw_seed",
     "embed",
+    "entry_docstring",
     "eps_list",
     "evaluate",
     "folder_lock",
     "hookimpl",
     "load_data",
+    "make_entry_class",
     "param_values",
     "parse_eps",
     "pgd_steps",
