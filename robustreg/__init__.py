@@ -35,6 +35,7 @@ from .errors import UserError
 from .evaluation import EvalConfig, Mode, evaluate
 from .files import save_atomic, write_atomic
 from .hookspecs import hookimpl
+from .labels import least_likely
 from .lock import FolderInUse, folder_lock
 from .models import build_model
 from .params import Param, ParamError, ParamSet, ParamTypeError, UnknownParamError
@@ -119,6 +120,7 @@ __all__ = [
     "evaluate",
     "folder_lock",
     "hookimpl",
+    "least_likely",
     "load_data",
     "make_entry_class",
     "param_values",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Attack, AttackInfo, Param, ParamSet, ThreatModel, projected_gradient_ascent
+from robustreg import Attack, AttackInfo, Param, ParamSet, least_likely, projected_gradient_ascent
 
 __all__ = ["TARGETS", "IterFGSM", "IterLL", "StepFGSM", "StepLL", "default_iterations", "least_likely"]
 
@@ -32,16 +32,6 @@ def default_iterations(eps: float) -> int:
     """
     e = eps * 255
     return max(1, int(min(e + 4, 1.25 * e) + 1e-6))
-
-
-def least_likely(logits: torch.Tensor) -> torch.Tensor:
-    """y_LL: the class with the lowest logit (equivalently the lowest softmax probability)."""
-    return logits.argmin(dim=1)
-
-
-def _bounds(x: torch.Tensor, threat: ThreatModel) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clip_{X, eps}: [max(box_lo, x - eps), min(box_hi, x + eps)] elementwise."""
-    return (x - threat.eps).clamp_min(threat.box[0]), (x + threat.eps).clamp_max(threat.box[1])
 
 
 def _input_grad(model: nn.Module, x: torch.Tensor, labels_fn) -> torch.Tensor:
@@ -74,7 +64,7 @@ class StepLL(Attack):
 
     def perturb(self, model, x, y, generator, target=None):
         grad = _input_grad(model, x, least_likely)
-        lo, hi = _bounds(x, self.threat)
+        lo, hi = self.threat.clip_bounds(x)  # Clip_{X, eps}
         with torch.no_grad():
             return torch.minimum(torch.maximum(x - self.threat.eps * grad.sign(), lo), hi)
 
@@ -99,7 +89,7 @@ class StepFGSM(Attack):
 
     def perturb(self, model, x, y, generator, target=None):
         grad = _input_grad(model, x, lambda _logits: y)
-        lo, hi = _bounds(x, self.threat)
+        lo, hi = self.threat.clip_bounds(x)  # Clip_{X, eps}
         with torch.no_grad():
             return torch.minimum(torch.maximum(x + self.threat.eps * grad.sign(), lo), hi)
 

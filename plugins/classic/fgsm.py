@@ -56,6 +56,5 @@ class FGSM(Attack):
         loss = attack_loss("ce", model(start), y, target)
         (grad,) = torch.autograd.grad(loss, start)
         with torch.no_grad():
-            lo = (x - eps).clamp_min(self.threat.box[0])
-            hi = (x + eps).clamp_max(self.threat.box[1])
+            lo, hi = self.threat.clip_bounds(x)
             return torch.minimum(torch.maximum(start + step * grad.sign(), lo), hi)
