@@ -78,6 +78,8 @@ class ArtForward(nn.Module):
     ``probabilities=True`` returns softmax outputs (SimBA refuses logits).
     """
 
+    _model_ref: weakref.ReferenceType[nn.Module]  # set past nn.Module's __setattr__: a weak link, not a submodule
+
     def __init__(self, model: nn.Module, dtype: torch.dtype, probabilities: bool = False) -> None:
         super().__init__()
         object.__setattr__(self, "_model_ref", weakref.ref(model))
@@ -180,7 +182,7 @@ def one_hot(y: torch.Tensor, num_classes: int) -> np.ndarray:
 
 
 # --- parameter declarations -----------------------------------------------------------------
-_FINITE = {"high": math.inf, "high_open": True}
+_FINITE: dict[str, Any] = {"high": math.inf, "high_open": True}
 
 
 def count(name: str, default: int | None, doc: str, *, low: int = 1, toolkit: str | None = None,

@@ -263,7 +263,7 @@ def bpda(ctx: RemedyContext) -> None:
 
 
 @robustreg.hookimpl
-def robustreg_register_remedies(registrar) -> None:
+def robustreg_register_remedies(registrar: robustreg.Registrar) -> None:
     registrar.add_remedy("margin-loss", margin_loss, answers=("logit-scale", "softmax-output"),
                          summary="APGD with the C&W margin and DLR losses (scale-invariant, no softmax)")
     registrar.add_remedy("log-outputs", log_outputs, answers=("softmax-output",),

@@ -7,7 +7,7 @@ every eps (docs/minimal-norm.md).  Not in the demo (a fixed-eps table is not wha
 
 from __future__ import annotations
 
-from robustreg import hookimpl
+from robustreg import Registrar, hookimpl
 
 from .attacks import DDN, FMN
 
@@ -15,7 +15,7 @@ __all__ = ["DDN", "FMN", "robustreg_register_attacks"]
 
 
 @hookimpl
-def robustreg_register_attacks(registrar) -> None:
+def robustreg_register_attacks(registrar: Registrar) -> None:
     """Register ``fmn`` and ``ddn``."""
     for cls in (FMN, DDN):
         registrar.add_attack(cls.name, cls, summary=cls.info.summary)
