@@ -81,7 +81,7 @@ def frozen(model: torch.nn.Module, on: bool):
 def bare_torchattacks(attack, model, x, y, freeze: bool) -> Callable[[], object]:
     import torchattacks
 
-    cls = getattr(torchattacks, attack.spec.toolkit_class)
+    cls = getattr(torchattacks, attack.spec.call)
 
     def run() -> object:
         kwargs = attack.toolkit_kwargs(model, x, SEED)

@@ -7,6 +7,7 @@ entry-point group with the hooks in :mod:`robustreg.hookspecs`, against plugin A
 
 from __future__ import annotations
 
+from .adapters import AdapterEntry, Toolkit, ToolkitAttack, entry_docstring, make_entry_class
 from .adaptive import BPDA, EoT, PassCounter
 from .ascent import copy_rows, draw_seed, pgd_steps, projected_gradient_ascent, seeded_global_rngs
 from .attack import (
@@ -34,6 +35,7 @@ from .errors import MissingPackageError, UserError
 from .evaluation import EvalConfig, Mode, evaluate
 from .files import save_atomic, write_atomic
 from .hookspecs import hookimpl
+from .labels import least_likely
 from .lock import FolderInUse, folder_lock
 from .models import build_model
 from .params import Param, ParamError, ParamSet, ParamTypeError, UnknownParamError
@@ -64,6 +66,7 @@ _attack_module.__class__ = CallableModule
 
 __all__ = [
     "PLUGIN_API",
+    "AdapterEntry",
     "BPDA",
     "Attack",
     "AttackError",
@@ -101,6 +104,8 @@ __all__ = [
     "RegistryError",
     "RobustregDeprecationWarning",
     "ThreatModel",
+    "Toolkit",
+    "ToolkitAttack",
     "TrainConfig",
     "Trainer",
     "UnknownNameError",
@@ -117,12 +122,15 @@ __all__ = [
     "crafting",
     "draw_seed",
     "embed",
+    "entry_docstring",
     "eps_list",
     "evaluate",
     "folder_lock",
     "hookimpl",
+    "least_likely",
     "load_data",
     "make_attack",
+    "make_entry_class",
     "param_values",
     "parse_eps",
     "pgd_steps",

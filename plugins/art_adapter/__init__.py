@@ -6,6 +6,8 @@ one-line ImportError naming the package).  See :mod:`._base` for the pitfalls th
 
 from __future__ import annotations
 
+from typing import Any
+
 import robustreg
 
 from .black_box import ArtBoundary, ArtGeoDA, ArtHopSkipJump, ArtSignOPT, ArtSimBA, ArtSquare, ArtZOO
@@ -17,7 +19,7 @@ ENTRIES = (
     ArtHopSkipJump, ArtBoundary, ArtGeoDA, ArtSignOPT,
 )
 
-SAME_AS = {"art:fgm": {"fgsm": {}}}  # for robustreg compare: ART calls FGSM "FGM"
+SAME_AS: dict[str, dict[str, dict[str, Any]]] = {"art:fgm": {"fgsm": {}}}  # for robustreg compare: ART calls FGSM "FGM"
 
 __all__ = ["ENTRIES", "robustreg_register_attacks"]
 

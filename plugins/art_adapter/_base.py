@@ -41,33 +41,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackResult, Param, ParamSet, ThreatModel, draw_seed, seeded_global_rngs
+from robustreg import Attack, AttackResult, Param, ParamSet, ThreatModel, Toolkit, draw_seed, seeded_global_rngs
 
-__all__ = ["ArtAttack", "alias", "art_options", "art_version", "classifier_for", "count",
+__all__ = ["ART", "ArtAttack", "alias", "art_options", "art_version", "classifier_for", "count",
            "flag", "fraction", "import_art", "non_negative", "positive"]
 
-_INSTALL = "pip install adversarial-robustness-toolbox"
+#: ART as the adapter kit imports it (when an attack runs) and reads its version
+ART = Toolkit(prefix="art", distribution="adversarial-robustness-toolbox", module="art", requires=" (ART)")
 
 
 def import_art(who: str) -> Any:
     """Import ART or raise a one-line ImportError naming the package to install."""
-    try:
-        import art
-    except ImportError:
-        raise ImportError(
-            f"{who} needs the adversarial-robustness-toolbox package (ART), which is not installed: {_INSTALL}"
-        ) from None
-    return art
+    return ART.load(who)
 
 
 def art_version() -> str:
     """ART's version, or "not installed"."""
-    try:
-        from importlib.metadata import version
-
-        return version("adversarial-robustness-toolbox")
-    except Exception:  # metadata missing: not installed or a source checkout
-        return "not installed"
+    return ART.version()
 
 
 class ArtForward(nn.Module):
@@ -77,6 +67,8 @@ class ArtForward(nn.Module):
     here.  ``count`` adds up the samples forwarded (model queries), for black-box entries.
     ``probabilities=True`` returns softmax outputs (SimBA refuses logits).
     """
+
+    _model_ref: weakref.ReferenceType[nn.Module]  # set past nn.Module's __setattr__: a weak link, not a submodule
 
     def __init__(self, model: nn.Module, dtype: torch.dtype, probabilities: bool = False) -> None:
         super().__init__()
@@ -180,7 +172,7 @@ def one_hot(y: torch.Tensor, num_classes: int) -> np.ndarray:
 
 
 # --- parameter declarations -----------------------------------------------------------------
-_FINITE = {"high": math.inf, "high_open": True}
+_FINITE: dict[str, Any] = {"high": math.inf, "high_open": True}
 
 
 def count(name: str, default: int | None, doc: str, *, low: int = 1, toolkit: str | None = None,

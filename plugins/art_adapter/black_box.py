@@ -345,7 +345,7 @@ def _geoda_class() -> type:
     import_art("art:geoda")
     from art.attacks.evasion import GeoDA
 
-    class _GeoDA(GeoDA):  # type: ignore[misc, valid-type]
+    class _GeoDA(GeoDA):
         @staticmethod
         def _generate_2d_dct_basis(sub_dim: int, res: int) -> np.ndarray:
             return _dct_basis(sub_dim, res)

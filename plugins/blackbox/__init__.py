@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from robustreg import hookimpl
+from robustreg import Registrar, hookimpl
 
 from .rays import RayS
 from .spsa import SPSA
@@ -11,7 +11,7 @@ __all__ = ["SPSA", "RayS", "robustreg_register_attacks"]
 
 
 @hookimpl
-def robustreg_register_attacks(registrar):
+def robustreg_register_attacks(registrar: Registrar) -> None:
     """Register ``spsa`` and ``rays``."""
     registrar.add_attack(SPSA.name, SPSA)
     registrar.add_attack(RayS.name, RayS)

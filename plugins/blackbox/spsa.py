@@ -131,7 +131,8 @@ class SPSA(Attack):
         target: torch.Tensor | None = None,
     ) -> AttackResult:
         n = x.shape[0]
-        eps, (lo, hi) = self.threat.eps, self.threat.box
+        eps = self.threat.eps
+        lower, upper = self.threat.clip_bounds(x)  # the ball and the box, one clamp per step
         queries = torch.zeros(n, dtype=torch.int64, device=x.device)
         with torch.no_grad():
             if self.random_start:
@@ -160,7 +161,7 @@ class SPSA(Attack):
                 m_hat = m[idx] / (1 - beta1**t)
                 v_hat = v[idx] / (1 - beta2**t)
                 xa = xa - self.learning_rate * m_hat / (v_hat.sqrt() + self.adam_eps)
-                xa = torch.min(torch.max(xa, x[idx] - eps), x[idx] + eps).clamp(lo, hi)
+                xa = torch.min(torch.max(xa, lower[idx]), upper[idx])
                 x_adv[idx] = xa
                 if self.early_stop:
                     still = self._margins(model, xa, ya) >= 0

@@ -11,14 +11,18 @@ eps = 16 is ``eps=16/255`` here and its alpha = 1 is ``alpha=1/255``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Attack, AttackInfo, Param, ParamSet, ThreatModel, projected_gradient_ascent
+from robustreg import Attack, AttackInfo, Param, ParamSet, least_likely, projected_gradient_ascent
 
 __all__ = ["TARGETS", "IterFGSM", "IterLL", "StepFGSM", "StepLL", "default_iterations", "least_likely"]
+
+#: the CE labels of a batch, from its logits
+LabelsFn = Callable[[torch.Tensor], torch.Tensor]
 
 _SOURCE = "paper 000 (Na et al. 2018, arXiv:1708.02582) sec. 2; Kurakin et al. 2017, arXiv:1611.01236"
 
@@ -34,17 +38,7 @@ def default_iterations(eps: float) -> int:
     return max(1, int(min(e + 4, 1.25 * e) + 1e-6))
 
 
-def least_likely(logits: torch.Tensor) -> torch.Tensor:
-    """y_LL: the class with the lowest logit (equivalently the lowest softmax probability)."""
-    return logits.argmin(dim=1)
-
-
-def _bounds(x: torch.Tensor, threat: ThreatModel) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clip_{X, eps}: [max(box_lo, x - eps), min(box_hi, x + eps)] elementwise."""
-    return (x - threat.eps).clamp_min(threat.box[0]), (x + threat.eps).clamp_max(threat.box[1])
-
-
-def _input_grad(model: nn.Module, x: torch.Tensor, labels_fn) -> torch.Tensor:
+def _input_grad(model: nn.Module, x: torch.Tensor, labels_fn: LabelsFn) -> torch.Tensor:
     """Gradient of the batch-summed CE w.r.t. the input; ``labels_fn(logits)`` gives the CE labels."""
     x = x.detach().requires_grad_(True)
     logits = model(x)
@@ -72,9 +66,10 @@ class StepLL(Attack):
                       toolkit="native", paper="000",
                       summary="step_ll (paper 000): one eps step toward the least-likely class")
 
-    def perturb(self, model, x, y, generator, target=None):
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                target: torch.Tensor | None = None) -> torch.Tensor:
         grad = _input_grad(model, x, least_likely)
-        lo, hi = _bounds(x, self.threat)
+        lo, hi = self.threat.clip_bounds(x)  # Clip_{X, eps}
         with torch.no_grad():
             return torch.minimum(torch.maximum(x - self.threat.eps * grad.sign(), lo), hi)
 
@@ -97,9 +92,10 @@ class StepFGSM(Attack):
                       toolkit="native", paper="000",
                       summary="step_FGSM (paper 000): one eps step up the CE of the true label")
 
-    def perturb(self, model, x, y, generator, target=None):
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                target: torch.Tensor | None = None) -> torch.Tensor:
         grad = _input_grad(model, x, lambda _logits: y)
-        lo, hi = _bounds(x, self.threat)
+        lo, hi = self.threat.clip_bounds(x)  # Clip_{X, eps}
         with torch.no_grad():
             return torch.minimum(torch.maximum(x + self.threat.eps * grad.sign(), lo), hi)
 
@@ -121,14 +117,16 @@ class _Iterative(Attack):
     def iterations(self) -> int:
         return self.steps if self.steps is not None else default_iterations(self.threat.eps)
 
-    def _labels(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    def _labels(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LabelsFn:
         """``labels_fn(logits_of_the_iterate) -> CE labels`` for the whole run."""
         raise NotImplementedError
 
-    def perturb(self, model, x, y, generator, target=None):
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                target: torch.Tensor | None = None) -> torch.Tensor:
         labels_fn = self._labels(model, x, y)
 
-        def loss_fn(model: nn.Module, x_adv: torch.Tensor, _y: torch.Tensor, _target: None) -> torch.Tensor:
+        def loss_fn(model: nn.Module, x_adv: torch.Tensor, _y: torch.Tensor,
+                    _target: torch.Tensor | None) -> torch.Tensor:
             logits = model(x_adv)
             return self.direction * F.cross_entropy(logits, labels_fn(logits.detach()), reduction="sum")
 
@@ -158,7 +156,7 @@ class IterFGSM(_Iterative):
                       toolkit="native", paper="000",
                       summary="iter_FGSM (paper 000): min(eps+4, 1.25 eps) steps of 1/255 up the CE")
 
-    def _labels(self, model, x, y):
+    def _labels(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LabelsFn:
         return lambda _logits: y
 
 
@@ -201,7 +199,7 @@ class IterLL(_Iterative):
                       toolkit="native", paper="000",
                       summary="iter_ll (paper 000): iterative steps toward the clean image's least-likely class")
 
-    def _labels(self, model, x, y):
+    def _labels(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LabelsFn:
         if self.target == "every-step":
             return least_likely
         with torch.no_grad():

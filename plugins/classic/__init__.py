@@ -20,7 +20,7 @@ __all__ = ["APGD", "FGSM", "PGD", "PGDCW", "PGDDLR", "robustreg_register_attacks
 
 
 @robustreg.hookimpl
-def robustreg_register_attacks(registrar) -> None:
+def robustreg_register_attacks(registrar: robustreg.Registrar) -> None:
     """Register fgsm, pgd, pgd-cw, pgd-dlr (all but pgd-dlr in the demo's default attack set) and apgd
     (the native row of ``compare --attack apgd-ce`` / ``apgd-dlr``)."""
     for cls in (FGSM, PGD, PGDCW, PGDDLR):

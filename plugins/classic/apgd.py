@@ -8,6 +8,7 @@ iterate, plus one forward of the clean batch: no parameter ``.grad``, no host sy
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -343,7 +344,7 @@ class APGD(Attack):
     def _loss_fn(self, model: nn.Module) -> LossFn:
         loss, kappa, s = self.loss, self.kappa, self.s
 
-        def fn(x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
+        def fn(x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
             if loss != "si":
                 logits = model(x_adv)
                 return per_sample_loss(loss, logits, y, target, kappa), logits
@@ -368,7 +369,8 @@ class APGD(Attack):
         ranked = clean.argsort(dim=1, descending=True)
         return [ranked[:, k] for k in range(1, self.n_target_classes + 1)]
 
-    def perturb(self, model, x, y, generator, target=None):
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                target: torch.Tensor | None = None) -> AttackResult:
         with torch.no_grad():
             clean = model(x)
         judge = _hit_target if target is not None else _misclassified
@@ -382,8 +384,7 @@ class APGD(Attack):
                 if idx.numel() == 0:
                     break
                 ys, ts = y[idx], None if tgt is None else tgt[idx]
-                result = _Run(cfg, loss_fn, x[idx], ys, ts, lambda logits, ys=ys, ts=ts: judge(logits, ys, ts)
-                              ).run(generator)
+                result = _Run(cfg, loss_fn, x[idx], ys, ts, functools.partial(judge, y=ys, target=ts)).run(generator)
                 out.merge(idx, result)
         return AttackResult(out.x_adv, extras={"loss_trace": out.trace, "ever_broken": out.ever})
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import DefenseInfo, DefenseOutput, Embedding, ForwardPass, Param, ParamSet, embed, hookimpl
+from robustreg import DefenseInfo, DefenseOutput, Embedding, ForwardPass, Param, ParamSet, Registrar, embed, hookimpl
 
 from .defense_base import AdversarialDefense, init_param, kl_per_sample, weight_param
 from .defense_single_step import GAT, RFGSMAT, FreeAT, GradAlign
@@ -253,7 +253,7 @@ CLASSIC_DEFENSES = (AT, TRADES, ALP, MART, FreeAT, RFGSMAT, GAT, GradAlign)
 
 
 @hookimpl
-def robustreg_register_defenses(registrar) -> None:
+def robustreg_register_defenses(registrar: Registrar) -> None:
     """Register at, trades, alp, mart, free-at, rfgsm-at, gat and grad-align."""
     for cls in CLASSIC_DEFENSES:
         registrar.add_defense(cls.name, cls, info=cls.info, summary=cls.info.summary)

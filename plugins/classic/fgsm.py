@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from robustreg import Attack, AttackInfo, Param, ParamSet
 
@@ -48,7 +49,8 @@ class FGSM(Attack):
     random_start: bool
     step_size: float | None
 
-    def perturb(self, model, x, y, generator, target=None):
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                target: torch.Tensor | None = None) -> torch.Tensor:
         eps = self.threat.eps
         step = self.step_size if self.step_size is not None else eps
         start = self.threat.random_point(x, generator) if self.random_start else x.clone()
@@ -56,6 +58,5 @@ class FGSM(Attack):
         loss = attack_loss("ce", model(start), y, target)
         (grad,) = torch.autograd.grad(loss, start)
         with torch.no_grad():
-            lo = (x - eps).clamp_min(self.threat.box[0])
-            hi = (x + eps).clamp_max(self.threat.box[1])
+            lo, hi = self.threat.clip_bounds(x)
             return torch.minimum(torch.maximum(start + step * grad.sign(), lo), hi)

@@ -90,10 +90,12 @@ class PGD(Attack):
     def effective_step_size(self) -> float:
         return self.step_size if self.step_size is not None else self.threat.eps / 4
 
-    def perturb(self, model, x, y, generator, target=None):
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                target: torch.Tensor | None = None) -> AttackResult:
         loss, kappa = self.loss, self.kappa
 
-        def loss_fn(model: nn.Module, x_adv: torch.Tensor, labels: torch.Tensor, tgt: torch.Tensor | None):
+        def loss_fn(model: nn.Module, x_adv: torch.Tensor, labels: torch.Tensor,
+                    tgt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
             logits = model(x_adv)
             return per_sample_loss(loss, logits, labels, tgt, kappa), logits
 

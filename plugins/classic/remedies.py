@@ -268,7 +268,7 @@ def bpda(ctx: RemedyContext) -> None:
 
 
 @robustreg.hookimpl
-def robustreg_register_remedies(registrar) -> None:
+def robustreg_register_remedies(registrar: robustreg.Registrar) -> None:
     registrar.add_remedy("margin-loss", margin_loss, answers=("logit-scale", "softmax-output"),
                          cost=2 * APGD_STEPS,
                          summary="APGD with the C&W margin and DLR losses (scale-invariant, no softmax)")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustreg import Defense, DefenseInfo, DefenseOutput, Param, ParamSet, hookimpl
+from robustreg import Defense, DefenseInfo, DefenseOutput, Param, ParamSet, Registrar, hookimpl
 
 __all__ = ["StandardTraining", "register_standard"]
 
@@ -44,6 +44,6 @@ class StandardTraining(Defense):
 
 
 @hookimpl(specname="robustreg_register_defenses")
-def register_standard(registrar) -> None:
+def register_standard(registrar: Registrar) -> None:
     """Register ``standard``; import this function into the classic plugin's ``__init__`` to enable it."""
     registrar.add_defense("standard", StandardTraining)

@@ -3,8 +3,8 @@
 foolbox 3 spells one attack as one class per norm (``LinfPGD``, ``L2PGD``): an :class:`EntrySpec` names
 the class for each norm the entry supports, and which of our parameter names map to which of the
 class's keywords.  :func:`make_entry` turns a spec into an :class:`~robustreg.Attack` subclass with a
-generated docstring.  foolbox (and eagerpy) are imported only when an attack runs, never when the
-plugin registers.
+generated docstring (the kit: :mod:`robustreg.adapters`).  foolbox (and eagerpy) are imported only when
+an attack runs, never when the plugin registers.
 
 The pitfalls the adapter hides:
 
@@ -29,66 +29,27 @@ The pitfalls the adapter hides:
 
 from __future__ import annotations
 
-import importlib
-import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from importlib import metadata
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, Param, ParamSet, draw_seed, seeded_global_rngs
+from robustreg import AdapterEntry, Toolkit, ToolkitAttack, entry_docstring, make_entry_class
 
-__all__ = ["EntrySpec", "FoolboxAttack", "import_foolbox", "make_entry", "toolkit_version"]
+__all__ = ["TOOLKIT", "EntrySpec", "FoolboxAttack", "make_entry"]
 
-TOOLKIT = "foolbox"
-_INSTALL = "pip install foolbox"
-
-
-def toolkit_version() -> str:
-    """foolbox's installed version, read from its metadata (does not import it)."""
-    try:
-        return metadata.version(TOOLKIT)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def import_foolbox(entry: str) -> Any:
-    """Import foolbox or raise a one-line ImportError saying what to install."""
-    try:
-        with warnings.catch_warnings():  # foolbox imports scipy.ndimage.filters (deprecated): noise for its users
-            warnings.filterwarnings("ignore", message=".*scipy.ndimage.filters.*", category=DeprecationWarning)
-            return importlib.import_module(TOOLKIT)
-    except ImportError as exc:
-        missing = getattr(exc, "name", None) or TOOLKIT
-        raise ImportError(f"{entry} needs the foolbox package; {missing} could not be imported: {_INSTALL}") from None
+#: foolbox imports scipy.ndimage.filters (deprecated): noise for its users
+TOOLKIT = Toolkit(prefix="foolbox", distribution="foolbox", module="foolbox", quiet=(".*scipy.ndimage.filters.*",))
 
 
 @dataclass(frozen=True)
-class EntrySpec:
-    """How one registry entry maps onto foolbox's classes (one per norm)."""
+class EntrySpec(AdapterEntry):
+    """How one registry entry maps onto foolbox's classes: ``call`` is our norm -> class in foolbox.attacks."""
 
-    name: str  # the part after "foolbox:"
-    classes: Mapping[str, str]  # our norm -> class name in foolbox.attacks
-    title: str  # one line: what it does
-    paper: str  # title, year, arXiv id
-    params: tuple[Param, ...] = ()  # ``toolkit`` = foolbox's keyword where it differs from ours
+    targeted: bool = True
     #: our parameters whose None means "the class's own default" (which differs per norm): not passed when None
     per_class_default: tuple[str, ...] = ()
-    targeted: bool = True
-    randomized: bool = False
-    minimal_norm: bool = False  # a foolbox MinimizationAttack: the result is foolbox's clip to eps
-    single_step: bool = False
-    note: str = ""
-    #: for ``robustreg compare``: our parameters the class does not take but runs as; ``...``: does not
-    #: apply to what it does (see :mod:`robustreg.comparison_params`)
-    implied: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def norms(self) -> tuple[str, ...]:
-        return tuple(self.classes)
 
 
 def _model_device_dtype(model: nn.Module, x: torch.Tensor) -> tuple[torch.device, torch.dtype]:
@@ -119,114 +80,46 @@ def _foolbox_model(fb: Any, model: nn.Module, box: tuple[float, float], device: 
             module.training = training
 
 
-class FoolboxAttack(Attack):
-    """Base of every ``foolbox:*`` entry; subclasses are made by :func:`make_entry`.
+class FoolboxAttack(ToolkitAttack):
+    """Base of every ``foolbox:*`` entry; every declared parameter goes to the foolbox constructor under its
+    ``toolkit`` name (else its own), except a ``per_class_default`` one left at None."""
 
-    ``params`` is ``ParamSet(spec.params)``; every declared parameter goes to the foolbox constructor under
-    its ``toolkit`` name (else its own), except a ``per_class_default`` one left at None.
-    """
-
+    toolkit = TOOLKIT
     spec: ClassVar[EntrySpec]
-    implied: ClassVar[Mapping[str, Any]] = {}
-    minimal_norm: ClassVar[bool] = False
-
-    def toolkit_class(self) -> str:
-        """The foolbox class for the threat model's norm."""
-        return self.spec.classes[self.threat.norm]
+    clips_to_eps = True  # a minimal-norm result is foolbox's own clip to eps (its ``clipped`` output)
 
     def toolkit_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of the foolbox constructor."""
         skip = {k for k in self.spec.per_class_default if self.config.get(k) is None}
         return self.params.toolkit_kwargs({k: v for k, v in self.config.items() if k not in skip})
 
-    def perturb(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        generator: torch.Generator,
-        target: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        fb = import_foolbox(self.label())
-        seed = self.seed if self.seed is not None else draw_seed(generator)
+    def call_toolkit(self, toolkit: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     target: torch.Tensor | None, seed: int) -> torch.Tensor:
         device, dtype = _model_device_dtype(model, x)
-        inputs = x.to(device=device, dtype=dtype)
         if target is None:
-            criterion = fb.criteria.Misclassification(y.to(device))
+            criterion = toolkit.criteria.Misclassification(y.to(device))
         else:
-            criterion = fb.criteria.TargetedMisclassification(target.to(device))
-        fmodel = _foolbox_model(fb, model, self.threat.box, device)
-        with seeded_global_rngs(seed, x.device):
-            attack = getattr(fb.attacks, self.toolkit_class())(**self.toolkit_kwargs())
-            _, clipped, _ = attack(fmodel, inputs, criterion, epsilons=self.threat.eps)
-        x_adv = clipped.detach().to(device=x.device, dtype=x.dtype)
-        return self.threat.clamp_slop(x_adv, x)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return repr(value)
+            criterion = toolkit.criteria.TargetedMisclassification(target.to(device))
+        fmodel = _foolbox_model(toolkit, model, self.threat.box, device)
+        attack = getattr(toolkit.attacks, self.toolkit_call())(**self.toolkit_kwargs())
+        _, clipped, _ = attack(fmodel, x.to(device=device, dtype=dtype), criterion, epsilons=self.threat.eps)
+        return clipped.to(device=x.device)
 
 
 def _docstring(spec: EntrySpec, version: str) -> str:
-    classes = ", ".join(f"{norm}: {cls}" for norm, cls in spec.classes.items())
-    lines = [
-        f"{spec.title} (foolbox {version}: {classes}).",
-        "",
-        f"Paper: {spec.paper}.",
-        f"Norm(s): {', '.join(spec.norms)}; eps from the ThreatModel ([0, 1] pixel units), foolbox's ``epsilons``; "
-        "the box is foolbox's ``bounds``.",
-    ]
-    if spec.minimal_norm:
-        lines.append(
-            "Minimal-norm: foolbox finds the smallest adversarial perturbation it can (unbounded by eps) and clips it "
-            "to eps itself (its ``clipped`` output, which the adapter returns), so this entry is an eps-bounded "
-            "attack and a sample whose minimal perturbation exceeds eps is usually not adversarial after the clip."
-        )
-    if spec.note:
-        lines.append(spec.note)
-    lines += ["", "Parameters (keyword-only; robustreg name -> foolbox keyword, default):"]
-    for p in spec.params:
-        unit = f", {p.unit}" if p.unit else ""
-        lines.append(f"    {p.name} -> {p.toolkit or p.name} ({p.allowed()}; default {_fmt(p.default)}{unit}): {p.doc}")
-    lines += [
-        "    seed (default None): int seed of torch's global RNG inside a fork_rng (restored afterwards).",
-        "    eval_mode (default True): attack the model in eval mode (its mode is restored afterwards).",
-        "",
-        "Inputs: float N x C x H x W in the box, int64 labels.",
-        "",
-        "Example::",
-        "",
-        "    reg = robustreg.Registry.create()",
-        f"    attack = reg.build_attack('foolbox:{spec.name}', ThreatModel('{spec.norms[0]}', 0.3), seed=0)",
-        "    x_adv = attack(model, x, y)",
-    ]
-    return "\n".join(lines)
+    classes = ", ".join(f"{norm}: {cls}" for norm, cls in spec.calls().items())
+    return entry_docstring(
+        spec, TOOLKIT, origin=f"foolbox {version}: {classes}",
+        eps="eps from the ThreatModel ([0, 1] pixel units), foolbox's ``epsilons``; the box is foolbox's "
+            "``bounds``.",
+        minimal_norm="Minimal-norm: foolbox finds the smallest adversarial perturbation it can (unbounded by eps) "
+                     "and clips it to eps itself (its ``clipped`` output, which the adapter returns), so this entry "
+                     "is an eps-bounded attack and a sample whose minimal perturbation exceeds eps is usually not "
+                     "adversarial after the clip.",
+        seed="int seed of torch's global RNG inside a fork_rng (restored afterwards).", box="the box",
+    )
 
 
 def make_entry(spec: EntrySpec) -> type[FoolboxAttack]:
     """The Attack subclass registered as ``foolbox:<spec.name>``."""
-    version = toolkit_version()
-    info = AttackInfo(
-        norms=spec.norms,
-        targeted=spec.targeted,
-        single_step=spec.single_step,
-        randomized=spec.randomized,
-        source=f"foolbox {version} ({', '.join(dict.fromkeys(spec.classes.values()))}); {spec.paper}",
-        toolkit=TOOLKIT,
-        summary=spec.title,
-    )
-    qualname = "Foolbox" + "".join(part.capitalize() for part in spec.name.replace("-", "_").split("_"))
-    namespace: dict[str, Any] = {
-        "__doc__": _docstring(spec, version),
-        "__module__": __name__,
-        "__qualname__": qualname,
-        "name": f"{TOOLKIT}:{spec.name}",
-        "info": info,
-        "spec": spec,
-        "params": ParamSet(spec.params),
-        "implied": dict(spec.implied),
-        "minimal_norm": spec.minimal_norm,
-    }
-    return type(qualname, (FoolboxAttack,), namespace)
+    return make_entry_class(spec, FoolboxAttack, doc=_docstring, module=__name__)

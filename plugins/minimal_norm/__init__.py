@@ -8,7 +8,7 @@ fixed-eps table is not what they are for).
 
 from __future__ import annotations
 
-from robustreg import hookimpl
+from robustreg import Registrar, hookimpl
 
 from . import curve
 from .attacks import DDN, FMN
@@ -17,7 +17,7 @@ __all__ = ["DDN", "FMN", "robustreg_register_attacks", "robustreg_register_comma
 
 
 @hookimpl
-def robustreg_register_attacks(registrar) -> None:
+def robustreg_register_attacks(registrar: Registrar) -> None:
     """Register ``fmn`` and ``ddn``."""
     for cls in (FMN, DDN):
         registrar.add_attack(cls.name, cls, summary=cls.info.summary)

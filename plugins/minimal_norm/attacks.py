@@ -163,7 +163,8 @@ class FMN(Attack):
     gamma_init: float
     gamma_final: float
 
-    def perturb(self, model, x, y, generator, target=None):
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                target: torch.Tensor | None = None) -> AttackResult:
         norm, (lo, hi) = self.threat.norm, self.threat.box
         targeted = target is not None
         labels = target if target is not None else y
@@ -242,7 +243,8 @@ class DDN(Attack):
     alpha_final: float
     levels: int | None
 
-    def perturb(self, model, x, y, generator, target=None):
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                target: torch.Tensor | None = None) -> AttackResult:
         lo, hi = self.threat.box
         targeted = target is not None
         labels = target if target is not None else y

@@ -16,7 +16,7 @@ __all__ = ["SIPGD", "robustreg_register_analyses", "robustreg_register_attacks"]
 
 
 @robustreg.hookimpl
-def robustreg_register_attacks(registrar) -> None:
+def robustreg_register_attacks(registrar: robustreg.Registrar) -> None:
     """Register si-pgd (in the demo's default attack set)."""
     registrar.add_attack(SIPGD.name, SIPGD, summary=SIPGD.info.summary, demo=True)
 

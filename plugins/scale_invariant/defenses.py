@@ -93,7 +93,7 @@ def register_si_defenses(registrar: Registrar) -> None:
 
 
 @hookimpl
-def robustreg_register_defenses(registrar) -> None:
+def robustreg_register_defenses(registrar: Registrar) -> None:
     """Register he and trades-he; at-si, trades-si, alp-si, mart-si, free-at-si, rfgsm-at-si, gat-si and
     grad-align-si once every plugin has registered."""
     for cls in (HEAT, TRADESHE):

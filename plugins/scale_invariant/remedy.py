@@ -25,6 +25,6 @@ def si_pgd(ctx: RemedyContext) -> None:
 
 
 @robustreg.hookimpl
-def robustreg_register_remedies(registrar) -> None:
+def robustreg_register_remedies(registrar: robustreg.Registrar) -> None:
     registrar.add_remedy("si-pgd", si_pgd, answers=("logit-scale",), cost=2 * STEPS,
                          summary="SI-PGD (paper 004): PGD on s cos(theta), blind to the logits' scale")

@@ -66,7 +66,8 @@ class SIPGD(Attack):
     def effective_step_size(self) -> float:
         return self.step_size if self.step_size is not None else self.threat.eps / 4
 
-    def _loss(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
+    def _loss(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
+              target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample CE(s * cos(theta), y) (targeted: minus the CE to the target), and the model's logits."""
         embedding = embed(model, x_adv)
         scaled = self.s * embedding.cosine()
@@ -74,7 +75,8 @@ class SIPGD(Attack):
             return F.cross_entropy(scaled, y, reduction="none"), embedding.logits
         return -F.cross_entropy(scaled, target, reduction="none"), embedding.logits
 
-    def perturb(self, model, x, y, generator, target=None):
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                target: torch.Tensor | None = None) -> AttackResult:
         extras: dict[str, torch.Tensor] = {}  # loss_trace and ever_broken, for the evaluation's checks
         x_adv = projected_gradient_ascent(
             model, self._loss, x, y, target, self.threat, steps=self.steps,

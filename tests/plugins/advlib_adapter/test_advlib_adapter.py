@@ -119,7 +119,7 @@ def test_declarations_name_keywords_advlib_takes(registry):
         cls = spec.factory
         assert isinstance(cls.params, ParamSet), spec.name
         assert cls.declaration().names() == [*cls.params.names(), "seed", "eval_mode", "eot"], spec.name
-        accepted = inspect.signature(getattr(attacks, cls.spec.function)).parameters
+        accepted = inspect.signature(getattr(attacks, cls.spec.call)).parameters
         keywords = {p.toolkit or p.name for p in cls.params} | set(cls.spec.fixed)
         if cls.spec.eps_keyword:
             keywords.add(cls.spec.eps_keyword)

@@ -109,7 +109,7 @@ def test_declarations_name_keywords_foolbox_takes(registry):
         assert isinstance(cls.params, ParamSet), spec.name
         assert cls.declaration().names() == [*cls.params.names(), "seed", "eval_mode", "eot"], spec.name
         keywords = {p.toolkit or p.name for p in cls.params}
-        for norm, class_name in cls.spec.classes.items():
+        for norm, class_name in cls.spec.calls().items():
             accepted = set(inspect.signature(getattr(foolbox.attacks, class_name).__init__).parameters)
             assert keywords <= accepted, f"{spec.name} ({norm}): {sorted(keywords - accepted)}"
     pgd = {p.name: p.toolkit for p in registry.attack("foolbox:pgd").params if p.toolkit}
@@ -121,10 +121,10 @@ def test_declarations_name_keywords_foolbox_takes(registry):
 def test_foolbox_defaults_per_norm_are_kept(registry):
     """steps / rel_stepsize None leave foolbox's own per-norm defaults (LinfPGD 40, L2PGD 50 steps)."""
     linf = registry.build_attack("foolbox:pgd", ThreatModel("linf", 0.1))
-    assert linf.toolkit_class() == "LinfProjectedGradientDescentAttack"
+    assert linf.toolkit_call() == "LinfProjectedGradientDescentAttack"
     assert linf.toolkit_kwargs() == {"abs_stepsize": None, "random_start": True}
     l2 = registry.build_attack("foolbox:pgd", ThreatModel("l2", 0.5), steps=7, step_size=0.1)
-    assert l2.toolkit_class() == "L2ProjectedGradientDescentAttack"
+    assert l2.toolkit_call() == "L2ProjectedGradientDescentAttack"
     assert l2.toolkit_kwargs() == {"steps": 7, "abs_stepsize": 0.1, "random_start": True}
 
 

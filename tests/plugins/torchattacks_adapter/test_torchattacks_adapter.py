@@ -93,7 +93,7 @@ def test_declarations_name_keywords_torchattacks_takes(registry):
         assert cls.declaration().names() == [*cls.params.names(), "seed", "eval_mode", "eot"], spec.name
         assert len(cls.params) > 0 or spec.name == "torchattacks:fgsm", spec.name  # FGSM takes eps only
         assert spec.params == cls.declaration(), spec.name
-        accepted = inspect.signature(getattr(torchattacks, cls.spec.toolkit_class).__init__).parameters
+        accepted = inspect.signature(getattr(torchattacks, cls.spec.call).__init__).parameters
         assert all(p.toolkit in accepted for p in cls.params if p.toolkit is not None), spec.name
         keywords = [p.toolkit or p.name for p in cls.params]
         assert set(keywords) <= set(accepted), f"{spec.name}: {sorted(set(keywords) - set(accepted))}"
