@@ -10,7 +10,7 @@ from the standing points and recorded as an :class:`Attempt`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -76,7 +76,7 @@ class Attempt:
     ran: torch.Tensor | None = field(default=None, repr=False)  # bool n: the points it attacked (not reported)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "ran"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ran"}
 
 
 @dataclass
