@@ -297,6 +297,19 @@ def identity_text(identity: dict[str, Any] | None) -> str:
             f"weights (sha256 {d['bidirectional'][:12]}... vs {d['pivot'][:12]}...), so Pivot was trained on its own.")
 
 
+def kurakin_line(judged: list[dict[str, Any]]) -> str:
+    """Whether the training was long enough for the comparison (issue 24: Kurakin's must clearly beat the baseline
+    before Bidirection / Pivot vs Kurakin's can show the paper's 2-8 points)."""
+    base = [c for c in judged if c["pair"] == f"{LABEL['kurakin']} > {LABEL['standard']}"]
+    won = [c["column"] for c in base if c["outcome"] == "supports"]
+    gains = ", ".join(f"{c['column']} {c['diff']:+.1f}" for c in base)
+    return (f"Precondition (issue 24): Kurakin's beats the baseline significantly under {len(won)} of {len(base)} "
+            f"attacks at eps 32 (mean gains, points: {gains})"
+            + (": the training is long enough for the paper's comparison." if len(won) == len(base) else
+               ": in this recipe Kurakin's does not clearly beat the baseline, so Bidirection / Pivot vs Kurakin's is "
+               "measured where step_ll adversarial training has not taken hold (issue 24's precondition is not met)."))
+
+
 def render(rows: list[dict[str, Any]], args: argparse.Namespace, result: str, notes: list[str],
            used: dict[str, str], identity: dict[str, Any] | None = None) -> list[str]:
     summary = summarise(rows)
@@ -320,7 +333,8 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, result: str, no
         + (f" With {n_seeds} seeds the interval's t is {'12.7' if n_seeds == 2 else 'large'}: issue 24 asks for "
            "5." if n_seeds < 5 else "")
         + ("" if all("samples" in r for r in rows) else " Per-sample results: not recorded by this run (it predates "
-           "issue 24)."),
+           "issue 24).")
+        + "\n\n" + kurakin_line(judged),
         "## Cells (points of %)\n\n" + markdown_table(["column", "claim", "mean difference", "95% interval",
                                                         "seeds", "outcome"], cell_rows),
         paper_section("000-table1", paper, head),
