@@ -73,13 +73,17 @@ class DefenseInfo:
 class DefenseOutput:
     """``loss``: the scalar to minimise.  ``metrics``: floats to log (loss terms, accuracies).
 
-    ``logits_clean`` / ``logits_adv`` are optional, for the trainer's batch accuracies.
+    ``logits_clean`` / ``logits_adv`` are optional, for the trainer's batch accuracies; their labels are the
+    batch's first rows unless ``labels_clean`` / ``labels_adv`` say otherwise (a defense whose clean rows are
+    another part of the batch, e.g. Kurakin's adversarial rows first).
     """
 
     loss: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
     logits_clean: torch.Tensor | None = None
     logits_adv: torch.Tensor | None = None
+    labels_clean: torch.Tensor | None = None
+    labels_adv: torch.Tensor | None = None
 
 
 _RESERVED = frozenset({"info", "name", "params", "config", "loss", "state_dict", "load_state_dict", "declaration",

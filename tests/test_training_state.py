@@ -169,3 +169,19 @@ def test_param_is_typed_by_the_defense_declaration() -> None:
     with pytest.raises(ValueError, match="unknown parameter 'stepz'; did you mean steps"):
         config_from_args(parser.parse_args(["--model", "m", "--iterations", "2", "--defense", "at", "--out", "o",
                                             "--param", "stepz=3"]))
+
+
+def test_meter_scores_logits_against_the_labels_the_defense_gives():
+    """A defense whose clean rows are not the batch's first (Kurakin's: adversarial rows first) names their
+    labels; the logged acc_clean then counts them right (it read the first rows' labels before)."""
+    from robustreg.defense import DefenseOutput
+    from robustreg.training.logging import Meter
+
+    y = torch.tensor([0, 1, 2, 3])
+    hits = torch.nn.functional.one_hot(y, 4).float()  # logits right for every row
+    out = DefenseOutput(torch.tensor(0.0), logits_clean=hits[2:], logits_adv=hits[:2], labels_clean=y[2:],
+                        labels_adv=y[:2])
+    meter = Meter()
+    meter.add(out, y, 4)
+    values = meter.values(world_size=1)
+    assert values["acc_clean"] == 1.0 and values["acc_adv"] == 1.0

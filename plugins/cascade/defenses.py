@@ -207,7 +207,8 @@ def paper_objective(
             metrics["acc_clean"] = float((logits[k:].argmax(1) == y_clean).float().mean())
         if k:
             metrics["acc_adv"] = float((logits[:k].argmax(1) == y_adv).float().mean())
-    return DefenseOutput(loss, metrics, logits_clean=logits[k:].detach(), logits_adv=logits[:k].detach())
+    return DefenseOutput(loss, metrics, logits_clean=logits[k:].detach(), logits_adv=logits[:k].detach(),
+                         labels_clean=y_clean, labels_adv=y_adv)
 
 
 # --- declared parameters ---------------------------------------------------------------------------

@@ -53,9 +53,11 @@ class Meter:
         self.loss = loss if self.loss is None else self.loss + loss
         for k, v in out.metrics.items():
             self.metrics[k] = self.metrics.get(k, 0.0) + float(v)
-        for key, logits in (("acc_clean", out.logits_clean), ("acc_adv", out.logits_adv)):
+        for key, logits, labels in (("acc_clean", out.logits_clean, out.labels_clean),
+                                    ("acc_adv", out.logits_adv, out.labels_adv)):
             if logits is not None:
-                hit = (logits.detach().argmax(1) == y[: logits.shape[0]]).sum()
+                labels = labels if labels is not None else y[: logits.shape[0]]
+                hit = (logits.detach().argmax(1) == labels).sum()
                 self.correct[key] = self.correct[key] + hit if key in self.correct else hit
                 self.counted[key] = self.counted.get(key, 0) + int(logits.shape[0])
         self.steps += 1
