@@ -190,8 +190,8 @@ def test_a_report_of_another_configuration_written_meanwhile_is_refused_not_repl
     out = tmp_path / "out"
     calls = []
 
-    def write_other(*_: object) -> None:
-        if not calls:
+    def write_other(_module: object, args: tuple, _out: object) -> None:
+        if not calls and args[0].shape[0] > 1:  # during the run: evaluate() probes the output on 1 image first
             calls.append(1)
             out.mkdir(exist_ok=True)
             (out / "report.json").write_text((tmp_path / "other" / "report.json").read_text())
