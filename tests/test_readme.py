@@ -63,5 +63,6 @@ def test_readme_attack_table_is_the_generated_one(capsys):
 
 def test_readme_names_both_setup_commands():
     text = README.read_text()
-    assert re.search(r"pip install --no-build-isolation -e \"\.\[test,all\]\" && \.venv/bin/robustreg evaluate", text)
+    assert re.search(r"pip install --no-build-isolation -e \"\.\[test,all\]\" && \.venv/bin/pip install "
+                     r"--force-reinstall --no-deps robustbench==1\.1\.1 && \.venv/bin/robustreg evaluate", text)
     assert ".venv/bin/python -m pytest -q tests" in text
