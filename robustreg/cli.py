@@ -145,12 +145,24 @@ def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> int:
     return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
+def _reader_left() -> int:
+    """The reader of our output closed it (``robustreg list | head``): stop quietly with status 0, as a
+    command killed by SIGPIPE does in a shell pipeline.  stdout goes to /dev/null so that the flush at exit
+    does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
+
+
 def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         with _sigterm_unwinds():
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
         return _interrupted(args, exc)
+    except BrokenPipeError:
+        return _reader_left()
     except Exception as exc:
         if debug:
             raise

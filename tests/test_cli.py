@@ -438,3 +438,18 @@ def test_every_attack_and_defense_lists_its_declared_parameters(capsys):
             assert row["params"], f"{kind[:-1]} {row['name']} declares no parameters"
             for p in row["params"]:
                 assert {"name", "type", "default", "doc"} <= set(p) and p["doc"], (row["name"], p)
+
+
+def test_output_piped_into_head_ends_quietly():
+    """`robustreg list attacks --json | head -1`: the reader leaves after one line (the JSON is ~180 kB, more
+    than a pipe holds), and robustreg stops with status 0 and nothing on stderr, as under SIGPIPE."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "robustreg", "list", "attacks", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().strip() == b"["
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
