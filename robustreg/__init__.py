@@ -18,6 +18,7 @@ from .attack import (
     ModelState,
     within_eps,
 )
+from .benchmark import benchmark
 from .commands import (
     UsageError,
     add_adaptive_args,
@@ -124,6 +125,7 @@ __all__ = [
     "embed",
     "entry_docstring",
     "eps_list",
+    "benchmark",
     "evaluate",
     "folder_lock",
     "hookimpl",

@@ -29,6 +29,7 @@ __all__ = [
     "render_markdown",
     "render_table",
     "plot_robust_accuracy",
+    "robust_accuracy_figure",
     "write_report",
 ]
 
@@ -287,7 +288,15 @@ def render_table(report: Mapping[str, Any]) -> str:
 
 def _plot_png(report: Mapping[str, Any]) -> bytes:
     """The robust-accuracy-vs-eps plot as PNG bytes (the user's matplotlib backend is left alone)."""
-    from .figures import figure, figure_png
+    from .figures import figure_png
+
+    return figure_png(robust_accuracy_figure(report))
+
+
+def robust_accuracy_figure(report: Mapping[str, Any]) -> Any:
+    """Robust accuracy vs eps, one line per attack plus the worst case, as a ``matplotlib.figure.Figure``
+    drawn on its own canvas (the user's backend and pyplot's figures are left alone)."""
+    from .figures import figure
 
     fig = figure(6, 4)
     ax = fig.add_subplot(1, 1, 1)
@@ -311,7 +320,7 @@ def _plot_png(report: Mapping[str, Any]) -> bytes:
     ax.set_title(f"robust accuracy vs eps, {title}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    return figure_png(fig)
+    return fig
 
 
 def plot_robust_accuracy(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:

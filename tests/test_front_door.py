@@ -403,3 +403,35 @@ def test_as_many_outputs_as_classes_is_quiet(reg: Registry) -> None:
     for labels, status in ((torch.arange(N) % 10, "ok"), (torch.arange(N) % 5, "skipped")):
         bare = evaluate(_net(), (x, labels), ["fgsm"], 0.05, registry=reg, progress=False)
         assert next(c for c in bare["checks"] if c["name"] == "more-outputs-than-classes")["status"] == status
+
+
+def test_benchmark_returns_clean_and_robust_accuracy_as_robustbench_does():
+    """robustreg.benchmark: RobustBench's (clean, robust) pair, the same numbers evaluate reports; the
+    default attack is the registered standard AutoAttack."""
+    import robustreg
+    from robustreg.benchmark import STANDARD, _standard
+
+    reg = robustreg.Registry.create()
+    assert STANDARD in reg.attack(_standard(reg)).same_as
+    model = robustreg.build_model("digits-cnn-pretrained")
+    data = robustreg.load_data("digits")
+    clean, robust = robustreg.benchmark(model, "digits", "Linf", "1/10", n_examples=40, attack="fgsm", registry=reg)
+    report = robustreg.evaluate(model, data, ["fgsm"], [0.1], n=40, registry=reg, progress=False)
+    assert (clean, robust) == (report["clean_accuracy"], report["worst_case"][0]["robust_accuracy"])
+    assert 0 <= robust < clean <= 1
+
+
+def test_report_to_pandas_and_plot_leave_the_backend_alone(tmp_path):
+    import matplotlib
+
+    import robustreg
+
+    backend = matplotlib.get_backend()
+    report = robustreg.evaluate(robustreg.build_model("digits-cnn-pretrained"), robustreg.load_data("digits"),
+                                ["fgsm"], [0.05, 0.1], n=30, progress=False)
+    fig = report.plot()
+    assert len(fig.axes[0].lines) == 2 and matplotlib.get_backend() == backend  # fgsm and the worst case
+    pd = pytest.importorskip("pandas")  # an optional package (robustbench's install brings it)
+    frame = report.to_pandas()
+    assert isinstance(frame, pd.DataFrame) and list(frame["eps"]) == [0.05, 0.1]
+    assert list(frame["robust_accuracy"]) == [r["robust_accuracy"] for r in report["results"]]

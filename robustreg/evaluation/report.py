@@ -8,6 +8,7 @@ attacks ran under (the verdicts are always the float32 model's).
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +39,24 @@ class EvalReport(dict[str, Any]):
             return dict.__repr__(self)
 
     __str__ = __repr__
+
+    def to_pandas(self) -> Any:
+        """One row per result (eps x attack), the columns of results.csv (``params`` as JSON text); needs
+        pandas (``pip install pandas``), which robustreg itself does not."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("EvalReport.to_pandas needs pandas: pip install pandas") from None
+        from ..report import render_csv
+
+        return pd.read_csv(io.StringIO(render_csv(self)))
+
+    def plot(self) -> Any:
+        """Robust accuracy vs eps (one line per attack and the worst case) as a ``matplotlib.figure.Figure``
+        on its own canvas: the global backend never changes, and a notebook shows it when it is returned."""
+        from ..report import robust_accuracy_figure
+
+        return robust_accuracy_figure(self)
 
 
 def _percent(value: Any) -> str:
