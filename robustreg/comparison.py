@@ -414,16 +414,9 @@ def _remedied(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat
     for broken in broken_by.values():
         standing[index[broken.cpu()]] = False
     n = int(x.shape[0])
-    state, home = ModelState(model), next((p.device for p in model.parameters()), None)
-    try:
-        model.to(device).eval()
-        done = run_remedies(model, x, y, eps=[threat.eps], norm=threat.norm, standing=[standing], checks=checks,
-                            recheck=lambda _attempts: checks, registry=registry, device=device, seed=seed,
-                            batch_size=batch_size, budget=budget)
-    finally:
-        state.restore()
-        if home is not None:
-            model.to(home)
+    done = run_remedies(model, x, y, eps=[threat.eps], norm=threat.norm, standing=[standing], checks=checks,
+                        recheck=lambda _attempts: checks, registry=registry, device=device, seed=seed,
+                        batch_size=batch_size, budget=budget)
     return done.to_json([threat.eps], [float(standing.sum()) / n], n)
 
 

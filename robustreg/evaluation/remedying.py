@@ -14,10 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attack import ModelState
 from ..checks import CellView
 from ..remedies import ARGMAX, Adaptive, Attempt, run_remedies
-from ..runtime import model_device
 from .checking import evaluation_checks
 from .config import EvalConfig, Plan
 from .run import Finished
@@ -35,8 +33,8 @@ def _view(attempt: Attempt, registry: Any, n: int) -> CellView:
 
 def apply_remedies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, run: Finished,
                    config: EvalConfig, device: torch.device) -> Adaptive:
-    """The remedies for ``run.checks`` on the points ``run`` leaves standing; the model's placement, modes
-    and gradients are restored after."""
+    """The remedies for ``run.checks`` on the points ``run`` leaves standing (:func:`run_remedies` restores
+    the model's placement, modes and gradients after)."""
     everything = len(plan.plans)
     standing = [run.state.standing(e, everything, cascade=True) for e in range(len(plan.eps))]
 
@@ -45,16 +43,10 @@ def apply_remedies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Pla
         return evaluation_checks(model, x, y, run.clean_logits, plan, run.state, device, config.no_check,
                                  extra=extra)
 
-    home, snapshot = model_device(model), ModelState(model)
-    try:
-        model.to(device).eval()
-        return run_remedies(model, x, y, eps=plan.eps, norm=plan.norm, standing=standing, checks=run.checks,
-                            recheck=recheck, registry=plan.registry, device=device, seed=plan.seed,
-                            batch_size=plan.batch_size, budget=config.adaptive_budget,
-                            evaluated=[(p.name, plan.params(a)) for a, p in enumerate(plan.plans)])
-    finally:
-        model.to(home)
-        snapshot.restore()
+    return run_remedies(model, x, y, eps=plan.eps, norm=plan.norm, standing=standing, checks=run.checks,
+                        recheck=recheck, registry=plan.registry, device=device, seed=plan.seed,
+                        batch_size=plan.batch_size, budget=config.adaptive_budget,
+                        evaluated=[(p.name, plan.params(a)) for a, p in enumerate(plan.plans)])
 
 
 def adaptive_report(report: dict[str, Any], adaptive: Adaptive) -> dict[str, Any]:

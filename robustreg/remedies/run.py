@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..attack import ModelState
+from ..runtime import model_device
 from .context import Attempt, Budget, RemedyContext
 
 __all__ = ["Adaptive", "run_remedies"]
@@ -62,7 +64,22 @@ def run_remedies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Seq
                  evaluated: Sequence[tuple[str, dict[str, Any]]] = (), rounds: int = 3) -> Adaptive:
     """Run the remedies for ``checks`` (the evaluation's list) on ``standing`` (per eps, copied); ``recheck``
     gives the checks' list again with the remedies' attempts as extra cells; ``evaluated``: the evaluation's
-    attacks, ``(name, resolved params)``."""
+    attacks, ``(name, resolved params)``.  The model runs on ``device`` in eval mode meanwhile; its
+    placement, modes and gradients are restored after, also on an error."""
+    home, snapshot = model_device(model), ModelState(model)
+    try:
+        model.to(device).eval()
+        return _rounds(model, x, y, eps, norm, standing, checks, recheck, registry, device, seed, batch_size,
+                       budget, evaluated, rounds)
+    finally:
+        model.to(home)
+        snapshot.restore()
+
+
+def _rounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], norm: str,
+            standing: Sequence[torch.Tensor], checks: Checks, recheck: Callable[[list[Attempt]], Checks],
+            registry: Any, device: torch.device, seed: int | None, batch_size: int, budget: float,
+            evaluated: Sequence[tuple[str, dict[str, Any]]], rounds: int) -> Adaptive:
     left = [s.clone() for s in standing]
     spent = Budget(float(budget), [0.0] * len(eps))
     attempts: list[Attempt] = []
