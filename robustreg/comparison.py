@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .attack import PASS_EXTRAS, ModelState, within_eps
+from .attack import PASS_EXTRAS, ModelState
 from .checks import CheckContext, Checks, check_names, registered, run_checks, warn_checks
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
@@ -34,7 +34,7 @@ from .environment import environment
 from .errors import close_matches
 from .evaluation import first_samples
 from .evaluation.cells import Cell
-from .evaluation.checking import clean_correct, nonfinite_rows, view_of
+from .evaluation.checking import view_of
 from .evaluation.config import ADAPTIVE_BUDGET
 from .evaluation.distributed import SINGLE, Group, check_pieces, plain_record, process_group, replay, shard_batches
 from .models.outputs import logits_model
@@ -42,6 +42,7 @@ from .registrar import UnknownNameError
 from .registry import AttackSpec, Registry
 from .remedies import run_remedies, suggestions
 from .threat import ThreatModel, canonical_norm, parse_eps
+from .verdict import attack_and_judge, clean_correct
 
 __all__ = [
     "agreement",
@@ -216,17 +217,8 @@ def _run_one(
             attack.run(model, x[index[:1]].to(device), y[index[:1]].to(device))
             warm.append(True)
         idx = chunks[k]
-        xb, yb = x[idx].to(device), y[idx].to(device)
-        start = time.perf_counter()
-        result = attack.run(model, xb, yb)
-        seconds = time.perf_counter() - start
-        if attack.info.minimal_norm:  # its point read at eps, as the evaluation reads it
-            result.x_adv = within_eps(threat, result.x_adv, xb)
-        with torch.no_grad():
-            logits = model(result.x_adv)
-        bad = nonfinite_rows(logits).cpu()
-        broken = (logits.argmax(dim=1).cpu() != yb.cpu()) | bad  # a NaN row is never correct
-        return plain_record(idx, broken, threat.distance(result.x_adv, xb).cpu(), bad, result, seconds)
+        done = attack_and_judge(attack, model, model, threat, x[idx].to(device), y[idx].to(device), label=spec.name)
+        return plain_record(idx, done.broken, done.distance, done.nonfinite, done.result, done.seconds)
 
     records, waited = shard_batches(group, len(chunks), batch)
     cell = Cell.empty(x.shape[0])

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustreg.attack import AttackError, ModelState, ball_slack
+from robustreg.attack import ModelState, ball_slack
 from robustreg.commands.common import (
     DEFAULT_OUT,
     UsageError,
@@ -50,6 +50,7 @@ from robustreg.commands.common import (
     start_over_hint,
 )
 from robustreg.threat import NORMS, ThreatModel, canonical_norm
+from robustreg.verdict import attack_and_judge, judge
 
 __all__ = ["GRID_POINTS", "HELP", "configure", "curve_report", "minimal_norms", "robust_accuracy_at", "run",
            "verify"]
@@ -104,13 +105,6 @@ def _batches(idx: torch.Tensor, batch_size: int, progress: bool, desc: str) -> A
     return tqdm(chunks, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def _judged(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Broken by the model's own prediction (a NaN or inf output is no correct prediction)."""
-    with torch.no_grad():
-        logits = model(x_adv).float()
-    return (logits.argmax(dim=1) != y) | ~torch.isfinite(logits).all(dim=1)
-
-
 def minimal_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: Any, attack: str, norm: str,
                   params: Mapping[str, Any], *, seed: int, batch_size: int, device: torch.device,
                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +114,7 @@ def minimal_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: 
     The model must be on ``device`` in the mode to attack it in; each batch is one ``run`` with ``seed``
     (the threat's eps is the box's diameter: no budget).
     """
-    correct = torch.cat([~_judged(model, xb.to(device), yb.to(device)).cpu()
+    correct = torch.cat([~judge(model, xb.to(device), yb.to(device))[0].cpu()
                          for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size))])
     norms = torch.where(correct, math.inf, 0.0).double()
     threat = _unbounded(norm, (0.0, 1.0), x)
@@ -129,7 +123,7 @@ def minimal_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: 
         xb, yb = x[idx].to(device), y[idx].to(device)
         x_adv = built.run(model, xb, yb).x_adv
         found = threat.distance(x_adv, xb).double()
-        norms[idx] = torch.where(_judged(model, x_adv, yb), found, math.inf).cpu()
+        norms[idx] = torch.where(judge(model, x_adv, yb)[0], found, math.inf).cpu()
     return norms, correct
 
 
@@ -153,11 +147,8 @@ def _verifier_broken(model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct
                      progress: bool) -> torch.Tensor:
     broken = torch.zeros(x.shape[0], dtype=torch.bool)
     for idx in _batches(correct.nonzero().flatten(), batch_size, progress, f"{label} {threat.describe()}"):
-        xb, yb = x[idx].to(device), y[idx].to(device)
-        x_adv = built.run(model, xb, yb).x_adv
-        if not bool(threat.contains(x_adv, xb).all()):  # the base checks this too; never trust an attack
-            raise AttackError(f"attack {label!r} returned points outside {threat.describe()}")
-        broken[idx] = _judged(model, x_adv, yb).cpu()
+        broken[idx] = attack_and_judge(built, model, model, threat, x[idx].to(device), y[idx].to(device),
+                                       label=label).broken
     return broken
 
 

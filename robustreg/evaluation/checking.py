@@ -1,11 +1,11 @@
 """The evaluation's side of the automatic checks: clean correctness, one CellView per cell, run_checks.
 
-:func:`clean_correct` is the one place that decides which clean predictions count (a row with a NaN or
-inf logit never does).  :func:`evaluation_checks` builds a :class:`robustreg.checks.CheckContext` from
-what the run already has (the clean logits, every cell's per-sample records aligned to all n points,
-each attack's registry info and extras) and returns the ``checks`` list of the report.  It runs once,
-at the end of a run (a resumed run recomputes it from its state), seeded by the run's seed, so the
-list is the same for the same seed.
+:func:`clean_correct` (from :mod:`robustreg.verdict`, the one verdict) decides which clean predictions
+count (a row with a NaN or inf logit never does).  :func:`evaluation_checks` builds a
+:class:`robustreg.checks.CheckContext` from what the run already has (the clean logits, every cell's
+per-sample records aligned to all n points, each attack's registry info and extras) and returns the
+``checks`` list of the report.  It runs once, at the end of a run (a resumed run recomputes it from its
+state), seeded by the run's seed, so the list is the same for the same seed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..checks import CellView, CheckContext, registered, run_checks
+from ..verdict import clean_correct, nonfinite_rows
 from .cells import EVER_BROKEN, Cell
 from .config import Plan
 from .state import RunState
@@ -26,18 +27,6 @@ __all__ = ["ITERATION_PARAMS", "cell_view", "clean_correct", "evaluation_checks"
 
 #: declared parameters that count an attack's iterations (one of them equal to 1: a single step)
 ITERATION_PARAMS = ("steps", "max_iter", "iterations", "n_iter", "nb_iter")
-
-
-def nonfinite_rows(logits: torch.Tensor) -> torch.Tensor:
-    """Per row: does it hold a NaN or an inf (then it has no meaningful argmax)?"""
-    return ~torch.isfinite(logits).all(dim=1)
-
-
-def clean_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per sample: the clean prediction is right.  A row with a NaN or inf logit is never correct
-    (``argmax`` of a NaN row is 0, which would count class 0 as right); CPU bool tensor."""
-    logits = logits.detach().cpu()
-    return (logits.argmax(dim=1) == y.cpu()) & ~nonfinite_rows(logits)
 
 
 def single_step(spec: Any, params: dict[str, Any]) -> bool:

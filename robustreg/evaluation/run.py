@@ -20,34 +20,23 @@ from __future__ import annotations
 
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..attack import Attack, AttackError, AttackResult, ModelState, within_eps
+from ..attack import Attack, ModelState
 from ..runtime import FastModel, SpeedOptions, fast_model, model_device, predict
 from ..threat import ThreatModel
-from .checking import clean_correct, evaluation_checks, nonfinite_rows
+from ..verdict import Judged, attack_and_judge, clean_correct, nonfinite_rows
+from .checking import evaluation_checks
 from .config import EvalConfig, Plan
 from .distributed import SINGLE, Group, Shards, check_pieces, plain_record, replay, shard_batches
 from .probe import probe_model
 from .state import RunState, fingerprint, load_state
 
 __all__ = ["Finished", "Runner", "ShardedRunner", "run_and_check"]
-
-
-@dataclass
-class _Batch:
-    """What the model made of one batch of adversarial points (all on the CPU)."""
-
-    broken: torch.Tensor
-    distance: torch.Tensor
-    nan_rows: torch.Tensor
-    result: AttackResult
-    seconds: float
 
 
 @dataclass
@@ -92,8 +81,8 @@ class Runner:
         for k in range(cell.chunks_done, len(chunks)):
             assert attack is not None
             batch = self._attack_batch(attack, self.plan.threat(e), chunks[k], self.plan.plans[a].label)
-            cell.record(chunks[k], batch.broken, batch.distance, batch.result, int(batch.nan_rows.sum()),
-                        batch.seconds, batch.nan_rows)
+            cell.record(chunks[k], batch.broken, batch.distance, batch.result, int(batch.nonfinite.sum()),
+                        batch.seconds, batch.nonfinite)
             cell.chunks_done = k + 1
             self.state.save()
             self._advance(chunks[k].numel())
@@ -103,26 +92,15 @@ class Runner:
             warnings.warn(f"attack {self.plan.plans[a].label!r} at eps={self.plan.eps[e]:g}: the model returned "
                           f"NaN logits on {cell.nan} adversarial points (counted as broken)", stacklevel=stacklevel)
 
-    def _attack_batch(self, attack: Attack, threat: ThreatModel, idx: torch.Tensor, label: str) -> _Batch:
-        x = self.x[idx].to(self.device)
-        y = self.y[idx].to(self.device)
+    def _attack_batch(self, attack: Attack, threat: ThreatModel, idx: torch.Tensor, label: str) -> Judged:
         # a native attack runs under the autocast as a whole; a toolkit's gets it inside the model's forward
-        whole = self.speed.autocast(self.device) if attack.info.toolkit == "native" else nullcontext()
+        whole = self.speed.autocast(self.device) if attack.info.toolkit == "native" else None
         model = self.attacked if self.attacked is not None else self.model
         if attack.info.needs_embedding and isinstance(model, FastModel):
             model = model.eager()  # its hooks on the head would not run in a compiled graph
-        start = time.perf_counter()
-        with whole:
-            result = attack.run(model, x, y)
-        seconds = time.perf_counter() - start
-        x_adv = within_eps(threat, result.x_adv, x) if attack.info.minimal_norm else result.x_adv
-        if not bool(threat.contains(x_adv, x).all()):  # the base checks this too; never trust an attack
-            raise AttackError(f"attack {label!r} returned points outside {threat.describe()}")
-        with torch.no_grad():  # the verdict: the model itself, float32 (no autocast, not compiled)
-            logits = self.model(x_adv).float()
-        nan_rows = nonfinite_rows(logits)
-        broken = (logits.argmax(dim=1) != y) | nan_rows  # a NaN output is not a correct prediction
-        return _Batch(broken.cpu(), threat.distance(x_adv, x).float().cpu(), nan_rows.cpu(), result, seconds)
+        # the verdict: the model itself, float32 (no autocast, not compiled)
+        return attack_and_judge(attack, model, self.model, threat, self.x[idx].to(self.device),
+                                self.y[idx].to(self.device), label=label, context=whole)
 
     def _advance(self, count: int) -> None:
         if self.bar is not None:
@@ -201,7 +179,7 @@ class ShardedRunner(Runner):
         done = {}
         for k in todo:
             batch = self._attack_batch(attack, self.plan.threat(e), chunks[k], self.plan.plans[a].label)
-            done[k] = plain_record(chunks[k], batch.broken, batch.distance, batch.nan_rows, batch.result,
+            done[k] = plain_record(chunks[k], batch.broken, batch.distance, batch.nonfinite, batch.result,
                                    batch.seconds)
             if self.shards is not None:
                 self.shards.add(key, k, done[k])

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..threat import ThreatModel
+from ..verdict import judge
 
 __all__ = ["ARGMAX", "Attempt", "Budget", "RemedyContext", "Verdict", "majority", "misclassified"]
 
@@ -28,9 +29,7 @@ ARGMAX = "the model's argmax on the adversarial point differs from the label (or
 
 def misclassified(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The evaluation's own verdict: wrong argmax or a non-finite output row."""
-    with torch.no_grad():
-        logits = model(x_adv).float()
-    return (logits.argmax(dim=1) != y) | ~torch.isfinite(logits).all(dim=1)
+    return judge(model, x_adv, y)[0]
 
 
 def majority(draws: int) -> tuple[Verdict, str]:
