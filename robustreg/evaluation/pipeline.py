@@ -94,6 +94,15 @@ def evaluate(
             :mod:`robustreg.remedies`) on the points still standing, run the checks again and repeat for
             new warnings; the worst case includes what they broke and ``adaptive`` lists every remedy run.
         adaptive_budget: forward + backward passes per sample the remedies may spend at each eps.
+        targeted: None (default: untargeted, broken = any wrong class) or a targeted evaluation
+            (:mod:`robustreg.evaluation.targets`): ``"random"`` (a class other than the label drawn from
+            ``seed`` and the sample's index), ``"least-likely"`` (the lowest clean logit other than the
+            label) or ``"all-classes"`` (every other class, one run each; broken when any is reached).
+            Every attack must take a target (``AttackInfo.targeted``; one that picks its own targets,
+            ``AttackInfo.picks_targets``, is refused): a ValueError naming it before any work.  Broken =
+            the float32 model predicts the target; robust accuracy = clean-correct and target not reached.
+            The report's ``targeted`` entry says the mode and the rule; it is part of the run's identity.
+            Not with ``adaptive`` (the remedies are untargeted).
         None of the four speed options touches the verdicts: clean correctness and whether an adversarial point is
         misclassified are always decided by the model itself in float32, eager, so bf16 or a compiled
         model can only weaken an attack, never fake a success.  They are part of the run's identity (a
@@ -167,7 +176,8 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dic
         checks = suggestions(run.checks, plan.registry)
         report = build_report(plan, run.state, model, data_info, cfg, device, time.perf_counter() - started,
                               checks=checks, nan_clean=run.nan_clean, seconds_per_rank=run.seconds_per_rank,
-                              gather_seconds_per_rank=run.gather_seconds_per_rank)
+                              gather_seconds_per_rank=run.gather_seconds_per_rank,
+                              targeted=None if run.targets is None else run.targets.entry())
         if adaptive is not None:
             adaptive_report(report, adaptive)  # in place: the report stays an EvalReport
         path = cfg.state_file
