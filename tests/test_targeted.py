@@ -4,6 +4,12 @@ the refusals, the report's ``targeted`` entry and the run's identity."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +23,7 @@ from robustreg.evaluation.targets import random_targets
 from robustreg.readback import Damage
 from robustreg.testing.models import tiny_batch, tiny_model
 from robustreg.threat import ThreatModel
+from robustreg.verdict import judge
 
 K, N = 5, 40
 PGD = ("pgd", {"steps": 10, "random_start": False})  # no random start: each point's result is its own
@@ -101,6 +108,7 @@ def test_all_classes_mode_aims_at_every_other_class_once(tmp_path, model_and_dat
     assert torch.equal(extras["runs"], torch.full((N,), K - 1.0, dtype=torch.float64))
     every_other = (2.0 ** K - 1) - 2.0 ** y.double()  # one bit per class but the label
     assert torch.equal(extras["bits"], every_other)
+    assert torch.equal(extras["target"].long(), (y + K - 1) % K)  # a per-sample extra: the last run's
     assert report["results"][0]["extras"]["runs"] == (K - 1) * N  # summed over the runs and the points
 
 
@@ -157,7 +165,8 @@ def test_refusals_name_the_attack_before_any_work(model_and_data):
 def test_report_and_identity_say_the_mode(tmp_path, model_and_data):
     model, x, y, _ = model_and_data
     out = tmp_path / "out"
-    evaluate(model, (x, y), [PGD], 0.1, targeted="least-likely", out=out, progress=False)
+    returned = evaluate(model, (x, y), [PGD], 0.1, targeted="least-likely", out=out, progress=False)
+    assert "cascade, targeted least-likely, clean" in repr(returned)
     report = json.loads((out / "report.json").read_text())
     assert report["targeted"]["mode"] == "least-likely"
     assert "lowest clean logit" in report["targeted"]["rule"]
@@ -217,3 +226,70 @@ def test_cli_targeted_refusals(tmp_path, capsys):
                  "random"]) == 2
     err = capsys.readouterr().err
     assert "attack 'autoattack:fab-t' runs its own targeted protocol" in err and len(err.strip().splitlines()) == 1
+
+
+def test_judge_counts_the_target_reached_and_nonfinite_rows():
+    logits = torch.tensor([[0.0, 2.0, 1.0], [0.0, 2.0, 1.0], [3.0, 0.0, 0.0], [float("nan"), 0.0, 0.0]])
+    y, target = torch.tensor([0, 0, 0, 0]), torch.tensor([1, 2, 1, 2])
+    broken, bad = judge(torch.nn.Identity(), logits, y, target)
+    # row 0 predicts its target; row 1 is misclassified but not as its target; row 2 is right; row 3 is NaN
+    assert broken.tolist() == [True, False, False, True] and bad.tolist() == [False, False, False, True]
+    assert judge(torch.nn.Identity(), logits, y)[0].tolist() == [True, True, False, True]  # untargeted as before
+
+
+@pytest.mark.parametrize("mode", ["all-classes", "random"])
+def test_cell_checks_hold_in_targeted_mode(model_and_data, mode):
+    """The checks that compare cells and read traces look (ok, not skipped) and do not warn on a sound run."""
+    model, x, y, _ = model_and_data
+    report = evaluate(model, (x, y), ["fgsm", ("pgd", {"steps": 20})], [0.05, 0.15], targeted=mode, seed=0,
+                      mode="independent", progress=False)
+    status = {c["name"]: c["status"] for c in report["checks"]}
+    assert "warn" not in status.values(), report["checks"]
+    for name in ("iterative-beats-single-step", "eps-monotonic", "incomplete-optimization", "silent-success"):
+        assert status[name] == "ok"
+
+
+SHARDED = textwrap.dedent('''
+    import json, sys
+    import torch
+    from robustreg.evaluation import evaluate
+    from robustreg.testing.models import tiny_batch, tiny_model
+
+    torch.set_num_threads(1)
+    model = tiny_model(5).eval()
+    x, _ = tiny_batch(40, num_classes=5)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    evaluate(model, (x, y), json.loads(sys.argv[2]), 0.1, targeted=sys.argv[3], seed=3, batch_size=6,
+             out=sys.argv[1], keep_state=True, progress=False, distributed=True)
+''')
+
+
+@pytest.mark.slow  # two torchrun processes: their start dominates
+def test_sharded_targeted_run_is_the_one_process_run(tmp_path, model_and_data):
+    """Two torchrun ranks (gloo, CPU) give the per-sample verdicts of one process: the random targets and the
+    pgd random start depend on the sample, not on the rank or the batch a point falls in."""
+    model, x, y, _ = model_and_data
+    attacks = [["pgd", {"steps": 3}], ["fgsm", {}]]
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    done = subprocess.run([torchrun, "--nproc_per_node", "2", "--nnodes", "1", "--master_addr", "127.0.0.1",
+                           "--master_port", str(port), str(script), str(tmp_path / "two"), json.dumps(attacks),
+                           "random"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    one = tmp_path / "one"
+    evaluate(model, (x, y), [tuple(a) for a in attacks], 0.1, targeted="random", seed=3, batch_size=6, out=one,
+             keep_state=True, progress=False)
+    two_report = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert two_report["distributed"]["world_size"] == 2 and two_report["targeted"]["mode"] == "random"
+    cells = [torch.load(folder / "state.pt", weights_only=True)["cells"] for folder in (one, tmp_path / "two")]
+    for key in ("0:0", "0:1"):
+        assert torch.equal(cells[0][key]["broken"], cells[1][key]["broken"])
+        assert torch.equal(cells[0][key]["ran"], cells[1][key]["ran"])

@@ -65,7 +65,9 @@ def _percent(value: Any) -> str:
 
 def _summary(report: Mapping[str, Any]) -> str:
     """``EvalReport(n=24, linf, cascade, clean 41.7%; eps 0.05: fgsm 12.5%, pgd 8.3%, worst 8.3%; checks: ...)``."""
-    parts = [f"n={report['n']}, {report['norm']}, {report['mode']}, clean {_percent(report['clean_accuracy'])}"]
+    targeted = f", targeted {report['targeted']['mode']}" if report.get("targeted") else ""
+    parts = [f"n={report['n']}, {report['norm']}, {report['mode']}{targeted}, "
+             f"clean {_percent(report['clean_accuracy'])}"]
     for worst in report["worst_case"]:
         cells = [f"{r['label']} {_percent(r['robust_accuracy'])}" for r in report["results"]
                  if r["eps"] == worst["eps"]]

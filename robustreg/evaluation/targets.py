@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from ..labels import least_likely
+
 __all__ = ["TARGETED_MODES", "Targets", "check_attacks_take_targets", "check_targeted", "least_likely_other",
            "random_targets"]
 
@@ -81,7 +83,7 @@ def least_likely_other(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     point this is the argmin; leaving the label out keeps a constant row from aiming at its own label."""
     scores = logits.detach().float().cpu().clone()
     scores[torch.arange(len(y)), y.cpu()] = float("inf")
-    return scores.argmin(dim=1)
+    return least_likely(scores)
 
 
 @dataclass(frozen=True)
