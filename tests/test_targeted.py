@@ -149,6 +149,9 @@ def test_refusals_name_the_attack_before_any_work(model_and_data):
             evaluate(model, (x, y), ["autoattack:apgd-t"], 0.1, targeted="random", progress=False)
         with pytest.raises(ValueError, match=r"attack 'autoattack:standard' runs its own targeted protocol"):
             evaluate(model, (x, y), ["pgd", "autoattack:standard"], 0.1, targeted="all-classes", progress=False)
+        for name in ("torchattacks:apgdt", "advlib:apgd-t"):  # the other toolkits' APGD-T pick their targets too
+            with pytest.raises(ValueError, match=rf"attack '{name}' runs its own targeted protocol"):
+                evaluate(model, (x, y), [name], 0.1, targeted="random", progress=False)
         with pytest.raises(ValueError, match=r"attack 'spsa' does not take a target class; attacks that do \(linf\): "
                                              r".*\bpgd\b.*torchattacks:pgd"):
             evaluate(model, (x, y), ["pgd", "spsa"], 0.1, targeted="least-likely", progress=False)

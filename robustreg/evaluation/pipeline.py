@@ -94,19 +94,20 @@ def evaluate(
             :mod:`robustreg.remedies`) on the points still standing, run the checks again and repeat for
             new warnings; the worst case includes what they broke and ``adaptive`` lists every remedy run.
         adaptive_budget: forward + backward passes per sample the remedies may spend at each eps.
-        targeted: None (default: untargeted, broken = any wrong class) or a targeted evaluation
-            (:mod:`robustreg.evaluation.targets`): ``"random"`` (a class other than the label drawn from
-            ``seed`` and the sample's index), ``"least-likely"`` (the lowest clean logit other than the
-            label) or ``"all-classes"`` (every other class, one run each; broken when any is reached).
-            Every attack must take a target (``AttackInfo.targeted``; one that picks its own targets,
-            ``AttackInfo.picks_targets``, is refused): a ValueError naming it before any work.  Broken =
-            the float32 model predicts the target; robust accuracy = clean-correct and target not reached.
-            The report's ``targeted`` entry says the mode and the rule; it is part of the run's identity.
-            Not with ``adaptive`` (the remedies are untargeted).
         None of the four speed options touches the verdicts: clean correctness and whether an adversarial point is
         misclassified are always decided by the model itself in float32, eager, so bf16 or a compiled
         model can only weaken an attack, never fake a success.  They are part of the run's identity (a
         state or a finished report of another option set is refused) and of the report (``speed``).
+        targeted: None (default: untargeted, broken = any wrong class) or a targeted evaluation
+            (:mod:`robustreg.evaluation.targets`): ``"random"`` (a class other than the label drawn from
+            ``seed`` and the sample's index; ``seed=None``: from 0, so a resumed run keeps its targets),
+            ``"least-likely"`` (the lowest clean logit other than the label) or ``"all-classes"`` (every
+            other class, one run each; broken when any is reached).  Every attack must take a target
+            (``AttackInfo.targeted``; one that picks its own targets, ``AttackInfo.picks_targets``, is
+            refused): a ValueError naming it before any work.  Broken = the float32 model predicts the
+            target; robust accuracy = clean-correct and target not reached.  The report's ``targeted``
+            entry says the mode and the rule; it is part of the run's identity.  Not with ``adaptive``
+            (the remedies are untargeted).
 
     Returns the report dict: ``clean_accuracy``, ``n``, ``norm``, ``mode``, ``eps``, ``results`` (one
     entry per eps x attack), ``worst_case`` (one per eps), ``model``, ``data``, ``created``,
@@ -114,8 +115,10 @@ def evaluate(
     ``no_effect``: those on that change nothing on this device), ``distributed`` (``world_size``,
     ``seconds_per_rank``: each rank's seconds in the attacks, ``gather_seconds_per_rank``: of them those
     after its own batches of each cell), ``nan_clean`` (clean points with NaN or inf
-    logits, never counted as correct) and ``checks`` (one ``{"name", "status", "message", "doc"}`` per
-    automatic check, see ``docs/checks.md``; run once at the end, seeded by ``seed``).
+    logits, never counted as correct), ``targeted`` (a targeted run only: ``mode``, ``rule``: how the targets
+    were chosen, ``num_classes``, ``success``, ``robust_accuracy``: what it counts) and ``checks`` (one
+    ``{"name", "status", "message", "doc"}`` per automatic check, see ``docs/checks.md``; run once at the
+    end, seeded by ``seed``).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
