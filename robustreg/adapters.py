@@ -84,6 +84,7 @@ class AdapterEntry:
     randomized: bool = False
     minimal_norm: bool = False  # the toolkit minimises the norm, unbounded by eps
     single_step: bool = False  # one gradient step (AttackInfo.single_step)
+    picks_targets: bool = False  # a targeted protocol of its own (AttackInfo.picks_targets)
     note: str = ""
     #: for ``robustreg compare``: our parameters the toolkit does not take but runs as (``{"restarts": 1}``);
     #: ``...``: does not apply to what it does (see :mod:`robustreg.comparison_params`)
@@ -213,6 +214,7 @@ def make_entry_class(entry: E, base: type[A], *, doc: Callable[[E, str], str], m
         kind=entry.kind,
         targeted=entry.targeted,
         single_step=entry.single_step,
+        picks_targets=entry.picks_targets,
         randomized=entry.randomized,
         source=f"{toolkit.distribution} {version} ({', '.join(dict.fromkeys(entry.calls().values()))}); "
                f"{entry.paper}",

@@ -103,6 +103,9 @@ class AttackInfo:
     one must be the clean point (without ``"success"``, every moved point counts as a claim); an
     :class:`AttackError` otherwise.  An evaluation at eps counts a sample broken only where that
     perturbation's norm is <= eps (:func:`within_eps`); ``robustreg curve`` reads every eps from one run.
+    ``picks_targets``: the attack runs a targeted protocol of its own (it chooses the target classes itself,
+    e.g. the most likely wrong ones, and counts any misclassification as success), so it takes no caller's
+    target: a targeted evaluation refuses it, and its numbers are untargeted robust accuracy.
     """
 
     norms: tuple[str, ...]
@@ -112,6 +115,7 @@ class AttackInfo:
     needs_embedding: bool = False
     randomized: bool = False
     minimal_norm: bool = False
+    picks_targets: bool = False
     source: str = ""
     toolkit: str = "native"
     paper: str | None = None

@@ -131,6 +131,15 @@ def _speed_lines(report: Mapping[str, Any]) -> list[str]:
     return [f"- speed options on: {', '.join(on)} (verdicts in float32{note})"]
 
 
+def _targeted_lines(report: Mapping[str, Any]) -> list[str]:
+    """A targeted run's line: its mode, how the targets were chosen and what its robust accuracy counts."""
+    targeted = report.get("targeted")
+    if not isinstance(targeted, Mapping):
+        return []
+    return [f"- targeted ({targeted.get('mode')}): targets: {targeted.get('rule')}; broken = the model predicts "
+            f"the target, so robust accuracy = clean-correct and target not reached"]
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The report as Markdown: a summary, the results table and the worst case per eps."""
     model, data = report.get("model", {}), report.get("data", {})
@@ -146,6 +155,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"- clean accuracy: **{_pct(report.get('clean_accuracy'))}**",
         f"- mode: {_MODE_NOTE.get(report.get('mode', ''), report.get('mode', '?'))}",
         *_speed_lines(report),
+        *_targeted_lines(report),
         f"- created {report.get('created', '-')}, robustreg {report.get('robustreg_version', '-')}",
         "",
         "## Robust accuracy per attack",
@@ -280,7 +290,9 @@ def render_csv(report: Mapping[str, Any]) -> str:
 def render_table(report: Mapping[str, Any]) -> str:
     """A plain-text table for the terminal."""
     out = [f"clean accuracy: {_pct(report.get('clean_accuracy'))}  (n = {report.get('n')}, "
-           f"norm = {report.get('norm')}, mode = {report.get('mode')})", ""]
+           f"norm = {report.get('norm')}, mode = {report.get('mode')}"
+           + (f", targeted = {report['targeted'].get('mode')}" if isinstance(report.get("targeted"), Mapping) else "")
+           + ")", ""]
     out += [format_table(*_rows(report)), "", format_table(*_worst_rows(report))]
     blocks = [block for block in (checks_block(report), adaptive_block(report)) if block]
     return "\n".join(out + [part for block in blocks for part in ("", block)])

@@ -2,7 +2,8 @@
 
 A sample is broken when the model itself, run on the adversarial point in float32, predicts another
 class than the label, or returns a row holding a NaN or inf (such a row has no meaningful argmax; its
-argmax would be 0 and count class 0 as right).  The attack's own success flags are never trusted:
+argmax would be 0 and count class 0 as right).  Targeted (``target=``): broken when it predicts the
+target class (a non-finite row still counts as broken).  The attack's own success flags are never trusted:
 :func:`attack_and_judge` checks the point is inside the threat, then asks the model.  ``evaluate``'s
 cells, ``compare``'s rows, the curve's verifiers and the remedies all judge through here.
 """
@@ -38,12 +39,17 @@ def clean_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ~broken_rows(logits, y.cpu())
 
 
-def judge(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's verdict on adversarial points, in float32 without gradients: (broken, non-finite rows)."""
+def judge(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
+          target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's verdict on adversarial points, in float32 without gradients: (broken, non-finite rows).
+
+    Broken: predicted as another class than ``y``; with ``target``, predicted as the target (a targeted
+    attack that only pushes a point off its label has not succeeded)."""
     with torch.no_grad():
         logits = model(x_adv).float()
     bad = nonfinite_rows(logits)
-    return (logits.argmax(dim=1) != y) | bad, bad
+    pred = logits.argmax(dim=1)
+    return (pred != y if target is None else pred == target) | bad, bad
 
 
 @dataclass
@@ -59,16 +65,18 @@ class Judged:
 
 def attack_and_judge(attack: Attack, attacked: nn.Module, judge_model: nn.Module, threat: ThreatModel,
                      x: torch.Tensor, y: torch.Tensor, *, label: str,
-                     context: AbstractContextManager[object] | None = None) -> Judged:
+                     context: AbstractContextManager[object] | None = None,
+                     target: torch.Tensor | None = None) -> Judged:
     """Run ``attack`` on ``attacked`` (timed, inside ``context``), read a minimal-norm attack's point at the
     threat's eps (:func:`robustreg.attack.within_eps`), refuse a point outside the threat, and judge every
-    point with ``judge_model`` (:func:`judge`).  ``x`` and ``y`` are on the model's device."""
+    point with ``judge_model`` (:func:`judge`).  ``x``, ``y`` and ``target`` (a targeted run: the attack gets
+    it, and broken means predicted as it) are on the model's device."""
     start = time.perf_counter()
     with context if context is not None else nullcontext():
-        result = attack.run(attacked, x, y)
+        result = attack.run(attacked, x, y, target=target)
     seconds = time.perf_counter() - start
     x_adv = within_eps(threat, result.x_adv, x) if attack.info.minimal_norm else result.x_adv
     if not bool(threat.contains(x_adv, x).all()):  # the base checks this too; never trust an attack
         raise AttackError(f"attack {label!r} returned points outside {threat.describe()}")
-    broken, bad = judge(judge_model, x_adv, y)
+    broken, bad = judge(judge_model, x_adv, y, target)
     return Judged(broken.cpu(), threat.distance(x_adv, x).float().cpu(), bad.cpu(), result, seconds)

@@ -105,7 +105,7 @@ SPECS: tuple[EntrySpec, ...] = (
         _APGD, ("linf", "l2", "l1"),
         (*_APGD_PARAMS,
          _count("num_targets", None, "wrong classes attacked, most likely first; None = every other class")),
-        takes_norm=True, targeted=False, randomized=True, fixed={"targeted": False},
+        takes_norm=True, targeted=False, randomized=True, fixed={"targeted": False}, picks_targets=True,
         note="AutoAttack's APGD-T attacks the 9 most likely wrong classes (num_targets=9).",
     ),
     EntrySpec(

@@ -116,7 +116,7 @@ SPECS: tuple[EntrySpec, ...] = (
     EntrySpec(
         "apgdt", "APGDT", "Targeted Auto-PGD on the DLR loss over the n_classes-1 most likely wrong classes",
         _APGD, ("linf", "l2"), (_steps(10), _restarts(), _EOT, _RHO, _N_CLASSES),
-        takes_norm=True, takes_seed=True, takes_n_classes=True, randomized=True,
+        takes_norm=True, takes_seed=True, takes_n_classes=True, randomized=True, picks_targets=True,
         note="Untargeted from the caller's view: it chooses its target classes itself.",
     ),
     EntrySpec(
@@ -181,7 +181,7 @@ SPECS: tuple[EntrySpec, ...] = (
         _APGD, ("linf", "l2"),
         (_choice("version", "standard", "which ensemble", ("standard", "plus", "rand")),
          _N_CLASSES),
-        takes_norm=True, takes_seed=True, takes_n_classes=True, randomized=True,
+        takes_norm=True, takes_seed=True, takes_n_classes=True, randomized=True, picks_targets=True,
         note=(
             "torchattacks 3.5.1's version='standard' chains APGD(ce, 10 steps, 1 restart), APGDT(10 steps, "
             "1 restart, n_classes-1 targets), FAB(multi-targeted, 10 steps, 1 restart) and Square(5000 queries, "

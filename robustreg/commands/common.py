@@ -399,7 +399,7 @@ def _finished_report(args: argparse.Namespace, out: Path, model: Any, data: Any,
         x, y, _ = first_samples(data, args.n)
         plans = plan_attacks([(name, {}) for name in attacks], params)
         return run_identity(plans, eps_values(eps, args.norm), args.norm, mode, args.seed, x, y, model,
-                            speed_options(args), adaptive_budget(args))
+                            speed_options(args), adaptive_budget(args), getattr(args, "targeted", None))
 
     report = existing_report(out, now, report_identity, overwrite=getattr(args, "overwrite", False))
     if report is not None:
@@ -503,7 +503,7 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
             model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize,
                         **({"args": model_args(args)} if getattr(args, "model_arg", None) else {})},
             data_info={"spec": data_spec, "split": args.split}, distributed=group.world_size > 1,
-            **speed_options(args).to_dict(), **adaptive_options(args),
+            **speed_options(args).to_dict(), **adaptive_options(args), targeted=getattr(args, "targeted", None),
         )
     if group.is_main:
         print(render_table(report))

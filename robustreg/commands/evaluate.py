@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..evaluation.targets import TARGETED_MODES
 from ..registry import Registry
 from .common import (
     UsageError,
@@ -45,6 +46,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(Expectation over Transformation; the eot parameter of each; default 1: off)")
     g.add_argument("--no-early-exit", action="store_true",
                    help="run every attack on all clean-correct points (standalone numbers) instead of a cascade")
+    g.add_argument("--targeted", choices=TARGETED_MODES, default=None,
+                   help="targeted evaluation: each point's attack aims at a class (random: drawn from --seed and "
+                        "the point's index; least-likely: the lowest clean logit; all-classes: every other class, "
+                        "broken when any is reached); robust accuracy = target not reached (default: untargeted)")
     add_adaptive_args(p)
     add_run_args(p)
 

@@ -26,6 +26,11 @@ The numbers, for ``n`` evaluated samples:
   shows that an attack broke points that, say, AutoAttack before it left standing.  In independent
   mode ``broken_uniquely_by[label]`` also counts the points broken by this attack and no other.
 
+Targeted (``targeted="random" | "least-likely" | "all-classes"``, :mod:`.targets`): each attack aims at
+per-sample target classes and a sample is broken when the float32 model predicts its target (all-classes:
+any of them), so every robust accuracy above reads "clean-correct and target not reached"; the report's
+``targeted`` entry says the mode and how the targets were chosen.
+
 Per result, ``extras`` holds each ``AttackResult.extras`` entry reduced over the attacked points as
 ``AttackResult.reductions`` declares it: "mean" (the default) averages per-sample tensors over the
 attacked points and scalars over batches weighted by batch size; "sum" adds them up (AutoAttack's

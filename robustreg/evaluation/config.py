@@ -22,6 +22,7 @@ from ..checks import check_names
 from ..params import canonical_names
 from ..runtime import SpeedOptions
 from ..threat import ThreatModel, as_eps, canonical_norm
+from .targets import check_attacks_take_targets, check_targeted
 
 __all__ = ["ADAPTIVE_BUDGET", "AttackPlan", "EvalConfig", "Mode", "Plan", "attack_params", "eps_values", "make_plan",
            "plan_attacks"]
@@ -84,6 +85,7 @@ class EvalConfig:
     adaptive: bool = False
     adaptive_budget: float = ADAPTIVE_BUDGET
     output: str | int | None = None  # the logits in a dict / tuple output (robustreg.models.outputs)
+    targeted: str | None = None  # None: untargeted; "random", "least-likely", "all-classes" (.targets)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.coerce(self.mode))
@@ -95,6 +97,10 @@ class EvalConfig:
         object.__setattr__(self, "norm", canonical_norm(self.norm))  # "Linf", np.inf, ... -> "linf" (a ValueError)
         if not isinstance(self.adaptive, bool):
             raise ValueError(f"adaptive must be True or False, got {self.adaptive!r}")
+        check_targeted(self.targeted)
+        if self.targeted is not None and self.adaptive:  # the remedies attack and judge untargeted
+            raise ValueError(f"adaptive=True cannot run with targeted={self.targeted!r}: the remedies' attacks are "
+                             f"untargeted; run the targeted evaluation without adaptive (--adaptive)")
         budget = self.adaptive_budget
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < float("inf"):
             raise ValueError(f"adaptive_budget must be a positive finite number of forward + backward passes per "
@@ -220,6 +226,7 @@ class Plan:
     mode: Mode
     batch_size: int
     registry: Any
+    targeted: str | None = None  # the targeted mode (robustreg.evaluation.targets), None: untargeted
 
     @property
     def cascade(self) -> bool:
@@ -256,8 +263,9 @@ def make_plan(attacks: Sequence[Any], eps: Any, config: EvalConfig) -> Plan:
     aliases = registry.param_aliases()  # a toolkit's name (alpha) is read as ours (step_size), in the report too
     plans = [replace(p, params=canonical_names(registry.attack(p.name).params, p.name, p.params, aliases))
              for p in plan_attacks(attacks, config.params)]
-    plan = Plan(plans, values, config.norm, config.seed, config.mode, config.batch_size, registry)
+    plan = Plan(plans, values, config.norm, config.seed, config.mode, config.batch_size, registry, config.targeted)
     check_names(config.no_check, [spec.name for spec in registry.checks()])  # an unknown name: ValueError
+    check_attacks_take_targets(config.targeted, [p.name for p in plans], registry, config.norm)
     for a, attack in enumerate(plans):
         spec = registry.attack(attack.name)
         if config.norm not in spec.info.norms:

@@ -98,6 +98,16 @@ def evaluate(
         misclassified are always decided by the model itself in float32, eager, so bf16 or a compiled
         model can only weaken an attack, never fake a success.  They are part of the run's identity (a
         state or a finished report of another option set is refused) and of the report (``speed``).
+        targeted: None (default: untargeted, broken = any wrong class) or a targeted evaluation
+            (:mod:`robustreg.evaluation.targets`): ``"random"`` (a class other than the label drawn from
+            ``seed`` and the sample's index; ``seed=None``: from 0, so a resumed run keeps its targets),
+            ``"least-likely"`` (the lowest clean logit other than the label) or ``"all-classes"`` (every
+            other class, one run each; broken when any is reached).  Every attack must take a target
+            (``AttackInfo.targeted``; one that picks its own targets, ``AttackInfo.picks_targets``, is
+            refused): a ValueError naming it before any work.  Broken = the float32 model predicts the
+            target; robust accuracy = clean-correct and target not reached.  The report's ``targeted``
+            entry says the mode and the rule; it is part of the run's identity.  Not with ``adaptive``
+            (the remedies are untargeted).
 
     Returns the report dict: ``clean_accuracy``, ``n``, ``norm``, ``mode``, ``eps``, ``results`` (one
     entry per eps x attack), ``worst_case`` (one per eps), ``model``, ``data``, ``created``,
@@ -105,8 +115,10 @@ def evaluate(
     ``no_effect``: those on that change nothing on this device), ``distributed`` (``world_size``,
     ``seconds_per_rank``: each rank's seconds in the attacks, ``gather_seconds_per_rank``: of them those
     after its own batches of each cell), ``nan_clean`` (clean points with NaN or inf
-    logits, never counted as correct) and ``checks`` (one ``{"name", "status", "message", "doc"}`` per
-    automatic check, see ``docs/checks.md``; run once at the end, seeded by ``seed``).
+    logits, never counted as correct), ``targeted`` (a targeted run only: ``mode``, ``rule``: how the targets
+    were chosen, ``num_classes``, ``success``, ``robust_accuracy``: what it counts) and ``checks`` (one
+    ``{"name", "status", "message", "doc"}`` per automatic check, see ``docs/checks.md``; run once at the
+    end, seeded by ``seed``).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -167,7 +179,8 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dic
         checks = suggestions(run.checks, plan.registry)
         report = build_report(plan, run.state, model, data_info, cfg, device, time.perf_counter() - started,
                               checks=checks, nan_clean=run.nan_clean, seconds_per_rank=run.seconds_per_rank,
-                              gather_seconds_per_rank=run.gather_seconds_per_rank)
+                              gather_seconds_per_rank=run.gather_seconds_per_rank,
+                              targeted=None if run.targets is None else run.targets.entry())
         if adaptive is not None:
             adaptive_report(report, adaptive)  # in place: the report stays an EvalReport
         path = cfg.state_file

@@ -65,7 +65,9 @@ def _percent(value: Any) -> str:
 
 def _summary(report: Mapping[str, Any]) -> str:
     """``EvalReport(n=24, linf, cascade, clean 41.7%; eps 0.05: fgsm 12.5%, pgd 8.3%, worst 8.3%; checks: ...)``."""
-    parts = [f"n={report['n']}, {report['norm']}, {report['mode']}, clean {_percent(report['clean_accuracy'])}"]
+    targeted = f", targeted {report['targeted']['mode']}" if report.get("targeted") else ""
+    parts = [f"n={report['n']}, {report['norm']}, {report['mode']}{targeted}, "
+             f"clean {_percent(report['clean_accuracy'])}"]
     for worst in report["worst_case"]:
         cells = [f"{r['label']} {_percent(r['robust_accuracy'])}" for r in report["results"]
                  if r["eps"] == worst["eps"]]
@@ -166,12 +168,15 @@ def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mappi
                  config: EvalConfig, device: torch.device, seconds: float, *,
                  checks: list[dict[str, str]] | None = None, nan_clean: int | None = None,
                  seconds_per_rank: list[float] | None = None,
-                 gather_seconds_per_rank: list[float] | None = None) -> EvalReport:
+                 gather_seconds_per_rank: list[float] | None = None,
+                 targeted: Mapping[str, Any] | None = None) -> EvalReport:
     """The report dict (an :class:`EvalReport`: its repr is a short summary) of a finished run (``data_info``:
     the description :func:`first_samples` gave;
     ``checks``: the automatic checks' list, ``nan_clean``: clean points with non-finite logits;
     ``seconds_per_rank``: each torch.distributed rank's seconds in the attacks, one per rank, and
-    ``gather_seconds_per_rank`` of them those after its own batches: waiting for the others, the gather)."""
+    ``gather_seconds_per_rank`` of them those after its own batches: waiting for the others, the gather;
+    ``targeted``: a targeted run's entry, :meth:`robustreg.evaluation.targets.Targets.entry`: its robust
+    accuracy counts the points clean-correct whose target was not reached)."""
     from .. import __version__
 
     n = state.n
@@ -182,6 +187,7 @@ def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mappi
         **({} if nan_clean is None else {"nan_clean": nan_clean}),
         "norm": plan.norm,
         "mode": plan.mode.value,
+        **({} if targeted is None else {"targeted": dict(targeted)}),
         "eps": plan.eps,
         "attacks": [{"name": p.name, "label": p.label, "params": _plain(p.params)} for p in plan.plans],
         "seed": plan.seed,

@@ -25,8 +25,18 @@ from ..readback import (
     rows,
     text,
 )
+from .targets import TARGETED_MODES
 
 __all__ = ["check_report"]
+
+
+def _targeted(value: Any, where: str) -> None:
+    """A targeted run's entry: its ``mode`` (one of the targeted modes) and the ``rule`` its targets followed."""
+    entry = mapping(value, where)
+    mode = required(entry, "mode", where, text)
+    if mode not in TARGETED_MODES:
+        raise Damage(f"{where}: mode is {mode!r}, expected one of {', '.join(map(repr, TARGETED_MODES))}")
+    required(entry, "rule", where, text)
 
 
 def _result(row: Any, where: str, attack: str, eps: float) -> None:
@@ -100,5 +110,6 @@ def check_report(report: Mapping[str, Any]) -> None:
     _worst_case(report, eps)
     for key in ("speed", "distributed"):
         optional(report, key, "", mapping)
+    optional(report, "targeted", "", _targeted)
     for i, check in enumerate(rows(report.get("checks") or [], "checks")):
         mapping(check, f"checks[{i}]")

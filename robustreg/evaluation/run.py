@@ -33,8 +33,10 @@ from ..verdict import Judged, attack_and_judge, clean_correct, nonfinite_rows
 from .checking import evaluation_checks
 from .config import EvalConfig, Plan
 from .distributed import SINGLE, Group, Shards, check_pieces, plain_record, replay, shard_batches
+from .each_target import attack_each_target
 from .probe import probe_model
 from .state import RunState, fingerprint, load_state
+from .targets import Targets
 
 __all__ = ["Finished", "Runner", "ShardedRunner", "run_and_check"]
 
@@ -44,7 +46,8 @@ class Runner:
     """Runs every cell of ``plan`` on ``x, y`` with the model on ``device``, recording into ``state``.
 
     ``attacked``: the model the attacks run (:func:`robustreg.runtime.fast_model`'s; default ``model``);
-    ``model`` judges every adversarial point, in float32."""
+    ``model`` judges every adversarial point, in float32.  ``targets``: a targeted run's
+    (:mod:`.targets`): each batch is attacked toward its samples' targets, broken = a target reached."""
 
     model: nn.Module
     x: torch.Tensor
@@ -55,6 +58,7 @@ class Runner:
     bar: Any = None  # a tqdm bar over the attacked points, or None
     attacked: nn.Module | None = None
     speed: SpeedOptions = field(default_factory=SpeedOptions)
+    targets: Targets | None = None
 
     def to_attack(self, e: int, a: int) -> torch.Tensor:
         """Indices attack ``a`` runs on at eps ``e`` (see :meth:`RunState.standing`)."""
@@ -99,8 +103,13 @@ class Runner:
         if attack.info.needs_embedding and isinstance(model, FastModel):
             model = model.eager()  # its hooks on the head would not run in a compiled graph
         # the verdict: the model itself, float32 (no autocast, not compiled)
-        return attack_and_judge(attack, model, self.model, threat, self.x[idx].to(self.device),
-                                self.y[idx].to(self.device), label=label, context=whole)
+        x, y = self.x[idx].to(self.device), self.y[idx].to(self.device)
+        if self.targets is None:
+            return attack_and_judge(attack, model, self.model, threat, x, y, label=label, context=whole)
+        targets = [t.to(self.device) for t in self.targets.rounds(idx, self.y[idx])]
+        native = attack.info.toolkit == "native"  # a fresh autocast context per targeted run
+        return attack_each_target(attack, model, self.model, threat, x, y, targets, label=label,
+                                  context=lambda: self.speed.autocast(self.device) if native else None)
 
     def _advance(self, count: int) -> None:
         if self.bar is not None:
@@ -230,6 +239,7 @@ class Finished:
     checks: list[dict[str, str]] = field(default_factory=list)
     seconds_per_rank: list[float] = field(default_factory=list)
     gather_seconds_per_rank: list[float] = field(default_factory=list)
+    targets: Targets | None = None  # a targeted run's (report.json's ``targeted`` entry)
 
     @property
     def nan_clean(self) -> int:
@@ -245,7 +255,8 @@ def _example(x: torch.Tensor, state: RunState, plan: Plan, device: torch.device)
 
 
 def _run_cells(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
-               device: torch.device, state: RunState, group: Group, stacklevel: int) -> tuple[float, float]:
+               device: torch.device, state: RunState, group: Group, stacklevel: int,
+               targets: Targets | None = None) -> tuple[float, float]:
     """Every cell (sharded over ``group`` when it has several ranks); this rank's seconds, and of them
     those after its own batches of each cell (waiting for the other ranks, the gather)."""
     show = config.progress and group.is_main
@@ -255,7 +266,8 @@ def _run_cells(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, c
     with fast_model(model, device, speed, example) as attacked:
         bar = _progress_bar(show, len(plan.eps) * len(plan.plans) * state.correct_count)
         try:
-            gather = _run_runner(model, x, y, plan, config, device, state, group, bar, attacked, stacklevel + 1)
+            gather = _run_runner(model, x, y, plan, config, device, state, group, bar, attacked, stacklevel + 1,
+                                 targets)
         finally:
             if bar is not None:
                 bar.close()
@@ -264,9 +276,9 @@ def _run_cells(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, c
 
 def _run_runner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
                 device: torch.device, state: RunState, group: Group, bar: Any, attacked: nn.Module,
-                stacklevel: int) -> float:
+                stacklevel: int, targets: Targets | None = None) -> float:
     """One :class:`Runner` (a :class:`ShardedRunner` over several ranks) over every cell; the gather's seconds."""
-    common = {"bar": bar, "attacked": attacked, "speed": config.speed}
+    common = {"bar": bar, "attacked": attacked, "speed": config.speed, "targets": targets}
     if group.world_size == 1 and not config.distributed:
         Runner(model, x, y, plan, device, state, **common).run_all(stacklevel + 1)
         return 0.0
@@ -295,13 +307,16 @@ def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
         model.eval()
         state, clean_logits = _open_state(model, x, y, expected, config, device, group)
         state.save()
-        seconds, gather = _run_cells(model, x, y, plan, config, device, state, group, stacklevel + 1)
+        num_classes = (config.data_info or {}).get("num_classes")
+        targets = None if plan.targeted is None else Targets.choose(plan.targeted, clean_logits, y, plan.seed,
+                                                                    num_classes)
+        seconds, gather = _run_cells(model, x, y, plan, config, device, state, group, stacklevel + 1, targets)
         found = evaluation_checks(model, x, y, clean_logits, plan, state, device, config.no_check,
                                   check_pieces(group),  # on every rank: their attacks are shared out
-                                  num_classes=(config.data_info or {}).get("num_classes"))
+                                  num_classes=num_classes)
         found = found if group.is_main else []
         timings = group.gather((round(seconds, 4), round(gather, 4)))
     finally:
         model.to(home)
         snapshot.restore()
-    return Finished(state, clean_logits.cpu(), found, [t[0] for t in timings], [t[1] for t in timings])
+    return Finished(state, clean_logits.cpu(), found, [t[0] for t in timings], [t[1] for t in timings], targets)

@@ -2,12 +2,12 @@
 
 A state file carries the fingerprint of the configuration that wrote it (attacks and their
 parameters, eps, norm, n, seed, mode, batch size, data -- a hash of every image and label --, model,
-speed options); a state written for another configuration, in an older format, unreadable (truncated,
-corrupted) or damaged (a field missing or of another type, a per-sample tensor not of length n, a cell
-not of the plan: :mod:`.state_check`) is refused with one line, never silently replaced or reused.
-:func:`run_identity` and :func:`report_identity` say the same of a finished report.json (checked by
-:mod:`.report_check` first), so a rerun into the same folder is told apart from a run of another
-configuration.
+speed options, the targeted mode); a state written for another configuration, in an older format,
+unreadable (truncated, corrupted) or damaged (a field missing or of another type, a per-sample tensor
+not of length n, a cell not of the plan: :mod:`.state_check`) is refused with one line, never silently
+replaced or reused.  :func:`run_identity` and :func:`report_identity` say the same of a finished
+report.json (checked by :mod:`.report_check` first), so a rerun into the same folder is told apart from
+a run of another configuration.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def speed_text(speed: SpeedOptions | Mapping[str, Any] | None) -> str:
 
 
 # fingerprint entries a state written before they existed holds implicitly (their value back then)
-_IMPLICIT = {"speed": speed_text(None)}
+_IMPLICIT = {"speed": speed_text(None), "targeted": "untargeted"}
 
 
 def fingerprint(plan: Plan, x: torch.Tensor, y: torch.Tensor, model: nn.Module,
@@ -105,7 +105,13 @@ def fingerprint(plan: Plan, x: torch.Tensor, y: torch.Tensor, model: nn.Module,
         "data": data_fingerprint(x, y),
         "model": model_fingerprint(model),
         "speed": speed_text(speed),
+        "targeted": targeted_text(plan.targeted),
     }
+
+
+def targeted_text(mode: str | None) -> str:
+    """An identity's ``targeted`` value: the targeted mode, or ``untargeted``."""
+    return "untargeted" if mode is None else str(mode)
 
 
 def _text(value: Any) -> str:
@@ -115,11 +121,13 @@ def _text(value: Any) -> str:
 
 def run_identity(plans: Sequence[AttackPlan], eps: Sequence[float], norm: str, mode: str, seed: int | None,
                  x: torch.Tensor, y: torch.Tensor, model: nn.Module,
-                 speed: SpeedOptions | None = None, adaptive_budget: float | None = None) -> dict[str, str]:
+                 speed: SpeedOptions | None = None, adaptive_budget: float | None = None,
+                 targeted: str | None = None) -> dict[str, str]:
     """What a finished report must match to be this run's: :func:`report_identity` of the report it
     would write (``plans`` and ``eps`` as :func:`~robustreg.evaluation.config.plan_attacks` and
     :func:`~robustreg.evaluation.config.eps_values` give them; ``speed``: None, every option off;
-    ``adaptive_budget``: the remedies' budget of an ``adaptive`` run, None for a plain one)."""
+    ``adaptive_budget``: the remedies' budget of an ``adaptive`` run, None for a plain one; ``targeted``: the
+    targeted mode, None for an untargeted run)."""
     return {
         "model fingerprint": model_fingerprint(model),
         "data fingerprint": data_fingerprint(x, y),
@@ -131,6 +139,7 @@ def run_identity(plans: Sequence[AttackPlan], eps: Sequence[float], norm: str, m
         "n": str(int(x.shape[0])),
         "speed options": speed_text(speed),
         "adaptive": adaptive_text(adaptive_budget),
+        "targeted": targeted_text(targeted),
     }
 
 
@@ -155,6 +164,7 @@ def report_identity(report: Mapping[str, Any]) -> dict[str, str]:
         "n": str(report.get("n")),
         "speed options": speed_text(report.get("speed")),  # a report from before them: every option off
         "adaptive": adaptive_text((report.get("adaptive") or {}).get("budget")),
+        "targeted": targeted_text((report.get("targeted") or {}).get("mode")),  # a report without it: untargeted
     }
 
 
