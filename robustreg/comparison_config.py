@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .evaluation.config import ADAPTIVE_BUDGET
+from .options import flag, positive_int, seed_value
 from .threat import canonical_norm
 
 __all__ = ["CompareConfig"]
@@ -54,13 +55,10 @@ class CompareConfig:
         if self.params is not None and not isinstance(self.params, Mapping):
             raise ValueError(f"params must be a mapping of parameter names to values, got {self.params!r}")
         object.__setattr__(self, "params", dict(self.params or {}))
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
-        for flag in ("noise", "progress", "distributed", "adaptive"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        positive_int("batch_size", self.batch_size)
+        seed_value("seed", self.seed, optional=False)
+        for name in ("noise", "progress", "distributed", "adaptive"):
+            flag(name, getattr(self, name))
         budget = self.adaptive_budget
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < math.inf:
             raise ValueError(f"adaptive_budget must be a positive finite number of forward + backward passes per "

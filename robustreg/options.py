@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import fields, is_dataclass, replace
 from typing import Any, TypeVar
 
-__all__ = ["with_options"]
+__all__ = ["flag", "positive_int", "seed_value", "with_options"]
 
 C = TypeVar("C")
 
@@ -32,3 +32,27 @@ def with_options(cls: type[C], config: C | None, options: Mapping[str, Any], *, 
                         f"(options: {', '.join(f.name for f in fields(cls))})")
     base = config if config is not None else cls()
     return replace(base, **options) if options else base
+
+
+# --- the checks the options of every front-end share (one-line ValueErrors naming the option) ---------------
+def positive_int(name: str, value: Any) -> int:
+    """``value`` if it is an int >= 1 (not a bool), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def flag(name: str, value: Any) -> bool:
+    """``value`` if it is True or False, else a ValueError naming ``name``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def seed_value(name: str, value: Any, *, optional: bool = True) -> int | None:
+    """``value`` if it is an int (or None when ``optional``: nondeterministic), else a ValueError naming ``name``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int{' or None' if optional else ''}, got {value!r}")
+    return value

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from robustreg.options import flag, positive_int, seed_value
 from robustreg.threat import ThreatModel, canonical_norm
 
 __all__ = ["CurveConfig"]
@@ -54,12 +55,9 @@ class CurveConfig:
         if (self.verifier is None) != (not self.at):
             raise ValueError(f"verifier and at go together (a fixed-budget attack and the eps to run it at), got "
                              f"verifier={self.verifier!r}, at={list(self.at)!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
-        if not isinstance(self.progress, bool):
-            raise ValueError(f"progress must be True or False, got {self.progress!r}")
+        positive_int("batch_size", self.batch_size)
+        seed_value("seed", self.seed, optional=False)
+        flag("progress", self.progress)
 
     def _budgets(self, name: str, values: Sequence[float]) -> list[float]:
         """``values`` as floats, each a valid eps for :attr:`norm` (ThreatModel's one-line error, naming ``name``)."""
