@@ -398,7 +398,7 @@ def _finished_report(args: argparse.Namespace, out: Path, model: Any, data: Any,
 
     def now() -> dict[str, str]:
         x, y, _ = first_samples(data, args.n)
-        plans = plan_attacks([(name, {}) for name in attacks], params)
+        plans = plan_attacks([(name, dict(params.get(name, {}))) for name in attacks], None)
         return run_identity(plans, eps_values(eps, args.norm), args.norm, mode, args.seed, x, y, model,
                             speed_options(args), adaptive_budget(args))
 
@@ -452,6 +452,8 @@ def run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, at
     (:mod:`robustreg.evaluation.distributed`); rank 0 checks the folders, writes the report and prints.
     """
     check_run_args(args)
+    if set(params) - set(attacks):  # the values travel with their attack (one channel): none may be left over
+        raise ValueError(f"params given for attack(s) not in the list: {', '.join(sorted(set(params) - set(attacks)))}")
     if early_exit is not None:  # the deprecated name of mode (a warning says so)
         mode = mode_option({"early_exit": early_exit}, "run_evaluation()", stacklevel=3)["mode"]
     run = (args, model_spec, data_spec, attacks, eps, params, Mode.coerce(mode))
@@ -499,10 +501,10 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
                       f"--overwrite recomputes it)")
             return done
         report = evaluate(
-            model, data, [(name, {}) for name in attacks], eps, norm=args.norm, n=args.n,
+            model, data, [(name, dict(params.get(name, {}))) for name in attacks], eps, norm=args.norm, n=args.n,
             batch_size=args.batch_size, device=args.device, seed=args.seed, mode=mode, out=out,
             state_path=args.state, keep_state=args.keep_state, registry=args.registry, progress=not args.quiet,
-            params={name: dict(values) for name, values in params.items()}, no_check=args.no_check,
+            no_check=args.no_check,  # the --param values travel in the attack list, one channel
             model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize,
                         **({"args": model_args(args)} if getattr(args, "model_arg", None) else {})},
             data_info={"spec": data_spec, "split": args.split}, distributed=group.world_size > 1,
