@@ -11,7 +11,7 @@ The definition (the matrix's entries, fractions of all n samples)::
 
 with x_adv_{s,i} the attack run on the source s.  A point the target misclassifies clean counts as
 wrong, and a row with a NaN or inf logit is never correct: this is exactly the ``robust_accuracy`` of
-:func:`robustreg.evaluation.evaluate` in independent mode (``early_exit=False``), which is what the
+:func:`robustreg.evaluation.evaluate` in independent mode (``mode=Mode.INDEPENDENT``), which is what the
 white-box diagonal (the source *is* the target) equals, for the same attack, eps and seed.  To make
 that hold sample for sample, every source's examples are crafted as the evaluation crafts them: the
 attack is built by the evaluation's own plan (:func:`robustreg.evaluation.make_plan`, seed and
