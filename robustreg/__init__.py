@@ -42,6 +42,7 @@ from .models import build_model
 from .params import Param, ParamError, ParamSet, ParamTypeError, UnknownParamError
 from .plugin_api import PLUGIN_API, PluginContractError, RobustregDeprecationWarning
 from .registry import (
+    AttackConfig,
     AttackSpec,
     DatasetSpec,
     DefenseSpec,
@@ -73,6 +74,7 @@ __all__ = [
     "AttackError",
     "AttackInfo",
     "AttackResult",
+    "AttackConfig",
     "AttackSpec",
     "DatasetSpec",
     "Defense",

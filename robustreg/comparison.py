@@ -28,6 +28,7 @@ from torch import nn
 
 from .attack import PASS_EXTRAS, ModelState
 from .checks import CheckContext, Checks, check_names, registered, run_checks, warn_checks
+from .comparison_config import CompareConfig
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
 from .environment import environment
@@ -35,16 +36,17 @@ from .errors import close_matches
 from .evaluation import first_samples
 from .evaluation.cells import Cell
 from .evaluation.checking import view_of
-from .evaluation.config import ADAPTIVE_BUDGET
 from .evaluation.distributed import SINGLE, Group, check_pieces, plain_record, process_group, replay, shard_batches
 from .models.outputs import logits_model
+from .options import with_options
 from .registrar import UnknownNameError
 from .registry import AttackSpec, Registry
 from .remedies import run_remedies, suggestions
-from .threat import ThreatModel, canonical_norm, parse_eps
+from .threat import ThreatModel, parse_eps
 from .verdict import attack_and_judge, clean_correct
 
 __all__ = [
+    "CompareConfig",
     "agreement",
     "attack_names",
     "check_attack_name",
@@ -191,24 +193,28 @@ class _Run(NamedTuple):
         return {"mean_queries": self.cell.query_mean(), **{key: extras.get(key) for key in PASS_EXTRAS}}
 
 
-def _run_one(
-    spec: AttackSpec,
-    params: Mapping[str, Any],
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    index: torch.Tensor,
-    threat: ThreatModel,
-    device: torch.device,
-    batch_size: int,
-    seed: int,
-    group: Group = SINGLE,
-) -> tuple[_Run, float]:
-    """One toolkit's attack on the samples ``index`` of the n in ``x`` (the clean-correct ones), in batches
-    shared by the ranks of ``group`` (:func:`~robustreg.evaluation.distributed.shard_batches`) and replayed
+@dataclass(frozen=True)
+class _Job:
+    """What every row of one comparison shares: the model (on ``device``, in eval mode while it runs), the n
+    samples, the threat model, the batch size and the ranks of ``group``."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    threat: ThreatModel
+    device: torch.device
+    batch_size: int
+    group: Group = SINGLE
+
+
+def _run_one(job: _Job, spec: AttackSpec, params: Mapping[str, Any], index: torch.Tensor,
+             seed: int) -> tuple[_Run, float]:
+    """One toolkit's attack on the samples ``index`` of the n in ``job.x`` (the clean-correct ones), in batches
+    shared by the ranks of ``job.group`` (:func:`~robustreg.evaluation.distributed.shard_batches`) and replayed
     in batch order into the row's cell, as ``evaluate`` records its batches; and the seconds this rank
     waited for the others."""
-    attack = spec.build(threat, seed=seed, **params)
+    model, x, y, threat, device, batch_size = job.model, job.x, job.y, job.threat, job.device, job.batch_size
+    attack = spec.configure({**params, "seed": seed}).build(threat)  # resolved (merged, validated) once per row
     chunks = list(torch.split(index, batch_size)) if index.numel() else []
     warm: list[bool] = []
 
@@ -220,23 +226,19 @@ def _run_one(
         done = attack_and_judge(attack, model, model, threat, x[idx].to(device), y[idx].to(device), label=spec.name)
         return plain_record(idx, done.broken, done.distance, done.nonfinite, done.result, done.seconds)
 
-    records, waited = shard_batches(group, len(chunks), batch)
+    records, waited = shard_batches(job.group, len(chunks), batch)
     cell = Cell.empty(x.shape[0])
     for record in records:
         replay(cell, record)
     return _Run(cell, cell.broken[index]), waited
 
 
-def _check_args(registry: Registry, toolkits: Sequence[str] | None, attack: Any, norm: str, eps: float | str,
-                batch_size: Any, seed: Any) -> tuple[list[str], str, ThreatModel]:
+def _check_args(registry: Registry, toolkits: Sequence[str] | str | None, attack: Any, norm: str,
+                eps: float | str) -> tuple[list[str], str, ThreatModel]:
     if not isinstance(attack, str) or not attack.strip():
         raise ValueError(f"attack must be a non-empty name such as 'pgd', got {attack!r}")
     names = _toolkit_names(registry, toolkits, attack.strip(), norm)
     threat = ThreatModel(norm, parse_eps(eps) if isinstance(eps, str) else eps)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
     return names, attack.strip(), threat
 
 
@@ -349,47 +351,50 @@ def disagreements(broken: Mapping[str, torch.Tensor], index: torch.Tensor,
     return out
 
 
-def _checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, threat: ThreatModel,
-            resolved: Sequence[Resolved], plans: Sequence[Mapped | None], runs: Mapping[str, _Run],
-            device: torch.device, seed: int, disabled: Iterable[str], group: Group,
+def _checks(job: _Job, clean_logits: torch.Tensor, cells: Sequence[Any], seed: int, disabled: Iterable[str],
             checks: Checks) -> list[dict[str, str]]:
-    """The report's automatic checks: one cell per toolkit row that ran, seen as the evaluation sees its cells;
-    every rank of ``group`` runs them, sharing their attacks."""
-    cells = [view_of(runs[res.toolkit].cell, res.name, threat.eps, res.spec, mapped.kwargs)
-             for res, mapped in zip(resolved, plans)
-             if res.toolkit in runs and res.spec is not None and mapped is not None]
-    ctx = CheckContext(model, x.to(device), y.to(device), clean_logits, norm=threat.norm, cells=cells, device=device,
-                       seed=seed, box=threat.box, shard=check_pieces(group))
+    """The report's automatic checks on ``cells`` (:func:`_cells`); every rank of ``job.group`` runs them,
+    sharing their attacks."""
+    threat, device = job.threat, job.device
+    ctx = CheckContext(job.model, job.x.to(device), job.y.to(device), clean_logits, norm=threat.norm, cells=list(cells),
+                       device=device, seed=seed, box=threat.box, shard=check_pieces(job.group))
     return [result.to_json() for result in run_checks(ctx, disabled=disabled, checks=checks)]
 
 
-def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
-                resolved: Sequence[Resolved], plans: Sequence[Mapped | None], *, device: torch.device,
-                batch_size: int, seed: int, noise: bool, progress: bool,
-                no_check: Iterable[str], checks: Checks, group: Group) -> tuple[Any, ...]:
+def _cells(resolved: Sequence[Resolved], plans: Sequence[Mapped | None], runs: Mapping[str, _Run],
+           eps: float) -> list[Any]:
+    """One check cell per toolkit row that ran, seen as the evaluation sees its cells."""
+    return [view_of(runs[res.toolkit].cell, res.name, eps, res.spec, mapped.kwargs)
+            for res, mapped in zip(resolved, plans)
+            if res.toolkit in runs and res.spec is not None and mapped is not None]
+
+
+def _attack_all(job: _Job, resolved: Sequence[Resolved], plans: Sequence[Mapped | None], cfg: CompareConfig,
+                no_check: Iterable[str], checks: Checks) -> tuple[Any, ...]:
     """(clean-correct flags, rows, runs per toolkit, noise, checks, this rank's (seconds, seconds waiting
-    for the others)) with the model's state restored after.  Every rank of ``group`` attacks its share
+    for the others)) with the model's state restored after.  Every rank of ``job.group`` attacks its share
     of each row's batches and ends with every row, then runs the checks (sharing their attacks)."""
+    model, x, y, device, group, seed = job.model, job.x, job.y, job.device, job.group, cfg.seed
     state = ModelState(model)
     model_device = next((p.device for p in model.parameters()), None)
     started, waited = time.perf_counter(), [0.0]
     try:
         model.to(device).eval()
-        clean_logits = _logits(model, x, device, batch_size)
+        clean_logits = _logits(model, x, device, job.batch_size)
         correct = clean_correct(clean_logits, y)
         index = torch.nonzero(correct, as_tuple=False).flatten()
 
         def run(spec: AttackSpec, kwargs: Mapping[str, Any], run_seed: int = seed) -> _Run:
-            done, wait = _run_one(spec, kwargs, model, x, y, index, threat, device, batch_size, run_seed, group)
+            done, wait = _run_one(job, spec, kwargs, index, run_seed)
             waited[0] += wait
             return done
 
         rows, runs = _attack_rows(resolved, plans, run, int(x.shape[0]), int(correct.sum()),
-                                  progress and group.is_main)
+                                  cfg.progress and group.is_main)
         broken_by = {toolkit: done.broken for toolkit, done in runs.items()}
-        noisy = _noise(resolved, plans, broken_by, run, seed, index) if noise else None
+        noisy = _noise(resolved, plans, broken_by, run, seed, index) if cfg.noise else None
         seconds = time.perf_counter() - started
-        found = _checks(model, x, y, clean_logits, threat, resolved, plans, runs, device, seed, no_check, group, checks)
+        found = _checks(job, clean_logits, _cells(resolved, plans, runs, job.threat.eps), seed, no_check, checks)
     finally:
         state.restore()
         if model_device is not None:
@@ -417,25 +422,13 @@ def compare(
     data: Any,
     attack: str,
     eps: float | str,
-    *,
-    toolkits: Sequence[str] | None = None,
-    norm: str = "linf",
-    params: Mapping[str, Any] | None = None,
-    n: int | None = None,
-    batch_size: int = 256,
-    device: str | torch.device | None = None,
-    seed: int = 0,
-    noise: bool = True,
-    registry: Registry | None = None,
-    out: str | os.PathLike | None = None,
-    progress: bool = True,
-    no_check: Iterable[str] = (),
-    distributed: bool = False,
-    adaptive: bool = False,
-    adaptive_budget: float = ADAPTIVE_BUDGET,
-    output: str | int | None = None,
+    config: CompareConfig | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Run ``attack`` from each of ``toolkits`` on the same samples, with the same configuration, and compare.
+
+    The options are a :class:`~robustreg.comparison_config.CompareConfig` (``config``) whose fields
+    ``options`` replace (the keywords below); they are checked once, before any work.
 
     ``toolkits``: default every toolkit with a registered attack (:func:`registered_toolkits`).
     ``device``: where to run ("cpu", "cuda", "cuda:N", "auto"; default None: where the model is).
@@ -483,36 +476,36 @@ def compare(
     ``distributed``: the number of ranks, each one's seconds in the attacks and of them those spent waiting
     for the others (a plain call: one rank).
     """
-    registry = registry if registry is not None else Registry.create()
-    norm = canonical_norm(norm)  # "Linf", np.inf, ... -> "linf"; reported canonical
-    toolkits, attack, threat = _check_args(registry, toolkits, attack, norm, eps, batch_size, seed)
-    given = dict(params or {})
+    cfg = with_options(CompareConfig, config, options, caller="compare()")
+    registry = cfg.registry if cfg.registry is not None else Registry.create()
+    norm, seed, batch_size = cfg.norm, cfg.seed, cfg.batch_size  # norm: canonical, as reported
+    toolkits, attack, threat = _check_args(registry, cfg.toolkits, attack, norm, eps)
+    given = cfg.given
     from .runtime import resolve_device
 
-    local = os.environ.get("LOCAL_RANK") if distributed else None  # under torchrun: "cuda" is cuda:LOCAL_RANK
-    dev = resolve_device(device, model, local_rank=int(local) if local else None)  # None: where the model is
-    x, y, _ = first_samples(data, n)
+    local = os.environ.get("LOCAL_RANK") if cfg.distributed else None  # under torchrun: "cuda" is cuda:LOCAL_RANK
+    dev = resolve_device(cfg.device, model, local_rank=int(local) if local else None)  # None: where the model is
+    x, y, _ = first_samples(data, cfg.n)
     home = next((p.device for p in model.parameters()), torch.device("cpu"))
-    model = logits_model(model, output, x[:1].to(home))  # a dict / tuple / .logits output reduced to logits
+    model = logits_model(model, cfg.output, x[:1].to(home))  # a dict / tuple / .logits output reduced to logits
     resolved = [resolve(registry, attack, t, norm) for t in toolkits]
     if all(r.spec is None for r in resolved):
         raise ValueError(f"no toolkit among {', '.join(toolkits)} has attack {attack!r} for {norm} "
                          "(`robustreg list attacks` shows every registered name)")
-    config, plans = _plan(registry, attack, threat, resolved, given)
+    native, plans = _plan(registry, attack, threat, resolved, given)
     known = registered(registry.checks())
-    disabled = check_names(no_check, [name for name, _, _ in known])  # unknown: ValueError, before any work
-    ranks = process_group(dev) if distributed else nullcontext(SINGLE)
+    disabled = check_names(cfg.no_check, [name for name, _, _ in known])  # unknown: ValueError, before any work
+    ranks = process_group(dev) if cfg.distributed else nullcontext(SINGLE)
     with ranks as group:
-        correct, rows, broken_by, noisy, checks, seconds = _attack_all(
-            model, x, y, threat, resolved, plans, device=dev, batch_size=batch_size, seed=seed, noise=noise,
-            progress=progress, no_check=disabled, checks=known, group=group)
+        job = _Job(model, x, y, threat, dev, batch_size, group)
+        correct, rows, broken_by, noisy, checks, seconds = _attack_all(job, resolved, plans, cfg, disabled, known)
         timings = group.gather(seconds)
-        remedied = None if not adaptive else group.main_run(lambda: _remedied(
-            model, x, y, threat, correct, broken_by, checks, registry, dev, seed, batch_size, adaptive_budget))
+        remedied = None if not cfg.adaptive else group.main_run(lambda: _remedied(
+            model, x, y, threat, correct, broken_by, checks, registry, dev, seed, batch_size, cfg.adaptive_budget))
     index = torch.nonzero(correct, as_tuple=False).flatten()
     report = {
         "attack": attack, "eps": threat.eps, "norm": norm, "n": int(x.shape[0]),
-        "clean_accuracy": float(correct.float().mean()), "params": given, "native_params": config, "seed": seed,
+        "clean_accuracy": float(correct.float().mean()), "params": given, "native_params": native, "seed": seed,
         "results": rows, "agreement": agreement(broken_by), "noise": noisy,
         "disagreements": disagreements(broken_by, index, noisy["fraction"] if noisy else None),
         "checks": checks,
@@ -525,8 +518,8 @@ def compare(
         report["adaptive"] = remedied
     if group.is_main:
         report["checks"] = checks = suggestions(checks, registry)
-        if out is not None:
-            write_report(report, out)
-        if not adaptive:
+        if cfg.out is not None:
+            write_report(report, cfg.out)
+        if not cfg.adaptive:
             warn_checks(checks)  # one CheckWarning per warning check, naming compare()'s caller
     return report

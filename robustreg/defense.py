@@ -29,6 +29,7 @@ was trained.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -142,6 +143,20 @@ class Mechanism:
     def setup(self) -> None:
         """Checks across parameters and derived values (override); raise ParamError naming ``self.owner``."""
 
+    def with_values(self, **values: Any) -> Mechanism:
+        """A shallow copy with ``values`` (declared names, validated) in place of the current ones; this
+        mechanism is unchanged.  ``config`` keeps the values it was built with; ``setup`` is not run again."""
+        checked = {name: self._declared(name).validate(self.owner, value) for name, value in values.items()}
+        new = copy.copy(self)
+        for name, value in checked.items():
+            setattr(new, name, value)
+        return new
+
+    def _declared(self, name: str) -> Any:
+        if name not in self.params:
+            raise self.params.unknown_error(self.owner, name)
+        return self.params[name]
+
     def inner_loss(self, out: ForwardPass, y: torch.Tensor) -> torch.Tensor | None:
         """The inner attack's loss (summed over the batch) from one forward pass of x_adv, in place of the
         defense's own; None keeps the defense's."""
@@ -216,6 +231,37 @@ class Defense:
 
     def setup(self) -> None:
         """Checks across parameters and derived values, after the declared ones are set (override)."""
+
+    def with_values(self, **values: Any) -> Defense:
+        """A copy of this defense with ``values`` in place of its parameters' current ones; this defense is
+        unchanged.  How the trainer hands a schedule's values (eps warm-up, milestones) to the defense for one
+        step, never by setting them on the defense it trains with.
+
+        Each name must be declared by the defense or by a composed mechanism (which gets a copy with the
+        value too) and each value passes its declaration.  The copy is shallow: it shares the objects that
+        hold the defense's running state (generators, stores, buffers), and what ``loss`` reassigns on it is
+        the copy's, so the trainer carries the copy on to the next step.  ``config`` keeps the values the
+        defense was built with; ``setup`` is not run again (values it derived stay as built).
+        """
+        checked = {name: self._declared(name).validate(self.label(), value) for name, value in values.items()}
+        new = copy.copy(self)
+        for name, value in checked.items():
+            setattr(new, name, value)
+        new.mechanisms = tuple(
+            mech.with_values(**{k: v for k, v in checked.items() if k in mech.config})
+            if any(k in mech.config for k in checked) else mech
+            for mech in self.mechanisms)
+        return new
+
+    def _declared(self, name: str) -> Any:
+        """The declaration of ``name``: the defense's own, else a composed mechanism's (UnknownParamError)."""
+        own = self.declaration()
+        if name in own:
+            return own[name]
+        for mech in self.mechanisms:
+            if name in mech.params:
+                return mech.params[name]
+        raise (own + [p for mech in self.mechanisms for p in mech.params]).unknown_error(self.label(), name)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0) -> DefenseOutput:
         raise NotImplementedError

@@ -26,10 +26,10 @@ from . import hookspecs
 from .attack import Attack
 from .defense import Defense
 from .errors import close_matches
-from .params import canonical_names
 from .registrar import DuplicateNameError, PluginLoadError, Registrar, RegistryError, UnknownNameError, singular
 from .specs import (
     AnalysisSpec,
+    AttackConfig,
     AttackSpec,
     CheckSpec,
     CommandSpec,
@@ -45,6 +45,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "DISABLE_ENV",
     "AnalysisSpec",
+    "AttackConfig",
     "AttackSpec",
     "CheckSpec",
     "CommandSpec",
@@ -291,8 +292,13 @@ class Registry:
     def build_attack(self, name: str, threat: ThreatModel, **params: Any) -> Attack:
         """Attack ``name`` for ``threat``; a toolkit's name of a parameter (``alpha``) is read as the declared
         one (``step_size``), see :meth:`param_aliases`."""
-        spec = self.attack(name)
-        return spec.build(threat, **canonical_names(spec.params, name, params, self.param_aliases()))
+        return self.attack_config(name, params).build(threat)
+
+    def attack_config(self, name: str, params: Mapping[str, Any] | None = None) -> AttackConfig:
+        """Attack ``name``'s parameters resolved once: its registered defaults, then ``params`` (a toolkit's
+        name read as the declared one, see :meth:`param_aliases`), validated; the result builds the attack
+        for any threat model without merging or validating again (:meth:`AttackConfig.build`)."""
+        return self.attack(name).configure(params or {}, self.param_aliases())
 
     def param_aliases(self) -> dict[str, set[str]]:
         """Toolkit name -> the declared names it stands for, over every registered attack (``{"alpha":

@@ -6,9 +6,10 @@ its declared parameters with the registration's defaults applied) and builds the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import MappingProxyType
 from typing import Any
 
 from .attack import Attack, AttackInfo
@@ -17,8 +18,8 @@ from .errors import MissingPackageError
 from .params import ParamSet, canonical_names
 from .threat import ThreatModel
 
-__all__ = ["AttackSpec", "CheckSpec", "CommandSpec", "DatasetSpec", "DefenseSpec", "ModelSourceSpec", "ModelSpec",
-           "RemedySpec", "summary_of", "validated"]
+__all__ = ["AttackConfig", "AttackSpec", "CheckSpec", "CommandSpec", "DatasetSpec", "DefenseSpec", "ModelSourceSpec",
+           "ModelSpec", "RemedySpec", "summary_of", "validated"]
 
 
 def validated(name: str, params: ParamSet, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,15 +49,47 @@ class AttackSpec:
 
     def build(self, threat: ThreatModel, **params: Any) -> Attack:
         """Build the attack for ``threat`` with ``defaults`` updated by ``params`` (validated first)."""
-        attack = self.factory(threat, **{**self.defaults, **validated(self.name, self.params, params)})
-        if not isinstance(attack, Attack):
-            raise TypeError(f"the factory of attack {self.name!r} (plugin {self.plugin!r}) returned "
-                            f"{type(attack).__name__}, not a robustreg.Attack")
-        return attack
+        return self.configure(params).build(threat)
+
+    def configure(self, params: Mapping[str, Any],
+                  aliases: Mapping[str, Iterable[str]] | None = None) -> AttackConfig:
+        """The attack's resolved configuration: the registration's ``defaults`` updated by ``params`` (each key
+        under its declared name, ``aliases`` as :func:`robustreg.params.canonical_name` reads them), validated
+        here, once; :meth:`AttackConfig.build` then only builds."""
+        given = canonical_names(self.params, self.name, params, aliases)
+        merged = {**self.defaults, **given}
+        resolved = self.params.resolve(self.name, merged)
+        return AttackConfig(self, MappingProxyType({key: resolved[key] for key in merged}))
 
     def resolve(self, **params: Any) -> dict[str, Any]:
         """Every parameter's effective value when built with ``params`` (declared defaults filled in)."""
         return self.params.resolve(self.name, params)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One attack's parameters resolved once (:meth:`AttackSpec.configure`): the registered entry and the
+    keyword arguments its factory gets (the registration's defaults, then the caller's values, under their
+    declared names, validated).  Immutable; building it for a threat model is pure."""
+
+    spec: AttackSpec
+    values: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def build(self, threat: ThreatModel) -> Attack:
+        """The attack for ``threat``, built with :attr:`values` (nothing merged or validated again here)."""
+        attack = self.spec.factory(threat, **self.values)
+        if not isinstance(attack, Attack):
+            raise TypeError(f"the factory of attack {self.spec.name!r} (plugin {self.spec.plugin!r}) returned "
+                            f"{type(attack).__name__}, not a robustreg.Attack")
+        return attack
+
+    def resolved(self) -> dict[str, Any]:
+        """Every declared parameter's value (the declared defaults filled in where :attr:`values` has none)."""
+        return {**self.spec.params.defaults(), **self.values}
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def test_the_base_reports_passes_per_sample_in_evaluate_and_compare(reg, digits,
 
     model, x, y = digits
     report = evaluate(model, (x[:40], y[:40]), [("pgd", {"steps": 5}), "fgsm"], 0.05, registry=reg, progress=False,
-                      early_exit=False, no_check=["logit-scale", "unbounded-attack", "zero-gradients"])
+                      mode="independent", no_check=["logit-scale", "unbounded-attack", "zero-gradients"])
     by = {r["attack"]: r for r in report["results"]}
     assert (by["pgd"]["forwards"], by["pgd"]["backwards"]) == (5.0, 5.0)
     assert (by["fgsm"]["forwards"], by["fgsm"]["backwards"]) == (1.0, 1.0)

@@ -154,7 +154,7 @@ def test_worst_case_and_modes(problem):
     attacks = ["t-noise", "t-fgsm", "t-identity"]
     cas = evaluate(model, (x, y), attacks, [0.03, 0.1], registry=reg, progress=False, batch_size=32)
     ind = evaluate(model, (x, y), attacks, [0.03, 0.1], registry=reg, progress=False, batch_size=32,
-                   early_exit=False)
+                   mode="independent")
     assert cas["mode"] == "cascade" and ind["mode"] == "independent"
     correct = round(cas["clean_accuracy"] * N)
     for e in range(2):
@@ -181,7 +181,7 @@ def test_worst_case_and_modes(problem):
 
 def test_broken_is_decided_by_the_model(problem):
     model, x, y = problem
-    report = evaluate(model, (x, y), ["t-fgsm"], 0.1, registry=_registry(), progress=False, early_exit=False)
+    report = evaluate(model, (x, y), ["t-fgsm"], 0.1, registry=_registry(), progress=False, mode="independent")
     x_adv = x.clone()
     correct = model(x).argmax(1) == y
     # redo the attack by hand on the clean-correct points and count with the model
@@ -250,7 +250,7 @@ def test_model_state_is_restored(problem):
 @pytest.mark.numerics  # bit-exact reruns: .ci/run repeats them on other kernels and threads
 def test_resume_reproduces_and_skips_finished_work(problem, tmp_path):
     model, x, y = problem
-    kwargs = dict(batch_size=20, progress=False, early_exit=True)
+    kwargs = dict(batch_size=20, progress=False, mode="cascade")
     attacks = ["t-noise", "t-count"]
     full_plugin = _Plugin()
     full = evaluate(model, (x, y), attacks, [0.02, 0.08], registry=_registry(full_plugin), **kwargs)
@@ -397,7 +397,10 @@ def test_config_object_and_keyword_options_agree(problem):
     model, x, y = problem
     reg = _registry()
     attacks = ["t-noise", "t-fgsm"]
-    by_keywords = evaluate(model, (x, y), attacks, 0.05, registry=reg, progress=False, batch_size=32, early_exit=False)
+    with pytest.warns(robustreg.RobustregDeprecationWarning, match=r"evaluate\(\): early_exit=False is deprecated; "
+                      r"pass mode=Mode.INDEPENDENT"):  # the old keyword still works, saying what replaces it
+        by_keywords = evaluate(model, (x, y), attacks, 0.05, registry=reg, progress=False, batch_size=32,
+                               early_exit=False)
     config = EvalConfig(batch_size=32, mode=Mode.INDEPENDENT, progress=False, registry=reg)
     by_config = evaluate(model, (x, y), attacks, 0.05, config)
     by_text = evaluate(model, (x, y), attacks, 0.05, EvalConfig(registry=reg, progress=False), batch_size=32,
@@ -409,7 +412,7 @@ def test_config_object_and_keyword_options_agree(problem):
     assert EvalConfig(mode="cascade").mode is Mode.CASCADE
     with pytest.raises(ValueError, match="mode"):
         EvalConfig(mode="parallel")
-    with pytest.raises(ValueError, match="disagree"):
+    with pytest.raises(ValueError, match="disagree"), pytest.warns(robustreg.RobustregDeprecationWarning):
         EvalConfig.from_options(early_exit=True, mode=Mode.INDEPENDENT)
     with pytest.raises(TypeError, match="bogus"):
         evaluate(model, (x, y), attacks, 0.05, registry=reg, bogus=1)

@@ -28,6 +28,7 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,14 @@ from robustreg.commands.common import (
     param_values,
     start_over_hint,
 )
-from robustreg.threat import NORMS, ThreatModel, canonical_norm
+from robustreg.options import with_options
+from robustreg.threat import NORMS, ThreatModel
 from robustreg.verdict import attack_and_judge, judge
 
-__all__ = ["GRID_POINTS", "HELP", "configure", "curve_report", "minimal_norms", "robust_accuracy_at", "run",
-           "verify"]
+from .curve_config import CurveConfig
+
+__all__ = ["GRID_POINTS", "HELP", "CurveConfig", "CurveRun", "configure", "curve_report", "minimal_norms",
+           "robust_accuracy_at", "run", "verify"]
 
 HELP = "robust accuracy at every eps from one minimal-norm attack run (e.g. fmn), verified by a fixed-budget attack"
 GRID_POINTS = 41  # the default eps grid: 0 to the largest minimal norm found
@@ -142,34 +146,50 @@ def _noise(p: float, n: int) -> float:
     return max(2 * math.sqrt(max(p * (1 - p), 0.0) / n), 1 / n)
 
 
-def _verifier_broken(model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, built: Any,
-                     threat: ThreatModel, label: str, batch_size: int, device: torch.device,
-                     progress: bool) -> torch.Tensor:
-    broken = torch.zeros(x.shape[0], dtype=torch.bool)
-    for idx in _batches(correct.nonzero().flatten(), batch_size, progress, f"{label} {threat.describe()}"):
-        broken[idx] = attack_and_judge(built, model, model, threat, x[idx].to(device), y[idx].to(device),
-                                       label=label).broken
+@dataclass(frozen=True)
+class CurveRun:
+    """What a curve attacks, with its options: the model (on ``device``, in the mode to attack it in), the n
+    samples and the registry the attacks come from."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    registry: Any
+    config: CurveConfig
+    device: torch.device
+
+    def batches(self, idx: torch.Tensor, desc: str) -> Any:
+        return _batches(idx, self.config.batch_size, self.config.progress, desc)
+
+
+def _verifier_broken(run: CurveRun, correct: torch.Tensor, built: Any, threat: ThreatModel, label: str) -> torch.Tensor:
+    broken = torch.zeros(run.x.shape[0], dtype=torch.bool)
+    for idx in run.batches(correct.nonzero().flatten(), f"{label} {threat.describe()}"):
+        broken[idx] = attack_and_judge(built, run.model, run.model, threat, run.x[idx].to(run.device),
+                                       run.y[idx].to(run.device), label=label).broken
     return broken
 
 
-def verify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norms: torch.Tensor, correct: torch.Tensor,
-           registry: Any, attack: str, norm: str, at: Sequence[float], params: Mapping[str, Any], *, seed: int,
-           batch_size: int, device: torch.device, progress: bool = False) -> list[dict[str, Any]]:
-    """Run the fixed-budget ``attack`` at each eps of ``at`` on the clean-correct points and compare with the curve
-    (``count``, ``beyond_noise``, ``flagged``: see the module docstring; ``curve_only``: samples the curve
-    breaks at eps and the verifier does not)."""
-    n = x.shape[0]
+def verify(run: CurveRun, norms: torch.Tensor, correct: torch.Tensor) -> list[dict[str, Any]]:
+    """Run the fixed-budget ``run.config.verifier`` at each eps of ``run.config.at`` on the clean-correct points
+    and compare with the curve of ``norms`` (``count``, ``beyond_noise``, ``flagged``: see the module docstring;
+    ``curve_only``: samples the curve breaks at eps and the verifier does not).  The verifier's parameters are
+    resolved once (:meth:`robustreg.Registry.attack_config`) and built at each eps."""
+    cfg, x = run.config, run.x
+    if cfg.verifier is None:
+        return []
+    n, norm, params = x.shape[0], cfg.norm, dict(cfg.verify_params or {})
+    resolved = run.registry.attack_config(cfg.verifier, {"seed": cfg.seed, **params})
     rows = []
-    for eps in at:
+    for eps in cfg.at:
         threat = ThreatModel(norm, eps)
-        built = registry.build_attack(attack, threat, seed=seed, **params)
-        broken = _verifier_broken(model, x, y, correct, built, threat, attack, batch_size, device, progress)
+        broken = _verifier_broken(run, correct, resolved.build(threat), threat, cfg.verifier)
         fits = _fits(norms, eps, norm, x)
         accuracy = float((correct & ~broken).double().mean())
         curve_accuracy = float((~fits).double().mean())
         count = int((broken & ~fits).sum())
         gap, noise = curve_accuracy - accuracy, _noise(curve_accuracy, n)
-        rows.append({"attack": attack, "eps": eps, "params": _plain(params), "robust_accuracy": accuracy,
+        rows.append({"attack": cfg.verifier, "eps": eps, "params": _plain(params), "robust_accuracy": accuracy,
                      "curve_accuracy": curve_accuracy, "flagged": count > 0 or gap > noise, "count": count,
                      "gap": gap, "noise": noise, "beyond_noise": gap > noise,
                      "curve_only": int((correct & ~broken & fits).sum())})
@@ -193,37 +213,42 @@ def _lower_median(norms: torch.Tensor) -> float:
     return float(norms.sort().values[(norms.numel() - 1) // 2])
 
 
-def curve_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: Any, attack: str, norm: str, *,
-                 params: Mapping[str, Any] | None = None, eps: Sequence[float] | None = None,
-                 verifier: str | None = None, at: Sequence[float] = (), verify_params: Mapping[str, Any] | None = None,
-                 seed: int = 0, batch_size: int = 256, device: torch.device | str | None = None,
-                 progress: bool = False) -> dict[str, Any]:
-    """The report dict of one curve (see the module docstring); the model's modes, gradients and device are
-    restored afterwards.  ``device``: where to run (default None: where the model is)."""
+def curve_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: Any, attack: str,
+                 config: CurveConfig | str | None = None, **options: Any) -> dict[str, Any]:
+    """The report dict of one curve of the minimal-norm ``attack`` (see the module docstring); the model's
+    modes, gradients and device are restored afterwards.
+
+    The options are a :class:`~robustreg_plugins.minimal_norm.curve_config.CurveConfig` (``config``) whose
+    fields ``options`` replace (``norm``, ``params``, ``eps``, ``verifier``, ``at``, ``verify_params``,
+    ``seed``, ``batch_size``, ``device``, ``progress``: the keywords this function always took), checked once.
+    ``config`` may also be the norm as text, the older positional form ``curve_report(..., attack, "linf")``."""
     from robustreg.runtime import model_device, resolve_device
 
-    norm = canonical_norm(norm)  # "Linf", np.inf, ... -> "linf"
-    started, device, home, snapshot = time.perf_counter(), resolve_device(device, model), model_device(model), \
+    if isinstance(config, str):
+        config, options = None, {"norm": config, **options}
+    cfg = with_options(CurveConfig, config, options, caller="curve_report()")
+    norm, seed = cfg.norm, cfg.seed
+    started, device, home, snapshot = time.perf_counter(), resolve_device(cfg.device, model), model_device(model), \
         ModelState(model)
     try:
         model.to(device).eval()
-        norms, correct = minimal_norms(model, x, y, registry, attack, norm, dict(params or {}), seed=seed,
-                                       batch_size=batch_size, device=device, progress=progress)
-        checks = [] if verifier is None else verify(
-            model, x, y, norms, correct, registry, verifier, norm, at, dict(verify_params or {}), seed=seed,
-            batch_size=batch_size, device=device, progress=progress)
+        norms, correct = minimal_norms(model, x, y, registry, attack, norm, dict(cfg.params or {}), seed=seed,
+                                       batch_size=cfg.batch_size, device=device, progress=cfg.progress)
+        checks = verify(CurveRun(model, x, y, registry, cfg, device), norms, correct)
     finally:
         model.to(home)
         snapshot.restore()
     finite = norms[torch.isfinite(norms) & correct]
     median = _lower_median(norms)
     return {
-        "command": "curve", "schema_version": SCHEMA_VERSION, "attack": attack, "params": _plain(dict(params or {})),
+        "command": "curve", "schema_version": SCHEMA_VERSION, "attack": attack,
+        "params": _plain(dict(cfg.params or {})),
         "norm": norm, "seed": seed, "n": int(x.shape[0]), "clean_accuracy": float(correct.double().mean()),
         "found": int(finite.numel()), "not_found": int((correct & ~torch.isfinite(norms)).sum()),
         "median_norm": median if math.isfinite(median) else None,
         "mean_norm_found": float(finite.mean()) if finite.numel() else None,
-        "curve": [{"eps": e, "robust_accuracy": robust_accuracy_at(norms, e, norm, x)} for e in _grid(norms, eps, at)],
+        "curve": [{"eps": e, "robust_accuracy": robust_accuracy_at(norms, e, norm, x)}
+                  for e in _grid(norms, cfg.eps, cfg.at)],
         "verification": checks, "flagged": [row["eps"] for row in checks if row["flagged"]],
         "norms": [v if math.isfinite(v) else None for v in norms.tolist()],
         "device": str(device), "seconds": round(time.perf_counter() - started, 3),
@@ -412,11 +437,12 @@ def run(args: argparse.Namespace) -> int:
                   "recomputes it)")
             return 0
         guard = ReportGuard.take(out, saved_identity)  # looked at again just before write_curve
-        report = curve_report(model, x, y, registry, args.attack, args.norm, params=params.get(args.attack, {}),
-                              eps=eps or None, verifier=args.verify, at=at,
-                              verify_params=params.get(args.verify, {}) if args.verify else None, seed=args.seed,
-                              batch_size=args.batch_size, device=resolve_device(args.device, model),
-                              progress=not args.quiet)
+        config = CurveConfig(norm=args.norm, params=params.get(args.attack, {}), eps=eps or None,
+                             verifier=args.verify, at=at,
+                             verify_params=params.get(args.verify, {}) if args.verify else None, seed=args.seed,
+                             batch_size=args.batch_size, device=resolve_device(args.device, model),
+                             progress=not args.quiet)
+        report = curve_report(model, x, y, registry, args.attack, config)
         report.update(identity=identity, model={"spec": args.model, "weights": args.weights,
                                                 "normalize": args.normalize},
                       data={"spec": args.data, "split": args.split, **_plain(data_info)})

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import CheckpointError, ModelCodeError, UserError
+from ..evaluation.config import Mode, mode_option
 from ..params import ParamError, ParamSet, parse_assignment, parse_value
 from ..runtime import AMP_CHOICES, SpeedOptions
 from ..threat import NORMS, parse_eps
@@ -397,7 +398,7 @@ def _finished_report(args: argparse.Namespace, out: Path, model: Any, data: Any,
 
     def now() -> dict[str, str]:
         x, y, _ = first_samples(data, args.n)
-        plans = plan_attacks([(name, {}) for name in attacks], params)
+        plans = plan_attacks([(name, dict(params.get(name, {}))) for name in attacks], None)
         return run_identity(plans, eps_values(eps, args.norm), args.norm, mode, args.seed, x, y, model,
                             speed_options(args), adaptive_budget(args), getattr(args, "targeted", None))
 
@@ -437,9 +438,10 @@ def adaptive_budget(args: argparse.Namespace) -> float | None:
 
 def run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, attacks: list[str],
                    eps: list[float], params: Mapping[str, Mapping[str, Any]], *,
-                   early_exit: bool = True) -> dict[str, Any]:
+                   mode: Mode | str = Mode.CASCADE, early_exit: bool | None = None) -> dict[str, Any]:
     """Evaluate ``attacks`` x ``eps`` with the :func:`add_model_data_args` / :func:`add_run_args` values
     in ``args`` (and ``args.registry``); print the table and where the report is; return the report.
+    ``mode``: :class:`~robustreg.evaluation.Mode` or its value (``early_exit``: its deprecated name).
 
     Before the model loads, ``--out`` (and the state's folder) must be writable (stale temporaries in
     them are removed); a failed run leaves no empty folder it created.  A finished report in ``--out``
@@ -450,7 +452,11 @@ def run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, at
     (:mod:`robustreg.evaluation.distributed`); rank 0 checks the folders, writes the report and prints.
     """
     check_run_args(args)
-    run = (args, model_spec, data_spec, attacks, eps, params, early_exit)
+    if set(params) - set(attacks):  # the values travel with their attack (one channel): none may be left over
+        raise ValueError(f"params given for attack(s) not in the list: {', '.join(sorted(set(params) - set(attacks)))}")
+    if early_exit is not None:  # the deprecated name of mode (a warning says so)
+        mode = mode_option({"early_exit": early_exit}, "run_evaluation()", stacklevel=3)["mode"]
+    run = (args, model_spec, data_spec, attacks, eps, params, Mode.coerce(mode))
     return in_process_group(args.device, lambda group: _run_evaluation(*run, group))
 
 
@@ -474,7 +480,7 @@ def in_process_group(device_arg: Any, fn: Callable[[Any], T]) -> T:
 
 
 def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, attacks: list[str],
-                    eps: list[float], params: Mapping[str, Mapping[str, Any]], early_exit: bool,
+                    eps: list[float], params: Mapping[str, Mapping[str, Any]], mode: Mode,
                     group: Any) -> dict[str, Any]:
     from ..evaluation import evaluate
     from ..report import render_table
@@ -487,8 +493,7 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
     folders = output_folders([("--out", out, out), (*state_flag, state.parent)]) if group.is_main else nullcontext()
     with folders:
         model, data = _load_model_and_data(args, model_spec, data_spec)
-        mode = "cascade" if early_exit else "independent"
-        done = group.main_run(lambda: _finished_report(args, out, model, data, attacks, eps, params, mode))
+        done = group.main_run(lambda: _finished_report(args, out, model, data, attacks, eps, params, mode.value))
         if done is not None:
             if group.is_main:
                 print(render_table(done))
@@ -496,10 +501,10 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
                       f"--overwrite recomputes it)")
             return done
         report = evaluate(
-            model, data, [(name, {}) for name in attacks], eps, norm=args.norm, n=args.n,
-            batch_size=args.batch_size, device=args.device, seed=args.seed, early_exit=early_exit, out=out,
+            model, data, [(name, dict(params.get(name, {}))) for name in attacks], eps, norm=args.norm, n=args.n,
+            batch_size=args.batch_size, device=args.device, seed=args.seed, mode=mode, out=out,
             state_path=args.state, keep_state=args.keep_state, registry=args.registry, progress=not args.quiet,
-            params={name: dict(values) for name, values in params.items()}, no_check=args.no_check,
+            no_check=args.no_check,  # the --param values travel in the attack list, one channel
             model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize,
                         **({"args": model_args(args)} if getattr(args, "model_arg", None) else {})},
             data_info={"spec": data_spec, "split": args.split}, distributed=group.world_size > 1,

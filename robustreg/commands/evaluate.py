@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..evaluation.config import Mode
 from ..evaluation.targets import TARGETED_MODES
 from ..registry import Registry
 from .common import (
@@ -107,5 +108,5 @@ def run(args: argparse.Namespace) -> int:
         params[name].update(values)
     run_evaluation(args, args.model or DEFAULT_MODEL, args.data or DEFAULT_DATA, attacks, eps,
                    {name: values for name, values in params.items() if values},
-                   early_exit=not args.no_early_exit)
+                   mode=Mode.INDEPENDENT if args.no_early_exit else Mode.CASCADE)
     return 0

@@ -11,7 +11,7 @@ and resume where they stopped; a state written for another configuration is refu
 The numbers, for ``n`` evaluated samples:
 
 - ``clean_accuracy``: fraction of the n samples the model classifies correctly.
-- ``Mode.CASCADE`` (``mode="cascade"``, the older ``early_exit=True``; AutoAttack-style): at each
+- ``Mode.CASCADE`` (``mode="cascade"``, the deprecated ``early_exit=True``; AutoAttack-style): at each
   eps, each attack runs only on the points still standing (clean-correct and not broken by an
   earlier attack in the list at this eps).  An attack's ``robust_accuracy`` is therefore
   *cumulative*: the fraction of the n samples that are clean-correct and survived this attack and

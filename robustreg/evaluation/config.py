@@ -9,8 +9,9 @@ a bad parameter fails before any work.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,16 @@ import torch
 
 from ..attack import Attack
 from ..checks import check_names
+from ..options import with_options
 from ..params import canonical_names
+from ..plugin_api import RobustregDeprecationWarning
 from ..runtime import SpeedOptions
+from ..specs import AttackConfig
 from ..threat import ThreatModel, as_eps, canonical_norm
 from .targets import check_attacks_take_targets, check_targeted
 
-__all__ = ["ADAPTIVE_BUDGET", "AttackPlan", "EvalConfig", "Mode", "Plan", "attack_params", "eps_values", "make_plan",
-           "plan_attacks"]
+__all__ = ["ADAPTIVE_BUDGET", "AttackPlan", "EvalConfig", "Mode", "Plan", "attack_config", "attack_params",
+           "eps_values", "make_plan", "mode_option", "plan_attacks"]
 
 #: forward + backward passes per sample the remedies of ``adaptive=True`` may spend at each eps by default
 ADAPTIVE_BUDGET = 5000
@@ -51,6 +55,27 @@ class Mode(str, Enum):
             raise ValueError(f"mode must be {' or '.join(repr(m.value) for m in cls)}, got {value!r}") from None
 
 
+def mode_option(options: Mapping[str, Any], caller: str, stacklevel: int = 4) -> dict[str, Any]:
+    """``options`` with the deprecated ``early_exit`` (bool) read as ``mode`` (True: CASCADE, False:
+    INDEPENDENT) and a RobustregDeprecationWarning (a DeprecationWarning) naming ``caller`` and the fix (at
+    ``stacklevel``: 4 names the caller of a function that reads its options through a ``from_options``); both
+    given and disagreeing: ValueError."""
+    out = dict(options)
+    if "early_exit" not in out:
+        return out
+    early_exit = out.pop("early_exit")
+    if not isinstance(early_exit, bool):
+        raise ValueError(f"early_exit must be True or False, got {early_exit!r}; pass mode=Mode.CASCADE or "
+                         f"Mode.INDEPENDENT")
+    mode = Mode.CASCADE if early_exit else Mode.INDEPENDENT
+    warnings.warn(f"{caller}: early_exit={early_exit} is deprecated; pass mode=Mode.{mode.name} "
+                  f"(mode={mode.value!r})", RobustregDeprecationWarning, stacklevel=stacklevel)
+    if "mode" in out and Mode.coerce(out["mode"]) is not mode:
+        raise ValueError(f"early_exit and mode={out['mode']!r} disagree; pass only mode")
+    out["mode"] = mode
+    return out
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Every option of one evaluation (see :func:`robustreg.evaluation.evaluate` for each one).
@@ -59,7 +84,7 @@ class EvalConfig:
     (:attr:`speed`); a bad value is a ValueError naming the option.
 
     ``mode`` also takes its value as text; ``EvalConfig.from_options(config, **options)`` also reads
-    the older ``early_exit=True/False`` (cascade / independent).
+    the deprecated ``early_exit=True/False`` (cascade / independent), with a DeprecationWarning.
     """
 
     norm: str = "linf"
@@ -110,25 +135,11 @@ class EvalConfig:
     def from_options(cls, config: EvalConfig | None = None, **options: Any) -> EvalConfig:
         """``config`` (default: all defaults) with ``options`` replacing its fields.
 
-        ``early_exit`` (bool) is read as ``mode``: True -> CASCADE, False -> INDEPENDENT.  An unknown
-        option raises TypeError, as an unknown keyword argument would.
+        ``early_exit`` (bool), the deprecated name of ``mode``, is read as it: True -> CASCADE, False ->
+        INDEPENDENT, with a DeprecationWarning.  An unknown option raises TypeError, as an unknown keyword
+        argument would.
         """
-        if config is not None and not isinstance(config, EvalConfig):
-            raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
-        unknown = sorted(set(options) - {f.name for f in fields(cls)} - {"early_exit"})
-        if unknown:
-            raise TypeError(f"evaluate() got unexpected keyword argument(s): {', '.join(unknown)}")
-        if "early_exit" in options:
-            mode = Mode.CASCADE if options.pop("early_exit") else Mode.INDEPENDENT
-            if "mode" in options and Mode.coerce(options["mode"]) is not mode:
-                raise ValueError(f"early_exit and mode={options['mode']!r} disagree; pass only mode")
-            options["mode"] = mode
-        base = config if config is not None else cls()
-        return replace(base, **options) if options else base
-
-    @property
-    def cascade(self) -> bool:
-        return self.mode is Mode.CASCADE
+        return with_options(cls, config, mode_option(options, "evaluate()"), caller="evaluate()")
 
     @property
     def speed(self) -> SpeedOptions:
@@ -208,16 +219,28 @@ def _listed(eps: Any) -> list[Any]:
 
 
 def attack_params(registry: Any, plan: AttackPlan, seed: int | None) -> dict[str, Any]:
-    """The parameters the attack is built with: the registry's defaults, then the plan's, then the seed."""
-    params = {**dict(registry.attack(plan.name).defaults), **plan.params}
-    if "seed" not in params:
-        params["seed"] = seed
-    return params
+    """The parameters the attack is built with: the registry's defaults, then the plan's, then the seed
+    (resolved and validated once, :meth:`robustreg.Registry.attack_config`)."""
+    return dict(attack_config(registry, plan, seed).values)
+
+
+def attack_config(registry: Any, plan: AttackPlan, seed: int | None) -> AttackConfig:
+    """The attack's configuration resolved once: the registry's defaults, the plan's values, then ``seed``
+    unless the plan sets one."""
+    params = dict(plan.params)
+    params.setdefault("seed", seed)
+    try:
+        return registry.attack_config(plan.name, params)
+    except TypeError as exc:  # an unknown name (UnknownParamError is a TypeError): say which attack list entry
+        raise TypeError(f"attack {plan.name!r} rejected its parameters {plan.params!r}: {exc}") from exc
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The resolved grid: attacks (in run order) x eps (ascending) under one norm, seed and mode."""
+    """The resolved grid: attacks (in run order) x eps (ascending) under one norm, seed and mode.
+
+    ``configs``: each attack's parameters resolved once (:class:`robustreg.AttackConfig`, in the order of
+    ``plans``); :meth:`build` only builds them for an eps."""
 
     plans: list[AttackPlan]
     eps: list[float]
@@ -227,35 +250,38 @@ class Plan:
     batch_size: int
     registry: Any
     targeted: str | None = None  # the targeted mode (robustreg.evaluation.targets), None: untargeted
+    configs: tuple[AttackConfig, ...] = ()
 
-    @property
-    def cascade(self) -> bool:
-        return self.mode is Mode.CASCADE
+    def __post_init__(self) -> None:
+        if not self.configs:  # a Plan made by hand: resolve here, once
+            object.__setattr__(self, "configs", tuple(attack_config(self.registry, p, self.seed) for p in self.plans))
+        if len(self.configs) != len(self.plans):
+            raise ValueError(f"configs must hold one AttackConfig per plan ({len(self.plans)}), "
+                             f"got {len(self.configs)}")
 
     def cells(self) -> list[tuple[int, int]]:
         """(eps index, attack index) of every cell, in run (and report) order."""
         return [(e, a) for e in range(len(self.eps)) for a in range(len(self.plans))]
 
     def params(self, a: int) -> dict[str, Any]:
-        return attack_params(self.registry, self.plans[a], self.seed)
+        """Attack ``a``'s parameters as its factory gets them (registered defaults, the plan's, the seed)."""
+        return dict(self.configs[a].values)
 
     def threat(self, e: int) -> ThreatModel:
         return ThreatModel(self.norm, self.eps[e])
 
     def build(self, e: int, a: int) -> Attack:
-        """Attack ``a`` built from the registry at eps ``e``."""
+        """Attack ``a`` built at eps ``e`` from its resolved configuration (nothing looked up or merged again)."""
         plan = self.plans[a]
         try:
-            attack = self.registry.build_attack(plan.name, self.threat(e), **self.params(a))
+            return self.configs[a].build(self.threat(e))
         except TypeError as exc:
             raise TypeError(f"attack {plan.name!r} rejected its parameters {plan.params!r}: {exc}") from exc
-        if not isinstance(attack, Attack):
-            raise TypeError(f"the factory of attack {plan.name!r} returned {type(attack).__name__}, not an Attack")
-        return attack
 
 
 def make_plan(attacks: Sequence[Any], eps: Any, config: EvalConfig) -> Plan:
-    """Plan the grid and fail early: every attack is looked up, checked for the norm and built once."""
+    """Plan the grid and fail early: every attack is looked up, checked for the norm, its parameters resolved
+    (merged and validated, once) and built once."""
     from ..registry import Registry
 
     values = eps_values(eps, config.norm)
@@ -263,13 +289,16 @@ def make_plan(attacks: Sequence[Any], eps: Any, config: EvalConfig) -> Plan:
     aliases = registry.param_aliases()  # a toolkit's name (alpha) is read as ours (step_size), in the report too
     plans = [replace(p, params=canonical_names(registry.attack(p.name).params, p.name, p.params, aliases))
              for p in plan_attacks(attacks, config.params)]
-    plan = Plan(plans, values, config.norm, config.seed, config.mode, config.batch_size, registry, config.targeted)
     check_names(config.no_check, [spec.name for spec in registry.checks()])  # an unknown name: ValueError
     check_attacks_take_targets(config.targeted, [p.name for p in plans], registry, config.norm)
-    for a, attack in enumerate(plans):
+    for attack in plans:
         spec = registry.attack(attack.name)
         if config.norm not in spec.info.norms:
             raise ValueError(f"attack {attack.name!r} supports norm(s) {', '.join(spec.info.norms)}, "
                              f"got norm={config.norm!r}")
-        plan.build(0, a)
+    configs = tuple(attack_config(registry, p, config.seed) for p in plans)
+    plan = Plan(plans, values, config.norm, config.seed, config.mode, config.batch_size, registry, config.targeted,
+                configs)
+    for a in range(len(plans)):
+        plan.build(0, a)  # the factory's own checks (setup) fail here, before any work
     return plan

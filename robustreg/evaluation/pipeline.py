@@ -59,7 +59,7 @@ def evaluate(
         seed: passed to every attack as ``seed`` (unless its params set one); None -> nondeterministic.
         mode: ``Mode.CASCADE`` (each attack runs on the points still standing; numbers are
             cumulative) or ``Mode.INDEPENDENT`` (standalone numbers), or their values as text; the
-            older ``early_exit=True/False`` means the same.  See the package docstring.
+            deprecated ``early_exit=True/False`` means the same (with a warning).  See the package docstring.
         out: folder for report.json (the source of truth), report.md, results.csv, robust_accuracy.png
             and the default state file ``state.pt``.
         state_path: where to save/resume the run's state (default ``out/state.pt`` if ``out``).  A state

@@ -17,7 +17,7 @@ from torch import nn
 from ..checks import CellView
 from ..remedies import ARGMAX, Adaptive, Attempt, run_remedies
 from .checking import evaluation_checks
-from .config import EvalConfig, Plan
+from .config import EvalConfig, Mode, Plan
 from .run import Finished
 
 __all__ = ["adaptive_report", "apply_remedies"]
@@ -36,7 +36,7 @@ def apply_remedies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Pla
     """The remedies for ``run.checks`` on the points ``run`` leaves standing (:func:`run_remedies` restores
     the model's placement, modes and gradients after)."""
     everything = len(plan.plans)
-    standing = [run.state.standing(e, everything, cascade=True) for e in range(len(plan.eps))]
+    standing = [run.state.standing(e, everything, Mode.CASCADE) for e in range(len(plan.eps))]
 
     def recheck(attempts: list[Attempt]) -> list[dict[str, Any]]:
         extra = [_view(a, plan.registry, run.state.n) for a in attempts]

@@ -19,7 +19,7 @@ from torch import nn
 from ..attack import PASS_EXTRAS
 from ..environment import environment
 from .cells import EVER_BROKEN, masked_mean
-from .config import EvalConfig, Plan
+from .config import EvalConfig, Mode, Plan
 from .state import RunState
 
 __all__ = ["REPORT_SCHEMA_VERSION", "EvalReport", "build_report", "result_entry", "speed_entry", "worst_case_entry"]
@@ -86,7 +86,7 @@ def result_entry(plan: Plan, state: RunState, e: int, a: int) -> dict[str, Any]:
     """The report entry of attack ``a`` at eps ``e``."""
     attack, cell = plan.plans[a], state.cell(e, a)
     spec = plan.registry.attack(attack.name)
-    survived = state.standing(e, a, plan.cascade) & ~cell.broken
+    survived = state.standing(e, a, plan.mode) & ~cell.broken
     ran = cell.ran
     entry: dict[str, Any] = {
         "attack": attack.name,
@@ -149,7 +149,7 @@ def worst_case_entry(plan: Plan, state: RunState, e: int) -> dict[str, Any]:
         "robust_accuracy": float((correct & ~broken_any).sum()) / state.n,
         "broken_only_by": only_by,
     }
-    if not plan.cascade:
+    if plan.mode is Mode.INDEPENDENT:
         entry["broken_uniquely_by"] = _broken_uniquely_by(plan, state, e)
     return entry
 

@@ -62,7 +62,7 @@ class Runner:
 
     def to_attack(self, e: int, a: int) -> torch.Tensor:
         """Indices attack ``a`` runs on at eps ``e`` (see :meth:`RunState.standing`)."""
-        return self.state.standing(e, a, self.plan.cascade).nonzero().flatten()
+        return self.state.standing(e, a, self.plan.mode).nonzero().flatten()
 
     def run_all(self, stacklevel: int = 2) -> None:
         if self.bar is not None and self.state.resumed:

@@ -27,7 +27,7 @@ from ..files import save_atomic
 from ..readback import Damage
 from ..runtime import SPEED_KEYS, SpeedOptions
 from .cells import Cell
-from .config import AttackPlan, Plan
+from .config import AttackPlan, Mode, Plan
 from .report_check import check_report
 from .state_check import StateCheck, check_fingerprint, check_run_state
 
@@ -100,7 +100,7 @@ def fingerprint(plan: Plan, x: torch.Tensor, y: torch.Tensor, model: nn.Module,
         "norm": plan.norm,
         "n": int(x.shape[0]),
         "seed": repr(plan.seed),
-        "early_exit": plan.cascade,
+        "early_exit": plan.mode is Mode.CASCADE,  # the field's old name, kept: states written before Mode resume
         "batch_size": int(plan.batch_size),
         "data": data_fingerprint(x, y),
         "model": model_fingerprint(model),
@@ -253,11 +253,11 @@ class RunState:
         cell = self.cells.get(f"{e}:{a}")
         return None if cell is None or (cell.chunks_done == 0 and not cell.done) else cell
 
-    def standing(self, e: int, a: int, cascade: bool) -> torch.Tensor:
-        """Flags of the points attack ``a`` runs on at eps ``e``: clean-correct and, in cascade mode,
+    def standing(self, e: int, a: int, mode: Mode) -> torch.Tensor:
+        """Flags of the points attack ``a`` runs on at eps ``e``: clean-correct and, in ``Mode.CASCADE``,
         not broken by an earlier attack at this eps."""
         standing = self.clean_correct.clone()
-        if cascade:
+        if mode is Mode.CASCADE:
             for earlier in range(a):
                 standing &= ~self.cell(e, earlier).broken
         return standing

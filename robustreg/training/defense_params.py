@@ -4,9 +4,10 @@
 noise, paper 000's max_eps, ...) linearly up to its configured value; ``defense_schedule`` multiplies named
 parameters by a factor from a milestone on (GAT's lambda x 4 at epoch 85).  Both are
 :class:`robustreg.schedules.DefenseParamSchedule`, a pure function of the step: before every step the
-trainer sets the values it gives (on the defense, and on a composed mechanism that declares the name),
-so a resumed run sets the same values at the same step and stays exact.  The defense's ``config`` keeps
-the values it was built with.
+trainer hands the defense the values it gives as a :meth:`robustreg.Defense.with_values` copy (a composed
+mechanism that declares the name gets its own copy), never by setting them on the live defense, so a
+resumed run gets the same values at the same step and stays exact.  The defense's ``config`` keeps the
+values it was built with.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..params import ParamError
 from ..schedules import PIXEL_UNIT, DefenseParamSchedule
 from .config import TrainConfig
 
-__all__ = ["apply_param_schedule", "build_param_schedule"]
+__all__ = ["build_param_schedule", "scheduled_defense"]
 
 
 def _declared(defense: Defense) -> dict[str, Any]:
@@ -67,12 +68,12 @@ def build_param_schedule(defense: Defense, config: TrainConfig, steps_per_epoch:
                                 int(round(config.eps_warmup_epochs * steps_per_epoch)), tuple(milestones))
 
 
-def apply_param_schedule(defense: Defense, schedule: DefenseParamSchedule | None, step: int) -> None:
-    """Give the defense (and a mechanism declaring the name) the schedule's values for ``step``."""
+def scheduled_defense(defense: Defense, schedule: DefenseParamSchedule | None, step: int) -> Defense:
+    """The defense to train step ``step`` with: ``defense`` itself when the schedule changes nothing, else its
+    :meth:`~robustreg.Defense.with_values` copy with the schedule's values (``defense`` is left as it is)."""
     if schedule is None:
-        return
-    for name, value in schedule(step).items():
-        setattr(defense, name, value)
-        for mech in defense.mechanisms:
-            if name in mech.config:
-                setattr(mech, name, value)
+        return defense
+    values = schedule(step)
+    if all(getattr(defense, name, None) == value for name, value in values.items()):
+        return defense  # after the warm-up and between milestones: no copy per step
+    return defense.with_values(**values)

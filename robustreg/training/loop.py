@@ -26,7 +26,7 @@ from ..lock import folder_lock
 from ..schedules import LRSchedule
 from . import distributed
 from .config import TrainConfig
-from .defense_params import apply_param_schedule, build_param_schedule
+from .defense_params import build_param_schedule, scheduled_defense
 from .logging import Meter, TrainLog, final_accuracy, make_record
 from .state import TrainState, final_checkpoint, preserve_global_rng, seed_global, to_cpu, trained_head
 
@@ -124,8 +124,13 @@ class Trainer:
         self._data_arg = data
         self.state: TrainState | None = None
         self.model: nn.Module | None = None
-        self.defense: Defense | None = None
         self.optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def defense(self) -> Defense | None:
+        """The defense of the last step (a schedule hands each step its values as a copy: see
+        :func:`~robustreg.training.defense_params.scheduled_defense`); None before :meth:`run`."""
+        return self.state.defense if self.state is not None else None
 
     # .. entry points ..
     def fit(self) -> Path:
@@ -313,7 +318,7 @@ class Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} is larger than the {x.shape[0]} training samples")
         pad, flip, crop = self._augmentation(x)
         state = self._build_state(world_size, rank, device, steps_per_epoch, x)
-        self.state, self.model, self.defense, self.optimizer = state, state.model, state.defense, state.optimizer
+        self.state, self.model, self.optimizer = state, state.model, state.optimizer
         last = Path(cfg.out) / "last.pt"
         if last.exists():
             state.resume(last)
@@ -385,7 +390,8 @@ class Trainer:
         for group in optimizer.param_groups:
             group["lr"] = lr
         distributed.broadcast_tensors(run.buffers, state.world_size)
-        apply_param_schedule(state.defense, state.param_schedule, state.step)
+        # the schedule's values for this step, handed over as a copy; the copy carries the defense's state on
+        state.defense = scheduled_defense(state.defense, state.param_schedule, state.step)
         model.train()
         amp = nullcontext() if run.amp_dtype is None else torch.autocast(state.device.type, dtype=run.amp_dtype)
         with amp:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ from robustreg.analysis import (
     progress,
     record_inputs,
 )
+from robustreg.options import flag, positive_int, seed_value, with_options
 
 from .directions import DEFAULT_EPS, directions, input_gradient, perturb, random_signs, sign_eps
 
@@ -80,8 +82,25 @@ def _eps_half(means: Sequence[float | None], eps: Sequence[float]) -> float | No
     return next((e for e, m in zip(eps, means) if m is not None and m < 0.5), None)
 
 
-def gradient_correlation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], *,
-                         seed: int = 0, batch_size: int = 256, show_progress: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GradientCorrelationConfig:
+    """The options of :func:`gradient_correlation` (its keyword arguments; see it for each one), checked once.
+
+    ``options`` given to :func:`gradient_correlation` replace these fields: the older keyword calls keep working.
+    """
+
+    seed: int = 0
+    batch_size: int = 256
+    show_progress: bool = False
+
+    def __post_init__(self) -> None:
+        seed_value("seed", self.seed, optional=False)
+        positive_int("batch_size", self.batch_size)
+        flag("show_progress", self.show_progress)
+
+
+def gradient_correlation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float],
+                         config: GradientCorrelationConfig | None = None, **options: Any) -> dict[str, Any]:
     """Paper 000 Fig. 5 on any classifier: Pearson's rho between input gradients (module docstring), per eps.
 
     Args:
@@ -95,6 +114,8 @@ def gradient_correlation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     mean and the sample std run over; ``mean``/``std`` None when none is), and ``eps_below_half``, per
     pair, the smallest eps whose mean is below 0.5.
     """
+    cfg = with_options(GradientCorrelationConfig, config, options, caller="gradient_correlation()")
+    seed, batch_size, show_progress = cfg.seed, cfg.batch_size, cfg.show_progress
     values = sorted({float(e) for e in eps})
     if not values or any(not 0.0 <= e <= 1.0 for e in values):
         raise ValueError(f"eps must be a non-empty list of numbers in [0, 1], got {list(eps)!r}")

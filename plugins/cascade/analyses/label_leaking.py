@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,6 +46,7 @@ from robustreg.analysis import (
 from robustreg.analysis import progress as _progress
 from robustreg.evaluation import EvalConfig, Mode, make_plan
 from robustreg.evaluation.checking import clean_correct, nonfinite_rows
+from robustreg.options import flag, positive_int, seed_value, with_options
 from robustreg.runtime import predict
 
 NAME = "label-leaking"
@@ -126,10 +128,28 @@ def _rows(eps: Sequence[float], correct: torch.Tensor, clean: float) -> list[dic
     return rows
 
 
-def label_leaking(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | Sequence[float], *,
-                  attacks: Sequence[str | tuple[str, Mapping[str, Any]]] = (), norm: str = "linf",
-                  seed: int | None = 0, batch_size: int = 256, registry: Any = None,
-                  progress: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LabelLeakingConfig:
+    """The options of :func:`label_leaking` (its keyword arguments; see it for each one), checked once.
+
+    ``options`` given to :func:`label_leaking` replace these fields: the older keyword calls keep working.
+    """
+
+    attacks: Sequence[str | tuple[str, Mapping[str, Any]]] = ()
+    norm: str = "linf"
+    seed: int | None = 0
+    batch_size: int = 256
+    registry: Any = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        seed_value("seed", self.seed, optional=True)
+        positive_int("batch_size", self.batch_size)
+        flag("progress", self.progress)
+
+
+def label_leaking(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | Sequence[float],
+                  config: LabelLeakingConfig | None = None, **options: Any) -> dict[str, Any]:
     """Paper 000 section 4.2's label-leaking test: step_FGSM accuracy vs clean accuracy at each eps.
 
     Args:
@@ -142,6 +162,9 @@ def label_leaking(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     clean_accuracy, adversarial_accuracy, difference, label_leaking``), ``label_leaking`` (True at any
     eps), ``leaking_eps`` and, per attack of ``attacks``, ``attack_rows`` the same way.
     """
+    cfg = with_options(LabelLeakingConfig, config, options, caller="label_leaking()")
+    attacks, norm, seed, batch_size, registry, progress = (
+        cfg.attacks, cfg.norm, cfg.seed, cfg.batch_size, cfg.registry, cfg.progress)
     values = sorted({ThreatModel("linf", float(e)).eps for e in ([eps] if isinstance(eps, (int, float)) else eps)})
     if not values:
         raise ValueError("label_leaking needs at least one eps")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from robustreg.analysis import (
     progress,
     record_inputs,
 )
+from robustreg.options import flag, positive_int, seed_value, with_options
 
 from .directions import DEFAULT_EPS, DIRECTIONS, directions, perturb, random_signs, sign_eps
 
@@ -67,8 +69,25 @@ def _crossing(rows: list[dict[str, Any]]) -> float | None:
                  and r["true_mean"] <= r["false_mean"]), None)
 
 
-def softmax_argument(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], *,
-                     seed: int = 0, batch_size: int = 256, show_progress: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SoftmaxArgumentConfig:
+    """The options of :func:`softmax_argument` (its keyword arguments; see it for each one), checked once.
+
+    ``options`` given to :func:`softmax_argument` replace these fields: the older keyword calls keep working.
+    """
+
+    seed: int = 0
+    batch_size: int = 256
+    show_progress: bool = False
+
+    def __post_init__(self) -> None:
+        seed_value("seed", self.seed, optional=False)
+        positive_int("batch_size", self.batch_size)
+        flag("show_progress", self.show_progress)
+
+
+def softmax_argument(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float],
+                     config: SoftmaxArgumentConfig | None = None, **options: Any) -> dict[str, Any]:
     """Paper 000 Figs. 4 and 6 on any classifier: z_y and the false-class mean logit vs eps per direction.
 
     Args:
@@ -82,6 +101,8 @@ def softmax_argument(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Se
     images; ``margin`` = true_mean - false_mean; ``accuracy`` of the perturbed images), and
     ``crossing_eps`` per direction: the smallest eps where true_mean <= false_mean (None: never).
     """
+    cfg = with_options(SoftmaxArgumentConfig, config, options, caller="softmax_argument()")
+    seed, batch_size, show_progress = cfg.seed, cfg.batch_size, cfg.show_progress
     values = sorted({float(e) for e in eps})
     if not values or any(not 0.0 <= e <= 1.0 for e in values):
         raise ValueError(f"eps must be a non-empty list of numbers in [0, 1], got {list(eps)!r}")

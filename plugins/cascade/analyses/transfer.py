@@ -11,7 +11,7 @@ The definition (the matrix's entries, fractions of all n samples)::
 
 with x_adv_{s,i} the attack run on the source s.  A point the target misclassifies clean counts as
 wrong, and a row with a NaN or inf logit is never correct: this is exactly the ``robust_accuracy`` of
-:func:`robustreg.evaluation.evaluate` in independent mode (``early_exit=False``), which is what the
+:func:`robustreg.evaluation.evaluate` in independent mode (``mode=Mode.INDEPENDENT``), which is what the
 white-box diagonal (the source *is* the target) equals, for the same attack, eps and seed.  To make
 that hold sample for sample, every source's examples are crafted as the evaluation crafts them: the
 attack is built by the evaluation's own plan (:func:`robustreg.evaluation.make_plan`, seed and
@@ -31,6 +31,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -57,6 +58,8 @@ from robustreg.evaluation import EvalConfig, Mode, make_plan
 from robustreg.evaluation.checking import clean_correct, nonfinite_rows
 from robustreg.evaluation.config import Plan
 from robustreg.evaluation.distributed import SINGLE, Group, process_group, shard_batches, torchrun_env
+from robustreg.options import flag as check_flag
+from robustreg.options import positive_int, seed_value, with_options
 from robustreg.runtime import predict
 
 NAME = "transfer"
@@ -121,10 +124,30 @@ def _worst_case(names_s: Sequence[str], names_t: Sequence[str], acc: list[list[f
     return worst
 
 
+@dataclass(frozen=True)
+class TransferConfig:
+    """The options of :func:`transfer` (its keyword arguments; see it for each one), checked once.
+
+    ``options`` given to :func:`transfer` replace these fields: the older keyword calls keep working.
+    """
+
+    norm: str = "linf"
+    seed: int | None = 0
+    batch_size: int = 256
+    registry: Any = None
+    progress: bool = False
+    distributed: bool = False
+
+    def __post_init__(self) -> None:
+        seed_value("seed", self.seed, optional=True)
+        positive_int("batch_size", self.batch_size)
+        check_flag("progress", self.progress)
+        check_flag("distributed", self.distributed)
+
+
 def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-             attacks: Sequence[str | tuple[str, Mapping[str, Any]]], eps: float | Sequence[float], *,
-             norm: str = "linf", seed: int | None = 0, batch_size: int = 256, registry: Any = None,
-             progress: bool = False, distributed: bool = False) -> dict[str, Any]:
+             attacks: Sequence[str | tuple[str, Mapping[str, Any]]], eps: float | Sequence[float],
+             config: TransferConfig | None = None, **options: Any) -> dict[str, Any]:
     """The transfer matrices of paper 000 Tables 4, 7-10: accuracy of each target on each source's examples.
 
     Args:
@@ -145,6 +168,9 @@ def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module],
     waiting for the other ranks; one rank for a plain call).  Each entry is defined in the module
     docstring; the white-box entries equal evaluate's independent-mode ``robust_accuracy``.
     """
+    cfg = with_options(TransferConfig, config, options, caller="transfer()")
+    norm, seed, batch_size, registry, progress, distributed = (
+        cfg.norm, cfg.seed, cfg.batch_size, cfg.registry, cfg.progress, cfg.distributed)
     if not sources or not targets:
         raise ValueError(f"transfer needs at least one source and one target, got {len(sources)} and {len(targets)}")
     plan = _plan(attacks, eps, norm, seed, batch_size, registry)

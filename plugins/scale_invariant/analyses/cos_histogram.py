@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ from robustreg.analysis import (
 )
 from robustreg.analysis import progress as _progress
 from robustreg.evaluation import EvalConfig, Mode, make_plan
+from robustreg.options import flag, positive_int, seed_value, with_options
 
 NAME = "cos-histogram"
 SUMMARY = "distribution of cos(theta_y) on adversarial examples, models overlaid (paper 004 Fig. 5)"
@@ -92,10 +94,29 @@ def _adversarial_cos(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack:
     return torch.cat(out)
 
 
+@dataclass(frozen=True)
+class CosHistogramConfig:
+    """The options of :func:`cos_histogram` (its keyword arguments; see it for each one), checked once.
+
+    ``options`` given to :func:`cos_histogram` replace these fields: the older keyword calls keep working.
+    """
+
+    norm: str = "linf"
+    seed: int | None = 0
+    batch_size: int = 256
+    bins: int = 40
+    registry: Any = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        seed_value("seed", self.seed, optional=True)
+        positive_int("batch_size", self.batch_size)
+        flag("progress", self.progress)
+
+
 def cos_histogram(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-                  attacks: Sequence[str | tuple[str, Mapping[str, Any]]], eps: float | Sequence[float], *,
-                  norm: str = "linf", seed: int | None = 0, batch_size: int = 256, bins: int = 40,
-                  registry: Any = None, progress: bool = False) -> dict[str, Any]:
+                  attacks: Sequence[str | tuple[str, Mapping[str, Any]]], eps: float | Sequence[float],
+                  config: CosHistogramConfig | None = None, **options: Any) -> dict[str, Any]:
     """Paper 004 Fig. 5: the distribution of cos(theta_y) on each model's own adversarial examples.
 
     Args:
@@ -107,13 +128,16 @@ def cos_histogram(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Ten
     per attack x eps: ``{"attack", "label", "eps", "models": model -> statistics}``); statistics are
     ``n, nonfinite, mean, std, min, max, quantiles, bins`` (the bins + 1 edges) ``and counts``.
     """
+    cfg = with_options(CosHistogramConfig, config, options, caller="cos_histogram()")
+    norm, seed, batch_size, bins, registry, progress = (
+        cfg.norm, cfg.seed, cfg.batch_size, cfg.bins, cfg.registry, cfg.progress)
     if not models:
         raise ValueError("cos_histogram needs at least one model")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
         raise ValueError(f"bins must be an int >= 2, got {bins!r}")
-    config = EvalConfig(norm=norm, seed=seed, batch_size=batch_size, mode=Mode.INDEPENDENT, registry=registry,
-                        progress=False)
-    plan = make_plan(list(attacks), eps, config)
+    evaluation = EvalConfig(norm=norm, seed=seed, batch_size=batch_size, mode=Mode.INDEPENDENT, registry=registry,
+                            progress=False)
+    plan = make_plan(list(attacks), eps, evaluation)
     clean = {name: cos_theta_y(m, x, y, batch_size) for name, m in models.items()}
     jobs = [(e, a, name) for e, a in plan.cells() for name in models]
     values: dict[tuple[int, int], dict[str, torch.Tensor]] = {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ from robustreg.analysis import (
     progress,
     record_inputs,
 )
+from robustreg.options import flag, positive_int, seed_value, with_options
 
 NAME = "logit-scale"
 SUMMARY = "robust accuracy vs a scale of the logits (paper 004 Fig. 1)"
@@ -122,11 +124,30 @@ def _verdicts(results: list[dict[str, Any]], names: list[str], eps: list[float],
     return verdicts
 
 
+@dataclass(frozen=True)
+class LogitScaleConfig:
+    """The options of :func:`logit_scale` (its keyword arguments; see it for each one), checked once.
+
+    ``options`` given to :func:`logit_scale` replace these fields: the older keyword calls keep working.
+    """
+
+    norm: str = "linf"
+    seed: int = 0
+    batch_size: int = 256
+    registry: Any = None
+    device: str | torch.device | None = None
+    show_progress: bool = False
+
+    def __post_init__(self) -> None:
+        seed_value("seed", self.seed, optional=False)
+        positive_int("batch_size", self.batch_size)
+        flag("show_progress", self.show_progress)
+
+
 def logit_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 attacks: Sequence[str | tuple[str, Mapping[str, Any]]], eps: float | Sequence[float],
-                alphas: Sequence[float] = DEFAULT_ALPHAS, *, norm: str = "linf", seed: int = 0,
-                batch_size: int = 256, registry: Any = None, device: str | torch.device | None = None,
-                show_progress: bool = False) -> dict[str, Any]:
+                alphas: Sequence[float] = DEFAULT_ALPHAS, config: LogitScaleConfig | None = None,
+                **options: Any) -> dict[str, Any]:
     """Paper 004 Fig. 1 on any classifier and any registered attacks: robust accuracy of alpha * model per alpha.
 
     Args:
@@ -144,6 +165,9 @@ def logit_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     every alpha: the decisions do not change) and each attack's resolved ``params``.
     The automatic evaluation checks are off (each cell would run them again).
     """
+    cfg = with_options(LogitScaleConfig, config, options, caller="logit_scale()")
+    norm, seed, batch_size, registry, device, show_progress = (
+        cfg.norm, cfg.seed, cfg.batch_size, cfg.registry, cfg.device, cfg.show_progress)
     from robustreg import Registry
     from robustreg.evaluation import evaluate
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ from robustreg.analysis import (
     progress,
     sample_losses,
 )
+from robustreg.options import flag, positive_int, seed_value, with_options
 
 NAME = "loss-surface"
 
@@ -76,10 +78,30 @@ def _surface(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor
     return out
 
 
-def loss_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module]] | nn.Module,
-                 x: torch.Tensor, y: torch.Tensor, attack: Attack, *, grid: int = 21, span: float = 2.0,
-                 images: int = 4, seed: int = 0, batch_size: int = 256, show_progress: bool = False,
-                 attack_name: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LossSurfaceConfig:
+    """The options of :func:`loss_surface` (its keyword arguments; see it for each one), checked once.
+
+    ``options`` given to :func:`loss_surface` replace these fields: the older keyword calls keep working.
+    """
+
+    grid: int = 21
+    span: float = 2.0
+    images: int = 4
+    seed: int = 0
+    batch_size: int = 256
+    show_progress: bool = False
+    attack_name: str | None = None
+
+    def __post_init__(self) -> None:
+        seed_value("seed", self.seed, optional=False)
+        positive_int("batch_size", self.batch_size)
+        flag("show_progress", self.show_progress)
+
+
+def loss_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module]] | nn.Module, x: torch.Tensor,
+                 y: torch.Tensor, attack: Attack, config: LossSurfaceConfig | None = None,
+                 **options: Any) -> dict[str, Any]:
     """Paper 004 Fig. 3: CE(x + d1 v + d2 r) on a ``grid`` x ``grid`` lattice of d1, d2 in [-span, span].
 
     ``models``: one model, a ``{label: model}`` mapping or (label, model) pairs, each surfaced around its own
@@ -90,6 +112,9 @@ def loss_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module
     the grid (``ce_max``) and along v inside the ball (``ce_max_along_v``: d1 in [-1, 1], d2 = 0; above
     ``ce_attack`` the attack missed a higher loss on its own line).
     """
+    cfg = with_options(LossSurfaceConfig, config, options, caller="loss_surface()")
+    grid, span, images, seed, batch_size, show_progress, attack_name = (
+        cfg.grid, cfg.span, cfg.images, cfg.seed, cfg.batch_size, cfg.show_progress, cfg.attack_name)
     if grid < 3 or grid % 2 == 0:
         raise ValueError(f"grid must be an odd number >= 3 (the grid holds 0, the clean image), got {grid}")
     if not span > 0:

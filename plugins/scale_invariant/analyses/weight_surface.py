@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,6 +46,7 @@ from robustreg.analysis import (
     progress,
     sample_losses,
 )
+from robustreg.options import flag, positive_int, seed_value, with_options
 
 NAME = "weight-surface"
 
@@ -96,10 +98,31 @@ def _curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, t
     return curve
 
 
-def weight_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module]] | nn.Module,
-                   x: torch.Tensor, y: torch.Tensor, attack: Attack, *, steps: int = 21, span: float = 1.0,
-                   recraft: bool = True, seed: int = 0, batch_size: int = 256, show_progress: bool = False,
-                   attack_name: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class WeightSurfaceConfig:
+    """The options of :func:`weight_surface` (its keyword arguments; see it for each one), checked once.
+
+    ``options`` given to :func:`weight_surface` replace these fields: the older keyword calls keep working.
+    """
+
+    steps: int = 21
+    span: float = 1.0
+    recraft: bool = True
+    seed: int = 0
+    batch_size: int = 256
+    show_progress: bool = False
+    attack_name: str | None = None
+
+    def __post_init__(self) -> None:
+        flag("recraft", self.recraft)
+        seed_value("seed", self.seed, optional=False)
+        positive_int("batch_size", self.batch_size)
+        flag("show_progress", self.show_progress)
+
+
+def weight_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module]] | nn.Module, x: torch.Tensor,
+                   y: torch.Tensor, attack: Attack, config: WeightSurfaceConfig | None = None,
+                   **options: Any) -> dict[str, Any]:
     """Paper 004 Fig. 4: rho(w + t d) for ``steps`` values of t in [-span, span], per model.
 
     ``models``: one model, a ``{label: model}`` mapping or (label, model) pairs; each gets its own
@@ -108,6 +131,9 @@ def weight_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Modu
     not modified (each curve is computed on a deep copy).  Returns report.json's dict: ``t`` and per model
     the adversarial and clean loss and accuracy at each t.
     """
+    cfg = with_options(WeightSurfaceConfig, config, options, caller="weight_surface()")
+    steps, span, recraft, seed, batch_size, show_progress, attack_name = (
+        cfg.steps, cfg.span, cfg.recraft, cfg.seed, cfg.batch_size, cfg.show_progress, cfg.attack_name)
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
     if not span > 0:

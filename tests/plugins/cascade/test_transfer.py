@@ -77,7 +77,7 @@ def test_white_box_diagonal_equals_evaluate(report, models, data, registry):
     """The property: the diagonal is evaluate's independent-mode robust accuracy, same attack, eps, seed."""
     x, y = data
     for i, (name, model) in enumerate(models.items()):
-        ev = evaluate(model, (x, y), ATTACKS, EPS, early_exit=False, seed=0, batch_size=BATCH, registry=registry,
+        ev = evaluate(model, (x, y), ATTACKS, EPS, mode="independent", seed=0, batch_size=BATCH, registry=registry,
                       progress=False, no_check=["incomplete-optimization"])
         for res in ev["results"]:
             (block,) = [b for b in report["matrices"] if b["label"] == res["label"] and b["eps"] == res["eps"]]
