@@ -130,6 +130,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", metavar="DIR", help=f"report folder (default ./{DEFAULT_OUT})")
     g.add_argument("--state", metavar="PATH", help="state file for resuming (default OUT/state.pt)")
     g.add_argument("--keep-state", action="store_true", help="keep the state file after a finished run")
+    g.add_argument("--save-adv", metavar="DIR", help="keep every cell's adversarial examples with their sample indices "
+                   "in DIR (one .pt per batch, a manifest.json; robustreg.evaluation.load_adversarial reads them)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace a finished report in --out (default: a report of another configuration is "
                         "refused, one of the same configuration is not recomputed)")
@@ -184,6 +186,7 @@ def check_run_args(args: argparse.Namespace) -> None:
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
     check_out_folder("--out", args.out)
+    check_out_folder("--save-adv", getattr(args, "save_adv", None))
 
 
 MAX_SEED = 2**63 - 1
@@ -499,6 +502,7 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
             model, data, [(name, {}) for name in attacks], eps, norm=args.norm, n=args.n,
             batch_size=args.batch_size, device=args.device, seed=args.seed, early_exit=early_exit, out=out,
             state_path=args.state, keep_state=args.keep_state, registry=args.registry, progress=not args.quiet,
+            save_adv=getattr(args, "save_adv", None),
             params={name: dict(values) for name, values in params.items()}, no_check=args.no_check,
             model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize,
                         **({"args": model_args(args)} if getattr(args, "model_arg", None) else {})},

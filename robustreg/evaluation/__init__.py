@@ -52,12 +52,14 @@ Example::
 
 from __future__ import annotations
 
+from .adversarial import CellExamples, load_adversarial
 from .cells import Cell
 from .config import AttackPlan, EvalConfig, Mode, Plan, make_plan
 from .inputs import first_samples
 from .pipeline import evaluate
 from .report import REPORT_SCHEMA_VERSION, build_report
 from .run import Finished, run_and_check
+from .samples import SampleVerdicts, read_samples
 from .state import STATE_VERSION, RunState, data_fingerprint, model_fingerprint
 
 __all__ = [
@@ -65,16 +67,20 @@ __all__ = [
     "STATE_VERSION",
     "AttackPlan",
     "Cell",
+    "CellExamples",
     "EvalConfig",
     "Finished",
     "Mode",
     "Plan",
     "RunState",
+    "SampleVerdicts",
     "build_report",
     "data_fingerprint",
     "evaluate",
     "first_samples",
+    "load_adversarial",
     "make_plan",
     "model_fingerprint",
+    "read_samples",
     "run_and_check",
 ]

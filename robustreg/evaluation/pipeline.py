@@ -64,6 +64,10 @@ def evaluate(
             and the default state file ``state.pt``.
         state_path: where to save/resume the run's state (default ``out/state.pt`` if ``out``).  A state
             written for a different configuration raises ValueError naming the field that differs.
+        save_adv: a folder keeping every cell's adversarial points with their sample indices, one file per
+            batch, written atomically as the run goes (resumed without loss or duplicates); a folder holding
+            another run's examples is refused.  Layout and reader: :mod:`robustreg.evaluation.adversarial`
+            (``load_adversarial(folder)``).
         keep_state: keep the state file after the run finished (default: delete it once the report is
             written; it only serves to resume an interrupted run).
         registry: a ``robustreg.Registry`` (default ``Registry.create()``).
