@@ -125,3 +125,25 @@ def test_another_runs_folder_is_refused(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="holds files but no manifest.json"):
         evaluate(model, (x, y), ["t-step"], 0.05, save_adv=tmp_path / "other", **kwargs)
+
+
+def test_command_line_save_adv(tmp_path, capsys):
+    import numpy as np
+
+    from robustreg.cli import main
+
+    torch.manual_seed(0)
+    x = torch.rand(24, 1, 8, 8)
+    y = torch.randint(0, 10, (24,))
+    np.savez(tmp_path / "d.npz", x=x.numpy(), y=y.numpy())
+    out, adv = tmp_path / "out", tmp_path / "adv"
+    assert main(["evaluate", "--model", "digits-cnn", "--data", f"npz:{tmp_path / 'd.npz'}", "--attacks", "fgsm",
+                 "--eps", "0.1", "--out", str(out), "--save-adv", str(adv), "--quiet", "--batch-size", "8"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    (cell,) = load_adversarial(adv)
+    clean = torch.tensor([c == "1" for c in report["clean_correct_samples"]])
+    assert torch.equal(cell.indices, clean.nonzero().flatten()) and cell.x_adv.shape == (int(clean.sum()), 1, 8, 8)
+    assert main(["evaluate", "--model", "digits-cnn", "--data", f"npz:{tmp_path / 'd.npz'}", "--attacks", "fgsm",
+                 "--eps", "0.2", "--out", str(tmp_path / "out2"), "--save-adv", str(adv), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "holds the adversarial examples of another run (" in err and "eps" in err.split("another run (")[1]
