@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from ..attack import Attack, ModelState
+from ..progress import bar_postfix, progress_to
 from ..runtime import FastModel, SpeedOptions, fast_model, model_device, predict
 from ..threat import ThreatModel
 from ..verdict import Judged, attack_and_judge, clean_correct, nonfinite_rows
@@ -280,14 +282,18 @@ def _run_runner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, 
         adv = AdvWriter(Path(config.save_adv), plan, state.fingerprint, list(x.shape[1:]), group.is_main)
         group.main_run(adv.start)  # rank 0 checks the folder; a refusal is raised on every rank before any writes
     common = {"bar": bar, "attacked": attacked, "speed": config.speed, "adv": adv}
+    # progress inside an attack call (AutoAttack's sub-attacks, SPSA's steps, ...) as the bar's postfix
+    reports = progress_to(bar_postfix(bar)) if bar is not None else nullcontext()
     if group.world_size == 1 and not config.distributed:
         runner = Runner(model, x, y, plan, device, state, **common)
-        runner.run_all(stacklevel + 1)
+        with reports:
+            runner.run_all(stacklevel + 1)
         gather = 0.0
     else:
         shards = Shards.open(config.state_file, state.fingerprint, group)
         runner = ShardedRunner(model, x, y, plan, device, state, group=group, shards=shards, **common)
-        runner.run_all(stacklevel + 1)
+        with reports:
+            runner.run_all(stacklevel + 1)
         shards.remove(group)  # every cell is in rank 0's state now
         gather = runner.gather_seconds
     if adv is not None:
