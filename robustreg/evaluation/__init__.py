@@ -37,6 +37,11 @@ end by :mod:`.checking`; ``no_check=[...]`` turns some off) and ``nan_clean`` (c
 logits hold a NaN or inf: never counted as correct).  An attack's ``extras["flags"]`` (its own
 warnings) appear per result as ``flags`` (message -> batches).
 
+Per sample (:mod:`.samples`): ``clean_correct_samples`` and each result's and worst case's ``broken_samples``
+are text of n characters 0/1 (sample i at character i); ``report.samples()`` reads them as bool tensors.
+``save_adv=DIR`` keeps every cell's adversarial points with their indices (:mod:`.adversarial`,
+:func:`load_adversarial`).
+
 Example::
 
     from robustreg.data import load_data

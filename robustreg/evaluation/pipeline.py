@@ -110,7 +110,9 @@ def evaluate(
     ``seconds_per_rank``: each rank's seconds in the attacks, ``gather_seconds_per_rank``: of them those
     after its own batches of each cell), ``nan_clean`` (clean points with NaN or inf
     logits, never counted as correct) and ``checks`` (one ``{"name", "status", "message", "doc"}`` per
-    automatic check, see ``docs/checks.md``; run once at the end, seeded by ``seed``).
+    automatic check, see ``docs/checks.md``; run once at the end, seeded by ``seed``); per sample,
+    ``clean_correct_samples`` and every result's and worst case's ``broken_samples``: n characters 0/1
+    (:mod:`robustreg.evaluation.samples`; ``report.samples()`` gives them as bool tensors).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
