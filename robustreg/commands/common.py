@@ -487,7 +487,10 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
     state = Path(args.state) if args.state else out / "state.pt"
     state_flag = ("--state", state) if args.state else ("--out", out)
     # rank 0 alone probes the folders (and clears stale temporaries, which another rank may be writing)
-    folders = output_folders([("--out", out, out), (*state_flag, state.parent)]) if group.is_main else nullcontext()
+    adv = [("--save-adv", Path(args.save_adv), Path(args.save_adv))] if getattr(args, "save_adv", None) else []
+    # the --save-adv folder is probed and locked like --out: a second run into it is refused at once
+    checked = [("--out", out, out), (*state_flag, state.parent), *adv]
+    folders = output_folders(checked) if group.is_main else nullcontext()
     with folders:
         model, data = _load_model_and_data(args, model_spec, data_spec)
         mode = "cascade" if early_exit else "independent"
