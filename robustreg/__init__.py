@@ -41,6 +41,7 @@ from .lock import FolderInUse, folder_lock
 from .models import build_model
 from .params import Param, ParamError, ParamSet, ParamTypeError, UnknownParamError
 from .plugin_api import PLUGIN_API, PluginContractError, RobustregDeprecationWarning
+from .progress import Progress, report_progress, wants_progress
 from .registry import (
     AttackConfig,
     AttackSpec,
@@ -98,6 +99,7 @@ __all__ = [
     "Param",
     "ParamError",
     "PassCounter",
+    "Progress",
     "ParamSet",
     "ParamTypeError",
     "PluginContractError",
@@ -139,12 +141,14 @@ __all__ = [
     "parse_eps",
     "pgd_steps",
     "projected_gradient_ascent",
+    "report_progress",
     "resolve_device",
     "run_evaluation",
     "save_atomic",
     "seeded_global_rngs",
     "train",
     "unwrap",
+    "wants_progress",
     "within_eps",
     "write_atomic",
     "__version__",

@@ -17,6 +17,7 @@ model (:class:`robustreg.adaptive.EoT`).  Subclasses implement :meth:`Attack.per
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -25,6 +26,7 @@ from torch import nn
 
 from .adaptive import EoT, PassCounter
 from .params import Param, ParamSet, canonical_names
+from .progress import ProgressCallback, progress_to
 from .threat import NORMS, ThreatModel
 
 __all__ = [
@@ -304,9 +306,13 @@ class Attack:
         return self.run(model, x, y, target=target).x_adv
 
     def run(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
+        progress: ProgressCallback | None = None,
     ) -> AttackResult:
-        """Like ``__call__`` but returns the :class:`AttackResult` (queries and extras too)."""
+        """Like ``__call__`` but returns the :class:`AttackResult` (queries and extras too).
+
+        ``progress``: called with a :class:`robustreg.progress.Progress` whenever the attack reports how far it
+        is (:func:`robustreg.progress.report_progress`; an attack that does not report never calls it)."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         state = ModelState(model)
@@ -321,7 +327,8 @@ class Attack:
                 model.eval()
             generator = self._generator(x.device)
             attacked = model if self.eot == 1 else EoT(model, self.eot)
-            with torch.enable_grad(), PassCounter(model) as passes:
+            reports = progress_to(progress) if progress is not None else nullcontext()
+            with torch.enable_grad(), PassCounter(model) as passes, reports:
                 out = self.perturb(attacked, _private(x), _private(y), generator,
                                    None if target is None else _private(target))
             result = out if isinstance(out, AttackResult) else AttackResult(out)

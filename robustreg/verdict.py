@@ -54,13 +54,15 @@ def judge(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
 
 @dataclass
 class Judged:
-    """One attacked batch as the model judged it (``broken``, ``distance``, ``nonfinite`` on the CPU)."""
+    """One attacked batch as the model judged it (``broken``, ``distance``, ``nonfinite`` on the CPU); ``x_adv``:
+    the points judged (on the model's device; a minimal-norm attack's read at eps), what ``save_adv`` keeps."""
 
     broken: torch.Tensor
     distance: torch.Tensor
     nonfinite: torch.Tensor
     result: AttackResult
     seconds: float
+    x_adv: torch.Tensor | None = None
 
 
 def attack_and_judge(attack: Attack, attacked: nn.Module, judge_model: nn.Module, threat: ThreatModel,
@@ -79,4 +81,4 @@ def attack_and_judge(attack: Attack, attacked: nn.Module, judge_model: nn.Module
     if not bool(threat.contains(x_adv, x).all()):  # the base checks this too; never trust an attack
         raise AttackError(f"attack {label!r} returned points outside {threat.describe()}")
     broken, bad = judge(judge_model, x_adv, y, target)
-    return Judged(broken.cpu(), threat.distance(x_adv, x).float().cpu(), bad.cpu(), result, seconds)
+    return Judged(broken.cpu(), threat.distance(x_adv, x).float().cpu(), bad.cpu(), result, seconds, x_adv)

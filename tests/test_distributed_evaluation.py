@@ -67,7 +67,7 @@ SCRIPT = textwrap.dedent('''
     registry = Registry.create(plugins=[("test-stop", Plugin())])
     report = evaluate(build_model("digits-cnn-pretrained"), load_data("digits"), [tuple(a) for a in attacks],
                       [0.1, 0.2], n=60, batch_size=8, mode=mode, out=out, keep_state=True, progress=False,
-                      registry=registry, distributed=True)
+                      registry=registry, distributed=True, save_adv=os.environ.get("SAVE_ADV") or None)
     accuracies = [r["robust_accuracy"] for r in report["results"]]
     print(json.dumps({"rank": int(os.environ["RANK"]), "accuracies": accuracies}), flush=True)
 ''')
@@ -142,13 +142,13 @@ def _script(tmp_path: Path) -> Path:
     return path
 
 
-def _one_process(out: Path, mode: str = "cascade", attacks: list[Any] = ATTACKS) -> dict[str, Any]:
+def _one_process(out: Path, mode: str = "cascade", attacks: list[Any] = ATTACKS, **options: Any) -> dict[str, Any]:
     from robustreg.data import load_data
     from robustreg.models import build_model
 
     registry = Registry.create(plugins=[("test-stop", _Plugin())])
     return evaluate(build_model("digits-cnn-pretrained"), load_data("digits"), attacks, EPS, n=N, batch_size=BATCH,
-                    mode=mode, out=out, keep_state=True, progress=False, registry=registry)
+                    mode=mode, out=out, keep_state=True, progress=False, registry=registry, **options)
 
 
 def _numbers(report: dict[str, Any]) -> dict[str, Any]:
@@ -201,6 +201,22 @@ def test_sharded_evaluation_matches_one_process(world_size, reference, tmp_path)
     assert all(line["accuracies"] == [r["robust_accuracy"] for r in report["results"]] for line in lines)
     assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "results.csv",
                                                     "robust_accuracy.png", "state.pt"]
+
+
+def test_sharded_run_keeps_the_adversarial_examples_of_one_process(tmp_path):
+    """save_adv under torchrun: each rank writes its own batches, rank 0 the manifest; what is kept is what one
+    process keeps, bit for bit (the same batches, the same per-sample seeds)."""
+    from robustreg.evaluation import load_adversarial
+
+    _one_process(tmp_path / "one", save_adv=tmp_path / "one-adv")
+    env = {**_env(), "SAVE_ADV": str(tmp_path / "adv")}
+    _finish(_torchrun(2, [str(_script(tmp_path)), str(tmp_path / "out"), "cascade", json.dumps(ATTACKS)], tmp_path,
+                      env=env))
+    mine, theirs = load_adversarial(tmp_path / "adv"), load_adversarial(tmp_path / "one-adv")
+    assert [(c.label, c.eps) for c in mine] == [(c.label, c.eps) for c in theirs] and len(mine) == 6
+    for got, want in zip(mine, theirs):
+        assert torch.equal(got.indices, want.indices) and torch.equal(got.x_adv, want.x_adv), (got.label, got.eps)
+    assert sum(c.indices.numel() for c in mine) > 0
 
 
 CLI = ["evaluate", "--model", "digits-cnn-pretrained", "--data", "digits", "--n", str(N), "--attacks", "fgsm,pgd",

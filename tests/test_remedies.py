@@ -12,6 +12,7 @@ from torch import nn
 import robustreg
 from robustreg.cli import main
 from robustreg.evaluation import evaluate
+from robustreg.evaluation.report_check import check_report
 from robustreg.remedies import ARGMAX, Budget, RemedyContext
 from robustreg.testing.breaks import Noisy, Quantise, Scaled, Softmaxed
 from robustreg_plugins.classic.remedies import masking_modules, warm_start
@@ -58,6 +59,9 @@ def test_scaled_logits_get_the_unbroken_models_robustness(digits):
     assert sum(v for k, v in entry["broken_only_by"].items() if k.startswith("remedy:")) > 0
     for r in adaptive["adaptive"]["runs"]:
         assert r["after"] <= r["before"] and r["passes"] > 0 and r["verdict"] == ARGMAX
+    # the per-sample worst case holds the remedies' points too, and agrees with the accuracy (the report check)
+    check_report(json.loads(json.dumps(adaptive)))
+    assert int(adaptive.samples().robust[-1].sum()) == round(worst(adaptive) * N) < round(worst(plain) * N)
 
 
 def test_softmax_outputs_are_attacked_through_their_log(digits):

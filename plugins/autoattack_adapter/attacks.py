@@ -27,7 +27,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet, ThreatModel, draw_seed, seeded_global_rngs
+from robustreg import (
+    Attack,
+    AttackInfo,
+    AttackResult,
+    Param,
+    ParamSet,
+    ThreatModel,
+    draw_seed,
+    report_progress,
+    seeded_global_rngs,
+)
 
 from .compat import LOGGER, NORM_NAMES, Toolkit, installed_version, load_toolkit, quiet
 
@@ -124,10 +134,12 @@ def run_cascade(
             stop = min(start + batch_size, n)
             robust[start:stop] = model(x[start:stop]).max(dim=1)[1] == y[start:stop]
         result = CascadeResult(x.clone(), robust.clone())
-        for sub in subs:
+        for i, sub in enumerate(subs):
             started = time.perf_counter()
             standing = torch.nonzero(robust, as_tuple=False).flatten()
             for start in range(0, standing.numel(), batch_size):
+                # progress over the whole suite: sub-attack i, this share of its points done (the bar's postfix)
+                report_progress(sub, i + start / standing.numel(), len(subs))
                 idx = standing[start:start + batch_size]
                 adv = SUB_ATTACKS[sub](adversary, x[idx].clone(), y[idx].clone())
                 if threat is not None:
@@ -137,6 +149,7 @@ def run_cascade(
                 result.x_adv[idx[broken]] = adv[broken].detach().to(result.x_adv.dtype)
             result.seconds[sub] = time.perf_counter() - started
             result.robust_after[sub] = robust.clone()
+            report_progress(sub, i + 1, len(subs))
     return result
 
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet
+from robustreg import Attack, AttackInfo, AttackResult, Param, ParamSet, report_progress, wants_progress
 
 __all__ = ["RayS"]
 
@@ -132,6 +132,8 @@ class RayS(Attack):
             rows = active.nonzero().squeeze(1)
             if rows.numel() == 0:
                 break
+            if wants_progress():  # queries spent of the batch's budget (the bar's postfix between batches)
+                report_progress("rays queries", int(queries.sum()), n * self.max_queries)
             size = math.ceil(dim / 2**level)
             start, end = block * size, min(dim, (block + 1) * size)
             block += 1

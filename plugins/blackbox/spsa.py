@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from robustreg import Attack, AttackInfo, AttackResult, Param, ParamError, ParamSet
+from robustreg import Attack, AttackInfo, AttackResult, Param, ParamError, ParamSet, report_progress
 
 __all__ = ["SPSA", "margin_loss"]
 
@@ -167,4 +167,5 @@ class SPSA(Attack):
                     still = self._margins(model, xa, ya) >= 0
                     queries[idx] += 1
                     active[idx] = still
+                report_progress("spsa step", t, self.steps)  # the evaluation's bar shows it between batches
         return AttackResult(x_adv, queries=queries)

@@ -8,6 +8,9 @@ network keeps its random initialisation, and an entry whose architecture fetches
 it is built is refused.  Parameters: ``dataset`` (cifar10, cifar100, imagenet; default cifar10) and
 ``threat_model`` (Linf, L2, corruptions; default Linf).  The models take [0, 1] images (their
 normalisation is inside).  An optional extra: ``pip install 'robustreg[robustbench]'``.
+
+The plugin also registers ``robustreg export robustbench REPORT.json FILE`` (:mod:`.export`), which needs no
+robustbench package: RobustBench's model-info JSON from an evaluation report.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from torch import nn
 
 import robustreg
 
+from . import export
 from .guard import no_downloads
 from .layouts import load_checkpoint
 from .package import INSTALL, real_robustbench
 
-__all__ = ["build", "robustreg_register_model_sources"]
+__all__ = ["build", "robustreg_register_commands", "robustreg_register_model_sources"]
 
 
 def _choice(kind: str, value: str, enum: Any) -> Any:
@@ -61,3 +65,10 @@ def robustreg_register_model_sources(registrar: robustreg.Registrar) -> None:
     registrar.add_model_source("robustbench", build, summary="a RobustBench zoo entry's architecture, --weights "
                                "from a local checkpoint (any zoo layout)", requires="robustbench", install=INSTALL,
                                loads_weights=True)
+
+
+@robustreg.hookimpl
+def robustreg_register_commands(registrar: robustreg.Registrar) -> None:
+    """Register ``robustreg export robustbench REPORT.json FILE`` (RobustBench's model-info JSON, :mod:`.export`)."""
+    registrar.add_command("export", export.configure, export.run,
+                          help="write RobustBench's model-info JSON from a report.json (export robustbench ...)")

@@ -131,6 +131,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", metavar="DIR", help=f"report folder (default ./{DEFAULT_OUT})")
     g.add_argument("--state", metavar="PATH", help="state file for resuming (default OUT/state.pt)")
     g.add_argument("--keep-state", action="store_true", help="keep the state file after a finished run")
+    g.add_argument("--save-adv", metavar="DIR", help="keep every cell's adversarial examples with their sample indices "
+                   "in DIR (one .pt per batch, a manifest.json; robustreg.evaluation.load_adversarial reads them)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace a finished report in --out (default: a report of another configuration is "
                         "refused, one of the same configuration is not recomputed)")
@@ -185,6 +187,7 @@ def check_run_args(args: argparse.Namespace) -> None:
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
     check_out_folder("--out", args.out)
+    check_out_folder("--save-adv", getattr(args, "save_adv", None))
 
 
 MAX_SEED = 2**63 - 1
@@ -490,7 +493,10 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
     state = Path(args.state) if args.state else out / "state.pt"
     state_flag = ("--state", state) if args.state else ("--out", out)
     # rank 0 alone probes the folders (and clears stale temporaries, which another rank may be writing)
-    folders = output_folders([("--out", out, out), (*state_flag, state.parent)]) if group.is_main else nullcontext()
+    adv = [("--save-adv", Path(args.save_adv), Path(args.save_adv))] if getattr(args, "save_adv", None) else []
+    # the --save-adv folder is probed and locked like --out: a second run into it is refused at once
+    checked = [("--out", out, out), (*state_flag, state.parent), *adv]
+    folders = output_folders(checked) if group.is_main else nullcontext()
     with folders:
         model, data = _load_model_and_data(args, model_spec, data_spec)
         done = group.main_run(lambda: _finished_report(args, out, model, data, attacks, eps, params, mode.value))
@@ -505,6 +511,7 @@ def _run_evaluation(args: argparse.Namespace, model_spec: str, data_spec: str, a
             batch_size=args.batch_size, device=args.device, seed=args.seed, mode=mode, out=out,
             state_path=args.state, keep_state=args.keep_state, registry=args.registry, progress=not args.quiet,
             no_check=args.no_check,  # the --param values travel in the attack list, one channel
+            save_adv=getattr(args, "save_adv", None),
             model_info={"spec": model_spec, "weights": args.weights, "normalize": args.normalize,
                         **({"args": model_args(args)} if getattr(args, "model_arg", None) else {})},
             data_info={"spec": data_spec, "split": args.split}, distributed=group.world_size > 1,

@@ -42,6 +42,11 @@ end by :mod:`.checking`; ``no_check=[...]`` turns some off) and ``nan_clean`` (c
 logits hold a NaN or inf: never counted as correct).  An attack's ``extras["flags"]`` (its own
 warnings) appear per result as ``flags`` (message -> batches).
 
+Per sample (:mod:`.samples`): ``clean_correct_samples`` and each result's and worst case's ``broken_samples``
+are text of n characters 0/1 (sample i at character i); ``report.samples()`` reads them as bool tensors.
+``save_adv=DIR`` keeps every cell's adversarial points with their indices (:mod:`.adversarial`,
+:func:`load_adversarial`).
+
 Example::
 
     from robustreg.data import load_data
@@ -57,12 +62,14 @@ Example::
 
 from __future__ import annotations
 
+from .adversarial import CellExamples, load_adversarial
 from .cells import Cell
 from .config import AttackPlan, EvalConfig, Mode, Plan, make_plan
 from .inputs import first_samples
 from .pipeline import evaluate
 from .report import REPORT_SCHEMA_VERSION, build_report
 from .run import Finished, run_and_check
+from .samples import SampleVerdicts, read_samples
 from .state import STATE_VERSION, RunState, data_fingerprint, model_fingerprint
 
 __all__ = [
@@ -70,16 +77,20 @@ __all__ = [
     "STATE_VERSION",
     "AttackPlan",
     "Cell",
+    "CellExamples",
     "EvalConfig",
     "Finished",
     "Mode",
     "Plan",
     "RunState",
+    "SampleVerdicts",
     "build_report",
     "data_fingerprint",
     "evaluate",
     "first_samples",
+    "load_adversarial",
     "make_plan",
     "model_fingerprint",
+    "read_samples",
     "run_and_check",
 ]

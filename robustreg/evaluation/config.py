@@ -111,6 +111,7 @@ class EvalConfig:
     adaptive_budget: float = ADAPTIVE_BUDGET
     output: str | int | None = None  # the logits in a dict / tuple output (robustreg.models.outputs)
     targeted: str | None = None  # None: untargeted; "random", "least-likely", "all-classes" (.targets)
+    save_adv: str | os.PathLike[str] | None = None  # a folder keeping every cell's adversarial points (.adversarial)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.coerce(self.mode))

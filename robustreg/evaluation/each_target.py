@@ -56,6 +56,8 @@ class _Merged:
         first, count = self.first, idx.numel()
         first.broken[idx], first.distance[idx], first.nonfinite[idx] = run.broken, run.distance, run.nonfinite
         first.result.x_adv[idx.to(first.result.x_adv.device)] = run.result.x_adv
+        if first.x_adv is not None and run.x_adv is not None:  # the judged points, what save_adv keeps
+            first.x_adv[idx.to(first.x_adv.device)] = run.x_adv
         self.seconds += run.seconds
         if run.result.queries is not None and self.queries is not None:
             self.queries[idx] += torch.as_tensor(run.result.queries).detach().to("cpu", torch.float64).reshape(-1)
@@ -84,7 +86,7 @@ class _Merged:
     def judged(self) -> Judged:
         first = self.first
         result = AttackResult(first.result.x_adv, self.queries, self.extras, dict(first.result.reductions))
-        return Judged(first.broken, first.distance, first.nonfinite, result, self.seconds)
+        return Judged(first.broken, first.distance, first.nonfinite, result, self.seconds, first.x_adv)
 
 
 def attack_each_target(attack: Attack, attacked: nn.Module, judge_model: nn.Module, threat: ThreatModel,

@@ -64,6 +64,10 @@ def evaluate(
             and the default state file ``state.pt``.
         state_path: where to save/resume the run's state (default ``out/state.pt`` if ``out``).  A state
             written for a different configuration raises ValueError naming the field that differs.
+        save_adv: a folder keeping every cell's adversarial points with their sample indices, one file per
+            batch, written atomically as the run goes (resumed without loss or duplicates); a folder holding
+            another run's examples is refused.  Layout and reader: :mod:`robustreg.evaluation.adversarial`
+            (``load_adversarial(folder)``).
         keep_state: keep the state file after the run finished (default: delete it once the report is
             written; it only serves to resume an interrupted run).
         registry: a ``robustreg.Registry`` (default ``Registry.create()``).
@@ -118,7 +122,9 @@ def evaluate(
     logits, never counted as correct), ``targeted`` (a targeted run only: ``mode``, ``rule``: how the targets
     were chosen, ``num_classes``, ``success``, ``robust_accuracy``: what it counts) and ``checks`` (one
     ``{"name", "status", "message", "doc"}`` per automatic check, see ``docs/checks.md``; run once at the
-    end, seeded by ``seed``).
+    end, seeded by ``seed``); per sample, ``clean_correct_samples`` and every result's and worst case's
+    ``broken_samples``: n characters 0/1 (:mod:`robustreg.evaluation.samples`; ``report.samples()`` gives them
+    as bool tensors).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -4,7 +4,7 @@
 (clean-correct and unbroken by every attack), and a way to run the checks again with each remedy attack
 as a cell of its own; :func:`adaptive_report` folds the result into the report: the worst case per eps
 includes the points the remedies broke (``broken_only_by["remedy:NAME"]``, the accuracy before them in
-``robust_accuracy_before_adaptive``), and ``adaptive`` lists every remedy run.
+``robust_accuracy_before_adaptive``; its ``broken_samples`` too), and ``adaptive`` lists every remedy run.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..remedies import ARGMAX, Adaptive, Attempt, run_remedies
 from .checking import evaluation_checks
 from .config import EvalConfig, Mode, Plan
 from .run import Finished
+from .samples import bits, unbits
 
 __all__ = ["adaptive_report", "apply_remedies"]
 
@@ -65,6 +66,9 @@ def adaptive_report(report: dict[str, Any], adaptive: Adaptive) -> dict[str, Any
                 counts[key] = counts.get(key, 0) + len(new)
         entry["robust_accuracy_before_adaptive"] = entry["robust_accuracy"]
         entry["robust_accuracy"] = float(adaptive.standing[k].sum()) / n
+        if "clean_correct_samples" in report:  # the per-sample worst case includes the remedies' points too
+            clean = unbits(report["clean_correct_samples"], "clean_correct_samples", n)
+            entry["broken_samples"] = bits(clean & ~adaptive.standing[k].cpu().bool())
         entry["broken_only_by"] = {**entry["broken_only_by"], **{key: c for key, c in counts.items() if c}}
     report["adaptive"] = adaptive.to_json(eps, before, n)
     return report

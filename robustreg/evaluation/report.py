@@ -20,6 +20,7 @@ from ..attack import PASS_EXTRAS
 from ..environment import environment
 from .cells import EVER_BROKEN, masked_mean
 from .config import EvalConfig, Mode, Plan
+from .samples import SampleVerdicts, bits, read_samples
 from .state import RunState
 
 __all__ = ["REPORT_SCHEMA_VERSION", "EvalReport", "build_report", "result_entry", "speed_entry", "worst_case_entry"]
@@ -57,6 +58,11 @@ class EvalReport(dict[str, Any]):
         from ..report import robust_accuracy_figure
 
         return robust_accuracy_figure(self)
+
+    def samples(self) -> SampleVerdicts:
+        """Every sample's verdicts (clean-correct, broken per cell, broken in the worst case) as bool tensors,
+        read from the report's ``*_samples`` text (:mod:`robustreg.evaluation.samples`)."""
+        return read_samples(self)
 
 
 def _percent(value: Any) -> str:
@@ -101,6 +107,7 @@ def result_entry(plan: Plan, state: RunState, e: int, a: int) -> dict[str, Any]:
         "max_perturbation": float(cell.distance[ran].max()) if bool(ran.any()) else 0.0,
         "mean_perturbation": masked_mean(cell.distance, cell.broken),
         "nan_detected": bool(cell.nan),
+        "broken_samples": bits(cell.broken),  # one 0/1 per sample (see .samples)
         "plugin": spec.plugin,
         "toolkit": spec.info.toolkit,
         "kind": spec.info.kind,
@@ -148,6 +155,7 @@ def worst_case_entry(plan: Plan, state: RunState, e: int) -> dict[str, Any]:
         "eps": plan.eps[e],
         "robust_accuracy": float((correct & ~broken_any).sum()) / state.n,
         "broken_only_by": only_by,
+        "broken_samples": bits(broken_any),
     }
     if plan.mode is Mode.INDEPENDENT:
         entry["broken_uniquely_by"] = _broken_uniquely_by(plan, state, e)
@@ -184,6 +192,7 @@ def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mappi
         "schema_version": REPORT_SCHEMA_VERSION,
         "clean_accuracy": float(state.correct_count) / n,
         "n": n,
+        "clean_correct_samples": bits(state.clean_correct),
         **({} if nan_clean is None else {"nan_clean": nan_clean}),
         "norm": plan.norm,
         "mode": plan.mode.value,

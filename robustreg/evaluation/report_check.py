@@ -5,6 +5,9 @@
 with their fingerprints, and one ``results`` row per cell (eps x attack, in run order, naming that attack
 and that eps) and one ``worst_case`` row per eps.  Whether the report is this run's is then a matter of
 its identity; the first field that is wrong raises :class:`~robustreg.readback.Damage`.
+
+The per-sample verdicts (:mod:`.samples`; absent from reports written before them) must be n characters of
+0 and 1 each and agree with the counts beside them: a row's ``broken``, a worst case's ``robust_accuracy``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..readback import (
     rows,
     text,
 )
+from .samples import unbits
 from .targets import TARGETED_MODES
 
 __all__ = ["check_report"]
@@ -81,6 +85,28 @@ def _worst_case(report: Mapping[str, Any], eps: list[float]) -> None:
         optional(row, "broken_only_by", where, mapping)
 
 
+def _samples(report: Mapping[str, Any], n: int) -> None:
+    """The per-sample verdicts, when the report has them: n bits each, agreeing with the counts."""
+    if report.get("clean_correct_samples") is None:
+        return  # a report from before them
+    clean = unbits(report["clean_correct_samples"], "clean_correct_samples", n)
+    if round(float(report["clean_accuracy"]) * n) != int(clean.sum()):
+        raise Damage(f"clean_correct_samples holds {int(clean.sum())} correct samples, clean_accuracy says "
+                     f"{report['clean_accuracy']!r} of {n}")
+    for i, row in enumerate(report["results"]):
+        where = f"results[{i}].broken_samples"
+        broken = unbits(required(row, "broken_samples", f"results[{i}]", text), where, n)
+        if int(broken.sum()) != row["broken"] or bool((broken & ~clean).any()):
+            raise Damage(f"{where} marks {int(broken.sum())} samples (clean-correct ones only), broken says "
+                         f"{row['broken']}")
+    for e, row in enumerate(report["worst_case"]):
+        where = f"worst_case[{e}].broken_samples"
+        robust = clean & ~unbits(required(row, "broken_samples", f"worst_case[{e}]", text), where, n)
+        if round(float(row["robust_accuracy"]) * n) != int(robust.sum()):
+            raise Damage(f"{where} leaves {int(robust.sum())} samples robust, robust_accuracy says "
+                         f"{row['robust_accuracy']!r} of {n}")
+
+
 def _attack_names(report: Mapping[str, Any]) -> list[str]:
     names = []
     for i, entry in enumerate(required(report, "attacks", "", rows)):
@@ -108,6 +134,7 @@ def check_report(report: Mapping[str, Any]) -> None:
     fingerprinted(report, "data")
     _results(report, names, eps)
     _worst_case(report, eps)
+    _samples(report, int(report["n"]))
     for key in ("speed", "distributed"):
         optional(report, key, "", mapping)
     optional(report, "targeted", "", _targeted)

@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..attack import Attack, ModelState
+from ..progress import bar_postfix, progress_to
 from ..runtime import FastModel, SpeedOptions, fast_model, model_device, predict
 from ..threat import ThreatModel
 from ..verdict import Judged, attack_and_judge, clean_correct, nonfinite_rows
+from .adversarial import AdvWriter
 from .checking import evaluation_checks
 from .config import EvalConfig, Plan
 from .distributed import SINGLE, Group, Shards, check_pieces, plain_record, replay, shard_batches
@@ -59,6 +63,7 @@ class Runner:
     attacked: nn.Module | None = None
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     targets: Targets | None = None
+    adv: AdvWriter | None = None  # save_adv: keeps each batch's adversarial points
 
     def to_attack(self, e: int, a: int) -> torch.Tensor:
         """Indices attack ``a`` runs on at eps ``e`` (see :meth:`RunState.standing`)."""
@@ -85,6 +90,7 @@ class Runner:
         for k in range(cell.chunks_done, len(chunks)):
             assert attack is not None
             batch = self._attack_batch(attack, self.plan.threat(e), chunks[k], self.plan.plans[a].label)
+            self._keep(e, a, k, chunks[k], batch)  # before the state records the batch: a resume never loses it
             cell.record(chunks[k], batch.broken, batch.distance, batch.result, int(batch.nonfinite.sum()),
                         batch.seconds, batch.nonfinite)
             cell.chunks_done = k + 1
@@ -110,6 +116,10 @@ class Runner:
         native = attack.info.toolkit == "native"  # a fresh autocast context per targeted run
         return attack_each_target(attack, model, self.model, threat, x, y, targets, label=label,
                                   context=lambda: self.speed.autocast(self.device) if native else None)
+
+    def _keep(self, e: int, a: int, k: int, idx: torch.Tensor, batch: Judged) -> None:
+        if self.adv is not None and batch.x_adv is not None:
+            self.adv.add(e, a, k, idx, batch.x_adv)
 
     def _advance(self, count: int) -> None:
         if self.bar is not None:
@@ -188,6 +198,7 @@ class ShardedRunner(Runner):
         done = {}
         for k in todo:
             batch = self._attack_batch(attack, self.plan.threat(e), chunks[k], self.plan.plans[a].label)
+            self._keep(e, a, k, chunks[k], batch)
             done[k] = plain_record(chunks[k], batch.broken, batch.distance, batch.nonfinite, batch.result,
                                    batch.seconds)
             if self.shards is not None:
@@ -278,15 +289,29 @@ def _run_runner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, 
                 device: torch.device, state: RunState, group: Group, bar: Any, attacked: nn.Module,
                 stacklevel: int, targets: Targets | None = None) -> float:
     """One :class:`Runner` (a :class:`ShardedRunner` over several ranks) over every cell; the gather's seconds."""
-    common = {"bar": bar, "attacked": attacked, "speed": config.speed, "targets": targets}
+    adv = None
+    if config.save_adv is not None:
+        adv = AdvWriter(Path(config.save_adv), plan, state.fingerprint, list(x.shape[1:]), group.is_main)
+        group.main_run(adv.start)  # rank 0 checks the folder; a refusal is raised on every rank before any writes
+    common = {"bar": bar, "attacked": attacked, "speed": config.speed, "targets": targets, "adv": adv}
+    # progress inside an attack call (AutoAttack's sub-attacks, SPSA's steps, ...) as the bar's postfix
+    reports = progress_to(bar_postfix(bar)) if bar is not None else nullcontext()
     if group.world_size == 1 and not config.distributed:
-        Runner(model, x, y, plan, device, state, **common).run_all(stacklevel + 1)
-        return 0.0
-    shards = Shards.open(config.state_file, state.fingerprint, group)
-    runner = ShardedRunner(model, x, y, plan, device, state, group=group, shards=shards, **common)
-    runner.run_all(stacklevel + 1)
-    shards.remove(group)  # every cell is in rank 0's state now
-    return runner.gather_seconds
+        runner = Runner(model, x, y, plan, device, state, **common)
+        with reports:
+            runner.run_all(stacklevel + 1)
+        gather = 0.0
+    else:
+        shards = Shards.open(config.state_file, state.fingerprint, group)
+        runner = ShardedRunner(model, x, y, plan, device, state, group=group, shards=shards, **common)
+        with reports:
+            runner.run_all(stacklevel + 1)
+        shards.remove(group)  # every cell is in rank 0's state now
+        gather = runner.gather_seconds
+    if adv is not None:
+        size = plan.batch_size
+        adv.finish({(e, a): -(-runner.to_attack(e, a).numel() // size) for e, a in plan.cells()})
+    return gather
 
 
 def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
