@@ -30,6 +30,7 @@ from .attack import PASS_EXTRAS, ModelState
 from .checks import CheckContext, Checks, check_names, registered, run_checks, warn_checks
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
+from .data.source import as_images
 from .environment import environment
 from .errors import close_matches
 from .evaluation import first_samples
@@ -358,8 +359,8 @@ def _checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: to
     cells = [view_of(runs[res.toolkit].cell, res.name, threat.eps, res.spec, mapped.kwargs)
              for res, mapped in zip(resolved, plans)
              if res.toolkit in runs and res.spec is not None and mapped is not None]
-    ctx = CheckContext(model, x.to(device), y.to(device), clean_logits, norm=threat.norm, cells=cells, device=device,
-                       seed=seed, box=threat.box, shard=check_pieces(group))
+    ctx = CheckContext(model, as_images(x.to(device)), y.to(device), clean_logits, norm=threat.norm, cells=cells,
+                       device=device, seed=seed, box=threat.box, shard=check_pieces(group))
     return [result.to_json() for result in run_checks(ctx, disabled=disabled, checks=checks)]
 
 
