@@ -3,17 +3,17 @@
 A data SPEC is ``NAME`` or ``NAME:ROOT``; :func:`load_data` looks NAME up in the registry and
 calls its loader with the split and ROOT.  Built-in names:
 
-=================  ==========================================================================
-``digits``         scikit-learn's 8x8 digits (1797 images), 1x8x8 floats in [0, 1]; fixed split
-``digits28``       the same images and split, bilinearly upsampled to 1x28x28
-``mnist:DIR``      MNIST idx files (``t10k-images-idx3-ubyte[.gz]`` ...; train needs ``train-*``)
-``cifar10:DIR``    torchvision's CIFAR-10 folder (``cifar-10-batches-py``), download=False
-``cifar100:DIR``   torchvision's CIFAR-100 folder (``cifar-100-python``), download=False
-``svhn:DIR``       torchvision's SVHN ``.mat`` files, download=False
-``cifar10-jpeg:P`` the 10000 CIFAR-10 test images as JPEG, ``test/<class>/<NNNN>.jpg``, or the tar.gz
-``npz:PATH``       arrays ``x``, ``y`` (test only) or ``x_train``, ``y_train``, ``x_test``, ``y_test``
-``imagefolder:DIR`` torchvision's ImageFolder layout ``DIR/<class>/<image>``, read lazily (any size)
-=================  ==========================================================================
+===================  ==========================================================================
+``digits``           scikit-learn's 8x8 digits (1797 images), 1x8x8 floats in [0, 1]; fixed split
+``digits28``         the same images and split, bilinearly upsampled to 1x28x28
+``mnist:DIR``        MNIST idx files (``t10k-images-idx3-ubyte[.gz]`` ...; train needs ``train-*``)
+``cifar10:DIR``      torchvision's CIFAR-10 folder (``cifar-10-batches-py``), download=False
+``cifar100:DIR``     torchvision's CIFAR-100 folder (``cifar-100-python``), download=False
+``svhn:DIR``         torchvision's SVHN ``.mat`` files, download=False
+``cifar10-jpeg:P``     the 10000 CIFAR-10 test images as JPEG, ``test/<class>/<NNNN>.jpg``, or the tar.gz
+``npz:PATH``         arrays ``x``, ``y`` (test only) or ``x_train``, ``y_train``, ``x_test``, ``y_test``
+``imagefolder:DIR``  torchvision's ImageFolder layout ``DIR/<class>/<image>``, read lazily (any size)
+===================  ==========================================================================
 
 Every loader returns a :class:`LabeledData`: images N x C x H x W (uint8 0..255 or float [0, 1])
 and int64 labels; indexing and :meth:`LabeledData.tensors` give float32 images in [0, 1] -- or, for
