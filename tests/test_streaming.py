@@ -121,6 +121,7 @@ def test_cli_evaluates_an_imagefolder_at_the_asked_size(jpeg_tar: Path, tmp_path
     ("no classes", "holds no class folders"),
     ("no images", "the class folders hold no images; allowed extensions: .jpg"),
     ("unreadable", "cannot be read (UnidentifiedImageError"),
+    ("mixed sizes", "has shape (3, 40, 36), the first has (3, 32, 32); every image must have one size"),
     ("resize elsewhere", "--resize applies to --data imagefolder:DIR only, got --data 'digits'"),
     ("bad resize", "--resize 0: must be a positive number of pixels"),
 ])
@@ -131,6 +132,10 @@ def test_cli_bad_folders_are_one_line(jpeg_tar: Path, tmp_path: Path, capsys, ca
     elif case == "no images":
         (root / "cat").mkdir(parents=True)
         (root / "cat" / "notes.txt").write_text("not an image")
+    elif case == "mixed sizes":
+        _folder(jpeg_tar, root)
+        Image.new("RGB", (36, 40)).save(root / "bird" / "0009.png")  # the last image, 36 wide and 40 high
+        extra = []
     elif case in ("unreadable", "bad resize"):
         _folder(jpeg_tar, root)
         (root / "bird" / "0009.jpg").write_bytes(b"not a jpeg at all")  # the last image: read by the engine
@@ -143,7 +148,8 @@ def test_cli_bad_folders_are_one_line(jpeg_tar: Path, tmp_path: Path, capsys, ca
     assert code == 2, err
     assert words in err and len(err.splitlines()) == 1, err
     if case not in ("resize elsewhere", "bad resize"):
-        assert f"imagefolder:{root}" in err  # the argument's value is named
+        named = str(root / "bird" / "0009.png") if case == "mixed sizes" else f"imagefolder:{root}"
+        assert named in err  # the argument's value (or the image's file) is named
 
 
 # --------------------------------------------------------------------------------------------

@@ -129,7 +129,9 @@ class DatasetImages(Images):
             item = self.dataset[i]
             image = _image(item, i)
             if image.shape != self._shape[1:]:
-                raise ValueError(f"data: image {i} has shape {tuple(image.shape)}, the first has "
+                paths = getattr(self.dataset, "paths", None)  # a folder's: name the file
+                where = f" ({paths[i]})" if isinstance(paths, list) and i < len(paths) else ""
+                raise ValueError(f"data: image {i}{where} has shape {tuple(image.shape)}, the first has "
                                  f"{tuple(self._shape[1:])}; every image must have one size (for imagefolder:DIR "
                                  f"give --resize and --center-crop)")
             if int(item[1]) != int(self.labels[i]):
