@@ -31,6 +31,7 @@ from .checks import CheckContext, Checks, check_names, registered, run_checks, w
 from .comparison_config import CompareConfig
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
+from .data.source import as_images
 from .environment import environment
 from .errors import close_matches
 from .evaluation import first_samples
@@ -356,8 +357,8 @@ def _checks(job: _Job, clean_logits: torch.Tensor, cells: Sequence[Any], seed: i
     """The report's automatic checks on ``cells`` (:func:`_cells`); every rank of ``job.group`` runs them,
     sharing their attacks."""
     threat, device = job.threat, job.device
-    ctx = CheckContext(job.model, job.x.to(device), job.y.to(device), clean_logits, norm=threat.norm, cells=list(cells),
-                       device=device, seed=seed, box=threat.box, shard=check_pieces(job.group))
+    ctx = CheckContext(job.model, as_images(job.x.to(device)), job.y.to(device), clean_logits, norm=threat.norm,
+                       cells=list(cells), device=device, seed=seed, box=threat.box, shard=check_pieces(job.group))
     return [result.to_json() for result in run_checks(ctx, disabled=disabled, checks=checks)]
 
 

@@ -22,7 +22,7 @@ from robustreg.data import (
     parse_data_spec,
 )
 
-BUILTIN = {"digits", "digits28", "mnist", "cifar10", "cifar100", "svhn", "cifar10-jpeg", "npz"}
+BUILTIN = {"digits", "digits28", "mnist", "cifar10", "cifar100", "svhn", "cifar10-jpeg", "npz", "imagefolder"}
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 

@@ -29,6 +29,7 @@ from ..commands.common import (
     norm_arg,
     param_values,
 )
+from ..commands.data_size import add_image_size_args
 from ..runtime import resolve_device
 from ..threat import NORMS
 
@@ -54,7 +55,9 @@ def add_analysis_args(p: argparse.ArgumentParser, *, model: bool | str = True, a
         g.add_argument("--normalize", metavar="MEAN,...:STD,...", help="wrap each model in Normalize(mean, std)")
     if model is not True:
         g = p.add_argument_group("data")
-        g.add_argument("--data", metavar="SPEC", help="digits, mnist:DIR, cifar10:DIR, npz:PATH or a registered name")
+        g.add_argument("--data", metavar="SPEC", help="digits, mnist:DIR, cifar10:DIR, npz:PATH, imagefolder:DIR or "
+                                                     "a registered name")
+        add_image_size_args(g)
         g.add_argument("--split", default="test", choices=("test", "train"), help="data split (default test)")
         g.add_argument("--n", type=int, default=n, metavar="N", help=f"the first N samples (default {n})")
     g = p.add_argument_group("attack")

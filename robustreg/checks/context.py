@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..attack import KINDS
+from ..data.source import Images, as_images
 from ..threat import NORMS, ThreatModel
 
 __all__ = ["DOC", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Outcome", "noise",
@@ -84,10 +85,11 @@ class CellView:
 class CheckContext:
     """What the evaluation already has, so the checks reuse its forwards.
 
-    ``x``: N x C x H x W in the box; ``y``: int64 labels; ``clean_logits``: the model's N x K outputs on
-    ``x``; ``norm``/``box``: the threat model; ``cells``: one :class:`CellView` per (attack, eps);
-    ``device``: where the model runs (None: where its first parameter is); ``seed``: draws the
-    subsamples; ``subsample``: points per model-running check.
+    ``x``: N x C x H x W in the box (a tensor, or :class:`~robustreg.data.source.Images` read by index: a streamed
+    dataset; a tensor is wrapped as one, so ``ctx.x[idx]`` reads the images at ``idx`` either way); ``y``: int64
+    labels; ``clean_logits``: the model's N x K outputs on ``x``; ``norm``/``box``: the threat model; ``cells``:
+    one :class:`CellView` per (attack, eps); ``device``: where the model runs (None: where its first parameter
+    is); ``seed``: draws the subsamples; ``subsample``: points per model-running check.
 
     ``shard``: how the pieces of a check's own work run (:meth:`each`): ``shard(count, run)`` returns
     ``[run(k) for k < count]``, and the evaluation passes one that spreads the pieces over its
@@ -96,7 +98,7 @@ class CheckContext:
     """
 
     model: nn.Module
-    x: torch.Tensor
+    x: Images
     y: torch.Tensor
     clean_logits: torch.Tensor
     norm: str = "linf"
@@ -109,8 +111,9 @@ class CheckContext:
     num_classes: int | None = None  # the data's class count, when it says (more-outputs-than-classes)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.x, torch.Tensor) or not self.x.is_floating_point() or self.x.dim() < 2:
+        if not isinstance(self.x, (torch.Tensor, Images)) or not self.x.is_floating_point() or self.x.dim() < 2:
             raise ValueError(f"x must be a floating-point batch N x C x H x W, got {getattr(self.x, 'shape', self.x)}")
+        self.x = as_images(self.x)
         n = self.x.shape[0]
         if self.y.dtype != torch.int64 or self.y.shape != (n,):
             raise ValueError(f"y must be int64 of shape ({n},), got {self.y.dtype} of shape {tuple(self.y.shape)}")
@@ -137,7 +140,7 @@ class CheckContext:
         pool = torch.arange(self.x.shape[0]) if among is None else among.cpu().nonzero().flatten()
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed))
         idx = pool[order[: self.subsample]].sort().values
-        return idx, self.x[idx.to(self.x.device)].to(self.device), self.y[idx.to(self.y.device)].to(self.device)
+        return idx, self.x.read(idx).to(self.device), self.y[idx.to(self.y.device)].to(self.device)
 
     def each(self, count: int, run: Callable[[int], Any]) -> list[Any]:
         """``[run(k) for k in range(count)]``, through ``shard`` when there is one.  ``run(k)`` must depend on

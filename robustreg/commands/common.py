@@ -21,6 +21,7 @@ from ..evaluation.config import Mode, mode_option
 from ..params import ParamError, ParamSet, parse_assignment, parse_value
 from ..runtime import AMP_CHOICES, SpeedOptions
 from ..threat import NORMS, parse_eps
+from .data_size import add_image_size_args, sized
 
 T = TypeVar("T")
 
@@ -63,7 +64,8 @@ def add_model_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--normalize", metavar="MEAN,...:STD,...",
                    help="wrap the model in Normalize(mean, std) ('cifar10' also works)")
     g.add_argument("--data", metavar="SPEC", help="digits, digits28, mnist:DIR, cifar10:DIR, cifar100:DIR, "
-                                                 "svhn:DIR, npz:PATH or a registered name")
+                                                 "svhn:DIR, npz:PATH, imagefolder:DIR or a registered name")
+    add_image_size_args(g)
     g.add_argument("--split", default="test", choices=("test", "train"), help="data split (default test)")
     g.add_argument("--n", type=int, metavar="N", help="evaluate the first N samples (default all)")
     add_any_input_size(g)
@@ -332,6 +334,7 @@ def load_dataset(args: argparse.Namespace, data_spec: str, split: str | None = N
         data = load_data(data_spec, split or args.split, registry=args.registry)
     except (UserError, LookupError, ValueError, OSError) as exc:
         raise UsageError(f"--data {data_spec!r}: {exc}") from exc
+    data = sized(data, args, data_spec)
     if len(data) == 0:
         raise UsageError(f"--data {data_spec!r}: the {split or args.split} split holds no samples")
     return data
@@ -395,12 +398,12 @@ def _finished_report(args: argparse.Namespace, out: Path, model: Any, data: Any,
     """The finished report in ``out`` of this very configuration (its set re-rendered if a kill left it
     mismatched), None when there is none or ``--overwrite``; another configuration's is a UsageError."""
     from ..evaluation.config import eps_values, plan_attacks
-    from ..evaluation.inputs import first_samples
+    from ..evaluation.inputs import first_images
     from ..evaluation.state import report_identity, run_identity
     from .outputs import existing_report, refresh_rendered
 
     def now() -> dict[str, str]:
-        x, y, _ = first_samples(data, args.n)
+        x, y, _ = first_images(data, args.n)  # a streamed dataset is fingerprinted a batch at a time
         plans = plan_attacks([(name, dict(params.get(name, {}))) for name in attacks], None)
         return run_identity(plans, eps_values(eps, args.norm), args.norm, mode, args.seed, x, y, model,
                             speed_options(args), adaptive_budget(args), getattr(args, "targeted", None))

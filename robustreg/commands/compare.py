@@ -38,6 +38,7 @@ from .common import (
     param_values,
     start_over_hint,
 )
+from .data_size import add_image_size_args
 from .outputs import existing_report, output_folders
 
 __all__ = ["add_parser", "configure", "run"]
@@ -51,6 +52,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize", metavar="MEAN/STD", help="wrap the model with Normalize (e.g. cifar10)")
     add_model_output_args(p)
     p.add_argument("--data", required=True, metavar="SPEC", help="dataset spec, e.g. mnist:DIR, cifar10:DIR, digits")
+    add_image_size_args(p)
     p.add_argument("--attack", required=True, help="attack name in robustreg's vocabulary, e.g. pgd, fgsm, apgd-ce")
     p.add_argument("--eps", required=True, help="budget, e.g. 8/255 or 0.3")
     p.add_argument("--norm", default="linf", type=norm_arg, choices=NORMS)

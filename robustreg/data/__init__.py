@@ -3,19 +3,23 @@
 A data SPEC is ``NAME`` or ``NAME:ROOT``; :func:`load_data` looks NAME up in the registry and
 calls its loader with the split and ROOT.  Built-in names:
 
-=================  ==========================================================================
-``digits``         scikit-learn's 8x8 digits (1797 images), 1x8x8 floats in [0, 1]; fixed split
-``digits28``       the same images and split, bilinearly upsampled to 1x28x28
-``mnist:DIR``      MNIST idx files (``t10k-images-idx3-ubyte[.gz]`` ...; train needs ``train-*``)
-``cifar10:DIR``    torchvision's CIFAR-10 folder (``cifar-10-batches-py``), download=False
-``cifar100:DIR``   torchvision's CIFAR-100 folder (``cifar-100-python``), download=False
-``svhn:DIR``       torchvision's SVHN ``.mat`` files, download=False
-``cifar10-jpeg:P`` the 10000 CIFAR-10 test images as JPEG, ``test/<class>/<NNNN>.jpg``, or the tar.gz
-``npz:PATH``       arrays ``x``, ``y`` (test only) or ``x_train``, ``y_train``, ``x_test``, ``y_test``
-=================  ==========================================================================
+===================  ==========================================================================
+``digits``           scikit-learn's 8x8 digits (1797 images), 1x8x8 floats in [0, 1]; fixed split
+``digits28``         the same images and split, bilinearly upsampled to 1x28x28
+``mnist:DIR``        MNIST idx files (``t10k-images-idx3-ubyte[.gz]`` ...; train needs ``train-*``)
+``cifar10:DIR``      torchvision's CIFAR-10 folder (``cifar-10-batches-py``), download=False
+``cifar100:DIR``     torchvision's CIFAR-100 folder (``cifar-100-python``), download=False
+``svhn:DIR``         torchvision's SVHN ``.mat`` files, download=False
+``cifar10-jpeg:P``     the 10000 CIFAR-10 test images as JPEG, ``test/<class>/<NNNN>.jpg``, or the tar.gz
+``npz:PATH``         arrays ``x``, ``y`` (test only) or ``x_train``, ``y_train``, ``x_test``, ``y_test``
+``imagefolder:DIR``  torchvision's ImageFolder layout ``DIR/<class>/<image>``, read lazily (any size)
+===================  ==========================================================================
 
 Every loader returns a :class:`LabeledData`: images N x C x H x W (uint8 0..255 or float [0, 1])
-and int64 labels; indexing and :meth:`LabeledData.tensors` give float32 images in [0, 1].
+and int64 labels; indexing and :meth:`LabeledData.tensors` give float32 images in [0, 1] -- or, for
+``imagefolder``, a :class:`FolderData` that decodes an image when it is read (the evaluation streams it
+a batch at a time; ``--resize N --center-crop N`` size its images, RobustBench's ImageNet protocol is
+``--resize 256 --center-crop 224``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import hookimpl
+from .folder import FolderData, load_imagefolder
 from .images import (
     load_cifar10,
     load_cifar10_jpeg,
@@ -41,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CIFAR10_CLASSES",
     "SPLITS",
+    "FolderData",
     "LabeledData",
     "builtin_dataset_specs",
     "load_cifar10",
@@ -49,6 +55,7 @@ __all__ = [
     "load_data",
     "load_digits",
     "load_digits28",
+    "load_imagefolder",
     "load_mnist",
     "load_npz",
     "load_svhn",
@@ -68,6 +75,8 @@ _DATASETS: dict[str, tuple[Any, str, bool]] = {
     "svhn": (load_svhn, "SVHN .mat files in DIR (no download)", True),
     "cifar10-jpeg": (load_cifar10_jpeg, "the 10000 CIFAR-10 test images as JPEG, folder or tar.gz (test only)", True),
     "npz": (load_npz, "arrays x, y (or x_train ... y_test) in an .npz file", True),
+    "imagefolder": (load_imagefolder, "DIR/<class>/<image> (torchvision's ImageFolder layout), read lazily; "
+                    "--resize N --center-crop N (RobustBench's ImageNet: 256, 224)", True),
 }
 # Horizontal flips are a valid training augmentation (natural images; the trainer never flips
 # single-channel images, so a grey npz is not flipped either).  Not digits, MNIST or SVHN.
@@ -106,7 +115,7 @@ def parse_data_spec(spec: str) -> tuple[str, str | None]:
     return name, (root if sep else None)
 
 
-def load_data(spec: str, split: str = "test", *, registry: Registry | None = None) -> LabeledData:
+def load_data(spec: str, split: str = "test", *, registry: Registry | None = None) -> LabeledData | FolderData:
     """Load a dataset from a SPEC: ``NAME`` or ``NAME:ROOT`` (``digits``, ``mnist:DIR``, ``npz:PATH``, ...).
 
     ``registry``: where NAME is looked up; without one the built-in datasets are found directly and
@@ -129,7 +138,7 @@ def load_data(spec: str, split: str = "test", *, registry: Registry | None = Non
     if ds.needs_root and root is None:
         raise ValueError(f"dataset {name!r} needs a location: use the spec '{name}:PATH' ({ds.summary})")
     data = ds.load(split, root)
-    if not isinstance(data, LabeledData):
+    if not isinstance(data, (LabeledData, FolderData)):
         raise TypeError(f"the loader of dataset {name!r} returned {type(data).__name__}, not a LabeledData")
     return data
 

@@ -1,11 +1,21 @@
-"""Data as a Python user holds it, read into an ``(x, y)`` pair of tensors at the boundary.
+"""Data as a Python user holds it, as :class:`~robustreg.data.source.Images` and labels at the boundary.
 
 Accepted: an ``(x, y)`` pair of tensors or numpy arrays, any map-style ``torch.utils.data.Dataset`` whose
-items are ``(image, label)`` pairs (``TensorDataset`` included) and a ``DataLoader`` yielding
-``(x, y)`` batches.  Only the first ``n`` samples are read, in the order the data gives them (a
-shuffling DataLoader gives another order each time).  They are collected into memory for now: streaming
-batches through the evaluation engine is a later change.  Anything else is refused in one line that says
-what is accepted.
+items are ``(image, label)`` pairs (``TensorDataset``, ``LabeledData``, ``imagefolder:DIR``'s ``FolderData`` and
+torchvision's ``ImageFolder`` included) and a ``DataLoader`` yielding ``(x, y)`` batches.  Only the first ``n``
+samples are used, in the order the data gives them.  Anything else is refused in one line that says what is
+accepted.
+
+How the images are read (the report's ``data.read``):
+
+- ``streamed``: a map-style Dataset, and a DataLoader that reads one in order (a ``SequentialSampler``, the
+  default collate) -- the engine reads the dataset's items a batch at a time, never all at once (its own
+  batch size; the DataLoader's batch size and workers are not used).  The labels are read once, into memory:
+  from the dataset when it holds them, else by one pass over the items.
+- ``in memory``: tensors or numpy arrays, a ``TensorDataset`` (the user holds them in memory already).
+- ``collected into memory``: a DataLoader that shuffles (it gives another order on every pass, and the engine
+  reads its images several times), uses its own ``collate_fn`` or wraps an ``IterableDataset`` -- every batch
+  is read once and kept.  Pass its dataset, or a DataLoader with ``shuffle=False``, to stream it.
 """
 
 from __future__ import annotations
@@ -17,7 +27,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-__all__ = ["ACCEPTED", "collect_samples"]
+from .folder import FolderData
+from .labeled import LabeledData
+from .source import DatasetImages, Images, TensorImages
+
+__all__ = ["ACCEPTED", "COLLECTED", "IN_MEMORY", "STREAMED", "read_samples"]
+
+STREAMED = "streamed"
+IN_MEMORY = "in memory"
+COLLECTED = "collected into memory (a DataLoader that shuffles, collates its own way or iterates: pass its dataset " \
+            "or shuffle=False to stream it)"
 
 ACCEPTED = ("an (x, y) pair of tensors or numpy arrays, a torch Dataset of (image, label) items, a DataLoader "
             "of (x, y) batches or a robustreg.data.LabeledData")
@@ -54,7 +73,7 @@ def _count(n: int | None, size: int | None, what: str) -> int | None:
     return size if n is None else n
 
 
-def _pair(data: tuple[Any, ...] | list[Any], n: int | None) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
+def _pair(data: tuple[Any, ...] | list[Any], n: int | None) -> tuple[Images, torch.Tensor, int, dict[str, Any]]:
     if len(data) != 2 or not all(isinstance(v, (torch.Tensor, np.ndarray)) for v in data):
         raise TypeError(f"data must be {ACCEPTED}, got {_what(data)}"
                         + ("; a list of batches is not read: torch.cat them or pass a DataLoader"
@@ -62,7 +81,7 @@ def _pair(data: tuple[Any, ...] | list[Any], n: int | None) -> tuple[torch.Tenso
     name = "numpy" if isinstance(data[0], np.ndarray) else "tensors"
     x, y = _array(data[0], "x"), _labels(data[1], "y")
     count = _count(n, int(x.shape[0]), "dataset")
-    return x[:count], y[:count], int(x.shape[0]), {"name": name}
+    return TensorImages(x[:count]), y[:count], int(x.shape[0]), {"name": name, "read": IN_MEMORY}
 
 
 def _item(item: Any, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,20 +94,54 @@ def _item(item: Any, index: int) -> tuple[torch.Tensor, torch.Tensor]:
     return _array(image, f"item {index}'s image"), _labels(item[1], f"item {index}'s label")
 
 
-def _dataset(data: Dataset, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
+def _dataset_labels(data: Dataset, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first ``count`` labels of a map-style dataset, and its first image when reading them read it.
+
+    Held by the dataset itself (a LabeledData's ``y``, a FolderData's or a torchvision ImageFolder's labels
+    without a ``target_transform``), no image is opened; otherwise one pass reads every item and keeps only its
+    label (the images are dropped as they are read: memory stays that of one image)."""
+    held = getattr(data, "labels", None) if not isinstance(data, LabeledData) else data.y
+    if held is None and getattr(data, "target_transform", 1) is None and hasattr(data, "targets"):
+        held = data.targets  # torchvision's DatasetFolder / ImageFolder
+    if isinstance(held, (torch.Tensor, list, np.ndarray)) and len(held) >= count:
+        return _labels(held[:count] if not isinstance(held, list) else held[:count], "labels"), None
+    first, labels = None, []
+    for i in range(count):
+        image, label = _item(data[i], i)
+        first = image if i == 0 else first
+        labels.append(label.reshape(()))
+    return torch.stack(labels), first
+
+
+def _dataset(data: Dataset, n: int | None) -> tuple[Images, torch.Tensor, int, dict[str, Any]]:
     size = len(data)  # type: ignore[arg-type]  # map-style: checked by the caller
     count = _count(n, size, "dataset")
-    if isinstance(data, TensorDataset) and len(data.tensors) == 2:  # no per-item copies
+    name = getattr(data, "name", type(data).__name__) if isinstance(data, (LabeledData, FolderData)) \
+        else type(data).__name__
+    info: dict[str, Any] = {"name": name, "read": STREAMED}
+    if isinstance(getattr(data, "num_classes", None), int):
+        info["num_classes"] = int(data.num_classes)  # type: ignore[attr-defined]
+    if isinstance(data, TensorDataset) and len(data.tensors) == 2:  # in memory already: no per-item copies
         x, y = data.tensors
-    else:
-        items = [_item(data[i], i) for i in range(count or 0)]
-        if not items:
-            raise ValueError("the data holds no samples")
-        x, y = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
-    return x[:count], y[:count], size, {"name": type(data).__name__}
+        return TensorImages(_array(x, "x")[:count]), _labels(y, "y")[:count], size, {**info, "read": IN_MEMORY}
+    if not count:
+        raise ValueError("the data holds no samples")
+    labels, first = _dataset_labels(data, count)
+    if first is None:
+        first = _item(data[0], 0)[0]
+    return DatasetImages(data, count, labels, first), labels, size, info
 
 
-def _loader(data: DataLoader, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
+def _sequential(loader: DataLoader) -> bool:
+    """A DataLoader that reads its map-style dataset in order and stacks the items as they are."""
+    from torch.utils.data import SequentialSampler, default_collate
+
+    return (isinstance(loader.sampler, SequentialSampler) and loader.collate_fn is default_collate
+            and not isinstance(loader.dataset, IterableDataset) and isinstance(loader.dataset, Sized))
+
+
+def _collect_loader(data: DataLoader, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
+    """Every batch of a DataLoader that shuffles, collates its own way or wraps an iterable dataset, collected."""
     dataset = data.dataset
     size = len(dataset) if isinstance(dataset, Sized) else None
     count = _count(n, size, "DataLoader's dataset")
@@ -110,13 +163,18 @@ def _loader(data: DataLoader, n: int | None) -> tuple[torch.Tensor, torch.Tensor
         {"name": f"DataLoader({type(dataset).__name__})"}
 
 
-def collect_samples(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]] | None:
-    """``(x, y, size, description)`` of the first ``n`` samples (all when None) of ``data``; ``size``: how
-    many the whole data holds.  None for a ``robustreg.data.LabeledData`` (or anything else with a
-    ``tensors(n)`` method and a length), which the caller reads itself; a TypeError for anything not
-    accepted (see the module docstring)."""
-    if callable(getattr(data, "tensors", None)) and isinstance(data, Sized):
-        return None
+def _loader(data: DataLoader, n: int | None) -> tuple[Images, torch.Tensor, int, dict[str, Any]]:
+    if _sequential(data):  # its dataset, read a batch at a time by the engine
+        images, y, size, info = _dataset(data.dataset, n)
+        return images, y, size, {**info, "name": f"DataLoader({info['name']})"}
+    x, y, size, info = _collect_loader(data, n)
+    return TensorImages(x), y, size, {**info, "read": COLLECTED}
+
+
+def read_samples(data: Any, n: int | None) -> tuple[Images, torch.Tensor, int, dict[str, Any]]:
+    """``(images, labels, size, description)`` of the first ``n`` samples (all when None) of ``data``; ``size``:
+    how many the whole data holds; the description's ``read`` says how the images are read (see the module
+    docstring).  A TypeError for anything not accepted."""
     if isinstance(data, (tuple, list)):
         return _pair(data, n)
     if isinstance(data, DataLoader):

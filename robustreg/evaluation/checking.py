@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..checks import CellView, CheckContext, registered, run_checks
+from ..data.source import Images, as_images
 from ..verdict import clean_correct, nonfinite_rows
 from .cells import EVER_BROKEN, Cell
 from .config import Plan
@@ -69,15 +70,15 @@ def cell_view(plan: Plan, state: RunState, e: int, a: int) -> CellView:
     return view_of(state.cell(e, a), attack.label, plan.eps[e], plan.registry.attack(attack.name), plan.params(a))
 
 
-def evaluation_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, plan: Plan,
-                      state: RunState, device: torch.device, disabled: Iterable[str] = (),
+def evaluation_checks(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, clean_logits: torch.Tensor,
+                      plan: Plan, state: RunState, device: torch.device, disabled: Iterable[str] = (),
                       shard: Callable[[int, Callable[[int], Any]], list[Any]] | None = None,
                       extra: Sequence[CellView] = (), num_classes: int | None = None) -> list[dict[str, str]]:
     """The report's ``checks`` list (``disabled``: names from ``--no-check``); the model on ``device``;
     ``shard``: the context's :attr:`~robustreg.checks.CheckContext.shard` (a distributed run's ranks);
     ``extra``: more cells than the plan's (the remedies' attacks)."""
     cells = [cell_view(plan, state, e, a) for e, a in plan.cells()] + list(extra)
-    ctx = CheckContext(model, x, y, clean_logits.detach().cpu(), norm=plan.norm, cells=cells, device=device,
+    ctx = CheckContext(model, as_images(x), y, clean_logits.detach().cpu(), norm=plan.norm, cells=cells, device=device,
                        seed=plan.seed if plan.seed is not None else 0, shard=shard, num_classes=num_classes)
     checks = registered(plan.registry.checks())
     return [result.to_json() for result in run_checks(ctx, disabled=disabled, checks=checks)]

@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from ..checks import warn_checks
+from ..data.source import Images
 from ..lock import ReportGuard
 from ..remedies import suggestions
 from ..runtime import resolve_device
 from .config import EvalConfig, Plan, make_plan
 from .distributed import SINGLE, Group, process_group
-from .inputs import first_samples
+from .inputs import first_images
 from .remedying import adaptive_report, apply_remedies
 from .report import build_report
 from .run import run_and_check
@@ -44,9 +45,12 @@ def evaluate(
             ``device`` for the run and moved back to where it was at the end.
         data: a ``robustreg.data.LabeledData``, an ``(x, y)`` pair of tensors or numpy arrays (x float in
             [0, 1], y integer labels), any map-style ``torch.utils.data.Dataset`` of (image, label) items
-            (``TensorDataset`` included) or a ``DataLoader`` of (x, y) batches.  The first ``n`` samples are
-            collected into memory at the boundary for now (streaming them through the engine is a later
-            change); anything else is a TypeError saying what is accepted.
+            (``TensorDataset``, torchvision's ``ImageFolder``, ``robustreg.data.FolderData`` included) or a
+            ``DataLoader`` of (x, y) batches.  A Dataset (and a DataLoader that reads one in order) is streamed:
+            the engine reads ``batch_size`` images at a time, so memory is bounded by the batch, not by n; it is
+            fingerprinted as the clean pass reads it.  A shuffling DataLoader (or one over an IterableDataset)
+            is collected into memory.  The report's ``data.read`` says which (:mod:`robustreg.data.collect`);
+            anything else is a TypeError saying what is accepted.
         attacks: registry names or ``(name, params)`` pairs, run in this order at each eps.
         eps: one eps or a list, in [0, 1] pixel units (sorted ascending in the report).
         config: an :class:`EvalConfig`; ``options`` (its field names, as keywords) replace its fields.
@@ -130,7 +134,7 @@ def evaluate(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     cfg = EvalConfig.from_options(config, **options)
     plan = make_plan(attacks, eps, cfg)
-    x, y, data_info = first_samples(data, cfg.n)
+    x, y, data_info = first_images(data, cfg.n)
     model, cfg = _with_logits(model, x, cfg)
     cfg = _warn_more_outputs(model, x, data_info, cfg)
     if not cfg.distributed:
@@ -141,7 +145,7 @@ def evaluate(
         return _evaluate(model, x, y, data_info, plan, cfg, device, group)
 
 
-def _with_logits(model: nn.Module, x: torch.Tensor, cfg: EvalConfig) -> tuple[nn.Module, EvalConfig]:
+def _with_logits(model: nn.Module, x: Images, cfg: EvalConfig) -> tuple[nn.Module, EvalConfig]:
     """The model reduced to its logits (``cfg.output``, or a Hugging Face-style ``.logits``) and the report's
     model entry saying so; the model itself when it returns logits."""
     from ..models.outputs import LogitsOf, logits_model
@@ -155,7 +159,7 @@ def _with_logits(model: nn.Module, x: torch.Tensor, cfg: EvalConfig) -> tuple[nn
     return used, replace(cfg, model_info={**info, **dict(cfg.model_info or {})})
 
 
-def _warn_more_outputs(model: nn.Module, x: torch.Tensor, data_info: Mapping[str, Any],
+def _warn_more_outputs(model: nn.Module, x: Images, data_info: Mapping[str, Any],
                        cfg: EvalConfig) -> EvalConfig:
     """One warning line before any work when the model has more outputs than the data has classes (the
     report's more-outputs-than-classes check records it too); the config carrying the class count to it."""
@@ -173,7 +177,7 @@ def _warn_more_outputs(model: nn.Module, x: torch.Tensor, data_info: Mapping[str
     return replace(cfg, data_info={"num_classes": int(num_classes), **dict(cfg.data_info or {})})
 
 
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_info: dict[str, Any], plan: Plan,
+def _evaluate(model: nn.Module, x: Images, y: torch.Tensor, data_info: dict[str, Any], plan: Plan,
               cfg: EvalConfig, device: torch.device, group: Group) -> dict[str, Any]:
     started = time.perf_counter()
     # report.json as found now, looked at again just before this run writes its own (see ReportGuard)

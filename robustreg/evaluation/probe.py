@@ -9,12 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.source import Images
 from ..errors import ModelCodeError, UserError, describe_exception
 
 __all__ = ["probe_model"]
 
 
-def _shape(x: torch.Tensor) -> str:
+def _shape(x: torch.Tensor | Images) -> str:
     return "x".join(str(d) for d in x.shape[1:])
 
 
@@ -35,7 +36,7 @@ def _check_inputs(model: nn.Module, x: Any, y: Any, trainable: bool) -> None:
                         "through learned weights)")
     if trainable and not any(p.requires_grad for p in params):
         raise UserError("the model has no trainable parameters (every parameter has requires_grad=False)")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+    if not isinstance(x, (torch.Tensor, Images)) or not x.is_floating_point():
         raise TypeError(f"data x must be a float tensor, got {getattr(x, 'dtype', type(x).__name__)}")
     if x.dim() != 4:
         raise ValueError(f"data x must be N x C x H x W, got shape {tuple(x.shape)}")
@@ -71,7 +72,7 @@ def _check_logits(out: Any, n: int, y: torch.Tensor, num_classes: int | None) ->
     return out
 
 
-def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int | None = None,
+def probe_model(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, *, num_classes: int | None = None,
                 device: torch.device | str | None = None, trainable: bool = False) -> None:
     """Check that ``model`` fits the data before any work: one forward on the first 2 samples (eval mode, no
     grad; the model's modes are restored).

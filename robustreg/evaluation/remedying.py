@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..checks import CellView
+from ..data.source import Images
 from ..remedies import ARGMAX, Adaptive, Attempt, run_remedies
 from .checking import evaluation_checks
 from .config import EvalConfig, Mode, Plan
@@ -32,7 +33,7 @@ def _view(attempt: Attempt, registry: Any, n: int) -> CellView:
                     False, broken, ran)
 
 
-def apply_remedies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, run: Finished,
+def apply_remedies(model: nn.Module, x: Images, y: torch.Tensor, plan: Plan, run: Finished,
                    config: EvalConfig, device: torch.device) -> Adaptive:
     """The remedies for ``run.checks`` on the points ``run`` leaves standing (:func:`run_remedies` restores
     the model's placement, modes and gradients after)."""

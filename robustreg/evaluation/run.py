@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..attack import Attack, ModelState
+from ..data.source import Images, as_images
 from ..progress import bar_postfix, progress_to
 from ..runtime import FastModel, SpeedOptions, fast_model, model_device, predict
 from ..threat import ThreatModel
@@ -39,7 +40,7 @@ from .config import EvalConfig, Plan
 from .distributed import SINGLE, Group, Shards, check_pieces, plain_record, replay, shard_batches
 from .each_target import attack_each_target
 from .probe import probe_model
-from .state import RunState, fingerprint, load_state
+from .state import DataHash, RunState, data_fingerprint, fingerprint, load_state, same_data
 from .targets import Targets
 
 __all__ = ["Finished", "Runner", "ShardedRunner", "run_and_check"]
@@ -51,10 +52,11 @@ class Runner:
 
     ``attacked``: the model the attacks run (:func:`robustreg.runtime.fast_model`'s; default ``model``);
     ``model`` judges every adversarial point, in float32.  ``targets``: a targeted run's
-    (:mod:`.targets`): each batch is attacked toward its samples' targets, broken = a target reached."""
+    (:mod:`.targets`): each batch is attacked toward its samples' targets, broken = a target reached.
+    ``x`` is read a batch at a time (``x[idx]``): a streamed dataset is never all in memory."""
 
     model: nn.Module
-    x: torch.Tensor
+    x: Images
     y: torch.Tensor
     plan: Plan
     device: torch.device
@@ -215,12 +217,16 @@ def _progress_bar(progress: bool, total: int) -> Any:
     return tqdm(total=total, unit="pt", dynamic_ncols=True, leave=False)
 
 
-def _open_state(model: nn.Module, x: torch.Tensor, y: torch.Tensor, expected: dict[str, Any],
+def _open_state(model: nn.Module, x: Images, y: torch.Tensor, expected: dict[str, Any],
                 config: EvalConfig, device: torch.device, group: Group = SINGLE) -> tuple[RunState, torch.Tensor]:
     """The saved state if there is one for this configuration, else a fresh one from the clean pass;
     and the clean logits (recomputed on resume: the checks read them).  Over several ranks rank 0
     reads the state file and the others get a copy (without a path: only rank 0 saves it); the clean
-    pass is shared out in its batches (:func:`shard_batches`: the logits of one process)."""
+    pass is shared out in its batches (:func:`shard_batches`: the logits of one process).
+
+    A streamed dataset (``expected["data"]`` None) is fingerprinted as the clean pass reads it, in one
+    process (over several ranks each reads only its batches: rank 0 reads it all once more to hash it); a
+    saved state is compared with it then (:func:`same_data`), before any attack runs."""
     path = config.state_file
 
     def read() -> dict[str, Any] | None:
@@ -230,9 +236,21 @@ def _open_state(model: nn.Module, x: torch.Tensor, y: torch.Tensor, expected: di
 
     saved = group.main_run(read)
     size = config.batch_size
-    parts, _ = shard_batches(group, -(-x.shape[0] // size),
-                             lambda k: predict(model, x[k * size:(k + 1) * size], device, size))
+    hashed = DataHash(x.shape, y) if expected["data"] is None and group.world_size == 1 else None
+
+    def clean(k: int) -> torch.Tensor:
+        batch = x[k * size:(k + 1) * size]
+        if hashed is not None:
+            hashed.update(batch)  # in batch order: one process runs k = 0, 1, ... in turn
+        return predict(model, batch, device, size)
+
+    parts, _ = shard_batches(group, -(-x.shape[0] // size), clean)
     clean_logits = torch.cat(parts)
+    if expected["data"] is None:
+        data = hashed.hexdigest() if hashed is not None else group.main_run(lambda: data_fingerprint(x, y))
+        expected["data"] = data
+        if saved is not None:
+            same_data(path, saved, data)
     own = path if group.is_main else None
     if saved is not None:
         return RunState.from_saved(saved, own), clean_logits
@@ -258,14 +276,14 @@ class Finished:
         return int(nonfinite_rows(self.clean_logits).sum())
 
 
-def _example(x: torch.Tensor, state: RunState, plan: Plan, device: torch.device) -> torch.Tensor:
+def _example(x: Images, state: RunState, plan: Plan, device: torch.device) -> torch.Tensor:
     """A first batch as the attacks get it (clean-correct points, ``batch_size`` of them), to compile on."""
     points = state.clean_correct.nonzero().flatten()
     points = points if points.numel() else torch.arange(x.shape[0])
     return x[points[: plan.batch_size]].to(device)
 
 
-def _run_cells(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
+def _run_cells(model: nn.Module, x: Images, y: torch.Tensor, plan: Plan, config: EvalConfig,
                device: torch.device, state: RunState, group: Group, stacklevel: int,
                targets: Targets | None = None) -> tuple[float, float]:
     """Every cell (sharded over ``group`` when it has several ranks); this rank's seconds, and of them
@@ -285,7 +303,7 @@ def _run_cells(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, c
     return time.perf_counter() - started, gather
 
 
-def _run_runner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
+def _run_runner(model: nn.Module, x: Images, y: torch.Tensor, plan: Plan, config: EvalConfig,
                 device: torch.device, state: RunState, group: Group, bar: Any, attacked: nn.Module,
                 stacklevel: int, targets: Targets | None = None) -> float:
     """One :class:`Runner` (a :class:`ShardedRunner` over several ranks) over every cell; the gather's seconds."""
@@ -314,7 +332,7 @@ def _run_runner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, 
     return gather
 
 
-def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
+def run_and_check(model: nn.Module, x: Images | torch.Tensor, y: torch.Tensor, plan: Plan, config: EvalConfig,
                   device: torch.device, stacklevel: int = 2, group: Group = SINGLE) -> Finished:
     """Run the whole grid on the model (moved to ``device`` meanwhile; its modes and gradients are
     restored afterwards, also on an error or an interrupt), then the automatic checks
@@ -323,7 +341,9 @@ def run_and_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
     ``group``: the torch.distributed ranks sharing the batches (see :mod:`.distributed`); every rank
     ends with the same state and runs the checks, whose own attacks the ranks share; rank 0 reports them.
     ``stacklevel``: of the warnings, as ``warnings.warn`` counts it from here (2: this caller).
+    ``x``: the images, read a batch at a time (a tensor is read by index as well).
     """
+    x = as_images(x)
     expected = fingerprint(plan, x, y, model, config.speed)
     home = model_device(model)
     snapshot = ModelState(model)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.source import Images, TensorImages
 from ..errors import UserError
 from ..files import save_atomic
 from ..readback import Damage
@@ -34,6 +35,7 @@ from .state_check import StateCheck, check_fingerprint, check_run_state
 __all__ = [
     "STATE_VERSION",
     "RunState",
+    "DataHash",
     "adaptive_text",
     "data_fingerprint",
     "fingerprint",
@@ -41,6 +43,7 @@ __all__ = [
     "model_fingerprint",
     "report_identity",
     "run_identity",
+    "same_data",
     "speed_text",
 ]
 
@@ -58,18 +61,53 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+class DataHash:
+    """:func:`data_fingerprint` fed a batch at a time, in order (the clean pass reads every image once): after
+    every image of ``x`` went through :meth:`update`, :meth:`hexdigest` equals ``data_fingerprint(x, y)``."""
+
+    def __init__(self, shape: Sequence[int], y: torch.Tensor) -> None:
+        self.h = hashlib.blake2b(digest_size=12)
+        self.h.update(f"{tuple(shape)} {tuple(y.shape)}".encode())
+        self.y, self.n, self.seen = y, int(shape[0]), 0
+
+    def update(self, batch: torch.Tensor) -> None:
+        self.h.update(batch.detach().to("cpu", torch.float32).contiguous().numpy().data)
+        self.seen += int(batch.shape[0])
+
+    def hexdigest(self) -> str:
+        if self.seen != self.n:  # a wrong fingerprint must never pass for the data's
+            raise RuntimeError(f"data fingerprint: {self.seen} of {self.n} images were hashed")
+        h = self.h.copy()
+        h.update(self.y.detach().to("cpu", torch.int64).contiguous().numpy().data)
+        return h.hexdigest()
+
+
+def data_fingerprint(x: torch.Tensor | Images, y: torch.Tensor, batch_size: int = 256) -> str:
     """blake2b (24 hex digits) of the shapes, every image (as float32) and every label (as int64).
 
     One pass over the whole tensors' bytes (no copy when they are already contiguous CPU float32 /
-    int64): two datasets that differ in any pixel or label get different fingerprints.  (States of
-    :data:`STATE_VERSION` 1 hashed the labels and only the first 64 images, 16 hex digits.)
+    int64): two datasets that differ in any pixel or label get different fingerprints.  A streamed
+    :class:`~robustreg.data.source.Images` is read ``batch_size`` images at a time, with the same result as
+    its images in one tensor.  (States of :data:`STATE_VERSION` 1 hashed the labels and only the first 64
+    images, 16 hex digits.)
     """
-    h = hashlib.blake2b(digest_size=12)
-    h.update(f"{tuple(x.shape)} {tuple(y.shape)}".encode())
-    h.update(x.detach().to("cpu", torch.float32).contiguous().numpy().data)
-    h.update(y.detach().to("cpu", torch.int64).contiguous().numpy().data)
+    if isinstance(x, TensorImages):
+        x = x.x
+    h = DataHash(x.shape, y)
+    if isinstance(x, torch.Tensor):
+        h.update(x)
+    else:
+        for idx in torch.arange(len(x)).split(batch_size):
+            h.update(x.read(idx))
     return h.hexdigest()
+
+
+def same_data(path: Path | None, saved: Mapping[str, Any], now: str) -> None:
+    """A saved state's data fingerprint against the one just computed from the data (a streamed dataset's,
+    known once the clean pass has read every image): a UserError naming the field when they differ."""
+    before = saved.get("fingerprint", {}).get("data")
+    if before != now:
+        raise _differs(path, "data", before, now)
 
 
 def _canonical(params: Mapping[str, Any]) -> str:
@@ -91,9 +129,10 @@ def speed_text(speed: SpeedOptions | Mapping[str, Any] | None) -> str:
 _IMPLICIT = {"speed": speed_text(None), "targeted": "untargeted"}
 
 
-def fingerprint(plan: Plan, x: torch.Tensor, y: torch.Tensor, model: nn.Module,
+def fingerprint(plan: Plan, x: torch.Tensor | Images, y: torch.Tensor, model: nn.Module,
                 speed: SpeedOptions | None = None) -> dict[str, Any]:
-    """What identifies a run: a saved state resumes only under the same values."""
+    """What identifies a run: a saved state resumes only under the same values.  The ``data`` entry of a
+    streamed ``x`` is None here: the run fills it in as its clean pass reads the images (:class:`DataHash`)."""
     return {
         "attacks": [f"{p.name} {_canonical(p.params)}" for p in plan.plans],
         "eps": [repr(v) for v in plan.eps],
@@ -102,7 +141,7 @@ def fingerprint(plan: Plan, x: torch.Tensor, y: torch.Tensor, model: nn.Module,
         "seed": repr(plan.seed),
         "early_exit": plan.mode is Mode.CASCADE,  # the field's old name, kept: states written before Mode resume
         "batch_size": int(plan.batch_size),
-        "data": data_fingerprint(x, y),
+        "data": None if getattr(x, "streamed", False) else data_fingerprint(x, y),
         "model": model_fingerprint(model),
         "speed": speed_text(speed),
         "targeted": targeted_text(plan.targeted),
@@ -120,7 +159,7 @@ def _text(value: Any) -> str:
 
 
 def run_identity(plans: Sequence[AttackPlan], eps: Sequence[float], norm: str, mode: str, seed: int | None,
-                 x: torch.Tensor, y: torch.Tensor, model: nn.Module,
+                 x: torch.Tensor | Images, y: torch.Tensor, model: nn.Module,
                  speed: SpeedOptions | None = None, adaptive_budget: float | None = None,
                  targeted: str | None = None) -> dict[str, str]:
     """What a finished report must match to be this run's: :func:`report_identity` of the report it
@@ -184,6 +223,11 @@ def _read(path: Path, what: str) -> Any:
                          f"use another --out/--state to start fresh") from exc
 
 
+def _differs(path: Path | None, key: str, saved: Any, now: Any) -> UserError:
+    return UserError(f"state file {path} was written for a different configuration: {key} differs "
+                     f"(saved {saved!r}, now {now!r}); delete {path} or use another --out/--state to start fresh")
+
+
 def _refused(path: Path, what: str) -> UserError:
     return UserError(f"state file {path}: {what}; delete it or use another --out/--state to start fresh")
 
@@ -208,12 +252,10 @@ def load_state(path: Path, expected: dict[str, Any], check: StateCheck = check_r
     except Damage as exc:
         raise _refused(path, str(exc)) from None
     for key in expected:
+        if expected[key] is None and key == "data":
+            continue  # a streamed dataset's: compared by same_data once the clean pass has read it
         if saved.get(key) != expected[key]:
-            raise UserError(
-                f"state file {path} was written for a different configuration: {key} differs "
-                f"(saved {saved.get(key)!r}, now {expected[key]!r}); delete {path} or use another "
-                f"--out/--state to start fresh"
-            )
+            raise _differs(path, key, saved.get(key), expected[key])
     try:
         check(state, expected)
     except Damage as exc:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.source import Images, as_images
 from ..threat import ThreatModel
 from ..verdict import judge
 
@@ -82,7 +83,8 @@ class Attempt:
 class RemedyContext:
     """The evaluation as a remedy sees it.
 
-    ``model``: the model under evaluation (eval mode, on ``device``); ``x``, ``y``: all n points (CPU);
+    ``model``: the model under evaluation (eval mode, on ``device``); ``x``, ``y``: all n points (CPU; ``x``
+    read by index, ``x[idx]``: a streamed dataset is never all in memory);
     ``eps``: the evaluated budgets, ascending; ``standing[e]``: per eps, the points clean-correct and
     unbroken so far (bool n, CPU; updated as remedies break points); ``check`` and ``message``: the
     warning being answered; ``remedy``: the running remedy's name; ``evaluated``: the evaluation's own
@@ -90,7 +92,7 @@ class RemedyContext:
     """
 
     model: nn.Module
-    x: torch.Tensor
+    x: Images
     y: torch.Tensor
     eps: Sequence[float]
     norm: str
@@ -106,6 +108,9 @@ class RemedyContext:
     attempts: list[Attempt] = field(default_factory=list)
     evaluated: Sequence[tuple[str, dict[str, Any]]] = ()
     box: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        self.x = as_images(self.x)  # a tensor of the images is read by index as well
 
     @property
     def n(self) -> int:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..attack import ModelState
+from ..data.source import Images, as_images
 from ..runtime import model_device
 from .context import Attempt, Budget, RemedyContext
 
@@ -58,7 +59,7 @@ class Adaptive:
         }
 
 
-def run_remedies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[float], norm: str,
+def run_remedies(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, *, eps: Sequence[float], norm: str,
                  standing: Sequence[torch.Tensor], checks: Checks, recheck: Callable[[list[Attempt]], Checks],
                  registry: Any, device: torch.device, seed: int | None, batch_size: int, budget: float,
                  evaluated: Sequence[tuple[str, dict[str, Any]]] = (), rounds: int = 3) -> Adaptive:
@@ -69,14 +70,14 @@ def run_remedies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Seq
     home, snapshot = model_device(model), ModelState(model)
     try:
         model.to(device).eval()
-        return _rounds(model, x, y, eps, norm, standing, checks, recheck, registry, device, seed, batch_size,
+        return _rounds(model, as_images(x), y, eps, norm, standing, checks, recheck, registry, device, seed, batch_size,
                        budget, evaluated, rounds)
     finally:
         model.to(home)
         snapshot.restore()
 
 
-def _rounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], norm: str,
+def _rounds(model: nn.Module, x: Images, y: torch.Tensor, eps: Sequence[float], norm: str,
             standing: Sequence[torch.Tensor], checks: Checks, recheck: Callable[[list[Attempt]], Checks],
             registry: Any, device: torch.device, seed: int | None, batch_size: int, budget: float,
             evaluated: Sequence[tuple[str, dict[str, Any]]], rounds: int) -> Adaptive:
