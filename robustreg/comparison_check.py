@@ -104,7 +104,7 @@ def check_comparison_report(report: Mapping[str, Any]) -> None:
     fingerprinted(report, "data")
     _results(report)
     for pair, value in required(report, "agreement", "", mapping).items():
-        fraction(value, f"agreement[{pair!r}]")
+        nullable(fraction)(value, f"agreement[{pair!r}]")  # None: no sample was attacked (compare's agreement)
     optional(report, "noise", "", _noise)
     for i, entry in enumerate(rows(report.get("disagreements") or [], "disagreements")):
         _disagreement(entry, f"disagreements[{i}]")
