@@ -41,6 +41,7 @@ from .models.outputs import logits_model
 from .registrar import UnknownNameError
 from .registry import AttackSpec, Registry
 from .remedies import run_remedies, suggestions
+from .runtime import resolve_device
 from .threat import ThreatModel, canonical_norm, parse_eps
 from .verdict import attack_and_judge, clean_correct
 
@@ -487,8 +488,6 @@ def compare(
     norm = canonical_norm(norm)  # "Linf", np.inf, ... -> "linf"; reported canonical
     toolkits, attack, threat = _check_args(registry, toolkits, attack, norm, eps, batch_size, seed)
     given = dict(params or {})
-    from .runtime import resolve_device
-
     local = os.environ.get("LOCAL_RANK") if distributed else None  # under torchrun: "cuda" is cuda:LOCAL_RANK
     dev = resolve_device(device, model, local_rank=int(local) if local else None)  # None: where the model is
     x, y, _ = first_samples(data, n)

@@ -20,8 +20,8 @@ from robustreg import (
     UnknownParamError,
     UsageError,
     hookimpl,
-    param_values,
 )
+from robustreg.cli_kit import param_values
 from robustreg.commands.compare import add_parser
 from robustreg.comparison import (
     agreement,

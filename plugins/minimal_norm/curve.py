@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from robustreg.attack import ModelState, ball_slack
-from robustreg.commands.common import (
+from robustreg.cli_kit import (
     DEFAULT_OUT,
     UsageError,
     add_model_data_args,
@@ -380,9 +380,9 @@ def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: torch.Tens
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustreg.commands.outputs import existing_report, output_folders
     from robustreg.evaluation.inputs import first_samples
     from robustreg.lock import ReportGuard
+    from robustreg.output_folders import existing_report, output_folders
     from robustreg.runtime import resolve_device
 
     from .curve_check import saved_identity

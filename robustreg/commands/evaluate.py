@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..registry import Registry
-from .common import (
+from ..cli_kit import (
     UsageError,
     add_adaptive_args,
     add_model_data_args,
@@ -20,6 +19,7 @@ from .common import (
     param_values,
     run_evaluation,
 )
+from ..registry import Registry
 
 __all__ = ["DEFAULT_DATA", "DEFAULT_EPS", "DEFAULT_MODEL", "DEMO_STEPS", "configure", "demo_attacks", "run"]
 

@@ -20,9 +20,10 @@ and int64 labels; indexing and :meth:`LabeledData.tensors` give float32 images i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..hookspecs import hookimpl
+from ..registry import Registrar, Registry
 from .images import (
     load_cifar10,
     load_cifar10_jpeg,
@@ -34,9 +35,6 @@ from .images import (
 )
 from .labeled import CIFAR10_CLASSES, SPLITS, LabeledData, _check_split
 from .npz import load_npz
-
-if TYPE_CHECKING:
-    from ..registry import Registry
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -87,8 +85,6 @@ def robustreg_register_datasets(registrar: Any) -> None:
 
 def builtin_dataset_specs() -> dict[str, Any]:
     """``{name: DatasetSpec}`` of the built-in datasets, without building a full registry."""
-    from ..registry import Registrar
-
     sink: dict[str, dict[str, Any]] = {"datasets": {}}
     robustreg_register_datasets(Registrar(__name__, sink))
     return sink["datasets"]
@@ -123,8 +119,6 @@ def load_data(spec: str, split: str = "test", *, registry: Registry | None = Non
         if name in builtin:
             ds = builtin[name]
         else:
-            from ..registry import Registry
-
             ds = Registry.create().dataset(name)
     if ds.needs_root and root is None:
         raise ValueError(f"dataset {name!r} needs a location: use the spec '{name}:PATH' ({ds.summary})")

@@ -20,6 +20,7 @@ import torch
 from ..attack import Attack
 from ..checks import check_names
 from ..params import canonical_names
+from ..registry import Registry
 from ..runtime import SpeedOptions
 from ..threat import ThreatModel, as_eps, canonical_norm
 
@@ -249,8 +250,6 @@ class Plan:
 
 def make_plan(attacks: Sequence[Any], eps: Any, config: EvalConfig) -> Plan:
     """Plan the grid and fail early: every attack is looked up, checked for the norm and built once."""
-    from ..registry import Registry
-
     values = eps_values(eps, config.norm)
     registry = config.registry if config.registry is not None else Registry.create()
     aliases = registry.param_aliases()  # a toolkit's name (alpha) is read as ours (step_size), in the report too

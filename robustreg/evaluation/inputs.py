@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ..data.checks import check_images, check_labels
+from ..data.collect import collect_samples
 
 __all__ = ["first_samples"]
 
@@ -45,8 +46,6 @@ def first_samples(data: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor,
     or numpy arrays, a map-style torch ``Dataset`` or a ``DataLoader`` (see :mod:`robustreg.data.collect`:
     collected into memory here for now; streaming is a later engine change).
     """
-    from ..data.collect import collect_samples
-
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n must be a positive int or None, got {n!r}")
     collected = collect_samples(data, n)
