@@ -2,11 +2,16 @@
 
 The public API; everything else is private.  Plugins register through the ``robustreg``
 entry-point group with the hooks in :mod:`robustreg.hookspecs`, against plugin API ``PLUGIN_API``
-(its deprecation policy: :mod:`robustreg.plugin_api`).
+(its deprecation policy: :mod:`robustreg.plugin_api`).  A plugin's command is built with
+:mod:`robustreg.cli_kit`, a public module of its own: ``import robustreg`` loads no CLI layer.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from . import attack as _attack_module
+from ._version import __version__
 from .adapters import AdapterEntry, Toolkit, ToolkitAttack, entry_docstring, make_entry_class
 from .adaptive import BPDA, EoT, PassCounter
 from .ascent import copy_rows, draw_seed, pgd_steps, projected_gradient_ascent, seeded_global_rngs
@@ -19,28 +24,19 @@ from .attack import (
     within_eps,
 )
 from .benchmark import benchmark
-from .commands import (
-    UsageError,
-    add_adaptive_args,
-    add_model_data_args,
-    add_run_args,
-    check_run_args,
-    eps_list,
-    param_values,
-    run_evaluation,
-)
 from .data import LabeledData, load_data
 from .defense import Defense, DefenseInfo, DefenseOutput, ExtraTerm, ForwardPass, Mechanism, crafting, unwrap
 from .embedding import Embedding, Head, apply_head, embed
-from .errors import MissingPackageError, UserError
+from .errors import MissingPackageError, UsageError, UserError
 from .evaluation import EvalConfig, Mode, evaluate
 from .files import save_atomic, write_atomic
 from .hookspecs import hookimpl
 from .labels import least_likely
 from .lock import FolderInUse, folder_lock
 from .models import build_model
+from .oneshot import CallableModule, make_attack
 from .params import Param, ParamError, ParamSet, ParamTypeError, UnknownParamError
-from .plugin_api import PLUGIN_API, PluginContractError, RobustregDeprecationWarning
+from .plugin_api import CLI_KIT_NAMES, PLUGIN_API, PluginContractError, RobustregDeprecationWarning, cli_kit_name
 from .progress import Progress, report_progress, wants_progress
 from .registry import (
     AttackConfig,
@@ -58,11 +54,6 @@ from .registry import (
 from .runtime import resolve_device
 from .threat import ThreatModel, parse_eps
 from .training import TrainConfig, Trainer, train
-
-__version__ = "0.1.0"
-
-from . import attack as _attack_module
-from .oneshot import CallableModule, make_attack
 
 # robustreg.attack("pgd", eps=8/255, norm="Linf", steps=10) -> a ready attack; the module stays importable
 _attack_module.__class__ = CallableModule
@@ -117,18 +108,13 @@ __all__ = [
     "UnknownParamError",
     "UsageError",
     "UserError",
-    "add_model_data_args",
     "apply_head",
-    "add_adaptive_args",
-    "add_run_args",
     "build_model",
-    "check_run_args",
     "copy_rows",
     "crafting",
     "draw_seed",
     "embed",
     "entry_docstring",
-    "eps_list",
     "benchmark",
     "evaluate",
     "folder_lock",
@@ -137,13 +123,11 @@ __all__ = [
     "load_data",
     "make_attack",
     "make_entry_class",
-    "param_values",
     "parse_eps",
     "pgd_steps",
     "projected_gradient_ascent",
     "report_progress",
     "resolve_device",
-    "run_evaluation",
     "save_atomic",
     "seeded_global_rngs",
     "train",
@@ -153,3 +137,11 @@ __all__ = [
     "write_atomic",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The command kit's helpers under their old names (``robustreg.add_run_args``): still there, with a
+    warning naming the new import (:data:`robustreg.plugin_api.CLI_KIT_NAMES`), until plugin API 1.2."""
+    if name in CLI_KIT_NAMES:
+        return cli_kit_name(name)
+    raise AttributeError(f"module 'robustreg' has no attribute {name!r}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, ClassVar
 
 import torch
@@ -240,8 +241,6 @@ class Attack:
         """``{distribution: version}`` of the toolkit this attack wraps, for the report's ``environment``;
         ``{}`` for a native attack.  The default reads the distribution named ``info.toolkit``; an adapter
         whose distribution has another name (or several candidates) overrides this."""
-        from importlib import metadata
-
         if cls.info.toolkit == "native":
             return {}
         try:

@@ -26,9 +26,9 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
+from ._version import __version__
 from .checks import CheckWarning
-from .commands import UsageError
-from .errors import UserError, describe_exception, model_code_file
+from .errors import UsageError, UserError, describe_exception, model_code_file
 from .plugin_api import show_deprecations
 from .registry import CORE_PLUGINS, Registry, RegistryError
 
@@ -47,8 +47,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(registry: Registry) -> argparse.ArgumentParser:
     """The full parser: one subcommand per registered command, in registration order (the core's first)."""
-    from . import __version__
-
     parser = _Parser(prog=PROG, description="A plugin-based registry of adversarial attacks and defenses.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors (anywhere on the line)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

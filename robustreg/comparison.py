@@ -14,7 +14,6 @@ toolkit spells an attack differently, the toolkit's plugin says so when it regis
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import sys
 import time
@@ -43,6 +42,8 @@ from .options import with_options
 from .registrar import UnknownNameError
 from .registry import AttackSpec, Registry
 from .remedies import run_remedies, suggestions
+from .runtime import resolve_device
+from .stats import beyond_noise
 from .threat import ThreatModel, parse_eps
 from .verdict import attack_and_judge, clean_correct
 
@@ -332,9 +333,10 @@ def disagreements(broken: Mapping[str, torch.Tensor], index: torch.Tensor,
                   expected_noise: float | None) -> list[dict[str, Any]]:
     """Every pair of toolkits that disagrees on some samples: which (``samples``: indices among the n
     samples), how many (``count``, ``fraction`` of the attacked samples, ``only_broken_by`` each side)
-    and whether that is more than random-start noise: ``beyond_noise`` when ``count`` exceeds the
-    expected ``m * expected_noise`` by a binomial 3-sigma margin plus one sample (None when the noise
-    is unknown)."""
+    and whether that is more than random-start noise: ``beyond_noise`` when the fraction that differs
+    exceeds ``expected_noise`` (the native attack's flips between two seeds) by more than the sampling
+    noise of that rate on the ``m`` samples (:func:`robustreg.stats.beyond_noise`; None when the noise is
+    unknown)."""
     out = []
     for a, b in itertools.combinations(list(broken), 2):
         ba, bb = broken[a].bool(), broken[b].bool()
@@ -342,10 +344,7 @@ def disagreements(broken: Mapping[str, torch.Tensor], index: torch.Tensor,
         count, m = int(differ.sum()), int(differ.numel())
         if not count:
             continue
-        beyond = None
-        if expected_noise is not None:
-            mean = m * expected_noise
-            beyond = count > mean + 3 * math.sqrt(mean * (1 - expected_noise)) + 1
+        beyond = None if expected_noise is None else beyond_noise(count / m - expected_noise, expected_noise, m)
         out.append({"pair": [a, b], "samples": index[differ].tolist(), "count": count, "fraction": count / m,
                     "only_broken_by": {a: int((ba & ~bb).sum()), b: int((bb & ~ba).sum())},
                     "expected_noise": expected_noise, "beyond_noise": beyond})
@@ -482,8 +481,6 @@ def compare(
     norm, seed, batch_size = cfg.norm, cfg.seed, cfg.batch_size  # norm: canonical, as reported
     toolkits, attack, threat = _check_args(registry, cfg.toolkits, attack, norm, eps)
     given = cfg.given
-    from .runtime import resolve_device
-
     local = os.environ.get("LOCAL_RANK") if cfg.distributed else None  # under torchrun: "cuda" is cuda:LOCAL_RANK
     dev = resolve_device(cfg.device, model, local_rank=int(local) if local else None)  # None: where the model is
     x, y, _ = first_samples(data, cfg.n)

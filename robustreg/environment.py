@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from ._version import __version__
+
 __all__ = ["device_name", "environment"]
 
 
@@ -40,8 +42,6 @@ def environment(attack_classes: Iterable[type[Any]], device: torch.device) -> di
     """The report's ``environment``: robustreg, Python and torch versions, each used toolkit's
     distribution and version (``Attack.toolkit_versions``), the device's name, torch's thread count and
     the command line."""
-    from . import __version__
-
     toolkits: dict[str, str] = {}
     for cls in attack_classes:
         toolkits.update(cls.toolkit_versions())

@@ -30,6 +30,7 @@ __all__ = [
     "ModelSpecError",
     "ModelTypeError",
     "StorageError",
+    "UsageError",
     "UserError",
     "close_matches",
     "code_location",
@@ -42,6 +43,11 @@ __all__ = [
 
 class UserError(ValueError):
     """A mistake in what the user gave; ``robustreg`` reports it as one line, exit status 2."""
+
+
+class UsageError(UserError):
+    """A mistake in the command line (a :class:`UserError`); ``robustreg`` reports it as one line, exit
+    status 2."""
 
 
 class ModelCodeError(UserError):

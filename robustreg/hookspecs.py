@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .registry import Registrar
+    from .registrar import Registrar
 
 __all__ = ["hookimpl", "hookspec"]
 

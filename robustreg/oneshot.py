@@ -11,6 +11,7 @@ import types
 from typing import Any
 
 from .attack import Attack
+from .registry import Registry
 from .threat import ThreatModel, parse_eps
 
 __all__ = ["CallableModule", "make_attack"]
@@ -31,8 +32,6 @@ def make_attack(name: str, eps: float | str = 8 / 255, norm: Any = "linf", *, re
         atk = robustreg.attack("pgd", eps="8/255", norm="Linf", steps=10)
         x_adv = atk(model, x, y)
     """
-    from .registry import Registry
-
     registry = registry if registry is not None else Registry.create()
     value = parse_eps(eps) if isinstance(eps, str) else eps
     return registry.build_attack(name, ThreatModel(norm, value), **params)

@@ -13,13 +13,18 @@ Deprecations in force:
   declared parameters typed by their values (``steps=10`` -> ``Param("steps", "int", 10, ...)``).
 - 1.1 (removed in 1.2): a factory function with neither ``params=`` nor a declaration: it takes the
   parameters every attack takes (``robustreg.Attack.declaration()``; none for a defense).
+- 1.1 (removed in 1.2): a command helper from the package root (``robustreg.add_run_args``,
+  ``robustreg.run_evaluation``, ... :data:`CLI_KIT_NAMES`).  They live in :mod:`robustreg.cli_kit`
+  (``from robustreg.cli_kit import add_run_args``), so that ``import robustreg`` loads no CLI layer.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import UserError
 
@@ -27,10 +32,13 @@ __all__ = [
     "PLUGIN_API",
     "UNDECLARED_DEFAULTS",
     "UNDECLARED_FACTORY",
+    "CLI_KIT_IN_ROOT",
+    "CLI_KIT_NAMES",
     "Deprecation",
     "PluginContractError",
     "RobustregDeprecationWarning",
     "api_version",
+    "cli_kit_name",
     "show_deprecations",
 ]
 
@@ -81,6 +89,19 @@ class Deprecation:
 
 UNDECLARED_DEFAULTS = Deprecation("defaults= without declared params", since="1.1", removed_in="1.2")
 UNDECLARED_FACTORY = Deprecation("a factory without declared params", since="1.1", removed_in="1.2")
+CLI_KIT_IN_ROOT = Deprecation("a command helper from the package root", since="1.1", removed_in="1.2")
+# the helpers plugin API 1.0 exported from ``robustreg`` itself
+CLI_KIT_NAMES = ("add_adaptive_args", "add_model_data_args", "add_run_args", "check_run_args", "eps_list",
+                 "param_values", "run_evaluation")
+
+
+def cli_kit_name(name: str) -> Any:
+    """``robustreg.NAME`` for a name of :data:`CLI_KIT_NAMES`: :mod:`robustreg.cli_kit`'s, with one warning
+    naming the new import.  The kit is imported here, on first use, because importing it at the top of
+    ``robustreg`` is what the move avoids (it loads argparse helpers, evaluation and data loading)."""
+    CLI_KIT_IN_ROOT.apply("a plugin's command", f"import it from robustreg.cli_kit "
+                          f"(from robustreg.cli_kit import {name})", used=f"robustreg.{name}", stacklevel=3)
+    return getattr(importlib.import_module("robustreg.cli_kit"), name)
 
 
 def show_deprecations() -> None:

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import UserError
+
 __all__ = ["AMP_CHOICES", "SPEED_KEYS", "FastModel", "SpeedOptions", "fast_model", "model_device", "predict",
            "resolve_device"]
 
@@ -266,8 +268,6 @@ def _first_sentence(exc: BaseException, width: int = 160) -> str:
 def _compile_now(fast: FastModel, example: torch.Tensor, options: SpeedOptions) -> None:
     """Compile on ``example`` as the attacks will call it (a forward with an input gradient, and one
     without); a failure is one line naming the option."""
-    from .errors import UserError
-
     x = example.detach().clone().requires_grad_(True)
     frozen = [(p, p.requires_grad) for p in fast.parameters()]
     try:

@@ -14,7 +14,7 @@ from torch import nn
 import robustreg
 from robustreg.checks import CellView, CheckContext, CheckResult, check_names, registered, traced_ascent
 from robustreg.checks import run_checks as run_checks_of
-from robustreg.checks.context import paired_noise
+from robustreg.stats import paired_noise
 from robustreg.testing import tiny_model
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "checks.md"

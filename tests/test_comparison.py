@@ -20,8 +20,8 @@ from robustreg import (
     UnknownParamError,
     UsageError,
     hookimpl,
-    param_values,
 )
+from robustreg.cli_kit import param_values
 from robustreg.commands.compare import add_parser
 from robustreg.comparison import (
     agreement,
@@ -350,12 +350,25 @@ def test_disagreements_on_constructed_flags():
     assert by_pair[("a", "c")]["beyond_noise"] is False and by_pair[("a", "c")]["samples"] == [100]
     assert disagreements({"a": a, "b": b}, index, None)[0]["beyond_noise"] is None
     assert disagreements({"a": a, "b": a.clone()}, index, 0.0) == []
+
     report = {"attack": "pgd", "eps": 0.3, "norm": "linf", "n": 200, "clean_accuracy": 1.0, "results": [],
               "agreement": {}, "noise": {"toolkit": "native", "seeds": [0, 1], "fraction": 0.02, "count": 2,
                                          "samples": [4, 6]}, "disagreements": found}
     text = render_table(report)
     assert "DISAGREEMENT: a vs b disagree on 20 samples (20.0%, noise 2.0%" in text and "a vs c" not in text
     assert "random-start noise: 2.0%" in text and "0, 2, 4" in render_markdown(report)
+
+
+def test_disagreements_use_the_one_noise_rule():
+    """Beyond noise: the differing fraction exceeds the random-start flips by robustreg.stats's margin
+    (2% expected on 100 samples: noise(0.02, 100) = 0.038, so 6 differing samples are beyond, 5 are not;
+    the former 3-sigma-plus-one-sample rule let up to 7 pass)."""
+    a = torch.zeros(100, dtype=torch.bool)
+    index = torch.arange(100)
+    for count, beyond in ((5, False), (6, True)):
+        b = a.clone()
+        b[:count] = True
+        assert disagreements({"a": a, "b": b}, index, 0.02)[0]["beyond_noise"] is beyond
 
 
 # --- the command --------------------------------------------------------------------------------------

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustreg import Registry
-from robustreg.commands.common import UsageError
+from robustreg import Registry, UsageError
 from robustreg.commands.train import expand_variables, load_config
 from robustreg.training import TrainConfig, Trainer
 

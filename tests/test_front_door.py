@@ -199,7 +199,7 @@ def test_ambiguous_alias_names_both(reg: Registry) -> None:
 
 
 def test_cli_param_alias(reg: Registry) -> None:
-    from robustreg.commands.common import param_values
+    from robustreg.cli_kit import param_values
 
     owners = {"pgd": reg.attack("pgd").params}
     assert param_values(["pgd.alpha=2/255"], owners, where="--attacks", aliases=reg.param_aliases()) == \

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from robustreg import Defense, DefenseInfo, DefenseOutput, Registry, hookimpl
-from robustreg.commands.train import apply_overrides, config_from_args, configure_parser, main
+from robustreg.cli import main
+from robustreg.commands.train import apply_overrides, config_from_args, configure_parser
 from robustreg.commands.train import parse_set_value as parse_value
 from robustreg.schedules import LRSchedule
 from robustreg.training import TrainConfig, Trainer, train

@@ -2,10 +2,11 @@
 entry, with robust accuracy after each of its sub-attacks.
 
 Registered by this plugin (``robustreg_register_commands``), so ``ROBUSTREG_DISABLE_PLUGINS=autoattack``
-takes the command away with the attacks.  Uses robustreg's public API only.
+takes the command away with the attacks.  Uses robustreg's public API only (and its command kit,
+:mod:`robustreg.cli_kit`).
 
 Under torchrun (``torchrun --nproc_per_node N -m robustreg -- autoattack ...``) the suite runs through
-:func:`robustreg.run_evaluation` like ``evaluate``: the evaluation's batches are shared by the ranks and
+:func:`robustreg.cli_kit.run_evaluation` like ``evaluate``: the evaluation's batches are shared by the ranks and
 every call of the suite is seeded afresh, so the report is the one of a single process; rank 0 writes it
 and prints the summary.
 """
@@ -17,6 +18,7 @@ import os
 from typing import Any
 
 import robustreg
+from robustreg import cli_kit
 
 __all__ = ["VERSIONS", "configure", "robustreg_register_commands", "run", "summary"]
 
@@ -25,15 +27,15 @@ HELP = "run the AutoAttack suite (needs pyautoattack)"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    robustreg.add_model_data_args(p)
+    cli_kit.add_model_data_args(p)
     g = p.add_argument_group("suite")
     g.add_argument("--eps", metavar="E", help="budget in [0, 1] units, e.g. 8/255")
     g.add_argument("--version", default="standard", choices=VERSIONS, help="AutoAttack suite (default standard)")
     g.add_argument("--param", action="append", default=[], metavar="[autoattack:VERSION.]KEY=VALUE",
                    help="suite parameter, e.g. verbose=true (repeatable; `robustreg list attacks "
                         "autoattack:standard` shows them)")
-    robustreg.add_adaptive_args(p)
-    robustreg.add_run_args(p)
+    cli_kit.add_adaptive_args(p)
+    cli_kit.add_run_args(p)
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -68,7 +70,7 @@ def summary(report: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     registry: robustreg.Registry = args.registry
-    robustreg.check_run_args(args)
+    cli_kit.check_run_args(args)
     missing = [flag for flag, v in (("--model", args.model), ("--data", args.data), ("--eps", args.eps)) if v is None]
     if missing:
         raise robustreg.UsageError(f"autoattack needs {', '.join(missing)}")
@@ -78,11 +80,11 @@ def run(args: argparse.Namespace) -> int:
         why = f" (plugin failed to load: {failed[0]})" if failed else ""
         raise robustreg.UsageError(f"attack {name!r} is not registered{why}; install AutoAttack with "
                                    "`pip install pyautoattack`")
-    eps = robustreg.eps_list(args.eps, args.eps_scale)
+    eps = cli_kit.eps_list(args.eps, args.eps_scale)
     if len(eps) != 1:
         raise robustreg.UsageError(f"--eps takes one value for autoattack, got {args.eps!r}")
-    params = robustreg.param_values(args.param, {name: registry.attack(name).params}, where="--version")
-    report = robustreg.run_evaluation(args, args.model, args.data, [name], eps, params)
+    params = cli_kit.param_values(args.param, {name: registry.attack(name).params}, where="--version")
+    report = cli_kit.run_evaluation(args, args.model, args.data, [name], eps, params)
     if _main_rank():  # every rank returns the report; rank 0 printed its table
         print()
         print(summary(report))

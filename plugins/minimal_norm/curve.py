@@ -10,9 +10,10 @@ one), never read from the attack's own claims.
 ``--verify NAME --at E,...`` runs a fixed-budget attack at each of those eps (same seed, every
 clean-correct point) and compares: a verifier that breaks a sample whose minimal norm is > eps shows
 the minimal-norm attack missed a smaller perturbation (``count``), and a robust accuracy under the
-verifier below the curve's by more than two binomial standard errors (``beyond_noise``) shows it
-matters; either flags that eps.  Where the verifier finds less than the curve (gradient masking, too
-few steps) nothing is flagged: the curve is then the tighter bound.
+verifier below the curve's by more than sampling noise (``beyond_noise``: two binomial standard errors
+plus one sample, :mod:`robustreg.stats`) shows it matters; either flags that eps.  Where the verifier
+finds less than the curve (gradient masking, too few steps) nothing is flagged: the curve is then the
+tighter bound.
 
 report.json (the source of truth): ``curve`` ([{eps, robust_accuracy}]), ``median_norm`` (the lower
 median over the n samples; null when it is inf), ``norms`` (per sample; null = none found) and
@@ -36,7 +37,7 @@ import torch
 from torch import nn
 
 from robustreg.attack import ModelState, ball_slack
-from robustreg.commands.common import (
+from robustreg.cli_kit import (
     DEFAULT_OUT,
     UsageError,
     add_model_data_args,
@@ -51,6 +52,7 @@ from robustreg.commands.common import (
     start_over_hint,
 )
 from robustreg.options import with_options
+from robustreg.stats import beyond_noise, noise
 from robustreg.threat import NORMS, ThreatModel
 from robustreg.verdict import attack_and_judge, judge
 
@@ -141,11 +143,6 @@ def robust_accuracy_at(norms: torch.Tensor, eps: float, norm: str, x: torch.Tens
     return float((~_fits(norms, eps, norm, x)).double().mean())
 
 
-def _noise(p: float, n: int) -> float:
-    """Two binomial standard errors of an accuracy p over n samples (at least one sample's worth)."""
-    return max(2 * math.sqrt(max(p * (1 - p), 0.0) / n), 1 / n)
-
-
 @dataclass(frozen=True)
 class CurveRun:
     """What a curve attacks, with its options: the model (on ``device``, in the mode to attack it in), the n
@@ -188,10 +185,11 @@ def verify(run: CurveRun, norms: torch.Tensor, correct: torch.Tensor) -> list[di
         accuracy = float((correct & ~broken).double().mean())
         curve_accuracy = float((~fits).double().mean())
         count = int((broken & ~fits).sum())
-        gap, noise = curve_accuracy - accuracy, _noise(curve_accuracy, n)
+        gap = curve_accuracy - accuracy
+        beyond = beyond_noise(gap, curve_accuracy, n)
         rows.append({"attack": cfg.verifier, "eps": eps, "params": _plain(params), "robust_accuracy": accuracy,
-                     "curve_accuracy": curve_accuracy, "flagged": count > 0 or gap > noise, "count": count,
-                     "gap": gap, "noise": noise, "beyond_noise": gap > noise,
+                     "curve_accuracy": curve_accuracy, "flagged": count > 0 or beyond, "count": count,
+                     "gap": gap, "noise": noise(curve_accuracy, n), "beyond_noise": beyond,
                      "curve_only": int((correct & ~broken & fits).sum())})
     return rows
 
@@ -405,9 +403,9 @@ def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: torch.Tens
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustreg.commands.outputs import existing_report, output_folders
     from robustreg.evaluation.inputs import first_samples
     from robustreg.lock import ReportGuard
+    from robustreg.output_folders import existing_report, output_folders
     from robustreg.runtime import resolve_device
 
     from .curve_check import saved_identity

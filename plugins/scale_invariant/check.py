@@ -19,10 +19,10 @@ from robustreg.checks import (
     CheckContext,
     Objective,
     Outcome,
+    beyond_paired_noise,
     ce_loss,
     dlr_loss,
     largest_eps,
-    paired_noise,
     pct,
     quiet_model,
     standing_after_pgd,
@@ -71,7 +71,7 @@ def check_logit_scale(ctx: CheckContext) -> Outcome:
     fewer = int((si_standing & ~ce_standing).sum())  # broken by cross-entropy alone
     numbers = (f"on {n} clean-correct points at eps={eps:g} (20 steps of eps/4), PGD on cross-entropy leaves "
                f"{pct(int(ce_standing.sum()), n)} standing, PGD on {name} {pct(int(si_standing.sum()), n)}")
-    if (extra - fewer) / n > paired_noise(extra, fewer, n):
+    if beyond_paired_noise(extra, fewer, n):
         return "warn", (f"{numbers}: the scale-invariant loss breaks {extra} points cross-entropy left standing "
                         f"(cross-entropy {fewer} it left), beyond sampling noise; the logits' scale weakens "
                         "cross-entropy attacks, so evaluate with a scale-invariant one")

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..commands.common import (
+from ..cli_kit import (
     UsageError,
+    add_image_size_args,
     add_model_data_args,
     check_device,
     check_model_fits_data,
@@ -29,9 +30,9 @@ from ..commands.common import (
     norm_arg,
     param_values,
 )
-from ..commands.data_size import add_image_size_args
+from ..evaluation.distributed import torchrun_env
 from ..runtime import resolve_device
-from ..threat import NORMS
+from ..threat import NORMS, ThreatModel
 
 __all__ = ["ModelArg", "add_analysis_args", "analysis_eps", "attack_names", "attack_params", "load_model_and_data",
            "load_model_arg", "load_models", "model_list", "one_attack", "parse_model_arg", "record_inputs", "samples",
@@ -97,8 +98,6 @@ def check_common(args: argparse.Namespace) -> None:
 
 def _device(args: argparse.Namespace) -> torch.device:
     """``--device``; under torchrun plain ``cuda`` (or ``auto`` with CUDA) is this rank's ``cuda:LOCAL_RANK``."""
-    from ..evaluation.distributed import torchrun_env
-
     local = os.environ.get("LOCAL_RANK") if torchrun_env() else None
     try:
         # no --device: where a loaded model is, the CPU (resolve_device(None) alone would mean "auto")
@@ -216,8 +215,6 @@ def load_models(args: argparse.Namespace, flag: str = "--model"
 def one_attack(args: argparse.Namespace, analysis: str, flag: str = "--attacks") -> tuple[str, Any]:
     """(name, Attack) for analyses that take exactly one attack at one ``--eps``: built from the registry with
     its defaults, ``--param`` values and ``--seed``, as evaluate builds it."""
-    from ..threat import ThreatModel
-
     names = attack_names(args, flag)
     if len(names) != 1:
         raise UsageError(f"{flag} {getattr(args, flag.lstrip('-').replace('-', '_'))!r}: {analysis} takes one "

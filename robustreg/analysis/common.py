@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..evaluation.checking import clean_correct
 from ..figures import figure, figure_png
@@ -65,8 +66,6 @@ def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", en
     if not enabled:
         yield from items
         return
-    from tqdm import tqdm
-
     yield from tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import close_matches
 from ..hookspecs import hookimpl
+from ..stats import beyond_noise, beyond_paired_noise, noise, paired_noise
 from .cells import (
     check_attack_flags,
     check_black_box_beats_white_box,
@@ -39,7 +40,7 @@ from .cells import (
     check_silent_success,
 )
 from .classes import check_more_outputs_than_classes
-from .context import DOC, STATUSES, CellView, CheckContext, CheckResult, CheckWarning, Outcome, paired_noise, pct
+from .context import DOC, STATUSES, CellView, CheckContext, CheckResult, CheckWarning, Outcome, pct
 from .kit import PIECE, Objective, ce_loss, dlr_loss, largest_eps, quiet_model, standing_after_pgd
 from .model import (
     check_nan_logits,
@@ -55,7 +56,8 @@ if TYPE_CHECKING:
     from ..specs import CheckSpec
 
 __all__ = ["CHECKS", "DOC", "PIECE", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Checks",
-           "Objective", "Outcome", "Trace", "ce_loss", "check_names", "dlr_loss", "largest_eps", "paired_noise", "pct",
+           "Objective", "Outcome", "Trace", "beyond_noise", "beyond_paired_noise", "ce_loss", "check_names", "dlr_loss",
+           "largest_eps", "noise", "paired_noise", "pct",
            "quiet_model", "registered", "robustreg_register_checks", "run_checks", "standing_after_pgd",
            "traced_ascent", "warn_checks"]
 

@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from .context import CellView, CheckContext, Outcome, noise
+from ..stats import beyond_noise
+from .context import CellView, CheckContext, Outcome
 
 __all__ = ["check_attack_flags", "check_black_box_beats_white_box", "check_eps_monotonic",
            "check_incomplete_optimization", "check_iterative_beats_single_step", "check_silent_success"]
@@ -54,7 +55,7 @@ def check_iterative_beats_single_step(ctx: CheckContext) -> Outcome:
                     continue
                 compared += 1
                 p_one, p_it = one.rate(common), it.rate(common)
-                if p_one - p_it > noise(p_one, n):
+                if beyond_noise(p_one - p_it, p_one, n):
                     found.append(f"at eps={eps:g}, {it.attack} broke {100 * p_it:.1f}% and the single-step "
                                  f"{one.attack} {100 * p_one:.1f}% of the same {n} points")
     if not compared:
@@ -79,7 +80,7 @@ def check_eps_monotonic(ctx: CheckContext) -> Outcome:
                 continue
             compared += 1
             acc_small, acc_large = 1 - small.rate(common), 1 - large.rate(common)
-            if acc_large - acc_small > noise(acc_small, n):
+            if beyond_noise(acc_large - acc_small, acc_small, n):
                 found.append(f"{attack}: {100 * acc_large:.1f}% at eps={large.eps:g} > {100 * acc_small:.1f}% at "
                              f"eps={small.eps:g} ({n} points)")
     if not compared:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,10 +11,11 @@ from torch import nn
 
 from ..attack import KINDS
 from ..data.source import Images, as_images
+from ..stats import noise, paired_noise
 from ..threat import NORMS, ThreatModel
 
 __all__ = ["DOC", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Outcome", "noise",
-           "paired_noise", "pct"]
+           "paired_noise", "pct"]  # noise, paired_noise: robustreg.stats's, where the checks always found them
 
 STATUSES = ("ok", "warn", "skipped")
 DOC = "docs/checks.md"
@@ -151,22 +151,6 @@ class CheckContext:
 
     def threat(self, eps: float) -> ThreatModel:
         return ThreatModel(self.norm, eps, self.box)
-
-
-def noise(p: float, n: int) -> float:
-    """Sampling noise of an accuracy p measured on n points: two standard errors plus one point."""
-    return 2 * math.sqrt(max(p * (1 - p), 0.0) / n) + 1 / n
-
-
-def paired_noise(only_a: int, only_b: int, n: int) -> float:
-    """Sampling noise of the difference of two accuracies measured on the same n points, where ``only_a``
-    points are counted by the first alone and ``only_b`` by the second alone (the discordant pairs):
-    two standard errors of the paired difference plus one point, as :func:`noise` for one accuracy.
-    Points on which both agree carry no information about the difference, so two attacks that break
-    different points but as many of them are within noise however many there are."""
-    d = (only_a - only_b) / n
-    variance = max((only_a + only_b) / n - d * d, 0.0) / n
-    return 2 * math.sqrt(variance) + 1 / n
 
 
 def pct(count: int, n: int) -> str:

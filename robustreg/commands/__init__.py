@@ -3,8 +3,9 @@
 This module is a core plugin (``robustreg.registry.CORE_PLUGINS``): its
 ``robustreg_register_commands`` adds ``list``, ``evaluate``, ``compare`` and ``train`` through the
 same hook a plugin uses, so ``robustreg.cli`` only builds the parser from the registered commands.
-The helpers every command shares (:mod:`robustreg.commands.common`) are public API
-(``robustreg.add_model_data_args``, ``robustreg.run_evaluation``, ...) for plugins' commands.
+The kit every command is built with is :mod:`robustreg.cli_kit`, a public module for plugins'
+commands as much as for these (re-exported here and in ``robustreg.commands.common`` for plugins written
+before it moved).
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ..hookspecs import hookimpl
-from . import analyze, compare, evaluate, listing
-from . import train as train_command
-from .common import (
+from ..cli_kit import (
     DEFAULT_OUT,
     UsageError,
     add_adaptive_args,
@@ -26,6 +24,9 @@ from .common import (
     param_values,
     run_evaluation,
 )
+from ..hookspecs import hookimpl
+from . import analyze, compare, evaluate, listing
+from . import train as train_command
 
 if TYPE_CHECKING:
     from ..registry import Registrar

@@ -14,12 +14,12 @@ import argparse
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .common import DEFAULT_OUT, UsageError, start_over_hint
-
-if TYPE_CHECKING:
-    from ..registry import Registry
+from ..analysis import write_analysis
+from ..cli_kit import DEFAULT_OUT, UsageError, start_over_hint
+from ..evaluation.distributed import env_world_size, torchrun_env
+from ..output_folders import output_folders
+from ..registry import Registry
 
 __all__ = ["HELP", "configure", "run"]
 
@@ -28,8 +28,6 @@ HELP = "the analyses the installed plugins registered (`robustreg analyze --help
 
 def _registry(p: argparse.ArgumentParser) -> Registry:
     """The registry ``robustreg.cli.build_parser`` put into the command's defaults (else the installed one)."""
-    from ..registry import Registry
-
     registry = p.get_default("registry")
     return registry if isinstance(registry, Registry) else Registry.create()
 
@@ -43,10 +41,6 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import write_analysis
-    from ..evaluation.distributed import env_world_size, torchrun_env
-    from .outputs import output_folders
-
     analyses = args.registry.analyses()
     if args.analysis is None:
         names = ", ".join(a.name for a in analyses) or "none installed"

@@ -11,21 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..comparison import compare, default_toolkits, registered_toolkits, render_markdown, render_table
-from ..comparison_check import check_comparison_report
-from ..evaluation.distributed import Group
-from ..evaluation.inputs import first_samples
-from ..evaluation.state import adaptive_text, data_fingerprint, model_fingerprint
-from ..files import write_set_atomic
-from ..lock import ReportGuard
-from ..registry import Registry
-from ..threat import NORMS, ThreatModel
-from .common import (
+from ..cli_kit import (
     UsageError,
     adaptive_budget,
     adaptive_options,
     add_adaptive_args,
     add_any_input_size,
+    add_image_size_args,
     add_model_output_args,
     check_device,
     check_model_fits_data,
@@ -38,8 +30,16 @@ from .common import (
     param_values,
     start_over_hint,
 )
-from .data_size import add_image_size_args
-from .outputs import existing_report, output_folders
+from ..comparison import compare, default_toolkits, registered_toolkits, render_markdown, render_table
+from ..comparison_check import check_comparison_report
+from ..evaluation.distributed import Group
+from ..evaluation.inputs import first_samples
+from ..evaluation.state import adaptive_text, data_fingerprint, model_fingerprint
+from ..files import write_set_atomic
+from ..lock import ReportGuard
+from ..output_folders import existing_report, output_folders
+from ..registry import Registry
+from ..threat import NORMS, ThreatModel
 
 __all__ = ["add_parser", "configure", "run"]
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..evaluation.config import Mode
-from ..evaluation.targets import TARGETED_MODES
-from ..registry import Registry
-from .common import (
+from ..cli_kit import (
     UsageError,
     add_adaptive_args,
     add_model_data_args,
@@ -22,6 +19,9 @@ from .common import (
     param_values,
     run_evaluation,
 )
+from ..evaluation.config import Mode
+from ..evaluation.targets import TARGETED_MODES
+from ..registry import Registry
 
 __all__ = ["DEFAULT_DATA", "DEFAULT_EPS", "DEFAULT_MODEL", "DEMO_STEPS", "configure", "demo_attacks", "run"]
 

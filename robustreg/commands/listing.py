@@ -11,13 +11,14 @@ import fnmatch
 import json
 from typing import Any
 
+from .._version import __version__
 from ..attack import COMMON_PARAMS
+from ..cli_kit import UsageError, norm_arg
 from ..params import ParamSet
 from ..plugin_api import PLUGIN_API
 from ..registry import Registry
 from ..tables import format_table
 from ..threat import NORMS
-from .common import UsageError, norm_arg
 
 __all__ = ["LIST_KINDS", "configure", "run"]
 
@@ -184,8 +185,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if kind == "plugins":  # a failed plugin's error is shown whole
-        from .. import __version__  # (robustreg/__init__ imports this module)
-
         print(f"plugin API {PLUGIN_API} (robustreg {__version__}; see README, \"Migrating a plugin\")\n")
     print(_render(rows, _COLUMNS[kind], args.markdown, max_cell=None if kind == "plugins" else _TERMINAL_CELL))
     return 0

@@ -12,15 +12,13 @@ import argparse
 import json
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..schedules import SCHEDULES
-from ..training.config import TrainConfig
-from ..training.loop import train
-from .common import (
+import yaml
+
+from ..cli_kit import (
     MAX_SEED,
     UsageError,
     add_any_input_size,
@@ -31,9 +29,13 @@ from .common import (
     load_model,
     param_values,
 )
+from ..registry import Registry
+from ..schedules import SCHEDULES
+from ..training.config import TrainConfig
+from ..training.loop import train
 
 __all__ = ["HELP", "apply_overrides", "config_from_args", "configure", "configure_parser", "expand_variables",
-           "load_config", "main", "parse_set_value", "resume_hint", "run"]
+           "load_config", "parse_set_value", "resume_hint", "run"]
 
 HELP = "train a model with a registered defense (checkpoints, exact resume, DDP)"
 DESCRIPTION = "Train MODEL on DATA with DEFENSE; re-run with the same --out to resume from last.pt."
@@ -66,8 +68,6 @@ def parse_set_value(text: str) -> Any:
     Config keys may hold lists and mappings, so this reads YAML; ``--param`` values are typed by the
     defense's declaration instead (:meth:`robustreg.Param.parse`).
     """
-    import yaml
-
     try:
         return _numbers(yaml.safe_load(text))
     except yaml.YAMLError:
@@ -105,8 +105,6 @@ def expand_variables(value: Any, environ: Mapping[str, str] | None = None) -> An
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML training config into a dict (keys are :class:`TrainConfig` fields); ``${VAR}`` and
     ``${VAR:-default}`` in its strings come from the environment (:func:`expand_variables`)."""
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"config file {str(p)!r} does not exist")
@@ -154,8 +152,6 @@ def _defense_params(items: Sequence[str], defense: str, registry: Any) -> dict[s
     if not items:
         return {}
     if registry is None:
-        from ..registry import Registry
-
         registry = Registry.create()
     return param_values(items, {defense: registry.defense(defense).params}, where="--defense").get(defense, {})
 
@@ -281,14 +277,12 @@ def run(args: argparse.Namespace) -> int:
     """The ``robustreg train`` command: trains, prints the final checkpoint path, returns 0.
 
     Errors propagate (ValueError for bad input, the registry's UnknownNameError for unknown names):
-    ``robustreg``'s main prints them as one line (tracebacks with ``--debug``), as :func:`main` does.
+    ``robustreg``'s main (:func:`robustreg.cli.main`) prints them as one line (tracebacks with ``--debug``).
     ``args.registry`` (set by the ``robustreg`` CLI) is used when present.
     """
     config = config_from_args(args)
     registry = getattr(args, "registry", None)
     if registry is None:
-        from ..registry import Registry
-
         registry = Registry.create()
     _check_before_training(config, registry, getattr(args, "any_input_size", False))
     try:
@@ -310,11 +304,3 @@ def _check_before_training(config: TrainConfig, registry: Any, any_input_size: b
     data = load_dataset(given, config.data, "train")
     check_model_fits_data(model, data, config.model, config.data, trainable=True, registry=registry,
                           any_input_size=any_input_size)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``robustreg train ...`` from Python (``argv`` may start with ``"train"``): the CLI's own handling."""
-    from ..cli import main as cli_main
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return cli_main(argv if argv[:1] == ["train"] else ["train", *argv])

@@ -24,9 +24,10 @@ a batch at a time; ``--resize N --center-crop N`` size its images, RobustBench's
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..hookspecs import hookimpl
+from ..registry import Registrar, Registry
 from .folder import FolderData, load_imagefolder
 from .images import (
     load_cifar10,
@@ -39,9 +40,6 @@ from .images import (
 )
 from .labeled import CIFAR10_CLASSES, SPLITS, LabeledData, _check_split
 from .npz import load_npz
-
-if TYPE_CHECKING:
-    from ..registry import Registry
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -96,8 +94,6 @@ def robustreg_register_datasets(registrar: Any) -> None:
 
 def builtin_dataset_specs() -> dict[str, Any]:
     """``{name: DatasetSpec}`` of the built-in datasets, without building a full registry."""
-    from ..registry import Registrar
-
     sink: dict[str, dict[str, Any]] = {"datasets": {}}
     robustreg_register_datasets(Registrar(__name__, sink))
     return sink["datasets"]
@@ -132,8 +128,6 @@ def load_data(spec: str, split: str = "test", *, registry: Registry | None = Non
         if name in builtin:
             ds = builtin[name]
         else:
-            from ..registry import Registry
-
             ds = Registry.create().dataset(name)
     if ds.needs_root and root is None:
         raise ValueError(f"dataset {name!r} needs a location: use the spec '{name}:PATH' ({ds.summary})")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .labeled import CIFAR10_CLASSES, LabeledData, _check_split, _need_root
 
@@ -47,8 +48,6 @@ def load_digits(split: str = "test", root: str | None = None) -> LabeledData:
 
 def load_digits28(split: str = "test", root: str | None = None) -> LabeledData:
     """The ``digits`` images and split, bilinearly upsampled to 1x28x28 (MNIST size), in [0, 1]."""
-    import torch.nn.functional as F
-
     _check_split(split)
     x, y = _digits_split(split)
     x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)

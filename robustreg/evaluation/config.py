@@ -23,6 +23,7 @@ from ..checks import check_names
 from ..options import with_options
 from ..params import canonical_names
 from ..plugin_api import RobustregDeprecationWarning
+from ..registry import Registry
 from ..runtime import SpeedOptions
 from ..specs import AttackConfig
 from ..threat import ThreatModel, as_eps, canonical_norm
@@ -283,8 +284,6 @@ class Plan:
 def make_plan(attacks: Sequence[Any], eps: Any, config: EvalConfig) -> Plan:
     """Plan the grid and fail early: every attack is looked up, checked for the norm, its parameters resolved
     (merged and validated, once) and built once."""
-    from ..registry import Registry
-
     values = eps_values(eps, config.norm)
     registry = config.registry if config.registry is not None else Registry.create()
     aliases = registry.param_aliases()  # a toolkit's name (alpha) is read as ours (step_size), in the report too

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data.checks import check_images, check_labels
+from ..data.collect import read_samples
 from ..data.source import Images, TensorImages
 
 __all__ = ["first_images", "first_samples", "in_memory"]
@@ -54,8 +55,6 @@ def first_images(data: Any, n: int | None) -> tuple[Images, torch.Tensor, dict[s
     numpy arrays, a map-style torch ``Dataset`` or a ``DataLoader`` (see :mod:`robustreg.data.collect`: a Dataset
     is streamed, a shuffling DataLoader collected; the description's ``read`` says which).
     """
-    from ..data.collect import read_samples
-
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n must be a positive int or None, got {n!r}")
     if callable(getattr(data, "tensors", None)) and isinstance(data, Sized) and not isinstance(data, Dataset):

@@ -13,10 +13,13 @@ import torch
 from torch import nn
 
 from ..checks import warn_checks
+from ..checks.classes import more_outputs_message
 from ..data.source import Images
 from ..lock import ReportGuard
+from ..models.outputs import LogitsOf, logits_model, output_on
 from ..remedies import suggestions
-from ..runtime import resolve_device
+from ..report import write_report
+from ..runtime import model_device, resolve_device
 from .config import EvalConfig, Plan, make_plan
 from .distributed import SINGLE, Group, process_group
 from .inputs import first_images
@@ -148,9 +151,6 @@ def evaluate(
 def _with_logits(model: nn.Module, x: Images, cfg: EvalConfig) -> tuple[nn.Module, EvalConfig]:
     """The model reduced to its logits (``cfg.output``, or a Hugging Face-style ``.logits``) and the report's
     model entry saying so; the model itself when it returns logits."""
-    from ..models.outputs import LogitsOf, logits_model
-    from ..runtime import model_device
-
     used = logits_model(model, cfg.output, x[:1].to(model_device(model)))
     if not isinstance(used, LogitsOf):
         return model, cfg
@@ -163,10 +163,6 @@ def _warn_more_outputs(model: nn.Module, x: Images, data_info: Mapping[str, Any]
                        cfg: EvalConfig) -> EvalConfig:
     """One warning line before any work when the model has more outputs than the data has classes (the
     report's more-outputs-than-classes check records it too); the config carrying the class count to it."""
-    from ..checks.classes import more_outputs_message
-    from ..models.outputs import output_on
-    from ..runtime import model_device
-
     num_classes = (cfg.data_info or {}).get("num_classes", data_info.get("num_classes"))
     if num_classes is None:
         return cfg
@@ -195,8 +191,6 @@ def _evaluate(model: nn.Module, x: Images, y: torch.Tensor, data_info: dict[str,
             adaptive_report(report, adaptive)  # in place: the report stays an EvalReport
         path = cfg.state_file
         if cfg.out_dir is not None:
-            from ..report import write_report
-
             if guard is not None:
                 guard.check(report, kept=f" (its state is kept in {path})" if path is not None else "")
             write_report(report, cfg.out_dir)

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..data.source import Images
 from ..errors import ModelCodeError, UserError, describe_exception
+from ..models.outputs import FLAG, describe_output
 
 __all__ = ["probe_model"]
 
@@ -53,8 +54,6 @@ def _check_inputs(model: nn.Module, x: Any, y: Any, trainable: bool) -> None:
 
 def _check_logits(out: Any, n: int, y: torch.Tensor, num_classes: int | None) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
-        from ..models.outputs import FLAG, describe_output
-
         raise UserError(f"the model must return a tensor of logits N x K, got a {describe_output(out)}; pick the "
                         f"logits with {FLAG}")
     if out.dim() != 2 or out.shape[0] != n:

@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._version import __version__
 from ..attack import PASS_EXTRAS
 from ..environment import environment
+from ..report import render_csv, robust_accuracy_figure
 from .cells import EVER_BROKEN, masked_mean
 from .config import EvalConfig, Mode, Plan
 from .samples import SampleVerdicts, bits, read_samples
@@ -48,15 +50,11 @@ class EvalReport(dict[str, Any]):
             import pandas as pd
         except ImportError:
             raise ImportError("EvalReport.to_pandas needs pandas: pip install pandas") from None
-        from ..report import render_csv
-
         return pd.read_csv(io.StringIO(render_csv(self)))
 
     def plot(self) -> Any:
         """Robust accuracy vs eps (one line per attack and the worst case) as a ``matplotlib.figure.Figure``
         on its own canvas: the global backend never changes, and a notebook shows it when it is returned."""
-        from ..report import robust_accuracy_figure
-
         return robust_accuracy_figure(self)
 
     def samples(self) -> SampleVerdicts:
@@ -185,8 +183,6 @@ def build_report(plan: Plan, state: RunState, model: nn.Module, data_info: Mappi
     ``gather_seconds_per_rank`` of them those after its own batches: waiting for the others, the gather;
     ``targeted``: a targeted run's entry, :meth:`robustreg.evaluation.targets.Targets.entry`: its robust
     accuracy counts the points clean-correct whose target was not reached)."""
-    from .. import __version__
-
     n = state.n
     return EvalReport({
         "schema_version": REPORT_SCHEMA_VERSION,

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..attack import Attack, ModelState
 from ..data.source import Images, as_images
@@ -212,8 +213,6 @@ class ShardedRunner(Runner):
 def _progress_bar(progress: bool, total: int) -> Any:
     if not progress:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, unit="pt", dynamic_ncols=True, leave=False)
 
 

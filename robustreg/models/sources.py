@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from ..registry import Registry
+
 if TYPE_CHECKING:
-    from ..registry import Registry
     from ..specs import ModelSourceSpec
 
 __all__ = ["model_source"]
@@ -26,8 +27,6 @@ def model_source(spec: str, registry: Registry | None) -> tuple[ModelSourceSpec,
     if not sep or not _PREFIX.match(prefix):
         return None
     if registry is None:
-        from ..registry import Registry
-
         registry = Registry.create()
     if spec in registry.entries("models"):
         return None

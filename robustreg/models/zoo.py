@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..data import load_data
 from ..files import save_atomic
 from .small import DigitsCNN, digits_cnn
 
@@ -33,8 +34,6 @@ def train_digits_cnn(*, seed: int = 0, epochs: int = 15, batch_size: int = 64, l
     afterwards: on a busy machine one thread is much faster for so small a net); a few seconds;
     test accuracy about 98%.
     """
-    from ..data import load_data
-
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}")
     if not isinstance(epochs, int) or epochs < 1:

@@ -12,18 +12,27 @@ The first field that is wrong raises :class:`~robustreg.readback.Damage`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from ..readback import Damage, integer, mapping, number, optional, required, rows, text
 
-if TYPE_CHECKING:
-    from .state import TrainState
-
-__all__ = ["check_checkpoint", "check_header"]
+__all__ = ["RunShape", "check_checkpoint", "check_header"]
 
 MT_WORDS = 624  # the Mersenne Twister's state: numpy's keys; Python's random adds its position (625)
+
+
+class RunShape(Protocol):
+    """What a checkpoint is checked against: the run about to resume (a
+    :class:`~robustreg.training.state.TrainState`, which imports this module)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    steps_per_epoch: int
+    total_steps: int
+    world_size: int
 
 
 def check_header(state: Mapping[str, Any]) -> None:
@@ -67,7 +76,7 @@ def _optimizer(state: Mapping[str, Any], optimizer: torch.optim.Optimizer) -> No
             raise Damage(f"optimizer: param_groups[{i}] holds {len(params)} parameters, expected {len(like['params'])}")
 
 
-def _data(state: Mapping[str, Any], train: TrainState, step: int) -> None:
+def _data(state: Mapping[str, Any], train: RunShape, step: int) -> None:
     data = required(state, "data", "", mapping)
     required(data, "generator", "data", lambda value, at: _tensor(value, at, train.generator.get_state()))
     perm = data.get("perm")
@@ -126,7 +135,7 @@ def _ranks(state: Mapping[str, Any], world_size: int) -> None:
                 required(mapping(meters, f"ranks[{r}]: meters"), key, f"ranks[{r}]: meters", _meter)
 
 
-def check_checkpoint(state: Mapping[str, Any], train: TrainState) -> None:
+def check_checkpoint(state: Mapping[str, Any], train: RunShape) -> None:
     """A checkpoint whose configuration, world size and steps matched ``train``'s."""
     _model(state, train.model)
     _optimizer(state, train.optimizer)

@@ -19,10 +19,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
+from ..data import builtin_dataset_specs, load_data
+from ..data.checks import check_images, check_labels
 from ..defense import Defense, DefenseOutput
 from ..files import remove_stale_temporaries, save_atomic
 from ..lock import folder_lock
+from ..models import build_model, load_checkpoint, set_pixel_mean
+from ..registry import Registry
 from ..schedules import LRSchedule
 from . import distributed
 from .config import TrainConfig
@@ -166,16 +171,12 @@ class Trainer:
 
     def _registry_or_default(self) -> Any:
         if self._registry is None:
-            from ..registry import Registry
-
             self._registry = Registry.create()
         return self._registry
 
     def _load_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         data = self._data_arg
         if data is None:
-            from ..data import load_data
-
             data = load_data(self.config.data, split="train", registry=self._registry_or_default())
         if isinstance(data, (tuple, list)) and len(data) == 2:
             x, y = data
@@ -191,8 +192,6 @@ class Trainer:
         if not (torch.is_tensor(y) and y.dtype == torch.int64 and y.shape == x.shape[:1]):
             raise ValueError(f"training labels must be int64 of shape ({x.shape[0]},), got "
                              f"{getattr(y, 'dtype', type(y))} of shape {tuple(getattr(y, 'shape', ()))}")
-        from ..data.checks import check_images, check_labels
-
         check_images(x, "training images")
         check_labels(y, "training labels")
         return x.contiguous(), y.contiguous()
@@ -200,8 +199,6 @@ class Trainer:
     def _build_model(self) -> nn.Module:
         arg, cfg = self._model_arg, self.config
         if arg is None:
-            from ..models import build_model
-
             model: Any = build_model(cfg.model, weights=cfg.weights, normalize=cfg.normalize,
                                      registry=self._registry_or_default(), **cfg.model_params)
         else:
@@ -209,16 +206,12 @@ class Trainer:
             if not isinstance(model, nn.Module):
                 raise TypeError(f"model factory returned {type(model).__name__}, not an nn.Module")
             if cfg.weights:
-                from ..models import load_checkpoint
-
                 model = load_checkpoint(model, cfg.weights)
         return model
 
     def _dataset_spec(self) -> Any:
         """The registered spec of ``config.data``'s name (None for a dataset the registry does not know)."""
         name = self.config.data.split(":", 1)[0].lower()
-        from ..data import builtin_dataset_specs
-
         try:
             return self._registry_or_default().dataset(name)
         except LookupError:
@@ -288,8 +281,6 @@ class Trainer:
         seed_global(cfg.seed)
         model = self._build_model()
         if images is not None:  # a pixel-mean model front without a mean image (not from the weights)
-            from ..models import set_pixel_mean
-
             set_pixel_mean(model, images)
         model = model.to(device)
         if cfg.channels_last and device.type == "cuda":
@@ -331,8 +322,6 @@ class Trainer:
                                 resume_step=state.step or None),
                    start_step=state.step)
         if rank == 0 and not cfg.quiet:
-            from tqdm.auto import tqdm
-
             run.bar = tqdm(total=state.total_steps, initial=state.step, desc=f"train {cfg.defense}", unit="step",
                            dynamic_ncols=True)
         state.start_clock()

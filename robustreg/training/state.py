@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._version import __version__
 from ..defense import Defense
 from ..embedding import Head, apply_head, model_head
 from ..errors import UserError
@@ -32,7 +33,7 @@ from ..readback import Damage
 from ..schedules import DefenseParamSchedule, LRSchedule
 from . import distributed
 from .checkpoint_check import check_checkpoint, check_header
-from .config import RUNTIME_KEYS, TrainConfig
+from .config import RUNTIME_KEYS, TRAIN_PARAMS, TrainConfig
 from .logging import Meter
 
 __all__ = ["CHECKPOINT_FORMAT", "TrainState", "final_checkpoint", "global_rng_state", "preserve_global_rng",
@@ -146,8 +147,6 @@ _ABSENT_MEANT: dict[str, Any] = {"lr_warmup_epochs": 0.0}
 
 def _config_diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """The differing keys; a key a checkpoint of an older robustreg lacks counts as its declared default."""
-    from .config import TRAIN_PARAMS
-
     defaults = _normalised({**{p.name: p.default for p in TRAIN_PARAMS}, **_ABSENT_MEANT})
     saved = {**{k: v for k, v in defaults.items() if k not in saved and k in now}, **saved}
     keys = sorted((set(saved) | set(now)) - RUNTIME_KEYS)
@@ -231,8 +230,6 @@ class TrainState:
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: plain, weights_only-safe values.  Collective under DDP (gathers every rank's RNGs,
         defense state and meters); every rank gets the same dict."""
-        from .. import __version__
-
         ranks = distributed.all_gather_objects(self._rank_state(), self.world_size)
         step = self.step
         return {
