@@ -16,6 +16,7 @@ sits on the box in that direction, so clip(x + eps * d) is x there whatever the 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,14 +24,31 @@ from torch import nn
 
 from robustreg import ThreatModel, UsageError
 from robustreg.analysis import analysis_eps
+from robustreg.options import flag, positive_int, seed_value
 
 from ..attacks import StepFGSM, StepLL, least_likely
 
-__all__ = ["DEFAULT_EPS", "DIRECTIONS", "directions", "input_gradient", "perturb", "random_signs", "sign_eps"]
+__all__ = ["DEFAULT_EPS", "DIRECTIONS", "SweepConfig", "directions", "input_gradient", "perturb", "random_signs",
+           "sign_eps"]
 
 DIRECTIONS = ("step_ll", "step_FGSM", "random sign")
 DEFAULT_EPS = "0,1/255,2/255,4/255,6/255,8/255,10/255,12/255,14/255,16/255"  # Figs. 4-6: eps = 0..16 (of 255)
 
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The options of a sweep along the directions (gradient-correlation, softmax-argument: their keyword
+    arguments), checked once; ``options`` given to the analysis replace these fields."""
+
+    seed: int = 0
+    batch_size: int = 256
+    show_progress: bool = False
+
+    def __post_init__(self) -> None:
+        seed_value("seed", self.seed, optional=False)
+        positive_int("batch_size", self.batch_size)
+        flag("show_progress", self.show_progress)
 
 def input_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None, *,
                    least_likely_class: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,9 +34,9 @@ from robustreg.analysis import (
     progress,
     record_inputs,
 )
-from robustreg.options import flag, positive_int, seed_value, with_options
+from robustreg.options import with_options
 
-from .directions import DEFAULT_EPS, directions, input_gradient, perturb, random_signs, sign_eps
+from .directions import DEFAULT_EPS, SweepConfig, directions, input_gradient, perturb, random_signs, sign_eps
 
 NAME = "gradient-correlation"
 SUMMARY = "correlation of input gradients along step_ll / step_FGSM / random sign (paper 000 Fig. 5)"
@@ -82,21 +81,7 @@ def _eps_half(means: Sequence[float | None], eps: Sequence[float]) -> float | No
     return next((e for e, m in zip(eps, means) if m is not None and m < 0.5), None)
 
 
-@dataclass(frozen=True)
-class GradientCorrelationConfig:
-    """The options of :func:`gradient_correlation` (its keyword arguments; see it for each one), checked once.
-
-    ``options`` given to :func:`gradient_correlation` replace these fields: the older keyword calls keep working.
-    """
-
-    seed: int = 0
-    batch_size: int = 256
-    show_progress: bool = False
-
-    def __post_init__(self) -> None:
-        seed_value("seed", self.seed, optional=False)
-        positive_int("batch_size", self.batch_size)
-        flag("show_progress", self.show_progress)
+GradientCorrelationConfig = SweepConfig  # the options of the sweep (directions.SweepConfig)
 
 
 def gradient_correlation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float],

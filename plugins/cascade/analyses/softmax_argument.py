@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,9 +30,9 @@ from robustreg.analysis import (
     progress,
     record_inputs,
 )
-from robustreg.options import flag, positive_int, seed_value, with_options
+from robustreg.options import with_options
 
-from .directions import DEFAULT_EPS, DIRECTIONS, directions, perturb, random_signs, sign_eps
+from .directions import DEFAULT_EPS, DIRECTIONS, SweepConfig, directions, perturb, random_signs, sign_eps
 
 NAME = "softmax-argument"
 SUMMARY = "true vs false-class logits along step_ll / step_FGSM / random sign (paper 000 Figs. 4, 6)"
@@ -69,21 +68,7 @@ def _crossing(rows: list[dict[str, Any]]) -> float | None:
                  and r["true_mean"] <= r["false_mean"]), None)
 
 
-@dataclass(frozen=True)
-class SoftmaxArgumentConfig:
-    """The options of :func:`softmax_argument` (its keyword arguments; see it for each one), checked once.
-
-    ``options`` given to :func:`softmax_argument` replace these fields: the older keyword calls keep working.
-    """
-
-    seed: int = 0
-    batch_size: int = 256
-    show_progress: bool = False
-
-    def __post_init__(self) -> None:
-        seed_value("seed", self.seed, optional=False)
-        positive_int("batch_size", self.batch_size)
-        flag("show_progress", self.show_progress)
+SoftmaxArgumentConfig = SweepConfig  # the options of the sweep (directions.SweepConfig)
 
 
 def softmax_argument(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float],
