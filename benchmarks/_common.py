@@ -174,26 +174,40 @@ def corrected_ratio(t: Timing, ref: Timing) -> float | None:
     return t.wall / speed / ref.wall
 
 
+def quartiles(values: list[float]) -> str:
+    """``median [first quartile, third quartile]`` of ``values`` (one value: itself three times)."""
+    if len(values) < 2:
+        return f"{values[0]:.3f} [{values[0]:.3f}, {values[0]:.3f}]"
+    q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return f"{med:.3f} [{q1:.3f}, {q3:.3f}]"
+
+
+def round_ratios(times: list[Timing], ref: list[Timing]) -> dict[str, list[float] | None]:
+    """Per round, ``times``' call over ``ref``'s call of the same round: plain wall, CPU, and
+    :func:`corrected_ratio` (None when some round's model passes were not seen)."""
+    corrected = [corrected_ratio(t, r) for t, r in zip(times, ref)]
+    return {
+        "wall": [t.wall / r.wall for t, r in zip(times, ref)],
+        "cpu": [t.cpu / r.cpu for t, r in zip(times, ref)],
+        "corrected": None if any(c is None for c in corrected) else [c for c in corrected if c is not None],
+    }
+
+
 def ratio_rows(labels: list[str], times: list[list[Timing]], steps: int) -> list[list[object]]:
-    """Per candidate: median wall s, the median of the per-round wall ratios to candidate 0, the same for
-    CPU time, page faults per step (median), and (when the rounds were clocked) the median and the
-    quartiles of the per-round :func:`corrected_ratio`."""
+    """Per candidate: median wall s, the median and quartiles of the per-round plain wall ratios to
+    candidate 0, the median of the same for CPU time, page faults per step (median), and (when the
+    rounds were clocked) the median and the quartiles of the per-round :func:`corrected_ratio`."""
     clocked = all(t.model is not None for t in times[0])
     rows: list[list[object]] = []
     for label, per_round in zip(labels, times):
+        ratios = round_ratios(per_round, times[0])
         row: list[object] = [
-            label, statistics.median(t.wall for t in per_round),
-            statistics.median(t.wall / ref.wall for t, ref in zip(per_round, times[0])),
-            statistics.median(t.cpu / ref.cpu for t, ref in zip(per_round, times[0])),
-            round(statistics.median(t.faults for t in per_round) / steps),
+            label, statistics.median(t.wall for t in per_round), quartiles(ratios["wall"] or []),
+            statistics.median(ratios["cpu"] or []), round(statistics.median(t.faults for t in per_round) / steps),
         ]
         if clocked:
-            fixed = [c for t, ref in zip(per_round, times[0]) if (c := corrected_ratio(t, ref)) is not None]
-            if len(fixed) == len(per_round):
-                q1, med, q3 = statistics.quantiles(fixed, n=4, method="inclusive")
-                row.append(f"{med:.3f} [{q1:.3f}, {q3:.3f}]")
-            else:
-                row.append("n/a (the model's passes are not seen)")
+            fixed = ratios["corrected"]
+            row.append("n/a (the model's passes are not seen)" if fixed is None else quartiles(fixed))
         rows.append(row)
     return rows
 

@@ -56,8 +56,8 @@ def speed_table(model, x, y, threat: ThreatModel, registry: Registry, steps: int
         forward_backward()  # warm-up
     times = timed_rounds(list(runs.values()), x.device, repeats)
     rows = ratio_rows(list(runs), times, steps)
-    header = [f"what ({steps} steps, {len(x)} points)", "wall s", f"wall ratio to {steps} x fwd+bwd", "CPU ratio",
-              "page faults / step"]
+    header = [f"what ({steps} steps, {len(x)} points)", "wall s",
+              f"plain wall ratio to {steps} x fwd+bwd: median [quartiles]", "CPU ratio", "page faults / step"]
     return markdown_table(header, rows)
 
 

@@ -57,15 +57,19 @@ def pgd_steps(
     step (``torch.autograd.grad``: parameter gradients are never filled), no host syncs.  Attacks
     and the defenses' inner loops share it.
 
-    linf allocates no image-sized tensor inside the loop (the iterate is updated in place, the sign
-    goes to one buffer made once): on the CPU a fresh batch-sized allocation costs page faults on every
-    step, which measured more than the update's arithmetic.
+    Each step makes a fresh iterate, as torchattacks' PGD does, rather than updating one in place.  On
+    the CPU the model's passes dominate the memory: glibc hands the freed top of its heap back to the OS
+    after every backward and the next forward faults it in again.  A fresh iterate allocated after each
+    backward keeps part of that memory in use, and an attack step then costs fewer page faults.  Measured
+    on resnet4b, 500 CIFAR images, 1 thread, both loops and torchattacks' PGD interleaved in one process
+    (two runs of 4 and 5 rounds): 9k-18k page faults per step against 14k-21k in place, CPU time 0.98x
+    and 1.01x torchattacks' against 1.12x and 1.15x.  The in-place update's own arithmetic is cheaper;
+    the faults (kernel time) are not.  The values are the same either way (the sign step is exact).
     """
     linf = threat.norm == "linf"
     if linf:
         lo, hi = threat.clip_bounds(x)
         x_adv = x_start.detach().clamp(lo, hi)
-        sign = torch.empty_like(x_adv)
     else:
         x_adv = threat.project(x_start.detach(), x)
     view = (-1,) + (1,) * (x.dim() - 1)
@@ -73,9 +77,8 @@ def pgd_steps(
         x_adv.requires_grad_(True)
         (grad,) = torch.autograd.grad(loss_fn(x_adv), x_adv)
         with torch.no_grad():
-            if linf:  # grad may be an expanded view or a tensor the loss holds: its sign goes to the buffer
-                torch.sign(grad, out=sign)
-                x_adv.add_(sign, alpha=step_size).clamp_(lo, hi)
+            if linf:
+                x_adv = torch.clamp(x_adv + step_size * grad.sign(), lo, hi)
             else:
                 g_norm = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(view)
                 x_adv = threat.project(x_adv + step_size * grad / g_norm, x)
