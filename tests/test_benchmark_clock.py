@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robustreg import Registry, ThreatModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from _common import ModelClock, Timing, Whole, corrected_ratio, timed_rounds
+from _common import ModelClock, Timing, Whole, corrected_ratio
 
 
 def _model() -> nn.Module:
@@ -59,28 +57,13 @@ def test_an_nn_sequential_run_child_by_child_is_seen_through_whole():
     assert torch.equal(wrapped(x), out) and clock.reading()[2] == len(x)
 
 
-def test_identical_work_corrects_to_one_and_work_outside_the_model_shows():
-    model, (x, y) = _model(), _batch()
-    clock = ModelClock(model)
-
-    def passes() -> None:
-        for _ in range(10):
-            xr = x.detach().requires_grad_(True)
-            torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
-
-    start = time.perf_counter()
-    passes()
-    plain = time.perf_counter() - start
-
-    def with_outside_work() -> None:
-        passes()
-        time.sleep(plain)  # as long as the model work itself: about twice the wall time
-
-    times = timed_rounds([passes, passes, with_outside_work], torch.device("cpu"), 3, clock)
-    same = [corrected_ratio(t, ref) for t, ref in zip(times[1], times[0])]
-    slower = [corrected_ratio(t, ref) for t, ref in zip(times[2], times[0])]
-    assert all(r is not None and 0.8 < r < 1.25 for r in same), same
-    assert all(r is not None and r > 1.5 for r in slower), slower
+def test_work_outside_the_model_shows_in_the_corrected_ratio():
+    """The same model passes plus as much time again outside the model: the correction keeps that second.
+    (Synthetic timings: how well the correction holds on a real machine is the benchmark's job, shown by its
+    "reference again" row, never a timed test.)"""
+    ref = Timing(wall=1.0, cpu=1.0, faults=0, model=(0.4, 0.5, 100, 100))
+    outside = Timing(wall=2.0, cpu=2.0, faults=0, model=(0.4, 0.5, 100, 100))
+    assert abs(corrected_ratio(outside, ref) - 2.0) < 1e-12  # type: ignore[operator]
 
 
 def test_a_slower_machine_is_corrected_for():
