@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .attack import PASS_EXTRAS, ModelState, within_eps
-from .checks import CheckContext, Checks, check_names, registered, run_checks, warn_checks
+from .checks import CellView, CheckContext, Checks, check_names, registered, run_checks, warn_checks
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
 from .environment import environment
@@ -41,6 +41,7 @@ from .models.outputs import logits_model
 from .registrar import UnknownNameError
 from .registry import AttackSpec, Registry
 from .remedies import run_remedies, suggestions
+from .remedies.views import attempt_views
 from .threat import ThreatModel, canonical_norm, parse_eps
 
 __all__ = [
@@ -360,12 +361,12 @@ def disagreements(broken: Mapping[str, torch.Tensor], index: torch.Tensor,
 def _checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor, threat: ThreatModel,
             resolved: Sequence[Resolved], plans: Sequence[Mapped | None], runs: Mapping[str, _Run],
             device: torch.device, seed: int, disabled: Iterable[str], group: Group,
-            checks: Checks) -> list[dict[str, str]]:
-    """The report's automatic checks: one cell per toolkit row that ran, seen as the evaluation sees its cells;
-    every rank of ``group`` runs them, sharing their attacks."""
+            checks: Checks, extra: Sequence[CellView] = ()) -> list[dict[str, str]]:
+    """The report's automatic checks: one cell per toolkit row that ran, seen as the evaluation sees its cells
+    (``extra``: more cells, the remedies' attacks); every rank of ``group`` runs them, sharing their attacks."""
     cells = [view_of(runs[res.toolkit].cell, res.name, threat.eps, res.spec, mapped.kwargs)
              for res, mapped in zip(resolved, plans)
-             if res.toolkit in runs and res.spec is not None and mapped is not None]
+             if res.toolkit in runs and res.spec is not None and mapped is not None] + list(extra)
     ctx = CheckContext(model, x.to(device), y.to(device), clean_logits, norm=threat.norm, cells=cells, device=device,
                        seed=seed, box=threat.box, shard=check_pieces(group))
     return [result.to_json() for result in run_checks(ctx, disabled=disabled, checks=checks)]
@@ -376,8 +377,9 @@ def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Thre
                 batch_size: int, seed: int, noise: bool, progress: bool,
                 no_check: Iterable[str], checks: Checks, group: Group) -> tuple[Any, ...]:
     """(clean-correct flags, rows, runs per toolkit, noise, checks, this rank's (seconds, seconds waiting
-    for the others)) with the model's state restored after.  Every rank of ``group`` attacks its share
-    of each row's batches and ends with every row, then runs the checks (sharing their attacks)."""
+    for the others), a function giving the checks again with more cells (one process: the remedies run
+    on rank 0)) with the model's state restored after.  Every rank of ``group`` attacks its share of each
+    row's batches and ends with every row, then runs the checks (sharing their attacks)."""
     state = ModelState(model)
     model_device = next((p.device for p in model.parameters()), None)
     started, waited = time.perf_counter(), [0.0]
@@ -402,21 +404,28 @@ def _attack_all(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Thre
         state.restore()
         if model_device is not None:
             model.to(model_device)
-    return correct, rows, broken_by, noisy, found, (round(seconds, 4), round(waited[0], 4))
+
+    def recheck(extra: Sequence[CellView]) -> list[dict[str, str]]:
+        return _checks(model, x, y, clean_logits, threat, resolved, plans, runs, device, seed, no_check, SINGLE,
+                       checks, extra)
+
+    return correct, rows, broken_by, noisy, found, (round(seconds, 4), round(waited[0], 4)), recheck
 
 
 def _remedied(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, correct: torch.Tensor,
               broken_by: Mapping[str, torch.Tensor], checks: list[dict[str, Any]], registry: Registry,
-              device: torch.device, seed: int, batch_size: int, budget: float) -> dict[str, Any]:
+              device: torch.device, seed: int, batch_size: int, budget: float,
+              recheck: Callable[[Sequence[CellView]], list[dict[str, str]]]) -> dict[str, Any]:
     """The report's ``adaptive`` entry: the remedies of ``checks`` on the points no row broke (``broken_by``:
-    per row, flags over the clean-correct points)."""
+    per row, flags over the clean-correct points), and the checks again (``recheck``) with each remedy
+    attack as a cell of its own, as the evaluation does."""
     standing, index = correct.clone(), correct.nonzero().flatten()
     for broken in broken_by.values():
         standing[index[broken.cpu()]] = False
     n = int(x.shape[0])
     done = run_remedies(model, x, y, eps=[threat.eps], norm=threat.norm, standing=[standing], checks=checks,
-                        recheck=lambda _attempts: checks, registry=registry, device=device, seed=seed,
-                        batch_size=batch_size, budget=budget)
+                        recheck=lambda attempts: recheck(attempt_views(attempts, registry, n)), registry=registry,
+                        device=device, seed=seed, batch_size=batch_size, budget=budget)
     return done.to_json([threat.eps], [float(standing.sum()) / n], n)
 
 
@@ -462,9 +471,10 @@ def compare(
     ``no_check``: automatic checks to turn off (``robustreg.checks.CHECKS``; docs/checks.md); the others
     run on every row that ran, each row a cell of the attack at ``eps``.
     ``adaptive``: as for ``evaluate``, the remedies of the checks that warned run on the points no row broke
-    (within ``adaptive_budget`` passes per sample), on rank 0; the report gains ``adaptive`` (its
-    ``robust_accuracy`` gives the worst case over the rows before and after them).  The checks are not
-    run again on the result here.
+    (within ``adaptive_budget`` passes per sample), on rank 0, and the checks run again with each remedy
+    attack as a cell of its own (a check that warns anew gets its remedies); the report gains ``adaptive``
+    (its ``robust_accuracy`` gives the worst case over the rows before and after them, ``checks_after`` the
+    checks on the result).
     ``distributed``: share each row's batches over the torch.distributed ranks, as ``evaluate`` does (call
     it on every rank of a torchrun launch; the group is initialised from ``WORLD_SIZE`` / ``RANK`` /
     ``LOCAL_RANK`` if it is not yet; ``device="cuda"`` or ``"auto"`` means ``cuda:LOCAL_RANK``).  Batch k
@@ -511,12 +521,13 @@ def compare(
     disabled = check_names(no_check, [name for name, _, _ in known])  # unknown: ValueError, before any work
     ranks = process_group(dev) if distributed else nullcontext(SINGLE)
     with ranks as group:
-        correct, rows, broken_by, noisy, checks, seconds = _attack_all(
+        correct, rows, broken_by, noisy, checks, seconds, recheck = _attack_all(
             model, x, y, threat, resolved, plans, device=dev, batch_size=batch_size, seed=seed, noise=noise,
             progress=progress, no_check=disabled, checks=known, group=group)
         timings = group.gather(seconds)
         remedied = None if not adaptive else group.main_run(lambda: _remedied(
-            model, x, y, threat, correct, broken_by, checks, registry, dev, seed, batch_size, adaptive_budget))
+            model, x, y, threat, correct, broken_by, checks, registry, dev, seed, batch_size, adaptive_budget,
+            recheck))
     index = torch.nonzero(correct, as_tuple=False).flatten()
     report = {
         "attack": attack, "eps": threat.eps, "norm": norm, "n": int(x.shape[0]),
