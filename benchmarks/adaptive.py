@@ -70,7 +70,7 @@ def eot_by_hand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
     return 100 * float((right & still).float().mean())
 
 
-def one_model(which: str, n: int, chosen: list[str]) -> list[list[object]]:
+def one_model(which: str, n: int, chosen: list[str], rules: dict[str, list[str]]) -> list[list[object]]:
     eps, steps, step, sigma = SETTINGS[which]
     model, x, y = real_model_and_data(which, n, torch.device("cpu"))
     pgd = [("pgd", {"steps": steps, "step_size": step})]
@@ -100,6 +100,7 @@ def one_model(which: str, n: int, chosen: list[str]) -> list[list[object]]:
         gap = worst(adaptive) - target
         remedies = sorted({r["remedy"] for r in adaptive["adaptive"]["runs"] if r["broken"]})
         warned = sorted(c["name"] for c in plain["checks"] if c["status"] == "warn")
+        rules.setdefault(adaptive["adaptive"]["verdict"], []).append(f"{which} {name}")
         rows.append([which, name, f"{honest:.1f}", f"{worst(plain):.1f}", f"{worst(adaptive):.1f}",
                      "-" if hand is None else f"{hand:.1f}", f"{gap:+.1f}", "yes" if abs(gap) <= 3 else "NO",
                      ", ".join(warned) or "-", ", ".join(remedies) or "-", f"{seconds:.0f}"])
@@ -117,11 +118,14 @@ def main() -> None:
     header = ["model", "break", "unbroken PGD", "plain evaluate", "--adaptive", "by hand", "adaptive - target",
               "within 3", "checks that warned", "remedies that broke points", "adaptive s"]
     chosen = [b.strip() for b in args.breaks.split(",")]
-    rows = [row for which in args.models.split(",") for row in one_model(which.strip(), args.n, chosen)]
+    rules: dict[str, list[str]] = {}
+    rows = [row for which in args.models.split(",") for row in one_model(which.strip(), args.n, chosen, rules)]
+    verdicts = "; ".join(f"{', '.join(where)}: {rule}" for rule, where in rules.items())
     body = (f"n = {args.n} images per model, robust accuracy in %, one torch thread. Target: the unbroken "
             "model's PGD for scale, softmax and front (decisions unchanged), the hand-written attack for "
             "quantise (PGD-2k and APGD-100 through BPDA, the worse for the model) and noise (EoT over 20 draws, "
-            "PGD-100, steps eps/10, 9-draw majority).\n\n"
+            "PGD-100, steps eps/10, 9-draw majority, the clean points by the same vote).\n\n"
+            f"The verdict rule of --adaptive (report.json `adaptive.verdict`): {verdicts}.\n\n"
             + markdown_table(header, rows))
     print(write_report("adaptive", "--adaptive on broken real checkpoints", body))
 

@@ -17,16 +17,16 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from .attack import PASS_EXTRAS, ModelState
-from .checks import CheckContext, Checks, check_names, registered, run_checks, warn_checks
+from .checks import CellView, CheckContext, Checks, check_names, registered, run_checks, warn_checks
 from .comparison_config import CompareConfig
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
@@ -42,6 +42,7 @@ from .options import with_options
 from .registrar import UnknownNameError
 from .registry import AttackSpec, Registry
 from .remedies import run_remedies, suggestions
+from .remedies.views import attempt_views
 from .runtime import resolve_device
 from .stats import beyond_noise
 from .threat import ThreatModel, parse_eps
@@ -399,21 +400,28 @@ def _attack_all(job: _Job, resolved: Sequence[Resolved], plans: Sequence[Mapped 
         state.restore()
         if model_device is not None:
             model.to(model_device)
-    return correct, rows, broken_by, noisy, found, (round(seconds, 4), round(waited[0], 4))
+
+    def recheck(extra: Sequence[CellView]) -> list[dict[str, str]]:
+        cells = _cells(resolved, plans, runs, job.threat.eps) + list(extra)
+        return _checks(replace(job, group=SINGLE), clean_logits, cells, seed, no_check, checks)
+
+    return correct, rows, broken_by, noisy, found, (round(seconds, 4), round(waited[0], 4)), recheck
 
 
 def _remedied(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, correct: torch.Tensor,
               broken_by: Mapping[str, torch.Tensor], checks: list[dict[str, Any]], registry: Registry,
-              device: torch.device, seed: int, batch_size: int, budget: float) -> dict[str, Any]:
+              device: torch.device, seed: int, batch_size: int, budget: float,
+              recheck: Callable[[Sequence[CellView]], list[dict[str, str]]]) -> dict[str, Any]:
     """The report's ``adaptive`` entry: the remedies of ``checks`` on the points no row broke (``broken_by``:
-    per row, flags over the clean-correct points)."""
+    per row, flags over the clean-correct points), and the checks again (``recheck``) with each remedy
+    attack as a cell of its own, as the evaluation does."""
     standing, index = correct.clone(), correct.nonzero().flatten()
     for broken in broken_by.values():
         standing[index[broken.cpu()]] = False
     n = int(x.shape[0])
     done = run_remedies(model, x, y, eps=[threat.eps], norm=threat.norm, standing=[standing], checks=checks,
-                        recheck=lambda _attempts: checks, registry=registry, device=device, seed=seed,
-                        batch_size=batch_size, budget=budget)
+                        recheck=lambda attempts: recheck(attempt_views(attempts, registry, n)), registry=registry,
+                        device=device, seed=seed, batch_size=batch_size, budget=budget)
     return done.to_json([threat.eps], [float(standing.sum()) / n], n)
 
 
@@ -447,9 +455,10 @@ def compare(
     ``no_check``: automatic checks to turn off (``robustreg.checks.CHECKS``; docs/checks.md); the others
     run on every row that ran, each row a cell of the attack at ``eps``.
     ``adaptive``: as for ``evaluate``, the remedies of the checks that warned run on the points no row broke
-    (within ``adaptive_budget`` passes per sample), on rank 0; the report gains ``adaptive`` (its
-    ``robust_accuracy`` gives the worst case over the rows before and after them).  The checks are not
-    run again on the result here.
+    (within ``adaptive_budget`` passes per sample), on rank 0, and the checks run again with each remedy
+    attack as a cell of its own (a check that warns anew gets its remedies); the report gains ``adaptive``
+    (its ``robust_accuracy`` gives the worst case over the rows before and after them, ``checks_after`` the
+    checks on the result).
     ``distributed``: share each row's batches over the torch.distributed ranks, as ``evaluate`` does (call
     it on every rank of a torchrun launch; the group is initialised from ``WORLD_SIZE`` / ``RANK`` /
     ``LOCAL_RANK`` if it is not yet; ``device="cuda"`` or ``"auto"`` means ``cuda:LOCAL_RANK``).  Batch k
@@ -496,10 +505,12 @@ def compare(
     ranks = process_group(dev) if cfg.distributed else nullcontext(SINGLE)
     with ranks as group:
         job = _Job(model, x, y, threat, dev, batch_size, group)
-        correct, rows, broken_by, noisy, checks, seconds = _attack_all(job, resolved, plans, cfg, disabled, known)
+        correct, rows, broken_by, noisy, checks, seconds, recheck = _attack_all(job, resolved, plans, cfg, disabled,
+                                                                                known)
         timings = group.gather(seconds)
         remedied = None if not cfg.adaptive else group.main_run(lambda: _remedied(
-            model, x, y, threat, correct, broken_by, checks, registry, dev, seed, batch_size, cfg.adaptive_budget))
+            model, x, y, threat, correct, broken_by, checks, registry, dev, seed, batch_size, cfg.adaptive_budget,
+            recheck))
     index = torch.nonzero(correct, as_tuple=False).flatten()
     report = {
         "attack": attack, "eps": threat.eps, "norm": norm, "n": int(x.shape[0]),

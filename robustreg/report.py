@@ -22,6 +22,7 @@ from .tables import format_table
 __all__ = [
     "adaptive_block",
     "adaptive_markdown",
+    "check_changes",
     "checks_block",
     "checks_markdown",
     "load_report",
@@ -232,8 +233,18 @@ def _remedy_lines(report: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def check_changes(report: Mapping[str, Any]) -> str:
+    """The checks that warned before or after the remedies, ``name before -> after`` (empty when none did)."""
+    adaptive = report.get("adaptive") or {}
+    before = {str(c.get("name")): str(c.get("status")) for c in report.get("checks") or []}
+    after = {str(c.get("name")): str(c.get("status")) for c in adaptive.get("checks_after") or []}
+    names = [name for name in {**before, **after} if "warn" in (before.get(name), after.get(name))]
+    return ", ".join(f"{name} {before.get(name, '-')} -> {after.get(name, '-')}" for name in names)
+
+
 def adaptive_block(report: Mapping[str, Any]) -> str:
-    """The terminal's "diagnosed and fixed" block: one before -> after line per remedy run; empty without one."""
+    """The terminal's "diagnosed and fixed" block: one before -> after line per remedy run, the verdict rule
+    and the checks before -> after; empty without ``adaptive``."""
     adaptive = report.get("adaptive")
     if not adaptive:
         return ""
@@ -242,6 +253,11 @@ def adaptive_block(report: Mapping[str, Any]) -> str:
     lines += [f"{f['remedy']} ({f['check']}): skipped: {f['reason']}" for f in adaptive.get("skipped", [])]
     if not lines:
         lines = ["no check warned: no remedy ran"]
+    if adaptive.get("clean_accuracy") is not None:  # a randomised model: judged by a stated majority
+        lines.append(f"verdict: {adaptive.get('verdict')} (clean accuracy under it {_pct(adaptive['clean_accuracy'])})")
+    changes = check_changes(report)
+    if changes:
+        lines.append(f"checks before -> after: {changes}")
     return "diagnosed and fixed (--adaptive):\n" + "\n".join(f"  {line}" for line in lines)
 
 
@@ -260,9 +276,16 @@ def adaptive_markdown(report: Mapping[str, Any]) -> list[str]:
         ["No check warned, so no remedy ran.", ""]
     lines += [f"- {f['remedy']} ({f['check']}) failed: {f['error']}" for f in adaptive.get("failed", [])]
     lines += [f"- {f['remedy']} ({f['check']}) skipped: {f['reason']}" for f in adaptive.get("skipped", [])]
+    if adaptive.get("verdict"):
+        clean = adaptive.get("clean_accuracy")
+        same = "" if clean is None else f"; the clean points by the same rule (clean accuracy {_pct(clean)})"
+        lines += ["", f"Verdict: {adaptive['verdict']}{same}", ""]
     after = [c for c in adaptive.get("checks_after", []) if c.get("status") == "warn"]
     if after:
         lines += ["", "Still warning after the remedies: " + ", ".join(str(c.get("name")) for c in after), ""]
+    changes = check_changes(report)
+    if changes:
+        lines += [f"Checks before -> after the remedies: {changes}", ""]
     return lines
 
 

@@ -14,23 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checks import CellView
 from ..data.source import Images
 from ..remedies import ARGMAX, Adaptive, Attempt, run_remedies
+from ..remedies.views import attempt_views
 from .checking import evaluation_checks
 from .config import EvalConfig, Mode, Plan
 from .run import Finished
 from .samples import bits, unbits
 
 __all__ = ["adaptive_report", "apply_remedies"]
-
-
-def _view(attempt: Attempt, registry: Any, n: int) -> CellView:
-    broken = torch.zeros(n, dtype=torch.bool)
-    broken[attempt.broken] = True
-    ran = attempt.ran if attempt.ran is not None else broken.clone()
-    return CellView(f"remedy:{attempt.remedy}:{attempt.label}", attempt.eps, registry.attack(attempt.attack).info.kind,
-                    False, broken, ran)
 
 
 def apply_remedies(model: nn.Module, x: Images, y: torch.Tensor, plan: Plan, run: Finished,
@@ -41,7 +33,7 @@ def apply_remedies(model: nn.Module, x: Images, y: torch.Tensor, plan: Plan, run
     standing = [run.state.standing(e, everything, Mode.CASCADE) for e in range(len(plan.eps))]
 
     def recheck(attempts: list[Attempt]) -> list[dict[str, Any]]:
-        extra = [_view(a, plan.registry, run.state.n) for a in attempts]
+        extra = attempt_views(attempts, plan.registry, run.state.n)
         return evaluation_checks(model, x, y, run.clean_logits, plan, run.state, device, config.no_check,
                                  extra=extra)
 

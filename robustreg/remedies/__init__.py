@@ -6,8 +6,10 @@ attacks the points still standing with what the check says was missing (a scale-
 with enough draws, BPDA around a masking layer, more steps, ...).  :func:`run_remedies` runs the
 remedies of the checks that warned, runs the checks again on the result and repeats for checks that
 warn anew, within a budget of forward + backward passes per sample at each eps.  Every adversarial
-point a remedy finds is judged by the model itself as the evaluation's are (inside the ball and the
-box, misclassified), so a remedy lowers robust accuracy only by real adversarial examples.
+point a remedy finds is judged by the model itself (inside the ball and the box, misclassified), so a
+remedy lowers robust accuracy only by real adversarial examples; one rule judges them all
+(:mod:`.rule`: the evaluation's argmax, or for a randomised model the majority of several forwards, the
+clean points included), and the report states it.
 
 Example (a plugin)::
 
@@ -21,7 +23,8 @@ Example (a plugin)::
 from __future__ import annotations
 
 from .context import ARGMAX, Attempt, Budget, RemedyContext, Verdict, majority, misclassified
+from .rule import VOTES, Rule, correct_under, rule_for
 from .run import Adaptive, run_remedies, suggestions
 
-__all__ = ["ARGMAX", "Adaptive", "Attempt", "Budget", "RemedyContext", "Verdict", "majority", "misclassified",
-           "run_remedies", "suggestions"]
+__all__ = ["ARGMAX", "VOTES", "Adaptive", "Attempt", "Budget", "RemedyContext", "Rule", "Verdict", "correct_under",
+           "majority", "misclassified", "rule_for", "run_remedies", "suggestions"]

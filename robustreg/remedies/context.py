@@ -88,7 +88,9 @@ class RemedyContext:
     ``eps``: the evaluated budgets, ascending; ``standing[e]``: per eps, the points clean-correct and
     unbroken so far (bool n, CPU; updated as remedies break points); ``check`` and ``message``: the
     warning being answered; ``remedy``: the running remedy's name; ``evaluated``: the evaluation's own
-    attacks as ``(name, resolved params)``, in run order.  Read the rest as given.
+    attacks as ``(name, resolved params)``, in run order; ``rule``: the verdict every attack is judged by
+    unless it names its own (for a randomised model the majority of several forwards, and ``standing``
+    then holds the points correct under it).  Read the rest as given.
     """
 
     model: nn.Module
@@ -108,6 +110,7 @@ class RemedyContext:
     attempts: list[Attempt] = field(default_factory=list)
     evaluated: Sequence[tuple[str, dict[str, Any]]] = ()
     box: tuple[float, float] = (0.0, 1.0)
+    rule: tuple[Verdict, str] = (misclassified, ARGMAX)  # the adaptive phase's verdict (robustreg.remedies.rule)
 
     def __post_init__(self) -> None:
         self.x = as_images(self.x)  # a tensor of the images is read by index as well
@@ -142,11 +145,11 @@ class RemedyContext:
         """Run the registered attack ``name`` with ``params`` at each eps index in ``eps`` (default all) on the
         points still standing there (``points(e)``: another bool mask of points to attack at ``e``), against
         ``model`` (default the evaluated model; e.g. a wrapper whose backward goes around a masking layer);
-        every point is judged on the evaluated model by ``verdict`` (default :func:`misclassified`).  With
-        the default verdict a point broken at one eps is also broken at every larger eps (its adversarial
+        every point is judged on the evaluated model by ``verdict`` (default the context's ``rule``).  With
+        the argmax verdict a point broken at one eps is also broken at every larger eps (its adversarial
         point lies in their balls).  Returns the number of (point, eps) pairs broken; nothing runs at an eps
         whose budget is spent."""
-        judge, rule = verdict if verdict is not None else (misclassified, ARGMAX)
+        judge, rule = verdict if verdict is not None else self.rule
         spec = self.registry.attack(name)
         values = dict(params or {})
         if self.seed is not None and "seed" in spec.params and "seed" not in values:
@@ -161,7 +164,7 @@ class RemedyContext:
             built = spec.build(self.threat(e), **values)
             broken, passes = self._run(built, model if model is not None else self.model, e, idx, judge)
             hit = idx[broken]
-            later = range(e, len(self.eps)) if verdict is None else range(e, e + 1)
+            later = range(e, len(self.eps)) if rule == ARGMAX else range(e, e + 1)
             for k in later:
                 self.standing[k][hit] = False
             self.budget.used[e] += passes

@@ -7,11 +7,18 @@ checks run again on the evaluation with every remedy attack added as a cell of i
 now warns for the first time gets its remedies in the next round.  It stops when a round has nothing new
 to run, after ``rounds`` rounds, or when the budget is spent at every eps.  A remedy that raises is
 recorded with its error and the others go on (a remedy, like a check, never crashes the report).
+
+Every point is judged by one rule (:mod:`.rule`), stated in the report: the evaluation's argmax for a
+deterministic model; for a randomised one the majority of several forwards, for the clean points as for
+the adversarial ones, so the remedies then start from the points correct under that rule.  With a seed,
+the model's own randomness in this phase is drawn from it (the global generator is forked and restored),
+so the phase gives the same report every time, also when a resumed run repeats it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +29,7 @@ from ..attack import ModelState
 from ..data.source import Images, as_images
 from ..runtime import model_device
 from .context import Attempt, Budget, RemedyContext
+from .rule import Rule, correct_under, rule_for
 
 __all__ = ["Adaptive", "run_remedies"]
 
@@ -41,6 +49,8 @@ class Adaptive:
     rounds: int
     remedies: list[dict[str, str]] = field(default_factory=list)  # (remedy, check) in the order they ran
     skipped: list[dict[str, str]] = field(default_factory=list)  # (remedy, check, reason): not run
+    verdict: str = ""  # the rule every point was judged by (robustreg.remedies.rule)
+    clean: float | None = None  # for a randomised model: the clean accuracy under that rule
 
     def to_json(self, eps: Sequence[float], before: Sequence[float], n: int) -> dict[str, Any]:
         """The report's ``adaptive`` entry (``before``: the robust accuracy per eps before any remedy)."""
@@ -53,6 +63,8 @@ class Adaptive:
             "runs": [a.to_json() for a in self.attempts],
             "failed": self.failed,
             "skipped": self.skipped,
+            "verdict": self.verdict,
+            "clean_accuracy": self.clean,
             "robust_accuracy": [{"eps": e, "before": b, "after": float(s.sum()) / n}
                                 for e, b, s in zip(eps, before, self.standing)],
             "checks_after": self.checks_after,
@@ -70,18 +82,42 @@ def run_remedies(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, *,
     home, snapshot = model_device(model), ModelState(model)
     try:
         model.to(device).eval()
-        return _rounds(model, as_images(x), y, eps, norm, standing, checks, recheck, registry, device, seed, batch_size,
-                       budget, evaluated, rounds)
+        images = as_images(x)
+        with _seeded(seed, device):
+            rule = rule_for(model, images, device)
+            clean = correct_under(rule, model, images, y, device, batch_size) if rule.randomised else None
+            # under a majority rule the cells' one-forward verdicts do not count: start from every point correct
+            left = [s.clone() for s in standing] if clean is None else [clean.clone() for _ in eps]
+            done = _rounds(model, images, y, eps, norm, left, checks, recheck, registry, device, seed, batch_size,
+                           budget, evaluated, rounds, rule)
+        done.verdict, done.clean = rule.text, None if clean is None else float(clean.sum()) / max(len(y), 1)
+        return done
     finally:
         model.to(home)
         snapshot.restore()
 
 
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """The global generators (CPU, and ``device``'s when it is CUDA) seeded with ``seed`` inside, restored
+    after; nothing when ``seed`` is None."""
+    if seed is None:
+        yield
+        return
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
 def _rounds(model: nn.Module, x: Images, y: torch.Tensor, eps: Sequence[float], norm: str,
             standing: Sequence[torch.Tensor], checks: Checks, recheck: Callable[[list[Attempt]], Checks],
             registry: Any, device: torch.device, seed: int | None, batch_size: int, budget: float,
-            evaluated: Sequence[tuple[str, dict[str, Any]]], rounds: int) -> Adaptive:
-    left = [s.clone() for s in standing]
+            evaluated: Sequence[tuple[str, dict[str, Any]]], rounds: int, rule: Rule) -> Adaptive:
+    left = list(standing)
     spent = Budget(float(budget), [0.0] * len(eps))
     attempts: list[Attempt] = []
     failed: list[dict[str, str]] = []
@@ -100,7 +136,8 @@ def _rounds(model: nn.Module, x: Images, y: torch.Tensor, eps: Sequence[float], 
                                 "reason": f"costs about {spec.cost:g} passes per sample, {room:g} left of the budget"})
                 continue
             ctx = RemedyContext(model, x, y, eps, norm, left, registry, device, seed, batch_size, spent,
-                                check["name"], check["message"], spec.name, attempts, evaluated)
+                                check["name"], check["message"], spec.name, attempts, evaluated,
+                                rule=(rule.verdict, rule.text))
             ran.append({"remedy": spec.name, "check": check["name"]})
             try:
                 spec.run(ctx)
