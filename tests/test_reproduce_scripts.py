@@ -73,3 +73,14 @@ def _takes_runs(module: object) -> bool:
     except SystemExit:
         return False
     return True
+
+
+def test_seed_cells_read_each_statements_own_column(reproduce_path: None) -> None:
+    # two arms, three seeds, two columns that differ in opposite directions: each cell must read its own column
+    from _arms import Statement, seed_cells
+
+    rows = [{"arm": arm, "seed": s, "clean": base + step * s, "pgd": 0.5 - base - step * s}
+            for s in range(3) for arm, base, step in (("a", 0.9, 0.01), ("b", 0.8, 0.0))]
+    clean, pgd = seed_cells(rows, [Statement("clean", "a", "b", "clean"), Statement("pgd", "a", "b", "pgd")])
+    assert clean["diffs"] == pytest.approx([10.0, 11.0, 12.0]) and pgd["diffs"] == pytest.approx([-10.0, -11.0, -12.0])
+    assert clean["outcome"] == "supports" and pgd["outcome"] == "contradicts"

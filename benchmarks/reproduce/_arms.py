@@ -81,9 +81,9 @@ def run_arms(arms: list[Arm], seeds: list[int], recipe: Recipe, runs: Path, *, n
 
 def seed_cells(rows: list[dict[str, Any]], statements: list[Statement]) -> list[dict[str, Any]]:
     """Each statement's per-seed differences (points), mean, 95% t-interval and outcome under the one rule."""
-    value = {(r["arm"], r["seed"]): 100 * r[st.column] for st in statements for r in rows if st.column in r}
     out = []
     for st in statements:
+        value = {(r["arm"], r["seed"]): 100 * r[st.column] for r in rows if st.column in r}
         seeds = sorted({s for a, s in value if a == st.first} & {s for a, s in value if a == st.second})
         diffs = [value[(st.first, s)] - value[(st.second, s)] for s in seeds]
         iv = t_interval(diffs) if diffs else None

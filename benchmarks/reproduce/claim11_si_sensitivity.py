@@ -21,7 +21,7 @@ from _deviations import deviation_lines
 from _digits import RUNS, Recipe
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
-from _report import Clock, base_parser, out_dir, write_report
+from _report import Clock, add_rerender, base_parser, earlier_run, out_dir, write_report
 from _verdict import verdict as one_rule
 from _verdict import verdict_lines
 
@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--aa", default=AA_STANDIN)
     p.add_argument("--n-digits", type=int, default=360)
     p.add_argument("--runs", type=Path, default=RUNS)
+    add_rerender(p)
     args = p.parse_args(argv)
     if args.smoke:
         args.seeds, args.epochs, args.train_steps, args.steps, args.n_digits = "0", 1, 2, 2, 8
@@ -60,8 +61,10 @@ def main(argv: list[str] | None = None) -> Path:
     recipe = Recipe(eps=args.eps, epochs=args.epochs, steps=args.train_steps, n_train=128 if args.smoke else None)
     seeds = [int(s) for s in args.seeds.split(",")]
     attacks = [(a, {"steps": args.steps}) for a in ("pgd", "pgd-cw", "si-pgd")]
-    rows = run_arms(ARMS, seeds, recipe, args.runs, n=args.n_digits, attacks=attacks, eps=args.eps, aa=args.aa,
-                    device=args.device, checks=not args.smoke)
+    earlier = earlier_run(args, clock)
+    rows = earlier["rows"] if earlier is not None else run_arms(
+        ARMS, seeds, recipe, args.runs, n=args.n_digits, attacks=attacks, eps=args.eps, aa=args.aa,
+        device=args.device, checks=not args.smoke)
     cells = seed_cells(rows, STATEMENTS)
     side = seed_cells(rows, SIDE)
     result = one_rule([c["outcome"] for c in cells])

@@ -22,7 +22,7 @@ from _deviations import deviation_lines
 from _digits import RUNS, Recipe
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
-from _report import Clock, base_parser, markdown_table, out_dir, write_report
+from _report import Clock, add_rerender, base_parser, earlier_run, markdown_table, out_dir, write_report
 from _verdict import f_test_p, variance_outcome, verdict_lines
 from _verdict import verdict as one_rule
 
@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--n-digits", type=int, default=360)
     p.add_argument("--runs", type=Path, default=RUNS)
+    add_rerender(p)
     args = p.parse_args(argv)
     if args.smoke:
         args.seeds, args.epochs, args.n_digits = "0,1,2", 1, 8
@@ -70,8 +71,10 @@ def main(argv: list[str] | None = None) -> Path:
     clock = Clock()
     out = out_dir(args, CLAIM)
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = run_arms(ARMS, seeds, recipe(args), args.runs, n=args.n_digits, attacks=[(a, {}) for a in ATTACKS],
-                    eps=[e / 255 for e in EPS], device=args.device, checks=not args.smoke)
+    earlier = earlier_run(args, clock)
+    rows = earlier["rows"] if earlier is not None else run_arms(
+        ARMS, seeds, recipe(args), args.runs, n=args.n_digits, attacks=[(a, {}) for a in ATTACKS],
+        eps=[e / 255 for e in EPS], device=args.device, checks=not args.smoke)
     means = seed_cells(rows, [Statement(f"Pivot's mean above Kurakin's under {c}", "pivot", "kurakin", c)
                               for c in TABLE3])
     spreads = spread_cells(rows)
