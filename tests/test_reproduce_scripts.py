@@ -84,3 +84,13 @@ def test_seed_cells_read_each_statements_own_column(reproduce_path: None) -> Non
     clean, pgd = seed_cells(rows, [Statement("clean", "a", "b", "clean"), Statement("pgd", "a", "b", "pgd")])
     assert clean["diffs"] == pytest.approx([10.0, 11.0, 12.0]) and pgd["diffs"] == pytest.approx([-10.0, -11.0, -12.0])
     assert clean["outcome"] == "supports" and pgd["outcome"] == "contradicts"
+
+
+def test_a_collapsed_training_makes_its_cells_inconclusive(reproduce_path: None) -> None:
+    # the pair would support the statement on the numbers, but one seed's model gave a constant output
+    from _arms import Statement, seed_cells
+
+    rows = [{"arm": arm, "seed": s, "clean": base + 0.01 * s * (arm == "a"), "collapsed": arm == "b" and s == 1}
+            for s in range(3) for arm, base in (("a", 0.9), ("b", 0.1))]
+    (cell,) = seed_cells(rows, [Statement("clean", "a", "b", "clean")])
+    assert cell["mean"] > 70 and cell["outcome"] == "inconclusive" and cell["collapsed"] == ["b seed 1"]

@@ -60,10 +60,13 @@ def run_arms(arms: list[Arm], seeds: list[int], recipe: Recipe, runs: Path, *, n
             model = build_model("digits-cnn", weights=str(path)).eval()
             start = time.perf_counter()
             samples: dict[str, str] = {}
-            if isinstance(eps, list):
+            acc: dict[str, Any]
+            if _constant(model, x):  # a collapsed training: evaluate() refuses such a model (its probe)
+                acc, samples = _constant_accuracy(model, x, y, attacks, eps, aa)
+            elif isinstance(eps, list):
                 report, samples = evaluate_samples(model, x, y, [a for a, _ in attacks], eps, attack_seed, device,
                                                    checks)
-                acc: dict[str, Any] = {"clean": report["clean_accuracy"]}
+                acc = {"clean": report["clean_accuracy"]}
                 for entry in report["results"]:
                     acc[f"{entry['attack']}@{round(entry['eps'] * 255)}"] = entry["robust_accuracy"]
             else:
@@ -72,11 +75,36 @@ def run_arms(arms: list[Arm], seeds: list[int], recipe: Recipe, runs: Path, *, n
                     acc["aa"] = worst_case_accuracy(model, x, y, aa.split(","), eps, attack_seed, device, samples)
                     samples["aa"] = samples.pop("worst-case")
             rows.append({"arm": arm.label, "defense": arm.defense, "params": arm.params, "seed": seed,
+                         "collapsed": _constant(model, x),
                          "train_seconds": round(seconds, 1), "reused": reused,
                          "eval_seconds": round(time.perf_counter() - start, 1), **acc, "samples": samples})
             print(arm.label, seed, "reused" if reused else f"trained {seconds:.0f} s",
                   {k: round(v, 3) for k, v in acc.items()}, flush=True)
     return rows
+
+
+def _constant(model: Any, x: Any) -> bool:
+    """Whether ``model`` gives every test image the same logits (a training collapsed to a constant output)."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(x)
+    return bool(torch.equal(logits, logits[:1].expand_as(logits)))
+
+
+def _constant_accuracy(model: Any, x: Any, y: Any, attacks: list[tuple[str, dict[str, Any]]],
+                       eps: float | list[float], aa: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A constant model's columns: no perturbation changes its output, so every attack leaves exactly the clean
+    accuracy (the same images correct); computed, not attacked (the evaluation refuses a constant model)."""
+    import torch
+    from _verdict import bits
+
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    keys = ([f"{a}@{round(e * 255)}" for e in eps for a, _ in attacks] if isinstance(eps, list)
+            else [a for a, _ in attacks] + (["aa"] if aa else []))
+    clean = float(correct.float().mean())
+    return {"clean": clean, **{k: clean for k in keys}}, {k: bits(correct) for k in ["clean", *keys]}
 
 
 def seed_cells(rows: list[dict[str, Any]], statements: list[Statement]) -> list[dict[str, Any]]:
@@ -86,11 +114,15 @@ def seed_cells(rows: list[dict[str, Any]], statements: list[Statement]) -> list[
         value = {(r["arm"], r["seed"]): 100 * r[st.column] for r in rows if st.column in r}
         seeds = sorted({s for a, s in value if a == st.first} & {s for a, s in value if a == st.second})
         diffs = [value[(st.first, s)] - value[(st.second, s)] for s in seeds]
+        # a collapsed training (constant output) says nothing about the statement: its cell is inconclusive
+        collapsed = sorted({(r["arm"], r["seed"]) for r in rows if r.get("collapsed")
+                            and r["arm"] in (st.first, st.second) and r["seed"] in seeds})
         iv = t_interval(diffs) if diffs else None
         out.append({"cell": st.text, "first": st.first, "second": st.second, "column": st.column, "sign": st.sign,
                     "diffs": diffs, "mean": iv.mean if iv else None,
                     "interval": [iv.low, iv.high] if iv else None, "seeds": len(diffs),
-                    "outcome": seeds_outcome(diffs, st.sign) if diffs else "inconclusive"})
+                    "collapsed": [f"{a} seed {s}" for a, s in collapsed],
+                    "outcome": seeds_outcome(diffs, st.sign) if diffs and not collapsed else "inconclusive"})
     return out
 
 
@@ -99,7 +131,8 @@ def cell_rows(cells: list[dict[str, Any]]) -> list[list[Any]]:
     return [[c["cell"], f"{c['first']} - {c['second']}", c["column"], "> 0" if c["sign"] > 0 else "< 0",
              "-" if c["mean"] is None else f"{c['mean']:+.1f}",
              "-" if c["seeds"] < 2 else f"[{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]", c["seeds"],
-             c["outcome"]] for c in cells]
+             c["outcome"] + (f" ({', '.join(c['collapsed'])} collapsed)" if c.get("collapsed") else "")]
+            for c in cells]
 
 
 CELL_HEAD = ["statement", "difference", "column", "claimed", "mean (points)", "95% interval", "seeds", "outcome"]
@@ -119,8 +152,9 @@ def summary_rows(rows: list[dict[str, Any]], columns: list[str]) -> list[list[An
 
 
 def per_seed_rows(rows: list[dict[str, Any]], columns: list[str]) -> list[list[Any]]:
-    return [[r["arm"], r["seed"], *(f"{100 * r[c]:.1f}" for c in columns), r["train_seconds"],
-             "yes" if r["reused"] else "no"] for r in rows]
+    return [[r["arm"] + (" (collapsed: constant output)" if r.get("collapsed") else ""), r["seed"],
+             *(f"{100 * r[c]:.1f}" for c in columns), r["train_seconds"], "yes" if r["reused"] else "no"]
+            for r in rows]
 
 
 def arms_plot(rows: list[dict[str, Any]], columns: list[str], title: str) -> bytes:
