@@ -84,3 +84,19 @@ def test_bad_outcomes_and_the_verdict_text():
     text = v.verdict_lines("partly", ["supports", "inconclusive"], "McNemar")
     assert text.startswith("**Verdict: partly.**") and "1 supports" in text and "held = every cell" in text
     assert v.best_case_p(5) == pytest.approx(2 / 32) and v.best_case_p(6) < v.ALPHA
+
+
+def test_f_test_of_two_spreads():
+    # F(0.95; 4, 4) = 6.3882 (tables): a variance ratio there has the two-sided p 0.10, either way round
+    a = [0.0, 1.0, 2.0, 3.0, 4.0]  # sample variance 2.5
+    b = [x * math.sqrt(1 / 6.3882) for x in a]  # variance 2.5 / 6.3882
+    assert v.f_test_p(a, b) == pytest.approx(0.10, abs=1e-4)
+    assert v.f_test_p(b, a) == pytest.approx(0.10, abs=1e-4)
+    assert v.f_test_p(a, [x + 7 for x in a]) == pytest.approx(1.0)  # equal spreads, shifted means
+    tight = [x / 10 for x in a]  # ratio 100 on 4 and 4 degrees of freedom: p ~ 6e-4
+    assert v.variance_outcome(a, tight) == "supports" and v.variance_outcome(tight, a) == "contradicts"
+    assert v.variance_outcome(a, b) == "inconclusive"  # p 0.10
+    assert v.variance_outcome(a[:2], tight[:2]) == "inconclusive"  # fewer than 3 seeds
+    assert v.variance_outcome(a, [1.0] * 5) == "inconclusive"  # a zero spread says nothing of the noise
+    with pytest.raises(ValueError, match="at least 2 values"):
+        v.f_test_p([1.0], a)

@@ -50,23 +50,34 @@ class Recipe:
 DEFENSE_PARAMS: dict[str, dict[str, Any]] = {"alp": {"form": "mse"}, "alp-si": {"form": "mse"}}
 
 
-def train_digits(defense: str, seed: int, recipe: Recipe, runs: Path = RUNS) -> tuple[Path, float, bool]:
-    """(final.pt, seconds, reused) of ``defense`` trained with ``recipe`` and ``seed``."""
+def train_digits(defense: str, seed: int, recipe: Recipe, runs: Path = RUNS, model: str = "digits-cnn",
+                 params: dict[str, Any] | None = None) -> tuple[Path, float, bool]:
+    """(final.pt, seconds, reused) of ``defense`` trained with ``recipe`` and ``seed``; ``params``: defense
+    parameters beyond :data:`DEFENSE_PARAMS` (a sweep's s, m, beta...), recorded in the folder's name."""
     from robustreg import TrainConfig, train
 
-    extra = DEFENSE_PARAMS.get(defense, {})
+    extra = {**DEFENSE_PARAMS.get(defense, {}), **(params or {})}
     out = runs / (f"{defense}-eps{recipe.eps:g}-e{recipe.epochs}-st{recipe.steps}-w{recipe.warmup}-s{seed}"
                   + "".join(f"-{k}{v}" for k, v in sorted(extra.items()))
-                  + (f"-n{recipe.n_train}" if recipe.n_train else ""))
+                  + (f"-n{recipe.n_train}" if recipe.n_train else "")
+                  + ("" if model == "digits-cnn" else f"-{model}"))
     reused = (out / "final.pt").exists()
     start = time.perf_counter()
-    params: dict[str, Any] = {"eps": recipe.eps, "steps": recipe.steps, **extra}
-    path = train(TrainConfig(model="digits-cnn", data="digits", defense=defense, defense_params=params,
+    params = {k: v for k, v in {"eps": recipe.eps, "steps": recipe.steps}.items() if k in _declared(defense)}
+    params.update(extra)
+    path = train(TrainConfig(model=model, data="digits", defense=defense, defense_params=params,
                              n_train=recipe.n_train,
                              epochs=recipe.epochs, eps_warmup_epochs=min(recipe.warmup, recipe.epochs - 1),
                              batch_size=recipe.batch_size, lr=recipe.lr, schedule="cosine", seed=seed,
                              out=str(out), quiet=True, device="cpu", checkpoint_every=0))
     return path, time.perf_counter() - start, reused
+
+
+def _declared(defense: str) -> set[str]:
+    """The parameter names ``defense`` declares (single-step defenses have no ``steps``)."""
+    from robustreg import Registry
+
+    return {p.name for p in Registry.create().defense(defense).params}
 
 
 def digits_test(n: int = 360, spec: str = "digits") -> tuple[Any, Any]:

@@ -78,6 +78,74 @@ PAPER: dict[str, PaperTable] = {
                  "iter-ll": (82.2, 75.8, 67.1, 58.7), "iter-fgsm": (67.0, 37.9, 20.1, 9.7)},
          "K_C": {"clean": 91.3, "step-ll": (85.3, 83.6, 80.7, 73.8), "step-fgsm": (80.2, 79.1, 75.4, 67.6),
                  "iter-ll": (81.4, 69.0, 41.3, 19.2), "iter-fgsm": (60.7, 18.9, 1.7, 0.1)}}),
+    "000-table8-9": PaperTable(
+        "paper 000 Appendix B Table 8 (targets B1 K1 P1, same initialisation as the sources) and Table 9 (targets "
+        "B2 K2 P2, the other initialisation), sources B1 K1 P1, CIFAR-10, ResNet-20, eps 16 of 255, %",
+        ("B1", "K1", "P1"),
+        {"T8 B1 step-fgsm": (12.2, 27.4, 27.5), "T8 K1 step-fgsm": (65.7, 81.5, 81.8),
+         "T8 P1 step-fgsm": (58.1, 89.3, 91.7), "T8 B1 iter-ll": (9.3, 78.6, 80.7),
+         "T8 K1 iter-ll": (87.7, 16.8, 81.8), "T8 P1 iter-ll": (88.1, 81.9, 22.3),
+         "T8 B1 iter-fgsm": (0.0, 45.9, 44.7), "T8 K1 iter-fgsm": (51.5, 0.0, 18.2),
+         "T8 P1 iter-fgsm": (48.9, 13.4, 0.0),
+         "T9 B2 step-fgsm": (17.9, 33.9, 34.5), "T9 K2 step-fgsm": (65.0, 84.6, 84.5),
+         "T9 P2 step-fgsm": (66.4, 88.2, 87.2), "T9 B2 iter-ll": (73.9, 82.2, 82.8),
+         "T9 K2 iter-ll": (87.6, 81.5, 82.3), "T9 P2 iter-ll": (88.3, 83.5, 83.9),
+         "T9 B2 iter-fgsm": (4.1, 54.8, 54.3), "T9 K2 iter-fgsm": (61.2, 25.3, 30.4),
+         "T9 P2 iter-fgsm": (61.6, 27.7, 36.1)}),
+    "000-table2-leak": PaperTable(
+        "paper 000 Table 2 (CIFAR-10, ResNet-20, trained with step_ll; step_FGSM attack at eps 2, 4, 8, 16 of 255 "
+        "beside clean: label leaking where it exceeds clean), %",
+        ("clean", "step-fgsm@2", "step-fgsm@4", "step-fgsm@8", "step-fgsm@16"),
+        {"Baseline": (90.9, 28.7, 20.6, 15.7, 12.2), "Kurakin's": (91.0, 78.9, 83.3, 85.2, 81.5),
+         "Bidirection": (91.0, 78.7, 82.8, 88.0, 90.0), "Pivot": (90.9, 79.7, 84.8, 90.0, 91.7)}),
+    "004-table10": PaperTable(
+        "paper 004 Table 10 (TRADES with HE or SI, ResNet-18, L_inf 8/255), %",
+        ("PGD", "PGDCW", "SI-PGD", "AA"),
+        {"CIFAR-10 TRADES": (55.23, 52.67, 52.24, 50.06), "CIFAR-10 TRADES-HE": (61.45, 52.08, 51.57, 49.86),
+         "CIFAR-10 TRADES-SI": (58.73, 53.56, 54.77, 50.60),
+         "SVHN TRADES": (61.28, 57.39, 56.90, 50.82), "SVHN TRADES-HE": (67.32, 56.55, 57.53, 51.90),
+         "SVHN TRADES-SI": (62.68, 57.93, 58.87, 52.13),
+         "CIFAR-100 TRADES": (31.39, 27.10, 26.68, 25.04), "CIFAR-100 TRADES-HE": (31.70, 25.51, 29.34, 23.93),
+         "CIFAR-100 TRADES-SI": (33.54, 28.19, 29.66, 25.86)}),
+    "004-table8": PaperTable(
+        "paper 004 Table 8 (single-step defenses, CIFAR-10, L_inf 8/255; free-at, gat on ResNet-18, rfgsm-at, "
+        "grad-align on PreActResNet-18; the GAT and RFGSM-AT rows are garbled in the text extraction and read here "
+        "in the table's column order), %",
+        ("natural", "PGD", "PGDCW", "SI-PGD"),
+        {"free-at": (84.45, 47.69, 47.14, 47.31), "free-at-si": (84.22, 48.37, 46.97, 46.56),
+         "gat": (80.49, 54.47, 50.47, 51.89), "gat-si": (83.42, 56.01, 51.83, 52.13),
+         "rfgsm-at": (83.80, 49.41, 48.92, 48.85), "rfgsm-at-si": (82.85, 50.75, 49.69, 49.42),
+         "grad-align": (80.14, 49.42, 48.23, 48.12), "grad-align-si": (82.58, 50.51, 49.64, 49.35)}),
+    "004-tables2-4": PaperTable(
+        "paper 004 Tables 2 (scale s, m 0.2), 3 (margin m, s 15) and 4 (beta; m 0.2, s 15): TRADES-SI, ResNet-18, "
+        "CIFAR-10, L_inf 8/255 (rows quoted: TRADES, the default, and the settings nearest ours), %",
+        ("natural", "PGD", "PGDCW", "SI-PGD", "AA"),
+        {"TRADES": (84.15, 55.23, 52.67, 52.24, 50.06),
+         "TRADES-SI s 15, m 0.2, beta 0.2 (default)": (84.05, 58.73, 53.56, 54.77, 50.60),
+         "Table 2: s 60": (82.12, 57.38, 52.20, 58.47, 49.06), "Table 2: s 10": (83.75, 58.03, 53.21, 53.34, 50.05),
+         "Table 3: m 0": (82.95, 58.01, 52.86, 54.73, 50.11), "Table 3: m 0.6": (83.37, 57.35, 52.71, 53.53, 49.36),
+         "Table 4: beta 0": (81.58, 59.59, 52.67, 52.95, 49.59),
+         "Table 4: beta 0.6": (84.29, 57.95, 53.27, 54.26, 50.08)}),
+    "000-table3": PaperTable(
+        "paper 000 Table 3 (20 trainings each, ResNet-20, CIFAR-10, step_ll training; mean +- std), %",
+        ("clean", "step-ll@4", "step-ll@16", "iter-ll@4", "iter-ll@16"),
+        {"Kurakin's": ("90.9 +- 0.25", "86.1 +- 0.98", "84.6 +- 2.89", "64.2 +- 2.89", "16.3 +- 2.02"),
+         "Pivot": ("90.9 +- 0.25", "87.3 +- 0.79", "87.8 +- 0.82", "69.4 +- 1.61", "21.9 +- 1.85")}),
+    "000-fig3": PaperTable(
+        "paper 000 sec. 3.4 and Fig. 3 (step_ll, Pivot, CIFAR-10, various lambda2): the figure's curves are not "
+        "printed as numbers; its text",
+        ("statement",),
+        {"clean": ("a higher lambda2 reduces accuracy of the clean images; above 0.3 training diverges",),
+         "iterative": ("as lambda2 increases, accuracy of the iteratively generated adversarial images increases",)}),
+    "004-figs3-5": PaperTable(
+        "paper 004 sec. 5.4.3 and Figs. 3-5 (ResNet-18, CIFAR-10, L_inf 8/255): plots without printed numbers; "
+        "the statements of its text",
+        ("statement",),
+        {"Fig. 3 (AT-SI)": ("the loss surfaces around x + d1 v + d2 r (v: PGD-10) are smooth: no gradient "
+                            "obfuscation",),
+         "Fig. 4 (TRADES vs TRADES-SI)": ("the weight loss surface of TRADES-SI is flatter than TRADES's",),
+         "Fig. 5 (TRADES vs TRADES-SI)": ("cos theta of TRADES-SI on PGD-10 examples has larger values than "
+                                          "TRADES's",)}),
 }
 
 

@@ -6,7 +6,9 @@ test at the 5% level, two-sided:
 - the same images under two attacks or two models: McNemar's exact test on the discordant samples
   (:func:`mcnemar`), from the per-sample results every evaluation saves;
 - trainings over seeds: the 95% Student-t interval of the per-seed difference (:func:`t_interval`),
-  from at least 3 seeds (issue 24 asks for 5 where one training takes under 5 minutes).
+  from at least 3 seeds (issue 24 asks for 5 where one training takes under 5 minutes);
+- the spread of trainings (paper 000 Table 3): the two-sided F test of the ratio of the two sample variances
+  over the seeds (:func:`variance_outcome`), from at least 3 seeds each.
 
 A cell **supports** the claim when the difference goes the claimed way and is significant,
 **contradicts** it when it goes the other way and is significant, and is **inconclusive** otherwise.
@@ -31,15 +33,16 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ALPHA", "MIN_SEEDS", "OUTCOMES", "RULE_TEXT", "VERDICTS", "Interval", "Paired", "best_case_p", "bits",
-           "mcnemar", "mcnemar_p", "paired_outcome", "seeds_outcome", "t_interval", "unbits", "verdict",
-           "verdict_lines"]
+           "f_test_p", "mcnemar", "mcnemar_p", "paired_outcome", "seeds_outcome", "t_interval", "unbits",
+           "variance_outcome", "verdict", "verdict_lines"]
 
 ALPHA = 0.05
 OUTCOMES = ("supports", "contradicts", "inconclusive")
 VERDICTS = ("held", "partly", "did not hold", "not testable at this scale")
 RULE_TEXT = ("One rule (benchmarks/reproduce/README.md): each cell supports the claim when the difference goes the "
              "claimed way at the 5% level (two-sided McNemar exact test on the same images, or a 95% t-interval "
-             "over at least 3 training seeds that excludes 0), contradicts it when significant the other way, else is "
+             "over at least 3 training seeds that excludes 0, or for a spread over seeds the two-sided F test), "
+             "contradicts it when significant the other way, else is "
              "inconclusive; held = every cell supports, partly = at least half, did not hold = fewer than half, "
              "not testable at this scale = a precondition of the claim fails here.")
 
@@ -160,6 +163,32 @@ def seeds_outcome(diffs: Sequence[float], claimed_sign: int = 1) -> str:
     if high < 0:
         return "contradicts"
     return "inconclusive"
+
+
+def f_test_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p of the F test that ``a`` and ``b`` (independent samples, normal) have equal variances."""
+    from scipy.stats import f as f_dist
+
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"the F test needs at least 2 values each, got {len(a)} and {len(b)}")
+    va, vb = statistics.variance(a), statistics.variance(b)
+    if va == 0 and vb == 0:
+        return 1.0
+    if vb == 0 or va == 0:
+        return 0.0
+    ratio = va / vb
+    tail = f_dist.cdf(ratio, len(a) - 1, len(b) - 1)
+    return float(min(1.0, 2 * min(tail, 1 - tail)))
+
+
+def variance_outcome(a: Sequence[float], b: Sequence[float]) -> str:
+    """Claimed: ``b`` varies less than ``a`` over the seeds; the F test at the 5% level (two-sided); fewer than
+    :data:`MIN_SEEDS` values on either side is inconclusive."""
+    if len(a) < MIN_SEEDS or len(b) < MIN_SEEDS or min(statistics.variance(a), statistics.variance(b)) == 0:
+        return "inconclusive"  # a zero variance (identical results, e.g. a constant model) says nothing of the noise
+    if f_test_p(a, b) >= ALPHA:
+        return "inconclusive"
+    return "supports" if statistics.variance(b) < statistics.variance(a) else "contradicts"
 
 
 def verdict(outcomes: Sequence[str], untestable: str | None = None) -> str:

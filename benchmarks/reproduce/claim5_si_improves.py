@@ -20,7 +20,7 @@ from _digits import RUNS, Recipe, digits_test, robust_accuracy, train_digits, wo
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
 from _report import Clock, add_rerender, base_parser, earlier_run, markdown_table, out_dir, rerender_note, write_report
-from _verdict import seeds_outcome, t_interval, verdict_lines
+from _verdict import _T975, seeds_outcome, t_interval, verdict_lines
 from _verdict import verdict as one_rule
 
 CLAIM = "claim5_si_improves"
@@ -146,8 +146,9 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
            if failed else "") + ". "
         "In the paper itself SI is better under PGD for all four, but not under every attack (AT-SI and ALP-SI "
         "lose under AA, PGDCW and SI-PGD)."
-        + (f" With {len(set(r['seed'] for r in rows))} seeds the interval is wide (t_0.975 = 12.7 for 2 seeds): "
-           "issue 24 asks for 5, which this run did not have." if len({r["seed"] for r in rows}) < 5 else "")
+        + (f" With {len(set(r['seed'] for r in rows))} seeds the interval is wide (t_0.975 = "
+           f"{_T975[len({r['seed'] for r in rows}) - 2]:g}): issue 24 asks for 5, which this run did not have."
+           if len({r["seed"] for r in rows}) < 5 else "")
         + (" Per-sample results: not recorded by this run (it predates issue 24)." if missing else
            " Per-sample results: report.json `rows[].samples` (1 = correct)."),
         paper_section("004-table6", paper, head),
