@@ -9,13 +9,15 @@ seed i with seed i); :func:`summary_rows` renders mean +- std per arm.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _digits import Recipe, digits_test, robust_accuracy, train_digits, worst_case_accuracy
+from _digits import RUNS, Recipe, digits_test, robust_accuracy, train_digits, worst_case_accuracy
+from _report import Clock, earlier_run
 from _verdict import seeds_outcome, t_interval
 
 __all__ = ["AA_STANDIN", "Arm", "Statement", "run_arms", "seed_cells", "summary_rows"]
@@ -185,3 +187,41 @@ def arms_sections(*, verdict_text: str, paper: str, rows: list[dict[str, Any]], 
             "## Per seed\n\n" + markdown_table(["arm", "seed", *columns, "train s", "reused"],
                                                per_seed_rows(rows, columns)),
             "## Protocol\n\n" + protocol, "## What differs from the paper\n\n" + differences, seeds]
+
+
+# --- claims 10-12: SI arms trained on claim 5's recipe and evaluated under PGD, PGD-CW and SI-PGD -------------
+SI_ATTACKS = ("pgd", "pgd-cw", "si-pgd")
+
+
+def add_si_args(p: argparse.ArgumentParser, seeds: str, seeds_help: str, aa: str | None = None) -> None:
+    """The arguments claims 10-12 share (claim 5's recipe; ``aa``: the AutoAttack column's default, if any)."""
+    p.add_argument("--seeds", default=seeds, help=seeds_help)
+    p.add_argument("--epochs", type=int, default=20, help="claim 5's recipe")
+    p.add_argument("--train-steps", type=int, default=5)
+    p.add_argument("--eps", type=float, default=Recipe.eps)
+    p.add_argument("--steps", type=int, default=20, help="steps of PGD, PGD-CW, SI-PGD")
+    if aa is not None:
+        p.add_argument("--aa", default=aa)
+    p.add_argument("--n-digits", type=int, default=360)
+    p.add_argument("--runs", type=Path, default=RUNS)
+
+
+def si_smoke(args: argparse.Namespace) -> argparse.Namespace:
+    """``--smoke``: one seed, one epoch, 2 steps, 8 images (what tests/test_reproduce_scripts.py runs)."""
+    if args.smoke:
+        args.seeds, args.epochs, args.train_steps, args.steps, args.n_digits = "0", 1, 2, 2, 8
+        if getattr(args, "aa", None) is not None:
+            args.aa = "autoattack:apgd-ce"
+    return args
+
+
+def si_rows(args: argparse.Namespace, arms: list[Arm], clock: Clock) -> tuple[Recipe, list[dict[str, Any]]]:
+    """The recipe and every arm x seed row (an earlier run's with ``--rerender``)."""
+    recipe = Recipe(eps=args.eps, epochs=args.epochs, steps=args.train_steps, n_train=128 if args.smoke else None)
+    earlier = earlier_run(args, clock)
+    if earlier is not None:
+        return recipe, earlier["rows"]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    attacks = [(a, {"steps": args.steps}) for a in SI_ATTACKS]
+    return recipe, run_arms(arms, seeds, recipe, args.runs, n=args.n_digits, attacks=attacks, eps=args.eps,
+                            aa=getattr(args, "aa", None) or "", device=args.device, checks=not args.smoke)

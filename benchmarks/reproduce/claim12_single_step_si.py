@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _arms import Arm, Statement, arms_plot, arms_sections, run_arms, seed_cells
+from _arms import Arm, Statement, add_si_args, arms_plot, arms_sections, seed_cells, si_rows, si_smoke
 from _deviations import deviation_lines
-from _digits import RUNS, Recipe
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
-from _report import Clock, add_rerender, base_parser, earlier_run, out_dir, write_report
+from _report import Clock, add_rerender, base_parser, out_dir, write_report
 from _verdict import verdict as one_rule
 from _verdict import verdict_lines
 
@@ -38,31 +37,16 @@ SIDE = [Statement(f"{b}-SI vs {b}, clean accuracy (not a cell)", f"{b}-si", b, "
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="0,1,2", help="training seeds (3: what fit the time box beside claims 5-14)")
-    p.add_argument("--epochs", type=int, default=20, help="claim 5's recipe")
-    p.add_argument("--train-steps", type=int, default=5)
-    p.add_argument("--eps", type=float, default=Recipe.eps)
-    p.add_argument("--steps", type=int, default=20, help="steps of PGD, PGD-CW, SI-PGD")
-    p.add_argument("--n-digits", type=int, default=360)
-    p.add_argument("--runs", type=Path, default=RUNS)
+    add_si_args(p, "0,1,2", "training seeds (3: what fit the time box beside claims 5-14)")
     add_rerender(p)
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.seeds, args.epochs, args.train_steps, args.steps, args.n_digits = "0", 1, 2, 2, 8
-    return args
+    return si_smoke(p.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     clock = Clock()
     out = out_dir(args, CLAIM)
-    recipe = Recipe(eps=args.eps, epochs=args.epochs, steps=args.train_steps, n_train=128 if args.smoke else None)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    attacks = [(a, {"steps": args.steps}) for a in ("pgd", "pgd-cw", "si-pgd")]
-    earlier = earlier_run(args, clock)
-    rows = earlier["rows"] if earlier is not None else run_arms(
-        ARMS, seeds, recipe, args.runs, n=args.n_digits, attacks=attacks, eps=args.eps,
-        device=args.device, checks=not args.smoke)
+    recipe, rows = si_rows(args, ARMS, clock)
     cells = seed_cells(rows, STATEMENTS)
     side = seed_cells(rows, SIDE)
     result = one_rule([c["outcome"] for c in cells])
