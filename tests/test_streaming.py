@@ -6,7 +6,7 @@ torchvision's own ImageFolder gives; bad folders and images are one line naming 
 dataset gives the report of its tensors and resumes their state; a changed pixel is refused on resume; and the
 engine never holds more than a few batches of images, however many the dataset has.  ``compare`` streams the
 same way: its report on a dataset is the one on its tensors, its CLI reads ``imagefolder:DIR`` and recognises its
-report, and it holds a few batches, not the dataset.
+report, and it holds a few batches, not the dataset; and so does ``curve`` (the minimal_norm plugin).
 """
 
 from __future__ import annotations
@@ -303,4 +303,63 @@ def test_compare_holds_a_few_batches_not_the_dataset(reg: Registry) -> None:
     assert data.reads >= n  # the clean pass read every image
     # the rows' batches (pgd twice: the noise run), their adversarial copies and the checks' subsample: never
     # the 400 images (401 when compare collected the dataset first)
+    assert 0 < data.most <= 8 * batch, data.most
+
+
+# --------------------------------------------------------------------------------------------
+# curve (the minimal_norm plugin): the same streaming
+# --------------------------------------------------------------------------------------------
+CURVE = {"norm": "linf", "params": {"steps": 10}, "verifier": "pgd", "at": (0.05,), "verify_params": {"steps": 2},
+         "seed": 0, "batch_size": 4}
+
+
+def _curve(report: dict) -> list:
+    """What a curve found (not its seconds, time or device)."""
+    return [report["n"], report["clean_accuracy"], report["norms"], report["curve"], report["verification"]]
+
+
+def test_curve_on_a_streamed_dataset_gives_the_tensors_report(jpeg_tar: Path, tmp_path: Path, reg: Registry) -> None:
+    from robustreg.evaluation.inputs import first_images
+    from robustreg_plugins.minimal_norm.curve import curve_report
+
+    root = _folder(jpeg_tar, tmp_path / "imgs")
+    x, y, _ = _torchvision_tensors(root)
+    reference = curve_report(_net(), x, y, reg, "fmn", **CURVE)
+    assert any(v is not None and v > 0 for v in reference["norms"]), reference["norms"]  # found some: not empty
+    images, labels, info = first_images(FolderData(root), None)
+    assert info["read"] == "streamed"
+    assert _curve(curve_report(_net(), images, labels, reg, "fmn", **CURVE)) == _curve(reference)
+
+
+def test_cli_curves_an_imagefolder(jpeg_tar: Path, tmp_path: Path, capsys) -> None:
+    root = _folder(jpeg_tar, tmp_path / "imgs")
+    (tmp_path / "net.py").write_text(MODEL)
+    out = tmp_path / "curve"
+    args = ["curve", "--model", f"{tmp_path / 'net.py'}:factory", "--data", f"imagefolder:{root}",
+            "--resize", "40", "--center-crop", "36", "--attack", "fmn", "--param", "fmn.steps=5",
+            "--verify", "pgd", "--at", "0.05", "--param", "pgd.steps=2", "--batch-size", "4", "--out", str(out),
+            "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    x, y, _ = _torchvision_tensors(root, 40, 36)
+    assert report["n"] == len(y) and report["data"]["read"] == "streamed"
+    assert report["identity"]["data"] == data_fingerprint(x, y)  # read a batch at a time: the tensors' fingerprint
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "report already there" in capsys.readouterr().out
+
+
+def test_curve_holds_a_few_batches_not_the_dataset(reg: Registry) -> None:
+    from robustreg.evaluation.inputs import first_images
+    from robustreg_plugins.minimal_norm.curve import curve_report
+
+    n, batch = 400, 20
+    data = _Counted(n)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    torch.manual_seed(0)
+    x, y, _ = first_images(data, None)
+    report = curve_report(model.eval(), x, y, reg, "fmn", **{**CURVE, "params": {"steps": 3}, "batch_size": batch})
+    assert report["n"] == n and len(report["norms"]) == n
+    assert data.reads >= n  # the clean pass read every image
+    # fmn's and the verifier's batches and their adversarial copies: never the 400 images
     assert 0 < data.most <= 8 * batch, data.most
