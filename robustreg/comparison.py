@@ -30,13 +30,13 @@ from .checks import CellView, CheckContext, Checks, check_names, registered, run
 from .comparison_config import CompareConfig
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
-from .data.source import as_images
+from .data.source import Images
 from .environment import environment
 from .errors import close_matches
-from .evaluation import first_samples
 from .evaluation.cells import Cell
 from .evaluation.checking import view_of
 from .evaluation.distributed import SINGLE, Group, check_pieces, plain_record, process_group, replay, shard_batches
+from .evaluation.inputs import first_images
 from .models.outputs import logits_model
 from .options import with_options
 from .registrar import UnknownNameError
@@ -162,7 +162,8 @@ def agreement(broken: Mapping[str, torch.Tensor]) -> dict[str, float | None]:
     return out
 
 
-def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
+def _logits(model: nn.Module, x: Images, device: torch.device, batch_size: int) -> torch.Tensor:
+    """The clean logits (CPU), ``batch_size`` images read at a time."""
     with torch.no_grad():
         return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu()
                           for i in range(0, x.shape[0], batch_size)])
@@ -199,10 +200,11 @@ class _Run(NamedTuple):
 @dataclass(frozen=True)
 class _Job:
     """What every row of one comparison shares: the model (on ``device``, in eval mode while it runs), the n
-    samples, the threat model, the batch size and the ranks of ``group``."""
+    samples (``x`` read a batch at a time: a streamed dataset is never all in memory), the threat model, the
+    batch size and the ranks of ``group``."""
 
     model: nn.Module
-    x: torch.Tensor
+    x: Images
     y: torch.Tensor
     threat: ThreatModel
     device: torch.device
@@ -357,7 +359,7 @@ def _checks(job: _Job, clean_logits: torch.Tensor, cells: Sequence[Any], seed: i
     """The report's automatic checks on ``cells`` (:func:`_cells`); every rank of ``job.group`` runs them,
     sharing their attacks."""
     threat, device = job.threat, job.device
-    ctx = CheckContext(job.model, as_images(job.x.to(device)), job.y.to(device), clean_logits, norm=threat.norm,
+    ctx = CheckContext(job.model, job.x, job.y, clean_logits, norm=threat.norm,
                        cells=list(cells), device=device, seed=seed, box=threat.box, shard=check_pieces(job.group))
     return [result.to_json() for result in run_checks(ctx, disabled=disabled, checks=checks)]
 
@@ -408,7 +410,7 @@ def _attack_all(job: _Job, resolved: Sequence[Resolved], plans: Sequence[Mapped 
     return correct, rows, broken_by, noisy, found, (round(seconds, 4), round(waited[0], 4)), recheck
 
 
-def _remedied(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, correct: torch.Tensor,
+def _remedied(model: nn.Module, x: Images, y: torch.Tensor, threat: ThreatModel, correct: torch.Tensor,
               broken_by: Mapping[str, torch.Tensor], checks: list[dict[str, Any]], registry: Registry,
               device: torch.device, seed: int, batch_size: int, budget: float,
               recheck: Callable[[Sequence[CellView]], list[dict[str, str]]]) -> dict[str, Any]:
@@ -441,13 +443,15 @@ def compare(
     ``toolkits``: default every toolkit with a registered attack (:func:`registered_toolkits`).
     ``device``: where to run ("cpu", "cuda", "cuda:N", "auto"; default None: where the model is).
     ``data``: as :func:`robustreg.evaluate` takes it (LabeledData, (x, y) tensors or numpy arrays, Dataset,
-    DataLoader); its first ``n`` samples
-    are used (all if None).  Every toolkit attacks the clean-correct ones among them with the same
-    ThreatModel(norm, eps) and ``seed``.  ``params`` (robustreg's vocabulary) override the native
-    attack's declared defaults (an unknown name is an error with close matches); that full native
-    configuration goes to every toolkit, mapped by :mod:`robustreg.comparison_params`.  A row whose
-    entry cannot take a parameter lists it in ``missing`` and has ``same_attack: False`` (it still runs
-    with what it takes).  Without a native attack, ``params`` go to the entries that take them.
+    DataLoader); its first ``n`` samples are used (all if None), streamed as ``evaluate`` streams them: a
+    Dataset (an in-order DataLoader's) is read ``batch_size`` images at a time for the clean pass, each row's
+    batches, the checks and the remedies, never all at once (a shuffling DataLoader is collected into
+    memory).  Every toolkit attacks the clean-correct ones among them with the same ThreatModel(norm, eps)
+    and ``seed``.  ``params`` (robustreg's vocabulary) override the native attack's declared defaults (an
+    unknown name is an error with close matches); that full native configuration goes to every toolkit,
+    mapped by :mod:`robustreg.comparison_params`.  A row whose entry cannot take a parameter lists it in
+    ``missing`` and has ``same_attack: False`` (it still runs with what it takes).  Without a native attack,
+    ``params`` go to the entries that take them.
     A toolkit without the attack gets ``available: False`` and the reason as its note; an attack that
     raises gets ``available: False`` and the error in ``error`` (the other toolkits still run).
     ``output``: the logits in a model output that is not a tensor, as :func:`robustreg.evaluate` reads it.
@@ -492,7 +496,7 @@ def compare(
     given = cfg.given
     local = os.environ.get("LOCAL_RANK") if cfg.distributed else None  # under torchrun: "cuda" is cuda:LOCAL_RANK
     dev = resolve_device(cfg.device, model, local_rank=int(local) if local else None)  # None: where the model is
-    x, y, _ = first_samples(data, cfg.n)
+    x, y, _ = first_images(data, cfg.n)  # a Dataset is streamed: read a batch at a time, never all at once
     home = next((p.device for p in model.parameters()), torch.device("cpu"))
     model = logits_model(model, cfg.output, x[:1].to(home))  # a dict / tuple / .logits output reduced to logits
     resolved = [resolve(registry, attack, t, norm) for t in toolkits]

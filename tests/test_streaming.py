@@ -4,7 +4,9 @@ The folders are made of real CIFAR-10 test JPEGs (the shared data's tarball; the
 is checked: the CLI reads an ImageFolder at ``--resize``/``--center-crop`` and fingerprints exactly the images
 torchvision's own ImageFolder gives; bad folders and images are one line naming ``--data``; a streamed
 dataset gives the report of its tensors and resumes their state; a changed pixel is refused on resume; and the
-engine never holds more than a few batches of images, however many the dataset has.
+engine never holds more than a few batches of images, however many the dataset has.  ``compare`` streams the
+same way: its report on a dataset is the one on its tensors, its CLI reads ``imagefolder:DIR`` and recognises its
+report, and it holds a few batches, not the dataset; and so does ``curve`` (the minimal_norm plugin).
 """
 
 from __future__ import annotations
@@ -233,4 +235,131 @@ def test_the_engine_holds_a_few_batches_not_the_dataset(reg: Registry) -> None:
     assert data.reads >= n  # the clean pass read every image
     # the attacks' batches, their adversarial copies and the checks' 64-point subsample: never the 400 images
     # (65 when this was written; 401 when the engine collected the dataset first)
+    assert 0 < data.most <= 8 * batch, data.most
+
+
+# --------------------------------------------------------------------------------------------
+# compare: the same streaming as the engine
+# --------------------------------------------------------------------------------------------
+COMPARE = {"toolkits": ["native", "torchattacks"], "params": {"steps": 2}, "progress": False, "seed": 0,
+           "batch_size": 4}
+
+
+def _compared(report: dict) -> list:
+    """What a comparison found (not its seconds or environment)."""
+    rows = [(r["toolkit"], r["available"], r["robust_accuracy"], r["broken_samples"], r["max_perturbation"])
+            for r in report["results"]]
+    return [report["n"], report["clean_accuracy"], rows, report["agreement"], report["noise"],
+            report["disagreements"], [(c["name"], c["status"]) for c in report["checks"]]]
+
+
+def test_compare_on_a_streamed_dataset_gives_the_tensors_report(jpeg_tar: Path, tmp_path: Path, reg: Registry) -> None:
+    from torch.utils.data import DataLoader
+
+    from robustreg.comparison import compare
+
+    root = _folder(jpeg_tar, tmp_path / "imgs")
+    x, y, torchvision_folder = _torchvision_tensors(root)
+    reference = compare(_net(), (x, y), "pgd", 0.2, registry=reg, **COMPARE)
+    # both rows ran and broke some samples (2 of the 9 when written; eps 0.5 breaks the same 2): not an empty match
+    assert all(row["available"] and row["broken_samples"] for row in reference["results"]), reference["results"]
+    forms = {"FolderData": FolderData(root), "torchvision ImageFolder": torchvision_folder,
+             "DataLoader": DataLoader(torchvision_folder, batch_size=5)}
+    for name, data in forms.items():
+        report = compare(_net(), data, "pgd", 0.2, registry=reg, **COMPARE)
+        assert _compared(report) == _compared(reference), name
+
+
+def test_cli_compares_an_imagefolder_and_recognises_its_report(jpeg_tar: Path, tmp_path: Path, capsys) -> None:
+    root = _folder(jpeg_tar, tmp_path / "imgs")
+    (tmp_path / "net.py").write_text(MODEL)
+    out = tmp_path / "cmp"
+    args = ["compare", "--model", f"{tmp_path / 'net.py'}:factory", "--data", f"imagefolder:{root}",
+            "--resize", "40", "--center-crop", "36", "--attack", "fgsm", "--eps", "8/255",
+            "--toolkits", "native,torchattacks", "--batch-size", "4", "--out", str(out), "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    x, y, _ = _torchvision_tensors(root, 40, 36)
+    assert report["n"] == len(y) == len(CLASSES) * PER_CLASS
+    # read a batch at a time, the same bytes as torchvision's ImageFolder + Resize(40) + CenterCrop(36) in one
+    # tensor: the fingerprint a report of those tensors carries
+    assert report["data"]["fingerprint"] == data_fingerprint(x, y)
+    assert [r["available"] for r in report["results"]] == [True, True]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "report already there" in capsys.readouterr().out  # the same data (and configuration) is recognised
+
+
+def test_compare_holds_a_few_batches_not_the_dataset(reg: Registry) -> None:
+    from robustreg.comparison import compare
+
+    n, batch = 400, 20
+    data = _Counted(n)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    torch.manual_seed(0)
+    report = compare(model.eval(), data, "pgd", 0.1, toolkits=["native"], params={"steps": 2}, registry=reg,
+                     progress=False, batch_size=batch, seed=0, no_check=["incomplete-optimization"])
+    assert report["n"] == n and report["results"][0]["available"], report["results"]
+    assert data.reads >= n  # the clean pass read every image
+    # the rows' batches (pgd twice: the noise run), their adversarial copies and the checks' subsample: never
+    # the 400 images (401 when compare collected the dataset first)
+    assert 0 < data.most <= 8 * batch, data.most
+
+
+# --------------------------------------------------------------------------------------------
+# curve (the minimal_norm plugin): the same streaming
+# --------------------------------------------------------------------------------------------
+CURVE = {"norm": "linf", "params": {"steps": 10}, "verifier": "pgd", "at": (0.05,), "verify_params": {"steps": 2},
+         "seed": 0, "batch_size": 4}
+
+
+def _curve(report: dict) -> list:
+    """What a curve found (not its seconds, time or device)."""
+    return [report["n"], report["clean_accuracy"], report["norms"], report["curve"], report["verification"]]
+
+
+def test_curve_on_a_streamed_dataset_gives_the_tensors_report(jpeg_tar: Path, tmp_path: Path, reg: Registry) -> None:
+    from robustreg.evaluation.inputs import first_images
+    from robustreg_plugins.minimal_norm.curve import curve_report
+
+    root = _folder(jpeg_tar, tmp_path / "imgs")
+    x, y, _ = _torchvision_tensors(root)
+    reference = curve_report(_net(), x, y, reg, "fmn", **CURVE)
+    assert any(v is not None and v > 0 for v in reference["norms"]), reference["norms"]  # found some: not empty
+    images, labels, info = first_images(FolderData(root), None)
+    assert info["read"] == "streamed"
+    assert _curve(curve_report(_net(), images, labels, reg, "fmn", **CURVE)) == _curve(reference)
+
+
+def test_cli_curves_an_imagefolder(jpeg_tar: Path, tmp_path: Path, capsys) -> None:
+    root = _folder(jpeg_tar, tmp_path / "imgs")
+    (tmp_path / "net.py").write_text(MODEL)
+    out = tmp_path / "curve"
+    args = ["curve", "--model", f"{tmp_path / 'net.py'}:factory", "--data", f"imagefolder:{root}",
+            "--resize", "40", "--center-crop", "36", "--attack", "fmn", "--param", "fmn.steps=5",
+            "--verify", "pgd", "--at", "0.05", "--param", "pgd.steps=2", "--batch-size", "4", "--out", str(out),
+            "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    x, y, _ = _torchvision_tensors(root, 40, 36)
+    assert report["n"] == len(y) and report["data"]["read"] == "streamed"
+    assert report["identity"]["data"] == data_fingerprint(x, y)  # read a batch at a time: the tensors' fingerprint
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "report already there" in capsys.readouterr().out
+
+
+def test_curve_holds_a_few_batches_not_the_dataset(reg: Registry) -> None:
+    from robustreg.evaluation.inputs import first_images
+    from robustreg_plugins.minimal_norm.curve import curve_report
+
+    n, batch = 400, 20
+    data = _Counted(n)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    torch.manual_seed(0)
+    x, y, _ = first_images(data, None)
+    report = curve_report(model.eval(), x, y, reg, "fmn", **{**CURVE, "params": {"steps": 3}, "batch_size": batch})
+    assert report["n"] == n and len(report["norms"]) == n
+    assert data.reads >= n  # the clean pass read every image
+    # fmn's and the verifier's batches and their adversarial copies: never the 400 images
     assert 0 < data.most <= 8 * batch, data.most

@@ -51,6 +51,7 @@ from robustreg.cli_kit import (
     param_values,
     start_over_hint,
 )
+from robustreg.data.source import Images, as_images
 from robustreg.options import with_options
 from robustreg.stats import beyond_noise, noise
 from robustreg.threat import NORMS, ThreatModel
@@ -96,9 +97,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------
 # the computation (usable without the command line)
 # --------------------------------------------------------------------------------------------
-def _unbounded(norm: str, box: tuple[float, float], x: torch.Tensor) -> ThreatModel:
+def _unbounded(norm: str, box: tuple[float, float], x: torch.Tensor | Images) -> ThreatModel:
     """The threat whose eps is the box's diameter in ``norm``: no budget at all (what a minimal-norm attack gets)."""
-    width, d = box[1] - box[0], x[0].numel()
+    width, d = box[1] - box[0], math.prod(x.shape[1:])
     return ThreatModel(norm, {"linf": width, "l2": width * math.sqrt(d), "l1": width * d}[norm], box)
 
 
@@ -111,17 +112,19 @@ def _batches(idx: torch.Tensor, batch_size: int, progress: bool, desc: str) -> A
     return tqdm(chunks, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def minimal_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: Any, attack: str, norm: str,
+def minimal_norms(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, registry: Any, attack: str, norm: str,
                   params: Mapping[str, Any], *, seed: int, batch_size: int, device: torch.device,
                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sample (CPU float64) the norm of the smallest adversarial perturbation ``attack`` found (0 for a
     clean-misclassified sample, inf where it found none), and the clean-correct mask.
 
     The model must be on ``device`` in the mode to attack it in; each batch is one ``run`` with ``seed``
-    (the threat's eps is the box's diameter: no budget).
+    (the threat's eps is the box's diameter: no budget).  ``x`` is read ``batch_size`` images at a time (a
+    streamed dataset's :class:`~robustreg.data.source.Images` is never all in memory).
     """
-    correct = torch.cat([~judge(model, xb.to(device), yb.to(device))[0].cpu()
-                         for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size))])
+    x = as_images(x)
+    correct = torch.cat([~judge(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device))[0].cpu()
+                         for i in range(0, len(x), batch_size)])
     norms = torch.where(correct, math.inf, 0.0).double()
     threat = _unbounded(norm, (0.0, 1.0), x)
     built = registry.build_attack(attack, threat, seed=seed, **params)
@@ -146,10 +149,10 @@ def robust_accuracy_at(norms: torch.Tensor, eps: float, norm: str, x: torch.Tens
 @dataclass(frozen=True)
 class CurveRun:
     """What a curve attacks, with its options: the model (on ``device``, in the mode to attack it in), the n
-    samples and the registry the attacks come from."""
+    samples (read a batch at a time) and the registry the attacks come from."""
 
     model: nn.Module
-    x: torch.Tensor
+    x: Images
     y: torch.Tensor
     registry: Any
     config: CurveConfig
@@ -175,13 +178,13 @@ def verify(run: CurveRun, norms: torch.Tensor, correct: torch.Tensor) -> list[di
     cfg, x = run.config, run.x
     if cfg.verifier is None:
         return []
-    n, norm, params = x.shape[0], cfg.norm, dict(cfg.verify_params or {})
+    n, norm, params, probe = x.shape[0], cfg.norm, dict(cfg.verify_params or {}), x[:1]  # probe: the slack's size
     resolved = run.registry.attack_config(cfg.verifier, {"seed": cfg.seed, **params})
     rows = []
     for eps in cfg.at:
         threat = ThreatModel(norm, eps)
         broken = _verifier_broken(run, correct, resolved.build(threat), threat, cfg.verifier)
-        fits = _fits(norms, eps, norm, x)
+        fits = _fits(norms, eps, norm, probe)
         accuracy = float((correct & ~broken).double().mean())
         curve_accuracy = float((~fits).double().mean())
         count = int((broken & ~fits).sum())
@@ -211,7 +214,7 @@ def _lower_median(norms: torch.Tensor) -> float:
     return float(norms.sort().values[(norms.numel() - 1) // 2])
 
 
-def curve_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: Any, attack: str,
+def curve_report(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, registry: Any, attack: str,
                  config: CurveConfig | str | None = None, **options: Any) -> dict[str, Any]:
     """The report dict of one curve of the minimal-norm ``attack`` (see the module docstring); the model's
     modes, gradients and device are restored afterwards.
@@ -219,12 +222,15 @@ def curve_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: A
     The options are a :class:`~robustreg_plugins.minimal_norm.curve_config.CurveConfig` (``config``) whose
     fields ``options`` replace (``norm``, ``params``, ``eps``, ``verifier``, ``at``, ``verify_params``,
     ``seed``, ``batch_size``, ``device``, ``progress``: the keywords this function always took), checked once.
-    ``config`` may also be the norm as text, the older positional form ``curve_report(..., attack, "linf")``."""
+    ``config`` may also be the norm as text, the older positional form ``curve_report(..., attack, "linf")``.
+    ``x``: a tensor or :class:`~robustreg.data.source.Images` (a streamed dataset), read a batch at a time."""
     from robustreg.runtime import model_device, resolve_device
 
     if isinstance(config, str):
         config, options = None, {"norm": config, **options}
     cfg = with_options(CurveConfig, config, options, caller="curve_report()")
+    x = as_images(x)
+    probe = x[:1]  # one image: what the float slack of the norms depends on (its size and dtype)
     norm, seed = cfg.norm, cfg.seed
     started, device, home, snapshot = time.perf_counter(), resolve_device(cfg.device, model), model_device(model), \
         ModelState(model)
@@ -245,7 +251,7 @@ def curve_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, registry: A
         "found": int(finite.numel()), "not_found": int((correct & ~torch.isfinite(norms)).sum()),
         "median_norm": median if math.isfinite(median) else None,
         "mean_norm_found": float(finite.mean()) if finite.numel() else None,
-        "curve": [{"eps": e, "robust_accuracy": robust_accuracy_at(norms, e, norm, x)}
+        "curve": [{"eps": e, "robust_accuracy": robust_accuracy_at(norms, e, norm, probe)}
                   for e in _grid(norms, cfg.eps, cfg.at)],
         "verification": checks, "flagged": [row["eps"] for row in checks if row["flagged"]],
         "norms": [v if math.isfinite(v) else None for v in norms.tolist()],
@@ -391,19 +397,20 @@ def _check_args(args: argparse.Namespace) -> None:
     check_out_folder("--out", args.out)
 
 
-def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: torch.Tensor, y: torch.Tensor,
+def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: Images, y: torch.Tensor,
               model: nn.Module) -> dict[str, str]:
-    """What makes two runs the same configuration (strings, compared with a finished report's)."""
+    """What makes two runs the same configuration (strings, compared with a finished report's); a streamed
+    dataset is fingerprinted ``--batch-size`` images at a time (the same fingerprint as its images in one tensor)."""
     from robustreg.evaluation.state import data_fingerprint, model_fingerprint
 
-    return {"model": model_fingerprint(model), "data": data_fingerprint(x, y), "attack": args.attack,
+    return {"model": model_fingerprint(model), "data": data_fingerprint(x, y, args.batch_size), "attack": args.attack,
             "norm": args.norm, "verify": str(args.verify), "at": str(args.at), "eps": str(args.eps),
             "eps_scale": str(args.eps_scale), "seed": str(args.seed),
             "params": json.dumps(_plain(params), sort_keys=True)}
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustreg.evaluation.inputs import first_samples
+    from robustreg.evaluation.inputs import first_images
     from robustreg.lock import ReportGuard
     from robustreg.output_folders import existing_report, output_folders
     from robustreg.runtime import resolve_device
@@ -426,7 +433,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--n {args.n}: must be between 1 and the size of {args.data!r} ({len(data)} samples)")
         model = check_model_fits_data(model, data, args.model, args.data, registry=registry,
                                       any_input_size=args.any_input_size, output=args.output)
-        x, y, data_info = first_samples(data, args.n)
+        x, y, data_info = first_images(data, args.n)  # a Dataset is streamed, never all in memory
         identity = _identity(args, params, x, y, model)
         done = existing_report(out, lambda: identity, saved_identity, overwrite=args.overwrite)
         if done is not None:

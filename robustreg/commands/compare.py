@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..cli_kit import (
@@ -33,7 +32,7 @@ from ..cli_kit import (
 from ..comparison import compare, default_toolkits, registered_toolkits, render_markdown, render_table
 from ..comparison_check import check_comparison_report
 from ..evaluation.distributed import Group
-from ..evaluation.inputs import first_samples
+from ..evaluation.inputs import first_images
 from ..evaluation.state import adaptive_text, data_fingerprint, model_fingerprint
 from ..files import write_set_atomic
 from ..lock import ReportGuard
@@ -111,12 +110,13 @@ def _check_toolkits(registry: Registry, toolkits: list[str]) -> None:
 
 
 def _identity(attack: str, eps: float, args: argparse.Namespace, params: Mapping[str, Any],
-              toolkits: list[str], x: torch.Tensor, y: torch.Tensor, model: nn.Module) -> dict[str, str]:
-    """What a comparison report in ``--out`` must match to be this run's (see :func:`_saved_identity`)."""
+              toolkits: list[str], data: tuple[int, str], model: nn.Module) -> dict[str, str]:
+    """What a comparison report in ``--out`` must match to be this run's (see :func:`_saved_identity`);
+    ``data``: the samples' count and fingerprint (:func:`_data`)."""
     return {"attack": attack, "eps": repr(float(ThreatModel(args.norm, eps).eps)), "norm": args.norm,
             "toolkits": _text(list(dict.fromkeys(toolkits))), "params": _text(params), "seed": _text(args.seed),
-            "n": str(int(x.shape[0])), "model fingerprint": model_fingerprint(model),
-            "data fingerprint": data_fingerprint(x, y), "adaptive": adaptive_text(adaptive_budget(args))}
+            "n": str(data[0]), "model fingerprint": model_fingerprint(model),
+            "data fingerprint": data[1], "adaptive": adaptive_text(adaptive_budget(args))}
 
 
 def _saved_identity(report: Mapping[str, Any]) -> dict[str, str]:
@@ -133,12 +133,19 @@ def _text(value: Any) -> str:
     return json.dumps(json.loads(json.dumps(value, default=repr)), sort_keys=True)
 
 
-def _write(report: dict[str, Any], out: Path, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def _data(data: Any, n: int | None, batch_size: int) -> tuple[int, str]:
+    """The count and fingerprint of the first ``n`` samples: a streamed dataset read ``batch_size`` images at a
+    time (the same fingerprint as its images in one tensor, so a report of the tensors is recognised)."""
+    x, y, _ = first_images(data, n)
+    return len(x), data_fingerprint(x, y, batch_size)
+
+
+def _write(report: dict[str, Any], out: Path, model: nn.Module, fingerprint: str,
            args: argparse.Namespace, guard: ReportGuard) -> None:
     """report.json (with the model's and data's fingerprints, so a rerun is recognised) and report.md,
     as one set with report.json last; first ``guard``'s last look at the report.json there."""
     report["model"] = {"spec": args.model, "weights": args.weights, "fingerprint": model_fingerprint(model)}
-    report["data"] = {"spec": args.data, "fingerprint": data_fingerprint(x, y)}
+    report["data"] = {"spec": args.data, "fingerprint": fingerprint}
     guard.check(report)
     write_set_atomic(out, {"report.md": render_markdown(report),
                            "report.json": json.dumps(report, indent=2) + "\n"}, last="report.json")
@@ -183,9 +190,15 @@ def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, An
         data = load_dataset(args, args.data, "test")
         model = check_model_fits_data(model, data, args.model, args.data, registry=args.registry,
                                       any_input_size=args.any_input_size, output=args.output)
-        x, y, _ = first_samples(data, args.n)
+        seen: list[tuple[int, str]] = []  # computed once, when first asked for (a streamed dataset is read again)
+
+        def data_id() -> tuple[int, str]:
+            if not seen:
+                seen.append(_data(data, args.n, args.batch_size))
+            return seen[0]
+
         done = None if out is None else group.main_run(lambda: existing_report(
-            out, lambda: _identity(attack, eps, args, params, toolkits, x, y, model), _saved_identity,
+            out, lambda: _identity(attack, eps, args, params, toolkits, data_id(), model), _saved_identity,
             overwrite=getattr(args, "overwrite", False)))
         if done is not None and out is not None:
             if group.is_main:
@@ -195,13 +208,13 @@ def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, An
             return 0
         guard = ReportGuard.take(out, _saved_identity) if out is not None and group.is_main else None
         report = compare(
-            model, (x, y), attack, eps, toolkits=toolkits, norm=args.norm, params=params,
+            model, data, attack, eps, n=args.n, toolkits=toolkits, norm=args.norm, params=params,
             batch_size=args.batch_size, device=args.device, seed=args.seed, registry=args.registry,
             noise=getattr(args, "noise", True), progress=not args.quiet, no_check=getattr(args, "no_check", ()),
             distributed=group.world_size > 1, **adaptive_options(args),
         )
         if out is not None and guard is not None:
-            _write(report, out, model, x, y, args, guard)
+            _write(report, out, model, data_id()[1], args, guard)
     if group.is_main:
         print(render_table(report))
         if out is not None:

@@ -1,8 +1,8 @@
 """The samples an evaluation (or a comparison) runs on: the first n of a dataset, checked.
 
 :func:`first_images` gives the images as :class:`~robustreg.data.source.Images`, read a batch at a time
-(``evaluate`` and ``autoattack`` stream a Dataset through the engine); :func:`first_samples` gives them as one
-tensor (``compare``, ``curve`` and the analyses still hold their samples in memory).
+(``evaluate``, ``autoattack``, ``compare`` and ``curve`` stream a Dataset); :func:`first_samples` gives them as
+one tensor (the analyses still hold their samples in memory).
 """
 
 from __future__ import annotations
