@@ -154,7 +154,7 @@ def _write(report: dict[str, Any], out: Path, model: nn.Module, fingerprint: str
 def run(args: argparse.Namespace) -> int:
     """Execute ``robustreg compare``: print the table; return the exit status.
 
-    ``--out`` follows the rules of :mod:`robustreg.commands.outputs`: probed before the model loads,
+    ``--out`` follows the rules of :mod:`robustreg.output_folders`: probed before the model loads,
     stale temporaries removed, no empty folder left by a failure, a finished report of another
     configuration refused unless ``--overwrite``, one of the same configuration not recomputed.
 
