@@ -12,7 +12,7 @@ import torch
 # One thread by default: tests use tiny batches, where a second OpenMP thread only adds synchronisation,
 # and under any other load (the DDP test's second process, a parallel job) two threads spin-wait badly.
 # `--torch-threads N` runs them with N threads instead: a result that depends on how a reduction is split
-# between threads then shows (.ci/run runs the numerics-marked tests with 1 and with 2).
+# between threads then shows (.ci/run reruns the numerics-marked tests on the scalar kernels with 2).
 torch.set_num_threads(1)
 
 
