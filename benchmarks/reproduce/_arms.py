@@ -225,3 +225,41 @@ def si_rows(args: argparse.Namespace, arms: list[Arm], clock: Clock) -> tuple[Re
     attacks = [(a, {"steps": args.steps}) for a in SI_ATTACKS]
     return recipe, run_arms(arms, seeds, recipe, args.runs, n=args.n_digits, attacks=attacks, eps=args.eps,
                             aa=getattr(args, "aa", None) or "", device=args.device, checks=not args.smoke)
+
+
+# --- claims 13-14: paper 000's one-step defenses (Kurakin's, Pivot) on claim 5's digits recipe ---------------
+ONE_STEP_MAX_EPS = 32 / 255
+ONE_STEP_PARAMS = {"method": "step_ll", "max_eps": ONE_STEP_MAX_EPS}
+
+
+def one_step_recipe(args: argparse.Namespace) -> Recipe:
+    """Claim 5's digits recipe with paper 000's one-step defenses (no inner steps, no eps warm-up: the defenses
+    draw their own eps per batch from clip(|N(0, max_e/2)|))."""
+    return Recipe(eps=ONE_STEP_MAX_EPS, epochs=args.epochs, steps=1, warmup=0, n_train=128 if args.smoke else None)
+
+
+def add_one_step_args(p: argparse.ArgumentParser, seeds: str, seeds_help: str) -> None:
+    """The arguments claims 13-14 share."""
+    p.add_argument("--seeds", default=seeds, help=seeds_help)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--n-digits", type=int, default=360)
+    p.add_argument("--runs", type=Path, default=RUNS)
+
+
+def one_step_smoke(args: argparse.Namespace, seeds: str = "0") -> argparse.Namespace:
+    """``--smoke``: ``seeds``, one epoch, 8 images."""
+    if args.smoke:
+        args.seeds, args.epochs, args.n_digits = seeds, 1, 8
+    return args
+
+
+def one_step_rows(args: argparse.Namespace, arms: list[Arm], attacks: list[str], eps: list[int],
+                  clock: Clock) -> list[dict[str, Any]]:
+    """Every arm x seed row under ``attacks`` at ``eps`` (of 255), an earlier run's with ``--rerender``."""
+    earlier = earlier_run(args, clock)
+    if earlier is not None:
+        rows: list[dict[str, Any]] = earlier["rows"]
+        return rows
+    seeds = [int(s) for s in args.seeds.split(",")]
+    return run_arms(arms, seeds, one_step_recipe(args), args.runs, n=args.n_digits, attacks=[(a, {}) for a in attacks],
+                    eps=[e / 255 for e in eps], device=args.device, checks=not args.smoke)

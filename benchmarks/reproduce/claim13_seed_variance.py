@@ -17,18 +17,27 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from _arms import Arm, Statement, arms_plot, arms_sections, run_arms, seed_cells
+from _arms import (
+    ONE_STEP_PARAMS,
+    Arm,
+    Statement,
+    add_one_step_args,
+    arms_plot,
+    arms_sections,
+    one_step_recipe,
+    one_step_rows,
+    one_step_smoke,
+    seed_cells,
+)
 from _deviations import deviation_lines
-from _digits import RUNS, Recipe
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
-from _report import Clock, add_rerender, base_parser, earlier_run, markdown_table, out_dir, write_report
+from _report import Clock, add_rerender, base_parser, markdown_table, out_dir, write_report
 from _verdict import f_test_p, variance_outcome, verdict_lines
 from _verdict import verdict as one_rule
 
 CLAIM = "claim13_seed_variance"
-MAX_EPS = 32 / 255
-PARAMS = {"method": "step_ll", "max_eps": MAX_EPS}
+PARAMS = ONE_STEP_PARAMS
 ARMS = [Arm("kurakin", "kurakin", PARAMS), Arm("pivot", "pivot", PARAMS)]
 ATTACKS = ["step-ll", "iter-ll"]
 EPS = [4, 16, 32]  # of 255
@@ -36,23 +45,11 @@ COLUMNS = ["clean", *(f"{a}@{e}" for a in ATTACKS for e in EPS)]
 TABLE3 = [f"{a}@{e}" for a in ATTACKS for e in (4, 16)]  # the paper's four columns
 
 
-def recipe(args: argparse.Namespace) -> Recipe:
-    """Claim 5's digits recipe with paper 000's one-step defenses (no inner steps, no eps warm-up: the defenses
-    draw their own eps per batch from clip(|N(0, max_e/2)|))."""
-    return Recipe(eps=MAX_EPS, epochs=args.epochs, steps=1, warmup=0, n_train=128 if args.smoke else None)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9", help="training seeds (issue 24: 10)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--n-digits", type=int, default=360)
-    p.add_argument("--runs", type=Path, default=RUNS)
+    add_one_step_args(p, "0,1,2,3,4,5,6,7,8,9", "training seeds (issue 24: 10)")
     add_rerender(p)
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.seeds, args.epochs, args.n_digits = "0,1,2", 1, 8
-    return args
+    return one_step_smoke(p.parse_args(argv), "0,1,2")
 
 
 def spread_cells(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -70,11 +67,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     clock = Clock()
     out = out_dir(args, CLAIM)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    earlier = earlier_run(args, clock)
-    rows = earlier["rows"] if earlier is not None else run_arms(
-        ARMS, seeds, recipe(args), args.runs, n=args.n_digits, attacks=[(a, {}) for a in ATTACKS],
-        eps=[e / 255 for e in EPS], device=args.device, checks=not args.smoke)
+    rows = one_step_rows(args, ARMS, ATTACKS, EPS, clock)
     means = seed_cells(rows, [Statement(f"Pivot's mean above Kurakin's under {c}", "pivot", "kurakin", c)
                               for c in TABLE3])
     spreads = spread_cells(rows)
@@ -88,7 +81,7 @@ def main(argv: list[str] | None = None) -> Path:
                                   "Kurakin's, seed i with seed i) and 4 of the spread (two-sided F test of the two "
                                   "variances over the seeds), the paper's four Table 3 columns")
                     + "\n\n## Spread over the seeds (points of %)\n\n" + spread_table)
-    protocol = (f"{recipe(args).describe().split('; inner attack')[0]}; defenses `kurakin` and `pivot` "
+    protocol = (f"{one_step_recipe(args).describe().split('; inner attack')[0]}; defenses `kurakin` and `pivot` "
                 f"(method step_ll, max_e 32/255, k = half the batch, lambda 0.3, pivot lambda2 1e-4: registry "
                 "defaults), no eps warm-up. Evaluation: the first "
                 f"{args.n_digits} of the 360 digits test images, step_ll and iter_ll (`step-ll`, `iter-ll`, attack "

@@ -15,18 +15,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _arms import Arm, Statement, arms_plot, arms_sections, run_arms, seed_cells
+from _arms import (
+    ONE_STEP_PARAMS,
+    Arm,
+    Statement,
+    add_one_step_args,
+    arms_plot,
+    arms_sections,
+    one_step_recipe,
+    one_step_rows,
+    one_step_smoke,
+    seed_cells,
+)
 from _deviations import deviation_lines
-from _digits import RUNS, Recipe
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
-from _report import Clock, add_rerender, base_parser, earlier_run, out_dir, write_report
+from _report import Clock, add_rerender, base_parser, out_dir, write_report
 from _verdict import verdict as one_rule
 from _verdict import verdict_lines
 
 CLAIM = "claim14_lambda2_tradeoff"
-MAX_EPS = 32 / 255
-PARAMS = {"method": "step_ll", "max_eps": MAX_EPS}
+PARAMS = ONE_STEP_PARAMS
 LAM2 = 0.3
 ARMS = [Arm("pivot", "pivot", PARAMS), Arm(f"pivot lam2 {LAM2:g}", "pivot", {**PARAMS, "lam2": LAM2})]
 ATTACKS = ["iter-ll", "iter-fgsm"]
@@ -38,41 +47,25 @@ STATEMENTS = [Statement(f"lambda2 {LAM2:g} lowers clean accuracy below lambda2 1
                 for c in COLUMNS[1:]]]
 
 
-def recipe(args: argparse.Namespace) -> Recipe:
-    """Claim 5's digits recipe with paper 000's one-step defenses (no inner steps, no eps warm-up: the defenses
-    draw their own eps per batch from clip(|N(0, max_e/2)|))."""
-    return Recipe(eps=MAX_EPS, epochs=args.epochs, steps=1, warmup=0, n_train=128 if args.smoke else None)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="0,1,2,3,4", help="training seeds")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--n-digits", type=int, default=360)
-    p.add_argument("--runs", type=Path, default=RUNS)
+    add_one_step_args(p, "0,1,2,3,4", "training seeds")
     add_rerender(p)
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.seeds, args.epochs, args.n_digits = "0", 1, 8
-    return args
+    return one_step_smoke(p.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     clock = Clock()
     out = out_dir(args, CLAIM)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    earlier = earlier_run(args, clock)
-    rows = earlier["rows"] if earlier is not None else run_arms(
-        ARMS, seeds, recipe(args), args.runs, n=args.n_digits, attacks=[(a, {}) for a in ATTACKS],
-        eps=[e / 255 for e in EPS], device=args.device, checks=not args.smoke)
+    rows = one_step_rows(args, ARMS, ATTACKS, EPS, clock)
     means = seed_cells(rows, STATEMENTS)
     outcomes = [c["outcome"] for c in means]
     result = one_rule(outcomes)
     table = PAPER_TABLES["000-fig3"]
     verdict_text = verdict_lines(result, outcomes, f"95% t-interval over the seeds of lambda2 {LAM2:g} minus lambda2 "
                                  "1e-4 (seed i with seed i), one cell for clean and one per iterative attack x eps")
-    protocol = (f"{recipe(args).describe().split('; inner attack')[0]}; defenses `kurakin` and `pivot` "
+    protocol = (f"{one_step_recipe(args).describe().split('; inner attack')[0]}; defenses `kurakin` and `pivot` "
                 f"(method step_ll, max_e 32/255, k = half the batch, lambda 0.3, pivot lambda2 1e-4: registry "
                 f"defaults) and `pivot` with lambda2 {LAM2:g}, no eps warm-up. Evaluation: the first "
                 f"{args.n_digits} of the 360 digits test images, iter_ll and iter_FGSM (`iter-ll`, `iter-fgsm`, attack "
