@@ -9,8 +9,6 @@ import pytest
 import torch
 
 from robustreg.cli import main
-from robustreg.data import load_data
-from robustreg.models import build_model
 from robustreg_plugins.cascade.analyses.gradient_correlation import PAIRS, gradient_correlation, pearson
 
 # an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
@@ -18,13 +16,6 @@ pytestmark = pytest.mark.numerics
 
 EPS = [0.0, 0.01, 0.05, 0.2]
 N = 40
-
-
-@pytest.fixture(scope="module")
-def cnn_digits():
-    model = build_model("digits-cnn-pretrained").eval()
-    x, y = load_data("digits").tensors(N)
-    return model, x, y
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ import torch
 
 from robustreg import Registry, ThreatModel
 from robustreg.cli import main
-from robustreg.data import load_data
-from robustreg.models import build_model
 from robustreg_plugins.cascade.analyses.softmax_argument import softmax_argument
 
 # an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
@@ -19,13 +17,6 @@ pytestmark = pytest.mark.numerics
 
 EPS = [0.0, 0.02, 0.1, 0.25]
 N = 40
-
-
-@pytest.fixture(scope="module")
-def cnn_digits():
-    model = build_model("digits-cnn-pretrained").eval()
-    x, y = load_data("digits").tensors(N)
-    return model, x, y
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ import torch
 
 from robustreg import embed
 from robustreg.cli import main
-from robustreg.data import load_data
-from robustreg.models import build_model
 from robustreg_plugins.scale_invariant.analyses.logit_scale import ScaledLogits, logit_scale
 
 # an analysis's numbers from float32 gradients and losses: .ci/run reruns them on other kernels
@@ -19,13 +17,6 @@ pytestmark = pytest.mark.numerics
 
 N, EPS, ALPHAS = 60, 0.1, (1e-3, 1.0, 1e3)
 ATTACKS = [("pgd", {"steps": 5}), ("si-pgd", {"steps": 5})]
-
-
-@pytest.fixture(scope="module")
-def cnn_digits():
-    model = build_model("digits-cnn-pretrained").eval()
-    x, y = load_data("digits").tensors(N)
-    return model, x, y
 
 
 @pytest.fixture(scope="module")
