@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 import torch
 
 from .data import load_data
+from .data.first import first_images
 from .errors import CheckpointError, ModelCodeError, UsageError, UserError
 from .evaluation import evaluate
 from .evaluation.config import ADAPTIVE_BUDGET, Mode, eps_values, mode_option, plan_attacks
 from .evaluation.distributed import SINGLE, process_group, torchrun_env
-from .evaluation.inputs import first_images
 from .evaluation.probe import probe_model
 from .evaluation.state import report_identity, run_identity
 from .models import build_model

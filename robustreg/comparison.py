@@ -30,13 +30,13 @@ from .checks import CellView, CheckContext, Checks, check_names, registered, run
 from .comparison_config import CompareConfig
 from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
 from .comparison_render import render_markdown, render_table, write_report
+from .data.first import first_images
 from .data.source import Images
 from .environment import environment
 from .errors import close_matches
 from .evaluation.cells import Cell
 from .evaluation.checking import view_of
 from .evaluation.distributed import SINGLE, Group, check_pieces, plain_record, process_group, replay, shard_batches
-from .evaluation.inputs import first_images
 from .models.outputs import logits_model
 from .options import with_options
 from .registrar import UnknownNameError

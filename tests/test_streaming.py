@@ -319,7 +319,7 @@ def _curve(report: dict) -> list:
 
 
 def test_curve_on_a_streamed_dataset_gives_the_tensors_report(jpeg_tar: Path, tmp_path: Path, reg: Registry) -> None:
-    from robustreg.evaluation.inputs import first_images
+    from robustreg.data.first import first_images
     from robustreg_plugins.minimal_norm.curve import curve_report
 
     root = _folder(jpeg_tar, tmp_path / "imgs")
@@ -350,7 +350,7 @@ def test_cli_curves_an_imagefolder(jpeg_tar: Path, tmp_path: Path, capsys) -> No
 
 
 def test_curve_holds_a_few_batches_not_the_dataset(reg: Registry) -> None:
-    from robustreg.evaluation.inputs import first_images
+    from robustreg.data.first import first_images
     from robustreg_plugins.minimal_norm.curve import curve_report
 
     n, batch = 400, 20
@@ -363,3 +363,63 @@ def test_curve_holds_a_few_batches_not_the_dataset(reg: Registry) -> None:
     assert data.reads >= n  # the clean pass read every image
     # fmn's and the verifier's batches and their adversarial copies: never the 400 images
     assert 0 < data.most <= 8 * batch, data.most
+
+
+# --------------------------------------------------------------------------------------------
+# train: the same data as the engine, read a batch at a time
+# --------------------------------------------------------------------------------------------
+def _trained(tmp_path: Path, name: str, data, steps: int = 3) -> dict:
+    from robustreg.training import TrainConfig, train
+
+    config = TrainConfig(model="unused", data="unused", defense="standard", iterations=steps, batch_size=10,
+                         lr=0.05, augment=False, seed=0, device="cpu", quiet=True, out=str(tmp_path / name))
+    final = train(config, model=lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                                      nn.Flatten(), nn.Linear(4, 10)), data=data)
+    return torch.load(final, weights_only=True)
+
+
+def test_training_on_a_dataset_or_dataloader_gives_the_tensors_weights(tmp_path: Path) -> None:
+    data = _Counted(40)
+    x = torch.stack([data[i][0] for i in range(40)])
+    y = data.labels.clone()
+    want = _trained(tmp_path, "tensors", (x, y))
+    for name, given in (("dataset", _Counted(40)), ("loader", torch.utils.data.DataLoader(_Counted(40), batch_size=7)),
+                        ("numpy", (x.numpy(), y.numpy()))):
+        got = _trained(tmp_path, name, given)
+        assert got.keys() == want.keys()
+        for key in want:  # the same images in the same order: the same float32 arithmetic, bit for bit
+            assert torch.equal(got[key], want[key]), (name, key)
+
+
+def test_training_holds_a_few_batches_not_the_dataset(tmp_path: Path) -> None:
+    data = _Counted(400)
+    _trained(tmp_path, "counted", data, steps=60)  # 60 steps of 10 read 600 images: every image at least once
+    assert data.reads >= 400
+    assert 0 < data.most <= 4 * 10, data.most  # a batch or two, never the 400 images
+
+
+def test_cli_trains_on_an_imagefolder_at_the_asked_size(jpeg_tar: Path, tmp_path: Path, capsys) -> None:
+    root = _folder(jpeg_tar, tmp_path / "imgs")
+    (tmp_path / "net.py").write_text(MODEL)
+    out = tmp_path / "run"
+    code = main(["train", "--model", f"{tmp_path / 'net.py'}:factory", "--data", f"imagefolder:{root}",
+                 "--resize", "40", "--center-crop", "36", "--iterations", "2", "--batch-size", "4", "--seed", "0",
+                 "--no-augment", "--device", "cpu", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert (out / "final.pt").is_file()
+    saved = torch.load(out / "last.pt", weights_only=False)
+    assert saved["config"]["resize"] == 40 and saved["config"]["center_crop"] == 36
+    # the size is part of the run: resuming the folder at another size is refused, naming the key
+    code = main(["train", "--model", f"{tmp_path / 'net.py'}:factory", "--data", f"imagefolder:{root}",
+                 "--resize", "44", "--center-crop", "36", "--iterations", "2", "--batch-size", "4", "--seed", "0",
+                 "--no-augment", "--device", "cpu", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "resize: 40 in the checkpoint, 44 now" in err, err
+
+
+def test_cli_train_resize_elsewhere_is_one_line(tmp_path: Path, capsys) -> None:
+    code = main(["train", "--model", "digits-cnn", "--data", "digits", "--resize", "32", "--iterations", "1",
+                 "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--resize applies to --data imagefolder:DIR only, got --data 'digits'" in err

@@ -410,7 +410,7 @@ def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: Images, y:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustreg.evaluation.inputs import first_images
+    from robustreg.data.first import first_images
     from robustreg.lock import ReportGuard
     from robustreg.output_folders import existing_report, output_folders
     from robustreg.runtime import resolve_device

@@ -31,8 +31,8 @@ from ..cli_kit import (
 )
 from ..comparison import compare, default_toolkits, registered_toolkits, render_markdown, render_table
 from ..comparison_check import check_comparison_report
+from ..data.first import first_images
 from ..evaluation.distributed import Group
-from ..evaluation.inputs import first_images
 from ..evaluation.state import adaptive_text, data_fingerprint, model_fingerprint
 from ..files import write_set_atomic
 from ..lock import ReportGuard

@@ -22,6 +22,7 @@ from ..cli_kit import (
     MAX_SEED,
     UsageError,
     add_any_input_size,
+    add_image_size_args,
     check_device,
     check_model_fits_data,
     check_out_folder,
@@ -158,7 +159,7 @@ def _defense_params(items: Sequence[str], defense: str, registry: Any) -> dict[s
 
 _FLAGS: dict[str, str] = {  # argparse dest -> TrainConfig key
     "model": "model", "data": "data", "defense": "defense", "weights": "weights", "normalize": "normalize",
-    "n_train": "n_train",
+    "n_train": "n_train", "resize": "resize", "center_crop": "center_crop",
     "epochs": "epochs", "iterations": "iterations", "batch_size": "batch_size", "lr": "lr",
     "momentum": "momentum", "weight_decay": "weight_decay", "schedule": "schedule", "gamma": "gamma",
     "milestone_unit": "milestone_unit", "seed": "seed", "device": "device", "checkpoint_every": "checkpoint_every",
@@ -177,6 +178,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--normalize", metavar="MEAN,...:STD,...", help="wrap the model in Normalize(mean, std) ('cifar10' also works)")
     add("--data", metavar="SPEC", help="dataset spec (train split), e.g. digits, cifar10:DIR")
     add("--n-train", type=int, metavar="N", help="use the first N training samples")
+    add_image_size_args(parser)
     add_any_input_size(parser)
     add("--defense", metavar="NAME", help="registered defense (plain training: standard)")
     add("--param", dest="params", action="append", default=[], metavar="[DEFENSE.]KEY=VALUE",
@@ -299,7 +301,8 @@ def _check_before_training(config: TrainConfig, registry: Any, any_input_size: b
     work, each a one-line UsageError naming the flag."""
     check_device(config.device if config.device != "auto" else None)
     check_out_folder("--out", config.out)
-    given = argparse.Namespace(weights=config.weights, normalize=config.normalize, registry=registry)
+    given = argparse.Namespace(weights=config.weights, normalize=config.normalize, registry=registry,
+                               resize=config.resize, center_crop=config.center_crop)
     model = load_model(given, config.model, **config.model_params)
     data = load_dataset(given, config.data, "train")
     check_model_fits_data(model, data, config.model, config.data, trainable=True, registry=registry,

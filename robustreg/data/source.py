@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from .checks import check_images
 
-__all__ = ["DatasetImages", "Images", "TensorImages", "as_images"]
+__all__ = ["DatasetImages", "Images", "TensorImages", "as_images", "mean_image"]
 
 
 class Images:
@@ -140,6 +140,16 @@ class DatasetImages(Images):
             batch[row] = image
         check_images(batch, f"data x (images {idx[:1].tolist()[0] if len(idx) else 0}..)")
         return batch
+
+
+def mean_image(images: Images, batch_size: int = 256) -> torch.Tensor:
+    """The per-pixel mean image (C x H x W, float32) of ``images``, read a batch at a time (a tensor's whole)."""
+    if isinstance(images, TensorImages):
+        return images.x.detach().float().mean(dim=0)
+    total = torch.zeros(images.shape[1:], dtype=torch.float64)
+    for start in range(0, len(images), batch_size):
+        total += images.read(torch.arange(start, min(start + batch_size, len(images)))).double().sum(dim=0)
+    return (total / len(images)).float()
 
 
 def as_images(x: torch.Tensor | Images) -> Images:

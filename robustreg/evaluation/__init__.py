@@ -62,10 +62,10 @@ Example::
 
 from __future__ import annotations
 
+from ..data.first import first_samples
 from .adversarial import CellExamples, load_adversarial
 from .cells import Cell
 from .config import AttackPlan, EvalConfig, Mode, Plan, make_plan
-from .inputs import first_samples
 from .pipeline import evaluate
 from .report import REPORT_SCHEMA_VERSION, build_report
 from .run import Finished, run_and_check

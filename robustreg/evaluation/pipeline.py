@@ -14,6 +14,7 @@ from torch import nn
 
 from ..checks import warn_checks
 from ..checks.classes import more_outputs_message
+from ..data.first import first_images
 from ..data.source import Images
 from ..lock import ReportGuard
 from ..models.outputs import LogitsOf, logits_model, output_on
@@ -22,7 +23,6 @@ from ..report import write_report
 from ..runtime import model_device, resolve_device
 from .config import EvalConfig, Plan, make_plan
 from .distributed import SINGLE, Group, process_group
-from .inputs import first_images
 from .remedying import adaptive_report, apply_remedies
 from .report import build_report
 from .run import run_and_check

@@ -24,6 +24,7 @@ __all__ = [
     "checkpoint_head",
     "load_checkpoint",
     "load_state_dict_file",
+    "needs_pixel_mean",
     "parse_normalize",
     "resolve_device",
 ]
@@ -111,6 +112,11 @@ class PixelMean(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mean={tuple(self.mean.shape)}"
+
+
+def needs_pixel_mean(model: nn.Module) -> bool:
+    """Whether ``model`` holds a :class:`PixelMean` without a mean image yet (what :func:`set_pixel_mean` fills)."""
+    return any(isinstance(m, PixelMean) and m.mean.dim() != 3 for m in model.modules())
 
 
 def set_pixel_mean(model: nn.Module, images: torch.Tensor, *, overwrite: bool = False) -> bool:

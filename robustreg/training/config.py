@@ -34,6 +34,10 @@ TRAIN_PARAMS = ParamSet([
     _p("data", "str", "digits", "a load_data spec of the train split, e.g. digits or cifar10:DIR"),
     _p("defense", "str", "standard", "the registered defense (plain training: standard)"),
     _p("n_train", "int", None, "use only the first n training samples", low=1, optional=True),
+    _p("resize", "int", None, "imagefolder:DIR only: scale each image's shorter side to N pixels before center_crop",
+       low=1, optional=True, unit="pixels"),
+    _p("center_crop", "int", None, "imagefolder:DIR only: keep the central N x N pixels of each image (after "
+       "resize)", low=1, optional=True, unit="pixels"),
     _p("epochs", "int", None, "length of training in epochs (exactly one of epochs, iterations)", low=1,
        optional=True),
     _p("iterations", "int", None, "length of training in steps (exactly one of epochs, iterations)", low=1,
@@ -141,7 +145,8 @@ class TrainConfig:
     The scalar keys, with their types, ranges and docs, are declared in :data:`TRAIN_PARAMS`.
     model / model_params / weights / normalize: ``build_model(model, weights=, normalize=, **model_params)``
         (normalize: what :func:`robustreg.models.parse_normalize` reads).  data: a ``load_data`` spec (train split);
-        n_train: use only the first n training samples.
+        n_train: use only the first n training samples.  resize / center_crop: an ``imagefolder:DIR``'s images
+        scaled (shorter side) and cropped as they are read (``--resize`` / ``--center-crop``).
     defense / defense_params: the registered defense and its keyword parameters.
     epochs | iterations: length of training (exactly one); batch_size: the global batch (drop_last).
     lr, momentum, weight_decay, nesterov: SGD.  grad_clip: max gradient norm (None: off).
@@ -194,6 +199,8 @@ class TrainConfig:
     weights: str | None = None
     normalize: Any = None
     n_train: int | None = None
+    resize: int | None = None
+    center_crop: int | None = None
     epochs: int | None = None
     iterations: int | None = None
     batch_size: int = 128

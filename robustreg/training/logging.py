@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..data.source import Images
 from ..defense import DefenseOutput
 from ..errors import storage_errors
 
@@ -111,7 +112,7 @@ def make_record(kind: str, meter: Meter, *, step: int, epoch_end: bool, steps_pe
 
 
 @torch.no_grad()
-def final_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: torch.device,
+def final_accuracy(model: torch.nn.Module, x: torch.Tensor | Images, y: torch.Tensor, *, device: torch.device,
                    batch_size: int, limit: int = FINAL_IMAGES) -> tuple[float, int]:
     """Clean accuracy of ``model`` as it predicts (eval mode, its prediction head) on the first ``limit``
     images of ``x``, and how many; the model's mode is restored."""

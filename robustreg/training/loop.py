@@ -22,11 +22,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import builtin_dataset_specs, load_data
-from ..data.checks import check_images, check_labels
+from ..data.first import first_images
+from ..data.source import Images, mean_image
 from ..defense import Defense, DefenseOutput
 from ..files import remove_stale_temporaries, save_atomic
 from ..lock import folder_lock
 from ..models import build_model, load_checkpoint, set_pixel_mean
+from ..models.common import needs_pixel_mean
 from ..registry import Registry
 from ..schedules import LRSchedule
 from . import distributed
@@ -66,7 +68,7 @@ class _Run:
     """Per-process context around the state: rebuilt on every start, never saved."""
 
     out: Path
-    x: torch.Tensor
+    x: Images  # read a batch at a time (a Dataset is never all in memory)
     y: torch.Tensor
     pad: int
     flip: bool
@@ -100,7 +102,9 @@ class Trainer:
     ``registry``: where the defense (and named models/datasets) come from; default ``Registry.create()``.
     ``model``: an ``nn.Module`` or a zero-argument factory used instead of ``build_model(config.model)``
     (a factory is called under the seeded RNG, so its initial weights are reproducible).
-    ``data``: a dataset with ``.tensors()`` or an ``(x, y)`` pair used instead of ``load_data(config.data)``.
+    ``data``: used instead of ``load_data(config.data)``: an ``(x, y)`` pair of tensors or numpy arrays, any
+    map-style ``Dataset`` or a ``DataLoader`` (read a batch at a time; a shuffling DataLoader is collected), or a
+    dataset with ``.tensors()``.
     :meth:`run` returns a :class:`TrainResult`; :meth:`fit` the path of ``final.pt``.  After either,
     ``model``, ``defense``, ``optimizer`` and ``state`` (the :class:`TrainState`) are available.
 
@@ -174,27 +178,23 @@ class Trainer:
             self._registry = Registry.create()
         return self._registry
 
-    def _load_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        data = self._data_arg
+    def _load_images(self) -> tuple[Images, torch.Tensor]:
+        """The first ``n_train`` training samples, checked: tensors as given; a Dataset (``imagefolder:DIR`` at
+        ``resize`` / ``center_crop`` included) or an in-order DataLoader read a batch at a time as training asks
+        for it, never all in memory (:func:`robustreg.data.first.first_images`)."""
+        cfg, data = self.config, self._data_arg
         if data is None:
-            data = load_data(self.config.data, split="train", registry=self._registry_or_default())
-        if isinstance(data, (tuple, list)) and len(data) == 2:
-            x, y = data
-        elif hasattr(data, "tensors"):
-            x, y = data.tensors(self.config.n_train)
-        else:
-            raise TypeError(f"data must be a dataset with .tensors() or an (x, y) pair, got {type(data).__name__}")
-        if self.config.n_train is not None:
-            x, y = x[: self.config.n_train], y[: self.config.n_train]
-        if not (torch.is_tensor(x) and x.is_floating_point() and x.dim() == 4):
-            raise ValueError(f"training images must be a float N x C x H x W tensor, got "
-                             f"{getattr(x, 'dtype', type(x))} of shape {tuple(getattr(x, 'shape', ()))}")
-        if not (torch.is_tensor(y) and y.dtype == torch.int64 and y.shape == x.shape[:1]):
-            raise ValueError(f"training labels must be int64 of shape ({x.shape[0]},), got "
-                             f"{getattr(y, 'dtype', type(y))} of shape {tuple(getattr(y, 'shape', ()))}")
-        check_images(x, "training images")
-        check_labels(y, "training labels")
-        return x.contiguous(), y.contiguous()
+            data = load_data(cfg.data, split="train", registry=self._registry_or_default())
+        if cfg.resize is not None or cfg.center_crop is not None:
+            if not callable(getattr(data, "with_size", None)):
+                raise ValueError(f"resize / center_crop apply to data imagefolder:DIR only, got data {cfg.data!r} "
+                                 f"(its images have one size already)")
+            data = data.with_size(cfg.resize, cfg.center_crop)
+        try:
+            x, y, _ = first_images(data, cfg.n_train)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"training {exc}") from None
+        return x, y
 
     def _build_model(self) -> nn.Module:
         arg, cfg = self._model_arg, self.config
@@ -217,7 +217,7 @@ class Trainer:
         except LookupError:
             return builtin_dataset_specs().get(name)
 
-    def _flippable(self, x: torch.Tensor) -> bool:
+    def _flippable(self, x: Images) -> bool:
         """``config.flip``, else the dataset's registered ``flippable`` (never for single-channel images or a
         dataset the registry does not know: pass ``flip=True`` for those)."""
         if self.config.flip is not None:
@@ -227,7 +227,7 @@ class Trainer:
         spec = self._dataset_spec()
         return bool(spec is not None and spec.flippable)
 
-    def _augmentation(self, x: torch.Tensor) -> tuple[int, bool, int]:
+    def _augmentation(self, x: Images) -> tuple[int, bool, int]:
         """``(padding, flip, crop side)``; ``augment=None`` follows the dataset's registered ``augment``."""
         cfg = self.config
         augment = cfg.augment
@@ -269,7 +269,7 @@ class Trainer:
         return rank, device
 
     def _build_state(self, world_size: int, rank: int, device: torch.device, steps_per_epoch: int,
-                     images: torch.Tensor | None = None) -> TrainState:
+                     images: Images | None = None) -> TrainState:
         """Model, defense, optimizer, scaler, generator and schedule, seeded; step 0.  ``images``: the
         training images, whose per-pixel mean a ``normalize: pixel-mean`` model front subtracts."""
         cfg = self.config
@@ -280,8 +280,8 @@ class Trainer:
                                      warmup_steps=int(round((cfg.lr_warmup_epochs or 0) * steps_per_epoch)))
         seed_global(cfg.seed)
         model = self._build_model()
-        if images is not None:  # a pixel-mean model front without a mean image (not from the weights)
-            set_pixel_mean(model, images)
+        if images is not None and needs_pixel_mean(model):  # a pixel-mean front without a mean (not from the weights)
+            set_pixel_mean(model, mean_image(images).unsqueeze(0))  # one pass over the images, a batch at a time
         model = model.to(device)
         if cfg.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
@@ -303,7 +303,7 @@ class Trainer:
         self._resolve_defaults()
         cfg = self.config
         rank, device = self._environment(world_size)
-        x, y = self._load_tensors()
+        x, y = self._load_images()
         steps_per_epoch = x.shape[0] // cfg.batch_size
         if steps_per_epoch < 1:
             raise ValueError(f"batch_size {cfg.batch_size} is larger than the {x.shape[0]} training samples")
@@ -330,7 +330,7 @@ class Trainer:
 
     # .. one step ..
     @staticmethod
-    def _batch(x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor, pad: int, flip: bool,
+    def _batch(x_all: Images, y_all: torch.Tensor, idx: torch.Tensor, pad: int, flip: bool,
                generator: torch.Generator, rank: int, per_rank: int, crop: int = 0
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's slice of the global batch ``idx``, augmented with draws made for the whole batch.

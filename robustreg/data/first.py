@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..data.checks import check_images, check_labels
-from ..data.collect import read_samples
-from ..data.source import Images, TensorImages
+from .checks import check_images, check_labels
+from .collect import read_samples
+from .source import Images, TensorImages
 
 __all__ = ["first_images", "first_samples", "in_memory"]
 
