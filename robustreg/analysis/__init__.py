@@ -29,6 +29,7 @@ from .cli import (
 from .common import (
     AnalysisOutput,
     accuracy,
+    analysis_samples,
     craft_batched,
     figure,
     figure_png,
@@ -41,8 +42,8 @@ from .common import (
     write_analysis,
 )
 
-__all__ = ["AnalysisOutput", "ModelArg", "accuracy", "add_analysis_args", "analysis_eps", "attack_names",
-           "attack_params", "craft_batched", "figure", "figure_png", "finite", "json_params", "labelled_models",
-           "load_model_and_data", "load_model_arg", "load_models", "markdown_table", "model_list", "one_attack",
-           "parse_model_arg", "progress", "record_inputs", "sample_losses", "samples", "unique_names",
+__all__ = ["AnalysisOutput", "ModelArg", "accuracy", "add_analysis_args", "analysis_eps", "analysis_samples",
+           "attack_names", "attack_params", "craft_batched", "figure", "figure_png", "finite", "json_params",
+           "labelled_models", "load_model_and_data", "load_model_arg", "load_models", "markdown_table", "model_list",
+           "one_attack", "parse_model_arg", "progress", "record_inputs", "sample_losses", "samples", "unique_names",
            "write_analysis"]

@@ -22,13 +22,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..data.first import first_samples
 from ..evaluation.checking import clean_correct
 from ..figures import figure, figure_png
 from ..files import write_set_atomic
 from ..runtime import predict
 from ..tables import format_table
 
-__all__ = ["AnalysisOutput", "accuracy", "craft_batched", "figure", "figure_png", "finite",
+__all__ = ["AnalysisOutput", "accuracy", "analysis_samples", "craft_batched", "figure", "figure_png", "finite",
            "json_params", "labelled_models", "markdown_table", "progress", "sample_losses",
            "write_analysis"]
 
@@ -49,6 +50,24 @@ def finite(value: float) -> float | None:
     """``value`` as a JSON-safe float: None for NaN or inf (report.json holds no NaN)."""
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def analysis_samples(x: Any, y: Any, caller: str, **required: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples an analysis runs on, checked (float images in [0, 1], finite; int64 labels in range) and held in
+    memory: an analysis reads its few hundred samples several times (default ``--n 200``).
+
+    ``x, y``: tensors or numpy arrays; with ``y`` None, ``x`` is any data ``evaluate`` takes (an ``(x, y)`` pair, a
+    map-style Dataset, a DataLoader, a ``LabeledData``; see :mod:`robustreg.data.collect`), every sample of it.
+    ``required``: the analysis's arguments that have a None default only so that ``y`` may be left out; a
+    TypeError names the first one missing."""
+    for name, value in required.items():
+        if value is None:
+            raise TypeError(f"{caller} missing required argument: {name!r}")
+    try:
+        images, labels, _ = first_samples(x if y is None else (x, y), None)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{caller}: {exc}") from None
+    return images, labels
 
 
 def write_analysis(output: AnalysisOutput, out: str | Path) -> list[Path]:

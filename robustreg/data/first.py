@@ -1,8 +1,8 @@
-"""The samples an evaluation (or a comparison) runs on: the first n of a dataset, checked.
+"""The samples a front-end runs on: the first n of a dataset, checked at the boundary.
 
 :func:`first_images` gives the images as :class:`~robustreg.data.source.Images`, read a batch at a time
-(``evaluate``, ``autoattack``, ``compare`` and ``curve`` stream a Dataset); :func:`first_samples` gives them as
-one tensor (the analyses still hold their samples in memory).
+(``evaluate``, ``autoattack``, ``compare``, ``curve`` and ``train`` stream a Dataset); :func:`first_samples` gives
+them as one tensor (the analyses hold their few hundred samples in memory: they read them several times).
 """
 
 from __future__ import annotations

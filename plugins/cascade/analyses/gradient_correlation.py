@@ -26,6 +26,7 @@ from robustreg import crafting
 from robustreg.analysis import (
     AnalysisOutput,
     add_analysis_args,
+    analysis_samples,
     figure,
     figure_png,
     finite,
@@ -84,13 +85,15 @@ def _eps_half(means: Sequence[float | None], eps: Sequence[float]) -> float | No
 GradientCorrelationConfig = SweepConfig  # the options of the sweep (directions.SweepConfig)
 
 
-def gradient_correlation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float],
+def gradient_correlation(model: nn.Module, x: Any, y: torch.Tensor | None = None, eps: Sequence[float] | None = None,
                          config: GradientCorrelationConfig | None = None, **options: Any) -> dict[str, Any]:
     """Paper 000 Fig. 5 on any classifier: Pearson's rho between input gradients (module docstring), per eps.
 
     Args:
         model: takes [0, 1] images, returns logits; run in eval mode, its modes and parameters restored.
-        x, y: the images (N x C x H x W in [0, 1]) and their int64 labels (every image counts).
+        x, y: tensors or numpy arrays, or ``x`` any data ``evaluate`` takes (Dataset, DataLoader) and ``y``
+            None (:func:`robustreg.analysis.analysis_samples`): every sample;
+            the images (N x C x H x W in [0, 1]) and their int64 labels (every image counts).
         eps: the budgets in [0, 1] units (sorted, duplicates dropped); 0 gives rho = 1 by definition.
         seed: the random-sign draw (one per image, the same at every eps, independent of ``batch_size``).
 
@@ -100,6 +103,8 @@ def gradient_correlation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     pair, the smallest eps whose mean is below 0.5.
     """
     cfg = with_options(GradientCorrelationConfig, config, options, caller="gradient_correlation()")
+    x, y = analysis_samples(x, y, "gradient_correlation()", eps=eps)
+    assert eps is not None  # for mypy: analysis_samples checked
     seed, batch_size, show_progress = cfg.seed, cfg.batch_size, cfg.show_progress
     values = sorted({float(e) for e in eps})
     if not values or any(not 0.0 <= e <= 1.0 for e in values):

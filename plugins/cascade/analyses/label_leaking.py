@@ -34,6 +34,7 @@ from robustreg.analysis import (
     AnalysisOutput,
     add_analysis_args,
     analysis_eps,
+    analysis_samples,
     attack_names,
     attack_params,
     figure,
@@ -148,13 +149,15 @@ class LabelLeakingConfig:
         flag("progress", self.progress)
 
 
-def label_leaking(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | Sequence[float],
+def label_leaking(model: nn.Module, x: Any, y: torch.Tensor | None = None, eps: float | Sequence[float] | None = None,
                   config: LabelLeakingConfig | None = None, **options: Any) -> dict[str, Any]:
     """Paper 000 section 4.2's label-leaking test: step_FGSM accuracy vs clean accuracy at each eps.
 
     Args:
         model: a classifier (eval mode, on ``x``'s device; [0, 1] inputs, logits out).
-        x, y: the n samples.  eps: budgets in [0, 1] units (ascending in the report).
+        x, y: tensors or numpy arrays, or ``x`` any data ``evaluate`` takes (Dataset, DataLoader) and ``y``
+            None (:func:`robustreg.analysis.analysis_samples`): every sample;
+            the n samples.  eps: budgets in [0, 1] units (ascending in the report).
         attacks: optional registered attacks (names or ``(name, params)``), scored the same way under
             ``norm`` with ``seed`` (as :func:`robustreg.evaluation.evaluate` builds them).
 
@@ -163,6 +166,8 @@ def label_leaking(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     eps), ``leaking_eps`` and, per attack of ``attacks``, ``attack_rows`` the same way.
     """
     cfg = with_options(LabelLeakingConfig, config, options, caller="label_leaking()")
+    x, y = analysis_samples(x, y, "label_leaking()", eps=eps)
+    assert eps is not None  # for mypy: analysis_samples checked
     attacks, norm, seed, batch_size, registry, progress = (
         cfg.attacks, cfg.norm, cfg.seed, cfg.batch_size, cfg.registry, cfg.progress)
     values = sorted({ThreatModel("linf", float(e)).eps for e in ([eps] if isinstance(eps, (int, float)) else eps)})

@@ -22,6 +22,7 @@ from robustreg import crafting
 from robustreg.analysis import (
     AnalysisOutput,
     add_analysis_args,
+    analysis_samples,
     figure,
     figure_png,
     finite,
@@ -71,13 +72,15 @@ def _crossing(rows: list[dict[str, Any]]) -> float | None:
 SoftmaxArgumentConfig = SweepConfig  # the options of the sweep (directions.SweepConfig)
 
 
-def softmax_argument(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float],
+def softmax_argument(model: nn.Module, x: Any, y: torch.Tensor | None = None, eps: Sequence[float] | None = None,
                      config: SoftmaxArgumentConfig | None = None, **options: Any) -> dict[str, Any]:
     """Paper 000 Figs. 4 and 6 on any classifier: z_y and the false-class mean logit vs eps per direction.
 
     Args:
         model: takes [0, 1] images, returns logits N x K (K >= 2); run in eval mode, restored after.
-        x, y: the images (N x C x H x W in [0, 1]) and their int64 labels (every image counts).
+        x, y: tensors or numpy arrays, or ``x`` any data ``evaluate`` takes (Dataset, DataLoader) and ``y``
+            None (:func:`robustreg.analysis.analysis_samples`): every sample;
+            the images (N x C x H x W in [0, 1]) and their int64 labels (every image counts).
         eps: the budgets in [0, 1] units (sorted, duplicates dropped; 0 is the clean image).
         seed: the random-sign draw (one per image, the same at every eps).
 
@@ -87,6 +90,8 @@ def softmax_argument(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Se
     ``crossing_eps`` per direction: the smallest eps where true_mean <= false_mean (None: never).
     """
     cfg = with_options(SoftmaxArgumentConfig, config, options, caller="softmax_argument()")
+    x, y = analysis_samples(x, y, "softmax_argument()", eps=eps)
+    assert eps is not None  # for mypy: analysis_samples checked
     seed, batch_size, show_progress = cfg.seed, cfg.batch_size, cfg.show_progress
     values = sorted({float(e) for e in eps})
     if not values or any(not 0.0 <= e <= 1.0 for e in values):

@@ -42,6 +42,7 @@ from robustreg.analysis import (
     AnalysisOutput,
     add_analysis_args,
     analysis_eps,
+    analysis_samples,
     attack_names,
     attack_params,
     figure,
@@ -145,15 +146,18 @@ class TransferConfig:
         check_flag("distributed", self.distributed)
 
 
-def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-             attacks: Sequence[str | tuple[str, Mapping[str, Any]]], eps: float | Sequence[float],
+def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], x: Any, y: torch.Tensor | None = None,
+             attacks: Sequence[str | tuple[str, Mapping[str, Any]]] | None = None,
+             eps: float | Sequence[float] | None = None,
              config: TransferConfig | None = None, **options: Any) -> dict[str, Any]:
     """The transfer matrices of paper 000 Tables 4, 7-10: accuracy of each target on each source's examples.
 
     Args:
         sources, targets: name -> classifier (eval mode, on ``x``'s device; [0, 1] inputs, logits out).
             A source that is the very same object as a target is that cell's white-box attack.
-        x, y: the n samples (float in [0, 1], int64 labels).
+        x, y: tensors or numpy arrays, or ``x`` any data ``evaluate`` takes (Dataset, DataLoader) and ``y``
+            None (:func:`robustreg.analysis.analysis_samples`): every sample;
+            the n samples (float in [0, 1], int64 labels).
         attacks: registry names or ``(name, params)`` pairs, as :func:`robustreg.evaluation.evaluate` takes.
         eps: one budget or a list, [0, 1] units.  norm, seed, batch_size, registry: as evaluate's.
         distributed: share the crafting batches over the torch.distributed ranks (call it on every rank of
@@ -169,6 +173,8 @@ def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module],
     docstring; the white-box entries equal evaluate's independent-mode ``robust_accuracy``.
     """
     cfg = with_options(TransferConfig, config, options, caller="transfer()")
+    x, y = analysis_samples(x, y, "transfer()", attacks=attacks, eps=eps)
+    assert attacks is not None and eps is not None  # for mypy: analysis_samples checked
     norm, seed, batch_size, registry, progress, distributed = (
         cfg.norm, cfg.seed, cfg.batch_size, cfg.registry, cfg.progress, cfg.distributed)
     if not sources or not targets:

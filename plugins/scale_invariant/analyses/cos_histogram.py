@@ -31,6 +31,7 @@ from robustreg.analysis import (
     AnalysisOutput,
     add_analysis_args,
     analysis_eps,
+    analysis_samples,
     attack_names,
     attack_params,
     figure,
@@ -114,14 +115,17 @@ class CosHistogramConfig:
         flag("progress", self.progress)
 
 
-def cos_histogram(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-                  attacks: Sequence[str | tuple[str, Mapping[str, Any]]], eps: float | Sequence[float],
+def cos_histogram(models: Mapping[str, nn.Module], x: Any, y: torch.Tensor | None = None,
+                  attacks: Sequence[str | tuple[str, Mapping[str, Any]]] | None = None,
+                  eps: float | Sequence[float] | None = None,
                   config: CosHistogramConfig | None = None, **options: Any) -> dict[str, Any]:
     """Paper 004 Fig. 5: the distribution of cos(theta_y) on each model's own adversarial examples.
 
     Args:
         models: name -> classifier whose last layer is ``nn.Linear`` (eval mode, on ``x``'s device).
-        x, y: the n samples.  attacks, eps, norm, seed, batch_size, registry: as
+        x, y: tensors or numpy arrays, or ``x`` any data ``evaluate`` takes (Dataset, DataLoader) and ``y``
+            None (:func:`robustreg.analysis.analysis_samples`): every sample;
+            the n samples.  attacks, eps, norm, seed, batch_size, registry: as
             :func:`robustreg.evaluation.evaluate` takes them.  bins: histogram bins per cell.
 
     Returns the report dict: ``clean`` (model -> statistics on the clean points) and ``cells`` (one
@@ -129,6 +133,8 @@ def cos_histogram(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Ten
     ``n, nonfinite, mean, std, min, max, quantiles, bins`` (the bins + 1 edges) ``and counts``.
     """
     cfg = with_options(CosHistogramConfig, config, options, caller="cos_histogram()")
+    x, y = analysis_samples(x, y, "cos_histogram()", attacks=attacks, eps=eps)
+    assert attacks is not None and eps is not None  # for mypy: analysis_samples checked
     norm, seed, batch_size, bins, registry, progress = (
         cfg.norm, cfg.seed, cfg.batch_size, cfg.bins, cfg.registry, cfg.progress)
     if not models:

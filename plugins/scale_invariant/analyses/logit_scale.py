@@ -31,6 +31,7 @@ from robustreg.analysis import (
     AnalysisOutput,
     add_analysis_args,
     analysis_eps,
+    analysis_samples,
     attack_names,
     attack_params,
     figure,
@@ -144,15 +145,18 @@ class LogitScaleConfig:
         flag("show_progress", self.show_progress)
 
 
-def logit_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                attacks: Sequence[str | tuple[str, Mapping[str, Any]]], eps: float | Sequence[float],
+def logit_scale(model: nn.Module, x: Any, y: torch.Tensor | None = None,
+                attacks: Sequence[str | tuple[str, Mapping[str, Any]]] | None = None,
+                eps: float | Sequence[float] | None = None,
                 alphas: Sequence[float] = DEFAULT_ALPHAS, config: LogitScaleConfig | None = None,
                 **options: Any) -> dict[str, Any]:
     """Paper 004 Fig. 1 on any classifier and any registered attacks: robust accuracy of alpha * model per alpha.
 
     Args:
         model: takes [0, 1] images and returns logits; wrapped in :class:`ScaledLogits` per alpha.
-        x, y: the images and int64 labels (all of them are evaluated).
+        x, y: tensors or numpy arrays, or ``x`` any data ``evaluate`` takes (Dataset, DataLoader) and ``y``
+            None (:func:`robustreg.analysis.analysis_samples`): every sample;
+            the images and int64 labels (all of them are evaluated).
         attacks: registry names or ``(name, params)`` pairs; each runs on all clean-correct points
             (independent mode) with the same ``seed`` at every alpha.
         eps: one budget or a list, in [0, 1] units.
@@ -174,6 +178,8 @@ def logit_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     registry = registry if registry is not None else Registry.create()
     every_check = [spec.name for spec in registry.checks()]
     scales = check_alphas(alphas)
+    x, y = analysis_samples(x, y, "logit_scale()", attacks=attacks, eps=eps)
+    assert attacks is not None and eps is not None  # for mypy: analysis_samples checked
     plans = _attack_list(attacks)
     cells = [(alpha, plan) for alpha in scales for plan in plans]
     results: list[dict[str, Any]] = []

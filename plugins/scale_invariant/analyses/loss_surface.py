@@ -31,6 +31,7 @@ from robustreg.analysis import (
     AnalysisOutput,
     accuracy,
     add_analysis_args,
+    analysis_samples,
     craft_batched,
     figure,
     figure_png,
@@ -99,8 +100,8 @@ class LossSurfaceConfig:
         flag("show_progress", self.show_progress)
 
 
-def loss_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module]] | nn.Module, x: torch.Tensor,
-                 y: torch.Tensor, attack: Attack, config: LossSurfaceConfig | None = None,
+def loss_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module]] | nn.Module, x: Any,
+                 y: torch.Tensor | None = None, attack: Attack | None = None, config: LossSurfaceConfig | None = None,
                  **options: Any) -> dict[str, Any]:
     """Paper 004 Fig. 3: CE(x + d1 v + d2 r) on a ``grid`` x ``grid`` lattice of d1, d2 in [-span, span].
 
@@ -113,6 +114,8 @@ def loss_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module
     ``ce_attack`` the attack missed a higher loss on its own line).
     """
     cfg = with_options(LossSurfaceConfig, config, options, caller="loss_surface()")
+    x, y = analysis_samples(x, y, "loss_surface()", attack=attack)
+    assert attack is not None  # for mypy: analysis_samples checked
     grid, span, images, seed, batch_size, show_progress, attack_name = (
         cfg.grid, cfg.span, cfg.images, cfg.seed, cfg.batch_size, cfg.show_progress, cfg.attack_name)
     if grid < 3 or grid % 2 == 0:

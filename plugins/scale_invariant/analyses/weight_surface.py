@@ -34,6 +34,7 @@ from robustreg.analysis import (
     AnalysisOutput,
     accuracy,
     add_analysis_args,
+    analysis_samples,
     craft_batched,
     figure,
     figure_png,
@@ -120,8 +121,9 @@ class WeightSurfaceConfig:
         flag("show_progress", self.show_progress)
 
 
-def weight_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module]] | nn.Module, x: torch.Tensor,
-                   y: torch.Tensor, attack: Attack, config: WeightSurfaceConfig | None = None,
+def weight_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module]] | nn.Module, x: Any,
+                   y: torch.Tensor | None = None, attack: Attack | None = None,
+                   config: WeightSurfaceConfig | None = None,
                    **options: Any) -> dict[str, Any]:
     """Paper 004 Fig. 4: rho(w + t d) for ``steps`` values of t in [-span, span], per model.
 
@@ -132,6 +134,8 @@ def weight_surface(models: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Modu
     the adversarial and clean loss and accuracy at each t.
     """
     cfg = with_options(WeightSurfaceConfig, config, options, caller="weight_surface()")
+    x, y = analysis_samples(x, y, "weight_surface()", attack=attack)
+    assert attack is not None  # for mypy: analysis_samples checked
     steps, span, recraft, seed, batch_size, show_progress, attack_name = (
         cfg.steps, cfg.span, cfg.recraft, cfg.seed, cfg.batch_size, cfg.show_progress, cfg.attack_name)
     if steps < 2:
