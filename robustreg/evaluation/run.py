@@ -67,6 +67,7 @@ class Runner:
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     targets: Targets | None = None
     adv: AdvWriter | None = None  # save_adv: keeps each batch's adversarial points
+    warm_up: bool = False  # one untimed call per cell first (compare times toolkits, not their first-call set-up)
 
     def to_attack(self, e: int, a: int) -> torch.Tensor:
         """Indices attack ``a`` runs on at eps ``e`` (see :meth:`RunState.standing`)."""
@@ -90,6 +91,8 @@ class Runner:
         if cell.chunks_done == 0:
             self._advance(self.state.correct_count - idx_all.numel())  # points an earlier attack broke
         attack = self.plan.build(e, a) if len(chunks) > cell.chunks_done else None
+        if attack is not None:
+            self._warm(attack, chunks[cell.chunks_done])
         for k in range(cell.chunks_done, len(chunks)):
             assert attack is not None
             batch = self._attack_batch(attack, self.plan.threat(e), chunks[k], self.plan.plans[a].label)
@@ -120,6 +123,13 @@ class Runner:
         return attack_each_target(attack, model, self.model, threat, x, y, targets, label=label,
                                   context=lambda: self.speed.autocast(self.device) if native else None)
 
+    def _warm(self, attack: Attack, idx: torch.Tensor) -> None:
+        """With ``warm_up``: the attack once on one sample of ``idx``, untimed and unrecorded (a toolkit's lazy
+        imports and first-call set-up are not the attack's time)."""
+        if self.warm_up:
+            model = self.attacked if self.attacked is not None else self.model
+            attack.run(model, self.x[idx[:1]].to(self.device), self.y[idx[:1]].to(self.device))
+
     def _keep(self, e: int, a: int, k: int, idx: torch.Tensor, batch: Judged) -> None:
         if self.adv is not None and batch.x_adv is not None:
             self.adv.add(e, a, k, idx, batch.x_adv)
@@ -143,10 +153,11 @@ class Runner:
 
 @dataclass
 class ShardedRunner(Runner):
-    """A :class:`Runner` on one rank of ``group``: batch ``k`` of each cell runs on rank
-    ``k % world_size``; after the cell every rank replays every batch's record in batch order, so
-    each holds the state one process would.  ``shards``: this rank's file of batch records and the
-    records a resumed run found (those batches are not rerun)."""
+    """A :class:`Runner` on one rank of ``group``: each cell's batches are split as every sharded job is
+    (:func:`~.distributed.shard_batches`: batch ``k`` on rank ``k % world_size``, every record on every rank,
+    in batch order), and every rank replays them into the cell, so each holds the state one process would.
+    ``shards``: this rank's file of batch records and the records a resumed run found (those batches are
+    not rerun)."""
 
     group: Group = SINGLE
     shards: Shards | None = None
@@ -162,52 +173,43 @@ class ShardedRunner(Runner):
         if cell.chunks_done == 0:
             self._advance(self.state.correct_count - idx_all.numel())
         known = dict(self.shards.known.get(key, {})) if self.shards is not None else {}
-        todo = [k for k in range(cell.chunks_done, len(chunks))
-                if k % self.group.world_size == self.group.rank and k not in known]
-        ends: list[float] = []
+        start, ran = cell.chunks_done, set()
+        attacks: list[Attack] = []  # built on this rank's first batch to run
 
-        def work() -> dict[int, dict[str, Any]]:
-            done = self._run_batches(e, a, key, chunks, todo)
-            ends.append(time.perf_counter())
-            return done
+        def batch(j: int) -> dict[str, Any]:
+            k = start + j
+            if k in known:  # recorded before an interruption (by any rank): not rerun
+                return known[k]
+            if not attacks:
+                attacks.append(self.plan.build(e, a))
+                self._warm(attacks[0], chunks[k])
+            done = self._attack_batch(attacks[0], self.plan.threat(e), chunks[k], self.plan.plans[a].label)
+            self._keep(e, a, k, chunks[k], done)
+            record = plain_record(chunks[k], done.broken, done.distance, done.nonfinite, done.result, done.seconds)
+            if self.shards is not None:
+                self.shards.add(key, k, record)  # saved as soon as it is done: a resume does not rerun it
+            ran.add(k)
+            self._advance(chunks[k].numel())
+            return record
 
-        mine = self.group.all_run(work)
-        records = known
-        for part in mine:
-            records.update(part)
-        for k in range(cell.chunks_done, len(chunks)):
-            if not torch.equal(records[k]["idx"], chunks[k]):
+        records, waited = shard_batches(self.group, len(chunks) - start, batch)
+        replayed = time.perf_counter()
+        for k, record in enumerate(records, start):
+            if not torch.equal(record["idx"], chunks[k]):
                 raise ValueError(f"batch {k} of cell {key} was recorded for other samples; delete the state "
                                  f"files to start fresh")
-            replay(cell, records[k])
-            if k not in todo:
+            replay(cell, record)
+            if k not in ran:
                 self._advance(chunks[k].numel())
         cell.chunks_done, cell.done = len(chunks), True
         self.state.save()  # only rank 0's state has a path
         self.group.barrier()  # the cell is in rank 0's state before any rank forgets its records
-        self.gather_seconds += time.perf_counter() - ends[0]
+        self.gather_seconds += waited + time.perf_counter() - replayed
         if self.shards is not None:
             self.shards.forget(key)
         if cell.nan and self.group.is_main:
             warnings.warn(f"attack {self.plan.plans[a].label!r} at eps={self.plan.eps[e]:g}: the model returned "
                           f"NaN logits on {cell.nan} adversarial points (counted as broken)", stacklevel=stacklevel)
-
-    def _run_batches(self, e: int, a: int, key: str, chunks: list[torch.Tensor],
-                     todo: list[int]) -> dict[int, dict[str, Any]]:
-        """This rank's batches ``todo`` of the cell, each saved to its file as soon as it is done."""
-        if not todo:
-            return {}
-        attack = self.plan.build(e, a)
-        done = {}
-        for k in todo:
-            batch = self._attack_batch(attack, self.plan.threat(e), chunks[k], self.plan.plans[a].label)
-            self._keep(e, a, k, chunks[k], batch)
-            done[k] = plain_record(chunks[k], batch.broken, batch.distance, batch.nonfinite, batch.result,
-                                   batch.seconds)
-            if self.shards is not None:
-                self.shards.add(key, k, done[k])
-            self._advance(chunks[k].numel())
-        return done
 
 
 def _progress_bar(progress: bool, total: int) -> Any:
