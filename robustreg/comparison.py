@@ -36,17 +36,20 @@ from .environment import environment
 from .errors import close_matches
 from .evaluation.cells import Cell
 from .evaluation.checking import view_of
-from .evaluation.distributed import SINGLE, Group, check_pieces, plain_record, process_group, replay, shard_batches
+from .evaluation.config import AttackPlan, Mode, Plan
+from .evaluation.distributed import SINGLE, Group, check_pieces, process_group
+from .evaluation.run import Runner, ShardedRunner
+from .evaluation.state import RunState
 from .models.outputs import logits_model
 from .options import with_options
 from .registrar import UnknownNameError
 from .registry import AttackSpec, Registry
-from .remedies import run_remedies, suggestions
+from .remedies import RemedyJob, run_remedies, suggestions
 from .remedies.views import attempt_views
-from .runtime import resolve_device
+from .runtime import predict, resolve_device
 from .stats import beyond_noise
 from .threat import ThreatModel, parse_eps
-from .verdict import attack_and_judge, clean_correct
+from .verdict import clean_correct
 
 __all__ = [
     "CompareConfig",
@@ -162,13 +165,6 @@ def agreement(broken: Mapping[str, torch.Tensor]) -> dict[str, float | None]:
     return out
 
 
-def _logits(model: nn.Module, x: Images, device: torch.device, batch_size: int) -> torch.Tensor:
-    """The clean logits (CPU), ``batch_size`` images read at a time."""
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu()
-                          for i in range(0, x.shape[0], batch_size)])
-
-
 class _Run(NamedTuple):
     """One toolkit's attack: its evaluation :class:`~robustreg.evaluation.cells.Cell` over all n samples
     (which recorded each batch exactly as ``evaluate`` does: broken flags, perturbations, queries, extras,
@@ -212,30 +208,26 @@ class _Job:
     group: Group = SINGLE
 
 
-def _run_one(job: _Job, spec: AttackSpec, params: Mapping[str, Any], index: torch.Tensor,
+def _run_one(job: _Job, spec: AttackSpec, params: Mapping[str, Any], correct: torch.Tensor,
              seed: int) -> tuple[_Run, float]:
-    """One toolkit's attack on the samples ``index`` of the n in ``job.x`` (the clean-correct ones), in batches
-    shared by the ranks of ``job.group`` (:func:`~robustreg.evaluation.distributed.shard_batches`) and replayed
-    in batch order into the row's cell, as ``evaluate`` records its batches; and the seconds this rank
-    waited for the others."""
-    model, x, y, threat, device, batch_size = job.model, job.x, job.y, job.threat, job.device, job.batch_size
-    attack = spec.configure({**params, "seed": seed}).build(threat)  # resolved (merged, validated) once per row
-    chunks = list(torch.split(index, batch_size)) if index.numel() else []
-    warm: list[bool] = []
-
-    def batch(k: int) -> dict[str, Any]:
-        if not warm:  # untimed, on one sample: a toolkit's lazy imports and first-call set-up are not the attack
-            attack.run(model, x[index[:1]].to(device), y[index[:1]].to(device))
-            warm.append(True)
-        idx = chunks[k]
-        done = attack_and_judge(attack, model, model, threat, x[idx].to(device), y[idx].to(device), label=spec.name)
-        return plain_record(idx, done.broken, done.distance, done.nonfinite, done.result, done.seconds)
-
-    records, waited = shard_batches(job.group, len(chunks), batch)
-    cell = Cell.empty(x.shape[0])
-    for record in records:
-        replay(cell, record)
-    return _Run(cell, cell.broken[index]), waited
+    """One toolkit's attack as one cell of the evaluation engine (:class:`~robustreg.evaluation.run.Runner`, a
+    :class:`~robustreg.evaluation.run.ShardedRunner` over the ranks of ``job.group``): on the clean-correct
+    samples (``correct``: flags over the n), in the engine's batches, judged and recorded as ``evaluate`` judges
+    and records them, after one untimed call (a toolkit's first-call set-up is not the attack); and the seconds
+    this rank waited for the others."""
+    config = spec.configure({**params, "seed": seed})  # resolved (merged, validated) once per row
+    plan = Plan([AttackPlan(spec.name, dict(params), spec.name)], [job.threat.eps], job.threat.norm, seed,
+                Mode.INDEPENDENT, job.batch_size, None, configs=(config,))
+    state = RunState({}, correct.cpu())  # no state file: a comparison is rerun whole
+    if job.group.world_size == 1:
+        Runner(job.model, job.x, job.y, plan, job.device, state, warm_up=True).run_cell(0, 0)
+        waited = 0.0
+    else:
+        runner = ShardedRunner(job.model, job.x, job.y, plan, job.device, state, warm_up=True, group=job.group)
+        runner.run_cell(0, 0)
+        waited = runner.gather_seconds
+    cell = state.cell(0, 0)
+    return _Run(cell, cell.broken[correct.cpu()]), waited
 
 
 def _check_args(registry: Registry, toolkits: Sequence[str] | str | None, attack: Any, norm: str,
@@ -383,12 +375,12 @@ def _attack_all(job: _Job, resolved: Sequence[Resolved], plans: Sequence[Mapped 
     started, waited = time.perf_counter(), [0.0]
     try:
         model.to(device).eval()
-        clean_logits = _logits(model, x, device, job.batch_size)
+        clean_logits = predict(model, x, device, job.batch_size)
         correct = clean_correct(clean_logits, y)
         index = torch.nonzero(correct, as_tuple=False).flatten()
 
         def run(spec: AttackSpec, kwargs: Mapping[str, Any], run_seed: int = seed) -> _Run:
-            done, wait = _run_one(job, spec, kwargs, index, run_seed)
+            done, wait = _run_one(job, spec, kwargs, correct, run_seed)
             waited[0] += wait
             return done
 
@@ -410,9 +402,8 @@ def _attack_all(job: _Job, resolved: Sequence[Resolved], plans: Sequence[Mapped 
     return correct, rows, broken_by, noisy, found, (round(seconds, 4), round(waited[0], 4)), recheck
 
 
-def _remedied(model: nn.Module, x: Images, y: torch.Tensor, threat: ThreatModel, correct: torch.Tensor,
-              broken_by: Mapping[str, torch.Tensor], checks: list[dict[str, Any]], registry: Registry,
-              device: torch.device, seed: int, batch_size: int, budget: float,
+def _remedied(job: RemedyJob, correct: torch.Tensor, broken_by: Mapping[str, torch.Tensor],
+              checks: list[dict[str, Any]],
               recheck: Callable[[Sequence[CellView]], list[dict[str, str]]]) -> dict[str, Any]:
     """The report's ``adaptive`` entry: the remedies of ``checks`` on the points no row broke (``broken_by``:
     per row, flags over the clean-correct points), and the checks again (``recheck``) with each remedy
@@ -420,11 +411,9 @@ def _remedied(model: nn.Module, x: Images, y: torch.Tensor, threat: ThreatModel,
     standing, index = correct.clone(), correct.nonzero().flatten()
     for broken in broken_by.values():
         standing[index[broken.cpu()]] = False
-    n = int(x.shape[0])
-    done = run_remedies(model, x, y, eps=[threat.eps], norm=threat.norm, standing=[standing], checks=checks,
-                        recheck=lambda attempts: recheck(attempt_views(attempts, registry, n)), registry=registry,
-                        device=device, seed=seed, batch_size=batch_size, budget=budget)
-    return done.to_json([threat.eps], [float(standing.sum()) / n], n)
+    n = int(job.x.shape[0])
+    done = run_remedies(job, [standing], checks, lambda attempts: recheck(attempt_views(attempts, job.registry, n)))
+    return done.to_json(job.eps, [float(standing.sum()) / n], n)
 
 
 def compare(
@@ -512,9 +501,10 @@ def compare(
         correct, rows, broken_by, noisy, checks, seconds, recheck = _attack_all(job, resolved, plans, cfg, disabled,
                                                                                 known)
         timings = group.gather(seconds)
-        remedied = None if not cfg.adaptive else group.main_run(lambda: _remedied(
-            model, x, y, threat, correct, broken_by, checks, registry, dev, seed, batch_size, cfg.adaptive_budget,
-            recheck))
+        remedies = RemedyJob(model, x, y, [threat.eps], threat.norm, registry, dev, seed, batch_size,
+                             cfg.adaptive_budget)
+        remedied = None if not cfg.adaptive else group.main_run(lambda: _remedied(remedies, correct, broken_by, checks,
+                                                                                  recheck))
     index = torch.nonzero(correct, as_tuple=False).flatten()
     report = {
         "attack": attack, "eps": threat.eps, "norm": norm, "n": int(x.shape[0]),

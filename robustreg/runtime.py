@@ -15,12 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .data.source import Images
 
 __all__ = ["AMP_CHOICES", "SPEED_KEYS", "FastModel", "SpeedOptions", "fast_model", "model_device", "predict",
            "resolve_device"]
@@ -79,7 +82,7 @@ def _cuda(spec: str, text: str, local_rank: int | None) -> torch.device:
     return torch.device("cuda", index)
 
 
-def predict(model: nn.Module, x: torch.Tensor, device: torch.device | str, batch_size: int) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor | Images, device: torch.device | str, batch_size: int) -> torch.Tensor:
     """The model's logits for ``x`` (float32, on the CPU), ``batch_size`` samples per forward, no grad.
 
     The model runs in whatever train/eval mode it is in and must already be on ``device``: the

@@ -52,10 +52,11 @@ from robustreg.cli_kit import (
     start_over_hint,
 )
 from robustreg.data.source import Images, as_images
+from robustreg.evaluation import AttackPlan, Mode, Plan, Runner, RunState
 from robustreg.options import with_options
 from robustreg.stats import beyond_noise, noise
 from robustreg.threat import NORMS, ThreatModel
-from robustreg.verdict import attack_and_judge, judge
+from robustreg.verdict import judge
 
 from .curve_config import CurveConfig
 
@@ -103,13 +104,27 @@ def _unbounded(norm: str, box: tuple[float, float], x: torch.Tensor | Images) ->
     return ThreatModel(norm, {"linf": width, "l2": width * math.sqrt(d), "l1": width * d}[norm], box)
 
 
-def _batches(idx: torch.Tensor, batch_size: int, progress: bool, desc: str) -> Any:
-    chunks = list(torch.split(idx, batch_size)) if idx.numel() else []
-    if not progress:
-        return chunks
-    from tqdm.auto import tqdm
+def engine_cells(run: CurveRun, correct: torch.Tensor, attack: str, params: Mapping[str, Any],
+                 eps: Sequence[float]) -> RunState:
+    """``attack`` (its parameters resolved once, with the run's seed) at each of ``eps`` on the points ``correct``
+    flags: cells of the evaluation engine (:class:`robustreg.evaluation.Runner`), run in its batches and judged
+    as ``evaluate`` judges them; cell ``(e, 0)`` holds eps ``eps[e]``'s per-sample records."""
+    cfg = run.config
+    config = run.registry.attack_config(attack, {"seed": cfg.seed, **params})
+    plan = Plan([AttackPlan(attack, dict(params), attack)], list(eps), cfg.norm, cfg.seed, Mode.INDEPENDENT,
+                cfg.batch_size, run.registry, configs=(config,))
+    state = RunState({}, correct.cpu())
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
 
-    return tqdm(chunks, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+        bar = tqdm(total=len(eps) * state.correct_count, desc=attack, unit="pt", leave=False, dynamic_ncols=True)
+    try:
+        Runner(run.model, run.x, run.y, plan, run.device, state, bar=bar).run_all()
+    finally:
+        if bar is not None:
+            bar.close()
+    return state
 
 
 def minimal_norms(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, registry: Any, attack: str, norm: str,
@@ -118,22 +133,19 @@ def minimal_norms(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, r
     """Per sample (CPU float64) the norm of the smallest adversarial perturbation ``attack`` found (0 for a
     clean-misclassified sample, inf where it found none), and the clean-correct mask.
 
-    The model must be on ``device`` in the mode to attack it in; each batch is one ``run`` with ``seed``
-    (the threat's eps is the box's diameter: no budget).  ``x`` is read ``batch_size`` images at a time (a
+    The model must be on ``device`` in the mode to attack it in.  The attack is one cell of the engine
+    (:func:`engine_cells`) at the box's diameter (no budget): its record of each point is the distance of the
+    returned point and whether the model misclassifies it.  ``x`` is read ``batch_size`` images at a time (a
     streamed dataset's :class:`~robustreg.data.source.Images` is never all in memory).
     """
     x = as_images(x)
     correct = torch.cat([~judge(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device))[0].cpu()
                          for i in range(0, len(x), batch_size)])
-    norms = torch.where(correct, math.inf, 0.0).double()
-    threat = _unbounded(norm, (0.0, 1.0), x)
-    built = registry.build_attack(attack, threat, seed=seed, **params)
-    for idx in _batches(correct.nonzero().flatten(), batch_size, progress, attack):
-        xb, yb = x[idx].to(device), y[idx].to(device)
-        x_adv = built.run(model, xb, yb).x_adv
-        found = threat.distance(x_adv, xb).double()
-        norms[idx] = torch.where(judge(model, x_adv, yb)[0], found, math.inf).cpu()
-    return norms, correct
+    run = CurveRun(model, x, y, registry, CurveConfig(norm=norm, seed=seed, batch_size=batch_size, progress=progress),
+                   device)
+    cell = engine_cells(run, correct, attack, params, [_unbounded(norm, (0.0, 1.0), x).eps]).cell(0, 0)
+    found = torch.where(cell.broken, cell.distance.double(), math.inf)
+    return torch.where(correct, found, 0.0).double(), correct
 
 
 def _fits(norms: torch.Tensor, eps: float, norm: str, x: torch.Tensor) -> torch.Tensor:
@@ -158,32 +170,20 @@ class CurveRun:
     config: CurveConfig
     device: torch.device
 
-    def batches(self, idx: torch.Tensor, desc: str) -> Any:
-        return _batches(idx, self.config.batch_size, self.config.progress, desc)
-
-
-def _verifier_broken(run: CurveRun, correct: torch.Tensor, built: Any, threat: ThreatModel, label: str) -> torch.Tensor:
-    broken = torch.zeros(run.x.shape[0], dtype=torch.bool)
-    for idx in run.batches(correct.nonzero().flatten(), f"{label} {threat.describe()}"):
-        broken[idx] = attack_and_judge(built, run.model, run.model, threat, run.x[idx].to(run.device),
-                                       run.y[idx].to(run.device), label=label).broken
-    return broken
-
 
 def verify(run: CurveRun, norms: torch.Tensor, correct: torch.Tensor) -> list[dict[str, Any]]:
     """Run the fixed-budget ``run.config.verifier`` at each eps of ``run.config.at`` on the clean-correct points
     and compare with the curve of ``norms`` (``count``, ``beyond_noise``, ``flagged``: see the module docstring;
     ``curve_only``: samples the curve breaks at eps and the verifier does not).  The verifier's parameters are
-    resolved once (:meth:`robustreg.Registry.attack_config`) and built at each eps."""
+    resolved once and built at each eps: one engine cell per eps (:func:`engine_cells`)."""
     cfg, x = run.config, run.x
     if cfg.verifier is None:
         return []
     n, norm, params, probe = x.shape[0], cfg.norm, dict(cfg.verify_params or {}), x[:1]  # probe: the slack's size
-    resolved = run.registry.attack_config(cfg.verifier, {"seed": cfg.seed, **params})
+    state = engine_cells(run, correct, cfg.verifier, params, cfg.at)
     rows = []
-    for eps in cfg.at:
-        threat = ThreatModel(norm, eps)
-        broken = _verifier_broken(run, correct, resolved.build(threat), threat, cfg.verifier)
+    for e, eps in enumerate(cfg.at):
+        broken = state.cell(e, 0).broken & correct
         fits = _fits(norms, eps, norm, probe)
         accuracy = float((correct & ~broken).double().mean())
         curve_accuracy = float((~fits).double().mean())

@@ -68,7 +68,7 @@ from .cells import Cell
 from .config import AttackPlan, EvalConfig, Mode, Plan, make_plan
 from .pipeline import evaluate
 from .report import REPORT_SCHEMA_VERSION, build_report
-from .run import Finished, run_and_check
+from .run import Finished, Runner, run_and_check
 from .samples import SampleVerdicts, read_samples
 from .state import STATE_VERSION, RunState, data_fingerprint, model_fingerprint
 
@@ -83,6 +83,7 @@ __all__ = [
     "Mode",
     "Plan",
     "RunState",
+    "Runner",
     "SampleVerdicts",
     "build_report",
     "data_fingerprint",

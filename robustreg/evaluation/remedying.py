@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..data.source import Images
-from ..remedies import ARGMAX, Adaptive, Attempt, run_remedies
+from ..remedies import ARGMAX, Adaptive, Attempt, RemedyJob, run_remedies
 from ..remedies.views import attempt_views
 from .checking import evaluation_checks
 from .config import EvalConfig, Mode, Plan
@@ -37,10 +37,9 @@ def apply_remedies(model: nn.Module, x: Images, y: torch.Tensor, plan: Plan, run
         return evaluation_checks(model, x, y, run.clean_logits, plan, run.state, device, config.no_check,
                                  extra=extra)
 
-    return run_remedies(model, x, y, eps=plan.eps, norm=plan.norm, standing=standing, checks=run.checks,
-                        recheck=recheck, registry=plan.registry, device=device, seed=plan.seed,
-                        batch_size=plan.batch_size, budget=config.adaptive_budget,
-                        evaluated=[(p.name, plan.params(a)) for a, p in enumerate(plan.plans)])
+    job = RemedyJob(model, x, y, plan.eps, plan.norm, plan.registry, device, plan.seed, plan.batch_size,
+                    config.adaptive_budget, [(p.name, plan.params(a)) for a, p in enumerate(plan.plans)])
+    return run_remedies(job, standing, run.checks, recheck)
 
 
 def adaptive_report(report: dict[str, Any], adaptive: Adaptive) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from .context import ARGMAX, Attempt, Budget, RemedyContext, Verdict, majority, misclassified
 from .rule import VOTES, Rule, correct_under, rule_for
-from .run import Adaptive, run_remedies, suggestions
+from .run import Adaptive, RemedyJob, run_remedies, suggestions
 
-__all__ = ["ARGMAX", "VOTES", "Adaptive", "Attempt", "Budget", "RemedyContext", "Rule", "Verdict", "correct_under",
-           "majority", "misclassified", "rule_for", "run_remedies", "suggestions"]
+__all__ = ["ARGMAX", "VOTES", "Adaptive", "Attempt", "Budget", "RemedyContext", "RemedyJob", "Rule", "Verdict",
+           "correct_under", "majority", "misclassified", "rule_for", "run_remedies", "suggestions"]

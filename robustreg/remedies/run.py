@@ -26,12 +26,12 @@ import torch
 from torch import nn
 
 from ..attack import ModelState
-from ..data.source import Images, as_images
+from ..data.source import Images
 from ..runtime import model_device
 from .context import Attempt, Budget, RemedyContext
 from .rule import Rule, correct_under, rule_for
 
-__all__ = ["Adaptive", "run_remedies"]
+__all__ = ["Adaptive", "RemedyJob", "run_remedies"]
 
 Checks = list[dict[str, Any]]
 
@@ -71,26 +71,43 @@ class Adaptive:
         }
 
 
-def run_remedies(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, *, eps: Sequence[float], norm: str,
-                 standing: Sequence[torch.Tensor], checks: Checks, recheck: Callable[[list[Attempt]], Checks],
-                 registry: Any, device: torch.device, seed: int | None, batch_size: int, budget: float,
-                 evaluated: Sequence[tuple[str, dict[str, Any]]] = (), rounds: int = 3) -> Adaptive:
+@dataclass(frozen=True)
+class RemedyJob:
+    """What the remedies of one evaluation share: the model and its n samples (read a batch at a time), the
+    evaluation's eps (ascending) and norm, where the remedies come from, the device, the seed of the phase (None:
+    not seeded), the batch size, the budget in forward + backward passes per sample at each eps, the
+    evaluation's attacks ``(name, resolved params)`` and the most rounds of remedies then checks."""
+
+    model: nn.Module
+    x: Images
+    y: torch.Tensor
+    eps: Sequence[float]
+    norm: str
+    registry: Any
+    device: torch.device
+    seed: int | None
+    batch_size: int
+    budget: float
+    evaluated: Sequence[tuple[str, dict[str, Any]]] = ()
+    rounds: int = 3
+
+
+def run_remedies(job: RemedyJob, standing: Sequence[torch.Tensor], checks: Checks,
+                 recheck: Callable[[list[Attempt]], Checks]) -> Adaptive:
     """Run the remedies for ``checks`` (the evaluation's list) on ``standing`` (per eps, copied); ``recheck``
-    gives the checks' list again with the remedies' attempts as extra cells; ``evaluated``: the evaluation's
-    attacks, ``(name, resolved params)``.  The model runs on ``device`` in eval mode meanwhile; its
-    placement, modes and gradients are restored after, also on an error."""
+    gives the checks' list again with the remedies' attempts as extra cells.  The model runs on ``job.device``
+    in eval mode meanwhile; its placement, modes and gradients are restored after, also on an error."""
+    model, device = job.model, job.device
     home, snapshot = model_device(model), ModelState(model)
     try:
         model.to(device).eval()
-        images = as_images(x)
-        with _seeded(seed, device):
-            rule = rule_for(model, images, device)
-            clean = correct_under(rule, model, images, y, device, batch_size) if rule.randomised else None
+        with _seeded(job.seed, device):
+            rule = rule_for(model, job.x, device)
+            clean = correct_under(rule, model, job.x, job.y, device, job.batch_size) if rule.randomised else None
             # under a majority rule the cells' one-forward verdicts do not count: start from every point correct
-            left = [s.clone() for s in standing] if clean is None else [clean.clone() for _ in eps]
-            done = _rounds(model, images, y, eps, norm, left, checks, recheck, registry, device, seed, batch_size,
-                           budget, evaluated, rounds, rule)
-        done.verdict, done.clean = rule.text, None if clean is None else float(clean.sum()) / max(len(y), 1)
+            left = [s.clone() for s in standing] if clean is None else [clean.clone() for _ in job.eps]
+            done = _rounds(job, left, checks, recheck, rule)
+        done.verdict, done.clean = rule.text, None if clean is None else float(clean.sum()) / max(len(job.y), 1)
         return done
     finally:
         model.to(home)
@@ -113,18 +130,17 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _rounds(model: nn.Module, x: Images, y: torch.Tensor, eps: Sequence[float], norm: str,
-            standing: Sequence[torch.Tensor], checks: Checks, recheck: Callable[[list[Attempt]], Checks],
-            registry: Any, device: torch.device, seed: int | None, batch_size: int, budget: float,
-            evaluated: Sequence[tuple[str, dict[str, Any]]], rounds: int, rule: Rule) -> Adaptive:
+def _rounds(job: RemedyJob, standing: Sequence[torch.Tensor], checks: Checks,
+            recheck: Callable[[list[Attempt]], Checks], rule: Rule) -> Adaptive:
+    eps, registry = job.eps, job.registry
     left = list(standing)
-    spent = Budget(float(budget), [0.0] * len(eps))
+    spent = Budget(float(job.budget), [0.0] * len(eps))
     attempts: list[Attempt] = []
     failed: list[dict[str, str]] = []
     ran: list[dict[str, str]] = []
     skipped: list[dict[str, str]] = []
     current, done = checks, 0
-    for _ in range(rounds):
+    for _ in range(job.rounds):
         todo = _todo(current, registry, {r["remedy"] for r in ran + skipped})
         if not todo or all(spent.left(e) <= 0 for e in range(len(eps))):
             break
@@ -135,9 +151,9 @@ def _rounds(model: nn.Module, x: Images, y: torch.Tensor, eps: Sequence[float], 
                 skipped.append({"remedy": spec.name, "check": check["name"],
                                 "reason": f"costs about {spec.cost:g} passes per sample, {room:g} left of the budget"})
                 continue
-            ctx = RemedyContext(model, x, y, eps, norm, left, registry, device, seed, batch_size, spent,
-                                check["name"], check["message"], spec.name, attempts, evaluated,
-                                rule=(rule.verdict, rule.text))
+            ctx = RemedyContext(job.model, job.x, job.y, eps, job.norm, left, registry, job.device, job.seed,
+                                job.batch_size, spent, check["name"], check["message"], spec.name, attempts,
+                                job.evaluated, rule=(rule.verdict, rule.text))
             ran.append({"remedy": spec.name, "check": check["name"]})
             try:
                 spec.run(ctx)
