@@ -1,7 +1,7 @@
 """robustreg: a plugin-based registry of adversarial attacks and defenses for PyTorch.
 
 The public API; everything else is private.  Plugins register through the ``robustreg``
-entry-point group with the hooks in :mod:`robustreg.hookspecs`, against plugin API ``PLUGIN_API``
+entry-point group with the hooks in :mod:`robustreg.registry.hookspecs`, against plugin API ``PLUGIN_API``
 (its deprecation policy: :mod:`robustreg.plugin_api`).  A plugin's command is built with
 :mod:`robustreg.cli_kit`, a public module of its own: ``import robustreg`` loads no CLI layer.
 """
@@ -30,13 +30,19 @@ from .embedding import Embedding, Head, apply_head, embed
 from .errors import MissingPackageError, UsageError, UserError
 from .evaluation import EvalConfig, Mode, evaluate
 from .files import save_atomic, write_atomic
-from .hookspecs import hookimpl
 from .labels import least_likely
 from .lock import FolderInUse, folder_lock
 from .models import build_model
 from .oneshot import CallableModule, make_attack
 from .params import Param, ParamError, ParamSet, ParamTypeError, UnknownParamError
-from .plugin_api import CLI_KIT_NAMES, PLUGIN_API, PluginContractError, RobustregDeprecationWarning, cli_kit_name
+from .plugin_api import (
+    CLI_KIT_NAMES,
+    PLUGIN_API,
+    PluginContractError,
+    RobustregDeprecationWarning,
+    cli_kit_name,
+    install_moved_modules,
+)
 from .progress import Progress, report_progress, wants_progress
 from .registry import (
     AttackConfig,
@@ -51,6 +57,7 @@ from .registry import (
     RegistryError,
     UnknownNameError,
 )
+from .registry.hookspecs import hookimpl
 from .runtime import resolve_device
 from .threat import ThreatModel, parse_eps
 from .training import TrainConfig, Trainer, train
@@ -137,6 +144,8 @@ __all__ = [
     "write_atomic",
     "__version__",
 ]
+
+install_moved_modules()  # robustreg.hookspecs, robustreg.comparison, ...: their old paths still import, warning
 
 
 def __getattr__(name: str) -> Any:

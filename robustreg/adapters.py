@@ -87,7 +87,7 @@ class AdapterEntry:
     picks_targets: bool = False  # a targeted protocol of its own (AttackInfo.picks_targets)
     note: str = ""
     #: for ``robustreg compare``: our parameters the toolkit does not take but runs as (``{"restarts": 1}``);
-    #: ``...``: does not apply to what it does (see :mod:`robustreg.comparison_params`)
+    #: ``...``: does not apply to what it does (see :mod:`robustreg.compare.params`)
     implied: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

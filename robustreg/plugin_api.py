@@ -16,11 +16,17 @@ Deprecations in force:
 - 1.1 (removed in 1.2): a command helper from the package root (``robustreg.add_run_args``,
   ``robustreg.run_evaluation``, ... :data:`CLI_KIT_NAMES`).  They live in :mod:`robustreg.cli_kit`
   (``from robustreg.cli_kit import add_run_args``), so that ``import robustreg`` loads no CLI layer.
+- 1.1 (removed in 1.2): the modules that moved into the ``registry/`` and ``compare/`` folders, by their old
+  paths (``robustreg.hookspecs``, ``robustreg.registrar``, ``robustreg.specs``, ``robustreg.comparison*``:
+  :data:`MOVED_MODULES`): importing one gives the moved module, with a warning naming the new path.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import sys
 import warnings
 from dataclasses import dataclass
@@ -34,10 +40,14 @@ __all__ = [
     "UNDECLARED_FACTORY",
     "CLI_KIT_IN_ROOT",
     "CLI_KIT_NAMES",
+    "MODULE_MOVED",
+    "MOVED_MODULES",
     "Deprecation",
+    "MovedModules",
     "PluginContractError",
     "RobustregDeprecationWarning",
     "api_version",
+    "install_moved_modules",
     "cli_kit_name",
     "show_deprecations",
 ]
@@ -102,6 +112,42 @@ def cli_kit_name(name: str) -> Any:
     CLI_KIT_IN_ROOT.apply("a plugin's command", f"import it from robustreg.cli_kit "
                           f"(from robustreg.cli_kit import {name})", used=f"robustreg.{name}", stacklevel=3)
     return getattr(importlib.import_module("robustreg.cli_kit"), name)
+
+
+MODULE_MOVED = Deprecation("a module's old path", since="1.1", removed_in="1.2")
+#: old dotted path -> where the module lives now
+MOVED_MODULES = {
+    "robustreg.hookspecs": "robustreg.registry.hookspecs",
+    "robustreg.registrar": "robustreg.registry.registrar",
+    "robustreg.specs": "robustreg.registry.specs",
+    "robustreg.comparison": "robustreg.compare.run",
+    "robustreg.comparison_check": "robustreg.compare.check",
+    "robustreg.comparison_config": "robustreg.compare.config",
+    "robustreg.comparison_params": "robustreg.compare.params",
+    "robustreg.comparison_render": "robustreg.compare.render",
+}
+
+
+class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """An import hook (on ``sys.meta_path`` from ``import robustreg`` on) that answers a module's old path
+    (:data:`MOVED_MODULES`) with the module itself, imported from its new path, and one warning."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        return importlib.util.spec_from_loader(fullname, self) if fullname in MOVED_MODULES else None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+        new = MOVED_MODULES[spec.name]
+        MODULE_MOVED.apply("an import", f"import {new}", used=f"import {spec.name}", stacklevel=4)
+        return importlib.import_module(new)  # the same module object: no second copy of its classes
+
+    def exec_module(self, module: Any) -> None:
+        """The module ran when it was imported from its new path."""
+
+
+def install_moved_modules() -> None:
+    """Put :class:`MovedModules` on ``sys.meta_path`` once."""
+    if not any(isinstance(finder, MovedModules) for finder in sys.meta_path):
+        sys.meta_path.append(MovedModules())
 
 
 def show_deprecations() -> None:

@@ -1,7 +1,7 @@
 """The one table renderer: a header and rows of text cells -> a terminal table or a Markdown table.
 
 ``robustreg list``, the evaluation report (:mod:`robustreg.report`) and the toolkit comparison
-(:mod:`robustreg.comparison`) all render through :func:`format_table`.
+(:mod:`robustreg.compare`) all render through :func:`format_table`.
 """
 
 from __future__ import annotations

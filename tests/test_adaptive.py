@@ -95,7 +95,7 @@ def test_pass_counter_counts_pgd_k_as_k_forwards_and_k_backwards(reg, digits, na
 def test_the_base_reports_passes_per_sample_in_evaluate_and_compare(reg, digits, tmp_path):
     """PGD-k costs k forwards and k backwards per attacked sample, FGSM one of each, counted by the base for
     native and toolkit attacks alike; report.json, the table and compare show them."""
-    from robustreg.comparison import compare
+    from robustreg.compare import compare
     from robustreg.evaluation import evaluate
     from robustreg.report import render_table
 

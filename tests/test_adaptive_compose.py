@@ -191,7 +191,7 @@ class _Standing:
 def test_compare_runs_the_checks_again_after_its_remedies(digits, tmp_path, capsys):
     base, data = digits
     registry = Registry.create(plugins=[("t-standing", _Standing())])
-    report = robustreg.comparison.compare(base, data, "fgsm", 0.1, toolkits=["native"], noise=False, progress=False,
+    report = robustreg.compare.compare(base, data, "fgsm", 0.1, toolkits=["native"], noise=False, progress=False,
                                           registry=registry, no_check=QUIET, adaptive=True, out=tmp_path / "out")
     before = next(c for c in report["checks"] if c["name"] == "t-standing")
     after = next(c for c in report["adaptive"]["checks_after"] if c["name"] == "t-standing")
@@ -203,7 +203,7 @@ def test_compare_runs_the_checks_again_after_its_remedies(digits, tmp_path, caps
     assert report["adaptive"]["verdict"] == ARGMAX and report["adaptive"]["clean_accuracy"] is None
     md = (tmp_path / "out" / "report.md").read_text().splitlines()
     assert "t-standing warn -> ok" in next(line for line in md if line.startswith("Checks before -> after the"))
-    from robustreg.comparison_render import render_table
+    from robustreg.compare.render import render_table
 
     terminal = render_table(report).splitlines()
     assert "t-standing warn -> ok" in next(line for line in terminal if "checks before -> after:" in line)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from robustreg import Registry
-from robustreg.comparison import CompareConfig, compare
+from robustreg.compare import CompareConfig, compare
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""robustreg.comparison: toolkit name resolution, agreement math, the report schema and the command."""
+"""robustreg.compare: toolkit name resolution, agreement math, the report schema and the command."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from robustreg import (
 )
 from robustreg.cli_kit import param_values
 from robustreg.commands.compare import add_parser
-from robustreg.comparison import (
+from robustreg.compare import (
     agreement,
     compare,
     disagreements,
@@ -476,7 +476,7 @@ def test_compare_reports_the_automatic_checks(reg, linear, tmp_path):
 
 
 def test_default_toolkits_are_the_registered_ones():
-    from robustreg.comparison import registered_toolkits
+    from robustreg.compare import registered_toolkits
 
     reg = Registry.create(entry_points=False, plugins=[("explode-plugin", _Plugin())])
     assert registered_toolkits(reg) == ["native", "art"]

@@ -102,9 +102,9 @@ def test_the_graph_reader_sees_what_it_must() -> None:
     """The reader finds the arrows this test relies on (it must not pass because it reads nothing)."""
     graph, _ = import_graph()
     assert len(graph) > 50
-    assert "robustreg.registrar" in graph["robustreg.hookspecs"]  # under TYPE_CHECKING
+    assert "robustreg.registry.registrar" in graph["robustreg.registry.hookspecs"]  # under TYPE_CHECKING
     assert "robustreg.evaluation" in graph["robustreg.cli_kit"]
-    assert "robustreg.hookspecs" in graph["robustreg.registry"]  # from . import hookspecs
+    assert "robustreg.registry.hookspecs" in graph["robustreg.registry.manager"]  # from . import hookspecs
     assert find_cycle({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) in (
         ["a", "b", "c", "a"], ["b", "c", "a", "b"], ["c", "a", "b", "c"])
     assert find_cycle({"a": {"b": 1}, "b": {}, "c": {"a": 1, "b": 1}}) is None
@@ -160,3 +160,27 @@ def test_old_helper_names_still_work_with_a_warning() -> None:
         assert name not in robustreg.__all__
     assert robustreg.UsageError is cli_kit.UsageError
     assert not hasattr(robustreg, "no_such_name")
+
+
+def test_moved_modules_still_import_from_their_old_paths_with_a_warning() -> None:
+    """The registry and comparison files moved into ``registry/`` and ``compare/`` (plugin API 1.1): each old
+    path gives the very module of the new one (a fresh interpreter: nothing imported yet), warning once."""
+    from robustreg.plugin_api import MOVED_MODULES
+
+    code = ("import importlib, sys, warnings\n"
+            "warnings.simplefilter('always')\n"
+            "import robustreg\n"
+            f"for old, new in {dict(MOVED_MODULES)!r}.items():\n"
+            "    with warnings.catch_warnings(record=True) as caught:\n"
+            "        warnings.simplefilter('always')\n"
+            "        module = importlib.import_module(old)\n"
+            "    assert module is importlib.import_module(new), old\n"
+            "    assert sys.modules[old] is module, old\n"
+            "    assert [str(w.message).split(';')[-1].strip() for w in caught] == [f'import {new}'], caught\n"
+            "from robustreg.comparison import compare\n"
+            "from robustreg.compare import compare as new_compare\n"
+            "assert compare is new_compare\n"
+            "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    assert not any(ROOT.joinpath(f"{old.split('.')[-1]}.py").exists() for old in MOVED_MODULES)

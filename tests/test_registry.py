@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 import robustreg
-from robustreg import hookspecs
 from robustreg.registry import (
     DISABLE_ENV,
     DuplicateNameError,
     PluginLoadError,
     Registry,
     UnknownNameError,
+    hookspecs,
 )
 
 

@@ -153,7 +153,7 @@ def test_no_break_no_remedy_and_the_same_report(digits):
 
 def test_compare_runs_the_remedies_on_the_points_no_toolkit_broke(digits):
     base, data = digits
-    report = robustreg.comparison.compare(Scaled(base, 1e4), data, "pgd", EPS, toolkits=["native"],
+    report = robustreg.compare.compare(Scaled(base, 1e4), data, "pgd", EPS, toolkits=["native"],
                                           params={"steps": 10}, noise=False, progress=False, adaptive=True)
     entry = report["adaptive"]["robust_accuracy"][0]
     assert "temperature" in ran(report)

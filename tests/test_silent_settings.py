@@ -17,7 +17,7 @@ import torch
 import robustreg
 from robustreg import ParamSet, Registry, ThreatModel, evaluate, parse_eps
 from robustreg.cli import main
-from robustreg.comparison import compare
+from robustreg.compare import compare
 from robustreg.data import LabeledData, load_data
 from robustreg.evaluation.config import eps_values
 from robustreg.params import ALLOW_LARGE

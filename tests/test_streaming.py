@@ -256,7 +256,7 @@ def _compared(report: dict) -> list:
 def test_compare_on_a_streamed_dataset_gives_the_tensors_report(jpeg_tar: Path, tmp_path: Path, reg: Registry) -> None:
     from torch.utils.data import DataLoader
 
-    from robustreg.comparison import compare
+    from robustreg.compare import compare
 
     root = _folder(jpeg_tar, tmp_path / "imgs")
     x, y, torchvision_folder = _torchvision_tensors(root)
@@ -291,7 +291,7 @@ def test_cli_compares_an_imagefolder_and_recognises_its_report(jpeg_tar: Path, t
 
 
 def test_compare_holds_a_few_batches_not_the_dataset(reg: Registry) -> None:
-    from robustreg.comparison import compare
+    from robustreg.compare import compare
 
     n, batch = 400, 20
     data = _Counted(n)

@@ -248,7 +248,7 @@ class ArtAttack(Attack):
     #: result into the eps ball (and the box); an eps-bounded attack's result only has its slop clamped
     minimal_norm: ClassVar[bool] = False
     #: for ``robustreg compare``: our parameters ART's class does not take but runs as (``{"loss": "ce"}``);
-    #: ``...``: does not apply to what it does (see :mod:`robustreg.comparison_params`)
+    #: ``...``: does not apply to what it does (see :mod:`robustreg.compare.params`)
     implied: ClassVar[Mapping[str, Any]] = {}
 
     @classmethod

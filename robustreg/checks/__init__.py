@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import close_matches
-from ..hookspecs import hookimpl
+from ..registry.hookspecs import hookimpl
 from ..stats import beyond_noise, beyond_paired_noise, noise, paired_noise
 from .cells import (
     check_attack_flags,
@@ -52,8 +52,8 @@ from .model import (
 from .trace import Trace, traced_ascent
 
 if TYPE_CHECKING:
-    from ..registrar import Registrar
-    from ..specs import CheckSpec
+    from ..registry.registrar import Registrar
+    from ..registry.specs import CheckSpec
 
 __all__ = ["CHECKS", "DOC", "PIECE", "STATUSES", "CellView", "CheckContext", "CheckResult", "CheckWarning", "Checks",
            "Objective", "Outcome", "Trace", "beyond_noise", "beyond_paired_noise", "ce_loss", "check_names", "dlr_loss",

@@ -24,7 +24,7 @@ from ..cli_kit import (
     param_values,
     run_evaluation,
 )
-from ..hookspecs import hookimpl
+from ..registry.hookspecs import hookimpl
 from . import analyze, compare, evaluate, listing
 from . import train as train_command
 

@@ -1,4 +1,4 @@
-"""``robustreg compare``: one attack from several toolkits on the same samples (:mod:`robustreg.comparison`)."""
+"""``robustreg compare``: one attack from several toolkits on the same samples (:mod:`robustreg.compare`)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from ..cli_kit import (
     param_values,
     start_over_hint,
 )
-from ..comparison import compare, default_toolkits, registered_toolkits, render_markdown, render_table
-from ..comparison_check import check_comparison_report
+from ..compare.check import check_comparison_report
+from ..compare.run import compare, default_toolkits, registered_toolkits, render_markdown, render_table
 from ..data.first import first_images
 from ..evaluation.distributed import Group
 from ..evaluation.state import adaptive_text, data_fingerprint, model_fingerprint
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     configuration refused unless ``--overwrite``, one of the same configuration not recomputed.
 
     Under torchrun (``WORLD_SIZE`` and ``RANK`` set) each row's batches are shared by the ranks, as in
-    ``evaluate`` (:func:`robustreg.comparison.compare` with ``distributed=True``); rank 0 probes ``--out``,
+    ``evaluate`` (:func:`robustreg.compare.compare` with ``distributed=True``); rank 0 probes ``--out``,
     writes the report and prints.
     """
     registry = getattr(args, "registry", None)

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hookspecs import hookimpl
 from ..registry import Registrar, Registry
+from ..registry.hookspecs import hookimpl
 from .folder import FolderData, load_imagefolder
 from .images import (
     load_cifar10,

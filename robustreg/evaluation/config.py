@@ -24,8 +24,8 @@ from ..options import with_options
 from ..params import canonical_names
 from ..plugin_api import RobustregDeprecationWarning
 from ..registry import Registry
+from ..registry.specs import AttackConfig
 from ..runtime import SpeedOptions
-from ..specs import AttackConfig
 from ..threat import ThreatModel, as_eps, canonical_norm
 from .targets import check_attacks_take_targets, check_targeted
 

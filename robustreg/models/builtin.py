@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hookspecs import hookimpl
-from ..registrar import Registrar
+from ..registry.hookspecs import hookimpl
+from ..registry.registrar import Registrar
 from .resnet import preact_resnet18, resnet18, resnet20, resnet110
 from .small import cifar_marabou_large, digits_cnn, lenet5_mnist, resnet4b
 from .wide_resnet import wrn_28_10, wrn_34_10

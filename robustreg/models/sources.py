@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..registry import Registry
 
 if TYPE_CHECKING:
-    from ..specs import ModelSourceSpec
+    from ..registry.specs import ModelSourceSpec
 
 __all__ = ["model_source"]
 

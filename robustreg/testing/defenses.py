@@ -38,7 +38,7 @@ from torch import nn
 
 from ..defense import Defense, DefenseOutput
 from ..embedding import head_of
-from ..specs import DefenseSpec
+from ..registry.specs import DefenseSpec
 from .models import tiny_batch, tiny_model
 
 __all__ = ["check_defense"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from robustreg import ParamSet, ThreatModel
-from robustreg.comparison import compare
+from robustreg.compare import compare
 from robustreg.testing import check_attack, separable_batch, tiny_batch, tiny_model, trained_tiny_model
 
 EXPECTED = {
@@ -198,7 +198,7 @@ def test_compare_maps_the_native_configuration(registry):
     tk = row["toolkit_params"]
     assert (tk["steps"], tk["absolute_step_size"], tk["random_init"], tk["restarts"], tk["loss_function"]) == (
         3, pytest.approx(0.025), True, 1, "ce")
-    from robustreg.comparison import resolve
+    from robustreg.compare import resolve
 
     res = resolve(registry, "apgd-ce", "advlib", "linf")
     assert res.name == "advlib:apgd" and res.params == {"loss": "ce"}

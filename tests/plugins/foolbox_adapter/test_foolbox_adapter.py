@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from robustreg import ParamSet, ThreatModel
-from robustreg.comparison import compare
+from robustreg.compare import compare
 from robustreg.testing import check_attack, separable_batch, tiny_batch, tiny_model, trained_tiny_model
 
 EXPECTED = {

@@ -22,10 +22,11 @@ from typing import Any
 
 import pluggy
 
+from ..attack import Attack
+from ..defense import Defense
+from ..errors import close_matches
+from ..threat import ThreatModel
 from . import hookspecs
-from .attack import Attack
-from .defense import Defense
-from .errors import close_matches
 from .registrar import DuplicateNameError, PluginLoadError, Registrar, RegistryError, UnknownNameError, singular
 from .specs import (
     AnalysisSpec,
@@ -39,7 +40,6 @@ from .specs import (
     ModelSpec,
     RemedySpec,
 )
-from .threat import ThreatModel
 
 __all__ = [
     "ENTRY_POINT_GROUP",

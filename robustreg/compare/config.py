@@ -1,4 +1,4 @@
-"""The options of one :func:`robustreg.comparison.compare` run, as :class:`CompareConfig`.
+"""The options of one :func:`robustreg.compare.compare` run, as :class:`CompareConfig`.
 
 ``compare(model, data, attack, eps, config=None, **options)``: ``options`` (the fields, the keywords compare
 always took) replace the config's fields; the whole is checked once, here, before any model runs.
@@ -14,16 +14,16 @@ from typing import Any
 
 import torch
 
-from .evaluation.config import ADAPTIVE_BUDGET
-from .options import flag, positive_int, seed_value
-from .threat import canonical_norm
+from ..evaluation.config import ADAPTIVE_BUDGET
+from ..options import flag, positive_int, seed_value
+from ..threat import canonical_norm
 
 __all__ = ["CompareConfig"]
 
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """Every option of :func:`robustreg.comparison.compare` (see it for each one).
+    """Every option of :func:`robustreg.compare.compare` (see it for each one).
 
     ``toolkits`` (None: every toolkit that has the attack) and ``no_check`` are kept as tuples, ``params``
     as a plain dict; ``norm`` is read as :func:`robustreg.threat.canonical_norm` reads it.  A bad value is

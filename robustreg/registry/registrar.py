@@ -11,11 +11,11 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .attack import Attack, AttackInfo
-from .declare import declared
-from .defense import Defense, DefenseInfo
-from .params import ParamSet
-from .plugin_api import PLUGIN_API
+from ..attack import Attack, AttackInfo
+from ..declare import declared
+from ..defense import Defense, DefenseInfo
+from ..params import ParamSet
+from ..plugin_api import PLUGIN_API
 from .specs import (
     AnalysisSpec,
     AttackSpec,

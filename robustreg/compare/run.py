@@ -25,31 +25,31 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .attack import PASS_EXTRAS, ModelState
-from .checks import CellView, CheckContext, Checks, check_names, registered, run_checks, warn_checks
-from .comparison_config import CompareConfig
-from .comparison_params import COMMON, Mapped, map_config, map_given, native_config
-from .comparison_render import render_markdown, render_table, write_report
-from .data.first import first_images
-from .data.source import Images
-from .environment import environment
-from .errors import close_matches
-from .evaluation.cells import Cell
-from .evaluation.checking import view_of
-from .evaluation.config import AttackPlan, Mode, Plan
-from .evaluation.distributed import SINGLE, Group, check_pieces, process_group
-from .evaluation.run import Runner, ShardedRunner
-from .evaluation.state import RunState
-from .models.outputs import logits_model
-from .options import with_options
-from .registrar import UnknownNameError
-from .registry import AttackSpec, Registry
-from .remedies import RemedyJob, run_remedies, suggestions
-from .remedies.views import attempt_views
-from .runtime import predict, resolve_device
-from .stats import beyond_noise
-from .threat import ThreatModel, parse_eps
-from .verdict import clean_correct
+from ..attack import PASS_EXTRAS, ModelState
+from ..checks import CellView, CheckContext, Checks, check_names, registered, run_checks, warn_checks
+from ..data.first import first_images
+from ..data.source import Images
+from ..environment import environment
+from ..errors import close_matches
+from ..evaluation.cells import Cell
+from ..evaluation.checking import view_of
+from ..evaluation.config import AttackPlan, Mode, Plan
+from ..evaluation.distributed import SINGLE, Group, check_pieces, process_group
+from ..evaluation.run import Runner, ShardedRunner
+from ..evaluation.state import RunState
+from ..models.outputs import logits_model
+from ..options import with_options
+from ..registry import AttackSpec, Registry
+from ..registry.registrar import UnknownNameError
+from ..remedies import RemedyJob, run_remedies, suggestions
+from ..remedies.views import attempt_views
+from ..runtime import predict, resolve_device
+from ..stats import beyond_noise
+from ..threat import ThreatModel, parse_eps
+from ..verdict import clean_correct
+from .config import CompareConfig
+from .params import COMMON, Mapped, map_config, map_given, native_config
+from .render import render_markdown, render_table, write_report
 
 __all__ = [
     "CompareConfig",
@@ -426,7 +426,7 @@ def compare(
 ) -> dict[str, Any]:
     """Run ``attack`` from each of ``toolkits`` on the same samples, with the same configuration, and compare.
 
-    The options are a :class:`~robustreg.comparison_config.CompareConfig` (``config``) whose fields
+    The options are a :class:`~robustreg.compare.config.CompareConfig` (``config``) whose fields
     ``options`` replace (the keywords below); they are checked once, before any work.
 
     ``toolkits``: default every toolkit with a registered attack (:func:`registered_toolkits`).
@@ -438,7 +438,7 @@ def compare(
     memory).  Every toolkit attacks the clean-correct ones among them with the same ThreatModel(norm, eps)
     and ``seed``.  ``params`` (robustreg's vocabulary) override the native attack's declared defaults (an
     unknown name is an error with close matches); that full native configuration goes to every toolkit,
-    mapped by :mod:`robustreg.comparison_params`.  A row whose entry cannot take a parameter lists it in
+    mapped by :mod:`robustreg.compare.params`.  A row whose entry cannot take a parameter lists it in
     ``missing`` and has ``same_attack: False`` (it still runs with what it takes).  Without a native attack,
     ``params`` go to the entries that take them.
     A toolkit without the attack gets ``available: False`` and the reason as its note; an attack that

@@ -1,7 +1,7 @@
 """What a finished ``compare`` report.json must hold before it is trusted as "report already there".
 
-:func:`check_comparison_report` walks what :func:`robustreg.comparison.compare` writes and what its
-renderers (:mod:`robustreg.comparison_render`) and the command's identity read: the attack, eps, norm,
+:func:`check_comparison_report` walks what :func:`robustreg.compare.compare` writes and what its
+renderers (:mod:`robustreg.compare.render`) and the command's identity read: the attack, eps, norm,
 n, the clean accuracy, the model's and data's fingerprints, one ``results`` row per toolkit (each named
 once), the agreement, the noise and the disagreements.  The first field that is wrong raises
 :class:`~robustreg.readback.Damage`.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .readback import (
+from ..readback import (
     Damage,
     field,
     fingerprinted,
@@ -92,7 +92,7 @@ def _disagreement(value: Any, where: str) -> None:
 
 
 def check_comparison_report(report: Mapping[str, Any]) -> None:
-    """A finished comparison report (the dict of :func:`robustreg.comparison.compare`, read back from JSON)."""
+    """A finished comparison report (the dict of :func:`robustreg.compare.compare`, read back from JSON)."""
     required(report, "attack", "", text)
     required(report, "eps", "", number)
     required(report, "norm", "", text)

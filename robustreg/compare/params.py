@@ -29,10 +29,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .attack import COMMON_PARAMS, Attack
-from .params import ParamError
-from .registry import AttackSpec
-from .threat import ThreatModel
+from ..attack import COMMON_PARAMS, Attack
+from ..params import ParamError
+from ..registry import AttackSpec
+from ..threat import ThreatModel
 
 __all__ = ["Mapped", "map_config", "map_given", "native_config", "toolkit_view"]
 

@@ -12,11 +12,11 @@ from importlib import metadata
 from types import MappingProxyType
 from typing import Any
 
-from .attack import Attack, AttackInfo
-from .defense import Defense, DefenseInfo
-from .errors import MissingPackageError
-from .params import ParamSet, canonical_names
-from .threat import ThreatModel
+from ..attack import Attack, AttackInfo
+from ..defense import Defense, DefenseInfo
+from ..errors import MissingPackageError
+from ..params import ParamSet, canonical_names
+from ..threat import ThreatModel
 
 __all__ = ["AttackConfig", "AttackSpec", "CheckSpec", "CommandSpec", "DatasetSpec", "DefenseSpec", "ModelSourceSpec",
            "ModelSpec", "RemedySpec", "summary_of", "validated"]

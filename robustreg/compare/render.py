@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .files import write_set_atomic
-from .report import adaptive_block, adaptive_markdown, checks_block, checks_markdown
-from .tables import format_table, shorten
+from ..files import write_set_atomic
+from ..report import adaptive_block, adaptive_markdown, checks_block, checks_markdown
+from ..tables import format_table, shorten
 
 __all__ = ["render_markdown", "render_table", "write_report"]
 
