@@ -17,7 +17,7 @@ examples of more than one batch, so its peak should hardly grow with n (ratio ne
     python benchmarks/eval_memory.py --threads 1                       # n = 1000 and 10000, CPU
     python benchmarks/eval_memory.py --sizes 2000,10000 --steps 2
     python benchmarks/eval_memory.py --device cuda
-    python benchmarks/eval_memory.py --imagefolder --threads 1         # streamed 224 x 224 JPEGs
+    python benchmarks/eval_memory.py --imagefolder --threads 1 --repeat 3   # streamed 224 x 224 JPEGs
 
 ``--imagefolder``: data as an ImageNet evaluation has it, streamed.  In a temporary folder, the 10,000
 CIFAR-10 test JPEGs (the shared data's tarball) resized to 224 x 224 (PIL bilinear, re-saved as JPEG
@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -162,26 +163,27 @@ def main_folder(args: argparse.Namespace, sizes: list[int]) -> None:
         folders = build_folders(Path(tmp), sizes)
         print(f"built {', '.join(str(n) for n in sizes)}-image folders in {time.perf_counter() - started:.0f} s",
               flush=True)
-        for n in sizes:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--folder", str(folders[n]), "--steps",
-                   str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device, "--threads",
-                   str(args.threads)]
-            env = dict(os.environ)
-            if args.mmap_threshold:  # glibc: blocks this large are mmapped and handed back when freed
-                env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
-            done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, env=env)
-            if done.returncode != 0:
-                raise SystemExit(f"n={n} failed:\n{done.stderr[-3000:]}")
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(runs[-1], flush=True)
+        for repeat in range(args.repeat):  # interleaved: a slow drift of the machine hits every size alike
+            for n in sizes:
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--folder", str(folders[n]),
+                       "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--device", args.device,
+                       "--threads", str(args.threads)]
+                env = dict(os.environ)
+                if args.mmap_threshold:  # glibc: blocks this large are mmapped and handed back when freed
+                    env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
+                done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, env=env)
+                if done.returncode != 0:
+                    raise SystemExit(f"n={n} failed:\n{done.stderr[-3000:]}")
+                runs.append({**json.loads(done.stdout.strip().splitlines()[-1]), "repeat": repeat + 1})
+                print(runs[-1], flush=True)
     first = runs[0]
-    rows = [[run["n"], run["data_bytes"] / MIB, run["rss_before"] / MIB, run["rss_peak"] / MIB,
+    rows = [[run["repeat"], run["n"], run["data_bytes"] / MIB, run["rss_before"] / MIB, run["rss_peak"] / MIB,
              (run["rss_peak"] - run["rss_before"]) / MIB, run["rss_peak"] / first["rss_peak"],
              (run["rss_peak"] - run["rss_before"]) / (first["rss_peak"] - first["rss_before"]), run["maxrss"] / MIB,
              run["seconds"], run["read"], f"{100 * run['clean']:.1f}%",
              ", ".join(f"{k} {100 * v:.1f}%" for k, v in run["robust"].items())]
             for run in runs]
-    header = ["n", "the images as float32 (MiB)", "RSS before (MiB)", "peak RSS during evaluate (MiB)",
+    header = ["run", "n", "the images as float32 (MiB)", "RSS before (MiB)", "peak RSS during evaluate (MiB)",
               "evaluation's own (MiB)", f"peak RSS ratio to n={first['n']}", f"own ratio to n={first['n']}",
               "ru_maxrss (MiB)", "seconds", "data read", "clean", "robust accuracy (independent)"]
     body = (f"ImageFolder of n CIFAR-10 test JPEGs resized to 224 x 224 (built in a temporary folder), read as "
@@ -192,13 +194,25 @@ def main_folder(args: argparse.Namespace, sizes: list[int]) -> None:
             f"each n in its own process; glibc malloc "
             f"{'with MALLOC_MMAP_THRESHOLD_=' + str(args.mmap_threshold) if args.mmap_threshold else 'as it is'}.  "
             f"\"Evaluation's own\" = peak RSS sampled every 5 ms during `evaluate` minus "
-            f"the RSS just before it.  Target: peak RSS at n=10000 <= 1.1 x that at n=1000.\n\n"
-            + markdown_table(header, rows))
+            f"the RSS just before it.  Target: peak RSS at n=10000 <= 1.1 x that at n=1000.  Each size ran "
+            f"{args.repeat} time(s), interleaved; the ratio columns compare with the first run of n={first['n']}.\n\n"
+            + markdown_table(header, rows) + _medians(runs, sizes))
     print(body)
     fixed = f"_mmap{args.mmap_threshold}" if args.mmap_threshold else ""
     path = write_report(f"eval_memory_imagefolder_{torch.device(args.device).type}{fixed}",
                         "Evaluation peak memory vs n: a streamed ImageFolder of 224 x 224 JPEGs", body)
     print(f"wrote {path}")
+
+
+def _medians(runs: list[dict], sizes: list[int]) -> str:
+    """The summary line of repeated runs: each size's median peak RSS and the ratio of the medians (glibc's heap
+    makes one run's high-water mark vary by 10-20% from run to run, so one pair of runs decides nothing)."""
+    if len({run["repeat"] for run in runs}) < 2:
+        return ""
+    median = {n: statistics.median(run["rss_peak"] for run in runs if run["n"] == n) / MIB for n in sizes}
+    ratios = [f"n={n}: {median[n] / median[sizes[0]]:.3f}" for n in sizes[1:]]
+    return ("\n\nMedian peak RSS over the runs: " + ", ".join(f"n={n} {median[n]:.0f} MiB" for n in sizes)
+            + f"; ratio of the medians to n={sizes[0]}: " + ", ".join(ratios) + ".")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -246,6 +260,8 @@ def main() -> None:
     parser.add_argument("--mmap-threshold", type=int, default=0, metavar="BYTES",
                         help="--imagefolder: run each size with glibc's MALLOC_MMAP_THRESHOLD_=BYTES (a fixed "
                              "threshold: freed image buffers go back to the OS instead of fragmenting the heap)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="R",
+                        help="--imagefolder: run every size R times, interleaved, and compare the medians")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
