@@ -268,6 +268,8 @@ def test_compare_on_a_streamed_dataset_gives_the_tensors_report(jpeg_tar: Path, 
     for name, data in forms.items():
         report = compare(_net(), data, "pgd", 0.2, registry=reg, **COMPARE)
         assert _compared(report) == _compared(reference), name
+        # fingerprinted in compare's clean pass: the tensors' fingerprint, the folder read once for it
+        assert report["data"]["fingerprint"] == reference["data"]["fingerprint"] == data_fingerprint(x, y), name
 
 
 def test_cli_compares_an_imagefolder_and_recognises_its_report(jpeg_tar: Path, tmp_path: Path, capsys) -> None:
@@ -328,7 +330,10 @@ def test_curve_on_a_streamed_dataset_gives_the_tensors_report(jpeg_tar: Path, tm
     assert any(v is not None and v > 0 for v in reference["norms"]), reference["norms"]  # found some: not empty
     images, labels, info = first_images(FolderData(root), None)
     assert info["read"] == "streamed"
-    assert _curve(curve_report(_net(), images, labels, reg, "fmn", **CURVE)) == _curve(reference)
+    streamed = curve_report(_net(), images, labels, reg, "fmn", **CURVE)
+    assert _curve(streamed) == _curve(reference)
+    # fingerprinted in the curve's clean pass: the tensors' fingerprint
+    assert streamed["data"]["fingerprint"] == reference["data"]["fingerprint"] == data_fingerprint(x, y)
 
 
 def test_cli_curves_an_imagefolder(jpeg_tar: Path, tmp_path: Path, capsys) -> None:

@@ -52,7 +52,7 @@ from robustreg.cli_kit import (
     start_over_hint,
 )
 from robustreg.data.source import Images, as_images
-from robustreg.evaluation import AttackPlan, Mode, Plan, Runner, RunState
+from robustreg.evaluation import AttackPlan, DataHash, Mode, Plan, Runner, RunState
 from robustreg.options import with_options
 from robustreg.stats import beyond_noise, noise
 from robustreg.threat import NORMS, ThreatModel
@@ -138,14 +138,28 @@ def minimal_norms(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, r
     returned point and whether the model misclassifies it.  ``x`` is read ``batch_size`` images at a time (a
     streamed dataset's :class:`~robustreg.data.source.Images` is never all in memory).
     """
-    x = as_images(x)
-    correct = torch.cat([~judge(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device))[0].cpu()
-                         for i in range(0, len(x), batch_size)])
-    run = CurveRun(model, x, y, registry, CurveConfig(norm=norm, seed=seed, batch_size=batch_size, progress=progress),
-                   device)
-    cell = engine_cells(run, correct, attack, params, [_unbounded(norm, (0.0, 1.0), x).eps]).cell(0, 0)
+    run = CurveRun(model, as_images(x), y, registry,
+                   CurveConfig(norm=norm, seed=seed, batch_size=batch_size, progress=progress), device)
+    correct, _ = _clean(run)
+    return _norms(run, correct, attack, params), correct
+
+
+def _clean(run: CurveRun) -> tuple[torch.Tensor, str]:
+    """The clean-correct mask and the data's fingerprint, hashed as the clean pass reads the images (the same as
+    :func:`robustreg.evaluation.data_fingerprint` of them: a streamed dataset is not read again to hash it)."""
+    size, hashed, parts = run.config.batch_size, DataHash(run.x.shape, run.y), []
+    for start in range(0, len(run.x), size):
+        batch = run.x[start:start + size]
+        hashed.update(batch)
+        parts.append(~judge(run.model, batch.to(run.device), run.y[start:start + size].to(run.device))[0].cpu())
+    return torch.cat(parts), hashed.hexdigest()
+
+
+def _norms(run: CurveRun, correct: torch.Tensor, attack: str, params: Mapping[str, Any]) -> torch.Tensor:
+    """:func:`minimal_norms`' norms, given the clean-correct mask."""
+    cell = engine_cells(run, correct, attack, params, [_unbounded(run.config.norm, (0.0, 1.0), run.x).eps]).cell(0, 0)
     found = torch.where(cell.broken, cell.distance.double(), math.inf)
-    return torch.where(correct, found, 0.0).double(), correct
+    return torch.where(correct, found, 0.0).double()
 
 
 def _fits(norms: torch.Tensor, eps: float, norm: str, x: torch.Tensor) -> torch.Tensor:
@@ -236,9 +250,10 @@ def curve_report(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, re
         ModelState(model)
     try:
         model.to(device).eval()
-        norms, correct = minimal_norms(model, x, y, registry, attack, norm, dict(cfg.params or {}), seed=seed,
-                                       batch_size=cfg.batch_size, device=device, progress=cfg.progress)
-        checks = verify(CurveRun(model, x, y, registry, cfg, device), norms, correct)
+        run = CurveRun(model, x, y, registry, cfg, device)
+        correct, fingerprint = _clean(run)
+        norms = _norms(run, correct, attack, dict(cfg.params or {}))
+        checks = verify(run, norms, correct)
     finally:
         model.to(home)
         snapshot.restore()
@@ -247,7 +262,8 @@ def curve_report(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, re
     return {
         "command": "curve", "schema_version": SCHEMA_VERSION, "attack": attack,
         "params": _plain(dict(cfg.params or {})),
-        "norm": norm, "seed": seed, "n": int(x.shape[0]), "clean_accuracy": float(correct.double().mean()),
+        "norm": norm, "seed": seed, "n": int(x.shape[0]), "data": {"fingerprint": fingerprint},
+        "clean_accuracy": float(correct.double().mean()),
         "found": int(finite.numel()), "not_found": int((correct & ~torch.isfinite(norms)).sum()),
         "median_norm": median if math.isfinite(median) else None,
         "mean_norm_found": float(finite.mean()) if finite.numel() else None,
@@ -397,13 +413,12 @@ def _check_args(args: argparse.Namespace) -> None:
     check_out_folder("--out", args.out)
 
 
-def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: Images, y: torch.Tensor,
-              model: nn.Module) -> dict[str, str]:
-    """What makes two runs the same configuration (strings, compared with a finished report's); a streamed
-    dataset is fingerprinted ``--batch-size`` images at a time (the same fingerprint as its images in one tensor)."""
-    from robustreg.evaluation.state import data_fingerprint, model_fingerprint
+def _identity(args: argparse.Namespace, params: Mapping[str, Any], data: str, model: nn.Module) -> dict[str, str]:
+    """What makes two runs the same configuration (strings, compared with a finished report's); ``data``: the
+    data's fingerprint."""
+    from robustreg.evaluation.state import model_fingerprint
 
-    return {"model": model_fingerprint(model), "data": data_fingerprint(x, y, args.batch_size), "attack": args.attack,
+    return {"model": model_fingerprint(model), "data": data, "attack": args.attack,
             "norm": args.norm, "verify": str(args.verify), "at": str(args.at), "eps": str(args.eps),
             "eps_scale": str(args.eps_scale), "seed": str(args.seed),
             "params": json.dumps(_plain(params), sort_keys=True)}
@@ -411,6 +426,7 @@ def _identity(args: argparse.Namespace, params: Mapping[str, Any], x: Images, y:
 
 def run(args: argparse.Namespace) -> int:
     from robustreg.data.first import first_images
+    from robustreg.evaluation import data_fingerprint
     from robustreg.lock import ReportGuard
     from robustreg.output_folders import existing_report, output_folders
     from robustreg.runtime import resolve_device
@@ -434,8 +450,9 @@ def run(args: argparse.Namespace) -> int:
         model = check_model_fits_data(model, data, args.model, args.data, registry=registry,
                                       any_input_size=args.any_input_size, output=args.output)
         x, y, data_info = first_images(data, args.n)  # a Dataset is streamed, never all in memory
-        identity = _identity(args, params, x, y, model)
-        done = existing_report(out, lambda: identity, saved_identity, overwrite=args.overwrite)
+        # only when a report is already there is the data hashed here (the run hashes it in its clean pass)
+        done = existing_report(out, lambda: _identity(args, params, data_fingerprint(x, y, args.batch_size), model),
+                               saved_identity, overwrite=args.overwrite)
         if done is not None:
             print(render_markdown(done))
             print(f"report already there: {out / 'report.json'} (same configuration, not recomputed; --overwrite "
@@ -448,9 +465,10 @@ def run(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, device=resolve_device(args.device, model),
                              progress=not args.quiet)
         report = curve_report(model, x, y, registry, args.attack, config)
-        report.update(identity=identity, model={"spec": args.model, "weights": args.weights,
-                                                "normalize": args.normalize},
-                      data={"spec": args.data, "split": args.split, **_plain(data_info)})
+        fingerprint = report["data"]["fingerprint"]  # hashed in the run's clean pass
+        report.update(identity=_identity(args, params, fingerprint, model),
+                      model={"spec": args.model, "weights": args.weights, "normalize": args.normalize},
+                      data={"spec": args.data, "split": args.split, **_plain(data_info), "fingerprint": fingerprint})
         guard.check(report)
         write_curve(report, out)
     print(render_markdown(report))

@@ -190,7 +190,7 @@ def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, An
         data = load_dataset(args, args.data, "test")
         model = check_model_fits_data(model, data, args.model, args.data, registry=args.registry,
                                       any_input_size=args.any_input_size, output=args.output)
-        seen: list[tuple[int, str]] = []  # computed once, when first asked for (a streamed dataset is read again)
+        seen: list[tuple[int, str]] = []  # only when a report is already there (a streamed dataset is read once more)
 
         def data_id() -> tuple[int, str]:
             if not seen:
@@ -214,7 +214,7 @@ def _run(args: argparse.Namespace, attack: str, eps: float, params: dict[str, An
             distributed=group.world_size > 1, **adaptive_options(args),
         )
         if out is not None and guard is not None:
-            _write(report, out, model, data_id()[1], args, guard)
+            _write(report, out, model, report["data"]["fingerprint"], args, guard)  # hashed in compare's clean pass
     if group.is_main:
         print(render_table(report))
         if out is not None:

@@ -36,7 +36,7 @@ from ..evaluation.checking import view_of
 from ..evaluation.config import AttackPlan, Mode, Plan
 from ..evaluation.distributed import SINGLE, Group, check_pieces, process_group
 from ..evaluation.run import Runner, ShardedRunner
-from ..evaluation.state import RunState
+from ..evaluation.state import DataHash, RunState
 from ..models.outputs import logits_model
 from ..options import with_options
 from ..registry import AttackSpec, Registry
@@ -364,6 +364,18 @@ def _cells(resolved: Sequence[Resolved], plans: Sequence[Mapped | None], runs: M
             if res.toolkit in runs and res.spec is not None and mapped is not None]
 
 
+def _clean_pass(job: _Job) -> tuple[torch.Tensor, str]:
+    """The clean logits (CPU), ``job.batch_size`` images read at a time, and the data's fingerprint hashed as they
+    are read (:class:`~robustreg.evaluation.state.DataHash`, what ``evaluate`` records: a streamed dataset is not
+    read again to fingerprint it)."""
+    hashed, parts, size = DataHash(job.x.shape, job.y), [], job.batch_size
+    for start in range(0, job.x.shape[0], size):
+        batch = job.x[start:start + size]
+        hashed.update(batch)
+        parts.append(predict(job.model, batch, job.device, size))
+    return torch.cat(parts), hashed.hexdigest()
+
+
 def _attack_all(job: _Job, resolved: Sequence[Resolved], plans: Sequence[Mapped | None], cfg: CompareConfig,
                 no_check: Iterable[str], checks: Checks) -> tuple[Any, ...]:
     """(clean-correct flags, rows, runs per toolkit, noise, checks, this rank's (seconds, seconds waiting
@@ -375,7 +387,7 @@ def _attack_all(job: _Job, resolved: Sequence[Resolved], plans: Sequence[Mapped 
     started, waited = time.perf_counter(), [0.0]
     try:
         model.to(device).eval()
-        clean_logits = predict(model, x, device, job.batch_size)
+        clean_logits, fingerprint = _clean_pass(job)
         correct = clean_correct(clean_logits, y)
         index = torch.nonzero(correct, as_tuple=False).flatten()
 
@@ -399,7 +411,7 @@ def _attack_all(job: _Job, resolved: Sequence[Resolved], plans: Sequence[Mapped 
         cells = _cells(resolved, plans, runs, job.threat.eps) + list(extra)
         return _checks(replace(job, group=SINGLE), clean_logits, cells, seed, no_check, checks)
 
-    return correct, rows, broken_by, noisy, found, (round(seconds, 4), round(waited[0], 4)), recheck
+    return correct, rows, broken_by, noisy, found, (round(seconds, 4), round(waited[0], 4)), recheck, fingerprint
 
 
 def _remedied(job: RemedyJob, correct: torch.Tensor, broken_by: Mapping[str, torch.Tensor],
@@ -461,7 +473,7 @@ def compare(
 
     Returns the report (also written to ``out``/report.json and report.md when ``out`` is given)::
 
-        {"attack", "eps", "norm", "n", "clean_accuracy", "params", "native_params", "seed",
+        {"attack", "eps", "norm", "n", "clean_accuracy", "data": {"fingerprint"}, "params", "native_params", "seed",
          "results": [{"toolkit", "name", "available", "robust_accuracy", "seconds", "relative_seconds",
                       "forwards", "backwards", "max_perturbation", "mean_queries", "note", "same_attack", "missing",
                       "broken_samples", "implied", "params", "toolkit_params"[, "error"]}],
@@ -498,8 +510,8 @@ def compare(
     ranks = process_group(dev) if cfg.distributed else nullcontext(SINGLE)
     with ranks as group:
         job = _Job(model, x, y, threat, dev, batch_size, group)
-        correct, rows, broken_by, noisy, checks, seconds, recheck = _attack_all(job, resolved, plans, cfg, disabled,
-                                                                                known)
+        correct, rows, broken_by, noisy, checks, seconds, recheck, fingerprint = _attack_all(job, resolved, plans, cfg,
+                                                                                             disabled, known)
         timings = group.gather(seconds)
         remedies = RemedyJob(model, x, y, [threat.eps], threat.norm, registry, dev, seed, batch_size,
                              cfg.adaptive_budget)
@@ -508,7 +520,8 @@ def compare(
     index = torch.nonzero(correct, as_tuple=False).flatten()
     report = {
         "attack": attack, "eps": threat.eps, "norm": norm, "n": int(x.shape[0]),
-        "clean_accuracy": float(correct.float().mean()), "params": given, "native_params": native, "seed": seed,
+        "clean_accuracy": float(correct.float().mean()), "data": {"fingerprint": fingerprint}, "params": given,
+        "native_params": native, "seed": seed,
         "results": rows, "agreement": agreement(broken_by), "noise": noisy,
         "disagreements": disagreements(broken_by, index, noisy["fraction"] if noisy else None),
         "checks": checks,

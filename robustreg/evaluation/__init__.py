@@ -70,7 +70,7 @@ from .pipeline import evaluate
 from .report import REPORT_SCHEMA_VERSION, build_report
 from .run import Finished, Runner, run_and_check
 from .samples import SampleVerdicts, read_samples
-from .state import STATE_VERSION, RunState, data_fingerprint, model_fingerprint
+from .state import STATE_VERSION, DataHash, RunState, data_fingerprint, model_fingerprint
 
 __all__ = [
     "REPORT_SCHEMA_VERSION",
@@ -78,6 +78,7 @@ __all__ = [
     "AttackPlan",
     "Cell",
     "CellExamples",
+    "DataHash",
     "EvalConfig",
     "Finished",
     "Mode",
