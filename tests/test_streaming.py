@@ -334,6 +334,9 @@ def test_curve_on_a_streamed_dataset_gives_the_tensors_report(jpeg_tar: Path, tm
     assert _curve(streamed) == _curve(reference)
     # fingerprinted in the curve's clean pass: the tensors' fingerprint
     assert streamed["data"]["fingerprint"] == reference["data"]["fingerprint"] == data_fingerprint(x, y)
+    # with y left out, x is any data evaluate takes: a folder, a DataLoader, a numpy pair
+    for data in (FolderData(root), torch.utils.data.DataLoader(FolderData(root), batch_size=4), (x.numpy(), y.numpy())):
+        assert _curve(curve_report(_net(), data, None, reg, "fmn", **CURVE)) == _curve(reference), type(data)
 
 
 def test_cli_curves_an_imagefolder(jpeg_tar: Path, tmp_path: Path, capsys) -> None:

@@ -51,6 +51,7 @@ from robustreg.cli_kit import (
     param_values,
     start_over_hint,
 )
+from robustreg.data.first import first_images
 from robustreg.data.source import Images, as_images
 from robustreg.evaluation import AttackPlan, DataHash, Mode, Plan, Runner, RunState
 from robustreg.options import with_options
@@ -228,7 +229,7 @@ def _lower_median(norms: torch.Tensor) -> float:
     return float(norms.sort().values[(norms.numel() - 1) // 2])
 
 
-def curve_report(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, registry: Any, attack: str,
+def curve_report(model: nn.Module, x: Any, y: torch.Tensor | None, registry: Any, attack: str,
                  config: CurveConfig | str | None = None, **options: Any) -> dict[str, Any]:
     """The report dict of one curve of the minimal-norm ``attack`` (see the module docstring); the model's
     modes, gradients and device are restored afterwards.
@@ -237,13 +238,19 @@ def curve_report(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, re
     fields ``options`` replace (``norm``, ``params``, ``eps``, ``verifier``, ``at``, ``verify_params``,
     ``seed``, ``batch_size``, ``device``, ``progress``: the keywords this function always took), checked once.
     ``config`` may also be the norm as text, the older positional form ``curve_report(..., attack, "linf")``.
-    ``x``: a tensor or :class:`~robustreg.data.source.Images` (a streamed dataset), read a batch at a time."""
+    ``x, y``: tensors or numpy arrays, or ``x`` an :class:`~robustreg.data.source.Images` (a streamed dataset); with
+    ``y`` None, ``x`` is any data ``evaluate`` takes (Dataset, DataLoader, ...: :mod:`robustreg.data.collect`),
+    every sample of it.  The images are read a batch at a time."""
     from robustreg.runtime import model_device, resolve_device
 
     if isinstance(config, str):
         config, options = None, {"norm": config, **options}
     cfg = with_options(CurveConfig, config, options, caller="curve_report()")
-    x = as_images(x)
+    if y is None or not isinstance(x, Images):
+        try:
+            x, y, _ = first_images(x if y is None else (x, y), None)  # checked at the boundary, a Dataset streamed
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"curve_report(): {exc}") from None
     probe = x[:1]  # one image: what the float slack of the norms depends on (its size and dtype)
     norm, seed = cfg.norm, cfg.seed
     started, device, home, snapshot = time.perf_counter(), resolve_device(cfg.device, model), model_device(model), \
@@ -425,7 +432,6 @@ def _identity(args: argparse.Namespace, params: Mapping[str, Any], data: str, mo
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustreg.data.first import first_images
     from robustreg.evaluation import data_fingerprint
     from robustreg.lock import ReportGuard
     from robustreg.output_folders import existing_report, output_folders
