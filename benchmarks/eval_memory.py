@@ -33,6 +33,7 @@ largest block freed) the freed batches and decode buffers are reused from a heap
 creeps up with the number of batches even though no image is kept.
 
     python benchmarks/eval_memory.py --imagefolder --threads 1 --mmap-threshold 131072
+    python benchmarks/eval_memory.py --imagefolder --threads 1 --repeat 3 --preload libjemalloc.so.2
 """
 
 from __future__ import annotations
@@ -171,6 +172,8 @@ def main_folder(args: argparse.Namespace, sizes: list[int]) -> None:
                 env = dict(os.environ)
                 if args.mmap_threshold:  # glibc: blocks this large are mmapped and handed back when freed
                     env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
+                if args.preload:  # another allocator (e.g. jemalloc) in place of glibc's malloc
+                    env["LD_PRELOAD"] = args.preload
                 done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
                     raise SystemExit(f"n={n} failed:\n{done.stderr[-3000:]}")
@@ -186,19 +189,23 @@ def main_folder(args: argparse.Namespace, sizes: list[int]) -> None:
     header = ["run", "n", "the images as float32 (MiB)", "RSS before (MiB)", "peak RSS during evaluate (MiB)",
               "evaluation's own (MiB)", f"peak RSS ratio to n={first['n']}", f"own ratio to n={first['n']}",
               "ru_maxrss (MiB)", "seconds", "data read", "clean", "robust accuracy (independent)"]
+    allocator = ("glibc malloc " + (f"with MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}" if args.mmap_threshold
+                                    else "as it is"))
+    if args.preload:
+        allocator = f"LD_PRELOAD={args.preload} (its malloc in place of glibc's)"
     body = (f"ImageFolder of n CIFAR-10 test JPEGs resized to 224 x 224 (built in a temporary folder), read as "
             f"`FolderData(DIR)` (`--data imagefolder:DIR`), streamed {args.batch_size} images at a time; a small CNN "
             f"with adaptive pooling and RANDOM weights (memory does not depend on them; clean accuracy ~10%, so the "
             f"attacks run on ~n/10 points), fgsm and pgd ({args.steps} steps) at L_inf 8/255, independent mode, "
             f"batch {args.batch_size}, device {args.device}, torch threads {args.threads or torch.get_num_threads()}; "
-            f"each n in its own process; glibc malloc "
-            f"{'with MALLOC_MMAP_THRESHOLD_=' + str(args.mmap_threshold) if args.mmap_threshold else 'as it is'}.  "
+            f"each n in its own process; {allocator}.  "
             f"\"Evaluation's own\" = peak RSS sampled every 5 ms during `evaluate` minus "
             f"the RSS just before it.  Target: peak RSS at n=10000 <= 1.1 x that at n=1000.  Each size ran "
             f"{args.repeat} time(s), interleaved; the ratio columns compare with the first run of n={first['n']}.\n\n"
             + markdown_table(header, rows) + _medians(runs, sizes))
     print(body)
     fixed = f"_mmap{args.mmap_threshold}" if args.mmap_threshold else ""
+    fixed += f"_{Path(args.preload).name.split('.')[0]}" if args.preload else ""
     path = write_report(f"eval_memory_imagefolder_{torch.device(args.device).type}{fixed}",
                         "Evaluation peak memory vs n: a streamed ImageFolder of 224 x 224 JPEGs", body)
     print(f"wrote {path}")
@@ -260,6 +267,8 @@ def main() -> None:
     parser.add_argument("--mmap-threshold", type=int, default=0, metavar="BYTES",
                         help="--imagefolder: run each size with glibc's MALLOC_MMAP_THRESHOLD_=BYTES (a fixed "
                              "threshold: freed image buffers go back to the OS instead of fragmenting the heap)")
+    parser.add_argument("--preload", default="", metavar="LIB",
+                        help="--imagefolder: run each size with LD_PRELOAD=LIB (e.g. libjemalloc.so.2: another malloc)")
     parser.add_argument("--repeat", type=int, default=1, metavar="R",
                         help="--imagefolder: run every size R times, interleaved, and compare the medians")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
