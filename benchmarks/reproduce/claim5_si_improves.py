@@ -170,7 +170,7 @@ def _iv(c: dict[str, Any]) -> str:
 def ablation_section(cells: list[dict[str, Any]], base: str) -> str:
     """The ablation table: each arm minus the base and the full SI defense minus the arm, per column."""
     if not cells:
-        return "## Ablation\n\nNot run (`--ablation ''`)."
+        return "## Ablation\n\nNot in this run."
     table = [[c["arm"], c["column"], _iv(c["vs_base"]), _iv(c["si_vs_arm"]), c["vs_base"]["seeds"]] for c in cells]
     arms = "; ".join(f"`{base}-si[{a}]`: {ABLATION_TEXT[a]} (`{base}-si` with "
                      + ", ".join(f"{k}={v!r}" for k, v in ABLATION[a].items()) + ")"
@@ -186,7 +186,8 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
     summary = summarise(rows, columns)
     ours = [[d, *(_cell(summary[d][c]) for c in columns)] for d in summary]
     paper = [[d, *PAPER[d][:len(columns)]] for d in summary if d in PAPER]
-    n_aa = min(getattr(args, "n_aa", args.n_digits), args.n_digits)
+    # the images AA ran on: its per-sample results' length (a run before issue 24 ran it on all --n-digits)
+    n_aa = len(rows[0]["samples"]["aa"]) if "aa" in rows[0].get("samples", {}) else args.n_digits
     aa_seconds = [r["aa_seconds"] for r in rows if "aa_seconds" in r]
     full_aa = args.aa == "autoattack:standard"
     cmp_rows = [[c["base"], c["attack"], f"{c['paper_diff']:+.2f}", f"{c['ours_diff']:+.1f}",
@@ -295,6 +296,9 @@ def main(argv: list[str] | None = None) -> Path:
     out = out_dir(args, CLAIM)
     earlier = earlier_run(args, clock)
     rows = train_and_evaluate(args) if earlier is None else earlier["rows"]
+    if earlier is not None:  # the run's own settings describe its protocol (a newer default would misstate it)
+        args = argparse.Namespace(**{**vars(args), **{k: v for k, v in earlier.get("args", {}).items()
+                                                      if k in vars(args) and k not in ("rerender", "out", "runs")}})
     columns = list(COLUMNS if args.aa else COLUMNS[:-1])
     bases = args.defenses.split(",")
     comparisons = compare(rows, summarise(rows, columns), bases, columns)
