@@ -190,6 +190,9 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
     n_aa = len(rows[0]["samples"]["aa"]) if "aa" in rows[0].get("samples", {}) else args.n_digits
     aa_seconds = [r["aa_seconds"] for r in rows if "aa_seconds" in r]
     full_aa = args.aa == "autoattack:standard"
+    trained = [r["train_seconds"] for r in rows if not r["reused"]]
+    base = getattr(args, "ablation_base", "at")
+    key_ablation = [c for c in ablation(rows, base, columns) if c["column"] == key]
     cmp_rows = [[c["base"], c["attack"], f"{c['paper_diff']:+.2f}", f"{c['ours_diff']:+.1f}",
                  "-" if c["seeds"] < 2 else f"[{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]", c["seeds"],
                  c["ours"] + (f" ({', '.join(c['collapsed'])} collapsed)" if c.get("collapsed") else "")]
@@ -215,14 +218,17 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
            f"{_T975[len({r['seed'] for r in rows}) - 2]:g}): issue 24 asks for 5, which this run did not have."
            if len({r["seed"] for r in rows}) < 5 else "")
         + (" Per-sample results: not recorded by this run (it predates issue 24)." if missing else
-           " Per-sample results: report.json `rows[].samples` (1 = correct)."),
+           " Per-sample results: report.json `rows[].samples` (1 = correct).")
+        + (f" The {key} column covers {n_aa} images (one image is {100 / n_aa:.1f} points)." if n_aa < args.n_digits
+           else "")
+        + (f"\n\nAblation under {key} (each arm minus {base}, seed-paired): "
+           + "; ".join(f"{c['arm']} {_iv(c['vs_base'])}" for c in key_ablation) + "." if key_ablation else ""),
         paper_section("004-table6", paper, head),
         f"## Ours (digits, eps {args.eps:g}, %, mean +- std over training seeds {args.seeds})\n\n"
         + markdown_table(head, ours),
         "## SI minus base (points of %; mean and 95% t-interval over the seeds)\n\n"
         + markdown_table(["defense", "attack", "paper", "ours", "95% interval", "seeds", "outcome"], cmp_rows),
-        ablation_section(ablation(rows, getattr(args, "ablation_base", "at"), columns),
-                         getattr(args, "ablation_base", "at")),
+        ablation_section(ablation(rows, base, columns), base),
         "## Per seed\n\n" + markdown_table(["defense", "seed", *columns, "train s", "AA s", "reused"], per_seed),
         f"## Protocol\n\n{Recipe(eps=args.eps, epochs=args.epochs, steps=args.train_steps).describe()}. "
         f"Evaluation: L_inf eps {args.eps:g} "
@@ -244,10 +250,12 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
         f"(step schedule at 75/90/100); eps {args.eps:g} (on 8x8 images) instead of 8/255; "
         f"inner PGD-{args.train_steps} "
         "instead of PGD-10"
-        + (" (the paper's 10 steps would retrain all 40 models and the ablation's 15: the finished 5-step runs "
-           "took 17-41 s each here, 10 steps about twice that, about 40 minutes for 55 trainings, which with AA "
-           "does not fit the 60-minute box; every arm, the ablation's too, uses the same 5-step recipe, so the "
-           "comparisons are like for like)" if args.train_steps != 10 else "") + ";"
+        + (f" (the paper's 10 steps would retrain all {len(rows)} models, the finished 5-step runs reused: "
+           f"this run's new 5-step trainings took {min(trained):.0f}-{max(trained):.0f} s each, 10 steps about "
+           f"twice that, about {2 * statistics.fmean(trained) * len(rows) / 60:.0f} minutes for all, which with "
+           f"{sum(aa_seconds) / 60:.0f} minutes of AA does not fit the 60-minute box; every arm, the ablation's "
+           "too, uses the same 5-step recipe, so the comparisons are like for like)"
+           if args.train_steps != 10 and trained and aa_seconds else "") + ";"
         "\n- ALP and ALP-SI: the pairing as the squared mean of the logit difference (`form=\"mse\"`, Pang et al. "
         "2020's released code of the Table 1 row paper 004 reproduces), not paper 004's literal unsquared "
         "lambda ||W^T (z - z')||_2, with which plain ALP collapsed to chance accuracy in this recipe (issue 11);"
