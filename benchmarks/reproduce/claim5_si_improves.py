@@ -3,15 +3,23 @@
 Paper 004 (Xu et al. 2022, arXiv:2201.12527), Table 6 (CIFAR-10, ResNet-18 and WRN-34-10, 8/255): each
 defense "-SI" against PGD, PGDCW, SI-PGD and AutoAttack.  Here at tiny scale: the eight defenses trained
 with the same recipe on scikit-learn digits (:mod:`_digits`), ``--seeds`` training seeds each, evaluated
-on the 360 digits test images under PGD, PGD-CW and SI-PGD (20 steps) and AutoAttack, each alone.
+on the 360 digits test images under PGD, PGD-CW and SI-PGD (20 steps), each alone, and the full standard
+AutoAttack (``autoattack:standard``) on the first ``--n-aa`` of them.
 
-    OMP_NUM_THREADS=1 python benchmarks/reproduce/claim5_si_improves.py --seeds 0,1
+The ablation (issue 24) separates SI's two parts on ``--ablation-base`` (AT): the SI defense with
+``beta=0`` (SI-PGD inner attack only), with ``inner="base"`` (the margin CE term only, on the base's own
+PGD examples) and with ``term="logits"`` (SI-PGD examples plus beta x CE on the plain logits instead of
+the margin CE on s cos theta); each arm against the base and against the full SI defense, seed i with
+seed i.  The ablation explains the claim's cells; it is not one of them.
+
+    OMP_NUM_THREADS=1 python benchmarks/reproduce/claim5_si_improves.py --seeds 0,1,2,3,4
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +36,16 @@ BASES = ("at", "trades", "alp", "mart")
 COLUMNS = ("clean", "pgd", "pgd-cw", "si-pgd", "aa")
 COLLAPSED = 50.0  # mean clean accuracy (%) below which a training run is counted as failed (chance: 10)
 PAPER = PAPER_TABLES["004-table6"].rows  # ResNet-18, CIFAR-10 (Natural, PGD, PGDCW, SI-PGD, AA), %
+# the ablation arms: label -> the SI defense's parameters (plugins/scale_invariant/mechanism.py)
+ABLATION: dict[str, dict[str, Any]] = {"si-pgd-only": {"beta": 0.0}, "margin-only": {"inner": "base"},
+                                       "si-pgd+beta-ce": {"term": "logits"}}
+ABLATION_TEXT = {"si-pgd-only": "SI-PGD inner attack, no added term (beta 0)",
+                 "margin-only": "the base's own PGD inner attack + beta x margin CE on s cos theta",
+                 "si-pgd+beta-ce": "SI-PGD inner attack + beta x CE on the plain logits"}
+# measured on this machine (at-si seed 0, 360 digits, one torch thread): autoattack:standard 124 s (APGD-CE 3,
+# APGD-T 21, FAB-T 33, Square 66); PGD + PGD-CW + SI-PGD 2 s.  55 models x 124 s do not fit the 60-minute box,
+# so AA runs on the first N_AA images (about a third of the cost).
+N_AA = 100
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,16 +56,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, default=5, help="steps of the inner attack (paper: 10)")
     p.add_argument("--eps", type=float, default=Recipe.eps)
     p.add_argument("--steps", type=int, default=20, help="steps of PGD, PGD-CW, SI-PGD")
-    p.add_argument("--aa", default="autoattack:apgd-ce,autoattack:apgd-dlr",
-                   help="AutoAttack entries run in cascade (worst case over them), e.g. autoattack:standard; '' skips")
+    p.add_argument("--aa", default="autoattack:standard",
+                   help="AutoAttack entries run in cascade (worst case over them); '' skips")
+    p.add_argument("--n-aa", type=int, default=N_AA, help="AA on the first n of the --n-digits images (cost)")
+    p.add_argument("--ablation", default=",".join(ABLATION), help=f"ablation arms ({', '.join(ABLATION)}); '' skips")
+    p.add_argument("--ablation-base", default="at", help="the base defense the ablation arms are built on")
     p.add_argument("--attack-seed", type=int, default=0)
     p.add_argument("--n-digits", type=int, default=360)
     p.add_argument("--runs", type=Path, default=RUNS)
     add_rerender(p)
     args = p.parse_args(argv)
     if args.smoke:
-        args.seeds, args.defenses, args.epochs, args.steps, args.n_digits = "0", "at", 1, 2, 8
-        args.aa = "autoattack:apgd-ce"
+        args.seeds, args.defenses, args.epochs, args.steps, args.n_digits, args.n_aa = "0", "at", 1, 2, 8, 8
+        args.aa, args.ablation = "autoattack:apgd-ce", "si-pgd-only"
     return args
 
 
@@ -58,22 +79,27 @@ def train_and_evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
                     n_train=128 if args.smoke else None)
     attacks: list[tuple[str, dict[str, Any]]] = [(a, {"steps": args.steps}) for a in ("pgd", "pgd-cw", "si-pgd")]
     x, y = digits_test(args.n_digits)
+    n_aa = min(args.n_aa, len(y))
     rows = []
-    for base in args.defenses.split(","):
-        for defense in (base, f"{base}-si"):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                path, seconds, reused = train_digits(defense, seed, recipe, args.runs)
-                model = build_model("digits-cnn", weights=str(path)).eval()
-                samples: dict[str, str] = {}
-                acc = robust_accuracy(model, x, y, attacks, args.eps, args.attack_seed, args.device,
-                                      not args.smoke, samples)
-                if args.aa:
-                    acc["aa"] = worst_case_accuracy(model, x, y, args.aa.split(","), args.eps, args.attack_seed,
-                                                    args.device, samples)
-                    samples["aa"] = samples.pop("worst-case")
-                rows.append({"defense": defense, "base": base, "seed": seed, "train_seconds": round(seconds, 1),
-                             "reused": reused, **acc, "samples": samples})
-                print(defense, seed, {k: round(v, 3) for k, v in acc.items()}, flush=True)
+    arms = [(d, b, d, {}) for b in args.defenses.split(",") for d in (b, f"{b}-si")]
+    arms += [(f"{args.ablation_base}-si[{a}]", args.ablation_base, f"{args.ablation_base}-si", ABLATION[a])
+             for a in args.ablation.split(",") if a]
+    for label, base, defense, params in arms:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            path, seconds, reused = train_digits(defense, seed, recipe, args.runs, params=params)
+            model = build_model("digits-cnn", weights=str(path)).eval()
+            samples: dict[str, str] = {}
+            acc = robust_accuracy(model, x, y, attacks, args.eps, args.attack_seed, args.device,
+                                  not args.smoke, samples)
+            if args.aa:
+                start = time.perf_counter()
+                acc["aa"] = worst_case_accuracy(model, x[:n_aa], y[:n_aa], args.aa.split(","), args.eps,
+                                                args.attack_seed, args.device, samples)
+                acc["aa_seconds"] = round(time.perf_counter() - start, 1)
+                samples["aa"] = samples.pop("worst-case")
+            rows.append({"defense": label, "base": base, "entry": defense, "params": params, "seed": seed,
+                         "train_seconds": round(seconds, 1), "reused": reused, **acc, "samples": samples})
+            print(label, seed, {k: round(v, 3) for k, v in acc.items()}, flush=True)
     return rows
 
 
@@ -111,6 +137,23 @@ def compare(rows: list[dict[str, Any]], summary: dict[str, dict[str, tuple[float
     return out
 
 
+def _paired(rows: list[dict[str, Any]], a: str, b: str, column: str) -> dict[str, Any]:
+    """``a`` minus ``b`` in ``column`` (points), seed i with seed i: mean, 95% t-interval, outcome (a higher)."""
+    value = {(r["defense"], r["seed"]): 100 * r[column] for r in rows}
+    seeds = sorted({s for d, s in value if d == a} & {s for d, s in value if d == b})
+    diffs = [value[(a, s)] - value[(b, s)] for s in seeds]
+    iv = t_interval(diffs)
+    return {"diff": iv.mean, "interval": [iv.low, iv.high], "seeds": len(diffs), "outcome": seeds_outcome(diffs)}
+
+
+def ablation(rows: list[dict[str, Any]], base: str, columns: list[str]) -> list[dict[str, Any]]:
+    """Per ablation arm x column: the arm minus ``base`` (what the part adds alone) and the full SI defense minus
+    the arm (what the rest adds), each seed-paired.  Explanatory: not cells of the claim's verdict."""
+    arms = [d for d in dict.fromkeys(r["defense"] for r in rows) if d.startswith(f"{base}-si[")]
+    return [{"arm": arm, "column": c, "vs_base": _paired(rows, arm, base, c),
+             "si_vs_arm": _paired(rows, f"{base}-si", arm, c)} for arm in arms for c in columns]
+
+
 def verdict(comparisons: list[dict[str, Any]], key_attack: str) -> str:
     """The one rule (:mod:`_verdict`) over the four defenses' cells under the strongest attack."""
     return one_rule([c["ours"] for c in comparisons if c["attack"] == key_attack])
@@ -120,20 +163,45 @@ def _cell(ms: tuple[float, float]) -> str:
     return f"{ms[0]:.1f} +- {ms[1]:.1f}"
 
 
+def _iv(c: dict[str, Any]) -> str:
+    return f"{c['diff']:+.1f} [{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}] {c['outcome']}"
+
+
+def ablation_section(cells: list[dict[str, Any]], base: str) -> str:
+    """The ablation table: each arm minus the base and the full SI defense minus the arm, per column."""
+    if not cells:
+        return "## Ablation\n\nNot in this run."
+    table = [[c["arm"], c["column"], _iv(c["vs_base"]), _iv(c["si_vs_arm"]), c["vs_base"]["seeds"]] for c in cells]
+    arms = "; ".join(f"`{base}-si[{a}]`: {ABLATION_TEXT[a]} (`{base}-si` with "
+                     + ", ".join(f"{k}={v!r}" for k, v in ABLATION[a].items()) + ")"
+                     for a in ABLATION if any(c["arm"] == f"{base}-si[{a}]" for c in cells))
+    return (f"## Ablation: SI's two parts on {base.upper()} (points of %; mean, 95% t-interval, outcome)\n\n"
+            f"{arms}. Outcome: supports = the first named is higher, significantly. Not cells of the verdict: they "
+            "say which part of SI carries its gain here.\n\n"
+            + markdown_table(["arm", "column", f"arm minus {base}", f"{base}-si minus arm", "seeds"], table))
+
+
 def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[str], result: str,
            comparisons: list[dict[str, Any]], key: str) -> list[str]:
     summary = summarise(rows, columns)
     ours = [[d, *(_cell(summary[d][c]) for c in columns)] for d in summary]
-    paper = [[d, *PAPER[d][:len(columns)]] for d in summary]
+    paper = [[d, *PAPER[d][:len(columns)]] for d in summary if d in PAPER]
+    # the images AA ran on: its per-sample results' length (a run before issue 24 ran it on all --n-digits)
+    n_aa = len(rows[0]["samples"]["aa"]) if "aa" in rows[0].get("samples", {}) else args.n_digits
+    aa_seconds = [r["aa_seconds"] for r in rows if "aa_seconds" in r]
+    full_aa = args.aa == "autoattack:standard"
+    trained = [r["train_seconds"] for r in rows if not r["reused"]]
+    base = getattr(args, "ablation_base", "at")
+    key_ablation = [c for c in ablation(rows, base, columns) if c["column"] == key]
     cmp_rows = [[c["base"], c["attack"], f"{c['paper_diff']:+.2f}", f"{c['ours_diff']:+.1f}",
                  "-" if c["seeds"] < 2 else f"[{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]", c["seeds"],
                  c["ours"] + (f" ({', '.join(c['collapsed'])} collapsed)" if c.get("collapsed") else "")]
                 for c in comparisons]
     per_seed = [[r["defense"], r["seed"], *(f"{100 * r[c]:.1f}" for c in columns), r["train_seconds"],
-                 "yes" if r["reused"] else "no"] for r in rows]
+                 r.get("aa_seconds", "-"), "yes" if r["reused"] else "no"] for r in rows]
     better = sum(c["ours"] == "supports" for c in comparisons)
     worse = sum(c["ours"] == "contradicts" for c in comparisons)
-    failed = sorted({d for d in summary if summary[d]["clean"][0] < COLLAPSED})
+    failed = sorted({d for d in summary if summary[d]["clean"][0] < COLLAPSED and d in PAPER})
     head = ["defense", *columns]
     key_cells = [c["ours"] for c in comparisons if c["attack"] == key]
     missing = not all("samples" in r for r in rows)
@@ -150,28 +218,44 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
            f"{_T975[len({r['seed'] for r in rows}) - 2]:g}): issue 24 asks for 5, which this run did not have."
            if len({r["seed"] for r in rows}) < 5 else "")
         + (" Per-sample results: not recorded by this run (it predates issue 24)." if missing else
-           " Per-sample results: report.json `rows[].samples` (1 = correct)."),
+           " Per-sample results: report.json `rows[].samples` (1 = correct).")
+        + (f" The {key} column covers {n_aa} images (one image is {100 / n_aa:.1f} points)." if n_aa < args.n_digits
+           else "")
+        + (f"\n\nAblation under {key} (each arm minus {base}, seed-paired): "
+           + "; ".join(f"{c['arm']} {_iv(c['vs_base'])}" for c in key_ablation) + "." if key_ablation else ""),
         paper_section("004-table6", paper, head),
         f"## Ours (digits, eps {args.eps:g}, %, mean +- std over training seeds {args.seeds})\n\n"
         + markdown_table(head, ours),
         "## SI minus base (points of %; mean and 95% t-interval over the seeds)\n\n"
         + markdown_table(["defense", "attack", "paper", "ours", "95% interval", "seeds", "outcome"], cmp_rows),
-        "## Per seed\n\n" + markdown_table(["defense", "seed", *columns, "train s", "reused"], per_seed),
+        ablation_section(ablation(rows, base, columns), base),
+        "## Per seed\n\n" + markdown_table(["defense", "seed", *columns, "train s", "AA s", "reused"], per_seed),
         f"## Protocol\n\n{Recipe(eps=args.eps, epochs=args.epochs, steps=args.train_steps).describe()}. "
         f"Evaluation: L_inf eps {args.eps:g} "
         f"on the first {args.n_digits} of the 360 digits test images; PGD, PGD-CW (kappa 50) and SI-PGD (s 15) "
         f"with {args.steps} steps, default step size, random start, attack seed {args.attack_seed}; "
-        f"AA column: `{args.aa or 'not run'}` in cascade (a point is robust only if it survives all of them; "
-        "measured here on the AT seed-0 model: `autoattack:standard` over 2 minutes and APGD-CE + APGD-T 87 s "
-        "(75.6 %), APGD-CE + APGD-DLR 19 s (75.8 %), so the latter is the AA stand-in for 16 models in the time "
-        "box -- it is not the full standard AutoAttack); PGD, PGD-CW, SI-PGD each alone on every clean-correct point "
-        "(independent mode).\n\n" + deviation_lines(["pgd-first-success", "pgd-cw-logits", "si-start"]),
+        f"AA column: `{args.aa or 'not run'}` in cascade (a point is robust only if it survives all of them) "
+        f"on the first {n_aa} of those images"
+        + (" -- the full standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square, each on the points still standing; "
+           "pyautoattack's standard settings, L_inf)" if full_aa else " -- NOT the full standard AutoAttack")
+        + (f", {statistics.fmean(aa_seconds):.0f} s a model here (min {min(aa_seconds):.0f}, max "
+           f"{max(aa_seconds):.0f}; measured before the run: 124 s a model at all 360 images, Square 66 s of it, "
+           f"so the {len(aa_seconds)} models at 360 would not fit the 60-minute box issue 24 sets; "
+           f"{n_aa} images do)" if aa_seconds else "")
+        + "; PGD, PGD-CW, SI-PGD each alone on every clean-correct point (independent mode).\n\n"
+        + deviation_lines(["pgd-first-success", "pgd-cw-logits", "si-start"]),
         "## What differs from the paper\n\n- data and model: 8x8 scikit-learn digits (1437 train / 360 test) and a "
         "2-conv CNN instead of CIFAR-10 and ResNet-18 / WRN-34-10;\n- training: "
         f"{args.epochs} epochs with a cosine schedule and a {Recipe.warmup}-epoch eps warm-up instead of 120 epochs "
         f"(step schedule at 75/90/100); eps {args.eps:g} (on 8x8 images) instead of 8/255; "
         f"inner PGD-{args.train_steps} "
-        "instead of PGD-10;"
+        "instead of PGD-10"
+        + (f" (the paper's 10 steps would retrain all {len(rows)} models, the finished 5-step runs reused: "
+           f"this run's new 5-step trainings took {min(trained):.0f}-{max(trained):.0f} s each, 10 steps about "
+           f"twice that, about {2 * statistics.fmean(trained) * len(rows) / 60:.0f} minutes for all, which with "
+           f"{sum(aa_seconds) / 60:.0f} minutes of AA does not fit the 60-minute box; every arm, the ablation's "
+           "too, uses the same 5-step recipe, so the comparisons are like for like)"
+           if args.train_steps != 10 and trained and aa_seconds else "") + ";"
         "\n- ALP and ALP-SI: the pairing as the squared mean of the logit difference (`form=\"mse\"`, Pang et al. "
         "2020's released code of the Table 1 row paper 004 reproduces), not paper 004's literal unsquared "
         "lambda ||W^T (z - z')||_2, with which plain ALP collapsed to chance accuracy in this recipe (issue 11);"
@@ -181,14 +265,24 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
     ]
 
 
-def plot(rows: list[dict[str, Any]], columns: list[str]) -> bytes:
+def plot(rows: list[dict[str, Any]], columns: list[str], ablation_base: str = "at") -> bytes:
     from robustreg.analysis import figure, figure_png
 
     summary = summarise(rows, columns)
     attacks = columns[1:]
-    fig = figure(3.2 * len(attacks), 3.6)
-    axes = fig.subplots(1, len(attacks), squeeze=False)[0]
-    bases = list(dict.fromkeys(r["base"] for r in rows))
+    arms = [d for d in summary if d.startswith(f"{ablation_base}-si[")]
+    fig = figure(3.2 * (len(attacks) + bool(arms)), 3.6)
+    axes = fig.subplots(1, len(attacks) + bool(arms), squeeze=False)[0]
+    bases = list(dict.fromkeys(r["base"] for r in rows if r["defense"] in PAPER))
+    if arms:  # the ablation under the strongest attack: base, each arm, the full SI defense
+        names = [ablation_base, *arms, f"{ablation_base}-si"]
+        ms = [summary[d][attacks[-1]] for d in names]
+        axes[-1].bar(range(len(names)), [m for m, _ in ms], yerr=[s for _, s in ms], capsize=3, color="tab:green")
+        axes[-1].set_xticks(range(len(names)))
+        axes[-1].set_xticklabels([n.replace(f"{ablation_base}-si", "si") for n in names], fontsize=6, rotation=30)
+        axes[-1].set_ylim(min(m for m, _ in ms) - 5, max(m for m, _ in ms) + 3)
+        axes[-1].set_title(f"ablation ({ablation_base}), {attacks[-1]}", fontsize=10)
+        axes[-1].grid(axis="y", alpha=0.3)
     for ax, c in zip(axes, attacks):
         for k, suffix in enumerate(("", "-si")):
             ms = [summary[b + suffix][c] for b in bases]
@@ -210,19 +304,24 @@ def main(argv: list[str] | None = None) -> Path:
     out = out_dir(args, CLAIM)
     earlier = earlier_run(args, clock)
     rows = train_and_evaluate(args) if earlier is None else earlier["rows"]
+    if earlier is not None:  # the run's own settings describe its protocol (a newer default would misstate it)
+        args = argparse.Namespace(**{**vars(args), **{k: v for k, v in earlier.get("args", {}).items()
+                                                      if k in vars(args) and k not in ("rerender", "out", "runs")}})
     columns = list(COLUMNS if args.aa else COLUMNS[:-1])
     bases = args.defenses.split(",")
     comparisons = compare(rows, summarise(rows, columns), bases, columns)
+    ablation_cells = ablation(rows, args.ablation_base, columns)
     key = columns[-1]
     result = verdict(comparisons, key)
     numbers = {"claim": "paper 004 Table 6 (SI improves)", "verdict": result, "key_attack": key, "paper": PAPER,
                "paper_source": PAPER_TABLES["004-table6"].source, "test": "95% t-interval over training seeds",
                "seeds": {"training": args.seeds, "attack": args.attack_seed},
-               "rows": rows, "summary": summarise(rows, columns), "comparisons": comparisons, "args": vars(args)}
+               "rows": rows, "summary": summarise(rows, columns), "comparisons": comparisons,
+               "ablation": ablation_cells, "args": vars(args)}
     sections = render(rows, args, columns, result, comparisons, key) + rerender_note(args)
     return write_report(out, "Claim 5 -- paper 004 Table 6: the SI mechanism improves robustness", sections,
                         numbers, clock,
-                        plot(rows, columns), "si_improves.png")
+                        plot(rows, columns, args.ablation_base), "si_improves.png")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ the training objective.  Defaults s = 15, m = 0.2, beta = 0.2 (paper 004 section
 (:meth:`~robustreg.Mechanism.inner_loss`) and adds the margin term
 (:meth:`~robustreg.Mechanism.extra_terms`), both from the defense's own forward pass of x_adv, so
 it needs nothing of the defense but the extension points of :class:`robustreg.Defense`.
+
+Two ablation switches (not in the paper; they separate SI's two parts, issue 24's claim-5 ablation):
+``inner="base"`` keeps the defense's own inner attack (only the margin term is added), and
+``term="logits"`` computes the added term as plain ``CE(logits, y)`` of the adversarial examples
+instead of the margin CE on ``s * cos(theta)``.  ``beta=0`` leaves SI-PGD as the only change.  The
+defaults (``inner="si-pgd"``, ``term="margin-cos"``) are the paper's mechanism.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ class SIMechanism(Mechanism):
     """The SI mechanism: SI-PGD inner loss CE(s * cos(theta), y) and ``+ beta * CE^m(s cos(theta), y)``.
 
     Parameters: ``si`` (always True: the mechanism is on; False is refused, build the defense
-    without ``-si`` for the plain one), ``s`` (15, > 0), ``m`` (0.2, >= 0), ``beta`` (0.2, >= 0).
+    without ``-si`` for the plain one), ``s`` (15, > 0), ``m`` (0.2, >= 0), ``beta`` (0.2, >= 0);
+    the ablation switches ``inner`` ("si-pgd" or "base") and ``term`` ("margin-cos" or "logits").
     """
 
     name = "si"
@@ -57,11 +64,18 @@ class SIMechanism(Mechanism):
               low=0, high=math.inf, high_open=True),
         Param("beta", "float", 0.2, "weight of the margin term CE(s * (cos(theta) - m * onehot(y)), y)",
               low=0, high=math.inf, high_open=True),
+        Param("inner", "choice", "si-pgd", "the inner attack's loss: si-pgd (paper 004) or base (the defense's "
+              "own; ablation: the margin term only)", choices=("si-pgd", "base")),
+        Param("term", "choice", "margin-cos", "the added term: margin-cos (paper 004 eq. 25) or logits (ablation: "
+              "beta * CE(logits, y) of the adversarial examples, no cos(theta), no margin)",
+              choices=("margin-cos", "logits")),
     ])
     si: bool
     s: float
     m: float
     beta: float
+    inner: str
+    term: str
 
     def setup(self) -> None:
         if self.si is not True:
@@ -69,10 +83,16 @@ class SIMechanism(Mechanism):
             raise ParamError(f"{self.owner} always uses the SI mechanism, got si={self.si!r}; build {base!r} "
                              "for the plain one")
 
-    def inner_loss(self, out: ForwardPass, y: torch.Tensor) -> torch.Tensor:
-        """CE(s * cos(theta(x')), y) summed over the batch (paper 004 Table 1, right column)."""
+    def inner_loss(self, out: ForwardPass, y: torch.Tensor) -> torch.Tensor | None:
+        """CE(s * cos(theta(x')), y) summed over the batch (paper 004 Table 1, right column); None (the
+        defense's own) with ``inner="base"``."""
+        if self.inner == "base":
+            return None
         return F.cross_entropy(self.s * out.cosine(), y, reduction="sum")
 
     def extra_terms(self, out_adv: ForwardPass, y: torch.Tensor) -> list[ExtraTerm]:
-        """``beta * CE(s * (cos(theta(x')) - m * onehot(y)), y)`` (paper 004 eq. 25), logged as ``loss_si``."""
+        """``beta * CE(s * (cos(theta(x')) - m * onehot(y)), y)`` (paper 004 eq. 25), logged as ``loss_si``;
+        ``beta * CE(logits(x'), y)`` with ``term="logits"``."""
+        if self.term == "logits":
+            return [ExtraTerm("si", F.cross_entropy(out_adv.logits, y), self.beta)]
         return [ExtraTerm("si", si_margin_ce(out_adv.cosine(), y, self.s, self.m), self.beta)]

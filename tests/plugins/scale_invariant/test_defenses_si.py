@@ -103,7 +103,8 @@ def test_si_entries_are_composed_through_the_registry_being_built(registry):
     spec = registry.defense("trades-si")
     assert spec.params.names() == base.params.names() + SIMechanism.params.names()
     assert si_factory("trades-si", base)(eps=0.1).mechanisms[0].config == {"si": True, "s": 15.0, "m": 0.2,
-                                                                         "beta": 0.2}
+                                                                         "beta": 0.2, "inner": "si-pgd",
+                                                                         "term": "margin-cos"}
     d = registry.build_defense("trades-si", s=20.0)
     assert [type(m) for m in d.mechanisms] == [SIMechanism] and d.config["s"] == 20.0 and d.config["lam"] == 6.0
 

@@ -109,6 +109,41 @@ def test_at_si_adversarial_is_pgd_on_si_ce(registry, model, batch):
     assert close(d.adversarial(model, x, y), expected, 1e-6)
 
 
+# --- the ablation switches (issue 24, claim 5): each part of SI alone -----------------------------------
+def test_at_si_inner_base_attacks_the_plain_ce_and_keeps_the_margin_term(registry, model, batch):
+    x, y = batch
+    d = registry.build_defense("at-si", inner="base", steps=4, random_start=False)
+    model.eval()
+    plain_ce = hand_pgd(lambda xa: F.cross_entropy(model(xa), y, reduction="sum"), x, x, EPS, 4, EPS / 4)
+    si_ce = hand_pgd(hand_si_ce(model, y), x, x, EPS, 4, EPS / 4)
+    model.train()
+    x_adv = d.adversarial(model, x, y)
+    assert close(x_adv, plain_ce, 1e-6) and not close(x_adv, si_ce, 1e-6)
+    out = d.objective(model, x, x_adv, y)
+    assert close(out.loss, hand_ce(model(x_adv), y) + BETA * hand_si_term(model, x_adv, y))
+
+
+def test_at_si_term_logits_adds_beta_times_the_plain_ce_on_si_pgd_examples(registry, model, batch):
+    x, y = batch
+    d = registry.build_defense("at-si", term="logits", steps=4, random_start=False)
+    model.eval()
+    expected_adv = hand_pgd(hand_si_ce(model, y), x, x, EPS, 4, EPS / 4)
+    model.train()
+    x_adv = d.adversarial(model, x, y)
+    assert close(x_adv, expected_adv, 1e-6)
+    out = d.objective(model, x, x_adv, y)
+    ce = hand_ce(model(x_adv), y)
+    assert close(out.loss, (1 + BETA) * ce)
+    assert out.metrics["loss_si"] == pytest.approx(ce.item(), rel=1e-5)
+
+
+def test_at_si_beta_zero_is_at_on_si_pgd_examples(registry, model, batch):
+    x, y = batch
+    d = registry.build_defense("at-si", beta=0.0, steps=4, random_start=False)
+    x_adv = d.adversarial(model, x, y)
+    assert close(d.objective(model, x, x_adv, y).loss, hand_ce(model(x_adv), y))
+
+
 def test_trades_si_objective(registry, model, batch):
     x, y = batch
     d = registry.build_defense("trades-si", seed=0)
@@ -288,7 +323,7 @@ def test_modes_flags_grads_and_inputs_are_restored(registry, batch, name):
 @pytest.mark.parametrize(
     ("kwargs", "word"),
     [({"si": "yes"}, "si"), ({"s": 0}, "s must"), ({"beta": -0.1}, "beta"), ({"m": float("nan")}, "m must"),
-     ({"eps": 8}, "eps")],
+     ({"eps": 8}, "eps"), ({"inner": "pgd"}, "inner"), ({"term": "cos"}, "term")],
 )
 def test_bad_si_arguments_name_themselves(registry, kwargs, word):
     with pytest.raises(ValueError, match=word):
