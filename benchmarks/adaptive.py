@@ -77,6 +77,7 @@ class Cache:
 
     def get(self, key: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         text = json.dumps(key, sort_keys=True)
+        key = json.loads(text)  # as it reads back (tuples become lists), to compare with the stored key
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         name = f"{key['model']}-{key['break']}-{key['piece']}-n{key['n']}-{digest}"
         path = self.folder / f"{name}.json"
