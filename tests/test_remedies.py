@@ -64,6 +64,20 @@ def test_scaled_logits_get_the_unbroken_models_robustness(digits):
     assert int(adaptive.samples().robust[-1].sum()) == round(worst(adaptive) * N) < round(worst(plain) * N)
 
 
+def test_saturated_logits_get_margin_losses_from_zero_gradients_alone(digits):
+    """A saturated softmax that only the zero-gradients check sees (logit-scale off) still gets the margin losses:
+    zero gradients with decisive logits are saturation; a quantiser's (not decisive) does not get them."""
+    base, data = digits
+    honest = worst(run(base, data))
+    adaptive = run(Scaled(base, 1e4), data, adaptive=True, no_check=["logit-scale"])
+    assert "zero-gradients" in warned(run(Scaled(base, 1e4), data, no_check=["logit-scale"]))
+    assert "margin-loss" in ran(adaptive)
+    assert {r["label"] for r in adaptive["adaptive"]["runs"] if r["remedy"] == "margin-loss"} >= {"apgd-t-100x9"}
+    assert worst(adaptive) <= honest + 0.04
+    quantised = run(nn.Sequential(Quantise(), base), data, adaptive=True)
+    assert "zero-gradients" in warned(quantised) and "margin-loss" not in ran(quantised)
+
+
 def test_softmax_outputs_are_attacked_through_their_log(digits):
     base, data = digits
     adaptive = run(Softmaxed(base), data, adaptive=True)

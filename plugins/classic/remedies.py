@@ -2,9 +2,10 @@
 
 Each answers the warnings of the checks named in its registration; what it attacks with, and why:
 
-- ``margin-loss`` (logit-scale, softmax-output): APGD with the DLR and the C&W margin losses, which
-  neither a rescaling of the logits nor a final softmax flattens the way it flattens cross-entropy
-  (Croce & Hein 2020, arXiv:2003.01690).
+- ``margin-loss`` (logit-scale, softmax-output, and zero-gradients where the logits are decisive: a saturated
+  softmax): APGD with the DLR and the C&W margin losses and APGD-T (targeted DLR on the 9 most likely wrong
+  classes, as AutoAttack's standard version), which neither a rescaling of the logits nor a final softmax
+  flattens the way it flattens cross-entropy (Croce & Hein 2020, arXiv:2003.01690).
 - ``log-outputs`` (softmax-output): the model's outputs are probabilities, so attack their log, the
   logits up to a constant per sample (Carlini & Wagner 2017, sec. 4 on softmax outputs).
 - ``temperature`` (logit-scale, zero-gradients): the logits divided by a temperature chosen from the
@@ -44,6 +45,7 @@ from robustreg.remedies import RemedyContext, majority
 __all__ = ["Around", "LogOutputs", "Tempered", "masking_modules", "robustreg_register_remedies"]
 
 APGD_STEPS = 100
+TARGETS = 9  # APGD-T's target classes, as AutoAttack's standard version
 
 
 class LogOutputs(nn.Module):
@@ -147,9 +149,14 @@ def masking_modules(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
 
 # --- the remedies -------------------------------------------------------------------------------------
 def margin_loss(ctx: RemedyContext) -> None:
+    if ctx.check == "zero-gradients" and not _decisive(_median_margin(ctx)):
+        return  # zero gradients without decisive logits are not a saturated softmax (bpda answers them)
     ctx.attack("apgd", {"loss": "cw", "steps": APGD_STEPS}, label=f"apgd-cw-{APGD_STEPS}")
     if ctx.num_classes >= 3:
         ctx.attack("apgd", {"loss": "dlr", "steps": APGD_STEPS}, label=f"apgd-dlr-{APGD_STEPS}")
+        targets = min(TARGETS, ctx.num_classes - 1)
+        ctx.attack("apgd", {"loss": "dlr", "steps": APGD_STEPS, "targeted": True, "n_target_classes": targets},
+                   label=f"apgd-t-{APGD_STEPS}x{targets}")
 
 
 def log_outputs(ctx: RemedyContext) -> None:
@@ -173,9 +180,14 @@ def _median_margin(ctx: RemedyContext) -> float:
     return float((top[:, 0] - top[:, 1]).median())
 
 
+def _decisive(margin: float) -> bool:
+    """A median top-2 logit margin that saturates cross-entropy's softmax (above :data:`DECISIVE_MARGIN`)."""
+    return math.isfinite(margin) and margin > DECISIVE_MARGIN
+
+
 def temperature(ctx: RemedyContext) -> None:
     margin = _median_margin(ctx)
-    if not math.isfinite(margin) or margin <= DECISIVE_MARGIN:
+    if not _decisive(margin):
         return  # logits not decisive: a temperature restores nothing (zero gradients have another cause)
     t = margin / 2
     ctx.attack("apgd", {"loss": "ce", "steps": APGD_STEPS}, model=Tempered(ctx.model, t),
@@ -269,9 +281,10 @@ def bpda(ctx: RemedyContext) -> None:
 
 @robustreg.hookimpl
 def robustreg_register_remedies(registrar: robustreg.Registrar) -> None:
-    registrar.add_remedy("margin-loss", margin_loss, answers=("logit-scale", "softmax-output"),
-                         cost=2 * APGD_STEPS,
-                         summary="APGD with the C&W margin and DLR losses (scale-invariant, no softmax)")
+    registrar.add_remedy("margin-loss", margin_loss, answers=("logit-scale", "softmax-output", "zero-gradients"),
+                         cost=(2 + TARGETS) * APGD_STEPS,
+                         summary="APGD with the C&W margin and DLR losses, and APGD-T (scale-invariant, no softmax; "
+                                 "for zero gradients only with decisive logits)")
     registrar.add_remedy("log-outputs", log_outputs, answers=("softmax-output",),
                          cost=2 * APGD_STEPS,
                          summary="APGD-CE and -DLR on log(outputs): the logits of a softmax-output model")
