@@ -415,7 +415,7 @@ def test_cli_trains_on_an_imagefolder_at_the_asked_size(jpeg_tar: Path, tmp_path
                  "--no-augment", "--device", "cpu", "--out", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert (out / "final.pt").is_file()
-    saved = torch.load(out / "last.pt", weights_only=False)
+    saved = torch.load(out / "last.pt", weights_only=True)
     assert saved["config"]["resize"] == 40 and saved["config"]["center_crop"] == 36
     # the size is part of the run: resuming the folder at another size is refused, naming the key
     code = main(["train", "--model", f"{tmp_path / 'net.py'}:factory", "--data", f"imagefolder:{root}",

@@ -53,11 +53,11 @@ from robustreg.cli_kit import (
 )
 from robustreg.data.first import first_images
 from robustreg.data.source import Images, as_images
-from robustreg.evaluation import AttackPlan, DataHash, Mode, Plan, Runner, RunState
+from robustreg.evaluation import AttackPlan, Mode, Plan, Runner, RunState, hashed_clean_pass
 from robustreg.options import with_options
 from robustreg.stats import beyond_noise, noise
 from robustreg.threat import NORMS, ThreatModel
-from robustreg.verdict import judge
+from robustreg.verdict import clean_correct
 
 from .curve_config import CurveConfig
 
@@ -146,14 +146,9 @@ def minimal_norms(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, r
 
 
 def _clean(run: CurveRun) -> tuple[torch.Tensor, str]:
-    """The clean-correct mask and the data's fingerprint, hashed as the clean pass reads the images (the same as
-    :func:`robustreg.evaluation.data_fingerprint` of them: a streamed dataset is not read again to hash it)."""
-    size, hashed, parts = run.config.batch_size, DataHash(run.x.shape, run.y), []
-    for start in range(0, len(run.x), size):
-        batch = run.x[start:start + size]
-        hashed.update(batch)
-        parts.append(~judge(run.model, batch.to(run.device), run.y[start:start + size].to(run.device))[0].cpu())
-    return torch.cat(parts), hashed.hexdigest()
+    """The clean-correct mask and the data's fingerprint, hashed as the clean pass reads the images."""
+    logits, fingerprint = hashed_clean_pass(run.model, run.x, run.y, run.device, run.config.batch_size)
+    return clean_correct(logits, run.y), fingerprint
 
 
 def _norms(run: CurveRun, correct: torch.Tensor, attack: str, params: Mapping[str, Any]) -> torch.Tensor:

@@ -36,14 +36,14 @@ from ..evaluation.checking import view_of
 from ..evaluation.config import AttackPlan, Mode, Plan
 from ..evaluation.distributed import SINGLE, Group, check_pieces, process_group
 from ..evaluation.run import Runner, ShardedRunner
-from ..evaluation.state import DataHash, RunState
+from ..evaluation.state import RunState, hashed_clean_pass
 from ..models.outputs import logits_model
 from ..options import with_options
 from ..registry import AttackSpec, Registry
 from ..registry.registrar import UnknownNameError
 from ..remedies import RemedyJob, run_remedies, suggestions
 from ..remedies.views import attempt_views
-from ..runtime import predict, resolve_device
+from ..runtime import resolve_device
 from ..stats import beyond_noise
 from ..threat import ThreatModel, parse_eps
 from ..verdict import clean_correct
@@ -364,18 +364,6 @@ def _cells(resolved: Sequence[Resolved], plans: Sequence[Mapped | None], runs: M
             if res.toolkit in runs and res.spec is not None and mapped is not None]
 
 
-def _clean_pass(job: _Job) -> tuple[torch.Tensor, str]:
-    """The clean logits (CPU), ``job.batch_size`` images read at a time, and the data's fingerprint hashed as they
-    are read (:class:`~robustreg.evaluation.state.DataHash`, what ``evaluate`` records: a streamed dataset is not
-    read again to fingerprint it)."""
-    hashed, parts, size = DataHash(job.x.shape, job.y), [], job.batch_size
-    for start in range(0, job.x.shape[0], size):
-        batch = job.x[start:start + size]
-        hashed.update(batch)
-        parts.append(predict(job.model, batch, job.device, size))
-    return torch.cat(parts), hashed.hexdigest()
-
-
 def _attack_all(job: _Job, resolved: Sequence[Resolved], plans: Sequence[Mapped | None], cfg: CompareConfig,
                 no_check: Iterable[str], checks: Checks) -> tuple[Any, ...]:
     """(clean-correct flags, rows, runs per toolkit, noise, checks, this rank's (seconds, seconds waiting
@@ -387,7 +375,7 @@ def _attack_all(job: _Job, resolved: Sequence[Resolved], plans: Sequence[Mapped 
     started, waited = time.perf_counter(), [0.0]
     try:
         model.to(device).eval()
-        clean_logits, fingerprint = _clean_pass(job)
+        clean_logits, fingerprint = hashed_clean_pass(model, x, y, device, job.batch_size)  # read once, hashed
         correct = clean_correct(clean_logits, y)
         index = torch.nonzero(correct, as_tuple=False).flatten()
 

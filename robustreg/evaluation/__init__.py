@@ -70,7 +70,7 @@ from .pipeline import evaluate
 from .report import REPORT_SCHEMA_VERSION, build_report
 from .run import Finished, Runner, run_and_check
 from .samples import SampleVerdicts, read_samples
-from .state import STATE_VERSION, DataHash, RunState, data_fingerprint, model_fingerprint
+from .state import STATE_VERSION, DataHash, RunState, data_fingerprint, hashed_clean_pass, model_fingerprint
 
 __all__ = [
     "REPORT_SCHEMA_VERSION",
@@ -90,6 +90,7 @@ __all__ = [
     "data_fingerprint",
     "evaluate",
     "first_samples",
+    "hashed_clean_pass",
     "load_adversarial",
     "make_plan",
     "model_fingerprint",

@@ -26,7 +26,7 @@ from ..data.source import Images, TensorImages
 from ..errors import UserError
 from ..files import save_atomic
 from ..readback import Damage
-from ..runtime import SPEED_KEYS, SpeedOptions
+from ..runtime import SPEED_KEYS, SpeedOptions, predict
 from .cells import Cell
 from .config import AttackPlan, Mode, Plan
 from .report_check import check_report
@@ -80,6 +80,20 @@ class DataHash:
         h = self.h.copy()
         h.update(self.y.detach().to("cpu", torch.int64).contiguous().numpy().data)
         return h.hexdigest()
+
+
+def hashed_clean_pass(model: nn.Module, x: Images, y: torch.Tensor, device: torch.device | str,
+                      batch_size: int) -> tuple[torch.Tensor, str]:
+    """The clean logits (CPU float32, ``batch_size`` images read at a time) and the data's fingerprint, hashed as
+    the pass reads the images (:func:`data_fingerprint` of them: a streamed dataset is not read again to hash
+    it).  The model must be on ``device`` in the mode to judge it in (one process; the engine shares its own clean
+    pass out over ranks)."""
+    hashed, parts = DataHash(x.shape, y), []
+    for start in range(0, x.shape[0], batch_size):
+        batch = x[start:start + batch_size]
+        hashed.update(batch)
+        parts.append(predict(model, batch, device, batch_size))
+    return torch.cat(parts), hashed.hexdigest()
 
 
 def data_fingerprint(x: torch.Tensor | Images, y: torch.Tensor, batch_size: int = 256) -> str:
