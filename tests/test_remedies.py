@@ -252,3 +252,64 @@ def test_cli_adaptive_prints_before_and_after_and_a_plain_run_names_the_remedy(t
     # a plain report in the folder is not taken for the adaptive run's
     assert main([*common, "--out", str(tmp_path / "plain"), "--adaptive"]) == 2
     assert "adaptive" in capsys.readouterr().err
+
+
+class Unreachable(nn.Module):
+    """``model`` whose class ``k`` is never predicted (its logit is -1e9): a target no attack can reach."""
+
+    def __init__(self, model: nn.Module, k: int = 9) -> None:
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x).clone()
+        logits[:, self.k] = -1e9
+        return logits
+
+
+def test_targeted_adaptive_aims_at_the_evaluations_targets(digits):
+    """With --targeted the remedies attack toward the evaluation's targets and count a point only when its target
+    is reached: least-likely targets are the class no input reaches, so nothing falls, while the same remedies
+    untargeted break points; APGD-T, which picks its own targets, does not run."""
+    base, data = digits
+    model = Softmaxed(Unreachable(base))
+    untargeted = run(model, data, adaptive=True)
+    assert "softmax-output" in warned(untargeted) and worst(untargeted) < untargeted["clean_accuracy"] - 0.3
+    targeted = run(model, data, adaptive=True, targeted="least-likely", seed=0)
+    assert "softmax-output" in warned(targeted) and {"log-outputs", "margin-loss"} <= ran(targeted)
+    assert worst(targeted) == targeted["clean_accuracy"]
+    assert all(not r["broken"] for r in targeted["adaptive"]["runs"])
+    assert not [r for r in targeted["adaptive"]["runs"] if r["label"].startswith("apgd-t")]
+    check_report(json.loads(json.dumps(targeted)))
+    # reachable targets (eps 0.2): plain targeted PGD through the softmax overestimates; the targeted remedies
+    # come back to the unbroken model's targeted robustness
+    honest = worst(run(base, data, eps=(0.2,), targeted="random", seed=0))
+    plain = worst(run(Softmaxed(base), data, eps=(0.2,), targeted="random", seed=0))
+    remedied = worst(run(Softmaxed(base), data, eps=(0.2,), adaptive=True, targeted="random", seed=0))
+    assert remedied < plain - 0.2 and abs(remedied - honest) <= 0.04
+
+
+def test_a_targeted_context_runs_each_target_and_skips_attacks_that_take_none(digits):
+    """RemedyContext with targets: all-classes-like rounds run the second target only on points the first missed
+    (the first is unreachable here); an attack that takes no target is recorded as skipped, not run."""
+    base, (x, y) = digits
+    model = Unreachable(base).eval()
+    y = y[:16]
+    standing = [model(x[:16]).argmax(1) == y]
+
+    registry = robustreg.Registry.create()
+
+    def context(targets):
+        return RemedyContext(model, x[:16], y, [EPS], "linf", [s.clone() for s in standing], registry,
+                             torch.device("cpu"), 0, 16, Budget(1e6, [0.0]), "softmax-output", "", "test",
+                             targets=targets)
+
+    never = context(lambda idx: [torch.full((len(idx),), 9)])
+    assert never.targeted and never.attack("pgd", {"steps": 20}) == 0
+    both = context(lambda idx: [torch.full((len(idx),), 9), (y[idx] + 1) % 10])
+    hit = both.attack("pgd", {"steps": 20, "step_size": EPS / 4})
+    assert hit > 0 and both.standing[0].sum() == standing[0].sum() - hit
+    assert both.attack("spsa") == 0 and both.skipped == [
+        {"remedy": "test", "check": "softmax-output",
+         "reason": "spsa: takes no target class, and the evaluation is targeted"}]
+    assert not both.attempts[1:]  # the skipped attack left no attempt

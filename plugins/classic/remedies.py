@@ -1,10 +1,12 @@
 """Remedies for the core's checks, built on this plugin's attacks (``--adaptive``; see robustreg.remedies).
 
-Each answers the warnings of the checks named in its registration; what it attacks with, and why:
+Each answers the warnings of the checks named in its registration (in a targeted evaluation every attack aims
+at the evaluation's targets, see :class:`robustreg.remedies.RemedyContext`); what it attacks with, and why:
 
 - ``margin-loss`` (logit-scale, softmax-output, and zero-gradients where the logits are decisive: a saturated
   softmax): APGD with the DLR and the C&W margin losses and APGD-T (targeted DLR on the 9 most likely wrong
-  classes, as AutoAttack's standard version), which neither a rescaling of the logits nor a final softmax
+  classes, as AutoAttack's standard version; in a targeted evaluation the DLR run aims at the evaluation's own
+  targets instead), which neither a rescaling of the logits nor a final softmax
   flattens the way it flattens cross-entropy (Croce & Hein 2020, arXiv:2003.01690).
 - ``log-outputs`` (softmax-output): the model's outputs are probabilities, so attack their log, the
   logits up to a constant per sample (Carlini & Wagner 2017, sec. 4 on softmax outputs).
@@ -15,7 +17,8 @@ Each answers the warnings of the checks named in its registration; what it attac
   2018), with the number of draws chosen from the measured variance of the input gradient (8 to 32),
   judged by the majority of 9 draws.
 - ``more-steps`` (incomplete-optimization, black-box-beats-white-box, attack-flags): APGD-CE, APGD-DLR,
-  APGD-T and APGD-CE with 4 restarts in turn, until two of them in a row break nothing more.  A
+  APGD-T (not in a targeted evaluation) and APGD-CE with 4 restarts in turn, until two of them in a row break
+  nothing more.  A
   toolkit's own flags (AutoAttack's) get it too; their causes (randomness, a softmax, zero gradients)
   are also what the core's own checks look for on every evaluation, each with its own remedy.
 - ``step-size-sweep`` (iterative-beats-single-step): PGD with steps of eps/2, eps/4, eps/10, eps/25.
@@ -154,6 +157,8 @@ def margin_loss(ctx: RemedyContext) -> None:
     ctx.attack("apgd", {"loss": "cw", "steps": APGD_STEPS}, label=f"apgd-cw-{APGD_STEPS}")
     if ctx.num_classes >= 3:
         ctx.attack("apgd", {"loss": "dlr", "steps": APGD_STEPS}, label=f"apgd-dlr-{APGD_STEPS}")
+        if ctx.targeted:
+            return  # the evaluation's own targets: the DLR run above was already the targeted DLR
         targets = min(TARGETS, ctx.num_classes - 1)
         ctx.attack("apgd", {"loss": "dlr", "steps": APGD_STEPS, "targeted": True, "n_target_classes": targets},
                    label=f"apgd-t-{APGD_STEPS}x{targets}")
@@ -229,7 +234,7 @@ def more_steps(ctx: RemedyContext) -> None:
     ladder: list[tuple[dict[str, Any], str]] = [({"loss": "ce", "steps": APGD_STEPS}, "apgd-ce")]
     if classes >= 3:
         ladder.append(({"loss": "dlr", "steps": APGD_STEPS}, "apgd-dlr"))
-    if classes >= 4:
+    if classes >= 4 and not ctx.targeted:  # a targeted evaluation's DLR run is already aimed
         ladder.append(({"loss": "dlr", "steps": APGD_STEPS, "targeted": True, "n_target_classes": min(9, classes - 1)},
                        "apgd-t"))
     ladder.append(({"loss": "ce", "steps": 2 * APGD_STEPS, "restarts": 4}, "apgd-ce x4 restarts"))

@@ -125,9 +125,6 @@ class EvalConfig:
         if not isinstance(self.adaptive, bool):
             raise ValueError(f"adaptive must be True or False, got {self.adaptive!r}")
         check_targeted(self.targeted)
-        if self.targeted is not None and self.adaptive:  # the remedies attack and judge untargeted
-            raise ValueError(f"adaptive=True cannot run with targeted={self.targeted!r}: the remedies' attacks are "
-                             f"untargeted; run the targeted evaluation without adaptive (--adaptive)")
         budget = self.adaptive_budget
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < float("inf"):
             raise ValueError(f"adaptive_budget must be a positive finite number of forward + backward passes per "

@@ -117,8 +117,9 @@ def evaluate(
             (``AttackInfo.targeted``; one that picks its own targets, ``AttackInfo.picks_targets``, is
             refused): a ValueError naming it before any work.  Broken = the float32 model predicts the
             target; robust accuracy = clean-correct and target not reached.  The report's ``targeted``
-            entry says the mode and the rule; it is part of the run's identity.  Not with ``adaptive``
-            (the remedies are untargeted).
+            entry says the mode and the rule; it is part of the run's identity.  With ``adaptive`` the
+            remedies aim at the same targets (an attack of theirs that cannot is skipped, and ``adaptive``'s
+            ``skipped`` says so).
 
     Returns the report dict: ``clean_accuracy``, ``n``, ``norm``, ``mode``, ``eps``, ``results`` (one
     entry per eps x attack), ``worst_case`` (one per eps), ``model``, ``data``, ``created``,

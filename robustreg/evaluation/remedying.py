@@ -1,4 +1,5 @@
-"""``adaptive=True``: after the cells and the checks, the remedies of the checks that warned.
+"""``adaptive=True``: after the cells and the checks, the remedies of the checks that warned (in a targeted
+evaluation aimed at the same targets, broken = a target reached).
 
 :func:`apply_remedies` hands :func:`robustreg.remedies.run_remedies` the points each eps leaves standing
 (clean-correct and unbroken by every attack), and a way to run the checks again with each remedy attack
@@ -37,8 +38,11 @@ def apply_remedies(model: nn.Module, x: Images, y: torch.Tensor, plan: Plan, run
         return evaluation_checks(model, x, y, run.clean_logits, plan, run.state, device, config.no_check,
                                  extra=extra)
 
+    chosen = run.targets
+    aims = None if chosen is None else (lambda idx: chosen.rounds(idx, y[idx]))
     job = RemedyJob(model, x, y, plan.eps, plan.norm, plan.registry, device, plan.seed, plan.batch_size,
-                    config.adaptive_budget, [(p.name, plan.params(a)) for a, p in enumerate(plan.plans)])
+                    config.adaptive_budget, [(p.name, plan.params(a)) for a, p in enumerate(plan.plans)],
+                    targets=aims)
     return run_remedies(job, standing, run.checks, recheck)
 
 

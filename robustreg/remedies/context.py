@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -20,17 +20,28 @@ from ..data.source import Images, as_images
 from ..threat import ThreatModel
 from ..verdict import judge
 
-__all__ = ["ARGMAX", "Attempt", "Budget", "RemedyContext", "Verdict", "majority", "misclassified"]
+__all__ = ["ARGMAX", "Aims", "Attempt", "Budget", "RemedyContext", "Verdict", "majority", "misclassified"]
 
-Verdict = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, x_adv, y) -> broken (bool N)
+
+class Verdict(Protocol):
+    """(model, x_adv, y) -> broken (bool N); with ``target`` (a targeted evaluation's only): broken when the
+    target is reached.  An untargeted evaluation calls it without ``target``."""
+
+    def __call__(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
+                 target: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+#: a targeted evaluation's targets: sample indices (CPU) -> one target tensor per targeted run (CPU int64)
+Aims = Callable[[torch.Tensor], list[torch.Tensor]]
 
 #: how the default verdict decides, as the report says it
 ARGMAX = "the model's argmax on the adversarial point differs from the label (or its output is not finite)"
 
 
-def misclassified(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The evaluation's own verdict: wrong argmax or a non-finite output row."""
-    return judge(model, x_adv, y)[0]
+def misclassified(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
+                  target: torch.Tensor | None = None) -> torch.Tensor:
+    """The evaluation's own verdict: wrong argmax (with ``target``: the target's) or a non-finite output row."""
+    return judge(model, x_adv, y, target)[0]
 
 
 def majority(draws: int) -> tuple[Verdict, str]:
@@ -38,8 +49,9 @@ def majority(draws: int) -> tuple[Verdict, str]:
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
 
-    def verdict(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        wrong = torch.stack([misclassified(model, x_adv, y) for _ in range(draws)]).sum(dim=0)
+    def verdict(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
+                target: torch.Tensor | None = None) -> torch.Tensor:
+        wrong = torch.stack([misclassified(model, x_adv, y, target) for _ in range(draws)]).sum(dim=0)
         return wrong * 2 > draws
 
     return verdict, f"misclassified in the majority of {draws} forwards of the randomised model"
@@ -90,7 +102,10 @@ class RemedyContext:
     warning being answered; ``remedy``: the running remedy's name; ``evaluated``: the evaluation's own
     attacks as ``(name, resolved params)``, in run order; ``rule``: the verdict every attack is judged by
     unless it names its own (for a randomised model the majority of several forwards, and ``standing``
-    then holds the points correct under it).  Read the rest as given.
+    then holds the points correct under it); ``targets``: a targeted evaluation's targets (sample indices ->
+    one target tensor per targeted run; None: untargeted): every attack then aims at them, a point is broken
+    when its target is reached, and an attack that takes no target is not run (``skipped`` says so).  Read
+    the rest as given.
     """
 
     model: nn.Module
@@ -111,9 +126,16 @@ class RemedyContext:
     evaluated: Sequence[tuple[str, dict[str, Any]]] = ()
     box: tuple[float, float] = (0.0, 1.0)
     rule: tuple[Verdict, str] = (misclassified, ARGMAX)  # the adaptive phase's verdict (robustreg.remedies.rule)
+    targets: Aims | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)  # (remedy, check, reason): attacks not run
 
     def __post_init__(self) -> None:
         self.x = as_images(self.x)  # a tensor of the images is read by index as well
+
+    @property
+    def targeted(self) -> bool:
+        """The evaluation is targeted: every attack aims at its targets (APGD-T's own targets do not apply)."""
+        return self.targets is not None
 
     @property
     def n(self) -> int:
@@ -145,12 +167,18 @@ class RemedyContext:
         """Run the registered attack ``name`` with ``params`` at each eps index in ``eps`` (default all) on the
         points still standing there (``points(e)``: another bool mask of points to attack at ``e``), against
         ``model`` (default the evaluated model; e.g. a wrapper whose backward goes around a masking layer);
-        every point is judged on the evaluated model by ``verdict`` (default the context's ``rule``).  With
+        every point is judged on the evaluated model by ``verdict`` (default the context's ``rule``); in a targeted
+        evaluation the attack aims at each point's targets, and one that takes none is skipped.  With
         the argmax verdict a point broken at one eps is also broken at every larger eps (its adversarial
         point lies in their balls).  Returns the number of (point, eps) pairs broken; nothing runs at an eps
         whose budget is spent."""
         judge, rule = verdict if verdict is not None else self.rule
         spec = self.registry.attack(name)
+        if self.targeted and (not spec.info.targeted or spec.info.picks_targets):
+            why = "picks its own targets" if spec.info.picks_targets else "takes no target class"
+            self.skipped.append({"remedy": self.remedy, "check": self.check,
+                                 "reason": f"{label or name}: {why}, and the evaluation is targeted"})
+            return 0
         values = dict(params or {})
         if self.seed is not None and "seed" in spec.params and "seed" not in values:
             values["seed"] = self.seed
@@ -176,16 +204,27 @@ class RemedyContext:
 
     def _run(self, attack: Any, attacked: nn.Module, e: int, idx: torch.Tensor,
              judge: Verdict) -> tuple[torch.Tensor, float]:
-        """Per point of ``idx``: broken; and the passes per attacked point."""
+        """Per point of ``idx``: broken; and the passes per attacked point.  A targeted evaluation runs once per
+        target tensor, each run on the points no earlier one broke."""
         threat = self.threat(e)
         broken, passes = [], 0.0
         for chunk in idx.split(self.batch_size):
             x, y = self.x[chunk].to(self.device), self.y[chunk].to(self.device)
-            result = attack.run(attacked, x, y)
-            inside = threat.contains(result.x_adv, x)  # never trust an attack: outside the ball is not broken
-            broken.append((judge(self.model, result.x_adv, y) & inside).cpu())
-            for key in ("forwards", "backwards"):
-                value = result.extras.get(key)
-                if isinstance(value, torch.Tensor):
-                    passes += float(value.double().sum())
+            hit = torch.zeros(len(chunk), dtype=torch.bool)
+            for aim in [None] if self.targets is None else self.targets(chunk):
+                rows = (~hit).nonzero().flatten()
+                if rows.numel() == 0:
+                    break
+                at = rows.to(self.device)
+                target = None if aim is None else aim[rows].to(self.device)
+                result = attack.run(attacked, x[at], y[at], target=target)
+                inside = threat.contains(result.x_adv, x[at])  # never trust an attack: outside the ball is not broken
+                wrong = (judge(self.model, result.x_adv, y[at]) if target is None
+                         else judge(self.model, result.x_adv, y[at], target))
+                hit[rows] = (wrong & inside).cpu()
+                for key in ("forwards", "backwards"):
+                    value = result.extras.get(key)
+                    if isinstance(value, torch.Tensor):
+                        passes += float(value.double().sum())
+            broken.append(hit)
         return torch.cat(broken), passes / max(int(idx.numel()), 1)

@@ -28,7 +28,7 @@ VOTES = 9
 
 @dataclass(frozen=True)
 class Rule:
-    """``verdict``: (model, x_adv, y) -> broken; ``text``: the rule as the report says it; ``randomised``:
+    """``verdict``: (model, x_adv, y[, target]) -> broken; ``text``: the rule as the report says it; ``randomised``:
     the model gave different outputs for the same points."""
 
     verdict: Verdict

@@ -2,7 +2,8 @@
 
 Each round runs, for every warning check, the registered remedies that answer it (each remedy once per
 evaluation, answering the first warning check it names), the cheapest first (their declared ``cost``);
-one whose cost exceeds what is left of the budget is skipped (``skipped`` in the report).  Then the
+one whose cost exceeds what is left of the budget is skipped (``skipped`` in the report, as is an attack a
+targeted evaluation cannot aim: one that takes no target or picks its own).  Then the
 checks run again on the evaluation with every remedy attack added as a cell of its own, and a check that
 now warns for the first time gets its remedies in the next round.  It stops when a round has nothing new
 to run, after ``rounds`` rounds, or when the budget is spent at every eps.  A remedy that raises is
@@ -28,7 +29,7 @@ from torch import nn
 from ..attack import ModelState
 from ..data.source import Images
 from ..runtime import model_device
-from .context import Attempt, Budget, RemedyContext
+from .context import Aims, Attempt, Budget, RemedyContext
 from .rule import Rule, correct_under, rule_for
 
 __all__ = ["Adaptive", "RemedyJob", "run_remedies"]
@@ -76,7 +77,8 @@ class RemedyJob:
     """What the remedies of one evaluation share: the model and its n samples (read a batch at a time), the
     evaluation's eps (ascending) and norm, where the remedies come from, the device, the seed of the phase (None:
     not seeded), the batch size, the budget in forward + backward passes per sample at each eps, the
-    evaluation's attacks ``(name, resolved params)`` and the most rounds of remedies then checks."""
+    evaluation's attacks ``(name, resolved params)``, the most rounds of remedies then checks, and a targeted
+    evaluation's targets (None: untargeted)."""
 
     model: nn.Module
     x: Images
@@ -90,6 +92,7 @@ class RemedyJob:
     budget: float
     evaluated: Sequence[tuple[str, dict[str, Any]]] = ()
     rounds: int = 3
+    targets: Aims | None = None  # a targeted evaluation's (RemedyContext.targets); None: untargeted
 
 
 def run_remedies(job: RemedyJob, standing: Sequence[torch.Tensor], checks: Checks,
@@ -153,7 +156,8 @@ def _rounds(job: RemedyJob, standing: Sequence[torch.Tensor], checks: Checks,
                 continue
             ctx = RemedyContext(job.model, job.x, job.y, eps, job.norm, left, registry, job.device, job.seed,
                                 job.batch_size, spent, check["name"], check["message"], spec.name, attempts,
-                                job.evaluated, rule=(rule.verdict, rule.text))
+                                job.evaluated, rule=(rule.verdict, rule.text), targets=job.targets,
+                                skipped=skipped)
             ran.append({"remedy": spec.name, "check": check["name"]})
             try:
                 spec.run(ctx)
