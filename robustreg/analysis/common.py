@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,8 +22,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..attack import Attack
 from ..data.first import first_samples
 from ..evaluation.checking import clean_correct
+from ..evaluation.craft import craft_attack
 from ..figures import figure, figure_png
 from ..files import write_set_atomic
 from ..runtime import predict
@@ -108,10 +110,11 @@ def json_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in params.items()}
 
 
-def craft_batched(attack: Callable[..., torch.Tensor], model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def craft_batched(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   batch_size: int = 256) -> torch.Tensor:
-    """``attack(model, x, y)`` in batches of ``batch_size``: the adversarial examples, shaped like ``x``."""
-    return torch.cat([attack(model, x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    """``attack`` on every point as a cell of the evaluation engine, in batches of ``batch_size``
+    (:func:`robustreg.evaluation.craft.craft_attack`): the adversarial examples, shaped like ``x``."""
+    return craft_attack(attack, model, x, y, batch_size)
 
 
 @torch.no_grad()

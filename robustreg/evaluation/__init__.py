@@ -66,6 +66,7 @@ from ..data.first import first_samples
 from .adversarial import CellExamples, load_adversarial
 from .cells import Cell
 from .config import AttackPlan, EvalConfig, Mode, Plan, make_plan
+from .craft import craft
 from .pipeline import evaluate
 from .report import REPORT_SCHEMA_VERSION, build_report
 from .run import Finished, Runner, run_and_check
@@ -87,6 +88,7 @@ __all__ = [
     "Runner",
     "SampleVerdicts",
     "build_report",
+    "craft",
     "data_fingerprint",
     "evaluate",
     "first_samples",

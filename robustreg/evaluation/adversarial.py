@@ -28,7 +28,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -36,7 +36,7 @@ from ..errors import UserError
 from ..files import remove_stale_temporaries, save_atomic, write_atomic
 from .config import Plan
 
-__all__ = ["FORMAT", "MANIFEST", "AdvWriter", "CellExamples", "load_adversarial"]
+__all__ = ["FORMAT", "MANIFEST", "AdvWriter", "AdversarialSink", "CellExamples", "load_adversarial"]
 
 FORMAT, VERSION, MANIFEST = "robustreg adversarial examples", 1, "manifest.json"
 _BATCH = re.compile(r"^batch-(\d+)\.pt$")
@@ -63,6 +63,13 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _refused(folder, "has a manifest.json that is not robustreg's adversarial examples")
     return manifest
+
+
+class AdversarialSink(Protocol):
+    """Where the engine hands each attacked batch's adversarial points (:class:`AdvWriter` writes them to disk;
+    an analysis measures them): batch ``k`` of cell ``(e, a)``, its sample indices (CPU) and the judged points."""
+
+    def add(self, e: int, a: int, k: int, indices: torch.Tensor, x_adv: torch.Tensor) -> None: ...
 
 
 @dataclass

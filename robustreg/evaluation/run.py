@@ -35,7 +35,7 @@ from ..progress import bar_postfix, progress_to
 from ..runtime import FastModel, SpeedOptions, fast_model, model_device, predict
 from ..threat import ThreatModel
 from ..verdict import Judged, attack_and_judge, clean_correct, nonfinite_rows
-from .adversarial import AdvWriter
+from .adversarial import AdversarialSink, AdvWriter
 from .checking import evaluation_checks
 from .config import EvalConfig, Plan
 from .distributed import SINGLE, Group, Shards, check_pieces, plain_record, replay, shard_batches
@@ -66,7 +66,7 @@ class Runner:
     attacked: nn.Module | None = None
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     targets: Targets | None = None
-    adv: AdvWriter | None = None  # save_adv: keeps each batch's adversarial points
+    adv: AdversarialSink | None = None  # save_adv's writer, or an analysis: each batch's adversarial points
     warm_up: bool = False  # one untimed call per cell first (compare times toolkits, not their first-call set-up)
 
     def to_attack(self, e: int, a: int) -> torch.Tensor:

@@ -45,7 +45,7 @@ from robustreg.analysis import (
     record_inputs,
 )
 from robustreg.analysis import progress as _progress
-from robustreg.evaluation import EvalConfig, Mode, make_plan
+from robustreg.evaluation import EvalConfig, Mode, craft, make_plan
 from robustreg.evaluation.checking import clean_correct, nonfinite_rows
 from robustreg.options import flag, positive_int, seed_value, with_options
 from robustreg.runtime import predict
@@ -106,15 +106,13 @@ def _attack_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks:
                         progress=False)
     plan = make_plan(list(attacks), list(eps), config)
     index = {v: k for k, v in enumerate(plan.eps)}
+    # the engine's cells on every point (the clean mistakes too): correct = not broken, evaluate's verdict
+    state, _ = craft(model, x, y, plan, x.device, progress=show)
     out = {p.label: torch.zeros(len(eps), x.shape[0], dtype=torch.bool) for p in plan.plans}
-    for e, a in _progress(plan.cells(), total=len(plan.cells()), desc="attacks", enabled=show):
-        attack = plan.build(e, a)
-        for start in range(0, x.shape[0], batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            correct = _correct(model, attack(model, xb, yb), yb)
-            for k, value in enumerate(eps):
-                if index[ThreatModel(norm, value).eps] == e:
-                    out[plan.plans[a].label][k, start:start + xb.shape[0]] = correct
+    for e, a in plan.cells():
+        for k, value in enumerate(eps):
+            if index[ThreatModel(norm, value).eps] == e:
+                out[plan.plans[a].label][k] = ~state.cell(e, a).broken
     info = [{"name": p.name, "label": p.label, "params": json_params(plan.params(i))} for i, p in enumerate(plan.plans)]
     return info, out
 

@@ -13,8 +13,9 @@ with x_adv_{s,i} the attack run on the source s.  A point the target misclassifi
 wrong, and a row with a NaN or inf logit is never correct: this is exactly the ``robust_accuracy`` of
 :func:`robustreg.evaluation.evaluate` in independent mode (``mode=Mode.INDEPENDENT``), which is what the
 white-box diagonal (the source *is* the target) equals, for the same attack, eps and seed.  To make
-that hold sample for sample, every source's examples are crafted as the evaluation crafts them: the
-attack is built by the evaluation's own plan (:func:`robustreg.evaluation.make_plan`, seed and
+that hold sample for sample, every source's examples are crafted by the evaluation engine itself
+(:func:`robustreg.evaluation.craft`: each attack x eps one cell of its Runner, a ShardedRunner over
+torchrun ranks): the attack is built by the evaluation's own plan (:func:`robustreg.evaluation.make_plan`, seed and
 registry defaults included) and run on the source's clean-correct points in the same batches
 (``batch_size`` of them, in index order; an attack called with a seed draws the same randomness on
 the same batch).  The points the source misclassifies clean are attacked too, in a second pass, so
@@ -31,7 +32,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -55,10 +56,10 @@ from robustreg.analysis import (
     unique_names,
 )
 from robustreg.analysis import progress as _progress
-from robustreg.evaluation import EvalConfig, Mode, make_plan
+from robustreg.evaluation import EvalConfig, Mode, craft, make_plan
 from robustreg.evaluation.checking import clean_correct, nonfinite_rows
 from robustreg.evaluation.config import Plan
-from robustreg.evaluation.distributed import SINGLE, Group, process_group, shard_batches, torchrun_env
+from robustreg.evaluation.distributed import SINGLE, Group, process_group, torchrun_env
 from robustreg.options import flag as check_flag
 from robustreg.options import positive_int, seed_value, with_options
 from robustreg.runtime import predict
@@ -85,34 +86,44 @@ def _correct(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Te
     return ((logits.argmax(dim=1) == y) & ~nonfinite_rows(logits)).cpu()
 
 
-def _craft_and_score(plan: Plan, e: int, a: int, source: nn.Module, targets: Sequence[nn.Module], x: torch.Tensor,
-                     y: torch.Tensor, source_correct: torch.Tensor,
-                     group: Group = SINGLE) -> tuple[torch.Tensor, float]:
-    """targets x n (bool): each target right on the source's adversarial example of each point; and the
-    seconds this rank waited for the others.
+@dataclass
+class _Scores:
+    """Per cell, targets x n (bool): each target right on the source's adversarial example of each point, filled
+    as the engine hands the crafted batches over."""
 
-    The source's clean-correct points first, in evaluate's batches and with a freshly built attack,
-    then the rest (its clean mistakes) the same way.  The batches are shared by the ranks of ``group``
-    (:func:`~robustreg.evaluation.distributed.shard_batches`: batch k on rank ``k % world_size``, every
-    attack call seeded afresh), so every rank ends with the flags one process computes."""
-    passes = [points.cpu().nonzero().flatten() for points in (source_correct, ~source_correct)]
-    batches = [(p, idx) for p, idx_all in enumerate(passes) if idx_all.numel()
-               for idx in torch.split(idx_all, plan.batch_size)]
-    attacks: dict[int, Any] = {}
+    targets: Sequence[nn.Module]
+    y: torch.Tensor
+    flags: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
-    def batch(k: int) -> torch.Tensor:
-        p, idx = batches[k]
-        if p not in attacks:  # one attack per pass on each rank, as one process builds it
-            attacks[p] = plan.build(e, a)
-        xb, yb = x[idx.to(x.device)], y[idx.to(y.device)]
-        x_adv = attacks[p].run(source, xb, yb).x_adv
-        return torch.stack([_correct(target, x_adv, yb) for target in targets])
+    def add(self, e: int, a: int, k: int, indices: torch.Tensor, x_adv: torch.Tensor) -> None:
+        cell = self.flags.setdefault((e, a), torch.zeros(len(self.targets), len(self.y), dtype=torch.bool))
+        yb = self.y[indices.to(self.y.device)]
+        cell[:, indices] = torch.stack([_correct(target, x_adv, yb) for target in self.targets])
 
-    scored, waited = shard_batches(group, len(batches), batch)
-    out = torch.zeros(len(targets), x.shape[0], dtype=torch.bool)
-    for (_, idx), flags in zip(batches, scored):
-        out[:, idx] = flags
-    return out, waited
+
+def _craft_and_score(plan: Plan, source: nn.Module, targets: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor,
+                     source_correct: torch.Tensor,
+                     group: Group = SINGLE) -> tuple[dict[tuple[int, int], torch.Tensor], float]:
+    """Per cell of ``plan``, targets x n (bool): each target right on the source's adversarial example of each
+    point; and the seconds this rank waited for the others.
+
+    The attacks are the engine's cells (:func:`robustreg.evaluation.craft`): the source's clean-correct points
+    first, each cell in evaluate's batches and with a freshly built attack, then the rest (its clean mistakes)
+    the same way.  Over the ranks of ``group`` each rank crafts and scores its batches, and the flags are
+    gathered, so every rank ends with the flags one process computes."""
+    scores, waited = _Scores(targets, y), 0.0
+    for points in (source_correct.cpu(), ~source_correct.cpu()):
+        if bool(points.any()):
+            waited += craft(source, x, y, plan, x.device, scores, points=points, group=group)[1]
+    flags = {cell: scores.flags.get(cell, torch.zeros(len(targets), len(y), dtype=torch.bool))
+             for cell in plan.cells()}
+    if group.world_size > 1:
+        start = time.perf_counter()
+        for part in group.gather(flags):  # each rank holds the flags of the batches it ran
+            for cell in flags:
+                flags[cell] |= part[cell]
+        waited += time.perf_counter() - start
+    return flags, waited
 
 
 def _worst_case(names_s: Sequence[str], names_t: Sequence[str], acc: list[list[float]],
@@ -184,17 +195,15 @@ def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module],
     models = {**{f"s:{k}": m for k, m in sources.items()}, **{f"t:{k}": m for k, m in targets.items()}}
     correct = {key: clean_correct(predict(m, x, x.device, batch_size), y) for key, m in models.items()}
     white = [[sources[s] is targets[t] for t in names_t] for s in names_s]
-    jobs = [(e, a, i) for e, a in plan.cells() for i in range(len(names_s))]
     rows: dict[tuple[int, int], list[list[float]]] = {}
     with process_group(x.device) if distributed else nullcontext(SINGLE) as group:
         started, waited = time.perf_counter(), 0.0
-        for e, a, i in _progress(jobs, total=len(jobs), desc="transfer", enabled=progress and group.is_main):
-            s = names_s[i]
-            scored, wait = _craft_and_score(plan, e, a, sources[s], list(targets.values()), x, y, correct[f"s:{s}"],
-                                            group)
+        for s in _progress(names_s, total=len(names_s), desc="transfer", enabled=progress and group.is_main):
+            scored, wait = _craft_and_score(plan, sources[s], list(targets.values()), x, y, correct[f"s:{s}"], group)
             waited += wait
-            rows.setdefault((e, a), []).append([float((correct[f"t:{t}"].cpu() & scored[j]).sum()) / x.shape[0]
-                                                for j, t in enumerate(names_t)])
+            for cell in plan.cells():
+                rows.setdefault(cell, []).append([float((correct[f"t:{t}"].cpu() & scored[cell][j]).sum()) / x.shape[0]
+                                                  for j, t in enumerate(names_t)])
         timings = group.gather((round(time.perf_counter() - started, 4), round(waited, 4)))
     matrices = [{"attack": plan.plans[a].name, "label": plan.plans[a].label, "eps": plan.eps[e],
                  "sources": names_s, "targets": names_t, "accuracy": rows[e, a], "white_box": white,

@@ -9,9 +9,9 @@ and any registered attack at any eps::
 
 with z the input of the final ``nn.Linear`` (the penultimate features), W_y its weight row of the
 true class y, and x_adv the attack run white-box on the model itself, on every one of the n points
-(also the ones misclassified clean: the figure shows the data set the attack produces), built and
-seeded as :func:`robustreg.evaluation.evaluate` builds its attacks, in batches of ``batch_size`` in
-index order.  The clean points' distribution is reported alongside.  Per model and cell the report
+(also the ones misclassified clean: the figure shows the data set the attack produces), each attack x
+eps a cell of the evaluation engine (:func:`robustreg.evaluation.craft`: built, seeded, run and judged
+as :func:`robustreg.evaluation.evaluate` does, in batches of ``batch_size`` in index order).  The clean points' distribution is reported alongside.  Per model and cell the report
 holds the histogram (common bin edges across the models of a cell, so the bars compare), the mean,
 the standard deviation (population), quantiles and min / max.
 """
@@ -43,7 +43,7 @@ from robustreg.analysis import (
     unique_names,
 )
 from robustreg.analysis import progress as _progress
-from robustreg.evaluation import EvalConfig, Mode, make_plan
+from robustreg.evaluation import EvalConfig, Mode, craft, make_plan
 from robustreg.options import flag, positive_int, seed_value, with_options
 
 NAME = "cos-histogram"
@@ -87,12 +87,17 @@ def _edges(values: Sequence[torch.Tensor], bins: int) -> torch.Tensor:
     return torch.linspace(max(-1.0, low - pad), min(1.0, high + pad), bins + 1, dtype=torch.float64)
 
 
-def _adversarial_cos(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Any, batch_size: int) -> torch.Tensor:
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        out.append(cos_theta_y(model, attack(model, xb, yb), yb, batch_size))
-    return torch.cat(out)
+@dataclass
+class _CosSink:
+    """cos(theta_y) of ``model`` on each crafted batch, per cell (filled as the engine hands the batches over)."""
+
+    model: nn.Module
+    y: torch.Tensor
+    values: dict[tuple[int, int], torch.Tensor]
+
+    def add(self, e: int, a: int, k: int, indices: torch.Tensor, x_adv: torch.Tensor) -> None:
+        cell = self.values.setdefault((e, a), torch.full((len(self.y),), float("nan"), dtype=torch.float64))
+        cell[indices] = cos_theta_y(self.model, x_adv, self.y[indices.to(self.y.device)], len(indices))
 
 
 @dataclass(frozen=True)
@@ -145,10 +150,12 @@ def cos_histogram(models: Mapping[str, nn.Module], x: Any, y: torch.Tensor | Non
                             progress=False)
     plan = make_plan(list(attacks), eps, evaluation)
     clean = {name: cos_theta_y(m, x, y, batch_size) for name, m in models.items()}
-    jobs = [(e, a, name) for e, a in plan.cells() for name in models]
     values: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
-    for e, a, name in _progress(jobs, total=len(jobs), desc="cos-histogram", enabled=progress):
-        values.setdefault((e, a), {})[name] = _adversarial_cos(models[name], x, y, plan.build(e, a), batch_size)
+    for name in _progress(list(models), total=len(models), desc="cos-histogram", enabled=progress):
+        sink = _CosSink(models[name], y, {})
+        craft(models[name], x, y, plan, x.device, sink)  # the engine's cells, on every point (records unused)
+        for cell, cos in sink.values.items():
+            values.setdefault(cell, {})[name] = cos
     clean_edges = _edges(list(clean.values()), bins)
     cells = []
     for e, a in plan.cells():
