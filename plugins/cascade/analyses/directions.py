@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustreg import ThreatModel, UsageError
-from robustreg.analysis import analysis_eps
+from robustreg.analysis import analysis_eps, craft_batched
 from robustreg.options import flag, positive_int, seed_value
 
 from ..attacks import StepFGSM, StepLL, least_likely
@@ -78,8 +78,8 @@ def directions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, signs: torch.
     """The sign tensors of :data:`DIRECTIONS` at the clean ``x`` (labels ``y``) for one batch;
     ``signs``: this batch's rows of :func:`random_signs`."""
     unit = ThreatModel("linf", 1.0)  # one full step: its sign is the direction, for every eps in [0, 1]
-    step = {name: (attack(model, x, y) - x).sign() for name, attack in
-            (("step_ll", StepLL(unit)), ("step_FGSM", StepFGSM(unit)))}
+    step = {name: (craft_batched(attack, model, x, y, len(x)) - x).sign() for name, attack in
+            (("step_ll", StepLL(unit)), ("step_FGSM", StepFGSM(unit)))}  # each one cell of the engine
     return {**step, "random sign": signs.to(x.device)}
 
 

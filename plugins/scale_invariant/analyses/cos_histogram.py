@@ -11,9 +11,10 @@ with z the input of the final ``nn.Linear`` (the penultimate features), W_y its 
 true class y, and x_adv the attack run white-box on the model itself, on every one of the n points
 (also the ones misclassified clean: the figure shows the data set the attack produces), each attack x
 eps a cell of the evaluation engine (:func:`robustreg.evaluation.craft`: built, seeded, run and judged
-as :func:`robustreg.evaluation.evaluate` does, in batches of ``batch_size`` in index order).  The clean points' distribution is reported alongside.  Per model and cell the report
-holds the histogram (common bin edges across the models of a cell, so the bars compare), the mean,
-the standard deviation (population), quantiles and min / max.
+as :func:`robustreg.evaluation.evaluate` does, in batches of ``batch_size`` in index order).  The clean
+points' distribution is reported alongside.  Per model and cell the report holds the histogram (common bin
+edges across the models of a cell, so the bars compare), the mean, the standard deviation (population),
+quantiles and min / max.
 """
 
 from __future__ import annotations
