@@ -94,3 +94,16 @@ def test_a_collapsed_training_makes_its_cells_inconclusive(reproduce_path: None)
             for s in range(3) for arm, base in (("a", 0.9), ("b", 0.1))]
     (cell,) = seed_cells(rows, [Statement("clean", "a", "b", "clean")])
     assert cell["mean"] > 70 and cell["outcome"] == "inconclusive" and cell["collapsed"] == ["b seed 1"]
+
+
+def test_a_flat_statement_is_judged_by_the_equivalence_band(reproduce_path: None) -> None:
+    # the same two arms: 0.2-0.6 points apart (inside +-2: supports), and 10-12 points apart (outside: contradicts)
+    from _arms import Statement, cell_rows, seed_cells
+
+    rows = [{"arm": arm, "seed": s, "aa": 0.8 + (0.002 + 0.002 * (s % 3)) * (arm == "a"),
+             "clean": 0.8 + (0.10 + 0.01 * (s % 3)) * (arm == "a")} for s in range(5) for arm in ("a", "b")]
+    flat, moved = seed_cells(rows, [Statement("aa", "a", "b", "aa", flat=True),
+                                    Statement("clean", "a", "b", "clean", flat=True)])
+    assert flat["diffs"] == pytest.approx([0.2, 0.4, 0.6, 0.2, 0.4]) and flat["outcome"] == "supports"
+    assert moved["outcome"] == "contradicts"
+    assert cell_rows([flat])[0][3] == "within +-2"

@@ -63,6 +63,22 @@ def test_t_interval_and_seed_outcomes():
     assert v.seeds_outcome([1.7, 1.7, 1.7]) == "inconclusive"  # a zero-width interval estimates no noise
 
 
+
+def test_equivalence_cell_of_a_flat_statement():
+    # mean 0, s = 0.412, half-width 2.776 * 0.412 / sqrt(5) = 0.51: inside +-2 (the default band) by 1.5 points
+    flat = [0.5, -0.5, 0.0, 0.3, -0.3]
+    assert v.EQUIVALENCE_DELTA == 2.0 and v.equivalence_outcome(flat) == "supports"
+    assert v.equivalence_outcome(flat, delta=0.4) == "inconclusive"  # the band narrower than the interval
+    assert v.equivalence_outcome([5.0, 6.0, 7.0, 5.5, 6.5]) == "contradicts"  # [5.0, 7.0]: all above +2
+    assert v.equivalence_outcome([-5.0, -6.0, -7.0, -5.5, -6.5]) == "contradicts"  # either way out of the band
+    assert v.equivalence_outcome([1.5, 2.5, 1.0, 3.0, 2.0]) == "inconclusive"  # [1.0, 3.0] straddles +2
+    assert v.equivalence_outcome([8.0, -8.0, 6.0, -6.0, 0.0]) == "inconclusive"  # mean 0, but too noisy to say
+    assert v.equivalence_outcome([0.1, -0.1]) == "inconclusive"  # two seeds are never enough
+    assert v.equivalence_outcome([0.0, 0.0, 0.0]) == "inconclusive"  # a zero-width interval estimates no noise
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="delta must be"):
+            v.equivalence_outcome(flat, delta=bad)
+
 @pytest.mark.parametrize("outcomes, expected", [
     (["supports"] * 4, "held"),
     (["supports", "supports", "inconclusive", "contradicts"], "partly"),

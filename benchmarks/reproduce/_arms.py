@@ -18,7 +18,7 @@ from typing import Any
 
 from _digits import RUNS, Recipe, digits_test, robust_accuracy, train_digits, worst_case_accuracy
 from _report import Clock, earlier_run
-from _verdict import seeds_outcome, t_interval
+from _verdict import EQUIVALENCE_DELTA, equivalence_outcome, seeds_outcome, t_interval
 
 __all__ = ["AA_STANDIN", "Arm", "Statement", "run_arms", "seed_cells", "summary_rows"]
 
@@ -36,13 +36,15 @@ class Arm:
 
 @dataclass(frozen=True)
 class Statement:
-    """A cell: ``first`` minus ``second`` under ``column`` is claimed to have the sign ``sign`` (+1 or -1)."""
+    """A cell: ``first`` minus ``second`` under ``column`` is claimed to have the sign ``sign`` (+1 or -1), or,
+    with ``flat``, to stay within the one rule's equivalence band (``_verdict.EQUIVALENCE_DELTA`` points)."""
 
     text: str
     first: str
     second: str
     column: str
     sign: int = 1
+    flat: bool = False
 
 
 def run_arms(arms: list[Arm], seeds: list[int], recipe: Recipe, runs: Path, *, n: int,
@@ -120,21 +122,28 @@ def seed_cells(rows: list[dict[str, Any]], statements: list[Statement]) -> list[
         collapsed = sorted({(r["arm"], r["seed"]) for r in rows if r.get("collapsed")
                             and r["arm"] in (st.first, st.second) and r["seed"] in seeds})
         iv = t_interval(diffs) if diffs else None
+        judged = (equivalence_outcome(diffs) if st.flat else seeds_outcome(diffs, st.sign)) if diffs else ""
         out.append({"cell": st.text, "first": st.first, "second": st.second, "column": st.column, "sign": st.sign,
-                    "diffs": diffs, "mean": iv.mean if iv else None,
+                    "flat": st.flat, "diffs": diffs, "mean": iv.mean if iv else None,
                     "interval": [iv.low, iv.high] if iv else None, "seeds": len(diffs),
                     "collapsed": [f"{a} seed {s}" for a, s in collapsed],
-                    "outcome": seeds_outcome(diffs, st.sign) if diffs and not collapsed else "inconclusive"})
+                    "outcome": judged if diffs and not collapsed else "inconclusive"})
     return out
 
 
 def cell_rows(cells: list[dict[str, Any]]) -> list[list[Any]]:
     """The report's cells table rows."""
-    return [[c["cell"], f"{c['first']} - {c['second']}", c["column"], "> 0" if c["sign"] > 0 else "< 0",
+    return [[c["cell"], f"{c['first']} - {c['second']}", c["column"], _claimed(c),
              "-" if c["mean"] is None else f"{c['mean']:+.1f}",
              "-" if c["seeds"] < 2 else f"[{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]", c["seeds"],
              c["outcome"] + (f" ({', '.join(c['collapsed'])} collapsed)" if c.get("collapsed") else "")]
             for c in cells]
+
+
+def _claimed(cell: dict[str, Any]) -> str:
+    if cell.get("flat"):
+        return f"within +-{EQUIVALENCE_DELTA:g}"
+    return "> 0" if cell["sign"] > 0 else "< 0"
 
 
 CELL_HEAD = ["statement", "difference", "column", "claimed", "mean (points)", "95% interval", "seeds", "outcome"]

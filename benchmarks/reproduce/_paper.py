@@ -37,6 +37,17 @@ PAPER: dict[str, PaperTable] = {
          "MART RN-18": (83.07, 55.41, 51.50, 53.42, 51.32),
          "MART W-28-10": (87.50, 64.77, 61.04, 62.65, 60.60),
          "HYDRA W-28-10": (88.98, 62.84, 60.54, 62.41, 60.13)}),
+    "004-table5-restarts": PaperTable(
+        "paper 004 Table 5, right half: worst case per image over 5 random restarts of each attack (effective "
+        "budget 5 x 20 iterations; CIFAR-10, L_inf 8/255), %",
+        ("PGD", "PGDCW", "PGDLR", "SI-PGD"),
+        {"AT RN-50": (56.10, 54.47, 56.95, 54.41),
+         "TRADES W-34-10": (56.84, 55.20, 56.79, 55.02),
+         "Pre-training W-28-10": (59.19, 57.83, 59.95, 56.95),
+         "RST W-28-10": (64.52, 62.74, 64.33, 62.18),
+         "MART RN-18": (55.06, 51.08, 52.79, 50.95),
+         "MART W-28-10": (64.31, 60.47, 62.04, 60.32),
+         "HYDRA W-28-10": (62.34, 60.23, 61.89, 59.93)}),
     "004-table6": PaperTable(
         "paper 004 Table 6 (ResNet-18, CIFAR-10, L_inf 8/255), %",
         ("natural", "PGD", "PGDCW", "SI-PGD", "AA"),

@@ -8,7 +8,10 @@ test at the 5% level, two-sided:
 - trainings over seeds: the 95% Student-t interval of the per-seed difference (:func:`t_interval`),
   from at least 3 seeds (issue 24 asks for 5 where one training takes under 5 minutes);
 - the spread of trainings (paper 000 Table 3): the two-sided F test of the ratio of the two sample variances
-  over the seeds (:func:`variance_outcome`), from at least 3 seeds each.
+  over the seeds (:func:`variance_outcome`), from at least 3 seeds each;
+- a *flat* statement ("accuracy does not move with m"): the same 95% t-interval of the per-seed difference,
+  judged against the band +-:data:`EQUIVALENCE_DELTA` points (:func:`equivalence_outcome`): inside it supports,
+  entirely outside it contradicts.
 
 A cell **supports** the claim when the difference goes the claimed way and is significant,
 **contradicts** it when it goes the other way and is significant, and is **inconclusive** otherwise.
@@ -32,9 +35,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ALPHA", "MIN_SEEDS", "OUTCOMES", "RULE_TEXT", "VERDICTS", "Interval", "Paired", "best_case_p", "bits",
-           "f_test_p", "mcnemar", "mcnemar_p", "paired_outcome", "seeds_outcome", "t_interval", "unbits",
-           "variance_outcome", "verdict", "verdict_lines"]
+__all__ = ["ALPHA", "EQUIVALENCE_DELTA", "EQUIVALENCE_TEXT", "MIN_SEEDS", "OUTCOMES", "RULE_TEXT", "VERDICTS",
+           "Interval", "Paired", "best_case_p", "bits", "equivalence_outcome", "f_test_p", "mcnemar", "mcnemar_p",
+           "paired_outcome", "seeds_outcome", "t_interval", "unbits", "variance_outcome", "verdict", "verdict_lines"]
 
 ALPHA = 0.05
 OUTCOMES = ("supports", "contradicts", "inconclusive")
@@ -161,6 +164,31 @@ def seeds_outcome(diffs: Sequence[float], claimed_sign: int = 1) -> str:
     if low > 0:
         return "supports"
     if high < 0:
+        return "contradicts"
+    return "inconclusive"
+
+
+# The band of a flat statement, in accuracy points: wider than paper 004 Table 3's whole range over m in every
+# column (at most 1.38 points, PGD), narrower than the effects the other cells look for (2-8 points).
+EQUIVALENCE_DELTA = 2.0
+EQUIVALENCE_TEXT = (f"a flat statement (no change) is judged by the same 95% t-interval of the per-seed difference "
+                    f"against the band +-{EQUIVALENCE_DELTA:g} points: it supports when the interval lies inside the "
+                    "band, contradicts when the interval lies entirely outside it, else is inconclusive")
+
+
+def equivalence_outcome(diffs: Sequence[float], delta: float = EQUIVALENCE_DELTA) -> str:
+    """A flat statement (A and B equal within ``delta`` points): supports when the 95% t-interval of the per-seed
+    differences lies inside (-delta, +delta), contradicts when it lies entirely outside the band (above +delta or
+    below -delta), else inconclusive; fewer than :data:`MIN_SEEDS` seeds or a zero-width interval (no estimate of
+    the noise) are inconclusive, as in :func:`seeds_outcome`."""
+    if not delta > 0 or math.isinf(delta):
+        raise ValueError(f"delta must be a finite number of points > 0, got {delta!r}")
+    iv = t_interval(diffs)
+    if iv.n < MIN_SEEDS or iv.high - iv.low <= 0:
+        return "inconclusive"
+    if -delta < iv.low and iv.high < delta:
+        return "supports"
+    if iv.low > delta or iv.high < -delta:
         return "contradicts"
     return "inconclusive"
 
