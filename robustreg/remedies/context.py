@@ -216,11 +216,12 @@ class RemedyContext:
                 if rows.numel() == 0:
                     break
                 at = rows.to(self.device)
+                xs, ys = (x, y) if len(rows) == len(chunk) else (x[at], y[at])
                 target = None if aim is None else aim[rows].to(self.device)
-                result = attack.run(attacked, x[at], y[at], target=target)
-                inside = threat.contains(result.x_adv, x[at])  # never trust an attack: outside the ball is not broken
-                wrong = (judge(self.model, result.x_adv, y[at]) if target is None
-                         else judge(self.model, result.x_adv, y[at], target))
+                result = attack.run(attacked, xs, ys, target=target)
+                inside = threat.contains(result.x_adv, xs)  # never trust an attack: outside the ball is not broken
+                wrong = judge(self.model, result.x_adv, ys) if target is None else judge(self.model, result.x_adv, ys,
+                                                                                         target)
                 hit[rows] = (wrong & inside).cpu()
                 for key in ("forwards", "backwards"):
                     value = result.extras.get(key)
