@@ -133,7 +133,8 @@ SCRIPT = textwrap.dedent('''
     data = load_data("digits", "test")
     report = evaluate(Scaled(build_model("digits-cnn-pretrained"), 1e4), (data.x[:24], data.y[:24]),
                       [("pgd", {"steps": 3})], [0.1], batch_size=8, out=sys.argv[1], progress=False,
-                      adaptive=True, adaptive_budget=600, no_check=json.loads(sys.argv[2]), distributed=True)
+                      adaptive=True, adaptive_budget=600, no_check=json.loads(sys.argv[2]), distributed=True,
+                      targeted=json.loads(sys.argv[3]))
     print(json.dumps({"rank": int(os.environ["RANK"]), "worst": report["worst_case"][0]["robust_accuracy"],
                       "runs": len(report["adaptive"]["runs"])}), flush=True)
 ''')
@@ -145,19 +146,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_adaptive_under_torchrun_gives_the_one_process_report(digits, tmp_path):
+@pytest.mark.parametrize("targeted", [None, "random"])
+def test_adaptive_under_torchrun_gives_the_one_process_report(digits, tmp_path, targeted):
     base, (x, y) = digits
     want = evaluate(Scaled(base, 1e4), (x, y), [("pgd", {"steps": 3})], EPS, batch_size=BATCH, out=tmp_path / "one",
-                    progress=False, adaptive=True, adaptive_budget=600, no_check=QUIET)
+                    progress=False, adaptive=True, adaptive_budget=600, no_check=QUIET, targeted=targeted)
     entry = want["worst_case"][0]
-    assert entry["robust_accuracy"] < entry["robust_accuracy_before_adaptive"]  # the remedies broke points
+    assert want["adaptive"]["runs"]  # remedies ran (aimed at the targets in a targeted run)
+    if targeted is None:
+        assert entry["robust_accuracy"] < entry["robust_accuracy_before_adaptive"]  # the remedies broke points
     script = tmp_path / "adaptive_sharded.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                              "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
     cmd = [TORCHRUN, "--nproc_per_node", "2", "--nnodes", "1", "--master_addr", "127.0.0.1", "--master_port",
-           str(_free_port()), str(script), str(tmp_path / "two"), json.dumps(QUIET)]
+           str(_free_port()), str(script), str(tmp_path / "two"), json.dumps(QUIET), json.dumps(targeted)]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     got = json.loads((tmp_path / "two" / "report.json").read_text())
