@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_distributed_evaluation import _free_port, rank_records
 from torch import nn
 
 import robustreg
@@ -140,12 +140,6 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("targeted", [None, "random"])
 def test_adaptive_under_torchrun_gives_the_one_process_report(digits, tmp_path, targeted):
     base, (x, y) = digits
@@ -167,7 +161,7 @@ def test_adaptive_under_torchrun_gives_the_one_process_report(digits, tmp_path, 
     got = json.loads((tmp_path / "two" / "report.json").read_text())
     assert got["distributed"]["world_size"] == 2
     assert _numbers(got) == _numbers(want)
-    ranks = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"rank"')]
+    ranks = rank_records(done.stdout)  # the ranks print at once: two records can share a line
     # every rank returns rank 0's report, remedies included
     assert sorted(r["rank"] for r in ranks) == [0, 1]
     assert {(r["worst"], r["runs"]) for r in ranks} == {(want["worst_case"][0]["robust_accuracy"],
