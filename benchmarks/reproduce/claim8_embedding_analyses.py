@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2,3,4", help="claim 3's training seeds")
     p.add_argument("--n", type=int, default=128, help="evaluation images (the paper: 128)")
-    p.add_argument("--iterations", type=int, default=200, help="claim 3's recipe (its committed run)")
+    p.add_argument("--iterations", type=int, default=1000, help="claim 3's recipe (its committed run)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--runs", type=Path, default=RUNS)
