@@ -7,10 +7,10 @@ the scale s, the margin m, and the hyperparameter beta ... lead to different tra
 and the adversarial robustness".  Table 2: s 15 -> 60 raises SI-PGD 54.77 -> 58.47 and lowers natural 84.05 ->
 82.12; Table 4: beta 0 -> 0.2 raises natural 81.58 -> 84.05 and lowers PGD 59.59 -> 58.73; Table 3: m 0 ... 0.6
 (s 15) is flat, natural 82.72-84.05 and AA 49.36-50.60 (m 0: 82.95 / 50.11, m 0.2: 84.05 / 50.60, m 0.6: 83.37 /
-49.36).  Here: TRADES-SI at s 15 / m 0.2 / beta 0.2 (claim 5's models, reused), s 60, beta 0, and the ends of
-Table 3, m 0 and m 0.6, with claim 5's digits recipe.  Tables 2 and 4 give directional cells; Table 3's are flat
-cells (the one rule's equivalence band, ``_verdict.EQUIVALENCE_DELTA`` = 2 points): m 0 and m 0.6 each against
-m 0.2 under the AA stand-in and on clean accuracy.
+49.36).  Here: TRADES-SI at s 15 / m 0.2 / beta 0.2 (claim 5's models, reused), s 60, beta 0, and Table 3's other
+m values, 0, 0.1, 0.3, 0.4, 0.5 and 0.6, with claim 5's digits recipe.  Tables 2 and 4 give directional cells;
+Table 3's are flat cells (the one rule's equivalence band, ``_verdict.EQUIVALENCE_DELTA`` = 2 points): each m
+against m 0.2 under the AA stand-in and on clean accuracy.
 
     OMP_NUM_THREADS=1 python benchmarks/reproduce/claim11_si_sensitivity.py --seeds 0,1,2,3,4
 """
@@ -40,18 +40,20 @@ from _verdict import verdict as one_rule
 
 CLAIM = "claim11_si_sensitivity"
 ARMS = [Arm("s15 beta0.2", "trades-si"), Arm("s60", "trades-si", {"s": 60.0}), Arm("beta0", "trades-si", {"beta": 0.0}),
-        Arm("m0", "trades-si", {"m": 0.0}), Arm("m0.6", "trades-si", {"m": 0.6})]
+        *(Arm(f"m{m:g}", "trades-si", {"m": m}) for m in (0.0, 0.1, 0.3, 0.4, 0.5, 0.6))]
+M_ARMS = ("m0", "m0.1", "m0.3", "m0.4", "m0.5", "m0.6")  # Table 3's m values but its default 0.2
 COLUMNS = ["clean", "pgd", "pgd-cw", "si-pgd", "aa"]
 STATEMENTS = [Statement("Table 2: s 60 raises SI-PGD accuracy over s 15", "s60", "s15 beta0.2", "si-pgd"),
               Statement("Table 2: s 60 lowers clean accuracy below s 15", "s60", "s15 beta0.2", "clean", -1),
               Statement("Table 4: beta 0.2 raises clean accuracy over beta 0", "s15 beta0.2", "beta0", "clean"),
               Statement("Table 4: beta 0.2 lowers PGD accuracy below beta 0", "s15 beta0.2", "beta0", "pgd", -1),
               *(Statement(f"Table 3: m {m} leaves {what} where m 0.2 has it", f"m{m}", "s15 beta0.2", column, flat=True)
-                for m in ("0", "0.6") for column, what in (("aa", "AA accuracy"), ("clean", "clean accuracy")))]
+                for m in (a[1:] for a in M_ARMS)
+                for column, what in (("aa", "AA accuracy"), ("clean", "clean accuracy")))]
 SIDE = [*(Statement(f"{a} minus s15 beta0.2 under {c} (not a cell)", a, "s15 beta0.2", c) for a in ("s60", "beta0")
           for c in ("pgd-cw", "aa")),
         *(Statement(f"{a} minus s15 beta0.2 under {c} (not a cell)", a, "s15 beta0.2", c, flat=True)
-          for a in ("m0", "m0.6") for c in ("pgd", "pgd-cw", "si-pgd"))]
+          for a in M_ARMS for c in ("pgd", "pgd-cw", "si-pgd"))]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,8 +77,8 @@ def main(argv: list[str] | None = None) -> Path:
                                  "direction the paper's Tables 2 and 4 show; Table 3's m cells are flat: "
                                  + EQUIVALENCE_TEXT)
     protocol = (f"{recipe.describe()}; arms: trades-si at the registry's s 15, m 0.2, beta 0.2 (claim 5's "
-                "models), with s 60, with beta 0 (both m 0.2), and with m 0 and m 0.6 (Table 3's ends; s 15, beta "
-                "0.2). Evaluation: L_inf eps "
+                "models), with s 60, with beta 0 (both m 0.2), and with m 0, 0.1, 0.3, 0.4, 0.5 and 0.6 "
+                "(Table 3's other values; s 15, beta 0.2). Evaluation: L_inf eps "
                 f"{args.eps:g} on the first {args.n_digits} of the 360 digits test images; PGD, PGD-CW, SI-PGD with "
                 f"{args.steps} steps, attack seed 0, each alone on the clean-correct points; AA column: `{args.aa}` in "
                 "cascade (claim 5's stand-in, not the full standard AutoAttack).\n\n"
