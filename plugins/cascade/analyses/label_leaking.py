@@ -46,9 +46,10 @@ from robustreg.analysis import (
 )
 from robustreg.analysis import progress as _progress
 from robustreg.evaluation import EvalConfig, Mode, craft, make_plan
-from robustreg.evaluation.checking import clean_correct, nonfinite_rows
+from robustreg.evaluation.checking import clean_correct
 from robustreg.options import flag, positive_int, seed_value, with_options
 from robustreg.runtime import predict
+from robustreg.verdict import judge
 
 NAME = "label-leaking"
 SUMMARY = "step_FGSM accuracy above clean accuracy: label leaking (paper 000 section 4.2)"
@@ -79,12 +80,6 @@ def step_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) ->
     return (x + eps * _input_gradient_sign(model, x, y)).clamp(0, 1).detach()
 
 
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        logits = model(x).float()
-    return ((logits.argmax(dim=1) == y) & ~nonfinite_rows(logits)).cpu()
-
-
 def _formula_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float], batch_size: int,
                      show: bool) -> torch.Tensor:
     """len(eps) x n (bool): right on the step_FGSM image of each eps."""
@@ -94,7 +89,7 @@ def _formula_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Se
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         sign = _input_gradient_sign(model, xb, yb)
         for k, e in enumerate(eps):
-            out[k, start:start + xb.shape[0]] = _correct(model, (xb + e * sign).clamp(0, 1), yb)
+            out[k, start:start + xb.shape[0]] = ~judge(model, (xb + e * sign).clamp(0, 1), yb)[0].cpu()
     return out
 
 

@@ -57,12 +57,13 @@ from robustreg.analysis import (
 )
 from robustreg.analysis import progress as _progress
 from robustreg.evaluation import EvalConfig, Mode, craft, make_plan
-from robustreg.evaluation.checking import clean_correct, nonfinite_rows
+from robustreg.evaluation.checking import clean_correct
 from robustreg.evaluation.config import Plan
 from robustreg.evaluation.distributed import SINGLE, Group, process_group, torchrun_env
 from robustreg.options import flag as check_flag
 from robustreg.options import positive_int, seed_value, with_options
 from robustreg.runtime import predict
+from robustreg.verdict import judge
 
 NAME = "transfer"
 SUMMARY = "accuracy of target models on adversarial examples crafted on source models (paper 000 Tables 4, 7-10)"
@@ -79,13 +80,6 @@ def _plan(attacks: Sequence[Any], eps: float | Sequence[float], norm: str, seed:
     return make_plan(list(attacks), eps, config)
 
 
-def _correct(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per sample (CPU bool): ``model`` classifies ``x_adv`` as ``y`` with finite logits (evaluate's judgement)."""
-    with torch.no_grad():
-        logits = model(x_adv).float()
-    return ((logits.argmax(dim=1) == y) & ~nonfinite_rows(logits)).cpu()
-
-
 @dataclass
 class _Scores:
     """Per cell, targets x n (bool): each target right on the source's adversarial example of each point, filled
@@ -98,7 +92,7 @@ class _Scores:
     def add(self, e: int, a: int, k: int, indices: torch.Tensor, x_adv: torch.Tensor) -> None:
         cell = self.flags.setdefault((e, a), torch.zeros(len(self.targets), len(self.y), dtype=torch.bool))
         yb = self.y[indices.to(self.y.device)]
-        cell[:, indices] = torch.stack([_correct(target, x_adv, yb) for target in self.targets])
+        cell[:, indices] = torch.stack([~judge(target, x_adv, yb)[0].cpu() for target in self.targets])
 
 
 def _craft_and_score(plan: Plan, source: nn.Module, targets: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor,
