@@ -193,10 +193,21 @@ def round_ratios(times: list[Timing], ref: list[Timing]) -> dict[str, list[float
     }
 
 
+def _samples_ratio(times: list[Timing], ref: list[Timing]) -> str:
+    """The samples a call sent through the model (forward and backward) over the reference's (median): below 1
+    when an attack stops working on the samples it has broken."""
+    def samples(t: Timing) -> int:
+        return 0 if t.model is None else t.model[2] + t.model[3]
+
+    base = statistics.median(samples(t) for t in ref)
+    return "n/a" if not base else f"{statistics.median(samples(t) for t in times) / base:.3f}"
+
+
 def ratio_rows(labels: list[str], times: list[list[Timing]], steps: int) -> list[list[object]]:
     """Per candidate: median wall s, the median and quartiles of the per-round plain wall ratios to
     candidate 0, the median of the same for CPU time, page faults per step (median), and (when the
-    rounds were clocked) the median and the quartiles of the per-round :func:`corrected_ratio`."""
+    rounds were clocked) the model's work against candidate 0's (:func:`_samples_ratio`) and the median
+    and the quartiles of the per-round :func:`corrected_ratio`."""
     clocked = all(t.model is not None for t in times[0])
     rows: list[list[object]] = []
     for label, per_round in zip(labels, times):
@@ -207,6 +218,7 @@ def ratio_rows(labels: list[str], times: list[list[Timing]], steps: int) -> list
         ]
         if clocked:
             fixed = ratios["corrected"]
+            row.append(_samples_ratio(per_round, times[0]))
             row.append("n/a (the model's passes are not seen)" if fixed is None else quartiles(fixed))
         rows.append(row)
     return rows

@@ -3,10 +3,14 @@
 Each attack runs 20 steps on the same model, batch, eps and step size (eps / 4, random start).
 Ratio = attack time / (20 x one forward+backward of the model w.r.t. the input), all measured in this
 one process.  Target: our attacks at most 1.05x, and native pgd no slower than torchattacks' PGD on
-plain wall time.  Every candidate runs once per round, round-robin; each ratio is the median (with
-quartiles) over rounds of that round's time over the reference's, for wall and for CPU time, with the
-page faults.  A second table puts robustreg pgd against torchattacks' PGD head to head: per round, the
-one's plain wall time over the other's.  The machine's load average before and after the run is printed.
+plain wall time.  robustreg pgd and si-pgd stop working on a sample once one of its iterates succeeded (they
+return the first successful iterate, so the result is the same); the column "samples through the
+model" shows the model work that saves: torchattacks' PGD takes every sample through every step.
+
+Every candidate runs once per round, round-robin; each ratio is the median (with quartiles) over rounds of
+that round's time over the reference's, for wall and for CPU time, with the page faults.  A second table puts
+robustreg pgd against torchattacks' PGD head to head: per round, the one's plain wall time over the other's.
+The machine's load average before and after the run is printed.
 
 On a shared machine the speed of identical work drifts between calls by more than the 5% the target
 allows, so each round's wall ratio is also shown corrected for it (:func:`_common.corrected_ratio`),
@@ -129,10 +133,11 @@ def main() -> None:
     load_after = os.getloadavg()
     times = [t[1:] for t in times]
     rows: list[list[object]] = ratio_rows(list(runs), times, STEPS)
-    rows += [[f"{package} PGD", "not installed", "", "", "", ""] for package in missing]
+    rows += [[f"{package} PGD", "not installed", *[""] * (len(rows[0]) - 2)] for package in missing]
 
     table = markdown_table(["what (20 steps)", "wall s", "plain wall ratio to 20 x fwd+bwd: median [quartiles]",
-                            "CPU ratio", "page faults / step", "speed-corrected wall ratio: median [quartiles]"], rows)
+                            "CPU ratio", "page faults / step", "samples through the model / reference's",
+                            "speed-corrected wall ratio: median [quartiles]"], rows)
     body = (f"Model: {args.model}, batch {len(x)}, eps {eps:.4g}, step eps/4, device {device}, torch threads "
             f"{torch.get_num_threads()}, OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS', 'unset')}, "
             f"malloc {args.malloc}; load average (1, 5, 15 min) {_load(load_before)} before the run, "

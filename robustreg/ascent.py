@@ -4,6 +4,7 @@ seeding of the global RNGs for attacks that wrap toolkits drawing from them."""
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -66,35 +67,135 @@ def pgd_steps(
     and 1.01x torchattacks' against 1.12x and 1.15x.  The in-place update's own arithmetic is cheaper;
     the faults (kernel time) are not.  The values are the same either way (the sign step is exact).
     """
-    linf = threat.norm == "linf"
-    if linf:
-        lo, hi = threat.clip_bounds(x)
-        x_adv = x_start.detach().clamp(lo, hi)
-    else:
-        x_adv = threat.project(x_start.detach(), x)
-    view = (-1,) + (1,) * (x.dim() - 1)
+    ball = _Ball(threat, x)
+    x_adv = ball.enter(x_start)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         (grad,) = torch.autograd.grad(loss_fn(x_adv), x_adv)
-        with torch.no_grad():
-            if linf:
-                x_adv = torch.clamp(x_adv + step_size * grad.sign(), lo, hi)
-            else:
-                g_norm = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(view)
-                x_adv = threat.project(x_adv + step_size * grad / g_norm, x)
+        x_adv = ball.step(x_adv, grad, step_size)
     return x_adv.detach()
 
 
-def _keep_run(extras: dict[str, Any] | None, rows: list[torch.Tensor], idx: torch.Tensor | None) -> None:
-    """Into ``extras``: one run's recorded (loss, hit) rows, for all samples (``idx`` None) or a restart's."""
-    if extras is None or not rows:
+class _Ball:
+    """The threat's ball around the rows of ``x`` still attacked, and one ascent step in it."""
+
+    def __init__(self, threat: ThreatModel, x: torch.Tensor) -> None:
+        self.threat, self.x = threat, x
+        self.linf = threat.norm == "linf"
+        self.lo, self.hi = threat.clip_bounds(x) if self.linf else (x, x)  # linf: one clamp per step
+
+    def enter(self, start: torch.Tensor) -> torch.Tensor:
+        start = start.detach()
+        return start.clamp(self.lo, self.hi) if self.linf else self.threat.project(start, self.x)
+
+    def step(self, x_adv: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+        """linf: clip(x + step_size * sign(g)); l2: proj(x + step_size * g / |g|_2).  A fresh tensor."""
+        with torch.no_grad():
+            if self.linf:
+                return torch.clamp(x_adv + step_size * grad.sign(), self.lo, self.hi)
+            view = (-1,) + (1,) * (grad.dim() - 1)
+            g_norm = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(view)
+            return self.threat.project(x_adv + step_size * grad / g_norm, self.x)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Only ``rows`` (indices into the current rows) are attacked from now on."""
+        self.x = self.x[rows]
+        self.lo, self.hi = (self.lo[rows], self.hi[rows]) if self.linf else (self.x, self.x)
+
+
+def _batch_coupled(model: nn.Module) -> bool:
+    """A module in training mode (BatchNorm's batch statistics, say) may tie a sample's output to the others'."""
+    return any(m.training for m in model.modules())
+
+
+def _forward_fill(trace: torch.Tensor) -> None:
+    """In place: a NaN entry of the N x T ``trace`` takes the entry before it (a row no longer attacked)."""
+    for step in range(1, trace.shape[1]):
+        col = trace[:, step]
+        torch.where(torch.isnan(col), trace[:, step - 1], col, out=col)
+
+
+class _Run:
+    """One run of the tracked ascent (see :func:`projected_gradient_ascent`) over the batch ``x``."""
+
+    def __init__(self, loss_fn: Callable[..., Any], model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 target: torch.Tensor | None, threat: ThreatModel, *, keep_start: bool, drop: bool) -> None:
+        self.loss_fn, self.model, self.threat = loss_fn, model, threat
+        self.x, self.y, self.target = x, y, target
+        self.keep_start, self.drop = keep_start, drop
+        n = len(x)
+        self.out = torch.empty_like(x)  # per row: its first successful iterate, else (at the end) its last
+        self.kept = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self.ever = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self.trace: torch.Tensor | None = None
+        self.rows: torch.Tensor | None = None  # the rows still attacked (None: all of them)
+
+    def __call__(self, start: torch.Tensor, steps: int, step_size: float) -> torch.Tensor:
+        ball = _Ball(self.threat, self.x)
+        cur, ys, ts = ball.enter(start), self.y, self.target
+        for step in range(steps):
+            cur.requires_grad_(True)
+            out = self.loss_fn(self.model, cur, ys, ts)
+            new = None
+            if isinstance(out, tuple):
+                values, logits = out
+                new = self._record(step, steps, cur, values.detach(), _succeeded(logits.detach(), ys, ts))
+                out = values.sum()
+            (grad,) = torch.autograd.grad(out, cur)
+            cur = ball.step(cur, grad, step_size)
+            if new is None or not self.drop:
+                continue
+            stay = (~new).nonzero().squeeze(1)
+            if stay.numel() == 0:
+                return self._finish(None)
+            if stay.numel() < len(new):
+                self.rows = stay if self.rows is None else self.rows[stay]
+                cur, ys, ts = cur[stay], ys[stay], None if ts is None else ts[stay]
+                ball.keep(stay)
+        return self._finish(cur.detach())
+
+    def _record(self, step: int, steps: int, cur: torch.Tensor, values: torch.Tensor,
+                hit: torch.Tensor) -> torch.Tensor | None:
+        """Note the step's losses and hits; keep the iterates that succeed for the first time.  Returns, per row
+        attacked, whether it was kept now (None when the iterate is the clean start, never kept)."""
+        rows = self.rows
+        if self.trace is None:
+            self.trace = torch.full((len(self.x), steps), math.nan, device=values.device)
+        if rows is None:
+            self.trace[:, step] = values.float()
+            self.ever |= hit
+        else:
+            self.trace[rows, step] = values.float()
+            self.ever[rows] |= hit
+        if not (self.keep_start or step > 0):
+            return None
+        new = hit & ~(self.kept if rows is None else self.kept[rows])
+        at = new.nonzero().squeeze(1)
+        if at.numel():
+            where = at if rows is None else rows[at]
+            self.out[where] = cur.detach()[at]
+            self.kept[where] = True
+        return new
+
+    def _finish(self, cur: torch.Tensor | None) -> torch.Tensor:
+        if cur is not None:
+            rows = self.rows if self.rows is not None else torch.arange(len(self.x), device=self.x.device)
+            last = ~self.kept[rows]
+            self.out[rows[last]] = cur[last]
+        if self.trace is not None:
+            _forward_fill(self.trace)
+        return self.out
+
+
+def _keep_run(extras: dict[str, Any] | None, run: _Run, idx: torch.Tensor | None) -> None:
+    """Into ``extras``: one run's loss trace and hits, for all samples (``idx`` None) or a restart's."""
+    if extras is None or run.trace is None:
         return
-    trace, hits = torch.stack(rows[0::2], dim=1), torch.stack(rows[1::2], dim=1).any(dim=1)
     if idx is None:
-        extras["loss_trace"], extras["ever_broken"] = trace, hits
+        extras["loss_trace"], extras["ever_broken"] = run.trace, run.ever
     else:
-        extras["loss_trace"][idx] = trace
-        extras["ever_broken"][idx] |= hits
+        extras["loss_trace"][idx] = run.trace
+        extras["ever_broken"][idx] |= run.ever
 
 
 def projected_gradient_ascent(
@@ -112,54 +213,39 @@ def projected_gradient_ascent(
     generator: torch.Generator,
     extras: dict[str, Any] | None = None,
 ) -> torch.Tensor:
-    """PGD with random start and restarts: :func:`pgd_steps` on ``loss_fn(model, x_adv, y, target)``.
+    """PGD with random start and restarts: the steps of :func:`pgd_steps` on ``loss_fn(model, x_adv, y, target)``.
 
     ``random_start`` draws the start from ``threat.random_point`` with ``generator``.  ``restarts``
     runs: each later run attacks only the samples no earlier run has broken (misclassified, or
     classified as ``target``); a sample still standing keeps the latest run's point.  ``loss_fn``
     returns a scalar to maximise (a targeted attack's loss_fn negates its loss), or the pair
-    ``(per-sample losses N, logits N x K)`` of the forward it made (their sum is ascended).
+    ``(per-sample losses N, logits N x K)`` of the forward it made (their sum is ascended; each sample's
+    loss must depend on that sample only).
 
     When ``loss_fn`` returns the pair, the logits show which iterates succeed, and a sample returns its
     first successful iterate rather than the last one (a larger step can walk out of the adversarial
     region again; AutoAttack's APGD keeps its best point for the same reason).  No forward is added.
     The clean starting point (no random start) is not such an iterate: a sample the model already
-    misclassifies still takes its steps (as the cascade and the defenses' inner loops expect).
+    misclassifies still takes its steps (as the cascade and the defenses' inner loops expect).  Since its
+    later iterates can no longer change what it returns, a sample whose iterate succeeded is not attacked
+    any further: the later steps run on the samples still standing only, so the result is the same and
+    the forward and backward passes are fewer.  Not when a module of ``model`` is in training mode (a
+    BatchNorm's batch statistics tie the samples together): then every sample takes every step.
 
     ``extras``: filled, when ``loss_fn`` returns the pair, with what the automatic checks read (no
     forward added): ``"loss_trace"`` N x steps (the loss at the iterate each step starts from, from the
-    run whose point is returned) and ``"ever_broken"`` (bool N: succeeded at some iterate of some run).
+    run whose point is returned; a sample no longer attacked repeats its loss at the iterate that
+    succeeded) and ``"ever_broken"`` (bool N: succeeded at some iterate of some run).
     """
-    rows: list[torch.Tensor] = []
-    view = (-1,) + (1,) * (x.dim() - 1)
+    drop = not _batch_coupled(model)
 
-    def ascent(xs: torch.Tensor, ys: torch.Tensor, ts: torch.Tensor | None) -> torch.Tensor:
-        first = torch.empty_like(xs)
-        kept = torch.zeros(len(xs), dtype=torch.bool, device=xs.device)  # ``first`` holds a successful iterate
-        calls = 0
-
-        def scalar(xa: torch.Tensor) -> torch.Tensor:
-            nonlocal kept, calls
-            out = loss_fn(model, xa, ys, ts)
-            if not isinstance(out, tuple):
-                return out
-            values, logits = out
-            hit = _succeeded(logits.detach(), ys, ts)
-            if random_start or calls > 0:  # the clean start is not an iterate to keep
-                copy_rows(first, xa.detach(), hit & ~kept)
-                kept = kept | hit
-            calls += 1
-            rows.append(values.detach().float())
-            rows.append(hit)
-            return values.sum()
-
+    def run(xs: torch.Tensor, ys: torch.Tensor, ts: torch.Tensor | None) -> tuple[torch.Tensor, _Run]:
+        one = _Run(loss_fn, model, xs, ys, ts, threat, keep_start=random_start, drop=drop)
         start = threat.random_point(xs, generator) if random_start else xs
-        rows.clear()
-        last = pgd_steps(scalar, xs, start, threat, steps=steps, step_size=step_size)
-        return torch.where(kept.view(view), first, last)
+        return one(start, steps, step_size), one
 
-    x_best = ascent(x, y, target)
-    _keep_run(extras, rows, None)
+    x_best, first = run(x, y, target)
+    _keep_run(extras, first, None)
     if restarts == 1:
         return x_best
     with torch.no_grad():
@@ -169,8 +255,8 @@ def projected_gradient_ascent(
         if idx.numel() == 0:
             break
         t = None if target is None else target[idx]
-        x_new = ascent(x[idx], y[idx], t)
-        _keep_run(extras, rows, idx)
+        x_new, later = run(x[idx], y[idx], t)
+        _keep_run(extras, later, idx)
         with torch.no_grad():
             ok = _succeeded(model(x_new), y[idx], t)
         x_best[idx] = x_new

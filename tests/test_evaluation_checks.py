@@ -110,7 +110,8 @@ def test_every_report_has_checks_deterministic_and_rendered(cnn, digits, tmp_pat
     assert statuses(first)["iterative-beats-single-step"] == "ok"  # fgsm single-step, pgd iterative
     pgd = next(r for r in first["results"] if r["attack"] == "pgd")
     assert "extras" not in pgd  # ever_broken and loss_trace feed the checks; they are not numbers to report
-    assert (pgd["forwards"], pgd["backwards"]) == (10.0, 10.0)
+    # per point: 10 steps, fewer for the points an iterate broke (no further step on them)
+    assert 1.0 < pgd["forwards"] == pgd["backwards"] < 10.0
     block = checks_block(first)
     assert block.startswith("checks:") and "ok (" in block
 
@@ -173,6 +174,37 @@ def test_pgd_family_reports_loss_trace_and_ever_broken(registry, cnn, digits, na
     assert bool((ever >= at_start).all()) or name == "pgd"  # pgd starts at a random point, not at x
     plain = registry.build_attack(name, ThreatModel("linf", EPS), steps=6, restarts=restarts, seed=0)(cnn, x, y)
     assert torch.equal(plain, result.x_adv)  # recording changes nothing
+
+
+class Coupled(nn.Module):
+    """``model`` behind a module left in training mode (``model`` is no submodule of it, so it stays in eval mode)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.__dict__["inner"] = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("name, restarts", [("pgd", 1), ("pgd", 3), ("pgd-cw", 1), ("pgd-dlr", 2)])
+def test_pgd_family_stops_working_on_broken_points(registry, cnn, digits, name, restarts):
+    """A point whose iterate succeeded takes no further step: the same points, hits and standing points' traces
+    as when every point takes every step (a module in training mode turns the shortcut off), in fewer passes."""
+    x, y = digits.tensors(60)
+
+    def attack():
+        return registry.build_attack(name, ThreatModel("linf", EPS), steps=8, restarts=restarts, seed=0,
+                                     eval_mode=False)
+
+    early, full = attack().run(cnn, x, y), attack().run(Coupled(cnn), x, y)
+    assert torch.equal(early.x_adv, full.x_adv)
+    ever = full.extras["ever_broken"]
+    assert 0 < int(ever.sum()) < len(y) and torch.equal(early.extras["ever_broken"], ever)
+    assert torch.equal(early.extras["loss_trace"][~ever], full.extras["loss_trace"][~ever])
+    assert bool(torch.isfinite(early.extras["loss_trace"]).all())
+    assert float(early.extras["forwards"].sum()) < float(full.extras["forwards"].sum())
+    assert float(full.extras["forwards"].sum()) >= 8 * len(y)
 
 
 def test_single_step_derivation(registry):
