@@ -81,11 +81,15 @@ def test_bpda_backward_as_and_shape_check():
 
 @pytest.mark.parametrize("name, steps", [("pgd", 1), ("pgd", 7), ("si-pgd", 7)])  # si-pgd: its gradient starts
 def test_pass_counter_counts_pgd_k_as_k_forwards_and_k_backwards(reg, digits, name, steps):  # at the features
-    model, x, y = digits
-    attack = reg.build_attack(name, ThreatModel("linf", 0.1), seed=0, steps=steps)
+    model, x, y = digits  # all correctly classified: at eps 1e-4 none breaks, so each takes every step
+    attack = reg.build_attack(name, ThreatModel("linf", 1e-4), seed=0, steps=steps)
     with PassCounter(model) as passes:
         attack.perturb(model, x, y, torch.Generator().manual_seed(0))
     assert (passes.forwards, passes.backwards) == (steps * len(x), steps * len(x))
+    with PassCounter(model) as fewer:  # at eps 0.3 most break, and a broken point takes no further step
+        reg.build_attack(name, ThreatModel("linf", 0.3), seed=0, steps=steps).perturb(
+            model, x, y, torch.Generator().manual_seed(0))
+    assert fewer.forwards == fewer.backwards and len(x) <= fewer.forwards < steps * len(x) or steps == 1
     with PassCounter(model) as none:
         with torch.no_grad():
             model(x)
@@ -93,8 +97,9 @@ def test_pass_counter_counts_pgd_k_as_k_forwards_and_k_backwards(reg, digits, na
 
 
 def test_the_base_reports_passes_per_sample_in_evaluate_and_compare(reg, digits, tmp_path):
-    """PGD-k costs k forwards and k backwards per attacked sample, FGSM one of each, counted by the base for
-    native and toolkit attacks alike; report.json, the table and compare show them."""
+    """PGD-k costs k forwards and k backwards per attacked sample (native pgd fewer: a point it broke takes no
+    further step), FGSM one of each, counted by the base for native and toolkit attacks alike; report.json, the
+    table and compare show them."""
     from robustreg.compare import compare
     from robustreg.evaluation import evaluate
     from robustreg.report import render_table
@@ -103,12 +108,13 @@ def test_the_base_reports_passes_per_sample_in_evaluate_and_compare(reg, digits,
     report = evaluate(model, (x[:40], y[:40]), [("pgd", {"steps": 5}), "fgsm"], 0.05, registry=reg, progress=False,
                       mode="independent", no_check=["logit-scale", "unbounded-attack", "zero-gradients"])
     by = {r["attack"]: r for r in report["results"]}
-    assert (by["pgd"]["forwards"], by["pgd"]["backwards"]) == (5.0, 5.0)
+    assert 1.0 <= by["pgd"]["forwards"] == by["pgd"]["backwards"] <= 5.0  # fewer on the points it broke on the way
     assert (by["fgsm"]["forwards"], by["fgsm"]["backwards"]) == (1.0, 1.0)
     assert "fwd/sample" in render_table(report)
     rows = compare(model, (x[:40], y[:40]), "pgd", 0.05, toolkits=["native", "torchattacks"], params={"steps": 4},
                    registry=reg, progress=False, noise=False, no_check=["logit-scale", "unbounded-attack"])["results"]
-    assert [(r["forwards"], r["backwards"]) for r in rows] == [(4.0, 4.0), (4.0, 4.0)]
+    native, theirs = ((r["forwards"], r["backwards"]) for r in rows)
+    assert theirs == (4.0, 4.0) and native[0] == native[1] and 1.0 <= native[0] <= 4.0
 
 
 def test_eot_on_the_command_line(tmp_path):
