@@ -11,16 +11,28 @@ cells, ``compare``'s rows, the curve's verifiers and the remedies all judge thro
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from .attack import Attack, AttackError, AttackResult, within_eps
+from .attack import PASS_EXTRAS, Attack, AttackError, AttackResult, within_eps
 from .threat import ThreatModel
 
-__all__ = ["Judged", "attack_and_judge", "broken_rows", "clean_correct", "judge", "nonfinite_rows"]
+__all__ = ["Judged", "Verdict", "attack_and_judge", "attack_each_target", "broken_rows", "clean_correct", "judge",
+           "nonfinite_rows"]
+
+
+class Verdict(Protocol):
+    """(model, x_adv, y) -> broken (bool N); with ``target`` (a targeted run's only): broken when the target is
+    reached.  An untargeted run calls it without ``target``.  Another rule than :func:`judge`'s argmax, e.g. the
+    majority of several forwards of a randomised model (:func:`robustreg.remedies.majority`)."""
+
+    def __call__(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
+                 target: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 def nonfinite_rows(logits: torch.Tensor) -> torch.Tensor:
@@ -68,11 +80,12 @@ class Judged:
 def attack_and_judge(attack: Attack, attacked: nn.Module, judge_model: nn.Module, threat: ThreatModel,
                      x: torch.Tensor, y: torch.Tensor, *, label: str,
                      context: AbstractContextManager[object] | None = None,
-                     target: torch.Tensor | None = None) -> Judged:
+                     target: torch.Tensor | None = None, verdict: Verdict | None = None) -> Judged:
     """Run ``attack`` on ``attacked`` (timed, inside ``context``), read a minimal-norm attack's point at the
     threat's eps (:func:`robustreg.attack.within_eps`), refuse a point outside the threat, and judge every
-    point with ``judge_model`` (:func:`judge`).  ``x``, ``y`` and ``target`` (a targeted run: the attack gets
-    it, and broken means predicted as it) are on the model's device."""
+    point with ``judge_model`` (:func:`judge`, or ``verdict``: then ``nonfinite`` is not computed and reads
+    False).  ``x``, ``y`` and ``target`` (a targeted run: the attack gets it, and broken means predicted as it)
+    are on the model's device."""
     start = time.perf_counter()
     with context if context is not None else nullcontext():
         result = attack.run(attacked, x, y, target=target)
@@ -80,5 +93,105 @@ def attack_and_judge(attack: Attack, attacked: nn.Module, judge_model: nn.Module
     x_adv = within_eps(threat, result.x_adv, x) if attack.info.minimal_norm else result.x_adv
     if not bool(threat.contains(x_adv, x).all()):  # the base checks this too; never trust an attack
         raise AttackError(f"attack {label!r} returned points outside {threat.describe()}")
-    broken, bad = judge(judge_model, x_adv, y, target)
+    if verdict is None:
+        broken, bad = judge(judge_model, x_adv, y, target)
+    else:
+        broken = verdict(judge_model, x_adv, y) if target is None else verdict(judge_model, x_adv, y, target)
+        bad = torch.zeros_like(broken)
     return Judged(broken.cpu(), threat.distance(x_adv, x).float().cpu(), bad.cpu(), result, seconds, x_adv)
+
+
+# --- one batch toward each of several targets ---------------------------------------------------------
+Context = Callable[[], "AbstractContextManager[object] | None"]
+
+
+def _per_sample(value: Any, count: int) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == count
+
+
+@dataclass
+class _Merged:
+    """The runs so far over the batch's n points (``broken``, ``distance``, ``nonfinite`` on the CPU)."""
+
+    first: Judged
+    extras: dict[str, Any] = field(default_factory=dict)
+    queries: torch.Tensor | None = None
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        n = self.first.broken.shape[0]
+        result = self.first.result
+        self.extras = {key: value.clone() if isinstance(value, torch.Tensor) else value
+                       for key, value in result.extras.items()}
+        if result.queries is not None:
+            self.queries = torch.as_tensor(result.queries).detach().to("cpu", torch.float64).reshape(-1).expand(n)
+            self.queries = self.queries.clone()
+        self.seconds = self.first.seconds
+
+    def add(self, idx: torch.Tensor, run: Judged) -> None:
+        """Merge a run on the points ``idx`` (CPU) of the batch."""
+        first, count = self.first, idx.numel()
+        first.broken[idx], first.distance[idx], first.nonfinite[idx] = run.broken, run.distance, run.nonfinite
+        first.result.x_adv[idx.to(first.result.x_adv.device)] = run.result.x_adv
+        if first.x_adv is not None and run.x_adv is not None:  # the judged points, what save_adv keeps
+            first.x_adv[idx.to(first.x_adv.device)] = run.x_adv
+        self.seconds += run.seconds
+        if run.result.queries is not None and self.queries is not None:
+            self.queries[idx] += torch.as_tensor(run.result.queries).detach().to("cpu", torch.float64).reshape(-1)
+        for key, value in run.result.extras.items():
+            self._extra(key, value, idx, count, run.result)
+
+    def _extra(self, key: str, value: Any, idx: torch.Tensor, count: int, result: AttackResult) -> None:
+        summed = key in PASS_EXTRAS or result.reduction(key) == "sum"
+        held = self.extras.get(key)
+        if key == "flags":
+            mine = [held] if isinstance(held, str) else list(held or ())
+            new = [value] if isinstance(value, str) else list(value or ())
+            self.extras[key] = mine + [flag for flag in new if flag not in mine]
+        elif _per_sample(value, count):
+            if not (isinstance(held, torch.Tensor) and held.shape[1:] == value.shape[1:]):
+                self.extras.pop(key, None)  # runs that disagree on its shape: nothing to merge it into
+                return
+            rows = idx.to(held.device)
+            part = value.detach().to(held.device, held.dtype)
+            held[rows] = held[rows] + part if summed else part
+        elif summed and isinstance(held, (int, float)) and isinstance(value, (int, float)):
+            self.extras[key] = held + value
+        else:
+            self.extras[key] = value
+
+    def judged(self) -> Judged:
+        first = self.first
+        result = AttackResult(first.result.x_adv, self.queries, self.extras, dict(first.result.reductions))
+        return Judged(first.broken, first.distance, first.nonfinite, result, self.seconds, first.x_adv)
+
+
+def attack_each_target(attack: Attack, attacked: nn.Module, judge_model: nn.Module, threat: ThreatModel,
+                       x: torch.Tensor, y: torch.Tensor, targets: Sequence[torch.Tensor | None], *, label: str,
+                       context: Context, verdict: Verdict | None = None) -> Judged:
+    """One batch attacked toward each of several targets in turn (all-classes), judged as one.
+
+    Attack ``x`` toward ``targets[0]`` (None: untargeted), then each later target on the points still
+    standing (AutoAttack's targeted loop does the same); broken when any target is reached (``context()``: a
+    fresh context for each run, e.g. the autocast, or None; ``verdict``: as :func:`attack_and_judge`'s).
+    ``x``, ``y`` and the targets are on the model's device; one target is one :func:`attack_and_judge`.
+
+    The runs merge into one :class:`Judged`, recorded like any other batch.  A point's adversarial point,
+    distance, non-finite flag and per-sample extras are those of the last run it took part in (the run that
+    reached its target, or the last target's); its queries and its forward and backward passes (and any
+    extra the attack declares summed) add up over the runs; flags are collected; another scalar extra keeps
+    the last run's value."""
+    first = attack_and_judge(attack, attacked, judge_model, threat, x, y, label=label, context=context(),
+                             target=targets[0], verdict=verdict)
+    if len(targets) == 1:
+        return first
+    merged = _Merged(first)
+    for target in targets[1:]:
+        todo = (~first.broken).nonzero().flatten()
+        if todo.numel() == 0:
+            break
+        rows = todo.to(x.device)
+        run = attack_and_judge(attack, attacked, judge_model, threat, x[rows], y[rows], label=label,
+                               context=context(), target=None if target is None else target[rows], verdict=verdict)
+        merged.add(todo, run)
+    return merged.judged()

@@ -34,12 +34,11 @@ from ..data.source import Images, as_images
 from ..progress import bar_postfix, progress_to
 from ..runtime import FastModel, SpeedOptions, fast_model, model_device, predict
 from ..threat import ThreatModel
-from ..verdict import Judged, attack_and_judge, clean_correct, nonfinite_rows
+from ..verdict import Judged, attack_and_judge, attack_each_target, clean_correct, nonfinite_rows
 from .adversarial import AdversarialSink, AdvWriter
 from .checking import evaluation_checks
 from .config import EvalConfig, Plan
 from .distributed import SINGLE, Group, Shards, check_pieces, plain_record, replay, shard_batches
-from .each_target import attack_each_target
 from .probe import probe_model
 from .state import DataHash, RunState, data_fingerprint, fingerprint, load_state, same_data
 from .targets import Targets

@@ -22,7 +22,8 @@ Example (a plugin)::
 
 from __future__ import annotations
 
-from .context import ARGMAX, Attempt, Budget, RemedyContext, Verdict, majority, misclassified
+from ..verdict import Verdict
+from .context import ARGMAX, Attempt, Budget, RemedyContext, majority, misclassified
 from .rule import VOTES, Rule, correct_under, rule_for
 from .run import Adaptive, RemedyJob, run_remedies, suggestions
 

@@ -11,24 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data.source import Images, as_images
 from ..threat import ThreatModel
-from ..verdict import judge
+from ..verdict import Verdict, attack_each_target, judge
 
-__all__ = ["ARGMAX", "Aims", "Attempt", "Budget", "RemedyContext", "Verdict", "majority", "misclassified"]
-
-
-class Verdict(Protocol):
-    """(model, x_adv, y) -> broken (bool N); with ``target`` (a targeted evaluation's only): broken when the
-    target is reached.  An untargeted evaluation calls it without ``target``."""
-
-    def __call__(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
-                 target: torch.Tensor | None = None) -> torch.Tensor: ...
+__all__ = ["ARGMAX", "Aims", "Attempt", "Budget", "RemedyContext", "majority", "misclassified"]
 
 
 #: a targeted evaluation's targets: sample indices (CPU) -> one target tensor per targeted run (CPU int64)
@@ -205,27 +197,14 @@ class RemedyContext:
     def _run(self, attack: Any, attacked: nn.Module, e: int, idx: torch.Tensor,
              judge: Verdict) -> tuple[torch.Tensor, float]:
         """Per point of ``idx``: broken; and the passes per attacked point.  A targeted evaluation runs once per
-        target tensor, each run on the points no earlier one broke."""
+        target tensor, each run on the points no earlier one broke (:func:`robustreg.verdict.attack_each_target`)."""
         threat = self.threat(e)
         broken, passes = [], 0.0
         for chunk in idx.split(self.batch_size):
             x, y = self.x[chunk].to(self.device), self.y[chunk].to(self.device)
-            hit = torch.zeros(len(chunk), dtype=torch.bool)
-            for aim in [None] if self.targets is None else self.targets(chunk):
-                rows = (~hit).nonzero().flatten()
-                if rows.numel() == 0:
-                    break
-                at = rows.to(self.device)
-                xs, ys = (x, y) if len(rows) == len(chunk) else (x[at], y[at])
-                target = None if aim is None else aim[rows].to(self.device)
-                result = attack.run(attacked, xs, ys, target=target)
-                inside = threat.contains(result.x_adv, xs)  # never trust an attack: outside the ball is not broken
-                wrong = judge(self.model, result.x_adv, ys) if target is None else judge(self.model, result.x_adv, ys,
-                                                                                         target)
-                hit[rows] = (wrong & inside).cpu()
-                for key in ("forwards", "backwards"):
-                    value = result.extras.get(key)
-                    if isinstance(value, torch.Tensor):
-                        passes += float(value.double().sum())
-            broken.append(hit)
+            aims = [None] if self.targets is None else [aim.to(self.device) for aim in self.targets(chunk)]
+            judged = attack_each_target(attack, attacked, self.model, threat, x, y, aims, label=attack.label(),
+                                        context=lambda: None, verdict=judge)
+            broken.append(judged.broken)
+            passes += sum(float(judged.result.extras[key].double().sum()) for key in ("forwards", "backwards"))
         return torch.cat(broken), passes / max(int(idx.numel()), 1)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..data.source import Images
-from .context import ARGMAX, Verdict, majority, misclassified
+from ..verdict import Verdict
+from .context import ARGMAX, majority, misclassified
 
 __all__ = ["VOTES", "Rule", "correct_under", "rule_for"]
 
