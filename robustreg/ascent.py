@@ -128,7 +128,7 @@ class _Run:
         self.kept = torch.zeros(n, dtype=torch.bool, device=x.device)
         self.ever = torch.zeros(n, dtype=torch.bool, device=x.device)
         self.trace: torch.Tensor | None = None
-        self.rows: torch.Tensor | None = None  # the rows still attacked (None: all of them)
+        self.rows: torch.Tensor | None = None  # the rows still attacked, CPU indices (None: all of them)
 
     def __call__(self, start: torch.Tensor, steps: int, step_size: float) -> torch.Tensor:
         ball = _Ball(self.threat, self.x)
@@ -157,7 +157,7 @@ class _Run:
     def _record(self, step: int, steps: int, cur: torch.Tensor, values: torch.Tensor,
                 hit: torch.Tensor) -> torch.Tensor | None:
         """Note the step's losses and hits; keep the iterates that succeed for the first time.  Returns, per row
-        attacked, whether it was kept now (None when the iterate is the clean start, never kept)."""
+        attacked, whether it was kept now (bool, CPU; None when the iterate is the clean start, never kept)."""
         rows = self.rows
         if self.trace is None:
             self.trace = torch.full((len(self.x), steps), math.nan, device=values.device)
@@ -169,7 +169,7 @@ class _Run:
             self.ever[rows] |= hit
         if not (self.keep_start or step > 0):
             return None
-        new = hit & ~(self.kept if rows is None else self.kept[rows])
+        new = (hit & ~(self.kept if rows is None else self.kept[rows])).cpu()  # the step's one host sync
         at = new.nonzero().squeeze(1)
         if at.numel():
             where = at if rows is None else rows[at]
@@ -179,9 +179,9 @@ class _Run:
 
     def _finish(self, cur: torch.Tensor | None) -> torch.Tensor:
         if cur is not None:
-            rows = self.rows if self.rows is not None else torch.arange(len(self.x), device=self.x.device)
-            last = ~self.kept[rows]
-            self.out[rows[last]] = cur[last]
+            rows = self.rows if self.rows is not None else torch.arange(len(self.x))
+            last = (~self.kept[rows]).cpu()
+            self.out[rows[last]] = cur[last.to(cur.device)]
         if self.trace is not None:
             _forward_fill(self.trace)
         return self.out
