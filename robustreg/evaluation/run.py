@@ -283,45 +283,57 @@ def _example(x: Images, state: RunState, plan: Plan, device: torch.device) -> to
     return x[points[: plan.batch_size]].to(device)
 
 
-def _run_cells(model: nn.Module, x: Images, y: torch.Tensor, plan: Plan, config: EvalConfig,
-               device: torch.device, state: RunState, group: Group, stacklevel: int,
-               targets: Targets | None = None) -> tuple[float, float]:
-    """Every cell (sharded over ``group`` when it has several ranks); this rank's seconds, and of them
+@dataclass
+class _Job:
+    """One evaluation as :func:`run_and_check` opened it: what the cells run on and where they are kept."""
+
+    model: nn.Module
+    x: Images
+    y: torch.Tensor
+    plan: Plan
+    config: EvalConfig
+    device: torch.device
+    state: RunState
+    group: Group
+    targets: Targets | None
+
+
+def _run_cells(job: _Job, stacklevel: int) -> tuple[float, float]:
+    """Every cell (sharded over ``job.group`` when it has several ranks); this rank's seconds, and of them
     those after its own batches of each cell (waiting for the other ranks, the gather)."""
-    show = config.progress and group.is_main
-    speed = config.speed
+    show = job.config.progress and job.group.is_main
+    speed = job.config.speed
     started, gather = time.perf_counter(), 0.0
-    example = _example(x, state, plan, device) if speed.compile else None
-    with fast_model(model, device, speed, example) as attacked:
-        bar = _progress_bar(show, len(plan.eps) * len(plan.plans) * state.correct_count)
+    example = _example(job.x, job.state, job.plan, job.device) if speed.compile else None
+    with fast_model(job.model, job.device, speed, example) as attacked:
+        bar = _progress_bar(show, len(job.plan.eps) * len(job.plan.plans) * job.state.correct_count)
         try:
-            gather = _run_runner(model, x, y, plan, config, device, state, group, bar, attacked, stacklevel + 1,
-                                 targets)
+            gather = _run_runner(job, bar, attacked, stacklevel + 1)
         finally:
             if bar is not None:
                 bar.close()
     return time.perf_counter() - started, gather
 
 
-def _run_runner(model: nn.Module, x: Images, y: torch.Tensor, plan: Plan, config: EvalConfig,
-                device: torch.device, state: RunState, group: Group, bar: Any, attacked: nn.Module,
-                stacklevel: int, targets: Targets | None = None) -> float:
+def _run_runner(job: _Job, bar: Any, attacked: nn.Module, stacklevel: int) -> float:
     """One :class:`Runner` (a :class:`ShardedRunner` over several ranks) over every cell; the gather's seconds."""
+    config, plan, state, group = job.config, job.plan, job.state, job.group
     adv = None
     if config.save_adv is not None:
-        adv = AdvWriter(Path(config.save_adv), plan, state.fingerprint, list(x.shape[1:]), group.is_main)
+        adv = AdvWriter(Path(config.save_adv), plan, state.fingerprint, list(job.x.shape[1:]), group.is_main)
         group.main_run(adv.start)  # rank 0 checks the folder; a refusal is raised on every rank before any writes
-    common = {"bar": bar, "attacked": attacked, "speed": config.speed, "targets": targets, "adv": adv}
+    common = {"bar": bar, "attacked": attacked, "speed": config.speed, "targets": job.targets, "adv": adv}
     # progress inside an attack call (AutoAttack's sub-attacks, SPSA's steps, ...) as the bar's postfix
     reports = progress_to(bar_postfix(bar)) if bar is not None else nullcontext()
+    points = (job.model, job.x, job.y, plan, job.device, state)
     if group.world_size == 1 and not config.distributed:
-        runner = Runner(model, x, y, plan, device, state, **common)
+        runner = Runner(*points, **common)
         with reports:
             runner.run_all(stacklevel + 1)
         gather = 0.0
     else:
         shards = Shards.open(config.state_file, state.fingerprint, group)
-        runner = ShardedRunner(model, x, y, plan, device, state, group=group, shards=shards, **common)
+        runner = ShardedRunner(*points, group=group, shards=shards, **common)
         with reports:
             runner.run_all(stacklevel + 1)
         shards.remove(group)  # every cell is in rank 0's state now
@@ -355,7 +367,8 @@ def run_and_check(model: nn.Module, x: Images | torch.Tensor, y: torch.Tensor, p
         num_classes = (config.data_info or {}).get("num_classes")
         targets = None if plan.targeted is None else Targets.choose(plan.targeted, clean_logits, y, plan.seed,
                                                                     num_classes)
-        seconds, gather = _run_cells(model, x, y, plan, config, device, state, group, stacklevel + 1, targets)
+        job = _Job(model, x, y, plan, config, device, state, group, targets)
+        seconds, gather = _run_cells(job, stacklevel + 1)
         found = evaluation_checks(model, x, y, clean_logits, plan, state, device, config.no_check,
                                   check_pieces(group),  # on every rank: their attacks are shared out
                                   num_classes=num_classes)
