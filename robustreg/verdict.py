@@ -4,8 +4,10 @@ A sample is broken when the model itself, run on the adversarial point in float3
 class than the label, or returns a row holding a NaN or inf (such a row has no meaningful argmax; its
 argmax would be 0 and count class 0 as right).  Targeted (``target=``): broken when it predicts the
 target class (a non-finite row still counts as broken).  The attack's own success flags are never trusted:
-:func:`attack_and_judge` checks the point is inside the threat, then asks the model.  ``evaluate``'s
-cells, ``compare``'s rows, the curve's verifiers and the remedies all judge through here.
+:func:`attack_and_judge` checks the point is inside the threat, then asks the model (or a caller's
+:class:`Verdict`: the remedies' majority rule for a randomised model); :func:`attack_each_target` runs it
+toward each of several targets in turn.  ``evaluate``'s cells, ``compare``'s rows, the curve's verifiers
+and the remedies all judge through here.
 """
 
 from __future__ import annotations

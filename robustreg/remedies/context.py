@@ -1,9 +1,10 @@
 """What a remedy is handed: the points still standing, a budget, and one way to attack them.
 
 A remedy never judges its own success: :meth:`RemedyContext.attack` runs a registered attack on the
-points still standing, checks every adversarial point against the ball and the box, and asks the
-model itself (float32, eval mode) whether it is misclassified -- or, for a randomised model, whether
-it is misclassified in the majority of several draws (:func:`majority`).  What it breaks is removed
+points still standing through the evaluation's own :func:`robustreg.verdict.attack_each_target` (a point
+outside the ball or the box is the attack's bug, an AttackError; a minimal-norm attack's point is read at
+eps), and asks the model itself (float32, eval mode) whether it is misclassified -- or, for a randomised
+model, whether it is misclassified in the majority of several draws (:func:`majority`).  What it breaks is removed
 from the standing points and recorded as an :class:`Attempt`.
 """
 
