@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -234,12 +234,22 @@ def attack_config(registry: Any, plan: AttackPlan, seed: int | None) -> AttackCo
         raise TypeError(f"attack {plan.name!r} rejected its parameters {plan.params!r}: {exc}") from exc
 
 
+class Buildable(Protocol):
+    """What a plan builds an attack from: a :class:`robustreg.AttackConfig` (its parameters resolved once), or an
+    attack a caller built (:func:`robustreg.evaluation.craft.craft_attack`)."""
+
+    @property
+    def values(self) -> Mapping[str, Any]: ...
+
+    def build(self, threat: ThreatModel) -> Attack: ...
+
+
 @dataclass(frozen=True)
 class Plan:
     """The resolved grid: attacks (in run order) x eps (ascending) under one norm, seed and mode.
 
     ``configs``: each attack's parameters resolved once (:class:`robustreg.AttackConfig`, in the order of
-    ``plans``); :meth:`build` only builds them for an eps."""
+    ``plans``; any :class:`Buildable`); :meth:`build` only builds them for an eps."""
 
     plans: list[AttackPlan]
     eps: list[float]
@@ -249,7 +259,7 @@ class Plan:
     batch_size: int
     registry: Any
     targeted: str | None = None  # the targeted mode (robustreg.evaluation.targets), None: untargeted
-    configs: tuple[AttackConfig, ...] = ()
+    configs: tuple[Buildable, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.configs:  # a Plan made by hand: resolve here, once

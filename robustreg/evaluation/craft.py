@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..attack import Attack
 from ..data.source import as_images
+from ..threat import ThreatModel
 from .adversarial import AdversarialSink
 from .config import AttackPlan, Mode, Plan
 from .distributed import SINGLE, Group
@@ -69,7 +70,7 @@ class _Built:
     def values(self) -> Mapping[str, Any]:
         return dict(self.attack.config)
 
-    def build(self, threat: Any) -> Attack:
+    def build(self, threat: ThreatModel) -> Attack:
         return self.attack
 
 
@@ -96,7 +97,7 @@ def craft_attack(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Ten
     threat = attack.threat
     label = attack.label()
     plan = Plan([AttackPlan(label, {}, label)], [threat.eps], threat.norm, None, Mode.INDEPENDENT, batch_size, None,
-                configs=(_Built(attack),))  # type: ignore[arg-type]  # stands for an AttackConfig: values, build()
+                configs=(_Built(attack),))
     points = _Points()
     craft(model, x, y, plan, x.device, points)
     return points.stacked()
