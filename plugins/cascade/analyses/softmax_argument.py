@@ -32,6 +32,7 @@ from robustreg.analysis import (
     record_inputs,
 )
 from robustreg.options import with_options
+from robustreg.verdict import broken_rows
 
 from .directions import DEFAULT_EPS, DIRECTIONS, SweepConfig, directions, perturb, random_signs, sign_eps
 
@@ -58,7 +59,7 @@ def _batch_arguments(model: nn.Module, x: torch.Tensor, y: torch.Tensor, signs: 
             for e, value in enumerate(eps):
                 logits = model(perturb(x, dirs[name], value)).double()
                 true, false = true_and_false(logits, y)
-                correct = (logits.argmax(dim=1) == y) & torch.isfinite(logits).all(dim=1)
+                correct = ~broken_rows(logits, y)  # the one verdict: right argmax, finite row
                 out[d, e] = torch.stack([true, false, correct.double()]).cpu()
     return out
 
