@@ -21,6 +21,7 @@ from robustreg.models import (
     builtin_model_specs,
     cifar_marabou_large,
     digits_cnn,
+    digits_cnn_cache,
     lenet5_mnist,
     load_checkpoint,
     parse_normalize,
@@ -364,7 +365,8 @@ def test_cifar_checkpoints_on_exact_images(models_dir, cifar_npz, name, fname, e
 def test_pretrained_digits_cnn_trains_caches_and_reloads(tmp_path):
     cache = tmp_path / "cache"
     model = pretrained_digits_cnn(cache)
-    path = cache / "digits_cnn_seed0.pt"
+    path = digits_cnn_cache(cache)
+    assert path.name.startswith("digits_cnn_seed0_torch") and torch.__version__ in path.name
     assert path.is_file() and not list(cache.glob("*.tmp"))
     assert not model.training
     x, y = load_data("digits").tensors()
@@ -392,7 +394,7 @@ def test_pretrained_digits_cnn_trains_caches_and_reloads(tmp_path):
 def test_pretrained_digits_cnn_uses_env_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUSTREG_CACHE", str(tmp_path))
     model = digits_cnn()
-    torch.save(model.state_dict(), tmp_path / "digits_cnn_seed7.pt")  # pre-seeded cache: no training
+    torch.save(model.state_dict(), digits_cnn_cache(tmp_path, seed=7))  # pre-seeded cache: no training
     loaded = build_model("digits-cnn-pretrained", seed=7)
     torch.testing.assert_close(loaded.fc1.weight, model.fc1.weight)
 

@@ -33,7 +33,7 @@ from .small import (
     resnet4b_net,
 )
 from .wide_resnet import WideResNet, wide_resnet, wrn_28_10, wrn_34_10
-from .zoo import cache_root, pretrained_digits_cnn, train_digits_cnn
+from .zoo import cache_root, digits_cnn_cache, pretrained_digits_cnn, train_digits_cnn
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -57,6 +57,7 @@ __all__ = [
     "load_state_dict_file",
     "parse_normalize",
     "preact_resnet18",
+    "digits_cnn_cache",
     "pretrained_digits_cnn",
     "resnet4b",
     "resnet4b_net",

@@ -13,7 +13,7 @@ from ..data import load_data
 from ..files import save_atomic
 from .small import DigitsCNN, digits_cnn
 
-__all__ = ["CACHE_ENV", "cache_root", "pretrained_digits_cnn", "train_digits_cnn"]
+__all__ = ["CACHE_ENV", "cache_root", "digits_cnn_cache", "pretrained_digits_cnn", "train_digits_cnn"]
 
 CACHE_ENV = "ROBUSTREG_CACHE"
 
@@ -65,15 +65,26 @@ def train_digits_cnn(*, seed: int = 0, epochs: int = 15, batch_size: int = 64, l
     return model.eval()
 
 
+def digits_cnn_cache(cache_dir: str | os.PathLike | None = None, *, seed: int = 0) -> Path:
+    """Where :func:`pretrained_digits_cnn` keeps its weights: ``digits_cnn_seed{seed}_torch{version}_{cpu}.pt``.
+
+    The torch version and the CPU kernels torch picked (``AVX2``, ``AVX512``, ``DEFAULT``) are part of the
+    name: the same recipe trained by another torch build or on another CPU ends a few last bits apart, and
+    reports on the model then differ at the last point, so a cache from elsewhere is never taken for this
+    machine's."""
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return cache_root(cache_dir) / f"digits_cnn_seed{seed}_torch{torch.__version__}_{kernels}.pt"
+
+
 def pretrained_digits_cnn(cache_dir: str | os.PathLike | None = None, *, seed: int = 0) -> DigitsCNN:
-    """:func:`digits_cnn` trained on the ``digits`` train split, cached as ``digits_cnn_seed{seed}.pt``.
+    """:func:`digits_cnn` trained on the ``digits`` train split, cached at :func:`digits_cnn_cache`.
 
     ``cache_dir``: default ``$ROBUSTREG_CACHE`` or ``~/.cache/robustreg``.  The first call trains
     (deterministic for ``seed``; a few seconds on CPU) and writes the weights atomically; later
     calls load them.  An unreadable cache file is retrained and replaced; an unwritable cache
     directory only warns.  Returns the model in eval mode on the CPU (about 98% test accuracy).
     """
-    path = cache_root(cache_dir) / f"digits_cnn_seed{seed}.pt"
+    path = digits_cnn_cache(cache_dir, seed=seed)
     if path.is_file():
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
