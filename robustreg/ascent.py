@@ -7,6 +7,7 @@ import contextlib
 import math
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -115,14 +116,24 @@ def _forward_fill(trace: torch.Tensor) -> None:
         torch.where(torch.isnan(col), trace[:, step - 1], col, out=col)
 
 
+@dataclass(frozen=True)
+class _Ascent:
+    """What every run of one :func:`projected_gradient_ascent` call shares."""
+
+    loss_fn: Callable[..., Any]
+    model: nn.Module
+    threat: ThreatModel
+    keep_start: bool  # the start is an iterate (a random start), not the clean point
+    drop: bool  # a kept row takes no further step
+
+
 class _Run:
     """One run of the tracked ascent (see :func:`projected_gradient_ascent`) over the batch ``x``."""
 
-    def __init__(self, loss_fn: Callable[..., Any], model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 target: torch.Tensor | None, threat: ThreatModel, *, keep_start: bool, drop: bool) -> None:
-        self.loss_fn, self.model, self.threat = loss_fn, model, threat
+    def __init__(self, how: _Ascent, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
+        self.loss_fn, self.model, self.threat = how.loss_fn, how.model, how.threat
+        self.keep_start, self.drop = how.keep_start, how.drop
         self.x, self.y, self.target = x, y, target
-        self.keep_start, self.drop = keep_start, drop
         n = len(x)
         self.out = torch.empty_like(x)  # per row: its first successful iterate, else (at the end) its last
         self.kept = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -237,10 +248,10 @@ def projected_gradient_ascent(
     run whose point is returned; a sample no longer attacked repeats its loss at the iterate that
     succeeded) and ``"ever_broken"`` (bool N: succeeded at some iterate of some run).
     """
-    drop = not _batch_coupled(model)
+    how = _Ascent(loss_fn, model, threat, keep_start=random_start, drop=not _batch_coupled(model))
 
     def run(xs: torch.Tensor, ys: torch.Tensor, ts: torch.Tensor | None) -> tuple[torch.Tensor, _Run]:
-        one = _Run(loss_fn, model, xs, ys, ts, threat, keep_start=random_start, drop=drop)
+        one = _Run(how, xs, ys, ts)
         start = threat.random_point(xs, generator) if random_start else xs
         return one(start, steps, step_size), one
 
