@@ -131,9 +131,7 @@ class _Run:
     """One run of the tracked ascent (see :func:`projected_gradient_ascent`) over the batch ``x``."""
 
     def __init__(self, how: _Ascent, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
-        self.loss_fn, self.model, self.threat = how.loss_fn, how.model, how.threat
-        self.keep_start, self.drop = how.keep_start, how.drop
-        self.x, self.y, self.target = x, y, target
+        self.how, self.x, self.y, self.target = how, x, y, target
         n = len(x)
         self.out = torch.empty_like(x)  # per row: its first successful iterate, else (at the end) its last
         self.kept = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -142,11 +140,12 @@ class _Run:
         self.rows: torch.Tensor | None = None  # the rows still attacked, CPU indices (None: all of them)
 
     def __call__(self, start: torch.Tensor, steps: int, step_size: float) -> torch.Tensor:
-        ball = _Ball(self.threat, self.x)
+        how = self.how
+        ball = _Ball(how.threat, self.x)
         cur, ys, ts = ball.enter(start), self.y, self.target
         for step in range(steps):
             cur.requires_grad_(True)
-            out = self.loss_fn(self.model, cur, ys, ts)
+            out = how.loss_fn(how.model, cur, ys, ts)
             new = None
             if isinstance(out, tuple):
                 values, logits = out
@@ -154,7 +153,7 @@ class _Run:
                 out = values.sum()
             (grad,) = torch.autograd.grad(out, cur)
             cur = ball.step(cur, grad, step_size)
-            if new is None or not self.drop:
+            if new is None or not how.drop:
                 continue
             stay = (~new).nonzero().squeeze(1)
             if stay.numel() == 0:
@@ -178,7 +177,7 @@ class _Run:
         else:
             self.trace[rows, step] = values.float()
             self.ever[rows] |= hit
-        if not (self.keep_start or step > 0):
+        if not (self.how.keep_start or step > 0):
             return None
         new = (hit & ~(self.kept if rows is None else self.kept[rows])).cpu()  # the step's one host sync
         at = new.nonzero().squeeze(1)
