@@ -14,12 +14,14 @@ REPRODUCE = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
 SCRIPTS = sorted(p.stem for p in REPRODUCE.glob("claim*.py"))
 SHARED = Path(os.environ.get("ROBUSTREG_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
 # what each script reads from the shared folder: the checkpoints and MNIST / CIFAR images; claim 3 trains on the
-# MNIST test set carved in two (issue 24)
+# MNIST test set carved in two, claim 4 (and claim 7's smoke run, through it) on the CIFAR-10 one (issue 24)
 NEEDS_SHARED = {"claim1_logit_scale": "models/resnet4b.pth", "claim2_table5_order": "models/resnet4b.pth",
                 "claim3_table1_mnist": "data/mnist/t10k-images-idx3-ubyte.gz",
+                "claim4_transfer_cascade": "data/cifar10/cifar10_test_first932.npz",
+                "claim7_same_init_transfer": "data/cifar10/cifar10_test_first932.npz",
                 "claim8_embedding_analyses": "data/mnist/t10k-images-idx3-ubyte.gz"}
-# scripts that read another claim's report and run no evaluation of their own: no per-sample results to save, and
-# the report says so (claim 7 reads claim 4's transfer matrices, which hold accuracies only)
+# scripts that read another claim's report and run no evaluation of their own: no per-sample results of their own
+# to save, and the report says so (claim 7 tests claim 4's per-image transfer results)
 DERIVED = {"claim7_same_init_transfer"}
 
 
@@ -107,3 +109,36 @@ def test_a_flat_statement_is_judged_by_the_equivalence_band(reproduce_path: None
     assert flat["diffs"] == pytest.approx([0.2, 0.4, 0.6, 0.2, 0.4]) and flat["outcome"] == "supports"
     assert moved["outcome"] == "contradicts"
     assert cell_rows([flat])[0][3] == "within +-2"
+
+
+def _transfer_report(bits_of: dict[tuple[str, str], str]) -> dict:
+    """A transfer report (claim 4's form) over sources = targets = B0 K0 B1 K1 from per-image bits (source, target);
+    pairs not given are all right."""
+    names, n = ["B0", "K0", "B1", "K1"], 20
+    full = {(s, t): bits_of.get((s, t), "1" * n) for s in names for t in names}
+    acc = [[full[(s, t)].count("1") / n for t in names] for s in names]
+    return {"n": n, "matrices": [{"attack": "iter-fgsm", "label": "iter-fgsm", "eps": 16 / 255, "sources": names,
+                                  "targets": names, "accuracy": acc,
+                                  "white_box": [[s == t for t in names] for s in names]}],
+            "samples": {"iter-fgsm@16": {s: {t: full[(s, t)] for t in names} for s in names}}}
+
+
+def test_transfer_cells_run_mcnemar_on_the_per_image_results(reproduce_path: None) -> None:
+    # claim 4 (Table 4): target K1 loses 12 images on the same-strategy source K0 and none on B0 -> supports;
+    # claim 7 (Tables 8-9): target B1 loses 12 on K1 (its own initialisation) and none on K0 -> supports,
+    # and B0 the reverse -> contradicts; white-box B at 0% -> the precondition holds
+    import claim4_transfer_cascade as c4
+    import claim7_same_init_transfer as c7
+
+    lose12, none = "0" * 12 + "1" * 8, "1" * 20
+    report = _transfer_report({("K0", "K1"): lose12, ("K1", "B1"): lose12, ("K0", "B0"): none,
+                               ("K1", "B0"): lose12, ("B0", "B0"): "0" * 20, ("B1", "B1"): "0" * 20})
+    cell = next(c for c in c4.table4_cells(report, [0, 1]) if c["target"] == "K1" and c["same"] == "K0")
+    assert (cell["only_same"], cell["only_other"], cell["outcome"]) == (0, 12, "supports")
+    assert cell["p"] == pytest.approx(2 / 2 ** 12)
+    assert c4.untestable_table4(report) is None
+    rows = {(r["target"], r["source"]): r for r in c7.cells(report)}
+    assert rows[("B1", "K")]["outcome"] == "supports" and rows[("B0", "K")]["outcome"] == "contradicts"
+    del report["samples"]  # a run before issue 24: no per-image results, every cell inconclusive
+    assert {r["outcome"] for r in c7.cells(report)} == {"inconclusive"}
+    assert {c["outcome"] for c in c4.table4_cells(report, [0, 1])} == {"inconclusive"}
