@@ -107,6 +107,16 @@ def mcnemar(a: Sequence[bool] | str, b: Sequence[bool] | str) -> Paired:
     return Paired(len(xa), only_a, only_b, mcnemar_p(only_a, only_b))
 
 
+def lower_cell(same: str | None, other: str | None) -> dict[str, Any]:
+    """A transfer cell's paired test (claims 4 and 7): the claim says the target leaves fewer images correct on
+    the ``same`` source's images than on the ``other``'s (per-image bits on the same images; None where the run
+    kept none: then inconclusive)."""
+    if same is None or other is None:
+        return {"only_same": None, "only_other": None, "p": None, "outcome": "inconclusive"}
+    test = mcnemar(same, other)
+    return {"only_same": test.only_a, "only_other": test.only_b, "p": test.p, "outcome": paired_outcome(test, "a")}
+
+
 def paired_outcome(test: Paired, claimed_lower: str) -> str:
     """``claimed_lower``: "a" when the claim says A leaves fewer images correct than B, "b" the reverse."""
     if claimed_lower not in ("a", "b"):

@@ -54,7 +54,7 @@ from _report import (
     rerender_note,
     write_report,
 )
-from _verdict import VERDICTS, bits, mcnemar, paired_outcome, seeds_outcome, t_interval, verdict_lines
+from _verdict import VERDICTS, bits, lower_cell, mcnemar, seeds_outcome, t_interval, verdict_lines
 from _verdict import verdict as one_rule
 from claim3_table1_mnist import add_recipe, weights_digest
 
@@ -350,12 +350,8 @@ def table4_cells(report: dict[str, Any], seeds: list[int]) -> list[dict[str, Any
                     cell = {"eps": eps, "target": target, "same": same, "other": other,
                             "same_acc": 100 * block["accuracy"][index_s[same]][j],
                             "other_acc": 100 * block["accuracy"][index_s[other]][j]}
-                    if key in samples:
-                        test = mcnemar(samples[key][same][target], samples[key][other][target])
-                        cell.update(only_same=test.only_a, only_other=test.only_b, p=test.p,
-                                    outcome=paired_outcome(test, "a"))
-                    else:
-                        cell.update(only_same=None, only_other=None, p=None, outcome="inconclusive")
+                    bits_of = samples.get(key, {})
+                    cell.update(lower_cell(bits_of.get(same, {}).get(target), bits_of.get(other, {}).get(target)))
                     out.append(cell)
     return out
 

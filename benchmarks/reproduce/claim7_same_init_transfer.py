@@ -26,7 +26,7 @@ from typing import Any
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
 from _report import RESULTS, Clock, base_parser, draw_bars, markdown_table, out_dir, write_report
-from _verdict import best_case_p, mcnemar, paired_outcome, verdict_lines
+from _verdict import best_case_p, lower_cell, verdict_lines
 from _verdict import verdict as one_rule
 from claim4_transfer_cascade import TESTABLE_BELOW, untestable_table4
 
@@ -80,12 +80,8 @@ def cells(report: dict[str, Any]) -> list[dict[str, Any]]:
                 cell = {"attack": block["attack"], "eps": round(block["eps"] * 255), "target": target,
                         "source": source[0], "same_init": same_acc, "other_init": other_acc,
                         "gap": other_acc - same_acc, "best_case_p": best_case_p(diff)}
-                if key in samples and len(other) == 1:
-                    test = mcnemar(samples[key][source][target], samples[key][other[0]][target])
-                    cell.update(only_same=test.only_a, only_other=test.only_b, p=test.p,
-                                outcome=paired_outcome(test, "a"))
-                else:
-                    cell.update(only_same=None, only_other=None, p=None, outcome="inconclusive")
+                bits_of = samples.get(key, {}) if len(other) == 1 else {}
+                cell.update(lower_cell(bits_of.get(source, {}).get(target), bits_of.get(other[0], {}).get(target)))
                 out.append(cell)
     return out
 
