@@ -23,6 +23,10 @@ that every target is scored on all n points.
 
 ``worst_case`` per target: the lowest accuracy over the sources other than the target itself (the
 worst-case black-box accuracy of paper 000 section 5); None when the target is its only source.
+
+``per_sample=True``: every matrix also holds ``samples[source][target]``, the terms of its entry (one ``0`` /
+``1`` per point, in order: the target right both clean and on that source's example), so that a paired test
+(McNemar's) can compare two sources or two targets on the same points.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from robustreg.evaluation import EvalConfig, Mode, craft, make_plan
 from robustreg.evaluation.checking import clean_correct
 from robustreg.evaluation.config import Plan
 from robustreg.evaluation.distributed import SINGLE, Group, process_group, torchrun_env
+from robustreg.evaluation.samples import bits
 from robustreg.options import flag as check_flag
 from robustreg.options import positive_int, seed_value, with_options
 from robustreg.runtime import predict
@@ -143,12 +148,14 @@ class TransferConfig:
     registry: Any = None
     progress: bool = False
     distributed: bool = False
+    per_sample: bool = False
 
     def __post_init__(self) -> None:
         seed_value("seed", self.seed, optional=True)
         positive_int("batch_size", self.batch_size)
         check_flag("progress", self.progress)
         check_flag("distributed", self.distributed)
+        check_flag("per_sample", self.per_sample)
 
 
 def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], x: Any, y: torch.Tensor | None = None,
@@ -169,13 +176,15 @@ def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module],
             a torchrun launch, the models and ``x`` on the rank's device; the group is initialised from
             ``WORLD_SIZE`` / ``RANK`` if it is not yet).  Every rank returns the report of one process
             with the same seed (but for ``distributed``).
+        per_sample: also each matrix entry's terms per point (``samples``, see the module docstring).
 
     Returns the report dict: ``clean_accuracy`` (per target and source), ``matrices`` (one per attack x
     eps: ``{"attack", "label", "eps", "sources", "targets", "accuracy": rows = sources, columns = targets,
-    "white_box": same shape, bool, "worst_case": per target}``), the run's settings and ``distributed``
-    (``world_size``, ``seconds_per_rank`` crafting and scoring, ``gather_seconds_per_rank`` of them spent
-    waiting for the other ranks; one rank for a plain call).  Each entry is defined in the module
-    docstring; the white-box entries equal evaluate's independent-mode ``robust_accuracy``.
+    "white_box": same shape, bool, "worst_case": per target}``, with ``per_sample`` also ``"samples"``), the
+    run's settings and ``distributed`` (``world_size``, ``seconds_per_rank`` crafting and scoring,
+    ``gather_seconds_per_rank`` of them spent waiting for the other ranks; one rank for a plain call).  Each
+    entry is defined in the module docstring; the white-box entries equal evaluate's independent-mode
+    ``robust_accuracy``.
     """
     cfg = with_options(TransferConfig, config, options, caller="transfer()")
     x, y = analysis_samples(x, y, "transfer()", attacks=attacks, eps=eps)
@@ -189,20 +198,24 @@ def transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module],
     models = {**{f"s:{k}": m for k, m in sources.items()}, **{f"t:{k}": m for k, m in targets.items()}}
     correct = {key: clean_correct(predict(m, x, x.device, batch_size), y) for key, m in models.items()}
     white = [[sources[s] is targets[t] for t in names_t] for s in names_s]
+    n = int(x.shape[0])
     rows: dict[tuple[int, int], list[list[float]]] = {}
+    terms: dict[tuple[int, int], dict[str, dict[str, str]]] = {}  # per_sample: each entry's terms, as bits
     with process_group(x.device) if distributed else nullcontext(SINGLE) as group:
         started, waited = time.perf_counter(), 0.0
         for s in _progress(names_s, total=len(names_s), desc="transfer", enabled=progress and group.is_main):
             scored, wait = _craft_and_score(plan, sources[s], list(targets.values()), x, y, correct[f"s:{s}"], group)
             waited += wait
             for cell in plan.cells():
-                rows.setdefault(cell, []).append([float((correct[f"t:{t}"].cpu() & scored[cell][j]).sum()) / x.shape[0]
-                                                  for j, t in enumerate(names_t)])
+                right = [correct[f"t:{t}"].cpu() & scored[cell][j] for j, t in enumerate(names_t)]
+                rows.setdefault(cell, []).append([float(r.sum()) / n for r in right])
+                if cfg.per_sample:
+                    terms.setdefault(cell, {})[s] = {t: bits(r) for t, r in zip(names_t, right)}
         timings = group.gather((round(time.perf_counter() - started, 4), round(waited, 4)))
     matrices = [{"attack": plan.plans[a].name, "label": plan.plans[a].label, "eps": plan.eps[e],
                  "sources": names_s, "targets": names_t, "accuracy": rows[e, a], "white_box": white,
-                 "worst_case": _worst_case(names_s, names_t, rows[e, a], white)} for e, a in plan.cells()]
-    n = int(x.shape[0])
+                 "worst_case": _worst_case(names_s, names_t, rows[e, a], white),
+                 **({"samples": terms[e, a]} if cfg.per_sample else {})} for e, a in plan.cells()]
     return {
         "analysis": "transfer",
         "definition": "accuracy[s][t] = fraction of the n samples the target t classifies correctly both clean and "

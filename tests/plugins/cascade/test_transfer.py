@@ -96,6 +96,27 @@ def test_black_box_entry_computed_directly(report, models, data, registry):
     assert block["accuracy"][0][1] == pytest.approx(float(right.float().mean()), abs=1.5 / N)
 
 
+def test_per_sample_terms_sum_to_the_entries(report, models, data, registry):
+    """per_sample=True adds each entry's terms per point; they sum to the entry, and the matrices are the same."""
+    x, y = data
+    with_terms = transfer(models, models, x, y, ATTACKS, EPS, seed=0, batch_size=BATCH, registry=registry,
+                          per_sample=True)
+    assert [b["accuracy"] for b in with_terms["matrices"]] == [b["accuracy"] for b in report["matrices"]]
+    assert all("samples" not in b for b in report["matrices"])
+    for block in with_terms["matrices"]:
+        for i, s in enumerate(block["sources"]):
+            for j, t in enumerate(block["targets"]):
+                terms = block["samples"][s][t]
+                assert len(terms) == N and set(terms) <= {"0", "1"}
+                assert terms.count("1") / N == block["accuracy"][i][j]
+    (block,) = [b for b in with_terms["matrices"] if b["label"] == "fgsm" and b["eps"] == 0.1]
+    x_adv = registry.build_attack("fgsm", ThreatModel("linf", 0.1), seed=0)(models["pretrained"], x, y)
+    with torch.no_grad():  # the white-box term of each point, from scratch (FGSM is deterministic)
+        right = (models["pretrained"](x).argmax(1) == y) & (models["pretrained"](x_adv).argmax(1) == y)
+    mismatched = sum(a != ("1" if b else "0") for a, b in zip(block["samples"]["pretrained"]["pretrained"], right))
+    assert mismatched <= 1  # batched crafting vs one call: a tie can flip at most a point
+
+
 def test_png_is_a_real_plot(report):
     import matplotlib.image as mpimg
 
