@@ -54,7 +54,7 @@ from _report import (
     rerender_note,
     write_report,
 )
-from _verdict import VERDICTS, bits, lower_cell, mcnemar, seeds_outcome, t_interval, verdict_lines
+from _verdict import VERDICTS, lower_cell, mcnemar, seeds_outcome, t_interval, verdict_lines
 from _verdict import verdict as one_rule
 from claim3_table1_mnist import add_recipe, weights_digest
 
@@ -248,41 +248,14 @@ def _images_key(x: Any, y: Any) -> str:
 
 
 # --- part 1: the transfer matrices ---------------------------------------------------------------------
-def transfer_samples(models: dict[str, Any], x: Any, y: Any, attacks: list[str], eps: list[float],
-                     check: bool = False) -> dict[str, Any]:
-    """The ``transfer`` analysis's report (sources = targets = ``models``, attack seed 0), plus every image's result:
-    ``samples[<attack>@<eps>][source][target]`` = bits (1: the target is right clean and on the source's example).
+def transfer_samples(models: dict[str, Any], x: Any, y: Any, attacks: list[str], eps: list[float]) -> dict[str, Any]:
+    """The ``transfer`` analysis's report (sources = targets = ``models``, attack seed 0) with every image's result
+    (``per_sample=True``), keyed as claims 4 and 7 read them: ``samples[<attack>@<eps>][source][target]`` = bits (1:
+    the target is right clean and on the source's example)."""
+    from robustreg_plugins.cascade.analyses.transfer import transfer
 
-    It runs the analysis's own engine (its plan, ``_craft_and_score`` and clean-correct flags), which its public
-    ``transfer()`` sums into the matrix entries and does not return per image; ``check``: also run ``transfer()``
-    and require the same matrices (the smoke run does; it doubles the cost)."""
-    from robustreg_plugins.cascade.analyses import transfer as analysis
-
-    batch = 256
-    plan = analysis._plan(attacks, eps, "linf", 0, batch, None)
-    names = list(models)
-    correct = {k: analysis.clean_correct(analysis.predict(m, x, x.device, batch), y).cpu() for k, m in models.items()}
-    n = int(x.shape[0])
-    samples: dict[str, dict[str, dict[str, str]]] = {}
-    rows: dict[tuple[int, int], list[list[float]]] = {}
-    for s in names:
-        scored, _ = analysis._craft_and_score(plan, models[s], [models[t] for t in names], x, y, correct[s])
-        for e, a in plan.cells():
-            key = f"{plan.plans[a].label}@{round(plan.eps[e] * 255)}"
-            flags = [correct[t] & scored[(e, a)][j].cpu() for j, t in enumerate(names)]
-            samples.setdefault(key, {})[s] = {t: bits(f) for t, f in zip(names, flags)}
-            rows.setdefault((e, a), []).append([float(f.sum()) / n for f in flags])
-    white = [[s == t for t in names] for s in names]
-    matrices = [{"attack": plan.plans[a].name, "label": plan.plans[a].label, "eps": plan.eps[e], "sources": names,
-                 "targets": names, "accuracy": rows[e, a], "white_box": white,
-                 "worst_case": analysis._worst_case(names, names, rows[e, a], white)} for e, a in plan.cells()]
-    report = {"analysis": "transfer", "n": n, "seed": 0, "eps": list(plan.eps), "sources": names, "targets": names,
-              "clean_accuracy": {"targets": {t: float(correct[t].sum()) / n for t in names}},
-              "matrices": matrices, "clean_samples": {t: bits(correct[t]) for t in names}, "samples": samples}
-    if check:
-        public = analysis.transfer(models, models, x, y, attacks, eps, seed=0, batch_size=batch)
-        if [m["accuracy"] for m in public["matrices"]] != [m["accuracy"] for m in matrices]:
-            raise AssertionError("the per-sample transfer disagrees with the transfer analysis's matrices")
+    report = transfer(models, models, x, y, attacks, eps, seed=0, batch_size=256, per_sample=True)
+    report["samples"] = {f"{b['label']}@{round(b['eps'] * 255)}": b.pop("samples") for b in report["matrices"]}
     return report
 
 
@@ -302,7 +275,7 @@ def transfer_part(args: argparse.Namespace, x: Any, y: Any) -> dict[str, Any]:
         cached["reused"] = str(cache)
         return cached
     start = time.perf_counter()
-    report = transfer_samples(models, x, y, list(TRANSFER_ATTACKS), [e / 255 for e in eps], check=args.smoke)
+    report = transfer_samples(models, x, y, list(TRANSFER_ATTACKS), [e / 255 for e in eps])
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["train_seconds"] = {k: train_seconds(path) for k, path in paths.items()}
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -521,9 +494,8 @@ def protocol(args: argparse.Namespace, store: dict[str, Any], report: dict[str, 
         + f"crafted once by {store['source']} (SHA-256 {store['source_sha256'][:12]}..., checked by the defense). "
         f"Evaluation: the first {args.n_test} test images ({setting_text(args)}). Transfer: step_FGSM, iter_ll, "
         f"iter_FGSM at eps {', '.join(map(str, args.transfer_eps))} of 255, attack seed 0, crafted on each source by "
-        "`robustreg_plugins.cascade.analyses.transfer`'s engine as `robustreg evaluate` crafts (white-box cells equal "
-        "its robust accuracy), every image's result kept (the script reads the analysis's per-image flags, which its "
-        "public `transfer()` sums; the smoke run checks that the matrices equal `transfer()`'s). White-box: the four "
+        "`robustreg_plugins.cascade.analyses.transfer` as `robustreg evaluate` crafts (white-box cells equal its "
+        "robust accuracy), every image's result kept (`transfer(..., per_sample=True)`). White-box: the four "
         f"attacks of claim 3 at eps {', '.join(map(str, args.white_eps))} of 255, independent mode, the evaluation "
         "checks on, every image's result kept (the check iterative-beats-single-step warns on every model: it "
         "sets the *targeted* iter_ll against the untargeted step_FGSM, and a step toward the least-likely class breaks "
