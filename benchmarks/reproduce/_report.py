@@ -48,18 +48,21 @@ def out_dir(args: argparse.Namespace, claim: str) -> Path:
 
 
 def machine_lines() -> list[str]:
-    """``uname -a``, cores, threads, torch, and the load (the 2 cores were shared with another job)."""
+    """``uname -a``, cores, threads, torch, and the load (saying so when another job shared the cores)."""
     try:
         uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=False).stdout.strip()
     except OSError:
         uname = " ".join(platform.uname())
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU used"
+    threads = torch.get_num_threads()
+    shared = load is not None and load[0] > threads + 0.5  # more running than this script's own threads
     return [f"- `uname -a`: `{uname}`",
-            f"- CPU cores: {os.cpu_count()}; torch threads: {torch.get_num_threads()} "
+            f"- CPU cores: {os.cpu_count()}; torch threads: {threads} "
             f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); {gpu}; torch {torch.__version__}",
-            f"- load average at the end: {', '.join(f'{v:.2f}' for v in load)} -- the machine was shared "
-            "with another heavy job on the other core, so wall times are upper bounds, not speed measurements"]
+            "- load average at the end: " + ("unknown" if load is None else ", ".join(f"{v:.2f}" for v in load))
+            + (" -- more than this script's threads: another job shared the cores, so wall times are upper bounds, "
+               "not speed measurements" if shared else "")]
 
 
 class Clock:
