@@ -156,12 +156,14 @@ def pivot_is_bidirectional(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def evaluate_one(path: Path, x: Any, y: Any, device: str, checks: bool = True,
-                 samples: dict[str, str] | None = None) -> dict[str, float]:
-    """Accuracy per column; ``samples``: filled with the per-sample results (keys ``<attack>@<eps>``)."""
+                 samples: dict[str, str] | None = None, *, model: str = "lenet5-mnist",
+                 eps: tuple[int, ...] = EPS) -> dict[str, float]:
+    """Accuracy per column (the four attacks at ``eps`` of 255 on the ``model`` spec's net with ``path``'s weights);
+    ``samples``: filled with the per-sample results (keys ``<attack>@<eps>``)."""
     from robustreg import build_model
 
-    model = build_model("lenet5-mnist", weights=str(path)).eval()
-    report, per_sample = evaluate_samples(model, x, y, list(ATTACKS), [e / 255 for e in EPS], 0, device, checks)
+    net = build_model(model, weights=str(path)).eval()
+    report, per_sample = evaluate_samples(net, x, y, list(ATTACKS), [e / 255 for e in eps], 0, device, checks)
     if samples is not None:
         samples.update(per_sample)
     acc = {"clean": report["clean_accuracy"]}
@@ -185,22 +187,30 @@ def weights_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def evaluate_cached(path: Path, x: Any, y: Any, args: argparse.Namespace) -> tuple[dict[str, float], dict[str, str],
-                                                                                     str]:
-    """:func:`evaluate_one` of ``path``, kept in ``--runs/evals/`` under the weights' digest and the evaluation
-    images: the attacks are deterministic, so a model with the same weights (Pivot trains to Bidirectional's weights
-    bit for bit, see the protocol) or a rerun gets the stored per-sample results instead of a second evaluation."""
+def images_key(x: Any, y: Any) -> str:
+    """A short digest of the evaluation images and labels (part of a cached result's name)."""
     import hashlib
+
+    return hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:16]
+
+
+def evaluate_cached(path: Path, x: Any, y: Any, args: argparse.Namespace, *, model: str = "lenet5-mnist",
+                    eps: tuple[int, ...] = EPS) -> tuple[dict[str, float], dict[str, str], str]:
+    """:func:`evaluate_one` of ``path``, kept in ``--runs/evals/`` under the weights' digest, the evaluation images
+    (and ``eps`` where it is not claim 3's): the attacks are deterministic, so a model with the same weights (Pivot
+    trains to Bidirectional's weights bit for bit, see the protocol) or a rerun gets the stored per-sample results
+    instead of a second evaluation."""
     import json
 
-    images = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:16]
     digest = weights_digest(path)
-    cache = args.runs / "evals" / f"{digest[:24]}-{images}-{'smoke' if args.smoke else 'checked'}.json"
+    columns = "" if tuple(eps) == EPS else "-e" + "-".join(map(str, eps))
+    cache = (args.runs / "evals"
+             / f"{digest[:24]}-{images_key(x, y)}{columns}-{'smoke' if args.smoke else 'checked'}.json")
     if cache.exists():
         stored = json.loads(cache.read_text())
         return stored["acc"], stored["samples"], digest
     samples: dict[str, str] = {}
-    acc = evaluate_one(path, x, y, args.device, not args.smoke, samples)
+    acc = evaluate_one(path, x, y, args.device, not args.smoke, samples, model=model, eps=eps)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     tmp.write_text(json.dumps({"acc": acc, "samples": samples, "weights": str(path)}))

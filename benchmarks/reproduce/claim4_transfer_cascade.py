@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from _deviations import CURRENT, deviation_lines, fidelity
-from _digits import digits_test, evaluate_samples
+from _digits import digits_test
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
 from _report import (
@@ -56,7 +56,7 @@ from _report import (
 )
 from _verdict import VERDICTS, lower_cell, mcnemar, seeds_outcome, t_interval, verdict_lines
 from _verdict import verdict as one_rule
-from claim3_table1_mnist import add_recipe, weights_digest
+from claim3_table1_mnist import add_recipe, evaluate_cached, images_key, weights_digest
 
 CLAIM = "claim4_transfer_cascade"
 TRANSFER_ATTACKS = ("step-fgsm", "iter-ll", "iter-fgsm")
@@ -243,10 +243,6 @@ def train_cascade(distance: str | None, seed: int, store: Path, digest: str, arg
     return path
 
 
-def _images_key(x: Any, y: Any) -> str:
-    return hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:16]
-
-
 # --- part 1: the transfer matrices ---------------------------------------------------------------------
 def transfer_samples(models: dict[str, Any], x: Any, y: Any, attacks: list[str], eps: list[float]) -> dict[str, Any]:
     """The ``transfer`` analysis's report (sources = targets = ``models``, attack seed 0) with every image's result
@@ -267,7 +263,7 @@ def transfer_part(args: argparse.Namespace, x: Any, y: Any) -> dict[str, Any]:
             models[f"{letter}{seed}"] = load_net(path, args)
             digests.append(f"{letter}{seed}:{weights_digest(path)}")
     eps = list(args.transfer_eps)
-    key = hashlib.sha256(("|".join(digests) + f"|{_images_key(x, y)}|{eps}|{TRANSFER_ATTACKS}").encode()).hexdigest()
+    key = hashlib.sha256(("|".join(digests) + f"|{images_key(x, y)}|{eps}|{TRANSFER_ATTACKS}").encode()).hexdigest()
     cache = args.runs / "transfer" / f"{key[:24]}.json"  # a rerun with the same models and images is not repeated
     if cache.exists() and not args.smoke:
         cached = dict(json.loads(cache.read_text()))
@@ -331,27 +327,9 @@ def table4_cells(report: dict[str, Any], seeds: list[int]) -> list[dict[str, Any
 
 # --- part 2: cascade ---------------------------------------------------------------------------------
 def evaluate_white(path: Path, x: Any, y: Any, args: argparse.Namespace) -> tuple[dict[str, float], dict[str, str]]:
-    """White-box accuracy per column (the four attacks at ``white_eps``, independent mode, checks on) and the
-    per-sample results; kept in ``--runs/evals/`` under the weights' digest, the images and the columns."""
-    if not _cifar(args):
-        from claim3_table1_mnist import evaluate_one
-
-        samples: dict[str, str] = {}
-        acc = evaluate_one(path, x, y, args.device, not args.smoke, samples)
-        return acc, samples
-    eps = list(args.white_eps)
-    cache = args.runs / "evals" / (f"{weights_digest(path)[:24]}-{_images_key(x, y)}-e{'-'.join(map(str, eps))}-"
-                                   f"{'smoke' if args.smoke else 'checked'}.json")
-    if cache.exists():
-        stored = json.loads(cache.read_text())
-        return stored["acc"], stored["samples"]
-    report, samples = evaluate_samples(load_net(path, args), x, y, list(WHITE_ATTACKS), [e / 255 for e in eps], 0,
-                                       args.device, not args.smoke)
-    acc = {"clean": report["clean_accuracy"]}
-    for entry in report["results"]:
-        acc[f"{entry['attack']}@{round(entry['eps'] * 255)}"] = entry["robust_accuracy"]
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"acc": acc, "samples": samples, "weights": str(path)}))
+    """White-box accuracy per column (claim 3's four attacks at ``white_eps``, independent mode, checks on) and the
+    per-sample results, kept as claim 3 keeps its evaluations (:func:`claim3_table1_mnist.evaluate_cached`)."""
+    acc, samples, _ = evaluate_cached(path, x, y, args, model=model_spec(args), eps=tuple(args.white_eps))
     return acc, samples
 
 
