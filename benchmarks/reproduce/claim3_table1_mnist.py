@@ -202,6 +202,8 @@ def evaluate_cached(path: Path, x: Any, y: Any, args: argparse.Namespace, *, mod
     instead of a second evaluation."""
     import json
 
+    from robustreg import write_atomic
+
     digest = weights_digest(path)
     columns = "" if tuple(eps) == EPS else "-e" + "-".join(map(str, eps))
     cache = (args.runs / "evals"
@@ -212,9 +214,7 @@ def evaluate_cached(path: Path, x: Any, y: Any, args: argparse.Namespace, *, mod
     samples: dict[str, str] = {}
     acc = evaluate_one(path, x, y, args.device, not args.smoke, samples, model=model, eps=eps)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"acc": acc, "samples": samples, "weights": str(path)}))
-    tmp.replace(cache)
+    write_atomic(cache, json.dumps({"acc": acc, "samples": samples, "weights": str(path)}))
     return acc, samples, digest
 
 

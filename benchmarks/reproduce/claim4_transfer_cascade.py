@@ -256,6 +256,8 @@ def transfer_samples(models: dict[str, Any], x: Any, y: Any, attacks: list[str],
 
 
 def transfer_part(args: argparse.Namespace, x: Any, y: Any) -> dict[str, Any]:
+    from robustreg import write_atomic
+
     models, digests, paths = {}, [], {}
     for seed in _seeds(args.transfer_seeds):
         for defense, letter in STRATEGY.items():
@@ -275,7 +277,7 @@ def transfer_part(args: argparse.Namespace, x: Any, y: Any) -> dict[str, Any]:
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["train_seconds"] = {k: train_seconds(path) for k, path in paths.items()}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(report))
+    write_atomic(cache, json.dumps(report))
     return report
 
 
