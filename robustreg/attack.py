@@ -98,6 +98,9 @@ class AttackInfo:
     ``source``: the paper (e.g. ``"paper 004"`` or a citation) or the toolkit it comes from.
     ``toolkit``: ``"native"`` for robustreg's own code, else the wrapped toolkit's name.
     ``single_step``: one gradient step (FGSM-like), for the ``iterative-beats-single-step`` check.
+    ``aims_at``: where an untargeted call pushes a point when that is not simply "any wrong class", e.g.
+    ``"least-likely"`` (a step toward the least-likely class); the ``iterative-beats-single-step`` check
+    compares only attacks that aim alike ("" = any wrong class).
     ``minimal_norm``: the attack searches, per sample, the smallest perturbation that changes the
     decision (FMN, DDN), so the threat's eps is no budget for it: it returns that point, of whatever
     norm, or the clean point where it found none, and reports ``extras["success"]`` (bool per
@@ -115,6 +118,7 @@ class AttackInfo:
     kind: str = "white-box"
     targeted: bool = False
     single_step: bool = False
+    aims_at: str = ""
     needs_embedding: bool = False
     randomized: bool = False
     minimal_norm: bool = False

@@ -4,6 +4,7 @@ and no check warns on sane models (a digits MLP trained here, the real PGD-train
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -249,6 +250,14 @@ def test_iterative_weaker_than_single_step():
     # cascade: the iterative attack only saw what the single step left standing, so no comparison
     cascade = cell("pgd", 0.1, mask(n, 50), evaluated=~mask(n, *range(40)))
     assert status(cell_checks([single, cascade], n), "iterative-beats-single-step") == "skipped"
+    # an attack aimed at the least-likely class is set only against one aimed alike (iter_ll against step_ll, not
+    # against the untargeted step_FGSM): a step toward one class breaks fewer points than a step off the label
+    iter_ll = replace(cell("iter-ll", 0.1, mask(n, *range(10))), aims_at="least-likely")
+    assert status(cell_checks([single, iter_ll], n), "iterative-beats-single-step") == "skipped"
+    step_ll = replace(cell("step-ll", 0.1, mask(n, *range(40)), single_step=True), aims_at="least-likely")
+    assert status(cell_checks([single, iter_ll, step_ll], n), "iterative-beats-single-step") == "warn"
+    assert "iter-ll broke 10.0% and the single-step step-ll 40.0%" in message(
+        cell_checks([single, iter_ll, step_ll], n), "iterative-beats-single-step")
 
 
 def test_eps_monotonic():

@@ -62,8 +62,7 @@ class StepLL(Attack):
 
     name = "step-ll"
     info = AttackInfo(norms=("linf",), kind="white-box", targeted=False, randomized=False, single_step=True,
-                      source=_SOURCE,
-                      toolkit="native", paper="000",
+                      aims_at="least-likely", source=_SOURCE, toolkit="native", paper="000",
                       summary="step_ll (paper 000): one eps step toward the least-likely class")
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
@@ -195,8 +194,8 @@ class IterLL(_Iterative):
               "000's text)", choices=TARGETS),
     ]
     target: str
-    info = AttackInfo(norms=("linf",), kind="white-box", targeted=False, randomized=False, source=_SOURCE,
-                      toolkit="native", paper="000",
+    info = AttackInfo(norms=("linf",), kind="white-box", targeted=False, randomized=False, aims_at="least-likely",
+                      source=_SOURCE, toolkit="native", paper="000",
                       summary="iter_ll (paper 000): iterative steps toward the clean image's least-likely class")
 
     def _labels(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LabelsFn:

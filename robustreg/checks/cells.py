@@ -48,7 +48,7 @@ def check_iterative_beats_single_step(ctx: CheckContext) -> Outcome:
     for eps, cells in _by_eps(ctx).items():
         white = [c for c in cells if c.kind == "white-box"]
         for one in (c for c in white if c.single_step):
-            for it in (c for c in white if not c.single_step):
+            for it in (c for c in white if not c.single_step and c.aims_at == one.aims_at):
                 common = it.evaluated.cpu()
                 n = int(common.sum())
                 if n == 0 or not torch.equal(one.evaluated.cpu(), common):  # cascade: not the same points
@@ -59,7 +59,8 @@ def check_iterative_beats_single_step(ctx: CheckContext) -> Outcome:
                     found.append(f"at eps={eps:g}, {it.attack} broke {100 * p_it:.1f}% and the single-step "
                                  f"{one.attack} {100 * p_one:.1f}% of the same {n} points")
     if not compared:
-        return "skipped", "no eps with a single-step and an iterative white-box cell evaluated on the same points"
+        return "skipped", ("no eps with a single-step and an iterative white-box cell that aim alike, evaluated on the "
+                           "same points")
     if found:
         return "warn", (f"{'; '.join(found)}: an iterative attack weaker than a single step signals gradient "
                         "masking (or a broken attack); check its step size and use a gradient-free attack")

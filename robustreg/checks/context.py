@@ -51,7 +51,8 @@ class CellView:
     """What one (attack, eps) cell of the evaluation found, aligned with the context's N points.
 
     ``kind``: the attack's kind (white-box, score, decision, transfer).  ``single_step``: one gradient
-    step (FGSM-like).  ``evaluated``: the points the cell attacked (clean-correct ones, and in cascade
+    step (FGSM-like).  ``aims_at``: the attack's :attr:`robustreg.AttackInfo.aims_at` ("" = any wrong class).
+    ``evaluated``: the points the cell attacked (clean-correct ones, and in cascade
     mode only those still standing); ``broken``, ``adv_logits_finite`` and per-sample extras are read
     only there.  ``extras``: the attack's extras; the checks read ``"loss_trace"`` (per-sample N x T
     losses, start first, or one 1-D mean trace) and ``"ever_broken"`` (bool N); see
@@ -66,6 +67,7 @@ class CellView:
     evaluated: torch.Tensor
     adv_logits_finite: torch.Tensor | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    aims_at: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

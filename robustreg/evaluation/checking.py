@@ -61,7 +61,7 @@ def view_of(cell: Cell, label: str, eps: float, spec: Any, params: dict[str, Any
     evaluated = the points it ran on.  The evaluation's cells and compare's rows alike."""
     finite = None if cell.nonfinite is None else ~cell.nonfinite
     return CellView(label, eps, spec.info.kind, single_step(spec, params), cell.broken & cell.ran, cell.ran.clone(),
-                    finite, _extras(cell))
+                    finite, _extras(cell), spec.info.aims_at)
 
 
 def cell_view(plan: Plan, state: RunState, e: int, a: int) -> CellView:

@@ -17,8 +17,9 @@ def attempt_view(attempt: Attempt, registry: Any, n: int) -> CellView:
     broken = torch.zeros(n, dtype=torch.bool)
     broken[attempt.broken] = True
     ran = attempt.ran if attempt.ran is not None else broken.clone()
-    return CellView(f"remedy:{attempt.remedy}:{attempt.label}", attempt.eps, registry.attack(attempt.attack).info.kind,
-                    False, broken, ran)
+    info = registry.attack(attempt.attack).info
+    return CellView(f"remedy:{attempt.remedy}:{attempt.label}", attempt.eps, info.kind, False, broken, ran,
+                    aims_at=info.aims_at)
 
 
 def attempt_views(attempts: list[Attempt], registry: Any, n: int) -> list[CellView]:
