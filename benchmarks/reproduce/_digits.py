@@ -3,14 +3,18 @@
 :func:`train_digits` runs :func:`robustreg.train` (digits-cnn on the 1437-image digits train split) into
 ``runs/<defense>-eps<eps>-e<epochs>-s<seed>/``; a finished run in that folder is reused, not retrained
 (the trainer resumes from ``last.pt``), so two claims trained the same way share one model.
-:func:`robust_accuracy` evaluates on the 360-image digits test split.
+:func:`robust_accuracy` evaluates on the 360-image digits test split; :func:`cached_evaluation` keeps a model's
+evaluation in ``runs/evals/`` under its weights' digest, so a rerun (or another process) reads it back.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +77,18 @@ def train_digits(defense: str, seed: int, recipe: Recipe, runs: Path = RUNS, mod
     return path, time.perf_counter() - start, reused
 
 
+def logged_training_seconds(path: Path) -> float | None:
+    """The training loop's own seconds, as the trainer logged them in the run folder of ``path`` (final.pt):
+    ``seconds`` of the last epoch record of ``log.jsonl`` (cumulative over the epochs).  The same for a reused
+    folder as for the run that trained it (:func:`train_digits`' seconds are the reuse's); None without a log."""
+    log = Path(path).parent / "log.jsonl"
+    if not log.exists():
+        return None
+    epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    seconds = [e["seconds"] for e in epochs if e.get("kind") == "epoch" and "seconds" in e]
+    return round(float(seconds[-1]), 1) if seconds else None
+
+
 def _declared(defense: str) -> set[str]:
     """The parameter names ``defense`` declares (single-step defenses have no ``steps``)."""
     from robustreg import Registry
@@ -86,6 +102,63 @@ def digits_test(n: int = 360, spec: str = "digits") -> tuple[Any, Any]:
 
     data = load_data(spec, "test")
     return data.tensors(min(n, len(data)))
+
+
+def weights_digest(path: Path) -> str:
+    """sha256 of a final.pt's tensors (names, shapes, bytes): equal digests, equal models."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def images_key(x: Any, y: Any) -> str:
+    """A short digest of the evaluation images and labels (part of a cached result's name)."""
+    return hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:16]
+
+
+def config_key(name: str, config: dict[str, Any]) -> str:
+    """A cache key naming an evaluation's configuration: ``<name>-<16 hex digits of the sorted JSON of config>``.
+
+    ``config`` must hold everything that changes the result beyond the weights and the images (attacks and their
+    parameters, eps, attack seed, mode, checks, smoke...): two configurations share a key only if they are equal."""
+    if not name or any(c in name for c in "/\\ "):
+        raise ValueError(f"config_key: name must be non-empty, without '/', '\\' or spaces; got {name!r}")
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def cached_evaluation(path: Path, x: Any, y: Any, key: str, compute: Callable[[], dict[str, Any]],
+                      runs: Path = RUNS) -> tuple[dict[str, Any], str]:
+    """``(result, weights digest)`` of the evaluation ``compute()`` of the model ``path`` on the images ``x, y``,
+    kept in ``runs/evals/<digest[:24]>-<images_key>-<key>.json`` (``key``: the configuration, e.g.
+    :func:`config_key`): read back when present, else computed and written atomically (a killed run leaves no
+    half file; two processes computing the same one write the same content).
+
+    The attacks are deterministic given the weights, images and configuration, so a rerun, another claim on the
+    same model, or another process gets the stored result instead of a second evaluation.  ``compute`` returns a
+    JSON-able dict; a fresh result goes through the same JSON round trip as a stored one (tuples become lists), so
+    both give the same rows.  The stored file adds ``"weights"`` (the path it was computed from; provenance only,
+    not returned: a model with the same weights elsewhere reads the same result)."""
+    from robustreg import write_atomic
+
+    if not key or "/" in key or "\\" in key:
+        raise ValueError(f"cached_evaluation: key must be non-empty and hold no path separator; got {key!r}")
+    digest = weights_digest(path)
+    cache = runs / "evals" / f"{digest[:24]}-{images_key(x, y)}-{key}.json"
+    if cache.exists():
+        stored = json.loads(cache.read_text())
+    else:
+        stored = json.loads(json.dumps({**compute(), "weights": str(path)}))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache, json.dumps(stored))
+    stored.pop("weights", None)
+    return stored, digest
 
 
 def evaluate_samples(model: Any, x: Any, y: Any, attacks: list[Any], eps: Any, seed: int, device: str = "cpu",

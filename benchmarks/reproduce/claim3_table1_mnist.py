@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from _deviations import CURRENT, deviation_lines, fidelity
-from _digits import RUNS, digits_test, evaluate_samples
+from _digits import RUNS, cached_evaluation, digits_test, evaluate_samples, weights_digest
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
 from _report import (
@@ -172,50 +172,23 @@ def evaluate_one(path: Path, x: Any, y: Any, device: str, checks: bool = True,
     return acc
 
 
-def weights_digest(path: Path) -> str:
-    """sha256 of a final.pt's tensors (names, shapes, bytes): equal digests, equal models."""
-    import hashlib
-
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
-def images_key(x: Any, y: Any) -> str:
-    """A short digest of the evaluation images and labels (part of a cached result's name)."""
-    import hashlib
-
-    return hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:16]
-
-
 def evaluate_cached(path: Path, x: Any, y: Any, args: argparse.Namespace, *, model: str = "lenet5-mnist",
                     eps: tuple[int, ...] = EPS) -> tuple[dict[str, float], dict[str, str], str]:
     """:func:`evaluate_one` of ``path``, kept in ``--runs/evals/`` under the weights' digest, the evaluation images
     (and ``eps`` where it is not claim 3's): the attacks are deterministic, so a model with the same weights (Pivot
     trains to Bidirectional's weights bit for bit, see the protocol) or a rerun gets the stored per-sample results
     instead of a second evaluation."""
-    import json
+    columns = "" if tuple(eps) == EPS else "e" + "-".join(map(str, eps)) + "-"
+    # the names the runs before the cache moved to _digits.cached_evaluation wrote: <digest>-<images>[-e..]-checked
+    key = columns + ("smoke" if args.smoke else "checked")
 
-    from robustreg import write_atomic
+    def compute() -> dict[str, Any]:
+        samples: dict[str, str] = {}
+        acc = evaluate_one(path, x, y, args.device, not args.smoke, samples, model=model, eps=eps)
+        return {"acc": acc, "samples": samples}
 
-    digest = weights_digest(path)
-    columns = "" if tuple(eps) == EPS else "-e" + "-".join(map(str, eps))
-    cache = (args.runs / "evals"
-             / f"{digest[:24]}-{images_key(x, y)}{columns}-{'smoke' if args.smoke else 'checked'}.json")
-    if cache.exists():
-        stored = json.loads(cache.read_text())
-        return stored["acc"], stored["samples"], digest
-    samples: dict[str, str] = {}
-    acc = evaluate_one(path, x, y, args.device, not args.smoke, samples, model=model, eps=eps)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(cache, json.dumps({"acc": acc, "samples": samples, "weights": str(path)}))
-    return acc, samples, digest
+    stored, digest = cached_evaluation(path, x, y, key, compute, args.runs)
+    return stored["acc"], stored["samples"], digest
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:

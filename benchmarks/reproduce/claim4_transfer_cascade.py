@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from _deviations import CURRENT, deviation_lines, fidelity
-from _digits import digits_test
+from _digits import digits_test, images_key, weights_digest
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
 from _report import (
@@ -56,7 +56,7 @@ from _report import (
 )
 from _verdict import VERDICTS, lower_cell, mcnemar, seeds_outcome, t_interval, verdict_lines
 from _verdict import verdict as one_rule
-from claim3_table1_mnist import add_recipe, evaluate_cached, images_key, weights_digest
+from claim3_table1_mnist import add_recipe, evaluate_cached
 
 CLAIM = "claim4_transfer_cascade"
 TRANSFER_ATTACKS = ("step-fgsm", "iter-ll", "iter-fgsm")
