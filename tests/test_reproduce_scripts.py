@@ -142,3 +142,38 @@ def test_transfer_cells_run_mcnemar_on_the_per_image_results(reproduce_path: Non
     del report["samples"]  # a run before issue 24: no per-image results, every cell inconclusive
     assert {r["outcome"] for r in c7.cells(report)} == {"inconclusive"}
     assert {c["outcome"] for c in c4.table4_cells(report, [0, 1])} == {"inconclusive"}
+
+
+def test_claim5_reads_its_evaluations_back_from_the_cache(tmp_path: Path, reproduce_path: None,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second smoke run over the same --runs trains and evaluates nothing: its rows (per-sample results and the
+    AA seconds included) and its cells are the first run's (issue 24: the digits scripts' evaluation cache)."""
+    module = importlib.import_module("claim5_si_improves")
+    try:
+        runs = tmp_path / "runs"
+        module.main(["--smoke", "--out", str(tmp_path / "first"), "--runs", str(runs)])
+        stored = sorted(p.name for p in (runs / "evals").glob("*.json"))
+        models = len(json.loads((tmp_path / "first" / "report.json").read_text())["rows"])
+        # per model: the PGD / PGD-CW / SI-PGD evaluation and the AA one, each its own file
+        assert len(stored) == 2 * models
+        assert sum("-claim5-attacks-" in n for n in stored) == sum("-claim5-aa-" in n for n in stored) == models
+
+        def no_evaluation(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the second run evaluated a model instead of reading the cache")
+
+        monkeypatch.setattr(module, "robust_accuracy", no_evaluation)
+        monkeypatch.setattr(module, "worst_case_accuracy", no_evaluation)
+        module.main(["--smoke", "--out", str(tmp_path / "second"), "--runs", str(runs)])
+    finally:
+        sys.modules.pop("claim5_si_improves", None)
+    first, second = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("first", "second"))
+    timing = {"train_seconds", "reused"}  # the second run reuses the trainings: their seconds differ
+    assert [{k: v for k, v in r.items() if k not in timing} for r in first["rows"]] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in second["rows"]]
+    assert all(r["reused"] for r in second["rows"])
+    for key in ("verdict", "summary", "comparisons", "ablation"):
+        assert first[key] == second[key]
+    # a changed configuration is another evaluation, not the stored one
+    from _digits import config_key
+
+    assert config_key("claim5-aa", {"eps": 0.1}) != config_key("claim5-aa", {"eps": 0.2})

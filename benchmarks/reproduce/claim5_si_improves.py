@@ -6,6 +6,11 @@ with the same recipe on scikit-learn digits (:mod:`_digits`), ``--seeds`` traini
 on the 360 digits test images under PGD, PGD-CW and SI-PGD (20 steps), each alone, and the full standard
 AutoAttack (``autoattack:standard``) on the first ``--n-aa`` of them.
 
+Each model's two evaluations (PGD / PGD-CW / SI-PGD; AA) are kept in ``--runs/evals/``
+(:func:`_digits.cached_evaluation`, keyed by the weights' digest, the images and the configuration), so the
+work splits over processes by ``--seeds`` or ``--defenses`` (each with its own ``--out``) and the run over
+everything then reads every training and every evaluation back and writes the report.
+
 The ablation (issue 24) separates SI's two parts on ``--ablation-base`` (AT): the SI defense with
 ``beta=0`` (SI-PGD inner attack only), with ``inner="base"`` (the margin CE term only, on the base's own
 PGD examples) and with ``term="logits"`` (SI-PGD examples plus beta x CE on the plain logits instead of
@@ -24,7 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from _deviations import deviation_lines
-from _digits import RUNS, Recipe, digits_test, robust_accuracy, train_digits, worst_case_accuracy
+from _digits import (
+    RUNS,
+    Recipe,
+    cached_evaluation,
+    config_key,
+    digits_test,
+    logged_training_seconds,
+    robust_accuracy,
+    train_digits,
+    worst_case_accuracy,
+)
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
 from _report import Clock, add_rerender, base_parser, earlier_run, markdown_table, out_dir, rerender_note, write_report
@@ -46,14 +61,16 @@ ABLATION_TEXT = {"si-pgd-only": "SI-PGD inner attack, no added term (beta 0)",
 # APGD-T 21, FAB-T 33, Square 66); PGD + PGD-CW + SI-PGD 2 s.  55 models x 124 s do not fit the 60-minute box,
 # so AA runs on the first N_AA images (about a third of the cost).
 N_AA = 100
+TRAIN_STEPS = 5  # the inner attack's steps (paper: 10)
+EPOCHS = 20  # training epochs (paper: 120)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1", help="training seeds")
     p.add_argument("--defenses", default=",".join(BASES), help="base defenses (each also with -si)")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs (paper: 120)")
-    p.add_argument("--train-steps", type=int, default=5, help="steps of the inner attack (paper: 10)")
+    p.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs (paper: 120)")
+    p.add_argument("--train-steps", type=int, default=TRAIN_STEPS, help="steps of the inner attack (paper: 10)")
     p.add_argument("--eps", type=float, default=Recipe.eps)
     p.add_argument("--steps", type=int, default=20, help="steps of PGD, PGD-CW, SI-PGD")
     p.add_argument("--aa", default="autoattack:standard",
@@ -68,18 +85,69 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.seeds, args.defenses, args.epochs, args.steps, args.n_digits, args.n_aa = "0", "at", 1, 2, 8, 8
+        args.train_steps = 2
         args.aa, args.ablation = "autoattack:apgd-ce", "si-pgd-only"
     return args
 
 
-def train_and_evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
+def evaluation_config(args: argparse.Namespace, attacks: list[Any], mode: str, checks: bool) -> dict[str, Any]:
+    """What changes an evaluation's result beyond the weights and the images (their digests name the cache file
+    too): the attacks with their parameters, eps, attack seed, mode, the checks, smoke, the model spec, device."""
+    return {"attacks": attacks, "eps": args.eps, "attack_seed": args.attack_seed, "mode": mode, "checks": checks,
+            "smoke": bool(args.smoke), "model": "digits-cnn", "device": args.device}
+
+
+def evaluate_model(path: Path, x: Any, y: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str],
+                                                                                 bool]:
+    """(accuracies, per-sample results, read from the cache) of the model ``path``: PGD, PGD-CW and SI-PGD (each
+    alone, every image) and the AA cascade (the first ``--n-aa`` images), each kept in ``--runs/evals/`` on its own
+    (:func:`_digits.cached_evaluation`): a rerun, or the run over all seeds after runs split by seeds, reads them."""
     from robustreg import build_model
 
-    recipe = Recipe(eps=args.eps, epochs=args.epochs, steps=2 if args.smoke else args.train_steps,
-                    n_train=128 if args.smoke else None)
-    attacks: list[tuple[str, dict[str, Any]]] = [(a, {"steps": args.steps}) for a in ("pgd", "pgd-cw", "si-pgd")]
+    attacks: list[Any] = [[a, {"steps": args.steps}] for a in ("pgd", "pgd-cw", "si-pgd")]
+    checks = not args.smoke
+    model: list[Any] = []  # built on the first evaluation that is not in the cache (and then kept)
+
+    def net() -> Any:
+        if not model:
+            model.append(build_model("digits-cnn", weights=str(path)).eval())
+        return model[0]
+
+    def attack_eval() -> dict[str, Any]:
+        samples: dict[str, str] = {}
+        start = time.perf_counter()
+        acc = robust_accuracy(net(), x, y, [(a, dict(p)) for a, p in attacks], args.eps, args.attack_seed,
+                              args.device, checks, samples)
+        return {"acc": acc, "seconds": round(time.perf_counter() - start, 1), "samples": samples,
+                "config": evaluation_config(args, attacks, "independent", checks)}
+
+    key = config_key("claim5-attacks", evaluation_config(args, attacks, "independent", checks))
+    stored, _ = cached_evaluation(path, x, y, key, attack_eval, args.runs)
+    acc, samples = {**stored["acc"], "attack_seconds": stored["seconds"]}, stored["samples"]
+    if args.aa:
+        n_aa = min(args.n_aa, len(y))
+        aa = args.aa.split(",")
+
+        def aa_eval() -> dict[str, Any]:
+            per_sample: dict[str, str] = {}
+            start = time.perf_counter()
+            # worst_case_accuracy runs the automatic checks (it has no switch for them), smoke runs too
+            value = worst_case_accuracy(net(), x[:n_aa], y[:n_aa], aa, args.eps, args.attack_seed, args.device,
+                                        per_sample)
+            return {"aa": value, "seconds": round(time.perf_counter() - start, 1), "samples": per_sample["worst-case"],
+                    "config": evaluation_config(args, aa, "cascade", True)}
+
+        key = config_key("claim5-aa", evaluation_config(args, aa, "cascade", True))
+        stored, _ = cached_evaluation(path, x[:n_aa], y[:n_aa], key, aa_eval, args.runs)
+        # the AA seconds are the evaluation's own, stored with it: a row read from the cache is the fresh row
+        acc = {**acc, "aa": stored["aa"], "aa_seconds": stored["seconds"]}
+        samples = {**samples, "aa": stored["samples"]}
+    return acc, samples, not model
+
+
+def train_and_evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
+    recipe = Recipe(eps=args.eps, epochs=args.epochs, steps=args.train_steps, n_train=128 if args.smoke else None)
     x, y = digits_test(args.n_digits)
-    n_aa = min(args.n_aa, len(y))
     rows = []
     arms = [(d, b, d, {}) for b in args.defenses.split(",") for d in (b, f"{b}-si")]
     arms += [(f"{args.ablation_base}-si[{a}]", args.ablation_base, f"{args.ablation_base}-si", ABLATION[a])
@@ -87,19 +155,12 @@ def train_and_evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     for label, base, defense, params in arms:
         for seed in (int(s) for s in args.seeds.split(",")):
             path, seconds, reused = train_digits(defense, seed, recipe, args.runs, params=params)
-            model = build_model("digits-cnn", weights=str(path)).eval()
-            samples: dict[str, str] = {}
-            acc = robust_accuracy(model, x, y, attacks, args.eps, args.attack_seed, args.device,
-                                  not args.smoke, samples)
-            if args.aa:
-                start = time.perf_counter()
-                acc["aa"] = worst_case_accuracy(model, x[:n_aa], y[:n_aa], args.aa.split(","), args.eps,
-                                                args.attack_seed, args.device, samples)
-                acc["aa_seconds"] = round(time.perf_counter() - start, 1)
-                samples["aa"] = samples.pop("worst-case")
+            acc, samples, cached = evaluate_model(path, x, y, args)
             rows.append({"defense": label, "base": base, "entry": defense, "params": params, "seed": seed,
-                         "train_seconds": round(seconds, 1), "reused": reused, **acc, "samples": samples})
-            print(label, seed, {k: round(v, 3) for k, v in acc.items()}, flush=True)
+                         "train_seconds": round(seconds, 1), "reused": reused,
+                         "logged_train_seconds": logged_training_seconds(path), **acc, "samples": samples})
+            print(label, seed, {k: round(v, 3) for k, v in acc.items()}, "(evaluations read from the cache)"
+                  if cached else "", flush=True)
     return rows
 
 
@@ -190,7 +251,10 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
     n_aa = len(rows[0]["samples"]["aa"]) if "aa" in rows[0].get("samples", {}) else args.n_digits
     aa_seconds = [r["aa_seconds"] for r in rows if "aa_seconds" in r]
     full_aa = args.aa == "autoattack:standard"
-    trained = [r["train_seconds"] for r in rows if not r["reused"]]
+    # the trainer's own log (the same for a reused folder); runs before it was recorded: this run's new trainings
+    logged = [r["logged_train_seconds"] for r in rows if r.get("logged_train_seconds") is not None]
+    trained = logged or [r["train_seconds"] for r in rows if not r["reused"]]
+    attack_seconds = [r["attack_seconds"] for r in rows if "attack_seconds" in r]
     base = getattr(args, "ablation_base", "at")
     key_ablation = [c for c in ablation(rows, base, columns) if c["column"] == key]
     cmp_rows = [[c["base"], c["attack"], f"{c['paper_diff']:+.2f}", f"{c['ours_diff']:+.1f}",
@@ -198,7 +262,8 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
                  c["ours"] + (f" ({', '.join(c['collapsed'])} collapsed)" if c.get("collapsed") else "")]
                 for c in comparisons]
     per_seed = [[r["defense"], r["seed"], *(f"{100 * r[c]:.1f}" for c in columns), r["train_seconds"],
-                 r.get("aa_seconds", "-"), "yes" if r["reused"] else "no"] for r in rows]
+                 r.get("logged_train_seconds", "-"), r.get("attack_seconds", "-"), r.get("aa_seconds", "-"),
+                 "yes" if r["reused"] else "no"] for r in rows]
     better = sum(c["ours"] == "supports" for c in comparisons)
     worse = sum(c["ours"] == "contradicts" for c in comparisons)
     failed = sorted({d for d in summary if summary[d]["clean"][0] < COLLAPSED and d in PAPER})
@@ -229,8 +294,15 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
         "## SI minus base (points of %; mean and 95% t-interval over the seeds)\n\n"
         + markdown_table(["defense", "attack", "paper", "ours", "95% interval", "seeds", "outcome"], cmp_rows),
         ablation_section(ablation(rows, base, columns), base),
-        "## Per seed\n\n" + markdown_table(["defense", "seed", *columns, "train s", "AA s", "reused"], per_seed),
-        f"## Protocol\n\n{Recipe(eps=args.eps, epochs=args.epochs, steps=args.train_steps).describe()}. "
+        "## Per seed\n\ntrain s: this run's (a reused folder: loading it); train s (log): the training loop's own "
+        "seconds in the run folder's log.jsonl; PGDs s: PGD + PGD-CW + SI-PGD; PGDs s and AA s are each evaluation's "
+        "own, stored with it in the evaluation cache.\n\n"
+        + markdown_table(["defense", "seed", *columns, "train s", "train s (log)", "PGDs s", "AA s", "reused"],
+                         per_seed),
+        f"## Protocol\n\n{Recipe(eps=args.eps, epochs=args.epochs, steps=args.train_steps).describe()}"
+        + (f"; training {statistics.fmean(trained):.0f} s a model (min {min(trained):.0f}, max {max(trained):.0f}, "
+           f"{sum(trained) / 60:.0f} minutes over {len(trained)} models; one torch thread)" if trained else "")
+        + ". "
         f"Evaluation: L_inf eps {args.eps:g} "
         f"on the first {args.n_digits} of the 360 digits test images; PGD, PGD-CW (kappa 50) and SI-PGD (s 15) "
         f"with {args.steps} steps, default step size, random start, attack seed {args.attack_seed}; "
@@ -240,22 +312,26 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, columns: list[s
            "pyautoattack's standard settings, L_inf)" if full_aa else " -- NOT the full standard AutoAttack")
         + (f", {statistics.fmean(aa_seconds):.0f} s a model here (min {min(aa_seconds):.0f}, max "
            f"{max(aa_seconds):.0f}; measured before the run: 124 s a model at all 360 images, Square 66 s of it, "
-           f"so the {len(aa_seconds)} models at 360 would not fit the 60-minute box issue 24 sets; "
-           f"{n_aa} images do)" if aa_seconds else "")
-        + "; PGD, PGD-CW, SI-PGD each alone on every clean-correct point (independent mode).\n\n"
+           f"so AA alone on the {len(aa_seconds)} models at 360 would take about {len(aa_seconds) * 124 / 60:.0f} "
+           "minutes" + (", past the 60-minute box issue 24 sets" if len(aa_seconds) * 124 > 3600 else "") + ")"
+           if aa_seconds else "")
+        + "; PGD, PGD-CW, SI-PGD each alone on every clean-correct point (independent mode)"
+        + (f", {statistics.fmean(attack_seconds):.0f} s a model" if attack_seconds else "") + ". "
+        "Each model's two evaluations are kept in the runs folder's `evals/` under the weights' digest, the images "
+        "and the configuration (`_digits.cached_evaluation`): the trainings and evaluations may have run in other "
+        "processes, split by seeds or defenses, and this run read them back, so its wall time can cover only the "
+        "last part"
+        + (f"; the recorded compute over the {len(rows)} models: training {sum(trained) / 60:.0f} min, PGDs "
+           f"{sum(attack_seconds) / 60:.0f} min, AA {sum(aa_seconds) / 60:.0f} min"
+           if trained and attack_seconds and aa_seconds else "") + ".\n\n"
         + deviation_lines(["pgd-first-success", "pgd-cw-logits", "si-start"]),
         "## What differs from the paper\n\n- data and model: 8x8 scikit-learn digits (1437 train / 360 test) and a "
         "2-conv CNN instead of CIFAR-10 and ResNet-18 / WRN-34-10;\n- training: "
         f"{args.epochs} epochs with a cosine schedule and a {Recipe.warmup}-epoch eps warm-up instead of 120 epochs "
         f"(step schedule at 75/90/100); eps {args.eps:g} (on 8x8 images) instead of 8/255; "
-        f"inner PGD-{args.train_steps} "
-        "instead of PGD-10"
-        + (f" (the paper's 10 steps would retrain all {len(rows)} models, the finished 5-step runs reused: "
-           f"this run's new 5-step trainings took {min(trained):.0f}-{max(trained):.0f} s each, 10 steps about "
-           f"twice that, about {2 * statistics.fmean(trained) * len(rows) / 60:.0f} minutes for all, which with "
-           f"{sum(aa_seconds) / 60:.0f} minutes of AA does not fit the 60-minute box; every arm, the ablation's "
-           "too, uses the same 5-step recipe, so the comparisons are like for like)"
-           if args.train_steps != 10 and trained and aa_seconds else "") + ";"
+        + ("the inner attack is the paper's PGD-10 (step eps/4, as its 2/255 at 8/255)" if args.train_steps == 10
+           else f"inner PGD-{args.train_steps} instead of PGD-10 (every arm, the ablation's too, uses the same "
+           f"{args.train_steps}-step recipe, so the comparisons are like for like)") + ";"
         "\n- ALP and ALP-SI: the pairing as the squared mean of the logit difference (`form=\"mse\"`, Pang et al. "
         "2020's released code of the Table 1 row paper 004 reproduces), not paper 004's literal unsquared "
         "lambda ||W^T (z - z')||_2, with which plain ALP collapsed to chance accuracy in this recipe (issue 11);"
