@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from _deviations import deviation_lines
-from _digits import RUNS, Recipe, digits_test, evaluate_samples, train_digits
+from _digits import RUNS, Recipe, cached_evaluation, config_key, digits_test, evaluate_samples, train_digits
 from _paper import PAPER as PAPER_TABLES
 from _paper import paper_section
 from _report import Clock, add_rerender, base_parser, earlier_run, markdown_table, out_dir, rerender_note, write_report
 from _verdict import _T975, ALPHA, mcnemar, seeds_outcome, t_interval, verdict, verdict_lines
+from claim5_si_improves import EPOCHS as CLAIM5_EPOCHS
+from claim5_si_improves import TRAIN_STEPS as CLAIM5_TRAIN_STEPS
 
 CLAIM = "claim6_blackbox"
 PAPER = PAPER_TABLES["004-table9"].rows  # (SPSA 128, SPSA 256, SPSA 512, RayS ADBD, RayS Rob.Acc)
@@ -43,8 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spsa-samples", default="128,256", help="SPSA batches (budgets), paper: 128, 256, 512")
     p.add_argument("--rays-queries", type=int, default=10000,
                    help="RayS query budget (10000: RayS' released robust-model example and the rays default)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--train-steps", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=CLAIM5_EPOCHS, help="claim 5's recipe")
+    p.add_argument("--train-steps", type=int, default=CLAIM5_TRAIN_STEPS,
+                   help="claim 5's recipe: steps of the inner attack (paper: 10)")
     p.add_argument("--eps", type=float, default=Recipe.eps)
     p.add_argument("--runs", type=Path, default=RUNS)
     add_rerender(p)
@@ -62,11 +65,16 @@ def spsa_keys(args: argparse.Namespace) -> list[str]:
     return ["spsa" if i == 0 else f"spsa{b}" for i, b in enumerate(budgets)]
 
 
+def blackbox_attacks(args: argparse.Namespace) -> list[Any]:
+    """The attacks, in the report's order: SPSA at each budget, then RayS (JSON-able: the cache key names them)."""
+    budgets = [int(b) for b in args.spsa_samples.split(",")]
+    return [["spsa", {"samples": b, "delta": 0.001, "learning_rate": 0.01, "steps": args.spsa_steps}]
+            for b in budgets] + [["rays", {"max_queries": args.rays_queries}]]
+
+
 def evaluate_blackbox(model: Any, x: Any, y: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Clean, each SPSA budget and RayS, each alone on the clean-correct images; per-sample results by key."""
-    budgets = [int(b) for b in args.spsa_samples.split(",")]
-    attacks = [("spsa", {"samples": b, "delta": 0.001, "learning_rate": 0.01, "steps": args.spsa_steps})
-               for b in budgets] + [("rays", {"max_queries": args.rays_queries})]
+    attacks = [(a, dict(p)) for a, p in blackbox_attacks(args)]
     keys = [*spsa_keys(args), "rays"]
     report, by_label = evaluate_samples(model, x, y, attacks, args.eps, 0, args.device, not args.smoke)
     samples = {"clean": by_label["clean"]}
@@ -80,10 +88,31 @@ def evaluate_blackbox(model: Any, x: Any, y: Any, args: argparse.Namespace) -> d
     return out
 
 
-def run_models(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """One row per (defense, seed): claim 5's model (trained here if absent) under SPSA and RayS."""
+def evaluate_cached(path: Path, x: Any, y: Any, args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    """(:func:`evaluate_blackbox` of the model ``path`` with its ``eval_seconds``, read from the cache) -- kept in
+    ``--runs/evals/`` (:func:`_digits.cached_evaluation`) under the weights' digest, the images and a key naming the
+    attacks with their parameters, eps, attack seed, checks, smoke: at about 870 s a model, a run cut short (or
+    split over processes by ``--seeds`` / ``--defenses``) resumes where it stopped, and the run over everything
+    reads the stored rows.  The seconds are the evaluation's own, stored with it."""
     from robustreg import build_model
 
+    config = {"attacks": blackbox_attacks(args), "keys": [*spsa_keys(args), "rays"], "eps": args.eps,
+              "attack_seed": 0, "mode": "independent", "checks": not args.smoke, "smoke": bool(args.smoke),
+              "model": "digits-cnn", "device": args.device}
+    computed = []
+
+    def compute() -> dict[str, Any]:
+        computed.append(path)
+        start = time.perf_counter()
+        acc = evaluate_blackbox(build_model("digits-cnn", weights=str(path)).eval(), x, y, args)
+        return {"acc": acc, "eval_seconds": round(time.perf_counter() - start, 1), "config": config}
+
+    stored, _ = cached_evaluation(path, x, y, config_key("claim6-blackbox", config), compute, args.runs)
+    return {**stored["acc"], "eval_seconds": stored["eval_seconds"]}, not computed
+
+
+def run_models(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per (defense, seed): claim 5's model (trained here if absent) under SPSA and RayS."""
     recipe = Recipe(eps=args.eps, epochs=args.epochs, steps=2 if args.smoke else args.train_steps,
                     n_train=128 if args.smoke else None)
     x, y = digits_test(args.n)
@@ -92,11 +121,10 @@ def run_models(args: argparse.Namespace) -> list[dict[str, Any]]:
         for defense in (base, f"{base}-si"):
             for seed in (int(s) for s in args.seeds.split(",")):
                 path, seconds, reused = train_digits(defense, seed, recipe, args.runs)
-                start = time.perf_counter()
-                acc = evaluate_blackbox(build_model("digits-cnn", weights=str(path)).eval(), x, y, args)
-                rows.append({"defense": defense, "base": base, "seed": seed, "reused": reused, **acc,
-                             "eval_seconds": round(time.perf_counter() - start, 1)})
-                print(defense, seed, acc, flush=True)
+                acc, cached = evaluate_cached(path, x, y, args)
+                rows.append({"defense": defense, "base": base, "seed": seed, "reused": reused, **acc})
+                print(defense, seed, {k: v for k, v in acc.items() if k != "samples"},
+                      "(read from the cache)" if cached else "", flush=True)
     return rows
 
 
