@@ -2,9 +2,10 @@
 
 Paper 004 (Xu et al. 2022, arXiv:2201.12527), Table 6 (CIFAR-10, ResNet-18 and WRN-34-10, 8/255): each
 defense "-SI" against PGD, PGDCW, SI-PGD and AutoAttack.  Here at tiny scale: the eight defenses trained
-with the same recipe on scikit-learn digits (:mod:`_digits`), ``--seeds`` training seeds each, evaluated
-on the 360 digits test images under PGD, PGD-CW and SI-PGD (20 steps), each alone, and the full standard
-AutoAttack (``autoattack:standard``) on the first ``--n-aa`` of them.
+with the same recipe on scikit-learn digits (:mod:`_digits`; the paper's 10-step inner attack,
+``--train-steps``, at the defenses' default step eps/4, as the paper's 2/255 at 8/255), ``--seeds`` training
+seeds each, evaluated on the 360 digits test images under PGD, PGD-CW and SI-PGD (20 steps), each alone, and
+the full standard AutoAttack (``autoattack:standard``) on the first ``--n-aa`` of them.
 
 Each model's two evaluations (PGD / PGD-CW / SI-PGD; AA) are kept in ``--runs/evals/``
 (:func:`_digits.cached_evaluation`, keyed by the weights' digest, the images and the configuration), so the
@@ -61,7 +62,7 @@ ABLATION_TEXT = {"si-pgd-only": "SI-PGD inner attack, no added term (beta 0)",
 # APGD-T 21, FAB-T 33, Square 66); PGD + PGD-CW + SI-PGD 2 s.  55 models x 124 s do not fit the 60-minute box,
 # so AA runs on the first N_AA images (about a third of the cost).
 N_AA = 100
-TRAIN_STEPS = 5  # the inner attack's steps (paper: 10)
+TRAIN_STEPS = 10  # the inner attack's steps: the paper's PGD-10 (step eps/4, the defenses' default: its 2/255 at 8/255)
 EPOCHS = 20  # training epochs (paper: 120)
 
 
