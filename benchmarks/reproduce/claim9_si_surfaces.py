@@ -33,6 +33,8 @@ from _paper import paper_section
 from _report import Clock, base_parser, draw_bars, markdown_table, out_dir, write_report
 from _verdict import bits, seeds_outcome, t_interval, verdict_lines
 from _verdict import verdict as one_rule
+from claim5_si_improves import EPOCHS as CLAIM5_EPOCHS
+from claim5_si_improves import TRAIN_STEPS as CLAIM5_TRAIN_STEPS
 
 CLAIM = "claim9_si_surfaces"
 DEFENSES = ("at", "at-si", "trades", "trades-si")
@@ -41,8 +43,9 @@ DEFENSES = ("at", "at-si", "trades", "trades-si")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2,3,4", help="claim 5's training seeds")
-    p.add_argument("--epochs", type=int, default=20, help="claim 5's recipe")
-    p.add_argument("--train-steps", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=CLAIM5_EPOCHS, help="claim 5's recipe")
+    p.add_argument("--train-steps", type=int, default=CLAIM5_TRAIN_STEPS,
+                   help="claim 5's recipe: steps of the inner attack (its models are reused)")
     p.add_argument("--eps", type=float, default=Recipe.eps)
     p.add_argument("--n", type=int, default=128, help="test images (the paper's Fig. 5: the CIFAR-10 test set)")
     p.add_argument("--grid", type=int, default=11, help="loss-surface grid (odd)")
